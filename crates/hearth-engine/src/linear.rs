@@ -1,0 +1,65 @@
+//! Linear layers over stored-format weights, as a candle custom op so activations stay candle
+//! tensors while the product runs on our kernels.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use crate::weights::{StoredTensor, WeightStore};
+use crate::Result;
+
+pub struct Linear {
+    weight: StoredTensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(store: &WeightStore, prefix: &str, bias: bool, device: &candle_core::Device) -> Result<Self> {
+        let weight = store.get(&format!("{prefix}.weight"))?.clone();
+        weight.matrix()?;
+        let bias = if bias { Some(store.get(&format!("{prefix}.bias"))?.to_f32_tensor(device)?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn from_stored(weight: StoredTensor) -> Result<Self> {
+        weight.matrix()?;
+        Ok(Linear { weight, bias: None })
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.shape[0]
+    }
+
+    /// `x[..., in] → [..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.apply_op1_no_bwd(&MatMulOp(&self.weight))?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+struct MatMulOp<'a>(&'a StoredTensor);
+
+impl CustomOp1 for MatMulOp<'_> {
+    fn name(&self) -> &'static str {
+        "hearth-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let m = self.0.matrix().map_err(candle_core::Error::wrap)?;
+        let dims = layout.dims();
+        let (&cols, outer) = dims.split_last().ok_or_else(|| candle_core::Error::Msg("matmul of a scalar".into()))?;
+        if cols != m.cols() {
+            candle_core::bail!("matmul: input has {cols} features, weight expects {}", m.cols());
+        }
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("matmul input must be contiguous".into()))?;
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let mut out = vec![0f32; x.len() / cols * m.rows()];
+        m.matmul(x, &mut out);
+        let mut shape = outer.to_vec();
+        shape.push(m.rows());
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}

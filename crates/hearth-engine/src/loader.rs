@@ -1,0 +1,163 @@
+//! Opening a model from disk: a GGUF file, or a Hugging Face / MLX directory. Produces the
+//! decoder together with its tokenizer, chat template and stop tokens.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use hearth_formats::gguf::{Gguf, Value};
+use hearth_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
+use serde_json::Value as Json;
+
+use crate::config::{token_ids, ModelConfig};
+use crate::model::DecoderModel;
+use crate::weights::WeightStore;
+use crate::{EngineError, Result};
+
+/// The on-disk format a model was loaded from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFormat {
+    Gguf,
+    Safetensors,
+    MlxQuantized,
+}
+
+pub struct LoadedModel {
+    pub model: DecoderModel,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    /// Every token id that ends generation.
+    pub eos_ids: Vec<u32>,
+    pub format: ModelFormat,
+    pub path: PathBuf,
+}
+
+impl LoadedModel {
+    pub fn load(path: &Path) -> Result<Self> {
+        let device = Device::Cpu;
+        if path.is_dir() {
+            Self::load_dir(path, &device)
+        } else if path.is_file() {
+            Self::load_gguf(path, &device)
+        } else {
+            Err(EngineError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file or directory"),
+            })
+        }
+    }
+
+    fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        let g = Gguf::open(path)?;
+        let cfg = ModelConfig::from_gguf(&g)?;
+        let store = WeightStore::from_gguf(&g, cfg.num_heads, cfg.num_kv_heads)?;
+        let rope_freqs = match g.tensor("rope_freqs.weight") {
+            None => None,
+            Some(info) => {
+                let t = crate::weights::StoredTensor {
+                    format: hearth_kernels::RowFormat::Ggml(info.ggml_type),
+                    shape: info.shape(),
+                    data: g.tensor_data(info)?,
+                    scales: None,
+                    biases: None,
+                };
+                Some(t.to_f32_tensor(device)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+        };
+        let tokenizer = Tokenizer::from_gguf(&gguf_vocab(&g)?)?;
+        let mut eos_ids = cfg.eos_token_ids.clone();
+        for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            if let Some(id) = g.get(key).and_then(Value::as_u64) {
+                eos_ids.push(id as u32);
+            }
+        }
+        let name = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+        let chat_template = match g.get("tokenizer.chat_template").and_then(Value::as_str) {
+            Some(src) => Some(ChatTemplate::new(src, name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()))?),
+            None => None,
+        };
+        let model = DecoderModel::load(cfg, &store, rope_freqs, device)?;
+        Ok(Self::finish(model, tokenizer, chat_template, eos_ids, ModelFormat::Gguf, path))
+    }
+
+    fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let config: Json = read_json(&dir.join("config.json"))?
+            .ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))?;
+        let cfg = ModelConfig::from_hf(&config)?;
+        let store = WeightStore::from_safetensors_dir(dir, &config)?;
+        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let special = hearth_tokenizer::read_special_tokens(dir)?;
+        let chat_template = match hearth_tokenizer::find_chat_template(dir)? {
+            Some(src) => Some(ChatTemplate::new(&src, special.bos, special.eos.clone())?),
+            None => None,
+        };
+        let mut eos_ids = cfg.eos_token_ids.clone();
+        if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
+            eos_ids.extend(token_ids(gen.get("eos_token_id")));
+        }
+        if let Some(id) = special.eos.and_then(|t| tokenizer.token_to_id(&t)) {
+            eos_ids.push(id);
+        }
+        let format = if config.get("quantization").is_some() { ModelFormat::MlxQuantized } else { ModelFormat::Safetensors };
+        let model = DecoderModel::load(cfg, &store, None, device)?;
+        Ok(Self::finish(model, tokenizer, chat_template, eos_ids, format, dir))
+    }
+
+    fn finish(
+        model: DecoderModel,
+        tokenizer: Tokenizer,
+        chat_template: Option<ChatTemplate>,
+        mut eos_ids: Vec<u32>,
+        format: ModelFormat,
+        path: &Path,
+    ) -> Self {
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        LoadedModel { model, tokenizer, chat_template, eos_ids, format, path: path.to_path_buf() }
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Json>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(EngineError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
+/// The tokenizer description in a GGUF file's `tokenizer.ggml.*` metadata.
+fn gguf_vocab(g: &Gguf) -> Result<GgufVocab> {
+    let get = |k: &str| g.get(&format!("tokenizer.ggml.{k}"));
+    let strings = |k: &str| -> Result<Option<Vec<String>>> {
+        get(k)
+            .map(|v| {
+                v.as_array()
+                    .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
+                    .ok_or_else(|| EngineError::Config(format!("tokenizer.ggml.{k} is not a list of strings")))
+            })
+            .transpose()
+    };
+    let id = |k: &str| get(k).and_then(Value::as_u64).map(|v| v as u32);
+    let flag = |k: &str| get(k).and_then(Value::as_bool);
+    Ok(GgufVocab {
+        model: get("model")
+            .and_then(Value::as_str)
+            .ok_or_else(|| EngineError::Config("GGUF file has no tokenizer (tokenizer.ggml.model)".into()))?
+            .to_string(),
+        pre: get("pre").and_then(Value::as_str).map(str::to_string),
+        tokens: strings("tokens")?.ok_or_else(|| EngineError::Config("GGUF file has no tokenizer.ggml.tokens".into()))?,
+        scores: get("scores").and_then(Value::as_array).map(|a| a.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect()),
+        token_types: get("token_type")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|x| x.as_i64().unwrap_or(1) as i32).collect()),
+        merges: strings("merges")?,
+        bos_id: id("bos_token_id"),
+        eos_id: id("eos_token_id"),
+        unk_id: id("unknown_token_id"),
+        pad_id: id("padding_token_id"),
+        add_bos: flag("add_bos_token"),
+        add_eos: flag("add_eos_token"),
+        add_space_prefix: flag("add_space_prefix"),
+    })
+}

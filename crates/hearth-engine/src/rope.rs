@@ -1,0 +1,73 @@
+//! Rotary position embeddings (the Hugging Face "rotate half" layout), with the frequency
+//! scalings real checkpoints use. Tables are computed per forward pass for just the positions
+//! in it, so long contexts need no precomputed table.
+
+use candle_core::{Device, Tensor};
+
+use crate::config::{ModelConfig, RopeScaling};
+use crate::Result;
+
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    position_scale: f32,
+}
+
+impl Rope {
+    pub fn new(cfg: &ModelConfig) -> Result<Self> {
+        let dim = cfg.head_dim;
+        let base: Vec<f64> =
+            (0..dim / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64)).collect();
+        let mut position_scale = 1.0;
+        let inv_freq: Vec<f64> = match &cfg.rope_scaling {
+            RopeScaling::None => base,
+            RopeScaling::Linear(f) => {
+                position_scale = 1.0 / *f as f32;
+                base
+            }
+            RopeScaling::FreqFactors(factors) => {
+                if factors.len() != base.len() {
+                    return Err(crate::EngineError::Weights(format!(
+                        "rope_freqs has {} factors, head_dim/2 is {}",
+                        factors.len(),
+                        base.len()
+                    )));
+                }
+                base.iter().zip(factors).map(|(f, d)| f / *d as f64).collect()
+            }
+            &RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
+                let low_wavelen = original_context / low_freq_factor;
+                let high_wavelen = original_context / high_freq_factor;
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Ok(Rope { inv_freq: inv_freq.iter().map(|&f| f as f32).collect(), position_scale })
+    }
+
+    /// cos and sin tables `[n, head_dim/2]` for positions `start..start + n`.
+    pub fn tables(&self, start: usize, n: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for p in start..start + n {
+            let pos = p as f32 * self.position_scale;
+            for &f in &self.inv_freq {
+                let angle = pos * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok((Tensor::from_vec(cos, (n, half), device)?, Tensor::from_vec(sin, (n, half), device)?))
+    }
+}

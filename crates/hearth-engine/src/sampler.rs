@@ -1,0 +1,209 @@
+//! Turning logits into the next token: biases and penalties, then greedy or temperature
+//! sampling filtered by top-k, top-p and min-p, reproducible under a seed; plus log-probs.
+
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::{EngineError, Result};
+
+#[derive(Clone, Debug)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 disables.
+    pub top_k: usize,
+    /// 1 disables.
+    pub top_p: f32,
+    /// 0 disables; keeps tokens with probability ≥ min_p × the top probability.
+    pub min_p: f32,
+    /// 1 disables; > 1 discourages tokens already in the context (CTRL-style).
+    pub repetition_penalty: f32,
+    /// Subtracted once from any token already generated (OpenAI semantics).
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence among generated tokens.
+    pub frequency_penalty: f32,
+    pub logit_bias: HashMap<u32, f32>,
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: HashMap::new(),
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(EngineError::InvalidRequest(m));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature must be ≥ 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
+        }
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return bad(format!("{name} must be in [-2, 2], got {v}"));
+            }
+        }
+        if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(*b)) {
+            return bad(format!("logit_bias for token {id} must be in [-100, 100], got {b}"));
+        }
+        Ok(())
+    }
+}
+
+/// A token's log-probability and the most likely alternatives at its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+    /// Occurrences of each generated token, for presence/frequency penalties.
+    counts: HashMap<u32, u32>,
+    /// Vocabulary-sized scratch, reused every step.
+    probs: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Self> {
+        params.validate()?;
+        let rng = match params.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        };
+        Ok(Sampler { params, rng, counts: HashMap::new(), probs: Vec::new() })
+    }
+
+    /// Records a generated token (for the penalties).
+    pub fn observe(&mut self, id: u32) {
+        *self.counts.entry(id).or_default() += 1;
+    }
+
+    /// Picks the next token. `context` is every token the sequence holds (prompt and generated),
+    /// which the repetition penalty looks at; `logits` is modified in place.
+    pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
+        let p = &self.params;
+        for (&id, &b) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += b;
+            }
+        }
+        if p.repetition_penalty != 1.0 {
+            let mut seen = std::collections::HashSet::new();
+            for &id in context {
+                if seen.insert(id) {
+                    if let Some(l) = logits.get_mut(id as usize) {
+                        *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    }
+                }
+            }
+        }
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            for (&id, &n) in &self.counts {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l -= p.presence_penalty + p.frequency_penalty * n as f32;
+                }
+            }
+        }
+        if p.temperature == 0.0 {
+            return argmax(logits);
+        }
+        self.probs.clear();
+        self.probs.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)));
+        let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
+        let mut keep = self.probs.len();
+        if p.top_k > 0 && p.top_k < keep {
+            self.probs.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
+            keep = p.top_k;
+        }
+        let cand = &mut self.probs[..keep];
+        cand.sort_unstable_by(by_logit_desc);
+        let max = cand[0].1;
+        let mut sum = 0.0;
+        for c in cand.iter_mut() {
+            c.1 = (c.1 - max).exp();
+            sum += c.1;
+        }
+        for c in cand.iter_mut() {
+            c.1 /= sum;
+        }
+        let mut keep = cand.len();
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            for (i, c) in cand.iter().enumerate() {
+                acc += c.1;
+                if acc >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        if p.min_p > 0.0 {
+            let floor = cand[0].1 * p.min_p;
+            keep = keep.min(cand.iter().take_while(|c| c.1 >= floor).count().max(1));
+        }
+        let cand = &cand[..keep];
+        let total: f32 = cand.iter().map(|c| c.1).sum();
+        let mut r = self.rng.random::<f32>() * total;
+        for c in cand {
+            r -= c.1;
+            if r <= 0.0 {
+                return c.0;
+            }
+        }
+        cand[cand.len() - 1].0
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Log-softmax of `logits` at `id`, with the `n` most likely tokens.
+pub fn logprobs(logits: &[f32], id: u32, n: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    if n > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() < n || l > top[top.len() - 1].1 {
+                let at = top.partition_point(|t| t.1 >= l);
+                top.insert(at, (i as u32, l));
+                top.truncate(n);
+            }
+        }
+    }
+    TokenLogprob {
+        logprob: logits.get(id as usize).map_or(f32::NEG_INFINITY, |l| l - lse),
+        top: top.into_iter().map(|(i, l)| (i, l - lse)).collect(),
+    }
+}

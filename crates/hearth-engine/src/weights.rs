@@ -1,0 +1,244 @@
+//! Named weight tensors in their stored format, from a GGUF file or a safetensors model
+//! directory (plain or MLX-quantised). Names are normalised to the Hugging Face scheme so one
+//! model implementation serves every format.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use hearth_formats::gguf::Gguf;
+use hearth_formats::safetensors::{self, SafeTensors};
+use hearth_formats::{DType, SharedBytes};
+use hearth_kernels::{FloatFormat, MatrixRef, RowFormat};
+use serde_json::Value as Json;
+
+use crate::{EngineError, Result};
+
+/// A weight matrix (or vector) in its stored format; bytes usually point into a memory map.
+#[derive(Clone, Debug)]
+pub struct StoredTensor {
+    pub format: RowFormat,
+    /// Row-major shape; for MLX-quantised matrices the logical (unpacked) shape.
+    pub shape: Vec<usize>,
+    pub data: SharedBytes,
+    /// MLX per-group scales and biases.
+    pub scales: Option<SharedBytes>,
+    pub biases: Option<SharedBytes>,
+}
+
+impl StoredTensor {
+    /// As a matrix of `rows = shape[0]` rows of `cols = product of the rest`.
+    pub fn matrix(&self) -> Result<MatrixRef<'_>> {
+        let rows = *self.shape.first().unwrap_or(&1);
+        let cols = self.shape.iter().skip(1).product::<usize>().max(1);
+        let empty: &[u8] = &[];
+        Ok(MatrixRef::new(
+            self.format,
+            rows,
+            cols,
+            &self.data,
+            self.scales.as_deref().unwrap_or(empty),
+            self.biases.as_deref().unwrap_or(empty),
+        )?)
+    }
+
+    /// Fully de-quantised into an f32 tensor: for small tensors (norms, biases) only.
+    pub fn to_f32_tensor(&self, device: &Device) -> Result<Tensor> {
+        let n: usize = self.shape.iter().product();
+        let mut out = vec![0f32; n];
+        let as_matrix = StoredTensor { shape: vec![1, n], ..self.clone() };
+        as_matrix.matrix()?.row(0, &mut out);
+        Ok(Tensor::from_vec(out, self.shape.clone(), device)?)
+    }
+
+    pub fn byte_size(&self) -> usize {
+        self.data.len() + self.scales.as_ref().map_or(0, |s| s.len()) + self.biases.as_ref().map_or(0, |b| b.len())
+    }
+}
+
+fn row_format(dtype: DType) -> Result<RowFormat> {
+    Ok(match dtype {
+        DType::F32 => RowFormat::Float(FloatFormat::F32),
+        DType::F16 => RowFormat::Float(FloatFormat::F16),
+        DType::BF16 => RowFormat::Float(FloatFormat::BF16),
+        DType::Ggml(t) => RowFormat::Ggml(t),
+        other => return Err(EngineError::Unsupported(format!("{other:?} weights"))),
+    })
+}
+
+fn float_format(dtype: DType) -> Result<FloatFormat> {
+    match row_format(dtype)? {
+        RowFormat::Float(f) => Ok(f),
+        other => Err(EngineError::Weights(format!("expected float scales, found {other:?}"))),
+    }
+}
+
+#[derive(Default)]
+pub struct WeightStore {
+    tensors: HashMap<String, StoredTensor>,
+}
+
+impl WeightStore {
+    pub fn get(&self, name: &str) -> Result<&StoredTensor> {
+        self.tensors.get(name).ok_or_else(|| EngineError::Weights(format!("missing tensor {name}")))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.tensors.values().map(StoredTensor::byte_size).sum()
+    }
+
+    /// Loads every tensor of a GGUF file under its Hugging Face name. For llama-family files
+    /// the Q and K rows are put back in Hugging Face order (llama.cpp's converter interleaves
+    /// the two RoPE halves of each head), so RoPE is applied the same way for every format.
+    pub fn from_gguf(g: &Gguf, num_heads: usize, num_kv_heads: usize) -> Result<Self> {
+        let arch = g.architecture()?.to_string();
+        let permuted = matches!(arch.as_str(), "llama" | "mistral");
+        let mut tensors = HashMap::new();
+        for info in &g.tensors {
+            let Some(name) = hf_name(&arch, &info.name) else { continue };
+            let mut data = g.tensor_data(info)?;
+            let shape = info.shape();
+            let format = row_format(info.ggml_type.dtype())?;
+            if permuted && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
+                let heads = if name.ends_with("q_proj.weight") { num_heads } else { num_kv_heads };
+                data = unpermute_rows(&data, shape[0], heads)?;
+            }
+            tensors.insert(name, StoredTensor { format, shape, data, scales: None, biases: None });
+        }
+        Ok(WeightStore { tensors })
+    }
+
+    /// Loads a safetensors model directory. A tensor is MLX-quantised iff `<name>.scales`
+    /// exists; its bits and group size come from config.json's `quantization` block (with
+    /// per-layer overrides) and are checked against the tensor shapes.
+    pub fn from_safetensors_dir(dir: &Path, config: &Json) -> Result<Self> {
+        let mut raw = HashMap::new();
+        for file in safetensors::model_files(dir)? {
+            raw.extend(SafeTensors::open(&file)?.tensors);
+        }
+        let quant = config.get("quantization").or_else(|| config.get("quantization_config"));
+        let mut tensors = HashMap::new();
+        for (name, view) in &raw {
+            if name.ends_with(".scales") || name.ends_with(".biases") {
+                continue;
+            }
+            let Some(base) = name.strip_suffix(".weight").filter(|b| raw.contains_key(&format!("{b}.scales"))) else {
+                let name = name.strip_prefix("language_model.").unwrap_or(name).to_string();
+                let format = row_format(view.dtype)?;
+                tensors.insert(name, StoredTensor { format, shape: view.shape.clone(), data: view.data.clone(), scales: None, biases: None });
+                continue;
+            };
+            let scales = &raw[&format!("{base}.scales")];
+            let biases = raw
+                .get(&format!("{base}.biases"))
+                .ok_or_else(|| EngineError::Weights(format!("{base} has scales but no biases (only MLX affine mode is supported)")))?;
+            let (bits, group_size) = mlx_params(quant, base)?;
+            let [rows, packed] = view.shape[..] else {
+                return Err(EngineError::Weights(format!("quantised {name} is not a matrix")));
+            };
+            let cols = packed * 32 / bits as usize;
+            if view.dtype != DType::U32 || scales.shape != [rows, cols / group_size] || biases.shape != scales.shape {
+                return Err(EngineError::Weights(format!(
+                    "{base}: shapes {:?}/{:?} do not match {bits}-bit groups of {group_size}",
+                    view.shape, scales.shape
+                )));
+            }
+            let params = float_format(scales.dtype)?;
+            if float_format(biases.dtype)? != params {
+                return Err(EngineError::Weights(format!("{base}: scales and biases differ in dtype")));
+            }
+            let stored = StoredTensor {
+                format: RowFormat::MlxAffine { bits, group_size, params },
+                shape: vec![rows, cols],
+                data: view.data.clone(),
+                scales: Some(scales.data.clone()),
+                biases: Some(biases.data.clone()),
+            };
+            stored.matrix()?;
+            tensors.insert(format!("{base}.weight"), stored);
+        }
+        Ok(WeightStore { tensors })
+    }
+}
+
+/// Bits and group size for one MLX-quantised layer.
+fn mlx_params(quant: Option<&Json>, layer: &str) -> Result<(u32, usize)> {
+    let q = quant.ok_or_else(|| {
+        EngineError::Config(format!("{layer} is quantised but config.json has no quantization block"))
+    })?;
+    let read = |obj: &Json| -> Option<(u32, usize)> {
+        Some((obj.get("bits")?.as_u64()? as u32, obj.get("group_size")?.as_u64()? as usize))
+    };
+    let defaults = read(q).ok_or_else(|| EngineError::Config("quantization block lacks bits/group_size".into()))?;
+    if let Some(mode) = q.get("mode").and_then(Json::as_str) {
+        if mode != "affine" {
+            return Err(EngineError::Unsupported(format!("MLX quantisation mode {mode:?}")));
+        }
+    }
+    Ok(q.get(layer).and_then(read).unwrap_or(defaults))
+}
+
+/// Reorders the rows of each head from llama.cpp's interleaved RoPE layout back to the Hugging
+/// Face layout: GGUF row `2i + j` of a head is HF row `j · head_dim/2 + i`.
+fn unpermute_rows(data: &SharedBytes, rows: usize, heads: usize) -> Result<SharedBytes> {
+    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 || data.len() % rows != 0 {
+        return Err(EngineError::Weights(format!("cannot split {rows} rows into {heads} heads")));
+    }
+    let row_bytes = data.len() / rows;
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * head_dim + 2 * i + j;
+                let dst = h * head_dim + j * half + i;
+                out[dst * row_bytes..(dst + 1) * row_bytes].copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+            }
+        }
+    }
+    Ok(SharedBytes::from_vec(out))
+}
+
+/// The Hugging Face name of a GGUF tensor; `None` for tensors the model does not use as
+/// weights (`rope_freqs` is read separately).
+fn hf_name(arch: &str, gguf: &str) -> Option<String> {
+    let top = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        "rope_freqs.weight" => return None,
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some(t.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (stem, suffix) = part.rsplit_once('.')?;
+    let gemma = arch.starts_with("gemma");
+    let mapped = match stem {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" if gemma => "pre_feedforward_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "post_attention_norm" => "post_attention_layernorm",
+        "post_ffw_norm" => "post_feedforward_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_qkv" => "self_attn.qkv_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" if arch == "phi3" => "mlp.gate_up_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{mapped}.{suffix}"))
+}

@@ -1,0 +1,101 @@
+//! Every tiny random-weight model of testdata/tiny, in every format, against the outputs the
+//! upstream libraries computed on it, within the tolerances of testdata/tiny/MANIFEST.md.
+
+mod common;
+
+use common::*;
+use hearth_engine::model::SeqInput;
+use hearth_engine::LoadedModel;
+
+const HF: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
+
+#[test]
+fn hf_models_match_transformers() {
+    let refs = json("tiny/refs/hf.json");
+    for name in HF {
+        let r = &refs["models"][name];
+        let model = LoadedModel::load(&testdata(&format!("tiny/hf/{name}"))).unwrap();
+        for case in r["cases"].as_array().unwrap() {
+            check_case(&format!("hf/{name} p{}", case["prompt_index"]), &model, case, 1e-3);
+        }
+        let p0 = ids(&r["cases"][0]["ids"]);
+        let d = full_diff(&last_logits(&model, &p0), &r["p0_full_last_logits"]);
+        assert!(d <= 1e-3, "hf/{name}: full-vocabulary logits differ by {d}");
+    }
+}
+
+#[test]
+fn batched_sequences_match_unbatched() {
+    let refs = json("tiny/refs/hf.json");
+    let prompts = json("tiny/prompts.json");
+    for name in HF {
+        let r = &refs["models"][name];
+        let model = LoadedModel::load(&testdata(&format!("tiny/hf/{name}"))).unwrap();
+        let a = ids(&prompts["ids"][0]);
+        let b = ids(&prompts["ids"][1]);
+        let mut ca = model.model.new_cache(64).unwrap();
+        let mut cb = model.model.new_cache(64).unwrap();
+        let out = model
+            .model
+            .forward(&mut [SeqInput { tokens: &a, cache: &mut ca }, SeqInput { tokens: &b, cache: &mut cb }], false)
+            .unwrap();
+        for (i, logits) in out.iter().enumerate() {
+            let logits = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let top = &r["batched_left_padded"]["last_logits_top20"][i];
+            let d = top_diff(&logits, top);
+            assert!(d <= 1e-3, "hf/{name} batched sequence {i}: logits differ by {d}");
+            let alone = last_logits(&model, if i == 0 { &a } else { &b });
+            let d = logits.iter().zip(&alone).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(d <= 1e-3, "hf/{name} batched sequence {i}: differs from unbatched by {d}");
+        }
+    }
+}
+
+#[test]
+fn mlx_models_match_mlx_lm_float32() {
+    let refs = json("tiny/refs/mlx.json");
+    for (name, r) in refs["models"].as_object().unwrap() {
+        let source = if name.starts_with("llama") { "tiny/hf/llama" } else { "tiny/hf/qwen3" };
+        let model = LoadedModel::load(&with_tokenizer(&format!("tiny/mlx/{name}"), source)).unwrap();
+        assert_eq!(model.format, hearth_engine::ModelFormat::MlxQuantized);
+        for (i, case) in r["f32"]["cases"].as_array().unwrap().iter().enumerate() {
+            check_case(&format!("mlx/{name} p{i}"), &model, case, 1e-3);
+        }
+        // mlx-lm's own bf16/f16 activations differ from its float32 run by up to 0.49.
+        for (i, case) in r["native"]["cases"].as_array().unwrap().iter().enumerate() {
+            let d = top_diff(&last_logits(&model, &ids(&case["ids"])), &case["last_logits_top20"]);
+            assert!(d <= 0.6, "mlx/{name} p{i}: differs from mlx-lm native by {d}");
+        }
+    }
+}
+
+#[test]
+fn gguf_models_match_their_dequantised_float32_reference() {
+    let checks = json("tiny/refs/checks.json");
+    let lcpp = json("tiny/refs/gguf.json");
+    for (file, r) in lcpp["models"].as_object().unwrap() {
+        let model = LoadedModel::load(&testdata(&format!("tiny/gguf/{file}"))).unwrap();
+        for (i, case) in checks[format!("gguf/{file}")]["dequant_f32_reference"].as_array().unwrap().iter().enumerate() {
+            check_case(&format!("gguf/{file} p{i}"), &model, case, 2e-3);
+        }
+        // llama.cpp itself (8-bit activations, f16 KV cache) is up to 0.26 from that reference.
+        for (i, case) in r["cases"].as_array().unwrap().iter().enumerate() {
+            let d = top_diff(&last_logits(&model, &ids(&case["ids"])), &case["last_logits_top20"]);
+            assert!(d <= 0.3, "gguf/{file} p{i}: differs from llama.cpp by {d}");
+        }
+    }
+}
+
+#[test]
+fn gguf_tokenizers_give_the_reference_ids() {
+    let lcpp = json("tiny/refs/gguf.json");
+    let prompts = json("tiny/prompts.json");
+    for (file, r) in lcpp["models"].as_object().unwrap() {
+        let model = LoadedModel::load(&testdata(&format!("tiny/gguf/{file}"))).unwrap();
+        for (i, case) in r["cases"].as_array().unwrap().iter().enumerate() {
+            let text = prompts["prompts"][i].as_str().unwrap();
+            let got = model.tokenizer.encode(text, false).unwrap();
+            assert_eq!(got, ids(&case["ids"]), "gguf/{file}: tokens of prompt {i}");
+        }
+    }
+}

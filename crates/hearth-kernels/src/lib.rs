@@ -1,0 +1,85 @@
+//! CPU kernels over weights kept in their stored format. Every format de-quantises exactly
+//! (the formulas of gguf-py and MLX), so the "float path" computes with float32 activations on
+//! the file's exact weights; matrix products de-quantise a block of rows at a time into a
+//! per-thread buffer, never the whole matrix.
+
+mod dequant;
+mod matmul;
+
+pub use dequant::dequantize_row;
+pub use matmul::{dot, MatrixRef};
+
+use hearth_formats::gguf::GgmlType;
+
+/// Float formats used for weights and for MLX's per-group scales and biases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatFormat {
+    F32,
+    F16,
+    BF16,
+}
+
+impl FloatFormat {
+    pub fn bytes(self) -> usize {
+        match self {
+            FloatFormat::F32 => 4,
+            FloatFormat::F16 | FloatFormat::BF16 => 2,
+        }
+    }
+
+    #[inline]
+    fn read(self, b: &[u8], i: usize) -> f32 {
+        match self {
+            FloatFormat::F32 => f32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap()),
+            FloatFormat::F16 => half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),
+            FloatFormat::BF16 => half::bf16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),
+        }
+    }
+}
+
+/// How one row of a weight matrix is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFormat {
+    Float(FloatFormat),
+    /// llama.cpp block quantisation (weights carry their own scales inside each block).
+    Ggml(GgmlType),
+    /// MLX affine quantisation: `bits`-wide unsigned integers packed little-endian into u32
+    /// words, and per group of `group_size` a scale and a bias: w = scale * q + bias.
+    MlxAffine { bits: u32, group_size: usize, params: FloatFormat },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{0:?} weights are not supported for computation")]
+    Unsupported(RowFormat),
+    #[error("weight matrix {rows}x{cols} in {format:?}: {what}")]
+    Shape { rows: usize, cols: usize, format: RowFormat, what: String },
+}
+
+impl RowFormat {
+    /// Bytes of one row of `cols` weights (for MLX: the packed integers only).
+    pub fn row_bytes(self, cols: usize) -> Result<usize, KernelError> {
+        let bad = |what: &str| KernelError::Shape { rows: 1, cols, format: self, what: what.into() };
+        match self {
+            RowFormat::Float(f) => Ok(cols * f.bytes()),
+            RowFormat::Ggml(t) => {
+                if !dequant::ggml_supported(t) {
+                    return Err(KernelError::Unsupported(self));
+                }
+                if cols % t.block_len() != 0 {
+                    return Err(bad("row length is not a whole number of blocks"));
+                }
+                Ok(cols / t.block_len() * t.block_bytes())
+            }
+            RowFormat::MlxAffine { bits, group_size, .. } => {
+                if !matches!(bits, 2 | 4 | 8) {
+                    return Err(KernelError::Unsupported(self));
+                }
+                if group_size == 0 || cols % group_size != 0 || (cols * bits as usize) % 32 != 0 {
+                    return Err(bad("row length is not a whole number of groups"));
+                }
+                Ok(cols * bits as usize / 8)
+            }
+        }
+    }
+}
