@@ -8,6 +8,7 @@ mod kv_cache;
 mod linear;
 pub mod loader;
 pub mod model;
+pub mod paths;
 mod rope;
 pub mod sampler;
 pub mod weights;
