@@ -184,6 +184,19 @@ impl DecoderModel {
     /// cache. Returns per sequence the logits `[n, vocab]` of every position if `all_logits`,
     /// else `[1, vocab]` for its last position.
     pub fn forward(&self, seqs: &mut [SeqInput<'_>], all_logits: bool) -> Result<Vec<Tensor>> {
+        self.run(seqs, all_logits, None)
+    }
+
+    /// The hidden states of one prompt `[n, hidden]`: after the embedding, after each layer,
+    /// and after the final norm — to find the first layer that goes wrong.
+    pub fn trace_hidden_states(&self, tokens: &[u32]) -> Result<Vec<Tensor>> {
+        let mut cache = self.new_cache(tokens.len())?;
+        let mut trace = Vec::new();
+        self.run(&mut [SeqInput { tokens, cache: &mut cache }], false, Some(&mut trace))?;
+        Ok(trace)
+    }
+
+    fn run(&self, seqs: &mut [SeqInput<'_>], all_logits: bool, mut trace: Option<&mut Vec<Tensor>>) -> Result<Vec<Tensor>> {
         let mut tokens = Vec::new();
         for s in seqs.iter() {
             if s.tokens.is_empty() {
@@ -203,6 +216,12 @@ impl DecoderModel {
             .map(|s| self.rope.tables(s.cache.len(), s.tokens.len(), &self.device))
             .collect::<Result<Vec<_>>>()?;
         let mut x = self.embed(&tokens)?;
+        let mut record = |t: &Tensor| {
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.push(t.clone());
+            }
+        };
+        record(&x);
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.input_norm.forward(&x)?;
             let attn = self.attention(li, layer, &h, seqs, &tables)?;
@@ -218,7 +237,9 @@ impl DecoderModel {
                     (x + m)?
                 }
             };
+            record(&x);
         }
+        record(&self.norm.forward(&x)?);
         let mut out = Vec::with_capacity(seqs.len());
         let mut start = 0;
         for s in seqs.iter_mut() {

@@ -99,3 +99,35 @@ fn gguf_tokenizers_give_the_reference_ids() {
         }
     }
 }
+
+#[test]
+fn hidden_states_match_transformers_layer_by_layer() {
+    let refs = json("tiny/refs/hf.json");
+    for name in HF {
+        let r = &refs["models"][name];
+        let model = LoadedModel::load(&testdata(&format!("tiny/hf/{name}"))).unwrap();
+        let trace = model.model.trace_hidden_states(&ids(&r["cases"][0]["ids"])).unwrap();
+        let stages = ["embed_tokens", "layer0", "layer1", "final_norm"];
+        assert_eq!(trace.len(), stages.len());
+        for (stage, ours) in stages.iter().zip(&trace) {
+            let ours = ours.to_vec2::<f32>().unwrap();
+            let want = r["p0_hidden_states"][stage].as_array().unwrap();
+            let d = ours
+                .iter()
+                .flatten()
+                .zip(want.iter().flat_map(|row| row.as_array().unwrap()))
+                .map(|(a, b)| (a - b.as_f64().unwrap() as f32).abs())
+                .fold(0.0, f32::max);
+            assert!(d <= 1e-4, "hf/{name} {stage}: hidden states differ by {d}");
+        }
+    }
+}
+
+#[test]
+fn lora_fused_model_matches_mlx_lm() {
+    let refs = json("tiny/refs/lora.json");
+    let model = LoadedModel::load(&with_tokenizer("tiny/lora/fused", "tiny/hf/llama")).unwrap();
+    for (i, case) in refs["fused"]["cases"].as_array().unwrap().iter().enumerate() {
+        check_case(&format!("lora/fused p{i}"), &model, case, 1e-3);
+    }
+}

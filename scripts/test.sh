@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: fetches the small real models if missing, then runs every crate's tests
+# (optimised: see the test profile in Cargo.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-test-models.sh >/dev/null
+cargo test --workspace --locked "$@"
