@@ -16,5 +16,6 @@ pub mod weights;
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session, TokenEvent};
 pub use kv_cache::KvCache;
-pub use loader::{LoadedModel, ModelFormat};
+pub use hearth_kernels::Precision;
+pub use loader::{LoadOptions, LoadedModel, ModelFormat};
 pub use sampler::{SamplingParams, TokenLogprob};

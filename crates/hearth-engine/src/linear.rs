@@ -2,6 +2,7 @@
 //! tensors while the product runs on our kernels.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use hearth_kernels::Precision;
 
 use crate::weights::{StoredTensor, WeightStore};
 use crate::Result;
@@ -29,8 +30,8 @@ impl Linear {
     }
 
     /// `x[..., in] → [..., out]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.apply_op1_no_bwd(&MatMulOp(&self.weight))?;
+    pub fn forward(&self, x: &Tensor, precision: Precision) -> Result<Tensor> {
+        let y = x.apply_op1_no_bwd(&MatMulOp(&self.weight, precision))?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -38,7 +39,7 @@ impl Linear {
     }
 }
 
-struct MatMulOp<'a>(&'a StoredTensor);
+struct MatMulOp<'a>(&'a StoredTensor, Precision);
 
 impl CustomOp1 for MatMulOp<'_> {
     fn name(&self) -> &'static str {
@@ -57,7 +58,7 @@ impl CustomOp1 for MatMulOp<'_> {
             .ok_or_else(|| candle_core::Error::Msg("matmul input must be contiguous".into()))?;
         let x = &storage.as_slice::<f32>()?[start..end];
         let mut out = vec![0f32; x.len() / cols * m.rows()];
-        m.matmul(x, &mut out);
+        m.matmul(x, &mut out, self.1);
         let mut shape = outer.to_vec();
         shape.push(m.rows());
         Ok((CpuStorage::F32(out), Shape::from(shape)))

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use hearth_formats::gguf::{Gguf, Value};
+use hearth_kernels::Precision;
 use hearth_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
 use serde_json::Value as Json;
 
@@ -31,13 +32,24 @@ pub struct LoadedModel {
     pub path: PathBuf,
 }
 
+/// How to run a model once loaded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    pub precision: Precision,
+}
+
 impl LoadedModel {
+    /// Loads with the default (fast) options.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, LoadOptions::default())
+    }
+
+    pub fn load_with(path: &Path, opts: LoadOptions) -> Result<Self> {
         let device = Device::Cpu;
         if path.is_dir() {
-            Self::load_dir(path, &device)
+            Self::load_dir(path, &device, opts)
         } else if path.is_file() {
-            Self::load_gguf(path, &device)
+            Self::load_gguf(path, &device, opts)
         } else {
             Err(EngineError::Io {
                 path: path.to_path_buf(),
@@ -46,7 +58,7 @@ impl LoadedModel {
         }
     }
 
-    fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+    fn load_gguf(path: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
         let g = Gguf::open(path)?;
         let cfg = ModelConfig::from_gguf(&g)?;
         let store = WeightStore::from_gguf(&g, cfg.num_heads, cfg.num_kv_heads)?;
@@ -75,11 +87,11 @@ impl LoadedModel {
             Some(src) => Some(ChatTemplate::new(src, name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()))?),
             None => None,
         };
-        let model = DecoderModel::load(cfg, &store, rope_freqs, device)?;
+        let model = DecoderModel::load(cfg, &store, rope_freqs, device, opts.precision)?;
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, ModelFormat::Gguf, path))
     }
 
-    fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+    fn load_dir(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
         let config: Json = read_json(&dir.join("config.json"))?
             .ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))?;
         let cfg = ModelConfig::from_hf(&config)?;
@@ -98,7 +110,7 @@ impl LoadedModel {
             eos_ids.push(id);
         }
         let format = if config.get("quantization").is_some() { ModelFormat::MlxQuantized } else { ModelFormat::Safetensors };
-        let model = DecoderModel::load(cfg, &store, None, device)?;
+        let model = DecoderModel::load(cfg, &store, None, device, opts.precision)?;
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, format, dir))
     }
 

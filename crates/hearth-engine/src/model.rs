@@ -6,6 +6,8 @@
 
 use candle_core::{Device, Tensor, D};
 
+use hearth_kernels::Precision;
+
 use crate::config::{Activation, ModelConfig, RopeScaling};
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
@@ -79,10 +81,17 @@ pub struct DecoderModel {
     rope: Rope,
     device: Device,
     weight_bytes: usize,
+    precision: Precision,
 }
 
 impl DecoderModel {
-    pub fn load(mut cfg: ModelConfig, store: &WeightStore, rope_freqs: Option<Vec<f32>>, device: &Device) -> Result<Self> {
+    pub fn load(
+        mut cfg: ModelConfig,
+        store: &WeightStore,
+        rope_freqs: Option<Vec<f32>>,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
         if let Some(f) = rope_freqs {
             cfg.rope_scaling = RopeScaling::FreqFactors(f);
         }
@@ -144,6 +153,7 @@ impl DecoderModel {
             layers,
             lm_head,
             device: device.clone(),
+            precision,
         })
     }
 
@@ -153,6 +163,10 @@ impl DecoderModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Bytes of weights as stored (memory-mapped where the format allows).
@@ -245,7 +259,7 @@ impl DecoderModel {
         for s in seqs.iter_mut() {
             let n = s.tokens.len();
             let rows = if all_logits { x.narrow(0, start, n)? } else { x.narrow(0, start + n - 1, 1)? };
-            let mut logits = self.lm_head.forward(&self.norm.forward(&rows)?)?;
+            let mut logits = self.lm_head.forward(&self.norm.forward(&rows)?, self.precision)?;
             if let Some(cap) = self.cfg.final_logit_softcap {
                 logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
             }
@@ -267,9 +281,9 @@ impl DecoderModel {
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (q, k, v) = match &layer.attn.qkv {
-            Qkv::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),
+            Qkv::Separate { q, k, v } => (q.forward(h, self.precision)?, k.forward(h, self.precision)?, v.forward(h, self.precision)?),
             Qkv::Fused(qkv) => {
-                let all = qkv.forward(h)?;
+                let all = qkv.forward(h, self.precision)?;
                 (
                     all.narrow(1, 0, cfg.q_size())?,
                     all.narrow(1, cfg.q_size(), cfg.kv_size())?,
@@ -312,7 +326,7 @@ impl DecoderModel {
             start += n;
         }
         let o = Tensor::cat(&outs, 0)?;
-        layer.attn.o.forward(&o)
+        layer.attn.o.forward(&o, self.precision)
     }
 
     /// Additive mask `[n, total]`: query `i` (at position `pos + i`) sees keys at positions
@@ -333,9 +347,9 @@ impl DecoderModel {
 
     fn mlp(&self, mlp: &Mlp, x: &Tensor) -> Result<Tensor> {
         let (gate, up) = match &mlp.gate_up {
-            GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
+            GateUp::Separate { gate, up } => (gate.forward(x, self.precision)?, up.forward(x, self.precision)?),
             GateUp::Fused(gu) => {
-                let both = gu.forward(x)?;
+                let both = gu.forward(x, self.precision)?;
                 let half = both.dim(D::Minus1)? / 2;
                 (both.narrow(1, 0, half)?, both.narrow(1, half, half)?)
             }
@@ -344,6 +358,6 @@ impl DecoderModel {
             Activation::Silu => candle_nn::ops::silu(&gate)?,
             Activation::GeluTanh => gate.gelu()?,
         };
-        mlp.down.forward(&(act * up)?.contiguous()?)
+        mlp.down.forward(&(act * up)?.contiguous()?, self.precision)
     }
 }

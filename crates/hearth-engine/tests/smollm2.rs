@@ -15,7 +15,7 @@ fn smollm2() -> &'static LoadedModel {
     MODEL.get_or_init(|| {
         let path = hearth_engine::paths::resolve_model("smollm2")
             .expect("SmolLM2 is not installed: run scripts/fetch-test-models.sh");
-        LoadedModel::load(&path).unwrap()
+        load_exact(&path)
     })
 }
 

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use hearth_engine::model::SeqInput;
-use hearth_engine::LoadedModel;
 
 const HF: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
 
@@ -14,7 +13,7 @@ fn hf_models_match_transformers() {
     let refs = json("tiny/refs/hf.json");
     for name in HF {
         let r = &refs["models"][name];
-        let model = LoadedModel::load(&testdata(&format!("tiny/hf/{name}"))).unwrap();
+        let model = load_exact(&testdata(&format!("tiny/hf/{name}")));
         for case in r["cases"].as_array().unwrap() {
             check_case(&format!("hf/{name} p{}", case["prompt_index"]), &model, case, 1e-3);
         }
@@ -30,7 +29,7 @@ fn batched_sequences_match_unbatched() {
     let prompts = json("tiny/prompts.json");
     for name in HF {
         let r = &refs["models"][name];
-        let model = LoadedModel::load(&testdata(&format!("tiny/hf/{name}"))).unwrap();
+        let model = load_exact(&testdata(&format!("tiny/hf/{name}")));
         let a = ids(&prompts["ids"][0]);
         let b = ids(&prompts["ids"][1]);
         let mut ca = model.model.new_cache(64).unwrap();
@@ -56,7 +55,7 @@ fn mlx_models_match_mlx_lm_float32() {
     let refs = json("tiny/refs/mlx.json");
     for (name, r) in refs["models"].as_object().unwrap() {
         let source = if name.starts_with("llama") { "tiny/hf/llama" } else { "tiny/hf/qwen3" };
-        let model = LoadedModel::load(&with_tokenizer(&format!("tiny/mlx/{name}"), source)).unwrap();
+        let model = load_exact(&with_tokenizer(&format!("tiny/mlx/{name}"), source));
         assert_eq!(model.format, hearth_engine::ModelFormat::MlxQuantized);
         for (i, case) in r["f32"]["cases"].as_array().unwrap().iter().enumerate() {
             check_case(&format!("mlx/{name} p{i}"), &model, case, 1e-3);
@@ -74,7 +73,7 @@ fn gguf_models_match_their_dequantised_float32_reference() {
     let checks = json("tiny/refs/checks.json");
     let lcpp = json("tiny/refs/gguf.json");
     for (file, r) in lcpp["models"].as_object().unwrap() {
-        let model = LoadedModel::load(&testdata(&format!("tiny/gguf/{file}"))).unwrap();
+        let model = load_exact(&testdata(&format!("tiny/gguf/{file}")));
         for (i, case) in checks[format!("gguf/{file}")]["dequant_f32_reference"].as_array().unwrap().iter().enumerate() {
             check_case(&format!("gguf/{file} p{i}"), &model, case, 2e-3);
         }
@@ -91,7 +90,7 @@ fn gguf_tokenizers_give_the_reference_ids() {
     let lcpp = json("tiny/refs/gguf.json");
     let prompts = json("tiny/prompts.json");
     for (file, r) in lcpp["models"].as_object().unwrap() {
-        let model = LoadedModel::load(&testdata(&format!("tiny/gguf/{file}"))).unwrap();
+        let model = load_exact(&testdata(&format!("tiny/gguf/{file}")));
         for (i, case) in r["cases"].as_array().unwrap().iter().enumerate() {
             let text = prompts["prompts"][i].as_str().unwrap();
             let got = model.tokenizer.encode(text, false).unwrap();
@@ -105,7 +104,7 @@ fn hidden_states_match_transformers_layer_by_layer() {
     let refs = json("tiny/refs/hf.json");
     for name in HF {
         let r = &refs["models"][name];
-        let model = LoadedModel::load(&testdata(&format!("tiny/hf/{name}"))).unwrap();
+        let model = load_exact(&testdata(&format!("tiny/hf/{name}")));
         let trace = model.model.trace_hidden_states(&ids(&r["cases"][0]["ids"])).unwrap();
         let stages = ["embed_tokens", "layer0", "layer1", "final_norm"];
         assert_eq!(trace.len(), stages.len());
@@ -126,7 +125,7 @@ fn hidden_states_match_transformers_layer_by_layer() {
 #[test]
 fn lora_fused_model_matches_mlx_lm() {
     let refs = json("tiny/refs/lora.json");
-    let model = LoadedModel::load(&with_tokenizer("tiny/lora/fused", "tiny/hf/llama")).unwrap();
+    let model = load_exact(&with_tokenizer("tiny/lora/fused", "tiny/hf/llama"));
     for (i, case) in refs["fused"]["cases"].as_array().unwrap().iter().enumerate() {
         check_case(&format!("lora/fused p{i}"), &model, case, 1e-3);
     }

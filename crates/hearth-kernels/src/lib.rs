@@ -3,11 +3,13 @@
 //! the file's exact weights; matrix products de-quantise a block of rows at a time into a
 //! per-thread buffer, never the whole matrix.
 
+pub mod act;
 mod dequant;
 mod matmul;
+pub mod qdot;
 
 pub use dequant::dequantize_row;
-pub use matmul::{dot, MatrixRef};
+pub use matmul::{dot, MatrixRef, Precision};
 
 use hearth_formats::gguf::GgmlType;
 
@@ -28,7 +30,7 @@ impl FloatFormat {
     }
 
     #[inline]
-    fn read(self, b: &[u8], i: usize) -> f32 {
+    pub(crate) fn read(self, b: &[u8], i: usize) -> f32 {
         match self {
             FloatFormat::F32 => f32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap()),
             FloatFormat::F16 => half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),

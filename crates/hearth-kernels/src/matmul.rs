@@ -1,8 +1,29 @@
 //! Matrix products `out[m, rows] = x[m, cols] · Wᵀ` with W in any stored format.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
+use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
+use crate::qdot::{isa, ActFormat};
 use crate::{dequantize_row, KernelError, RowFormat};
+
+/// How a product treats activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Float32 activations on exactly de-quantised weights.
+    Exact,
+    /// Activations rounded to 8 bits for integer dot products where the weight format has
+    /// such a kernel (llama.cpp's approach); float weights stay exact.
+    #[default]
+    Fast,
+}
+
+thread_local! {
+    /// Quantised activations, reused across calls so decoding does not allocate per token.
+    static ACT_Q8: RefCell<Vec<Q8Block>> = const { RefCell::new(Vec::new()) };
+    static ACT_Q8K: RefCell<Vec<Q8KBlock>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Rows de-quantised together by one task: enough work per task to amortise scheduling, few
 /// enough that a 576-row matrix still splits across threads.
@@ -63,16 +84,69 @@ impl<'a> MatrixRef<'a> {
     /// De-quantises row `r` into `out` (length `cols`).
     pub fn row(&self, r: usize, out: &mut [f32]) {
         assert!(r < self.rows && out.len() == self.cols, "row {r} of {}x{}", self.rows, self.cols);
-        let data = &self.data[r * self.row_bytes..(r + 1) * self.row_bytes];
-        let p = r * self.params_per_row..(r + 1) * self.params_per_row;
-        let (s, b) = if self.params_per_row > 0 { (&self.scales[p.clone()], &self.biases[p]) } else { (&[][..], &[][..]) };
+        let (data, s, b) = self.row_bytes_of(r);
         dequantize_row(self.format, data, s, b, out);
     }
 
+    fn row_bytes_of(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
+        let data = &self.data[r * self.row_bytes..(r + 1) * self.row_bytes];
+        if self.params_per_row == 0 {
+            return (data, &[], &[]);
+        }
+        let p = r * self.params_per_row..(r + 1) * self.params_per_row;
+        (data, &self.scales[p.clone()], &self.biases[p])
+    }
+
     /// `out[t * rows + r] = Σ_c x[t * cols + c] · W[r, c]` for `m = x.len() / cols` tokens.
-    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
+    pub fn matmul(&self, x: &[f32], out: &mut [f32], precision: Precision) {
         let m = x.len() / self.cols;
         assert!(x.len() == m * self.cols && out.len() == m * self.rows, "matmul shapes");
+        match (precision, ActFormat::of(self.format)) {
+            (Precision::Exact, _) | (_, ActFormat::F32) => self.matmul_exact(x, out, m),
+            (Precision::Fast, ActFormat::Q8) => ACT_Q8.with_borrow_mut(|q| {
+                q.resize(x.len() / 32, Q8Block::default());
+                quantize_q8(x, q);
+                let q = &q[..];
+                let nb = self.cols / 32;
+                let isa = isa();
+                self.for_each_row(out, m, |r| {
+                    let (w, s, b) = self.row_bytes_of(r);
+                    move |t| isa.dot_q8(self.format, w, s, b, &q[t * nb..(t + 1) * nb])
+                });
+            }),
+            (Precision::Fast, ActFormat::Q8K) => ACT_Q8K.with_borrow_mut(|q| {
+                q.resize(x.len() / 256, Q8KBlock::default());
+                quantize_q8k(x, q);
+                let q = &q[..];
+                let nb = self.cols / 256;
+                let isa = isa();
+                self.for_each_row(out, m, |r| {
+                    let (w, _, _) = self.row_bytes_of(r);
+                    move |t| isa.dot_q8k(self.format, w, &q[t * nb..(t + 1) * nb])
+                });
+            }),
+        }
+    }
+
+    /// Runs `row_kernel(r)(t)` for every row `r` and token `t` in parallel over rows.
+    fn for_each_row<'s, K, F>(&'s self, out: &mut [f32], m: usize, row_kernel: K)
+    where
+        K: Fn(usize) -> F + Sync,
+        F: Fn(usize) -> f32,
+    {
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..self.rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
+            for r in task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(self.rows) {
+                let dot = row_kernel(r);
+                for t in 0..m {
+                    // SAFETY: tasks own disjoint row ranges, so writes never overlap.
+                    unsafe { *out_ptr.get().add(t * self.rows + r) = dot(t) };
+                }
+            }
+        });
+    }
+
+    fn matmul_exact(&self, x: &[f32], out: &mut [f32], m: usize) {
         let out_ptr = SendPtr(out.as_mut_ptr());
         (0..self.rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each_init(
             || vec![0f32; ROWS_PER_TASK * self.cols],

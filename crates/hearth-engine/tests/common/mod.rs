@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hearth_engine::{GenerateParams, LoadedModel, SamplingParams, Session};
+use hearth_engine::{GenerateParams, LoadOptions, LoadedModel, Precision, SamplingParams, Session};
 use serde_json::Value;
 
 pub fn testdata(rel: &str) -> PathBuf {
@@ -32,6 +32,11 @@ pub fn with_tokenizer(model: &str, tokenizer_from: &str) -> PathBuf {
     }
     std::fs::copy(testdata(tokenizer_from).join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     dir
+}
+
+/// Loads for the float path: float32 activations on the exactly de-quantised weights.
+pub fn load_exact(path: &Path) -> LoadedModel {
+    LoadedModel::load_with(path, LoadOptions { precision: Precision::Exact }).unwrap()
 }
 
 /// Last-position logits of a prompt.
@@ -67,7 +72,6 @@ pub fn check_case(label: &str, model: &LoadedModel, case: &Value, tol: f32) {
     let prompt = ids(&case["ids"]);
     let logits = last_logits(model, &prompt);
     let d = top_diff(&logits, &case["last_logits_top20"]);
-    eprintln!("{label}: top-20 diff {d:.2e}");
     assert!(d <= tol, "{label}: top-20 logits differ by {d} > {tol}");
     let want = ids(&case["greedy16"]);
     let got = greedy(model, &prompt, want.len());

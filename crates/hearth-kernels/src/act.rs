@@ -1,0 +1,69 @@
+//! Activations quantised to 8 bits for integer dot products against quantised weights (the
+//! "fast path", as llama.cpp does): per block a scale, the rounded int8 values, and the sums
+//! the weight formats' offsets need.
+
+/// 32 activations: `x ≈ d · qs`; `sum = d · Σ qs` serves formats with a per-block offset.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
+pub struct Q8Block {
+    pub d: f32,
+    pub sum: f32,
+    pub qs: [i8; 32],
+}
+
+/// 256 activations for the K-quants, with the sum of each 16 for their per-sub-block minimums.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
+pub struct Q8KBlock {
+    pub d: f32,
+    pub qs: [i8; 256],
+    pub bsums: [i16; 16],
+}
+
+impl Default for Q8Block {
+    fn default() -> Self {
+        Q8Block { d: 0.0, sum: 0.0, qs: [0; 32] }
+    }
+}
+
+impl Default for Q8KBlock {
+    fn default() -> Self {
+        Q8KBlock { d: 0.0, qs: [0; 256], bsums: [0; 16] }
+    }
+}
+
+fn scale_for(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    (d, if d > 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// Quantises `x` (a multiple of 32 long) into `out`.
+pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
+    debug_assert_eq!(x.len(), out.len() * 32);
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(32)) {
+        let (d, id) = scale_for(xs);
+        let mut s = 0i32;
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = (v * id).round() as i8;
+            s += *q as i32;
+        }
+        b.d = d;
+        b.sum = d * s as f32;
+    }
+}
+
+/// Quantises `x` (a multiple of 256 long) into `out`.
+pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
+    debug_assert_eq!(x.len(), out.len() * 256);
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(256)) {
+        let (d, id) = scale_for(xs);
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = (v * id).round() as i8;
+        }
+        for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = qs.iter().map(|&q| q as i16).sum();
+        }
+        b.d = d;
+    }
+}

@@ -1,0 +1,148 @@
+//! Every integer kernel, on every instruction set this CPU has, against the scalar reference
+//! and against float arithmetic on exactly de-quantised weights, on random data of odd shapes.
+
+use half::{bf16, f16};
+use hearth_formats::gguf::GgmlType;
+use hearth_kernels::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
+use hearth_kernels::qdot::{available, ActFormat};
+use hearth_kernels::{FloatFormat, MatrixRef, Precision, RowFormat};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const GGML: [GgmlType; 8] =
+    [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+
+fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// Random blocks whose scale fields are sane floats (random bytes there could be NaN).
+fn random_ggml(t: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
+    let bb = t.block_bytes();
+    let mut data = vec![0u8; rows * cols / t.block_len() * bb];
+    rng.fill(&mut data[..]);
+    for b in data.chunks_exact_mut(bb) {
+        let (d, m) = (rng.random_range(0.001..0.05f32), rng.random_range(-0.5..0.5f32));
+        match t {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => put_f16(b, 0, d),
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                put_f16(b, 0, d);
+                put_f16(b, 2, m);
+            }
+            GgmlType::Q4K | GgmlType::Q5K => {
+                put_f16(b, 0, d);
+                put_f16(b, 2, d.abs());
+            }
+            GgmlType::Q6K => put_f16(b, 208, d),
+            _ => unreachable!(),
+        }
+    }
+    data
+}
+
+fn random_params(p: FloatFormat, n: usize, rng: &mut StdRng) -> Vec<u8> {
+    (0..n)
+        .flat_map(|_| {
+            let v = rng.random_range(-0.1..0.1f32);
+            match p {
+                FloatFormat::F32 => v.to_le_bytes().to_vec(),
+                FloatFormat::F16 => f16::from_f32(v).to_le_bytes().to_vec(),
+                FloatFormat::BF16 => bf16::from_f32(v).to_le_bytes().to_vec(),
+            }
+        })
+        .collect()
+}
+
+struct Case {
+    format: RowFormat,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+    scales: Vec<u8>,
+    biases: Vec<u8>,
+}
+
+fn cases(rng: &mut StdRng) -> Vec<Case> {
+    let mut out = Vec::new();
+    for t in GGML {
+        for (rows, blocks) in [(1, 1), (7, 3), (37, 5)] {
+            let cols = blocks * t.block_len();
+            out.push(Case { format: RowFormat::Ggml(t), rows, cols, data: random_ggml(t, rows, cols, rng), scales: vec![], biases: vec![] });
+        }
+    }
+    for (bits, group) in [(4, 32), (4, 64), (8, 64), (8, 128), (2, 32)] {
+        for params in [FloatFormat::F16, FloatFormat::BF16, FloatFormat::F32] {
+            let (rows, cols) = (11, group * 3);
+            let mut data = vec![0u8; rows * cols * bits / 8];
+            rng.fill(&mut data[..]);
+            let groups = rows * cols / group;
+            out.push(Case {
+                format: RowFormat::MlxAffine { bits: bits as u32, group_size: group, params },
+                rows,
+                cols,
+                data,
+                scales: random_params(params, groups, rng),
+                biases: random_params(params, groups, rng),
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn simd_kernels_match_the_scalar_reference() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let isas = available();
+    eprintln!("instruction sets: {:?}", isas.iter().map(|i| i.name).collect::<Vec<_>>());
+    for case in cases(&mut rng) {
+        let m = MatrixRef::new(case.format, case.rows, case.cols, &case.data, &case.scales, &case.biases).unwrap();
+        let x: Vec<f32> = (0..case.cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let rb = case.data.len() / case.rows;
+        let pb = case.scales.len() / case.rows;
+        for r in 0..case.rows {
+            let row = &case.data[r * rb..(r + 1) * rb];
+            let (s, b) = (&case.scales[r * pb..(r + 1) * pb], &case.biases[r * pb..(r + 1) * pb]);
+            let results: Vec<(&str, f32)> = match ActFormat::of(case.format) {
+                ActFormat::Q8 => {
+                    let mut q = vec![Q8Block::default(); case.cols / 32];
+                    quantize_q8(&x, &mut q);
+                    isas.iter().map(|i| (i.name, i.dot_q8(case.format, row, s, b, &q))).collect()
+                }
+                ActFormat::Q8K => {
+                    let mut q = vec![Q8KBlock::default(); case.cols / 256];
+                    quantize_q8k(&x, &mut q);
+                    isas.iter().map(|i| (i.name, i.dot_q8k(case.format, row, &q))).collect()
+                }
+                ActFormat::F32 => unreachable!(),
+            };
+            let reference = results.last().unwrap().1;
+            for (name, v) in &results {
+                let tol = 1e-4 * (1.0 + reference.abs());
+                assert!((v - reference).abs() <= tol, "{:?} {}x{} row {r}: {name} {v} vs scalar {reference}", case.format, case.rows, case.cols);
+            }
+            // The integer path differs from exact float arithmetic only by activation rounding.
+            let mut w = vec![0f32; case.cols];
+            m.row(r, &mut w);
+            let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+            let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+            assert!((reference - exact).abs() <= 0.02 * scale + 1e-5, "{:?} row {r}: scalar {reference} vs exact {exact} (Σ|w·x| = {scale})", case.format);
+        }
+    }
+}
+
+#[test]
+fn fast_matmul_matches_exact_matmul_for_several_tokens() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for case in cases(&mut rng) {
+        let m = MatrixRef::new(case.format, case.rows, case.cols, &case.data, &case.scales, &case.biases).unwrap();
+        let tokens = 3;
+        let x: Vec<f32> = (0..tokens * case.cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut fast = vec![0f32; tokens * case.rows];
+        let mut exact = vec![0f32; tokens * case.rows];
+        m.matmul(&x, &mut fast, Precision::Fast);
+        m.matmul(&x, &mut exact, Precision::Exact);
+        let worst = fast.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = exact.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(worst <= 0.03 * scale + 1e-4, "{:?}: fast differs from exact by {worst} (max |out| {scale})", case.format);
+    }
+}
