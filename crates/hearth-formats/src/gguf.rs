@@ -115,6 +115,17 @@ impl GgmlType {
     }
 }
 
+/// The data alignment a `general.alignment` value (if any) asks for, validated.
+fn alignment(value: Option<&Value>) -> Result<u64, FormatError> {
+    match value {
+        None => Ok(DEFAULT_ALIGNMENT),
+        Some(v) => match v.as_u64() {
+            Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => Ok(a),
+            _ => Err(FormatError::Invalid(format!("bad general.alignment {v:?}"))),
+        },
+    }
+}
+
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -260,13 +271,7 @@ impl Gguf {
             let value = r.value(ty, 0)?;
             metadata.insert(key, value);
         }
-        let alignment = match metadata.get("general.alignment") {
-            None => DEFAULT_ALIGNMENT,
-            Some(v) => match v.as_u64() {
-                Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => return Err(FormatError::Invalid(format!("bad general.alignment {v:?}"))),
-            },
-        };
+        let alignment = alignment(metadata.get("general.alignment"))?;
         let mut raw = Vec::with_capacity(n_tensors);
         for _ in 0..n_tensors {
             let name = r.string()?;
@@ -453,8 +458,14 @@ impl GgufWriter {
     ) -> Result<&mut Self, FormatError> {
         let name = name.into();
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let rows: u64 = dims[1..].iter().product();
-        let expected = crate::tensor_bytes(ty.dtype(), dims[0], rows)?;
+        let Some((&row_len, outer)) = dims.split_first() else {
+            return Err(FormatError::Invalid(format!("tensor {name}: GGUF tensors need at least one dimension")));
+        };
+        let rows = outer
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| FormatError::Invalid(format!("tensor {name}: dimensions overflow")))?;
+        let expected = crate::tensor_bytes(ty.dtype(), row_len, rows)?;
         if expected != data.len() as u64 {
             return Err(FormatError::Invalid(format!(
                 "tensor {name}: {} bytes given, shape {shape:?} of {ty:?} needs {expected}",
@@ -466,6 +477,10 @@ impl GgufWriter {
     }
 
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        // Readers align data to the file's own `general.alignment` (the last one, as the parser
+        // keeps it), so the writer must too.
+        let requested = self.metadata.iter().rev().find(|(k, _)| k == "general.alignment").map(|(_, v)| v);
+        let alignment = alignment(requested).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let mut header = Vec::new();
         header.extend_from_slice(&MAGIC);
         header.extend_from_slice(&3u32.to_le_bytes());
@@ -476,7 +491,7 @@ impl GgufWriter {
             header.extend_from_slice(&value.type_id().to_le_bytes());
             write_value(&mut header, value);
         }
-        let align = |n: u64| n.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+        let align = |n: u64| n.div_ceil(alignment) * alignment;
         let mut offset = 0u64;
         for (name, dims, ty, data) in &self.tensors {
             write_string(&mut header, name);

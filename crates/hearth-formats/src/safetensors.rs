@@ -2,7 +2,7 @@
 //! dtype, shape and byte range, then the data. Also the sharded `*.index.json` layout.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -129,7 +129,9 @@ pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>, FormatError> {
             .into_iter()
             .map(|f| {
                 let p = Path::new(&f);
-                if p.components().count() != 1 || p.is_absolute() {
+                // Exactly one plain file name: `..` and `.` are one component each, too.
+                let mut parts = p.components();
+                if !matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None)) {
                     return Err(FormatError::Invalid(format!("index names a file outside the model: {f}")));
                 }
                 Ok(dir.join(p))
