@@ -97,9 +97,9 @@ impl<'m> Session<'m> {
     }
 
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let out = self.model.model.forward(&mut [SeqInput { tokens, cache: &mut self.cache }], false)?;
+        let mut out = self.model.model.forward(&mut [SeqInput { tokens, cache: &mut self.cache }], false)?;
         self.tokens.extend_from_slice(tokens);
-        Ok(out[0].flatten_all()?.to_vec1::<f32>()?)
+        Ok(out.swap_remove(0))
     }
 
     /// Generates a continuation of `prompt`, calling `on_token` for each token; returning

@@ -6,21 +6,86 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::ModelConfig;
 use crate::Result;
 
-pub struct KvCache {
-    /// Per layer, `[kv_heads, capacity, head_dim]`.
+/// Host memory: per layer, keys and values as `[kv_heads, capacity, head_dim]`.
+pub(crate) struct HostKv {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    capacity: usize,
+    head_dim: usize,
+}
+
+impl HostKv {
+    /// Stores `n` tokens' keys and values (`[n, kv_heads · head_dim]`) from position `at`.
+    pub(crate) fn write(&mut self, layer: usize, at: usize, k: &[f32], v: &[f32]) {
+        let hd = self.head_dim;
+        let heads = self.keys[layer].len() / (self.capacity * hd);
+        for (i, (kr, vr)) in k.chunks_exact(heads * hd).zip(v.chunks_exact(heads * hd)).enumerate() {
+            for h in 0..heads {
+                let dst = (h * self.capacity + at + i) * hd;
+                self.keys[layer][dst..dst + hd].copy_from_slice(&kr[h * hd..(h + 1) * hd]);
+                self.values[layer][dst..dst + hd].copy_from_slice(&vr[h * hd..(h + 1) * hd]);
+            }
+        }
+    }
+
+    /// All cached keys and values of one KV head, `[capacity, head_dim]` each.
+    pub(crate) fn head(&self, layer: usize, head: usize) -> (&[f32], &[f32]) {
+        let span = self.capacity * self.head_dim;
+        (&self.keys[layer][head * span..(head + 1) * span], &self.values[layer][head * span..(head + 1) * span])
+    }
+}
+
+/// Device memory (the candle path): per layer `[kv_heads, capacity, head_dim]` tensors.
+pub(crate) struct DeviceKv {
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
+}
+
+impl DeviceKv {
+    /// Writes `[kv_heads, n, head_dim]` keys and values at position `at` of `layer` and returns
+    /// views of everything stored up to `at + n`.
+    pub(crate) fn append(&mut self, layer: usize, at: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = k.dim(1)?;
+        self.keys[layer].slice_set(&k.contiguous()?, 1, at)?;
+        self.values[layer].slice_set(&v.contiguous()?, 1, at)?;
+        Ok((self.keys[layer].narrow(1, 0, at + n)?, self.values[layer].narrow(1, 0, at + n)?))
+    }
+}
+
+enum Storage {
+    Host(HostKv),
+    Device(DeviceKv),
+}
+
+pub struct KvCache {
+    storage: Storage,
     len: usize,
     capacity: usize,
+    bytes: usize,
 }
 
 impl KvCache {
-    pub fn new(cfg: &ModelConfig, capacity: usize, device: &Device) -> Result<Self> {
-        let shape = (cfg.num_kv_heads, capacity, cfg.head_dim);
-        let alloc = || Tensor::zeros(shape, DType::F32, device);
-        let keys = (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?;
-        let values = (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?;
-        Ok(KvCache { keys, values, len: 0, capacity })
+    pub(crate) fn new(cfg: &ModelConfig, capacity: usize, device: Option<&Device>) -> Result<Self> {
+        let per_layer = cfg.num_kv_heads * capacity * cfg.head_dim;
+        let storage = match device {
+            // Zeroed allocations stay virtual until written, so a long context costs memory
+            // only as it fills.
+            None => Storage::Host(HostKv {
+                keys: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+                values: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+                capacity,
+                head_dim: cfg.head_dim,
+            }),
+            Some(device) => {
+                let shape = (cfg.num_kv_heads, capacity, cfg.head_dim);
+                let alloc = || Tensor::zeros(shape, DType::F32, device);
+                Storage::Device(DeviceKv {
+                    keys: (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?,
+                    values: (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?,
+                })
+            }
+        };
+        Ok(KvCache { storage, len: 0, capacity, bytes: 2 * cfg.num_layers * per_layer * 4 })
     }
 
     /// Tokens whose keys and values are stored.
@@ -41,20 +106,33 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// Bytes reserved for the full context.
     pub fn bytes(&self) -> usize {
-        self.keys.iter().chain(&self.values).map(|t| t.elem_count() * 4).sum()
-    }
-
-    /// Writes `[kv_heads, n, head_dim]` keys and values at position `at` of `layer` and returns
-    /// views of everything stored up to `at + n`.
-    pub(crate) fn append(&mut self, layer: usize, at: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let n = k.dim(1)?;
-        self.keys[layer].slice_set(&k.contiguous()?, 1, at)?;
-        self.values[layer].slice_set(&v.contiguous()?, 1, at)?;
-        Ok((self.keys[layer].narrow(1, 0, at + n)?, self.values[layer].narrow(1, 0, at + n)?))
+        self.bytes
     }
 
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;
+    }
+
+    pub(crate) fn host(&self) -> &HostKv {
+        match &self.storage {
+            Storage::Host(h) => h,
+            Storage::Device(_) => unreachable!("a host forward pass got a device cache"),
+        }
+    }
+
+    pub(crate) fn host_mut(&mut self) -> &mut HostKv {
+        match &mut self.storage {
+            Storage::Host(h) => h,
+            Storage::Device(_) => unreachable!("a host forward pass got a device cache"),
+        }
+    }
+
+    pub(crate) fn device_mut(&mut self) -> &mut DeviceKv {
+        match &mut self.storage {
+            Storage::Device(d) => d,
+            Storage::Host(_) => unreachable!("a device forward pass got a host cache"),
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 mod error;
 pub mod generate;
+mod host;
 mod kv_cache;
 mod linear;
 pub mod loader;

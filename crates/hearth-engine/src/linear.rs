@@ -10,6 +10,7 @@ use crate::Result;
 pub struct Linear {
     weight: StoredTensor,
     bias: Option<Tensor>,
+    bias_host: Option<Vec<f32>>,
 }
 
 impl Linear {
@@ -17,16 +18,26 @@ impl Linear {
         let weight = store.get(&format!("{prefix}.weight"))?.clone();
         weight.matrix()?;
         let bias = if bias { Some(store.get(&format!("{prefix}.bias"))?.to_f32_tensor(device)?) } else { None };
-        Ok(Linear { weight, bias })
+        let bias_host = bias.as_ref().map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?;
+        Ok(Linear { weight, bias, bias_host })
     }
 
     pub fn from_stored(weight: StoredTensor) -> Result<Self> {
         weight.matrix()?;
-        Ok(Linear { weight, bias: None })
+        Ok(Linear { weight, bias: None, bias_host: None })
     }
 
     pub fn out_features(&self) -> usize {
         self.weight.shape[0]
+    }
+
+    /// `out[t, :] = x[t, :] · Wᵀ (+ bias)` on host buffers.
+    pub fn matmul_host(&self, x: &[f32], out: &mut [f32], precision: Precision) {
+        let m = self.weight.matrix().expect("validated when loaded");
+        m.matmul(x, out, precision);
+        if let Some(b) = &self.bias_host {
+            out.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+        }
     }
 
     /// `x[..., in] → [..., out]`.

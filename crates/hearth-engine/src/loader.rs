@@ -10,7 +10,7 @@ use hearth_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
 use serde_json::Value as Json;
 
 use crate::config::{token_ids, ModelConfig};
-use crate::model::DecoderModel;
+use crate::model::{Backend, DecoderModel};
 use crate::weights::WeightStore;
 use crate::{EngineError, Result};
 
@@ -36,6 +36,7 @@ pub struct LoadedModel {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
     pub precision: Precision,
+    pub backend: Backend,
 }
 
 impl LoadedModel {
@@ -87,7 +88,7 @@ impl LoadedModel {
             Some(src) => Some(ChatTemplate::new(src, name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()))?),
             None => None,
         };
-        let model = DecoderModel::load(cfg, &store, rope_freqs, device, opts.precision)?;
+        let model = DecoderModel::load(cfg, &store, rope_freqs, device, opts.precision, opts.backend)?;
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, ModelFormat::Gguf, path))
     }
 
@@ -110,7 +111,7 @@ impl LoadedModel {
             eos_ids.push(id);
         }
         let format = if config.get("quantization").is_some() { ModelFormat::MlxQuantized } else { ModelFormat::Safetensors };
-        let model = DecoderModel::load(cfg, &store, None, device, opts.precision)?;
+        let model = DecoderModel::load(cfg, &store, None, device, opts.precision, opts.backend)?;
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, format, dir))
     }
 

@@ -15,16 +15,18 @@ use crate::rope::Rope;
 use crate::weights::{StoredTensor, WeightStore};
 use crate::{EngineError, Result};
 
-struct RmsNorm {
+pub(crate) struct RmsNorm {
     weight: Tensor,
-    eps: f32,
+    pub(crate) host: Vec<f32>,
+    pub(crate) eps: f32,
 }
 
 impl RmsNorm {
     fn load(store: &WeightStore, name: &str, cfg: &ModelConfig, device: &Device) -> Result<Self> {
         let w = store.get(&format!("{name}.weight"))?.to_f32_tensor(device)?;
         let weight = if cfg.norm_weight_offset != 0.0 { (w + cfg.norm_weight_offset as f64)? } else { w };
-        Ok(RmsNorm { weight, eps: cfg.rms_norm_eps as f32 })
+        let host = weight.flatten_all()?.to_vec1::<f32>()?;
+        Ok(RmsNorm { weight, host, eps: cfg.rms_norm_eps as f32 })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -32,44 +34,61 @@ impl RmsNorm {
     }
 }
 
-enum Qkv {
+pub(crate) enum Qkv {
     Separate { q: Linear, k: Linear, v: Linear },
     Fused(Linear),
 }
 
-struct Attention {
-    qkv: Qkv,
-    o: Linear,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
+pub(crate) struct Attention {
+    pub(crate) qkv: Qkv,
+    pub(crate) o: Linear,
+    pub(crate) q_norm: Option<RmsNorm>,
+    pub(crate) k_norm: Option<RmsNorm>,
 }
 
-enum GateUp {
+pub(crate) enum GateUp {
     Separate { gate: Linear, up: Linear },
     Fused(Linear),
 }
 
-struct Mlp {
-    gate_up: GateUp,
-    down: Linear,
+pub(crate) struct Mlp {
+    pub(crate) gate_up: GateUp,
+    pub(crate) down: Linear,
 }
 
-struct Layer {
-    input_norm: RmsNorm,
-    post_attn_norm: RmsNorm,
+pub(crate) struct Layer {
+    pub(crate) input_norm: RmsNorm,
+    pub(crate) post_attn_norm: RmsNorm,
     /// Gemma 2's norms around the MLP (the post-attention norm then applies to the attention
     /// output instead of feeding the MLP).
-    pre_ff_norm: Option<RmsNorm>,
-    post_ff_norm: Option<RmsNorm>,
-    attn: Attention,
-    mlp: Mlp,
-    window: Option<usize>,
+    pub(crate) pre_ff_norm: Option<RmsNorm>,
+    pub(crate) post_ff_norm: Option<RmsNorm>,
+    pub(crate) attn: Attention,
+    pub(crate) mlp: Mlp,
+    pub(crate) window: Option<usize>,
 }
 
 /// One sequence's part of a forward pass.
 pub struct SeqInput<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
+}
+
+impl SeqInput<'_> {
+    /// Tokens already in the cache before this pass: the position of `tokens[0]`.
+    pub(crate) fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Where a model's forward pass runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// Our CPU kernels over host buffers.
+    #[default]
+    Host,
+    /// candle tensors on `DecoderModel`'s device (GPUs; on the CPU a cross-check).
+    Candle,
 }
 
 pub struct DecoderModel {
@@ -82,6 +101,7 @@ pub struct DecoderModel {
     device: Device,
     weight_bytes: usize,
     precision: Precision,
+    backend: Backend,
 }
 
 impl DecoderModel {
@@ -91,6 +111,7 @@ impl DecoderModel {
         rope_freqs: Option<Vec<f32>>,
         device: &Device,
         precision: Precision,
+        backend: Backend,
     ) -> Result<Self> {
         if let Some(f) = rope_freqs {
             cfg.rope_scaling = RopeScaling::FreqFactors(f);
@@ -154,6 +175,7 @@ impl DecoderModel {
             lm_head,
             device: device.clone(),
             precision,
+            backend,
         })
     }
 
@@ -176,42 +198,67 @@ impl DecoderModel {
 
     /// A KV cache for one sequence of up to `capacity` tokens (capped at the model's context).
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
-        KvCache::new(&self.cfg, capacity.min(self.cfg.context_length), &self.device)
+        let device = (self.backend == Backend::Candle).then_some(&self.device);
+        KvCache::new(&self.cfg, capacity.min(self.cfg.context_length), device)
     }
 
-    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+    pub(crate) fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub(crate) fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    pub(crate) fn final_norm(&self) -> &RmsNorm {
+        &self.norm
+    }
+
+    pub(crate) fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
+
+    /// Embedding rows of `tokens` into `out` (`[n, hidden]`).
+    pub(crate) fn embed_into(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
         let m = self.embed.matrix()?;
         let h = self.cfg.hidden_size;
-        let mut out = vec![0f32; tokens.len() * h];
         for (t, &id) in tokens.iter().enumerate() {
             if id as usize >= self.cfg.vocab_size {
                 return Err(EngineError::InvalidRequest(format!("token id {id} is outside the vocabulary")));
             }
             m.row(id as usize, &mut out[t * h..(t + 1) * h]);
         }
-        let x = Tensor::from_vec(out, (tokens.len(), h), &self.device)?;
-        // Gemma multiplies by √hidden rounded to the activation dtype, as transformers does.
-        Ok(if self.cfg.scale_embeddings { (x * (h as f32).sqrt() as f64)? } else { x })
+        if self.cfg.scale_embeddings {
+            // Gemma multiplies by √hidden, as transformers does.
+            let s = (h as f32).sqrt();
+            out.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(())
+    }
+
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        let mut out = vec![0f32; tokens.len() * self.cfg.hidden_size];
+        self.embed_into(tokens, &mut out)?;
+        Ok(Tensor::from_vec(out, (tokens.len(), self.cfg.hidden_size), &self.device)?)
     }
 
     /// Runs the tokens of every sequence through the model, appending them to each sequence's
-    /// cache. Returns per sequence the logits `[n, vocab]` of every position if `all_logits`,
-    /// else `[1, vocab]` for its last position.
-    pub fn forward(&self, seqs: &mut [SeqInput<'_>], all_logits: bool) -> Result<Vec<Tensor>> {
+    /// cache. Returns per sequence the logits of every position (`n · vocab` values, row-major)
+    /// if `all_logits`, else of its last position.
+    pub fn forward(&self, seqs: &mut [SeqInput<'_>], all_logits: bool) -> Result<Vec<Vec<f32>>> {
         self.run(seqs, all_logits, None)
     }
 
-    /// The hidden states of one prompt `[n, hidden]`: after the embedding, after each layer,
-    /// and after the final norm — to find the first layer that goes wrong.
-    pub fn trace_hidden_states(&self, tokens: &[u32]) -> Result<Vec<Tensor>> {
+    /// The hidden states of one prompt (`n · hidden` values each): after the embedding, after
+    /// each layer, and after the final norm — to find the first layer that goes wrong.
+    pub fn trace_hidden_states(&self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         let mut cache = self.new_cache(tokens.len())?;
         let mut trace = Vec::new();
         self.run(&mut [SeqInput { tokens, cache: &mut cache }], false, Some(&mut trace))?;
         Ok(trace)
     }
 
-    fn run(&self, seqs: &mut [SeqInput<'_>], all_logits: bool, mut trace: Option<&mut Vec<Tensor>>) -> Result<Vec<Tensor>> {
-        let mut tokens = Vec::new();
+    fn run(&self, seqs: &mut [SeqInput<'_>], all_logits: bool, trace: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
         for s in seqs.iter() {
             if s.tokens.is_empty() {
                 return Err(EngineError::InvalidRequest("a forward pass needs at least one token".into()));
@@ -223,19 +270,32 @@ impl DecoderModel {
                     context: s.cache.capacity(),
                 });
             }
-            tokens.extend_from_slice(s.tokens);
         }
+        match self.backend {
+            Backend::Host => crate::host::forward(self, seqs, all_logits, trace),
+            Backend::Candle => self.forward_candle(seqs, all_logits, trace),
+        }
+    }
+
+    fn forward_candle(
+        &self,
+        seqs: &mut [SeqInput<'_>],
+        all_logits: bool,
+        mut trace: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let tables = seqs
             .iter()
             .map(|s| self.rope.tables(s.cache.len(), s.tokens.len(), &self.device))
             .collect::<Result<Vec<_>>>()?;
         let mut x = self.embed(&tokens)?;
-        let mut record = |t: &Tensor| {
+        let mut record = |t: &Tensor| -> Result<()> {
             if let Some(trace) = trace.as_deref_mut() {
-                trace.push(t.clone());
+                trace.push(t.flatten_all()?.to_vec1::<f32>()?);
             }
+            Ok(())
         };
-        record(&x);
+        record(&x)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.input_norm.forward(&x)?;
             let attn = self.attention(li, layer, &h, seqs, &tables)?;
@@ -251,9 +311,9 @@ impl DecoderModel {
                     (x + m)?
                 }
             };
-            record(&x);
+            record(&x)?;
         }
-        record(&self.norm.forward(&x)?);
+        record(&self.norm.forward(&x)?)?;
         let mut out = Vec::with_capacity(seqs.len());
         let mut start = 0;
         for s in seqs.iter_mut() {
@@ -263,7 +323,7 @@ impl DecoderModel {
             if let Some(cap) = self.cfg.final_logit_softcap {
                 logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
             }
-            out.push(logits);
+            out.push(logits.flatten_all()?.to_vec1::<f32>()?);
             let len = s.cache.len() + n;
             s.cache.set_len(len);
             start += n;
@@ -310,7 +370,7 @@ impl DecoderModel {
             }
             let qs = candle_nn::rotary_emb::rope(&qs.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
             let ks = candle_nn::rotary_emb::rope(&ks.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
-            let (keys, values) = s.cache.append(li, pos, &ks, &vs)?;
+            let (keys, values) = s.cache.device_mut().append(li, pos, &ks, &vs)?;
             let total = pos + n;
             // Query heads sharing a KV head are stacked so one product serves the group.
             let qg = (qs.reshape((nkv, rep * n, hd))? * cfg.attn_scale)?;

@@ -55,19 +55,24 @@ impl Rope {
         Ok(Rope { inv_freq: inv_freq.iter().map(|&f| f as f32).collect(), position_scale })
     }
 
-    /// cos and sin tables `[n, head_dim/2]` for positions `start..start + n`.
-    pub fn tables(&self, start: usize, n: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    /// Fills cos and sin tables `[n, head_dim/2]` for positions `start..start + n`.
+    pub fn fill(&self, start: usize, n: usize, cos: &mut [f32], sin: &mut [f32]) {
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(n * half);
-        let mut sin = Vec::with_capacity(n * half);
-        for p in start..start + n {
+        for (i, p) in (start..start + n).enumerate() {
             let pos = p as f32 * self.position_scale;
-            for &f in &self.inv_freq {
+            for (j, &f) in self.inv_freq.iter().enumerate() {
                 let angle = pos * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+                cos[i * half + j] = angle.cos();
+                sin[i * half + j] = angle.sin();
             }
         }
+    }
+
+    /// The same tables as tensors.
+    pub fn tables(&self, start: usize, n: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
+        self.fill(start, n, &mut cos, &mut sin);
         Ok((Tensor::from_vec(cos, (n, half), device)?, Tensor::from_vec(sin, (n, half), device)?))
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use hearth_engine::model::SeqInput;
+use hearth_engine::LoadedModel;
 
 const HF: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
 
@@ -39,9 +40,8 @@ fn batched_sequences_match_unbatched() {
             .forward(&mut [SeqInput { tokens: &a, cache: &mut ca }, SeqInput { tokens: &b, cache: &mut cb }], false)
             .unwrap();
         for (i, logits) in out.iter().enumerate() {
-            let logits = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let top = &r["batched_left_padded"]["last_logits_top20"][i];
-            let d = top_diff(&logits, top);
+            let d = top_diff(logits, top);
             assert!(d <= 1e-3, "hf/{name} batched sequence {i}: logits differ by {d}");
             let alone = last_logits(&model, if i == 0 { &a } else { &b });
             let d = logits.iter().zip(&alone).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
@@ -109,15 +109,31 @@ fn hidden_states_match_transformers_layer_by_layer() {
         let stages = ["embed_tokens", "layer0", "layer1", "final_norm"];
         assert_eq!(trace.len(), stages.len());
         for (stage, ours) in stages.iter().zip(&trace) {
-            let ours = ours.to_vec2::<f32>().unwrap();
             let want = r["p0_hidden_states"][stage].as_array().unwrap();
             let d = ours
                 .iter()
-                .flatten()
                 .zip(want.iter().flat_map(|row| row.as_array().unwrap()))
                 .map(|(a, b)| (a - b.as_f64().unwrap() as f32).abs())
                 .fold(0.0, f32::max);
             assert!(d <= 1e-4, "hf/{name} {stage}: hidden states differ by {d}");
+        }
+    }
+}
+
+#[test]
+fn host_and_candle_backends_agree() {
+    use hearth_engine::model::Backend;
+    use hearth_engine::{LoadOptions, Precision};
+    for name in HF {
+        let path = testdata(&format!("tiny/hf/{name}"));
+        let load = |backend| LoadedModel::load_with(&path, LoadOptions { precision: Precision::Exact, backend }).unwrap();
+        let (host, candle) = (load(Backend::Host), load(Backend::Candle));
+        for p in json("tiny/prompts.json")["ids"].as_array().unwrap() {
+            let p = ids(p);
+            let (a, b) = (last_logits(&host, &p), last_logits(&candle, &p));
+            let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(d <= 1e-4, "hf/{name}: backends differ by {d}");
+            assert_eq!(greedy(&host, &p, 8), greedy(&candle, &p, 8));
         }
     }
 }

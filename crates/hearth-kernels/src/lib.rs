@@ -6,6 +6,7 @@
 pub mod act;
 mod dequant;
 mod matmul;
+pub mod pool;
 pub mod qdot;
 
 pub use dequant::dequantize_row;

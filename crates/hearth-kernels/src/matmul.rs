@@ -2,9 +2,9 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
 
 use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
+use crate::pool;
 use crate::qdot::{isa, ActFormat};
 use crate::{dequantize_row, KernelError, RowFormat};
 
@@ -23,6 +23,8 @@ thread_local! {
     /// Quantised activations, reused across calls so decoding does not allocate per token.
     static ACT_Q8: RefCell<Vec<Q8Block>> = const { RefCell::new(Vec::new()) };
     static ACT_Q8K: RefCell<Vec<Q8KBlock>> = const { RefCell::new(Vec::new()) };
+    /// De-quantised weight rows of the exact path, per thread.
+    static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Rows de-quantised together by one task: enough work per task to amortise scheduling, few
@@ -135,7 +137,7 @@ impl<'a> MatrixRef<'a> {
         F: Fn(usize) -> f32,
     {
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..self.rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
+        pool::global().run(self.rows.div_ceil(ROWS_PER_TASK), &|task| {
             for r in task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(self.rows) {
                 let dot = row_kernel(r);
                 for t in 0..m {
@@ -148,9 +150,9 @@ impl<'a> MatrixRef<'a> {
 
     fn matmul_exact(&self, x: &[f32], out: &mut [f32], m: usize) {
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..self.rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each_init(
-            || vec![0f32; ROWS_PER_TASK * self.cols],
-            |buf, task| {
+        pool::global().run(self.rows.div_ceil(ROWS_PER_TASK), &|task| {
+            ROWS.with_borrow_mut(|buf| {
+                buf.resize(ROWS_PER_TASK * self.cols, 0.0);
                 let r0 = task * ROWS_PER_TASK;
                 let r1 = (r0 + ROWS_PER_TASK).min(self.rows);
                 for r in r0..r1 {
@@ -165,8 +167,8 @@ impl<'a> MatrixRef<'a> {
                         unsafe { *out_ptr.get().add(t * self.rows + r) = dot(xt, w) };
                     }
                 }
-            },
-        );
+            })
+        });
     }
 }
 

@@ -36,7 +36,7 @@ pub fn with_tokenizer(model: &str, tokenizer_from: &str) -> PathBuf {
 
 /// Loads for the float path: float32 activations on the exactly de-quantised weights.
 pub fn load_exact(path: &Path) -> LoadedModel {
-    LoadedModel::load_with(path, LoadOptions { precision: Precision::Exact }).unwrap()
+    LoadedModel::load_with(path, LoadOptions { precision: Precision::Exact, ..Default::default() }).unwrap()
 }
 
 /// Last-position logits of a prompt.

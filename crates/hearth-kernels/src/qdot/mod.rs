@@ -72,10 +72,10 @@ pub fn available() -> Vec<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if has!("avx2") && has!("fma") && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+        if has!("avx2") && has!("fma") && has!("f16c") && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
             out.push(x86_isa!("avx512vnni", vnni));
         }
-        if has!("avx2") && has!("fma") {
+        if has!("avx2") && has!("fma") && has!("f16c") {
             out.push(x86_isa!("avx2", avx2));
         }
     }

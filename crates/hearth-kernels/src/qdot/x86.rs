@@ -4,7 +4,6 @@
 //! float — the scalar module defines the same arithmetic.
 
 use crate::act::{Q8Block, Q8KBlock};
-use crate::qdot::scalar::f16_at;
 use crate::FloatFormat;
 
 macro_rules! avx2_dot {
@@ -38,6 +37,13 @@ macro_rules! kernels {
             #[inline]
             unsafe fn dot32_signed(w: __m256i, x: __m256i) -> __m256i {
                 dot32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+            }
+
+            /// An f16 scale at byte `i`, converted by the F16C instruction.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn f16_at(b: &[u8], i: usize) -> f32 {
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([b[i], b[i + 1]]) as i32)))
             }
 
             #[target_feature(enable = $features)]
@@ -224,5 +230,5 @@ macro_rules! kernels {
     };
 }
 
-kernels!(avx2, "avx2,fma", avx2_dot);
-kernels!(vnni, "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni", vnni_dot);
+kernels!(avx2, "avx2,fma,f16c", avx2_dot);
+kernels!(vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", vnni_dot);

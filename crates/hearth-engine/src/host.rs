@@ -1,0 +1,277 @@
+//! The forward pass on the CPU, over plain buffers: every matrix product runs on the kernels
+//! crate (integer dot products on the stored weights, spread over its thread pool), the small
+//! per-token operations are fused loops, and all scratch space is reused between calls, so
+//! steady-state decoding allocates nothing.
+
+use std::cell::RefCell;
+
+use hearth_kernels::{dot, pool};
+
+use crate::config::Activation;
+use crate::kv_cache::HostKv;
+use crate::model::{DecoderModel, GateUp, Layer, Qkv, SeqInput};
+use crate::Result;
+
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    fused: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Attention scores of one query, per thread.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let scale = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+/// Rotates each head of each row by its token's angles (the "rotate half" layout).
+fn rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32]) {
+    let half = hd / 2;
+    for (t, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+        let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+        for head in row.chunks_exact_mut(hd) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * c[i] - x2 * s[i];
+                b[i] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// See [`DecoderModel::forward`]; `trace` receives the hidden states after the embedding,
+/// each layer and the final norm.
+pub(crate) fn forward(
+    m: &DecoderModel,
+    seqs: &mut [SeqInput<'_>],
+    all_logits: bool,
+    mut trace: Option<&mut Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    let cfg = m.config();
+    let (hid, hd, nh, nkv) = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
+    let (qs, kvs, inter) = (cfg.q_size(), cfg.kv_size(), cfg.intermediate_size);
+    let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+    SCRATCH.with_borrow_mut(|s| {
+        let x = take(&mut s.x, total * hid);
+        let mut row0 = 0;
+        for seq in seqs.iter() {
+            m.embed_into(seq.tokens, &mut x[row0 * hid..(row0 + seq.tokens.len()) * hid])?;
+            row0 += seq.tokens.len();
+        }
+        if let Some(t) = trace.as_deref_mut() {
+            t.push(x.to_vec());
+        }
+        let half = hd / 2;
+        let (cos, sin) = (take(&mut s.cos, total * half), take(&mut s.sin, total * half));
+        let mut row0 = 0;
+        for seq in seqs.iter() {
+            let n = seq.tokens.len();
+            m.rope().fill(seq.cache.len(), n, &mut cos[row0 * half..(row0 + n) * half], &mut sin[row0 * half..(row0 + n) * half]);
+            row0 += n;
+        }
+        let (cos, sin) = (&*cos, &*sin);
+        for (li, layer) in m.layers().iter().enumerate() {
+            let h = take(&mut s.h, total * hid);
+            rms_norm(x, &layer.input_norm.host, layer.input_norm.eps, h);
+            let (q, k, v) = (take(&mut s.q, total * qs), take(&mut s.k, total * kvs), take(&mut s.v, total * kvs));
+            match &layer.attn.qkv {
+                Qkv::Separate { q: wq, k: wk, v: wv } => {
+                    wq.matmul_host(h, q, m.precision());
+                    wk.matmul_host(h, k, m.precision());
+                    wv.matmul_host(h, v, m.precision());
+                }
+                Qkv::Fused(w) => {
+                    let all = take(&mut s.fused, total * (qs + 2 * kvs));
+                    w.matmul_host(h, all, m.precision());
+                    for (t, row) in all.chunks_exact(qs + 2 * kvs).enumerate() {
+                        q[t * qs..(t + 1) * qs].copy_from_slice(&row[..qs]);
+                        k[t * kvs..(t + 1) * kvs].copy_from_slice(&row[qs..qs + kvs]);
+                        v[t * kvs..(t + 1) * kvs].copy_from_slice(&row[qs + kvs..]);
+                    }
+                }
+            }
+            if let (Some(qn), Some(kn)) = (&layer.attn.q_norm, &layer.attn.k_norm) {
+                let qc = q.to_owned();
+                rms_norm(&qc, &qn.host, qn.eps, q);
+                let kc = k.to_owned();
+                rms_norm(&kc, &kn.host, kn.eps, k);
+            }
+            rope(q, nh, hd, cos, sin);
+            rope(k, nkv, hd, cos, sin);
+            let mut row0 = 0;
+            for seq in seqs.iter_mut() {
+                let n = seq.tokens.len();
+                let at = seq.cache_len();
+                seq.cache.host_mut().write(li, at, &k[row0 * kvs..(row0 + n) * kvs], &v[row0 * kvs..(row0 + n) * kvs]);
+                row0 += n;
+            }
+            let att = take(&mut s.att, total * qs);
+            attention(m, li, layer, seqs, q, att);
+            let o = take(&mut s.o, total * hid);
+            layer.attn.o.matmul_host(att, o, m.precision());
+            let residual_in = match &layer.pre_ff_norm {
+                Some(_) => {
+                    let oc = o.to_owned();
+                    rms_norm(&oc, &layer.post_attn_norm.host, layer.post_attn_norm.eps, o);
+                    &layer.pre_ff_norm.as_ref().expect("checked").host
+                }
+                None => &layer.post_attn_norm.host,
+            };
+            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
+            rms_norm(x, residual_in, layer.post_attn_norm.eps, h);
+            let (gate, up) = (take(&mut s.gate, total * inter), take(&mut s.up, total * inter));
+            match &layer.mlp.gate_up {
+                GateUp::Separate { gate: wg, up: wu } => {
+                    wg.matmul_host(h, gate, m.precision());
+                    wu.matmul_host(h, up, m.precision());
+                }
+                GateUp::Fused(w) => {
+                    let both = take(&mut s.fused, total * 2 * inter);
+                    w.matmul_host(h, both, m.precision());
+                    for (t, row) in both.chunks_exact(2 * inter).enumerate() {
+                        gate[t * inter..(t + 1) * inter].copy_from_slice(&row[..inter]);
+                        up[t * inter..(t + 1) * inter].copy_from_slice(&row[inter..]);
+                    }
+                }
+            }
+            match cfg.activation {
+                Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u),
+                Activation::GeluTanh => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
+            }
+            layer.mlp.down.matmul_host(gate, o, m.precision());
+            if let Some(post) = &layer.post_ff_norm {
+                let oc = o.to_owned();
+                rms_norm(&oc, &post.host, post.eps, o);
+            }
+            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(x.to_vec());
+            }
+        }
+        if let Some(t) = trace.as_deref_mut() {
+            let mut normed = vec![0f32; x.len()];
+            rms_norm(x, &m.final_norm().host, m.final_norm().eps, &mut normed);
+            t.push(normed);
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut row0 = 0;
+        for seq in seqs.iter_mut() {
+            let n = seq.tokens.len();
+            let (first, count) = if all_logits { (row0, n) } else { (row0 + n - 1, 1) };
+            let rows = take(&mut s.rows, count * hid);
+            rms_norm(&x[first * hid..(first + count) * hid], &m.final_norm().host, m.final_norm().eps, rows);
+            let mut logits = vec![0f32; count * cfg.vocab_size];
+            m.lm_head().matmul_host(rows, &mut logits, m.precision());
+            if let Some(cap) = cfg.final_logit_softcap {
+                logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+            }
+            out.push(logits);
+            let len = seq.cache_len() + n;
+            seq.cache.set_len(len);
+            row0 += n;
+        }
+        Ok(out)
+    })
+}
+
+/// Causal (optionally sliding-window) attention of every query against its sequence's cache,
+/// parallel over (sequence, head) pairs; writes `[tokens, heads · head_dim]` into `out`.
+fn attention(m: &DecoderModel, li: usize, layer: &Layer, seqs: &[SeqInput<'_>], q: &[f32], out: &mut [f32]) {
+    let cfg = m.config();
+    let (hd, nh, nkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
+    let rep = nh / nkv;
+    let qs = nh * hd;
+    let mut starts = Vec::with_capacity(seqs.len());
+    let mut row0 = 0;
+    for seq in seqs {
+        starts.push(row0);
+        row0 += seq.tokens.len();
+    }
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let scale = cfg.attn_scale as f32;
+    pool::global().run(seqs.len() * nh, &|unit| {
+        let (si, head) = (unit / nh, unit % nh);
+        let seq = &seqs[si];
+        let kv: &HostKv = seq.cache.host();
+        let (keys, values) = kv.head(li, head / rep);
+        let n = seq.tokens.len();
+        let pos0 = seq.cache_len();
+        SCORES.with_borrow_mut(|scores| {
+            for i in 0..n {
+                let p = pos0 + i;
+                let lo = layer.window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let t = starts[si] + i;
+                let qv = &q[t * qs + head * hd..t * qs + (head + 1) * hd];
+                let sc = take(scores, p + 1 - lo);
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in (lo..=p).zip(sc.iter_mut()) {
+                    let mut v = dot(qv, &keys[j * hd..(j + 1) * hd]) * scale;
+                    if let Some(cap) = cfg.attn_logit_softcap {
+                        v = (v / cap).tanh() * cap;
+                    }
+                    *s = v;
+                    max = max.max(v);
+                }
+                let mut sum = 0.0;
+                for s in sc.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                // SAFETY: each (token, head) output slot belongs to exactly one unit.
+                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(t * qs + head * hd), hd) };
+                o.fill(0.0);
+                for (j, &w) in (lo..=p).zip(sc.iter()) {
+                    let w = w / sum;
+                    for (a, &b) in o.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
+                        *a += w * b;
+                    }
+                }
+            }
+        });
+    });
+}
