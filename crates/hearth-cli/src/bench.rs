@@ -1,0 +1,119 @@
+//! `hearth bench`: prompt-processing and decode speed in the spirit of llama-bench — medians
+//! over repetitions after a warm-up, with peak memory, threads and instruction set.
+
+use std::time::Instant;
+
+use clap::Args;
+use hearth_engine::model::SeqInput;
+use hearth_engine::{LoadOptions, LoadedModel, Precision};
+use serde_json::json;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model path or name.
+    #[arg(long, short, default_value = hearth_engine::paths::DEFAULT_MODEL)]
+    model: String,
+    /// Prompt tokens processed in one prefill.
+    #[arg(short = 'p', long = "prompt", default_value_t = 512)]
+    prompt_tokens: usize,
+    /// Tokens decoded one at a time after the prompt.
+    #[arg(short = 'n', long = "gen", default_value_t = 128)]
+    gen_tokens: usize,
+    /// Measured repetitions (after one warm-up).
+    #[arg(short = 'r', long = "reps", default_value_t = 5)]
+    reps: usize,
+    /// Run with float activations on exact weights instead of the fast path.
+    #[arg(long)]
+    exact: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// One repetition: (prompt tokens/s, decode tokens/s).
+fn run_once(model: &LoadedModel, prompt: &[u32], gen: usize) -> anyhow::Result<(f64, f64)> {
+    let m = &model.model;
+    let mut cache = m.new_cache(prompt.len() + gen)?;
+    let t0 = Instant::now();
+    let mut logits = Vec::new();
+    for chunk in prompt.chunks(512) {
+        logits = m.forward(&mut [SeqInput { tokens: chunk, cache: &mut cache }], false)?.swap_remove(0);
+    }
+    let pp = prompt.len() as f64 / t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..gen {
+        let next = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap_or(0) as u32;
+        logits = m.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache }], false)?.swap_remove(0);
+    }
+    let tg = gen as f64 / t1.elapsed().as_secs_f64();
+    Ok((pp, tg))
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.prompt_tokens > 0 && args.gen_tokens > 0 && args.reps > 0, "-p, -n and -r must be positive");
+    let path = hearth_engine::paths::resolve_model(&args.model)?;
+    let precision = if args.exact { Precision::Exact } else { Precision::Fast };
+    let model = LoadedModel::load_with(&path, LoadOptions { precision, ..Default::default() })?;
+    let cfg = model.model.config();
+    anyhow::ensure!(
+        args.prompt_tokens + args.gen_tokens <= cfg.context_length,
+        "-p + -n ({}) exceeds the model's context of {}",
+        args.prompt_tokens + args.gen_tokens,
+        cfg.context_length
+    );
+    // Ordinary text-like ids (a fixed pseudo-random sequence), as llama-bench uses.
+    let vocab = cfg.vocab_size as u64;
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u64).map(|i| ((i * 2_654_435_761 + 12_345) % vocab) as u32).collect();
+    run_once(&model, &prompt, args.gen_tokens.min(8))?;
+    let (mut pps, mut tgs) = (Vec::new(), Vec::new());
+    for _ in 0..args.reps {
+        let (pp, tg) = run_once(&model, &prompt, args.gen_tokens)?;
+        pps.push(pp);
+        tgs.push(tg);
+    }
+    let (pp, tg) = (median(&mut pps.clone()), median(&mut tgs.clone()));
+    let threads = hearth_kernels::pool::global().threads();
+    let isa = hearth_kernels::qdot::isa().name;
+    let rss = crate::stats::peak_rss_bytes();
+    let kv_bytes = model.model.new_cache(args.prompt_tokens + args.gen_tokens)?.bytes();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "model": path.display().to_string(),
+                "precision": if args.exact { "exact" } else { "fast" },
+                "threads": threads,
+                "isa": isa,
+                "prompt_tokens": args.prompt_tokens,
+                "gen_tokens": args.gen_tokens,
+                "reps": args.reps,
+                "pp_tokens_per_sec": pp,
+                "tg_tokens_per_sec": tg,
+                "pp_runs": pps,
+                "tg_runs": tgs,
+                "peak_rss_bytes": rss,
+                "weight_bytes": model.model.weight_bytes(),
+                "kv_cache_bytes": kv_bytes,
+            })
+        );
+    } else {
+        println!("model: {}  ({} threads, {isa})", path.display(), threads);
+        println!("pp{:<6} {:>10.1} tokens/s  (median of {})", args.prompt_tokens, pp, args.reps);
+        println!("tg{:<6} {:>10.1} tokens/s  (median of {}, after the prompt)", args.gen_tokens, tg, args.reps);
+        match rss {
+            Some(b) => println!(
+                "peak RSS {:.1} MB  (weights {:.1} MB, KV cache {:.1} MB)",
+                b as f64 / 1e6,
+                model.model.weight_bytes() as f64 / 1e6,
+                kv_bytes as f64 / 1e6
+            ),
+            None => println!("peak RSS unknown on this platform"),
+        }
+    }
+    Ok(())
+}
