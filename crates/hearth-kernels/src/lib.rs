@@ -5,6 +5,7 @@
 
 pub mod act;
 mod dequant;
+pub mod gemm;
 mod matmul;
 pub mod pool;
 pub mod qdot;

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 
 
 use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
+use crate::gemm::{self, PackedActs, TILE};
 use crate::pool;
 use crate::qdot::{isa, ActFormat};
 use crate::{dequantize_row, KernelError, RowFormat};
@@ -25,11 +26,18 @@ thread_local! {
     static ACT_Q8K: RefCell<Vec<Q8KBlock>> = const { RefCell::new(Vec::new()) };
     /// De-quantised weight rows of the exact path, per thread.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PACKED: RefCell<PackedActs> = RefCell::new(PackedActs::default());
+    /// Expanded weight rows of the many-token path, per thread.
+    static EXPANDED: RefCell<(Vec<u8>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Rows de-quantised together by one task: enough work per task to amortise scheduling, few
 /// enough that a 576-row matrix still splits across threads.
 const ROWS_PER_TASK: usize = 16;
+/// From this many tokens on, the tiled many-token kernel beats one dot product per token.
+const GEMM_MIN_TOKENS: usize = 8;
+/// Row pairs per task of the tiled kernel.
+const GEMM_PAIRS_PER_TASK: usize = 4;
 
 /// A weight matrix viewed in place (usually inside a memory map). Validated on construction,
 /// so the kernels below never index out of bounds.
@@ -105,6 +113,7 @@ impl<'a> MatrixRef<'a> {
         assert!(x.len() == m * self.cols && out.len() == m * self.rows, "matmul shapes");
         match (precision, ActFormat::of(self.format)) {
             (Precision::Exact, _) | (_, ActFormat::F32) => self.matmul_exact(x, out, m),
+            (Precision::Fast, _) if m >= GEMM_MIN_TOKENS && self.gemm_ok() => self.matmul_tiles(x, out, m),
             (Precision::Fast, ActFormat::Q8) => ACT_Q8.with_borrow_mut(|q| {
                 q.resize(x.len() / 32, Q8Block::default());
                 quantize_q8(x, q);
@@ -128,6 +137,60 @@ impl<'a> MatrixRef<'a> {
                 });
             }),
         }
+    }
+
+    fn gemm_ok(&self) -> bool {
+        isa().name == "avx512vnni" && self.cols % 32 == 0 && gemm::supported(self.format)
+    }
+
+    /// Many tokens: rows expanded once, then 16 tokens per kernel call (see [`gemm`]).
+    fn matmul_tiles(&self, x: &[f32], out: &mut [f32], m: usize) {
+        let nb = self.cols / 32;
+        ACT_Q8.with_borrow_mut(|q| {
+            q.resize(m * nb, Q8Block::default());
+            quantize_q8(x, q);
+            PACKED.with_borrow_mut(|packed| {
+                packed.pack(q, m, nb);
+                let packed = &*packed;
+                let out_ptr = SendPtr(out.as_mut_ptr());
+                let pairs = self.rows.div_ceil(2);
+                pool::global().run(pairs.div_ceil(GEMM_PAIRS_PER_TASK), &|task| {
+                    EXPANDED.with_borrow_mut(|(eq, ea, ec)| {
+                        let (sub, cols) = (self.cols / 16, self.cols);
+                        eq.resize(2 * cols, 0);
+                        ea.resize(2 * sub, 0.0);
+                        ec.resize(2 * sub, 0.0);
+                        for pair in task * GEMM_PAIRS_PER_TASK..((task + 1) * GEMM_PAIRS_PER_TASK).min(pairs) {
+                            let r0 = 2 * pair;
+                            let r1 = (r0 + 1).min(self.rows - 1);
+                            for (k, r) in [r0, r1].into_iter().enumerate() {
+                                let (w, s, b) = self.row_bytes_of(r);
+                                let (q, a, c) = (&mut eq[k * cols..(k + 1) * cols], &mut ea[k * sub..(k + 1) * sub], &mut ec[k * sub..(k + 1) * sub]);
+                                gemm::expand_row(self.format, w, s, b, q, a, c);
+                            }
+                            let (q0, q1) = eq.split_at(cols);
+                            let (a0, a1) = ea.split_at(sub);
+                            let (c0, c1) = ec.split_at(sub);
+                            let mut res = [[0f32; TILE]; 2];
+                            for tile in 0..packed.tiles {
+                                // SAFETY: `gemm_ok` checked the CPU's features; shapes match `packed`.
+                                unsafe { gemm::vnni::tile2([(q0, a0, c0), (q1, a1, c1)], packed, tile, &mut res) };
+                                for lane in 0..TILE.min(m - tile * TILE) {
+                                    let t = tile * TILE + lane;
+                                    // SAFETY: tasks own disjoint row pairs.
+                                    unsafe {
+                                        *out_ptr.get().add(t * self.rows + r0) = res[0][lane];
+                                        if r1 != r0 {
+                                            *out_ptr.get().add(t * self.rows + r1) = res[1][lane];
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    })
+                });
+            })
+        })
     }
 
     /// Runs `row_kernel(r)(t)` for every row `r` and token `t` in parallel over rows.

@@ -135,14 +135,59 @@ fn fast_matmul_matches_exact_matmul_for_several_tokens() {
     let mut rng = StdRng::seed_from_u64(2);
     for case in cases(&mut rng) {
         let m = MatrixRef::new(case.format, case.rows, case.cols, &case.data, &case.scales, &case.biases).unwrap();
-        let tokens = 3;
+        // Few tokens take one dot product per token, many the tiled kernel.
+        for tokens in [3, 20] {
+            let x: Vec<f32> = (0..tokens * case.cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut fast = vec![0f32; tokens * case.rows];
+            let mut exact = vec![0f32; tokens * case.rows];
+            m.matmul(&x, &mut fast, Precision::Fast);
+            m.matmul(&x, &mut exact, Precision::Exact);
+            let worst = fast.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let scale = exact.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(worst <= 0.03 * scale + 1e-4, "{:?} ({tokens} tokens): fast differs from exact by {worst} (max |out| {scale})", case.format);
+        }
+    }
+}
+
+#[test]
+fn many_token_kernel_matches_its_scalar_reference_and_exact_products() {
+    use hearth_kernels::gemm::{expand_row, supported, tile_scalar, PackedActs, TILE};
+    let mut rng = StdRng::seed_from_u64(3);
+    let has_vnni = available().iter().any(|i| i.name == "avx512vnni");
+    for case in cases(&mut rng).into_iter().filter(|c| supported(c.format) && c.cols % 32 == 0) {
+        let m = MatrixRef::new(case.format, case.rows, case.cols, &case.data, &case.scales, &case.biases).unwrap();
+        let tokens = 21; // one full tile and a partial one
         let x: Vec<f32> = (0..tokens * case.cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let mut fast = vec![0f32; tokens * case.rows];
-        let mut exact = vec![0f32; tokens * case.rows];
-        m.matmul(&x, &mut fast, Precision::Fast);
-        m.matmul(&x, &mut exact, Precision::Exact);
-        let worst = fast.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let scale = exact.iter().map(|v| v.abs()).fold(0f32, f32::max);
-        assert!(worst <= 0.03 * scale + 1e-4, "{:?}: fast differs from exact by {worst} (max |out| {scale})", case.format);
+        let nb = case.cols / 32;
+        let mut q = vec![Q8Block::default(); tokens * nb];
+        quantize_q8(&x, &mut q);
+        let mut packed = PackedActs::default();
+        packed.pack(&q, tokens, nb);
+        let (rb, pb) = (case.data.len() / case.rows, case.scales.len() / case.rows);
+        let (mut eq, mut ea, mut ec) = (vec![0u8; case.cols], vec![0f32; case.cols / 16], vec![0f32; case.cols / 16]);
+        let mut w = vec![0f32; case.cols];
+        for r in 0..case.rows {
+            let (s, b) = (&case.scales[r * pb..(r + 1) * pb], &case.biases[r * pb..(r + 1) * pb]);
+            expand_row(case.format, &case.data[r * rb..(r + 1) * rb], s, b, &mut eq, &mut ea, &mut ec);
+            m.row(r, &mut w);
+            for tile in 0..packed.tiles {
+                let mut reference = [0f32; TILE];
+                tile_scalar(&eq, &ea, &ec, &packed, tile, &mut reference);
+                if has_vnni {
+                    let mut simd = [[0f32; TILE]; 2];
+                    unsafe { hearth_kernels::gemm::vnni::tile2([(&eq, &ea, &ec), (&eq, &ea, &ec)], &packed, tile, &mut simd) };
+                    for lane in 0..TILE {
+                        let tol = 1e-4 * (1.0 + reference[lane].abs());
+                        assert!((simd[0][lane] - reference[lane]).abs() <= tol && simd[1][lane] == simd[0][lane], "{:?}", case.format);
+                    }
+                }
+                for lane in 0..TILE.min(tokens - tile * TILE) {
+                    let xt = &x[(tile * TILE + lane) * case.cols..][..case.cols];
+                    let exact: f32 = w.iter().zip(xt).map(|(a, b)| a * b).sum();
+                    let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
+                    assert!((reference[lane] - exact).abs() <= 0.02 * scale + 1e-5, "{:?} row {r}: {} vs exact {exact}", case.format, reference[lane]);
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,227 @@
+//! Matrix products for many tokens at once (prefill, batched decode) with AVX-512 VNNI.
+//!
+//! Each weight row is expanded once into unsigned bytes plus, per 16 weights, a scale and an
+//! offset (w = a·q + c) — one shape for every quantised format. Activations are quantised to
+//! int8 per 32 and packed so that one 512-bit register holds 4 consecutive values of 16
+//! tokens; the kernel broadcasts 4 weight bytes against it (`vpdpbusd`), so every multiply-add
+//! lane does useful work and the tokens' results come out side by side.
+
+use hearth_formats::gguf::GgmlType;
+
+use crate::act::Q8Block;
+use crate::qdot::scalar::{q4k_value, q5k_value, q6k_value, scale_min_k4};
+use crate::RowFormat;
+
+/// Tokens per packed tile (the lanes of a 512-bit register of i32).
+pub const TILE: usize = 16;
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Whether [`expand_row`] handles the format (float weights do not need it).
+pub fn supported(format: RowFormat) -> bool {
+    match format {
+        RowFormat::Ggml(t) => matches!(
+            t,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
+        ),
+        RowFormat::MlxAffine { bits, group_size, .. } => matches!(bits, 2 | 4 | 8) && group_size % 16 == 0,
+        RowFormat::Float(_) => false,
+    }
+}
+
+/// Expands one row into `q` (`cols` bytes) and per-16 `a` and `c` (`cols / 16` each).
+pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q: &mut [u8], a: &mut [f32], c: &mut [f32]) {
+    let subs = q.len() / 16;
+    let mut set = |sub: usize, values: &mut dyn Iterator<Item = u8>, scale: f32, offset: f32| {
+        for (dst, v) in q[sub * 16..sub * 16 + 16].iter_mut().zip(values) {
+            *dst = v;
+        }
+        a[sub] = scale;
+        c[sub] = offset;
+    };
+    match format {
+        RowFormat::Ggml(t @ (GgmlType::Q4_0 | GgmlType::Q4_1)) => {
+            for (blk, b) in row.chunks_exact(t.block_bytes()).enumerate() {
+                let d = f16_at(b, 0);
+                let (off, qs) = if t == GgmlType::Q4_0 { (-8.0 * d, &b[2..18]) } else { (f16_at(b, 2), &b[4..20]) };
+                set(2 * blk, &mut qs.iter().map(|v| v & 0xF), d, off);
+                set(2 * blk + 1, &mut qs.iter().map(|v| v >> 4), d, off);
+            }
+        }
+        RowFormat::Ggml(t @ (GgmlType::Q5_0 | GgmlType::Q5_1)) => {
+            for (blk, b) in row.chunks_exact(t.block_bytes()).enumerate() {
+                let d = f16_at(b, 0);
+                let (off, hb, qs) = if t == GgmlType::Q5_0 { (-16.0 * d, &b[2..6], &b[6..22]) } else { (f16_at(b, 2), &b[4..8], &b[8..24]) };
+                let qh = u32::from_le_bytes(hb.try_into().unwrap());
+                let v = |j: usize| {
+                    let low = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
+                    low | ((((qh >> j) & 1) as u8) << 4)
+                };
+                set(2 * blk, &mut (0..16).map(v), d, off);
+                set(2 * blk + 1, &mut (16..32).map(v), d, off);
+            }
+        }
+        RowFormat::Ggml(GgmlType::Q8_0) => {
+            for (blk, b) in row.chunks_exact(34).enumerate() {
+                let d = f16_at(b, 0);
+                for h in 0..2 {
+                    set(2 * blk + h, &mut b[2 + 16 * h..18 + 16 * h].iter().map(|&v| (v as i8 as i16 + 128) as u8), d, -128.0 * d);
+                }
+            }
+        }
+        RowFormat::Ggml(t @ (GgmlType::Q4K | GgmlType::Q5K)) => {
+            let value = if t == GgmlType::Q4K { q4k_value } else { q5k_value };
+            for (blk, b) in row.chunks_exact(t.block_bytes()).enumerate() {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                for j in 0..8 {
+                    let (sc, m) = scale_min_k4(j, &b[4..16]);
+                    for h in 0..2 {
+                        let base = j * 32 + h * 16;
+                        set(blk * 16 + 2 * j + h, &mut (base..base + 16).map(|i| value(b, i) as u8), d * sc as f32, -dmin * m as f32);
+                    }
+                }
+            }
+        }
+        RowFormat::Ggml(GgmlType::Q6K) => {
+            for (blk, b) in row.chunks_exact(210).enumerate() {
+                let d = f16_at(b, 208);
+                for j in 0..16 {
+                    let s = d * b[192 + j] as i8 as f32;
+                    set(blk * 16 + j, &mut (j * 16..j * 16 + 16).map(|i| q6k_value(b, i) as u8), s, -32.0 * s);
+                }
+            }
+        }
+        RowFormat::MlxAffine { bits, group_size, params } => {
+            let per_word = (32 / bits) as usize;
+            let mask = (1u32 << bits) - 1;
+            for sub in 0..subs {
+                let g = sub * 16 / group_size;
+                let value = |i: usize| {
+                    let word = u32::from_le_bytes(row[4 * (i / per_word)..][..4].try_into().unwrap());
+                    ((word >> ((i % per_word) as u32 * bits)) & mask) as u8
+                };
+                set(sub, &mut (sub * 16..sub * 16 + 16).map(value), params.read(scales, g), params.read(biases, g));
+            }
+        }
+        other => unreachable!("{other:?} is not expanded (see `supported`)"),
+    }
+}
+
+/// Activations of `tiles · 16` tokens packed for the kernel (tokens past the real count are 0).
+#[derive(Default)]
+pub struct PackedActs {
+    /// Per tile, per 32-block, per 4-value group: 16 tokens × 4 bytes.
+    pub qs: Vec<i8>,
+    /// Per tile, per 32-block: 16 tokens' scales, and their sums over each 16-value half
+    /// (scaled, for the offsets).
+    pub d: Vec<f32>,
+    pub sum_lo: Vec<f32>,
+    pub sum_hi: Vec<f32>,
+    pub tiles: usize,
+    pub blocks: usize,
+}
+
+impl PackedActs {
+    /// Packs `tokens` rows of `blocks` quantised 32-blocks each.
+    pub fn pack(&mut self, q: &[Q8Block], tokens: usize, blocks: usize) {
+        let tiles = tokens.div_ceil(TILE);
+        self.tiles = tiles;
+        self.blocks = blocks;
+        self.qs.clear();
+        self.qs.resize(tiles * blocks * 32 * TILE, 0);
+        for v in [&mut self.d, &mut self.sum_lo, &mut self.sum_hi] {
+            v.clear();
+            v.resize(tiles * blocks * TILE, 0.0);
+        }
+        for t in 0..tokens {
+            let (tile, lane) = (t / TILE, t % TILE);
+            for b in 0..blocks {
+                let blk = &q[t * blocks + b];
+                let base = (tile * blocks + b) * 32 * TILE;
+                for g in 0..8 {
+                    let dst = base + g * 4 * TILE + lane * 4;
+                    self.qs[dst..dst + 4].copy_from_slice(&blk.qs[g * 4..g * 4 + 4]);
+                }
+                let at = (tile * blocks + b) * TILE + lane;
+                let lo: i32 = blk.qs[..16].iter().map(|&v| v as i32).sum();
+                let hi: i32 = blk.qs[16..].iter().map(|&v| v as i32).sum();
+                self.d[at] = blk.d;
+                self.sum_lo[at] = blk.d * lo as f32;
+                self.sum_hi[at] = blk.d * hi as f32;
+            }
+        }
+    }
+}
+
+/// One expanded row against one tile: `out[lane]` for the tile's 16 tokens. Portable version,
+/// the reference for the SIMD one.
+pub fn tile_scalar(q: &[u8], a: &[f32], c: &[f32], acts: &PackedActs, tile: usize, out: &mut [f32; TILE]) {
+    out.fill(0.0);
+    for b in 0..acts.blocks {
+        let base = (tile * acts.blocks + b) * 32 * TILE;
+        let sb = (tile * acts.blocks + b) * TILE;
+        for lane in 0..TILE {
+            let mut isum = [0i32; 2];
+            for g in 0..8 {
+                for k in 0..4 {
+                    isum[g / 4] += q[b * 32 + g * 4 + k] as i32 * acts.qs[base + g * 4 * TILE + lane * 4 + k] as i32;
+                }
+            }
+            out[lane] += acts.d[sb + lane] * (a[2 * b] * isum[0] as f32 + a[2 * b + 1] * isum[1] as f32)
+                + c[2 * b] * acts.sum_lo[sb + lane]
+                + c[2 * b + 1] * acts.sum_hi[sb + lane];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{PackedActs, TILE};
+
+    /// Two expanded rows against one tile (two rows give the dot-product chains room to
+    /// overlap). `out[r][lane]`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VNNI; slices must match `acts`' shape.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn tile2(rows: [(&[u8], &[f32], &[f32]); 2], acts: &PackedActs, tile: usize, out: &mut [[f32; TILE]; 2]) {
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for b in 0..acts.blocks {
+            let base = acts.qs.as_ptr().add((tile * acts.blocks + b) * 32 * TILE);
+            let sb = (tile * acts.blocks + b) * TILE;
+            let d = _mm512_loadu_ps(acts.d.as_ptr().add(sb));
+            let slo = _mm512_loadu_ps(acts.sum_lo.as_ptr().add(sb));
+            let shi = _mm512_loadu_ps(acts.sum_hi.as_ptr().add(sb));
+            let mut lo = [_mm512_setzero_si512(); 2];
+            let mut hi = [_mm512_setzero_si512(); 2];
+            for g in 0..4 {
+                let x_lo = _mm512_loadu_si512(base.add(g * 4 * TILE) as *const __m512i);
+                let x_hi = _mm512_loadu_si512(base.add((g + 4) * 4 * TILE) as *const __m512i);
+                for r in 0..2 {
+                    let w = rows[r].0.as_ptr().add(b * 32 + g * 4);
+                    let w_lo = _mm512_set1_epi32((w as *const i32).read_unaligned());
+                    let w_hi = _mm512_set1_epi32((w.add(16) as *const i32).read_unaligned());
+                    lo[r] = _mm512_dpbusd_epi32(lo[r], w_lo, x_lo);
+                    hi[r] = _mm512_dpbusd_epi32(hi[r], w_hi, x_hi);
+                }
+            }
+            for r in 0..2 {
+                let (_, a, c) = rows[r];
+                let scaled = _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_set1_ps(a[2 * b]), _mm512_cvtepi32_ps(lo[r])),
+                    _mm512_mul_ps(_mm512_set1_ps(a[2 * b + 1]), _mm512_cvtepi32_ps(hi[r])),
+                );
+                acc[r] = _mm512_fmadd_ps(d, scaled, acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(c[2 * b]), slo, acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(c[2 * b + 1]), shi, acc[r]);
+            }
+        }
+        for r in 0..2 {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+}
