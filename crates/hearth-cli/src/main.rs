@@ -1,8 +1,10 @@
 //! `hearth`: the command line for every Hearth job.
 
+mod bench;
 mod chat;
 mod generate;
 mod stats;
+mod store_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use hearth_engine::{GenerateParams, SamplingParams};
@@ -10,6 +12,9 @@ use hearth_engine::{GenerateParams, SamplingParams};
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "A private LLM platform on your own machine")]
 struct Cli {
+    /// Worker threads for the kernels (default: one per available core; also HEARTH_THREADS).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,6 +25,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Chat interactively; the conversation's KV cache is kept between turns.
     Chat(chat::ChatArgs),
+    /// Measure prompt-processing and decode speed (medians over repetitions).
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Store(store_cmd::StoreCommand),
 }
 
 /// Model and sampling options shared by `generate` and `chat`.
@@ -79,7 +88,7 @@ impl ModelArgs {
     }
 
     fn load(&self) -> anyhow::Result<hearth_engine::LoadedModel> {
-        let path = hearth_engine::paths::resolve_model(&self.model)?;
+        let path = store_cmd::resolve_model(&self.model)?;
         Ok(hearth_engine::LoadedModel::load(&path)?)
     }
 
@@ -90,9 +99,15 @@ impl ModelArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        // Read once, when the kernels' pool starts.
+        std::env::set_var("HEARTH_THREADS", t.to_string());
+    }
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Store(cmd) => store_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,503 @@
+//! The store: one Hearth home's cache and registry, plus read-only use of a Hugging Face cache.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::cache::{model_entry, Manifest, ManifestFile, RepoDir};
+use crate::download::hash_file;
+use crate::error::IoContext;
+use crate::hub::{hf_home, Hub, HubConfig};
+use crate::lock::{FileLock, LockKind};
+use crate::metadata::read_model_info;
+use crate::name::{check_blob_hash, ModelSpec};
+use crate::pull::{fetch_missing, select_files, PullEvent, PullRequest};
+use crate::registry::{now, ModelRecord, Registry, Source};
+use crate::{Result, StoreError};
+
+/// A model found locally.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// What the engine loads: a GGUF file or a model directory.
+    pub path: PathBuf,
+    /// `None` for a model read from a Hugging Face cache.
+    pub record: Option<ModelRecord>,
+}
+
+/// Held by a server while a model is loaded; `hearth rm` refuses to remove it meanwhile.
+#[derive(Debug)]
+pub struct InUseGuard {
+    _lock: FileLock,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Default)]
+pub struct CacheReport {
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    /// One line per corrupt blob, broken link or unreadable manifest.
+    pub problems: Vec<String>,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub removed: Vec<PathBuf>,
+    pub freed_bytes: u64,
+    /// Repos skipped because a pull or removal holds their lock.
+    pub busy: Vec<String>,
+}
+
+pub struct Store {
+    home: PathBuf,
+    hub: HubConfig,
+    registry: Mutex<Registry>,
+    /// A Hugging Face cache to read models from in place.
+    hf_cache: Option<PathBuf>,
+}
+
+/// `$HF_HUB_CACHE`, else `$HF_HOME/hub`.
+fn hf_hub_cache() -> Option<PathBuf> {
+    match std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(hf_home()?.join("hub")),
+    }
+}
+
+fn recommended_memory(size: u64) -> u64 {
+    // Weights plus room for the KV cache and activations, rounded up to 256 MiB.
+    let quantum = 256 << 20;
+    (size + size / 5).div_ceil(quantum).max(1) * quantum
+}
+
+fn file_size(path: &Path) -> u64 {
+    fs::symlink_metadata(path).map_or(0, |m| m.len())
+}
+
+impl Store {
+    /// Opens (creating) the store under `home` (see `hearth_engine::paths::hearth_home`).
+    pub fn open(home: &Path, hub: HubConfig) -> Result<Self> {
+        let registry = Registry::open(&home.join("hearth.db"))?;
+        Ok(Self {
+            home: home.to_path_buf(),
+            hub,
+            registry: Mutex::new(registry),
+            hf_cache: hf_hub_cache(),
+        })
+    }
+
+    /// Reads models from this Hugging Face cache instead of the one the environment names.
+    pub fn with_hf_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.hf_cache = dir;
+        self
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn hub_config(&self) -> &HubConfig {
+        &self.hub
+    }
+
+    fn hub_dir(&self) -> PathBuf {
+        self.home.join("hub")
+    }
+
+    fn repo_dir(&self, repo: &str) -> RepoDir {
+        RepoDir::new(&self.hub_dir(), repo)
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().expect("registry lock poisoned")
+    }
+
+    /// Downloads a model (or finds it complete in the cache when offline), reporting
+    /// progress through `emit`, and registers it.
+    pub fn pull(
+        &self,
+        req: &PullRequest,
+        emit: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<ModelRecord> {
+        let result = self.pull_inner(req, emit);
+        if let Err(e) = &result {
+            emit(PullEvent::Failed {
+                message: e.to_string(),
+            });
+        }
+        result
+    }
+
+    fn pull_inner(
+        &self,
+        req: &PullRequest,
+        emit: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<ModelRecord> {
+        if self.hub.offline {
+            let found = self.find_local(&req.model)?.ok_or_else(|| {
+                StoreError::Offline(format!(
+                    "{} is not completely in the cache",
+                    req.model.name()
+                ))
+            })?;
+            let record = found.record.ok_or_else(|| {
+                StoreError::Offline(format!(
+                    "{} is only in the Hugging Face cache; use it by name",
+                    req.model.name()
+                ))
+            })?;
+            emit(PullEvent::Done {
+                name: record.name.clone(),
+                path: record.path.display().to_string(),
+                offline: true,
+            });
+            return Ok(record);
+        }
+        let repo_id = &req.model.repo;
+        let repo = self.repo_dir(repo_id);
+        fs::create_dir_all(&repo.root).at(&repo.root)?;
+        let _lock = match FileLock::try_acquire(&repo.lock_path(), LockKind::Exclusive)? {
+            Some(lock) => lock,
+            None => {
+                emit(PullEvent::Waiting {
+                    repo: repo_id.clone(),
+                });
+                FileLock::acquire(&repo.lock_path(), LockKind::Exclusive)?
+            }
+        };
+        let hub = Hub::new(self.hub.clone())?;
+        let listing = hub.listing(repo_id, req.revision())?;
+        let files = select_files(req, &listing.files)?;
+        let name = req.model.name();
+        emit(PullEvent::Resolved {
+            name: name.clone(),
+            repo: repo_id.clone(),
+            revision: req.revision().to_string(),
+            commit: listing.commit.clone(),
+            files: files.len(),
+            total_bytes: files.iter().map(|f| f.size).sum(),
+        });
+        fetch_missing(&hub, repo_id, &repo, &listing.commit, &files, emit)?;
+
+        // Publish: links, then the manifest (the snapshot is complete from here), then refs.
+        for f in &files {
+            repo.link(&listing.commit, &f.path, &f.hash)?;
+        }
+        let mut manifest = repo.read_manifest(&listing.commit)?.unwrap_or(Manifest {
+            repo: repo_id.clone(),
+            commit: listing.commit.clone(),
+            files: Vec::new(),
+        });
+        for f in &files {
+            manifest.files.retain(|m| m.path != f.path);
+            manifest.files.push(ManifestFile {
+                path: f.path.clone(),
+                size: f.size,
+                hash: f.hash.clone(),
+            });
+        }
+        manifest.files.sort_by(|a, b| a.path.cmp(&b.path));
+        repo.write_manifest(&manifest)?;
+        repo.write_ref(req.revision(), &listing.commit)?;
+
+        let snapshot = repo.snapshot(&listing.commit);
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let entry = model_entry(&snapshot, &paths);
+        let info = read_model_info(&entry);
+        let size = files.iter().map(|f| f.size).sum();
+        let record = ModelRecord {
+            name: name.clone(),
+            repo: repo_id.clone(),
+            revision: req.revision().to_string(),
+            commit: listing.commit.clone(),
+            path: entry,
+            format: info.format,
+            architecture: info.architecture,
+            quantization: info.quantization,
+            parameter_count: info.parameter_count,
+            size_bytes: size,
+            context_length: info.context_length,
+            embedding_dim: info.embedding_dim,
+            recommended_memory_bytes: recommended_memory(size),
+            source: Source::Pulled,
+            created_at: now(),
+            updated_at: now(),
+            last_used_at: None,
+        };
+        self.registry().upsert(&record)?;
+        emit(PullEvent::Done {
+            name,
+            path: record.path.display().to_string(),
+            offline: false,
+        });
+        Ok(record)
+    }
+
+    /// Finds a model by alias, registry name or repo id (`org/name[@rev][:QUANT]`) in this
+    /// store or in the Hugging Face cache, without any network call. `Ok(None)` if absent.
+    pub fn resolve(&self, spec: &str) -> Result<Option<Resolved>> {
+        let spec = crate::catalogue::lookup(spec).map_or(spec, |e| e.spec);
+        let found = self.find_local(&ModelSpec::parse(spec)?)?;
+        if let Some(record) = found.as_ref().and_then(|f| f.record.as_ref()) {
+            self.registry().touch(&record.name)?;
+        }
+        Ok(found)
+    }
+
+    fn find_local(&self, spec: &ModelSpec) -> Result<Option<Resolved>> {
+        let candidates = {
+            let registry = self.registry();
+            match (registry.get(&spec.name())?, &spec.quant) {
+                (Some(r), _) => vec![r],
+                (None, None) => registry.by_repo(&spec.repo)?,
+                (None, Some(_)) => Vec::new(),
+            }
+        };
+        let wanted = |r: &ModelRecord| {
+            spec.revision
+                .as_ref()
+                .is_none_or(|v| *v == r.revision || *v == r.commit)
+        };
+        let repo = self.repo_dir(&spec.repo);
+        for record in candidates.into_iter().filter(wanted) {
+            // The registry row alone is not trusted: the manifest is what says "complete".
+            if repo.read_manifest(&record.commit)?.is_some() && record.path.exists() {
+                return Ok(Some(Resolved {
+                    path: record.path.clone(),
+                    record: Some(record),
+                }));
+            }
+        }
+        Ok(self.find_in_hf_cache(spec))
+    }
+
+    /// A snapshot `huggingface_hub` downloaded: it only puts complete files in snapshots.
+    fn find_in_hf_cache(&self, spec: &ModelSpec) -> Option<Resolved> {
+        let repo = RepoDir::new(self.hf_cache.as_ref()?, &spec.repo);
+        let commit = repo.read_ref(spec.revision.as_deref().unwrap_or("main"))?;
+        let snapshot = repo.snapshot(&commit);
+        let mut files: Vec<String> = fs::read_dir(&snapshot)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        if let Some(q) = &spec.quant {
+            let q = q.to_ascii_lowercase();
+            files.retain(|f| !f.ends_with(".gguf") || f.to_ascii_lowercase().contains(&q));
+        }
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        let path = model_entry(&snapshot, &refs);
+        let usable = files.iter().any(|f| f == "config.json") || path.is_file();
+        usable.then_some(Resolved { path, record: None })
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<ModelRecord>> {
+        Ok(self.resolve(name)?.and_then(|r| r.record))
+    }
+
+    pub fn list(&self) -> Result<Vec<ModelRecord>> {
+        self.registry().list()
+    }
+
+    /// The files of a registered model's snapshot, with sizes.
+    pub fn files(&self, record: &ModelRecord) -> Result<Vec<(String, u64)>> {
+        let manifest = self.repo_dir(&record.repo).read_manifest(&record.commit)?;
+        Ok(manifest.map_or_else(Vec::new, |m| {
+            m.files.into_iter().map(|f| (f.path, f.size)).collect()
+        }))
+    }
+
+    /// Marks a model as loaded for as long as the guard lives (a server calls this).
+    pub fn hold(&self, record: &ModelRecord) -> Result<InUseGuard> {
+        let repo = self.repo_dir(&record.repo);
+        fs::create_dir_all(&repo.root).at(&repo.root)?;
+        Ok(InUseGuard {
+            _lock: FileLock::acquire(&repo.in_use_path(), LockKind::Shared)?,
+        })
+    }
+
+    /// Removes a model's snapshot, every registry name that uses it, and the blobs no other
+    /// snapshot needs. Refuses while a server holds the model, unless `force`.
+    /// Returns the registry names removed.
+    pub fn remove(&self, spec: &str, force: bool) -> Result<Vec<String>> {
+        let record = self
+            .get(spec)?
+            .ok_or_else(|| StoreError::NotFound(spec.to_string()))?;
+        let repo = self.repo_dir(&record.repo);
+        let in_use = FileLock::try_acquire(&repo.in_use_path(), LockKind::Exclusive)?;
+        if in_use.is_none() && !force {
+            return Err(StoreError::InUse(record.name));
+        }
+        let _lock = FileLock::acquire(&repo.lock_path(), LockKind::Exclusive)?;
+        // Unpublish first: once the manifest is gone nothing treats the snapshot as complete.
+        repo.remove_manifest(&record.commit)?;
+        let names: Vec<String> = {
+            let mut registry = self.registry();
+            let names: Vec<String> = registry
+                .by_repo(&record.repo)?
+                .into_iter()
+                .filter(|r| r.commit == record.commit)
+                .map(|r| r.name)
+                .collect();
+            names.iter().try_for_each(|n| registry.remove(n))?;
+            names
+        };
+        remove_path(&repo.snapshot(&record.commit))?;
+        self.remove_unreferenced_blobs(&repo, false)?;
+        Ok(names)
+    }
+
+    /// Deletes blobs no manifest names (and, if `partials`, interrupted downloads).
+    fn remove_unreferenced_blobs(
+        &self,
+        repo: &RepoDir,
+        partials: bool,
+    ) -> Result<Vec<(PathBuf, u64)>> {
+        let mut keep = std::collections::HashSet::new();
+        for commit in repo.complete_commits() {
+            if let Some(m) = repo.read_manifest(&commit)? {
+                keep.extend(m.files.into_iter().map(|f| f.hash));
+            }
+        }
+        let mut removed = Vec::new();
+        let Ok(entries) = fs::read_dir(repo.blobs()) else {
+            return Ok(removed);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let partial = name.ends_with(".partial") || name.ends_with(".tmp");
+            if (partial && !partials) || keep.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let size = file_size(&path);
+            fs::remove_file(&path).at(&path)?;
+            removed.push((path, size));
+        }
+        Ok(removed)
+    }
+
+    fn repo_dirs(&self) -> Vec<RepoDir> {
+        let Ok(entries) = fs::read_dir(self.hub_dir()) else {
+            return Vec::new();
+        };
+        let mut dirs: Vec<RepoDir> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("models--"))
+            .map(|e| RepoDir { root: e.path() })
+            .collect();
+        dirs.sort_by(|a, b| a.root.cmp(&b.root));
+        dirs
+    }
+
+    /// Re-hashes every blob and checks every complete snapshot's links. Interrupted
+    /// downloads (`.partial`) and snapshots without a manifest are not corruption.
+    pub fn verify(&self) -> Result<CacheReport> {
+        let mut report = CacheReport::default();
+        for repo in self.repo_dirs() {
+            if let Ok(entries) = fs::read_dir(repo.blobs()) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(".partial") || name.ends_with(".tmp") {
+                        continue;
+                    }
+                    let path = entry.path();
+                    if check_blob_hash(&name).is_err()
+                        || !entry.file_type().is_ok_and(|t| t.is_file())
+                    {
+                        report.problems.push(format!(
+                            "{}: not a blob (unexpected name or not a regular file)",
+                            path.display()
+                        ));
+                        continue;
+                    }
+                    let actual = hash_file(&path, &name)?;
+                    report.files_checked += 1;
+                    report.bytes_checked += file_size(&path);
+                    if actual != name {
+                        report.problems.push(format!(
+                            "{}: corrupt: content hashes to {actual}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            for commit in repo.complete_commits() {
+                let manifest = match repo.read_manifest(&commit) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        report.problems.push(e.to_string());
+                        continue;
+                    }
+                };
+                for f in &manifest.files {
+                    match repo.check_link(&commit, &f.path, &f.hash) {
+                        Ok(blob) if file_size(&blob) == f.size => {}
+                        Ok(blob) => report.problems.push(format!(
+                            "{}: missing or wrong size for {}",
+                            blob.display(),
+                            f.path
+                        )),
+                        Err(e) => report.problems.push(e.to_string()),
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes what no complete model needs: interrupted downloads, incomplete snapshots,
+    /// unreferenced blobs, and registry rows whose snapshot is gone.
+    pub fn prune(&self) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for repo in self.repo_dirs() {
+            let Some(_lock) = FileLock::try_acquire(&repo.lock_path(), LockKind::Exclusive)? else {
+                report.busy.push(repo.root.display().to_string());
+                continue;
+            };
+            let complete = repo.complete_commits();
+            if let Ok(entries) = fs::read_dir(repo.root.join("snapshots")) {
+                for entry in entries.flatten() {
+                    if !complete
+                        .iter()
+                        .any(|c| *c == entry.file_name().to_string_lossy())
+                    {
+                        let path = entry.path();
+                        remove_path(&path)?;
+                        report.removed.push(path);
+                    }
+                }
+            }
+            for (path, size) in self.remove_unreferenced_blobs(&repo, true)? {
+                report.freed_bytes += size;
+                report.removed.push(path);
+            }
+        }
+        let stale: Vec<ModelRecord> = self
+            .list()?
+            .into_iter()
+            .filter(|r| {
+                self.repo_dir(&r.repo)
+                    .read_manifest(&r.commit)
+                    .ok()
+                    .flatten()
+                    .is_none()
+            })
+            .collect();
+        let mut registry = self.registry();
+        for r in stale {
+            registry.remove(&r.name)?;
+            report
+                .removed
+                .push(PathBuf::from(format!("registry:{}", r.name)));
+        }
+        Ok(report)
+    }
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
+        _ => Ok(()),
+    }
+}

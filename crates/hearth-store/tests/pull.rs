@@ -1,0 +1,470 @@
+//! The store against a fake Hub on loopback serving the real SmolLM2 GGUF and MiniLM files.
+
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use hearth_store::fake_hub::{minilm_repo, smollm2_gguf_repo, FakeFile, FakeHub, FakeRepo, Fault};
+use hearth_store::{HubConfig, PullEvent, PullRequest, Store, StoreError};
+
+/// The real repos, hashed once per test process.
+fn real_repos() -> Vec<FakeRepo> {
+    static REPOS: OnceLock<Vec<FakeRepo>> = OnceLock::new();
+    REPOS
+        .get_or_init(|| {
+            vec![
+                smollm2_gguf_repo().expect("run scripts/fetch-test-models.sh"),
+                minilm_repo().expect("run scripts/fetch-test-models.sh"),
+            ]
+        })
+        .clone()
+}
+
+fn config(hub: &FakeHub) -> HubConfig {
+    HubConfig {
+        endpoint: hub.endpoint(),
+        token: None,
+        offline: false,
+        timeout: Duration::from_secs(10),
+        attempts: 3,
+        parallel: 4,
+    }
+}
+
+fn store(home: &Path, config: HubConfig) -> Store {
+    Store::open(home, config).unwrap().with_hf_cache(None)
+}
+
+/// Pulls and returns the events it reported.
+fn pull(
+    store: &Store,
+    spec: &str,
+) -> (
+    Result<hearth_store::ModelRecord, StoreError>,
+    Vec<PullEvent>,
+) {
+    let events = Mutex::new(Vec::new());
+    let result = store.pull(&PullRequest::new(spec).unwrap(), &|e| {
+        events.lock().unwrap().push(e)
+    });
+    (result, events.into_inner().unwrap())
+}
+
+fn assert_clean(store: &Store) {
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+const SMOLLM2: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1";
+
+#[test]
+fn pulls_the_real_models_then_serves_them_from_the_cache() {
+    let hub = FakeHub::start(real_repos());
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+
+    let (gguf, events) = pull(&store, "smollm2");
+    let gguf = gguf.unwrap();
+    assert_eq!(gguf.name, SMOLLM2);
+    assert_eq!(gguf.format, "gguf");
+    assert_eq!(gguf.quantization.as_deref(), Some("Q4_1"));
+    assert_eq!(gguf.architecture.as_deref(), Some("llama"));
+    assert_eq!(gguf.context_length, Some(8192));
+    assert!(
+        gguf.path.is_file() && gguf.path.extension().unwrap() == "gguf",
+        "{}",
+        gguf.path.display()
+    );
+    assert!(gguf.parameter_count.unwrap() > 100_000_000);
+    assert!(
+        matches!(events.first(), Some(PullEvent::Resolved { files: 1, .. })),
+        "only the chosen GGUF: {events:?}"
+    );
+    assert!(matches!(
+        events.last(),
+        Some(PullEvent::Done { offline: false, .. })
+    ));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, PullEvent::FileVerified { .. })));
+
+    let (minilm, _) = pull(&store, MINILM);
+    let minilm = minilm.unwrap();
+    assert_eq!(minilm.format, "safetensors");
+    assert_eq!(minilm.architecture.as_deref(), Some("BertModel"));
+    assert_eq!(minilm.embedding_dim, Some(384));
+    // The header's element count, including BERT's 512 position ids.
+    assert_eq!(minilm.parameter_count, Some(22_713_728));
+    assert!(minilm.path.join("1_Pooling/config.json").is_file());
+    let original =
+        hearth_store::fake_hub::test_models_dir().join("all-MiniLM-L6-v2/model.safetensors");
+    assert_eq!(
+        std::fs::read(minilm.path.join("model.safetensors")).unwrap(),
+        std::fs::read(original).unwrap()
+    );
+    assert_clean(&store);
+
+    // Later uses: resolved locally; a second pull downloads nothing.
+    assert_eq!(store.resolve("minilm").unwrap().unwrap().path, minilm.path);
+    assert_eq!(
+        store
+            .resolve("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF")
+            .unwrap()
+            .unwrap()
+            .path,
+        gguf.path
+    );
+    let before = hub.requests();
+    let (again, events) = pull(&store, MINILM);
+    again.unwrap();
+    assert_eq!(hub.requests(), before + 1, "only the revision lookup");
+    assert!(events
+        .iter()
+        .all(|e| !matches!(e, PullEvent::FileStarted { .. })));
+    let names: Vec<String> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, [SMOLLM2, MINILM]);
+}
+
+#[test]
+fn a_cut_connection_resumes_and_the_hash_is_right() {
+    let hub = FakeHub::start(real_repos());
+    hub.inject("model.safetensors", Fault::CutAfter(45_000_000), 2);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    let record = pull(&store, MINILM).0.unwrap();
+    assert_eq!(
+        hub.range_requests(),
+        2,
+        "each cut resumed with a range request"
+    );
+    assert!(record.path.join("model.safetensors").is_file());
+    assert_clean(&store);
+}
+
+#[test]
+fn a_partial_left_by_a_killed_pull_is_resumed() {
+    let repo = minilm_repo().unwrap();
+    let weights = repo.file("model.safetensors").unwrap().clone();
+    let hub = FakeHub::start(vec![repo]);
+    let home = tempfile::tempdir().unwrap();
+    let blobs = home
+        .path()
+        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let original = std::fs::read(
+        hearth_store::fake_hub::test_models_dir().join("all-MiniLM-L6-v2/model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        blobs.join(format!("{}.partial", weights.sha256)),
+        &original[..30_000_000],
+    )
+    .unwrap();
+    let store = store(home.path(), config(&hub));
+    let (record, events) = pull(&store, MINILM);
+    record.unwrap();
+    assert_eq!(hub.range_requests(), 1);
+    let resumed_at = events.iter().find_map(|e| match e {
+        PullEvent::Progress { file, done, .. } if file == "model.safetensors" => Some(*done),
+        _ => None,
+    });
+    assert_eq!(resumed_at, Some(30_000_000));
+    assert_clean(&store);
+}
+
+#[test]
+fn a_corrupted_byte_fails_verification_and_nothing_is_kept() {
+    let hub = FakeHub::start(real_repos());
+    hub.inject("model.safetensors", Fault::CorruptByte(1_000_000), 1);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    let (result, events) = pull(&store, MINILM);
+    let err = result.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("model.safetensors: verification failed"),
+        "{err}"
+    );
+    assert!(matches!(events.last(), Some(PullEvent::Failed { .. })));
+    let blobs = home
+        .path()
+        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/blobs");
+    let weights = minilm_repo()
+        .unwrap()
+        .file("model.safetensors")
+        .unwrap()
+        .sha256
+        .clone();
+    assert!(!blobs.join(&weights).exists() && !blobs.join(format!("{weights}.partial")).exists());
+    assert!(
+        store.resolve(MINILM).unwrap().is_none(),
+        "an unverified model must not look complete"
+    );
+    assert_clean(&store);
+    // The next pull (the fault was one-off) completes.
+    pull(&store, MINILM).0.unwrap();
+    assert_clean(&store);
+}
+
+fn tiny_repo(id: &str) -> FakeRepo {
+    FakeRepo::new(
+        id,
+        vec![
+            FakeFile::in_memory(
+                "config.json",
+                br#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":64}"#,
+            ),
+            FakeFile::in_memory("model.safetensors", &[7u8; 4096]),
+        ],
+    )
+}
+
+#[test]
+fn hub_errors_are_clear() {
+    let hub = FakeHub::start(vec![tiny_repo("org/open"), tiny_repo("org/gated").gated()]);
+    hub.set_token("secret");
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+
+    let e = pull(&store, "org/gated").0.unwrap_err().to_string();
+    assert!(
+        e.contains("access denied (401)") && e.contains("HF_TOKEN"),
+        "{e}"
+    );
+    let with_token = self::store(
+        home.path(),
+        HubConfig {
+            token: Some("secret".into()),
+            ..config(&hub)
+        },
+    );
+    pull(&with_token, "org/gated").0.unwrap();
+
+    let e = pull(&store, "org/missing").0.unwrap_err().to_string();
+    assert!(e.contains("not found on the Hub (404)"), "{e}");
+    let e = pull(&store, "org/open@v9").0.unwrap_err().to_string();
+    assert!(e.contains("404"), "{e}");
+
+    hub.inject("/api/models/org/open", Fault::Status(500), 3);
+    let e = pull(&store, "org/open").0.unwrap_err().to_string();
+    assert!(e.contains("answered 500"), "{e}");
+    // Transient errors are retried: one 500 then success.
+    hub.inject("model.safetensors", Fault::Status(503), 1);
+    pull(&store, "org/open").0.unwrap();
+}
+
+#[test]
+fn a_stalled_hub_times_out_with_a_clear_message() {
+    let hub = FakeHub::start(vec![tiny_repo("org/slow")]);
+    hub.inject(
+        "/api/models/org/slow",
+        Fault::Stall(Duration::from_secs(5)),
+        2,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let store = store(
+        home.path(),
+        HubConfig {
+            timeout: Duration::from_secs(1),
+            attempts: 2,
+            ..config(&hub)
+        },
+    );
+    let started = std::time::Instant::now();
+    let e = pull(&store, "org/slow").0.unwrap_err().to_string();
+    assert!(e.contains("timed out after 1s"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn offline_uses_a_complete_cache_without_the_network() {
+    let mut hub = FakeHub::start(real_repos());
+    let home = tempfile::tempdir().unwrap();
+    let online = store(home.path(), config(&hub));
+    let pulled = pull(&online, MINILM).0.unwrap();
+    hub.stop();
+    let offline = store(
+        home.path(),
+        HubConfig {
+            offline: true,
+            ..config(&hub)
+        },
+    );
+    let (record, events) = pull(&offline, MINILM);
+    assert_eq!(record.unwrap().path, pulled.path);
+    assert!(matches!(
+        events.as_slice(),
+        [PullEvent::Done { offline: true, .. }]
+    ));
+    assert_eq!(
+        offline.resolve("minilm").unwrap().unwrap().path,
+        pulled.path
+    );
+    let e = pull(&offline, "smollm2").0.unwrap_err().to_string();
+    assert!(
+        e.contains("offline") && e.contains("not completely in the cache"),
+        "{e}"
+    );
+    // With the Hub gone, an online pull fails clearly too.
+    let e = pull(&online, "smollm2").0.unwrap_err().to_string();
+    assert!(e.contains("network error"), "{e}");
+}
+
+#[test]
+fn malformed_names_and_traversal_are_rejected() {
+    for bad in [
+        "../etc/passwd",
+        "/abs/path",
+        "org/../x",
+        "a/b/c",
+        "org/name@../../x",
+        "org/na me",
+        "",
+    ] {
+        let e = PullRequest::new(bad).unwrap_err().to_string();
+        assert!(e.starts_with("invalid"), "{bad:?}: {e}");
+    }
+    let evil = FakeRepo::new(
+        "org/evil",
+        vec![FakeFile::in_memory("../../outside.json", b"{}")],
+    );
+    let hub = FakeHub::start(vec![evil]);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    let e = pull(&store, "org/evil").0.unwrap_err().to_string();
+    assert!(
+        e.contains("invalid file name \"../../outside.json\""),
+        "{e}"
+    );
+    assert!(!home.path().join("outside.json").exists());
+}
+
+#[test]
+fn verify_reports_corrupt_blobs_and_symlinks_leaving_the_cache() {
+    let hub = FakeHub::start(vec![tiny_repo("org/tiny")]);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    let record = pull(&store, "org/tiny").0.unwrap();
+    assert_clean(&store);
+
+    let config_link = record.path.join("config.json");
+    let blob = std::fs::canonicalize(&config_link).unwrap();
+    std::fs::remove_file(&config_link).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &config_link).unwrap();
+    let weights = std::fs::canonicalize(record.path.join("model.safetensors")).unwrap();
+    std::fs::write(&weights, [8u8; 4096]).unwrap();
+    let problems = store.verify().unwrap().problems;
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("unexpected symlink to /etc/hostname")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("corrupt")),
+        "{problems:?}"
+    );
+    assert!(blob.exists());
+
+    // Removing the model drops the bad blob; pulling again restores it.
+    store.remove("org/tiny", false).unwrap();
+    assert!(!weights.exists());
+    pull(&store, "org/tiny").0.unwrap();
+    assert_clean(&store);
+}
+
+#[test]
+fn concurrent_pulls_of_one_model_share_the_work() {
+    let hub = FakeHub::start(real_repos());
+    hub.throttle(200_000_000);
+    let home = tempfile::tempdir().unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| pull(&store(home.path(), config(&hub)), MINILM)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let waited = results
+        .iter()
+        .filter(|(_, ev)| ev.iter().any(|e| matches!(e, PullEvent::Waiting { .. })))
+        .count();
+    for (r, _) in results {
+        r.unwrap();
+    }
+    assert_eq!(waited, 1, "the second pull waits for the first");
+    assert_clean(&store(home.path(), config(&hub)));
+}
+
+#[test]
+fn rm_refuses_a_model_a_server_holds_and_prune_cleans_up() {
+    let hub = FakeHub::start(vec![tiny_repo("org/tiny"), tiny_repo("org/other")]);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    let record = pull(&store, "org/tiny").0.unwrap();
+    pull(&store, "org/other").0.unwrap();
+
+    let guard = store.hold(&record).unwrap();
+    let e = store.remove("org/tiny", false).unwrap_err();
+    assert!(matches!(e, StoreError::InUse(_)), "{e}");
+    drop(guard);
+    assert_eq!(store.remove("org/tiny", false).unwrap(), ["org/tiny"]);
+    assert!(store.resolve("org/tiny").unwrap().is_none());
+    assert!(!record.path.exists());
+    assert!(matches!(
+        store.remove("org/tiny", false),
+        Err(StoreError::NotFound(_))
+    ));
+
+    let blobs = home.path().join("hub/models--org--other/blobs");
+    std::fs::write(blobs.join(format!("{}.partial", "ab".repeat(32))), b"half").unwrap();
+    std::fs::write(blobs.join("cd".repeat(32)), b"orphan").unwrap();
+    let report = store.prune().unwrap();
+    assert_eq!(report.removed.len(), 2, "{:?}", report.removed);
+    assert_eq!(report.freed_bytes, 10);
+    assert!(store.resolve("org/other").unwrap().is_some());
+    assert_clean(&store);
+}
+
+#[test]
+fn gguf_repos_need_a_choice_of_quantisation() {
+    let repo = FakeRepo::new(
+        "org/multi-GGUF",
+        vec![
+            FakeFile::in_memory("m-Q4_K_M.gguf", b"GGUF-a"),
+            FakeFile::in_memory("m-Q8_0.gguf", b"GGUF-b"),
+        ],
+    );
+    let hub = FakeHub::start(vec![repo]);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    let e = pull(&store, "org/multi-GGUF").0.unwrap_err().to_string();
+    assert!(
+        e.contains("several GGUF files") && e.contains("m-Q4_K_M.gguf, m-Q8_0.gguf"),
+        "{e}"
+    );
+    let e = pull(&store, "org/multi-GGUF:Q2_K")
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no GGUF file"), "{e}");
+    let r = pull(&store, "org/multi-GGUF:q8_0").0.unwrap();
+    assert!(r.path.ends_with("m-Q8_0.gguf"), "{}", r.path.display());
+}
+
+#[test]
+fn an_existing_hugging_face_cache_is_used_in_place() {
+    let hub = FakeHub::start(vec![tiny_repo("org/tiny")]);
+    let hf = tempfile::tempdir().unwrap();
+    // Our layout is huggingface_hub's: a store's hub/ directory is a valid HF cache.
+    let record = pull(&store(hf.path(), config(&hub)), "org/tiny").0.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let other = Store::open(home.path(), config(&hub))
+        .unwrap()
+        .with_hf_cache(Some(hf.path().join("hub")));
+    let found = other.resolve("org/tiny").unwrap().unwrap();
+    assert_eq!(found.path, record.path);
+    assert!(found.record.is_none());
+}
