@@ -182,22 +182,23 @@ impl<'m> Session<'m> {
 
 /// Finds stop strings across token boundaries. Text is released only once no stop string can
 /// still begin inside it.
-struct StopMatcher<'a> {
+pub struct StopMatcher<'a> {
     stops: &'a [String],
     /// Text released so far.
-    output: String,
+    pub output: String,
     /// Text not yet released: it may be the start of a stop string.
     pending: String,
-    hit: bool,
+    /// Whether a stop string was completed.
+    pub hit: bool,
 }
 
 impl<'a> StopMatcher<'a> {
-    fn new(stops: &'a [String]) -> Self {
+    pub fn new(stops: &'a [String]) -> Self {
         StopMatcher { stops, output: String::new(), pending: String::new(), hit: false }
     }
 
     /// Adds text; returns what can be released now and whether a stop string was completed.
-    fn push(&mut self, piece: &str) -> (String, bool) {
+    pub fn push(&mut self, piece: &str) -> (String, bool) {
         if self.hit {
             return (String::new(), true);
         }
@@ -226,7 +227,7 @@ impl<'a> StopMatcher<'a> {
     }
 
     /// Releases whatever is held back (generation ended without completing a stop string).
-    fn finish(&mut self) -> String {
+    pub fn finish(&mut self) -> String {
         let n = self.pending.len();
         self.release(n)
     }

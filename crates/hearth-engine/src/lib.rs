@@ -15,8 +15,8 @@ pub mod sampler;
 pub mod weights;
 
 pub use error::{EngineError, Result};
-pub use generate::{FinishReason, GenerateParams, Generation, Session, TokenEvent};
+pub use generate::{FinishReason, GenerateParams, Generation, Session, StopMatcher, TokenEvent};
 pub use kv_cache::KvCache;
 pub use hearth_kernels::Precision;
 pub use loader::{LoadOptions, LoadedModel, ModelFormat};
-pub use sampler::{SamplingParams, TokenLogprob};
+pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob};
