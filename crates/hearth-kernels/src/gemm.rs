@@ -155,6 +155,43 @@ impl PackedActs {
     }
 }
 
+/// Float activations of `tiles · 16` tokens, packed `[tile][column][16 tokens]` for the float
+/// kernel (tokens past the real count are 0).
+#[derive(Default)]
+pub struct PackedF32 {
+    pub x: Vec<f32>,
+    pub tiles: usize,
+    pub cols: usize,
+}
+
+impl PackedF32 {
+    pub fn pack(&mut self, x: &[f32], tokens: usize, cols: usize) {
+        self.tiles = tokens.div_ceil(TILE);
+        self.cols = cols;
+        self.x.clear();
+        self.x.resize(self.tiles * cols * TILE, 0.0);
+        for t in 0..tokens {
+            let base = (t / TILE) * cols * TILE + t % TILE;
+            for (k, &v) in x[t * cols..(t + 1) * cols].iter().enumerate() {
+                self.x[base + k * TILE] = v;
+            }
+        }
+    }
+}
+
+/// Float rows against one tile: `out[r][lane]`. Portable reference for the SIMD version.
+pub fn tile_f32_scalar(rows: &[&[f32]], acts: &PackedF32, tile: usize, out: &mut [[f32; TILE]]) {
+    let base = tile * acts.cols * TILE;
+    for (w, o) in rows.iter().zip(out.iter_mut()) {
+        o.fill(0.0);
+        for (k, &wk) in w.iter().enumerate() {
+            for lane in 0..TILE {
+                o[lane] += wk * acts.x[base + k * TILE + lane];
+            }
+        }
+    }
+}
+
 /// One expanded row against one tile: `out[lane]` for the tile's 16 tokens. Portable version,
 /// the reference for the SIMD one.
 pub fn tile_scalar(q: &[u8], a: &[f32], c: &[f32], acts: &PackedActs, tile: usize, out: &mut [f32; TILE]) {
@@ -177,10 +214,42 @@ pub fn tile_scalar(q: &[u8], a: &[f32], c: &[f32], acts: &PackedActs, tile: usiz
 }
 
 #[cfg(target_arch = "x86_64")]
-pub mod vnni {
+pub mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PackedActs, TILE};
+    use super::{PackedActs, PackedF32, TILE};
+
+    /// Four float rows against one tile, `out[r][lane]`; two accumulators per row keep eight
+    /// multiply-add chains in flight.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; every row must be `acts.cols` long.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile4_f32(rows: [&[f32]; 4], acts: &PackedF32, tile: usize, out: &mut [[f32; TILE]; 4]) {
+        let x = acts.x.as_ptr().add(tile * acts.cols * TILE);
+        let mut even = [_mm512_setzero_ps(); 4];
+        let mut odd = [_mm512_setzero_ps(); 4];
+        let pairs = acts.cols / 2;
+        for p in 0..pairs {
+            let (k0, k1) = (2 * p, 2 * p + 1);
+            let x0 = _mm512_loadu_ps(x.add(k0 * TILE));
+            let x1 = _mm512_loadu_ps(x.add(k1 * TILE));
+            for r in 0..4 {
+                even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k0)), x0, even[r]);
+                odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k1)), x1, odd[r]);
+            }
+        }
+        if acts.cols % 2 == 1 {
+            let k = acts.cols - 1;
+            let xk = _mm512_loadu_ps(x.add(k * TILE));
+            for r in 0..4 {
+                even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k)), xk, even[r]);
+            }
+        }
+        for r in 0..4 {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(even[r], odd[r]));
+        }
+    }
 
     /// Two expanded rows against one tile (two rows give the dot-product chains room to
     /// overlap). `out[r][lane]`.

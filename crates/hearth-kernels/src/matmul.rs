@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 
 use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
-use crate::gemm::{self, PackedActs, TILE};
+use crate::gemm::{self, PackedActs, PackedF32, TILE};
 use crate::pool;
 use crate::qdot::{isa, ActFormat};
 use crate::{dequantize_row, KernelError, RowFormat};
@@ -27,6 +27,7 @@ thread_local! {
     /// De-quantised weight rows of the exact path, per thread.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PACKED: RefCell<PackedActs> = RefCell::new(PackedActs::default());
+    static PACKED_F32: RefCell<PackedF32> = RefCell::new(PackedF32::default());
     /// Expanded weight rows of the many-token path, per thread.
     static EXPANDED: RefCell<(Vec<u8>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
@@ -111,9 +112,11 @@ impl<'a> MatrixRef<'a> {
     pub fn matmul(&self, x: &[f32], out: &mut [f32], precision: Precision) {
         let m = x.len() / self.cols;
         assert!(x.len() == m * self.cols && out.len() == m * self.rows, "matmul shapes");
+        let many = m >= GEMM_MIN_TOKENS;
         match (precision, ActFormat::of(self.format)) {
+            (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K) if many && self.gemm_ok() => self.matmul_tiles(x, out, m),
+            _ if many && float_tiles_ok() => self.matmul_float_tiles(x, out, m),
             (Precision::Exact, _) | (_, ActFormat::F32) => self.matmul_exact(x, out, m),
-            (Precision::Fast, _) if m >= GEMM_MIN_TOKENS && self.gemm_ok() => self.matmul_tiles(x, out, m),
             (Precision::Fast, ActFormat::Q8) => ACT_Q8.with_borrow_mut(|q| {
                 q.resize(x.len() / 32, Q8Block::default());
                 quantize_q8(x, q);
@@ -141,6 +144,42 @@ impl<'a> MatrixRef<'a> {
 
     fn gemm_ok(&self) -> bool {
         isa().name == "avx512vnni" && self.cols % 32 == 0 && gemm::supported(self.format)
+    }
+
+    /// Many tokens in float: rows de-quantised exactly, four at a time, then 16 tokens per
+    /// kernel call. Only the summation order differs from the exact path.
+    fn matmul_float_tiles(&self, x: &[f32], out: &mut [f32], m: usize) {
+        PACKED_F32.with_borrow_mut(|packed| {
+            packed.pack(x, m, self.cols);
+            let packed = &*packed;
+            let out_ptr = SendPtr(out.as_mut_ptr());
+            let quads = self.rows.div_ceil(4);
+            pool::global().run(quads, &|quad| {
+                ROWS.with_borrow_mut(|buf| {
+                    let cols = self.cols;
+                    buf.resize(4 * cols, 0.0);
+                    let rows: [usize; 4] = std::array::from_fn(|i| (4 * quad + i).min(self.rows - 1));
+                    for (i, &r) in rows.iter().enumerate() {
+                        self.row(r, &mut buf[i * cols..(i + 1) * cols]);
+                    }
+                    let w: [&[f32]; 4] = std::array::from_fn(|i| &buf[i * cols..(i + 1) * cols]);
+                    let mut res = [[0f32; TILE]; 4];
+                    for tile in 0..packed.tiles {
+                        // SAFETY: `float_tiles_ok` checked the CPU; rows are `cols` long.
+                        unsafe { gemm::avx512::tile4_f32(w, packed, tile, &mut res) };
+                        for lane in 0..TILE.min(m - tile * TILE) {
+                            let t = tile * TILE + lane;
+                            for (i, &r) in rows.iter().enumerate() {
+                                if i == 0 || r != rows[i - 1] {
+                                    // SAFETY: each task owns its four rows.
+                                    unsafe { *out_ptr.get().add(t * self.rows + r) = res[i][lane] };
+                                }
+                            }
+                        }
+                    }
+                })
+            });
+        })
     }
 
     /// Many tokens: rows expanded once, then 16 tokens per kernel call (see [`gemm`]).
@@ -174,7 +213,7 @@ impl<'a> MatrixRef<'a> {
                             let mut res = [[0f32; TILE]; 2];
                             for tile in 0..packed.tiles {
                                 // SAFETY: `gemm_ok` checked the CPU's features; shapes match `packed`.
-                                unsafe { gemm::vnni::tile2([(q0, a0, c0), (q1, a1, c1)], packed, tile, &mut res) };
+                                unsafe { gemm::avx512::tile2([(q0, a0, c0), (q1, a1, c1)], packed, tile, &mut res) };
                                 for lane in 0..TILE.min(m - tile * TILE) {
                                     let t = tile * TILE + lane;
                                     // SAFETY: tasks own disjoint row pairs.
@@ -232,6 +271,17 @@ impl<'a> MatrixRef<'a> {
                 }
             })
         });
+    }
+}
+
+fn float_tiles_ok() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa().name != "scalar" && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 

@@ -175,7 +175,7 @@ fn many_token_kernel_matches_its_scalar_reference_and_exact_products() {
                 tile_scalar(&eq, &ea, &ec, &packed, tile, &mut reference);
                 if has_vnni {
                     let mut simd = [[0f32; TILE]; 2];
-                    unsafe { hearth_kernels::gemm::vnni::tile2([(&eq, &ea, &ec), (&eq, &ea, &ec)], &packed, tile, &mut simd) };
+                    unsafe { hearth_kernels::gemm::avx512::tile2([(&eq, &ea, &ec), (&eq, &ea, &ec)], &packed, tile, &mut simd) };
                     for lane in 0..TILE {
                         let tol = 1e-4 * (1.0 + reference[lane].abs());
                         assert!((simd[0][lane] - reference[lane]).abs() <= tol && simd[1][lane] == simd[0][lane], "{:?}", case.format);
@@ -186,6 +186,34 @@ fn many_token_kernel_matches_its_scalar_reference_and_exact_products() {
                     let exact: f32 = w.iter().zip(xt).map(|(a, b)| a * b).sum();
                     let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
                     assert!((reference[lane] - exact).abs() <= 0.02 * scale + 1e-5, "{:?} row {r}: {} vs exact {exact}", case.format, reference[lane]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn float_many_token_kernel_matches_its_scalar_reference() {
+    use hearth_kernels::gemm::{tile_f32_scalar, PackedF32, TILE};
+    let mut rng = StdRng::seed_from_u64(4);
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    for cols in [1, 7, 64, 385] {
+        let tokens = 19;
+        let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let rows: Vec<Vec<f32>> = (0..4).map(|_| (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+        let mut packed = PackedF32::default();
+        packed.pack(&x, tokens, cols);
+        let w: [&[f32]; 4] = std::array::from_fn(|i| &rows[i][..]);
+        for tile in 0..packed.tiles {
+            let mut reference = [[0f32; TILE]; 4];
+            tile_f32_scalar(&w, &packed, tile, &mut reference);
+            let mut simd = [[0f32; TILE]; 4];
+            unsafe { hearth_kernels::gemm::avx512::tile4_f32(w, &packed, tile, &mut simd) };
+            for r in 0..4 {
+                for lane in 0..TILE {
+                    assert!((simd[r][lane] - reference[r][lane]).abs() <= 1e-4 * (1.0 + reference[r][lane].abs()));
                 }
             }
         }
