@@ -5,10 +5,10 @@
 
 use std::cell::RefCell;
 
+use hearth_kernels::gemm::{rows_times_tile, TILE};
 use hearth_kernels::{dot, pool};
 
 use crate::config::Activation;
-use crate::kv_cache::HostKv;
 use crate::model::{DecoderModel, GateUp, Layer, Qkv, SeqInput};
 use crate::Result;
 
@@ -29,10 +29,33 @@ struct Scratch {
     rows: Vec<f32>,
 }
 
+/// From this many new tokens in a sequence, attention runs 16 queries at a time on the tiled
+/// float kernel instead of one query at a time.
+const TILED_ATTENTION_MIN: usize = 8;
+
+/// Per-thread buffers of the attention: scores, a query tile, values transposed, an output tile.
+#[derive(Default)]
+struct AttnScratch {
+    scores: Vec<f32>,
+    queries: Vec<f32>,
+    values_t: Vec<f32>,
+    out: Vec<f32>,
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    /// Attention scores of one query, per thread.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ATTN: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
+}
+
+/// e^x to about 1e-7 relative (x ≤ 88), without a libm call so loops over it vectorise.
+#[inline]
+fn fast_exp(x: f32) -> f32 {
+    let t = x.clamp(-87.0, 88.0) * std::f32::consts::LOG2_E;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
+    let whole = (t + 12_582_912.0) - 12_582_912.0;
+    let f = t - whole;
+    let p = 1.0 + f * (0.693_147_2 + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355 + f * 0.000_154_035_3)))));
+    p * f32::from_bits(((whole as i32 + 127) << 23) as u32)
 }
 
 fn take(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -222,10 +245,7 @@ pub(crate) fn forward(
 /// Causal (optionally sliding-window) attention of every query against its sequence's cache,
 /// parallel over (sequence, head) pairs; writes `[tokens, heads · head_dim]` into `out`.
 fn attention(m: &DecoderModel, li: usize, layer: &Layer, seqs: &[SeqInput<'_>], q: &[f32], out: &mut [f32]) {
-    let cfg = m.config();
-    let (hd, nh, nkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
-    let rep = nh / nkv;
-    let qs = nh * hd;
+    let nh = m.config().num_heads;
     let mut starts = Vec::with_capacity(seqs.len());
     let mut row0 = 0;
     for seq in seqs {
@@ -233,45 +253,170 @@ fn attention(m: &DecoderModel, li: usize, layer: &Layer, seqs: &[SeqInput<'_>], 
         row0 += seq.tokens.len();
     }
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let scale = cfg.attn_scale as f32;
     pool::global().run(seqs.len() * nh, &|unit| {
         let (si, head) = (unit / nh, unit % nh);
-        let seq = &seqs[si];
-        let kv: &HostKv = seq.cache.host();
-        let (keys, values) = kv.head(li, head / rep);
-        let n = seq.tokens.len();
-        let pos0 = seq.cache_len();
-        SCORES.with_borrow_mut(|scores| {
-            for i in 0..n {
-                let p = pos0 + i;
-                let lo = layer.window.map_or(0, |w| (p + 1).saturating_sub(w));
-                let t = starts[si] + i;
-                let qv = &q[t * qs + head * hd..t * qs + (head + 1) * hd];
-                let sc = take(scores, p + 1 - lo);
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in (lo..=p).zip(sc.iter_mut()) {
-                    let mut v = dot(qv, &keys[j * hd..(j + 1) * hd]) * scale;
-                    if let Some(cap) = cfg.attn_logit_softcap {
-                        v = (v / cap).tanh() * cap;
-                    }
-                    *s = v;
-                    max = max.max(v);
-                }
-                let mut sum = 0.0;
-                for s in sc.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                // SAFETY: each (token, head) output slot belongs to exactly one unit.
-                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(t * qs + head * hd), hd) };
-                o.fill(0.0);
-                for (j, &w) in (lo..=p).zip(sc.iter()) {
-                    let w = w / sum;
-                    for (a, &b) in o.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
-                        *a += w * b;
-                    }
-                }
+        let job = HeadJob { m, li, layer, seq: &seqs[si], head, first_row: starts[si], q, out: out_ptr };
+        ATTN.with_borrow_mut(|scratch| {
+            if seqs[si].tokens.len() >= TILED_ATTENTION_MIN {
+                job.tiled(scratch)
+            } else {
+                job.per_query(scratch)
             }
         });
     });
+}
+
+/// One (sequence, query head) pair of an attention pass.
+struct HeadJob<'a> {
+    m: &'a DecoderModel,
+    li: usize,
+    layer: &'a Layer,
+    seq: &'a SeqInput<'a>,
+    head: usize,
+    /// Row of the sequence's first new token in `q` and the output.
+    first_row: usize,
+    q: &'a [f32],
+    out: SendPtr,
+}
+
+impl HeadJob<'_> {
+    fn dims(&self) -> (usize, usize) {
+        let cfg = self.m.config();
+        (cfg.head_dim, cfg.num_heads * cfg.head_dim)
+    }
+
+    fn query(&self, i: usize) -> &[f32] {
+        let (hd, qs) = self.dims();
+        let t = self.first_row + i;
+        &self.q[t * qs + self.head * hd..t * qs + (self.head + 1) * hd]
+    }
+
+    /// The output slot of new token `i`.
+    #[allow(clippy::mut_from_ref)]
+    fn out(&self, i: usize) -> &mut [f32] {
+        let (hd, qs) = self.dims();
+        // SAFETY: each (token, head) slot belongs to exactly one job.
+        unsafe { std::slice::from_raw_parts_mut(self.out.get().add((self.first_row + i) * qs + self.head * hd), hd) }
+    }
+
+    /// The keys position `p` attends to: `lo..=p`.
+    fn visible_from(&self, p: usize) -> usize {
+        self.layer.window.map_or(0, |w| (p + 1).saturating_sub(w))
+    }
+
+    fn score(&self, dot: f32) -> f32 {
+        let cfg = self.m.config();
+        let v = dot * cfg.attn_scale as f32;
+        match cfg.attn_logit_softcap {
+            Some(cap) => (v / cap).tanh() * cap,
+            None => v,
+        }
+    }
+
+    fn kv(&self) -> (&[f32], &[f32]) {
+        let cfg = self.m.config();
+        self.seq.cache.host().head(self.li, self.head / (cfg.num_heads / cfg.num_kv_heads))
+    }
+
+    /// One query at a time: decoding, or short additions to a sequence.
+    fn per_query(&self, scratch: &mut AttnScratch) {
+        let (hd, _) = self.dims();
+        let (keys, values) = self.kv();
+        let pos0 = self.seq.cache_len();
+        for i in 0..self.seq.tokens.len() {
+            let (p, qv) = (pos0 + i, self.query(i));
+            let lo = self.visible_from(p);
+            let sc = take(&mut scratch.scores, p + 1 - lo);
+            for (j, s) in (lo..=p).zip(sc.iter_mut()) {
+                *s = self.score(dot(qv, &keys[j * hd..(j + 1) * hd]));
+            }
+            let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for s in sc.iter_mut() {
+                *s = fast_exp(*s - max);
+                sum += *s;
+            }
+            let o = self.out(i);
+            o.fill(0.0);
+            for (j, &w) in (lo..=p).zip(sc.iter()) {
+                let w = w / sum;
+                for (a, &b) in o.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
+                    *a += w * b;
+                }
+            }
+        }
+    }
+
+    /// Sixteen queries at a time: scores and outputs as products on the tiled float kernel.
+    fn tiled(&self, scratch: &mut AttnScratch) {
+        let (hd, _) = self.dims();
+        let (keys, values) = self.kv();
+        let pos0 = self.seq.cache_len();
+        let n = self.seq.tokens.len();
+        let total = pos0 + n;
+        // Values transposed to [head_dim][positions], the rows of the output product.
+        let vt = take(&mut scratch.values_t, hd * total);
+        for j in 0..total {
+            for d in 0..hd {
+                vt[d * total + j] = values[j * hd + d];
+            }
+        }
+        for i0 in (0..n).step_by(TILE) {
+            let lanes = TILE.min(n - i0);
+            let qt = take(&mut scratch.queries, hd * TILE);
+            for lane in 0..TILE {
+                let qv = self.query(i0 + lane.min(lanes - 1));
+                for d in 0..hd {
+                    qt[d * TILE + lane] = if lane < lanes { qv[d] } else { 0.0 };
+                }
+            }
+            let len = pos0 + i0 + lanes;
+            let sc = take(&mut scratch.scores, len * TILE);
+            rows_times_tile(keys, hd, len, qt, sc);
+            for lane in 0..TILE {
+                if lane >= lanes {
+                    (0..len).for_each(|j| sc[j * TILE + lane] = 0.0);
+                    continue;
+                }
+                let p = pos0 + i0 + lane;
+                let lo = self.visible_from(p);
+                let mut max = f32::NEG_INFINITY;
+                for j in lo..=p {
+                    let v = self.score(sc[j * TILE + lane]);
+                    sc[j * TILE + lane] = v;
+                    max = max.max(v);
+                }
+                let mut sum = 0.0;
+                for j in 0..len {
+                    let w = if (lo..=p).contains(&j) { fast_exp(sc[j * TILE + lane] - max) } else { 0.0 };
+                    sc[j * TILE + lane] = w;
+                    sum += w;
+                }
+                (lo..=p).for_each(|j| sc[j * TILE + lane] /= sum);
+            }
+            let ot = take(&mut scratch.out, hd * TILE);
+            rows_times_tile(vt, total, hd, &sc[..len * TILE], ot);
+            for lane in 0..lanes {
+                let o = self.out(i0 + lane);
+                for d in 0..hd {
+                    o[d] = ot[d * TILE + lane];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f32;
+        let mut x = -80f32;
+        while x < 80.0 {
+            let r = (super::fast_exp(x) - x.exp()).abs() / x.exp();
+            worst = worst.max(r);
+            x += 0.0137;
+        }
+        assert!(worst < 1e-5, "relative error {worst}");
+    }
 }

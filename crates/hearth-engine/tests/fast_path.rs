@@ -73,8 +73,10 @@ fn hf_fast_path_matches_transformers() {
 }
 
 /// A real 135M model is more sensitive than the tiny ones (its activations have outliers that
-/// 8-bit blocks round coarsely); llama.cpp's own greedy output leaves the float32 reference
-/// after 5 to 21 tokens on these prompts (testdata/smollm2/generate.json).
+/// 8-bit blocks round coarsely). llama.cpp itself (llama-cpp-python 0.3.36, 2 threads, same
+/// file) is 0.27, 0.43, 0.32, 0.60 and 0.24 from the float32 reference on these five prompts'
+/// top logits, and its greedy output leaves the reference after 5 to 21 tokens
+/// (testdata/smollm2/generate.json); the bound is llama.cpp's worst gap plus a quarter.
 #[test]
 fn smollm2_fast_path_stays_close_to_float32() {
     let path = hearth_engine::paths::resolve_model("smollm2").expect("run scripts/fetch-test-models.sh");
@@ -85,6 +87,6 @@ fn smollm2_fast_path_stays_close_to_float32() {
             "ids": top.as_array().unwrap().iter().map(|t| t["id"].clone()).collect::<Vec<_>>(),
             "logits": top.as_array().unwrap().iter().map(|t| t["logit"].clone()).collect::<Vec<_>>(),
         });
-        check(&format!("smollm2 {}", c["prompt"]), &model, &serde_json::json!({"ids": c["prompt_ids"], "last_logits_top20": record}), 0.6);
+        check(&format!("smollm2 {}", c["prompt"]), &model, &serde_json::json!({"ids": c["prompt_ids"], "last_logits_top20": record}), 0.75);
     }
 }

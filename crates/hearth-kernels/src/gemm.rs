@@ -179,15 +179,46 @@ impl PackedF32 {
     }
 }
 
-/// Float rows against one tile: `out[r][lane]`. Portable reference for the SIMD version.
-pub fn tile_f32_scalar(rows: &[&[f32]], acts: &PackedF32, tile: usize, out: &mut [[f32; TILE]]) {
-    let base = tile * acts.cols * TILE;
+impl PackedF32 {
+    /// Tile `t`: `[cols][16 tokens]`.
+    pub fn tile(&self, t: usize) -> &[f32] {
+        &self.x[t * self.cols * TILE..(t + 1) * self.cols * TILE]
+    }
+}
+
+/// Float rows against one packed tile `x` (`[cols][16]`): `out[r][lane]`. Portable reference
+/// for the SIMD version.
+pub fn tile_f32_scalar(rows: &[&[f32]], x: &[f32], out: &mut [[f32; TILE]]) {
     for (w, o) in rows.iter().zip(out.iter_mut()) {
         o.fill(0.0);
         for (k, &wk) in w.iter().enumerate() {
             for lane in 0..TILE {
-                o[lane] += wk * acts.x[base + k * TILE + lane];
+                o[lane] += wk * x[k * TILE + lane];
             }
+        }
+    }
+}
+
+/// `out[r · 16 + lane] = rows[r] · x[.., lane]` for `count` rows of `x.len() / 16` values,
+/// row `r` starting at `rows[r · stride]`; `x` is one packed tile. The SIMD kernel where the
+/// CPU has it.
+pub fn rows_times_tile(rows: &[f32], stride: usize, count: usize, x: &[f32], out: &mut [f32]) {
+    let cols = x.len() / TILE;
+    let row = |r: usize| &rows[r * stride..r * stride + cols];
+    let mut res = [[0f32; TILE]; 4];
+    for r0 in (0..count).step_by(4) {
+        let w: [&[f32]; 4] = std::array::from_fn(|i| row((r0 + i).min(count - 1)));
+        if crate::matmul::float_tiles_ok() {
+            // SAFETY: the CPU has AVX-512 F; every row is `cols` long.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::tile4_f32(w, x, &mut res)
+            };
+        } else {
+            tile_f32_scalar(&w, x, &mut res);
+        }
+        for i in 0..4.min(count - r0) {
+            out[(r0 + i) * TILE..(r0 + i + 1) * TILE].copy_from_slice(&res[i]);
         }
     }
 }
@@ -217,19 +248,21 @@ pub fn tile_scalar(q: &[u8], a: &[f32], c: &[f32], acts: &PackedActs, tile: usiz
 pub mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PackedActs, PackedF32, TILE};
+    use super::{PackedActs, TILE};
 
     /// Four float rows against one tile, `out[r][lane]`; two accumulators per row keep eight
     /// multiply-add chains in flight.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; every row must be `acts.cols` long.
+    /// The CPU must support AVX-512 F; `x` is one packed tile of `cols` columns and every row
+    /// is at least `cols` long.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile4_f32(rows: [&[f32]; 4], acts: &PackedF32, tile: usize, out: &mut [[f32; TILE]; 4]) {
-        let x = acts.x.as_ptr().add(tile * acts.cols * TILE);
+    pub unsafe fn tile4_f32(rows: [&[f32]; 4], x: &[f32], out: &mut [[f32; TILE]; 4]) {
+        let cols = x.len() / TILE;
+        let x = x.as_ptr();
         let mut even = [_mm512_setzero_ps(); 4];
         let mut odd = [_mm512_setzero_ps(); 4];
-        let pairs = acts.cols / 2;
+        let pairs = cols / 2;
         for p in 0..pairs {
             let (k0, k1) = (2 * p, 2 * p + 1);
             let x0 = _mm512_loadu_ps(x.add(k0 * TILE));
@@ -239,8 +272,8 @@ pub mod avx512 {
                 odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k1)), x1, odd[r]);
             }
         }
-        if acts.cols % 2 == 1 {
-            let k = acts.cols - 1;
+        if cols % 2 == 1 {
+            let k = cols - 1;
             let xk = _mm512_loadu_ps(x.add(k * TILE));
             for r in 0..4 {
                 even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k)), xk, even[r]);

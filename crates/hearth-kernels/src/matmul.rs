@@ -166,7 +166,7 @@ impl<'a> MatrixRef<'a> {
                     let mut res = [[0f32; TILE]; 4];
                     for tile in 0..packed.tiles {
                         // SAFETY: `float_tiles_ok` checked the CPU; rows are `cols` long.
-                        unsafe { gemm::avx512::tile4_f32(w, packed, tile, &mut res) };
+                        unsafe { gemm::avx512::tile4_f32(w, packed.tile(tile), &mut res) };
                         for lane in 0..TILE.min(m - tile * TILE) {
                             let t = tile * TILE + lane;
                             for (i, &r) in rows.iter().enumerate() {
@@ -274,7 +274,7 @@ impl<'a> MatrixRef<'a> {
     }
 }
 
-fn float_tiles_ok() -> bool {
+pub(crate) fn float_tiles_ok() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         isa().name != "scalar" && std::arch::is_x86_feature_detected!("avx512f")

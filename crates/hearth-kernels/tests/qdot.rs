@@ -208,9 +208,9 @@ fn float_many_token_kernel_matches_its_scalar_reference() {
         let w: [&[f32]; 4] = std::array::from_fn(|i| &rows[i][..]);
         for tile in 0..packed.tiles {
             let mut reference = [[0f32; TILE]; 4];
-            tile_f32_scalar(&w, &packed, tile, &mut reference);
+            tile_f32_scalar(&w, packed.tile(tile), &mut reference);
             let mut simd = [[0f32; TILE]; 4];
-            unsafe { hearth_kernels::gemm::avx512::tile4_f32(w, &packed, tile, &mut simd) };
+            unsafe { hearth_kernels::gemm::avx512::tile4_f32(w, packed.tile(tile), &mut simd) };
             for r in 0..4 {
                 for lane in 0..TILE {
                     assert!((simd[r][lane] - reference[r][lane]).abs() <= 1e-4 * (1.0 + reference[r][lane].abs()));
