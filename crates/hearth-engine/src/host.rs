@@ -373,26 +373,33 @@ impl HeadJob<'_> {
             let len = pos0 + i0 + lanes;
             let sc = take(&mut scratch.scores, len * TILE);
             rows_times_tile(keys, hd, len, qt, sc);
-            for lane in 0..TILE {
-                if lane >= lanes {
-                    (0..len).for_each(|j| sc[j * TILE + lane] = 0.0);
-                    continue;
-                }
+            // Lane-wise softmax over the visible keys; loops run over the 16 lanes innermost.
+            let mut lo = [0usize; TILE];
+            let mut hi = [0usize; TILE];
+            for lane in 0..lanes {
                 let p = pos0 + i0 + lane;
-                let lo = self.visible_from(p);
-                let mut max = f32::NEG_INFINITY;
-                for j in lo..=p {
-                    let v = self.score(sc[j * TILE + lane]);
-                    sc[j * TILE + lane] = v;
-                    max = max.max(v);
+                (lo[lane], hi[lane]) = (self.visible_from(p), p + 1);
+            }
+            let mut max = [f32::NEG_INFINITY; TILE];
+            for (j, row) in sc.chunks_exact_mut(TILE).enumerate() {
+                for lane in 0..TILE {
+                    let v = if j >= lo[lane] && j < hi[lane] { self.score(row[lane]) } else { f32::NEG_INFINITY };
+                    row[lane] = v;
+                    max[lane] = max[lane].max(v);
                 }
-                let mut sum = 0.0;
-                for j in 0..len {
-                    let w = if (lo..=p).contains(&j) { fast_exp(sc[j * TILE + lane] - max) } else { 0.0 };
-                    sc[j * TILE + lane] = w;
-                    sum += w;
+            }
+            max.iter_mut().for_each(|m| *m = if m.is_finite() { *m } else { 0.0 });
+            let mut sum = [0f32; TILE];
+            for row in sc.chunks_exact_mut(TILE) {
+                for lane in 0..TILE {
+                    let w = if row[lane] == f32::NEG_INFINITY { 0.0 } else { fast_exp(row[lane] - max[lane]) };
+                    row[lane] = w;
+                    sum[lane] += w;
                 }
-                (lo..=p).for_each(|j| sc[j * TILE + lane] /= sum);
+            }
+            let inv: [f32; TILE] = std::array::from_fn(|lane| if sum[lane] > 0.0 { 1.0 / sum[lane] } else { 0.0 });
+            for row in sc.chunks_exact_mut(TILE) {
+                row.iter_mut().zip(&inv).for_each(|(w, i)| *w *= i);
             }
             let ot = take(&mut scratch.out, hd * TILE);
             rows_times_tile(vt, total, hd, &sc[..len * TILE], ot);

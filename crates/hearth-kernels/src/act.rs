@@ -32,6 +32,13 @@ impl Default for Q8KBlock {
     }
 }
 
+/// Round to nearest (ties to even) without a libm call: adding 1.5·2^23 leaves no fraction
+/// bits. Valid for |v| < 2^22, and activations are scaled to ±127.
+#[inline]
+fn round(v: f32) -> f32 {
+    (v + 12_582_912.0) - 12_582_912.0
+}
+
 fn scale_for(x: &[f32]) -> (f32, f32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -45,7 +52,7 @@ pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
         let (d, id) = scale_for(xs);
         let mut s = 0i32;
         for (q, &v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i8;
+            *q = round(v * id) as i8;
             s += *q as i32;
         }
         b.d = d;
@@ -59,7 +66,7 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
     for (b, xs) in out.iter_mut().zip(x.chunks_exact(256)) {
         let (d, id) = scale_for(xs);
         for (q, &v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i8;
+            *q = round(v * id) as i8;
         }
         for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
             *s = qs.iter().map(|&q| q as i16).sum();

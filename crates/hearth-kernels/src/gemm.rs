@@ -34,20 +34,19 @@ pub fn supported(format: RowFormat) -> bool {
 /// Expands one row into `q` (`cols` bytes) and per-16 `a` and `c` (`cols / 16` each).
 pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q: &mut [u8], a: &mut [f32], c: &mut [f32]) {
     let subs = q.len() / 16;
-    let mut set = |sub: usize, values: &mut dyn Iterator<Item = u8>, scale: f32, offset: f32| {
-        for (dst, v) in q[sub * 16..sub * 16 + 16].iter_mut().zip(values) {
-            *dst = v;
-        }
+    let mut set = |sub: usize, values: [u8; 16], scale: f32, offset: f32| {
+        q[sub * 16..sub * 16 + 16].copy_from_slice(&values);
         a[sub] = scale;
         c[sub] = offset;
     };
+    let from = |f: &dyn Fn(usize) -> u8| -> [u8; 16] { std::array::from_fn(f) };
     match format {
         RowFormat::Ggml(t @ (GgmlType::Q4_0 | GgmlType::Q4_1)) => {
             for (blk, b) in row.chunks_exact(t.block_bytes()).enumerate() {
                 let d = f16_at(b, 0);
                 let (off, qs) = if t == GgmlType::Q4_0 { (-8.0 * d, &b[2..18]) } else { (f16_at(b, 2), &b[4..20]) };
-                set(2 * blk, &mut qs.iter().map(|v| v & 0xF), d, off);
-                set(2 * blk + 1, &mut qs.iter().map(|v| v >> 4), d, off);
+                set(2 * blk, std::array::from_fn(|i| qs[i] & 0xF), d, off);
+                set(2 * blk + 1, std::array::from_fn(|i| qs[i] >> 4), d, off);
             }
         }
         RowFormat::Ggml(t @ (GgmlType::Q5_0 | GgmlType::Q5_1)) => {
@@ -59,15 +58,15 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                     let low = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
                     low | ((((qh >> j) & 1) as u8) << 4)
                 };
-                set(2 * blk, &mut (0..16).map(v), d, off);
-                set(2 * blk + 1, &mut (16..32).map(v), d, off);
+                set(2 * blk, std::array::from_fn(v), d, off);
+                set(2 * blk + 1, std::array::from_fn(|i| v(16 + i)), d, off);
             }
         }
         RowFormat::Ggml(GgmlType::Q8_0) => {
             for (blk, b) in row.chunks_exact(34).enumerate() {
                 let d = f16_at(b, 0);
                 for h in 0..2 {
-                    set(2 * blk + h, &mut b[2 + 16 * h..18 + 16 * h].iter().map(|&v| (v as i8 as i16 + 128) as u8), d, -128.0 * d);
+                    set(2 * blk + h, std::array::from_fn(|i| b[2 + 16 * h + i] ^ 0x80), d, -128.0 * d);
                 }
             }
         }
@@ -79,7 +78,7 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                     let (sc, m) = scale_min_k4(j, &b[4..16]);
                     for h in 0..2 {
                         let base = j * 32 + h * 16;
-                        set(blk * 16 + 2 * j + h, &mut (base..base + 16).map(|i| value(b, i) as u8), d * sc as f32, -dmin * m as f32);
+                        set(blk * 16 + 2 * j + h, from(&|i| value(b, base + i) as u8), d * sc as f32, -dmin * m as f32);
                     }
                 }
             }
@@ -89,7 +88,7 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                 let d = f16_at(b, 208);
                 for j in 0..16 {
                     let s = d * b[192 + j] as i8 as f32;
-                    set(blk * 16 + j, &mut (j * 16..j * 16 + 16).map(|i| q6k_value(b, i) as u8), s, -32.0 * s);
+                    set(blk * 16 + j, from(&|i| q6k_value(b, j * 16 + i) as u8), s, -32.0 * s);
                 }
             }
         }
@@ -102,7 +101,7 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                     let word = u32::from_le_bytes(row[4 * (i / per_word)..][..4].try_into().unwrap());
                     ((word >> ((i % per_word) as u32 * bits)) & mask) as u8
                 };
-                set(sub, &mut (sub * 16..sub * 16 + 16).map(value), params.read(scales, g), params.read(biases, g));
+                set(sub, from(&|i| value(sub * 16 + i)), params.read(scales, g), params.read(biases, g));
             }
         }
         other => unreachable!("{other:?} is not expanded (see `supported`)"),
@@ -124,8 +123,7 @@ pub struct PackedActs {
 }
 
 impl PackedActs {
-    /// Packs `tokens` rows of `blocks` quantised 32-blocks each.
-    pub fn pack(&mut self, q: &[Q8Block], tokens: usize, blocks: usize) {
+    fn reset(&mut self, tokens: usize, blocks: usize) {
         let tiles = tokens.div_ceil(TILE);
         self.tiles = tiles;
         self.blocks = blocks;
@@ -135,23 +133,62 @@ impl PackedActs {
             v.clear();
             v.resize(tiles * blocks * TILE, 0.0);
         }
+    }
+
+    /// Stores token `t`'s quantised block `b`.
+    fn put(&mut self, t: usize, b: usize, blk: &Q8Block) {
+        let (tile, lane) = (t / TILE, t % TILE);
+        let base = (tile * self.blocks + b) * 32 * TILE;
+        for g in 0..8 {
+            let dst = base + g * 4 * TILE + lane * 4;
+            self.qs[dst..dst + 4].copy_from_slice(&blk.qs[g * 4..g * 4 + 4]);
+        }
+        let at = (tile * self.blocks + b) * TILE + lane;
+        let lo: i32 = blk.qs[..16].iter().map(|&v| v as i32).sum();
+        let hi: i32 = blk.qs[16..].iter().map(|&v| v as i32).sum();
+        self.d[at] = blk.d;
+        self.sum_lo[at] = blk.d * lo as f32;
+        self.sum_hi[at] = blk.d * hi as f32;
+    }
+
+    /// Packs `tokens` rows of `blocks` quantised 32-blocks each.
+    pub fn pack(&mut self, q: &[Q8Block], tokens: usize, blocks: usize) {
+        self.reset(tokens, blocks);
         for t in 0..tokens {
-            let (tile, lane) = (t / TILE, t % TILE);
             for b in 0..blocks {
-                let blk = &q[t * blocks + b];
-                let base = (tile * blocks + b) * 32 * TILE;
-                for g in 0..8 {
-                    let dst = base + g * 4 * TILE + lane * 4;
-                    self.qs[dst..dst + 4].copy_from_slice(&blk.qs[g * 4..g * 4 + 4]);
-                }
-                let at = (tile * blocks + b) * TILE + lane;
-                let lo: i32 = blk.qs[..16].iter().map(|&v| v as i32).sum();
-                let hi: i32 = blk.qs[16..].iter().map(|&v| v as i32).sum();
-                self.d[at] = blk.d;
-                self.sum_lo[at] = blk.d * lo as f32;
-                self.sum_hi[at] = blk.d * hi as f32;
+                self.put(t, b, &q[t * blocks + b]);
             }
         }
+    }
+
+    /// Quantises and packs `tokens` rows of float activations (`blocks` · 32 each), one tile
+    /// per task on the thread pool.
+    pub fn quantize_and_pack(&mut self, x: &[f32], tokens: usize, blocks: usize) {
+        self.reset(tokens, blocks);
+        let cols = blocks * 32;
+        let this = SendMut(self as *mut PackedActs);
+        crate::pool::global().run(self.tiles, &|tile| {
+            // SAFETY: each task writes only its own tile's region of the buffers, whose sizes
+            // `reset` fixed before the parallel section.
+            let packed = unsafe { &mut *this.get() };
+            let mut blk = [Q8Block::default()];
+            for t in tile * TILE..((tile + 1) * TILE).min(tokens) {
+                for b in 0..blocks {
+                    crate::act::quantize_q8(&x[t * cols + b * 32..t * cols + (b + 1) * 32], &mut blk);
+                    packed.put(t, b, &blk[0]);
+                }
+            }
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendMut(*mut PackedActs);
+unsafe impl Send for SendMut {}
+unsafe impl Sync for SendMut {}
+impl SendMut {
+    fn get(self) -> *mut PackedActs {
+        self.0
     }
 }
 

@@ -185,11 +185,9 @@ impl<'a> MatrixRef<'a> {
     /// Many tokens: rows expanded once, then 16 tokens per kernel call (see [`gemm`]).
     fn matmul_tiles(&self, x: &[f32], out: &mut [f32], m: usize) {
         let nb = self.cols / 32;
-        ACT_Q8.with_borrow_mut(|q| {
-            q.resize(m * nb, Q8Block::default());
-            quantize_q8(x, q);
+        {
             PACKED.with_borrow_mut(|packed| {
-                packed.pack(q, m, nb);
+                packed.quantize_and_pack(x, m, nb);
                 let packed = &*packed;
                 let out_ptr = SendPtr(out.as_mut_ptr());
                 let pairs = self.rows.div_ceil(2);
@@ -229,7 +227,7 @@ impl<'a> MatrixRef<'a> {
                     })
                 });
             })
-        })
+        }
     }
 
     /// Runs `row_kernel(r)(t)` for every row `r` and token `t` in parallel over rows.
