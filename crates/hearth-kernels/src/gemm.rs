@@ -321,26 +321,26 @@ pub mod avx512 {
         }
     }
 
-    /// Two expanded rows against one tile (two rows give the dot-product chains room to
-    /// overlap). `out[r][lane]`.
+    /// Expanded rows against one tile, `out[r][lane]`: `R` rows share every activation load
+    /// and give the dot-product chains room to overlap.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VNNI; slices must match `acts`' shape.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn tile2(rows: [(&[u8], &[f32], &[f32]); 2], acts: &PackedActs, tile: usize, out: &mut [[f32; TILE]; 2]) {
-        let mut acc = [_mm512_setzero_ps(); 2];
+    pub unsafe fn tile<const R: usize>(rows: [(&[u8], &[f32], &[f32]); R], acts: &PackedActs, tile: usize, out: &mut [[f32; TILE]; R]) {
+        let mut acc = [_mm512_setzero_ps(); R];
         for b in 0..acts.blocks {
             let base = acts.qs.as_ptr().add((tile * acts.blocks + b) * 32 * TILE);
             let sb = (tile * acts.blocks + b) * TILE;
             let d = _mm512_loadu_ps(acts.d.as_ptr().add(sb));
             let slo = _mm512_loadu_ps(acts.sum_lo.as_ptr().add(sb));
             let shi = _mm512_loadu_ps(acts.sum_hi.as_ptr().add(sb));
-            let mut lo = [_mm512_setzero_si512(); 2];
-            let mut hi = [_mm512_setzero_si512(); 2];
+            let mut lo = [_mm512_setzero_si512(); R];
+            let mut hi = [_mm512_setzero_si512(); R];
             for g in 0..4 {
                 let x_lo = _mm512_loadu_si512(base.add(g * 4 * TILE) as *const __m512i);
                 let x_hi = _mm512_loadu_si512(base.add((g + 4) * 4 * TILE) as *const __m512i);
-                for r in 0..2 {
+                for r in 0..R {
                     let w = rows[r].0.as_ptr().add(b * 32 + g * 4);
                     let w_lo = _mm512_set1_epi32((w as *const i32).read_unaligned());
                     let w_hi = _mm512_set1_epi32((w.add(16) as *const i32).read_unaligned());
@@ -348,7 +348,7 @@ pub mod avx512 {
                     hi[r] = _mm512_dpbusd_epi32(hi[r], w_hi, x_hi);
                 }
             }
-            for r in 0..2 {
+            for r in 0..R {
                 let (_, a, c) = rows[r];
                 let scaled = _mm512_add_ps(
                     _mm512_mul_ps(_mm512_set1_ps(a[2 * b]), _mm512_cvtepi32_ps(lo[r])),
@@ -359,7 +359,7 @@ pub mod avx512 {
                 acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(c[2 * b + 1]), shi, acc[r]);
             }
         }
-        for r in 0..2 {
+        for r in 0..R {
             _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
         }
     }

@@ -37,8 +37,9 @@ thread_local! {
 const ROWS_PER_TASK: usize = 16;
 /// From this many tokens on, the tiled many-token kernel beats one dot product per token.
 const GEMM_MIN_TOKENS: usize = 8;
-/// Row pairs per task of the tiled kernel.
-const GEMM_PAIRS_PER_TASK: usize = 4;
+/// Rows per call of the tiled kernel, and row groups per task.
+const GEMM_ROWS: usize = 4;
+const GEMM_GROUPS_PER_TASK: usize = 2;
 
 /// A weight matrix viewed in place (usually inside a memory map). Validated on construction,
 /// so the kernels below never index out of bounds.
@@ -190,35 +191,34 @@ impl<'a> MatrixRef<'a> {
                 packed.quantize_and_pack(x, m, nb);
                 let packed = &*packed;
                 let out_ptr = SendPtr(out.as_mut_ptr());
-                let pairs = self.rows.div_ceil(2);
-                pool::global().run(pairs.div_ceil(GEMM_PAIRS_PER_TASK), &|task| {
+                let groups = self.rows.div_ceil(GEMM_ROWS);
+                pool::global().run(groups.div_ceil(GEMM_GROUPS_PER_TASK), &|task| {
                     EXPANDED.with_borrow_mut(|(eq, ea, ec)| {
                         let (sub, cols) = (self.cols / 16, self.cols);
-                        eq.resize(2 * cols, 0);
-                        ea.resize(2 * sub, 0.0);
-                        ec.resize(2 * sub, 0.0);
-                        for pair in task * GEMM_PAIRS_PER_TASK..((task + 1) * GEMM_PAIRS_PER_TASK).min(pairs) {
-                            let r0 = 2 * pair;
-                            let r1 = (r0 + 1).min(self.rows - 1);
-                            for (k, r) in [r0, r1].into_iter().enumerate() {
+                        eq.resize(GEMM_ROWS * cols, 0);
+                        ea.resize(GEMM_ROWS * sub, 0.0);
+                        ec.resize(GEMM_ROWS * sub, 0.0);
+                        for group in task * GEMM_GROUPS_PER_TASK..((task + 1) * GEMM_GROUPS_PER_TASK).min(groups) {
+                            // The last group repeats its final row rather than reading past the end.
+                            let rows: [usize; GEMM_ROWS] = std::array::from_fn(|i| (GEMM_ROWS * group + i).min(self.rows - 1));
+                            for (k, &r) in rows.iter().enumerate() {
                                 let (w, s, b) = self.row_bytes_of(r);
                                 let (q, a, c) = (&mut eq[k * cols..(k + 1) * cols], &mut ea[k * sub..(k + 1) * sub], &mut ec[k * sub..(k + 1) * sub]);
                                 gemm::expand_row(self.format, w, s, b, q, a, c);
                             }
-                            let (q0, q1) = eq.split_at(cols);
-                            let (a0, a1) = ea.split_at(sub);
-                            let (c0, c1) = ec.split_at(sub);
-                            let mut res = [[0f32; TILE]; 2];
+                            let expanded: [(&[u8], &[f32], &[f32]); GEMM_ROWS] = std::array::from_fn(|k| {
+                                (&eq[k * cols..(k + 1) * cols], &ea[k * sub..(k + 1) * sub], &ec[k * sub..(k + 1) * sub])
+                            });
+                            let mut res = [[0f32; TILE]; GEMM_ROWS];
                             for tile in 0..packed.tiles {
                                 // SAFETY: `gemm_ok` checked the CPU's features; shapes match `packed`.
-                                unsafe { gemm::avx512::tile2([(q0, a0, c0), (q1, a1, c1)], packed, tile, &mut res) };
+                                unsafe { gemm::avx512::tile(expanded, packed, tile, &mut res) };
                                 for lane in 0..TILE.min(m - tile * TILE) {
                                     let t = tile * TILE + lane;
-                                    // SAFETY: tasks own disjoint row pairs.
-                                    unsafe {
-                                        *out_ptr.get().add(t * self.rows + r0) = res[0][lane];
-                                        if r1 != r0 {
-                                            *out_ptr.get().add(t * self.rows + r1) = res[1][lane];
+                                    for (k, &r) in rows.iter().enumerate() {
+                                        if k == 0 || r != rows[k - 1] {
+                                            // SAFETY: tasks own disjoint row groups.
+                                            unsafe { *out_ptr.get().add(t * self.rows + r) = res[k][lane] };
                                         }
                                     }
                                 }

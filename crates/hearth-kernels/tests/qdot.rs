@@ -175,7 +175,7 @@ fn many_token_kernel_matches_its_scalar_reference_and_exact_products() {
                 tile_scalar(&eq, &ea, &ec, &packed, tile, &mut reference);
                 if has_vnni {
                     let mut simd = [[0f32; TILE]; 2];
-                    unsafe { hearth_kernels::gemm::avx512::tile2([(&eq, &ea, &ec), (&eq, &ea, &ec)], &packed, tile, &mut simd) };
+                    unsafe { hearth_kernels::gemm::avx512::tile::<2>([(&eq, &ea, &ec), (&eq, &ea, &ec)], &packed, tile, &mut simd) };
                     for lane in 0..TILE {
                         let tol = 1e-4 * (1.0 + reference[lane].abs());
                         assert!((simd[0][lane] - reference[lane]).abs() <= tol && simd[1][lane] == simd[0][lane], "{:?}", case.format);
