@@ -3,10 +3,12 @@
 use std::cell::RefCell;
 
 
-use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
+use crate::act::{quantize_q8, quantize_q8_pairs, quantize_q8k, Q8Block, Q8KBlock, Q8Pair};
 use crate::gemm::{self, PackedActs, PackedF32, TILE};
 use crate::pool;
 use crate::qdot::{isa, ActFormat};
+use hearth_formats::gguf::GgmlType;
+
 use crate::{dequantize_row, KernelError, RowFormat};
 
 /// How a product treats activations.
@@ -24,6 +26,7 @@ thread_local! {
     /// Quantised activations, reused across calls so decoding does not allocate per token.
     static ACT_Q8: RefCell<Vec<Q8Block>> = const { RefCell::new(Vec::new()) };
     static ACT_Q8K: RefCell<Vec<Q8KBlock>> = const { RefCell::new(Vec::new()) };
+    static ACT_PAIRS: RefCell<Vec<Q8Pair>> = const { RefCell::new(Vec::new()) };
     /// De-quantised weight rows of the exact path, per thread.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PACKED: RefCell<PackedActs> = RefCell::new(PackedActs::default());
@@ -117,6 +120,17 @@ impl<'a> MatrixRef<'a> {
         match (precision, ActFormat::of(self.format)) {
             (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K) if many && self.gemm_ok() => self.matmul_tiles(x, out, m),
             _ if many && float_tiles_ok() => self.matmul_float_tiles(x, out, m),
+            (Precision::Fast, ActFormat::Q8) if self.pair_kernel().is_some() => ACT_PAIRS.with_borrow_mut(|q| {
+                let kernel = self.pair_kernel().expect("checked");
+                q.resize(x.len() / 64, Q8Pair::default());
+                quantize_q8_pairs(x, q);
+                let q = &q[..];
+                let np = self.cols / 64;
+                self.for_each_row(out, m, |r| {
+                    let (w, _, _) = self.row_bytes_of(r);
+                    move |t| kernel(w, &q[t * np..(t + 1) * np])
+                });
+            }),
             (Precision::Exact, _) | (_, ActFormat::F32) => self.matmul_exact(x, out, m),
             (Precision::Fast, ActFormat::Q8) => ACT_Q8.with_borrow_mut(|q| {
                 q.resize(x.len() / 32, Q8Block::default());
@@ -141,6 +155,22 @@ impl<'a> MatrixRef<'a> {
                 });
             }),
         }
+    }
+
+    /// The 512-bit two-blocks-per-step decode kernel, where the CPU and format have one.
+    fn pair_kernel(&self) -> Option<fn(&[u8], &[Q8Pair]) -> f32> {
+        #[cfg(target_arch = "x86_64")]
+        if isa().name == "avx512vnni" && self.cols % 64 == 0 {
+            use crate::qdot::pairs;
+            // SAFETY (all three): the ISA check above covers the kernels' features.
+            return match self.format {
+                RowFormat::Ggml(GgmlType::Q4_0) => Some(|w, x| unsafe { pairs::q4_0(w, x) }),
+                RowFormat::Ggml(GgmlType::Q4_1) => Some(|w, x| unsafe { pairs::q4_1(w, x) }),
+                RowFormat::Ggml(GgmlType::Q8_0) => Some(|w, x| unsafe { pairs::q8_0(w, x) }),
+                _ => None,
+            };
+        }
+        None
     }
 
     fn gemm_ok(&self) -> bool {

@@ -219,3 +219,33 @@ fn float_many_token_kernel_matches_its_scalar_reference() {
         }
     }
 }
+
+#[test]
+fn two_block_decode_kernels_match_the_scalar_reference() {
+    use hearth_kernels::act::{quantize_q8_pairs, Q8Pair};
+    if !available().iter().any(|i| i.name == "avx512vnni") {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    let scalar = available().pop().unwrap();
+    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for pairs in [1, 2, 9] {
+            let cols = pairs * 64;
+            let data = random_ggml(t, 1, cols, &mut rng);
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let mut q = vec![Q8Block::default(); cols / 32];
+            quantize_q8(&x, &mut q);
+            let reference = scalar.dot_q8(RowFormat::Ggml(t), &data, &[], &[], &q);
+            let mut qp = vec![Q8Pair::default(); pairs];
+            quantize_q8_pairs(&x, &mut qp);
+            let got = unsafe {
+                match t {
+                    GgmlType::Q4_0 => hearth_kernels::qdot::pairs::q4_0(&data, &qp),
+                    GgmlType::Q4_1 => hearth_kernels::qdot::pairs::q4_1(&data, &qp),
+                    _ => hearth_kernels::qdot::pairs::q8_0(&data, &qp),
+                }
+            };
+            assert!((got - reference).abs() <= 1e-4 * (1.0 + reference.abs()), "{t:?} {cols}: {got} vs {reference}");
+        }
+    }
+}

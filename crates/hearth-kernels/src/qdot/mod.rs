@@ -2,6 +2,8 @@
 //! run time to the best instruction set the CPU has (`HEARTH_ISA=scalar|avx2|avx512vnni`
 //! forces one, for comparisons and tests).
 
+#[cfg(target_arch = "x86_64")]
+pub mod pairs;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -1,0 +1,88 @@
+//! Decode kernels for the 32-block formats (Q4_0, Q4_1, Q8_0) on 512-bit registers: two blocks
+//! per step, their scales converted together, the offset terms kept in a vector accumulator.
+
+use std::arch::x86_64::*;
+
+use crate::act::Q8Pair;
+
+/// Per format: where the values start, and the factor turning the second header word into
+/// the offset coefficient (`[d, m]` for Q4_1; `[d, ·]` with offset −8·d or −128·d otherwise).
+macro_rules! pair_kernel {
+    ($name:ident, $block:expr, $weights:ident, $coef:expr, $header_mask:expr) => {
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C; `row` holds `2 · x.len()` blocks.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,avx2,fma")]
+        pub unsafe fn $name(row: &[u8], x: &[Q8Pair]) -> f32 {
+            let mut acc = _mm512_setzero_ps();
+            let mut acc_m = _mm_setzero_ps();
+            let spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
+            let coef = _mm_setr_ps($coef[0], $coef[1], $coef[0], $coef[1]);
+            let mask = _mm_set1_epi32($header_mask);
+            let p = row.as_ptr();
+            for (i, a) in x.iter().enumerate() {
+                let (b0, b1) = (p.add(2 * i * $block), p.add((2 * i + 1) * $block));
+                let hdr = _mm_and_si128(
+                    _mm_setr_epi32((b0 as *const i32).read_unaligned(), 0, (b1 as *const i32).read_unaligned(), 0),
+                    mask,
+                );
+                // Words [d0, m0, ·, ·, d1, m1, ·, ·]: move block 1's up, convert → [d0, m0, d1, m1].
+                let h = _mm_cvtph_ps(_mm_shuffle_epi32(hdr, 0b11_10_10_00));
+                let w = $weights(b0, b1);
+                let isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(a.qs.as_ptr() as *const __m512i));
+                let scale = _mm512_mul_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h)), _mm512_loadu_ps(a.d.as_ptr()));
+                acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc);
+                acc_m = _mm_fmadd_ps(_mm_mul_ps(h, coef), _mm_loadu_ps(a.sums.as_ptr()), acc_m);
+            }
+            _mm512_reduce_add_ps(acc) + hsum4(acc_m)
+        }
+    };
+}
+
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn hsum4(v: __m128) -> f32 {
+    let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Two blocks of 16 nibble bytes at `off` → `[b0 low, b1 low, b0 high, b1 high]`.
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn nibbles<const OFF: usize>(b0: *const u8, b1: *const u8) -> __m512i {
+    let v = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(b0.add(OFF) as *const __m128i)),
+        _mm_loadu_si128(b1.add(OFF) as *const __m128i),
+        1,
+    );
+    let m = _mm256_set1_epi8(0x0F);
+    let lo = _mm256_and_si256(v, m);
+    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn q4_0_weights(b0: *const u8, b1: *const u8) -> __m512i {
+    nibbles::<2>(b0, b1)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn q4_1_weights(b0: *const u8, b1: *const u8) -> __m512i {
+    nibbles::<4>(b0, b1)
+}
+
+/// Signed bytes made unsigned (+128; the offset term takes the 128 back out).
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn q8_0_weights(b0: *const u8, b1: *const u8) -> __m512i {
+    let w0 = _mm256_loadu_si256(b0.add(2) as *const __m256i);
+    let w1 = _mm256_loadu_si256(b1.add(2) as *const __m256i);
+    let lo = _mm256_permute2x128_si256(w0, w1, 0x20);
+    let hi = _mm256_permute2x128_si256(w0, w1, 0x31);
+    _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8(-128))
+}
+
+pair_kernel!(q4_0, 18, q4_0_weights, [-8.0f32, 0.0], 0xFFFF);
+pair_kernel!(q4_1, 20, q4_1_weights, [0.0f32, 1.0], -1);
+pair_kernel!(q8_0, 34, q8_0_weights, [-128.0f32, 0.0], 0xFFFF);
