@@ -48,7 +48,7 @@ thread_local! {
 }
 
 /// e^x to about 1e-7 relative (x ≤ 88), without a libm call so loops over it vectorise.
-#[inline]
+#[inline(always)]
 fn fast_exp(x: f32) -> f32 {
     let t = x.clamp(-87.0, 88.0) * std::f32::consts::LOG2_E;
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
@@ -318,8 +318,25 @@ impl HeadJob<'_> {
         self.seq.cache.host().head(self.li, self.head / (cfg.num_heads / cfg.num_kv_heads))
     }
 
-    /// One query at a time: decoding, or short additions to a sequence.
+    /// One query at a time: decoding, or short additions to a sequence. The same code
+    /// compiled for AVX-512 where the CPU has it (the loops vectorise to 16 lanes).
     fn per_query(&self, scratch: &mut AttnScratch) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features just checked.
+            return unsafe { self.per_query_avx512(scratch) };
+        }
+        self.per_query_portable(scratch)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn per_query_avx512(&self, scratch: &mut AttnScratch) {
+        self.per_query_portable(scratch)
+    }
+
+    #[inline(always)]
+    fn per_query_portable(&self, scratch: &mut AttnScratch) {
         let (hd, _) = self.dims();
         let (keys, values) = self.kv();
         let pos0 = self.seq.cache_len();

@@ -323,8 +323,9 @@ impl SendPtr {
     }
 }
 
-/// Float dot product with eight independent accumulators, which lets the compiler vectorise.
-#[inline]
+/// Float dot product with eight independent accumulators, which lets the compiler vectorise
+/// (to the width of the caller's target features: it is always inlined).
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
