@@ -9,6 +9,7 @@ pub mod gemm;
 mod matmul;
 pub mod pool;
 pub mod qdot;
+pub mod quant;
 
 pub use dequant::dequantize_row;
 pub use matmul::{dot, MatrixRef, Precision};

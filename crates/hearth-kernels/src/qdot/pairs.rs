@@ -13,13 +13,15 @@ macro_rules! pair_kernel {
         /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C; `row` holds `2 · x.len()` blocks.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,avx2,fma")]
         pub unsafe fn $name(row: &[u8], x: &[Q8Pair]) -> f32 {
-            let mut acc = _mm512_setzero_ps();
-            let mut acc_m = _mm_setzero_ps();
+            // Two sets of accumulators so consecutive steps' multiply-adds don't wait on each other.
+            let mut acc = [_mm512_setzero_ps(); 2];
+            let mut acc_m = [_mm_setzero_ps(); 2];
             let spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
             let coef = _mm_setr_ps($coef[0], $coef[1], $coef[0], $coef[1]);
             let mask = _mm_set1_epi32($header_mask);
             let p = row.as_ptr();
-            for (i, a) in x.iter().enumerate() {
+            let mut step = |i: usize, k: usize| {
+                let a = x.get_unchecked(i);
                 let (b0, b1) = (p.add(2 * i * $block), p.add((2 * i + 1) * $block));
                 let hdr = _mm_and_si128(
                     _mm_setr_epi32((b0 as *const i32).read_unaligned(), 0, (b1 as *const i32).read_unaligned(), 0),
@@ -30,10 +32,18 @@ macro_rules! pair_kernel {
                 let w = $weights(b0, b1);
                 let isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(a.qs.as_ptr() as *const __m512i));
                 let scale = _mm512_mul_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h)), _mm512_loadu_ps(a.d.as_ptr()));
-                acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc);
-                acc_m = _mm_fmadd_ps(_mm_mul_ps(h, coef), _mm_loadu_ps(a.sums.as_ptr()), acc_m);
+                acc[k] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[k]);
+                acc_m[k] = _mm_fmadd_ps(_mm_mul_ps(h, coef), _mm_loadu_ps(a.sums.as_ptr()), acc_m[k]);
+            };
+            let n = x.len();
+            for i in (0..n - n % 2).step_by(2) {
+                step(i, 0);
+                step(i + 1, 1);
             }
-            _mm512_reduce_add_ps(acc) + hsum4(acc_m)
+            if n % 2 == 1 {
+                step(n - 1, 0);
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + hsum4(_mm_add_ps(acc_m[0], acc_m[1]))
         }
     };
 }
