@@ -18,6 +18,8 @@ pub struct Q8KBlock {
     pub d: f32,
     pub qs: [i8; 256],
     pub bsums: [i16; 16],
+    /// Sums of each 32 (the K-quants' sub-blocks).
+    pub bsums32: [i16; 8],
 }
 
 impl Default for Q8Block {
@@ -28,7 +30,7 @@ impl Default for Q8Block {
 
 impl Default for Q8KBlock {
     fn default() -> Self {
-        Q8KBlock { d: 0.0, qs: [0; 256], bsums: [0; 16] }
+        Q8KBlock { d: 0.0, qs: [0; 256], bsums: [0; 16], bsums32: [0; 8] }
     }
 }
 
@@ -70,6 +72,9 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
         }
         for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
             *s = qs.iter().map(|&q| q as i16).sum();
+        }
+        for (j, s) in b.bsums32.iter_mut().enumerate() {
+            *s = b.bsums[2 * j] + b.bsums[2 * j + 1];
         }
         b.d = d;
     }

@@ -38,6 +38,8 @@ thread_local! {
 /// Rows de-quantised together by one task: enough work per task to amortise scheduling, few
 /// enough that a 576-row matrix still splits across threads.
 const ROWS_PER_TASK: usize = 16;
+/// Tasks per thread for row-parallel products: enough to even out, few enough to stream.
+const TASKS_PER_THREAD: usize = 4;
 /// From this many tokens on, the tiled many-token kernel beats one dot product per token.
 const GEMM_MIN_TOKENS: usize = 8;
 /// Rows per call of the tiled kernel, and row groups per task.
@@ -149,9 +151,16 @@ impl<'a> MatrixRef<'a> {
                 let q = &q[..];
                 let nb = self.cols / 256;
                 let isa = isa();
+                let wide = self.wide_k_kernel();
                 self.for_each_row(out, m, |r| {
                     let (w, _, _) = self.row_bytes_of(r);
-                    move |t| isa.dot_q8k(self.format, w, &q[t * nb..(t + 1) * nb])
+                    move |t| {
+                        let x = &q[t * nb..(t + 1) * nb];
+                        match wide {
+                            Some(kernel) => kernel(w, x),
+                            None => isa.dot_q8k(self.format, w, x),
+                        }
+                    }
                 });
             }),
         }
@@ -169,6 +178,16 @@ impl<'a> MatrixRef<'a> {
                 RowFormat::Ggml(GgmlType::Q8_0) => Some(|w, x| unsafe { pairs::q8_0(w, x) }),
                 _ => None,
             };
+        }
+        None
+    }
+
+    /// The 512-bit K-quant decode kernel, where the CPU and format have one.
+    fn wide_k_kernel(&self) -> Option<fn(&[u8], &[Q8KBlock]) -> f32> {
+        #[cfg(target_arch = "x86_64")]
+        if isa().name == "avx512vnni" && self.format == RowFormat::Ggml(GgmlType::Q4K) {
+            // SAFETY: the ISA check covers the kernel's features.
+            return Some(|w, x| unsafe { crate::qdot::pairs::q4k(w, x) });
         }
         None
     }
@@ -267,8 +286,12 @@ impl<'a> MatrixRef<'a> {
         F: Fn(usize) -> f32,
     {
         let out_ptr = SendPtr(out.as_mut_ptr());
-        pool::global().run(self.rows.div_ceil(ROWS_PER_TASK), &|task| {
-            for r in task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(self.rows) {
+        // A few long contiguous stretches per thread: the hardware prefetchers follow a stream
+        // far better than many short jumps.
+        let tasks = (pool::global().threads() * TASKS_PER_THREAD).min(self.rows.div_ceil(ROWS_PER_TASK)).max(1);
+        let per_task = self.rows.div_ceil(tasks);
+        pool::global().run(tasks, &|task| {
+            for r in task * per_task..((task + 1) * per_task).min(self.rows) {
                 let dot = row_kernel(r);
                 for t in 0..m {
                     // SAFETY: tasks own disjoint row ranges, so writes never overlap.
