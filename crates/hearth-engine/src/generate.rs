@@ -2,6 +2,7 @@
 //! holds), then decode token by token with sampling, EOS and stop strings, streaming text that
 //! never contains a partial character or any part of a stop string.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use crate::kv_cache::KvCache;
@@ -183,7 +184,7 @@ impl<'m> Session<'m> {
 /// Finds stop strings across token boundaries. Text is released only once no stop string can
 /// still begin inside it.
 pub struct StopMatcher<'a> {
-    stops: &'a [String],
+    stops: Cow<'a, [String]>,
     /// Text released so far.
     pub output: String,
     /// Text not yet released: it may be the start of a stop string.
@@ -194,7 +195,12 @@ pub struct StopMatcher<'a> {
 
 impl<'a> StopMatcher<'a> {
     pub fn new(stops: &'a [String]) -> Self {
-        StopMatcher { stops, output: String::new(), pending: String::new(), hit: false }
+        StopMatcher { stops: Cow::Borrowed(stops), output: String::new(), pending: String::new(), hit: false }
+    }
+
+    /// A matcher that owns its stop strings (for a sequence that outlives its caller's frame).
+    pub fn owned(stops: Vec<String>) -> StopMatcher<'static> {
+        StopMatcher { stops: Cow::Owned(stops), output: String::new(), pending: String::new(), hit: false }
     }
 
     /// Adds text; returns what can be released now and whether a stop string was completed.

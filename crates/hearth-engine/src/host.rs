@@ -9,6 +9,7 @@ use hearth_kernels::gemm::{rows_times_tile, TILE};
 use hearth_kernels::{dot, pool};
 
 use crate::config::Activation;
+use crate::linear::Linear;
 use crate::model::{DecoderModel, GateUp, Layer, Qkv, SeqInput};
 use crate::Result;
 
@@ -144,9 +145,7 @@ pub(crate) fn forward(
             let (q, k, v) = (take(&mut s.q, total * qs), take(&mut s.k, total * kvs), take(&mut s.v, total * kvs));
             match &layer.attn.qkv {
                 Qkv::Separate { q: wq, k: wk, v: wv } => {
-                    wq.matmul_host(h, q, m.precision());
-                    wk.matmul_host(h, k, m.precision());
-                    wv.matmul_host(h, v, m.precision());
+                    Linear::matmul_host_group(h, &mut [(wq, &mut *q), (wk, &mut *k), (wv, &mut *v)], m.precision())
                 }
                 Qkv::Fused(w) => {
                     let all = take(&mut s.fused, total * (qs + 2 * kvs));
@@ -190,8 +189,7 @@ pub(crate) fn forward(
             let (gate, up) = (take(&mut s.gate, total * inter), take(&mut s.up, total * inter));
             match &layer.mlp.gate_up {
                 GateUp::Separate { gate: wg, up: wu } => {
-                    wg.matmul_host(h, gate, m.precision());
-                    wu.matmul_host(h, up, m.precision());
+                    Linear::matmul_host_group(h, &mut [(wg, &mut *gate), (wu, &mut *up)], m.precision())
                 }
                 GateUp::Fused(w) => {
                     let both = take(&mut s.fused, total * 2 * inter);

@@ -33,6 +33,24 @@ impl HostKv {
         let span = self.capacity * self.head_dim;
         (&self.keys[layer][head * span..(head + 1) * span], &self.values[layer][head * span..(head + 1) * span])
     }
+
+    /// A fresh allocation holding the first `len` positions of every head (the rest stays
+    /// zeroed, hence virtual).
+    fn prefix_copy(&self, len: usize) -> HostKv {
+        let span = self.capacity * self.head_dim;
+        let copy = |src: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+            src.iter()
+                .map(|layer| {
+                    let mut dst = vec![0f32; layer.len()];
+                    for (d, s) in dst.chunks_exact_mut(span).zip(layer.chunks_exact(span)) {
+                        d[..len * self.head_dim].copy_from_slice(&s[..len * self.head_dim]);
+                    }
+                    dst
+                })
+                .collect()
+        };
+        HostKv { keys: copy(&self.keys), values: copy(&self.values), capacity: self.capacity, head_dim: self.head_dim }
+    }
 }
 
 /// Device memory (the candle path): per layer `[kv_heads, capacity, head_dim]` tensors.
@@ -104,6 +122,19 @@ impl KvCache {
     /// Forgets everything after the first `len` tokens (to reuse a shared prefix).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+
+    /// An independent cache holding the same tokens, so several sequences can continue one
+    /// prefilled prompt (`n` choices).
+    pub fn fork(&self) -> Result<KvCache> {
+        let storage = match &self.storage {
+            Storage::Host(h) => Storage::Host(h.prefix_copy(self.len)),
+            Storage::Device(d) => {
+                let copy = |ts: &[Tensor]| ts.iter().map(Tensor::copy).collect::<candle_core::Result<Vec<_>>>();
+                Storage::Device(DeviceKv { keys: copy(&d.keys)?, values: copy(&d.values)? })
+            }
+        };
+        Ok(KvCache { storage, len: self.len, capacity: self.capacity, bytes: self.bytes })
     }
 
     /// Bytes reserved for the full context.

@@ -40,6 +40,20 @@ impl Linear {
         }
     }
 
+    /// Several layers applied to the same input at once (see `MatrixRef::matmul_group`).
+    pub fn matmul_host_group(x: &[f32], parts: &mut [(&Linear, &mut [f32])], precision: Precision) {
+        let mut group: Vec<_> = parts
+            .iter_mut()
+            .map(|(l, out)| (l.weight.matrix().expect("validated when loaded"), &mut **out))
+            .collect();
+        hearth_kernels::MatrixRef::matmul_group(x, &mut group, precision);
+        for (l, out) in parts.iter_mut() {
+            if let Some(b) = &l.bias_host {
+                out.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+            }
+        }
+    }
+
     /// `x[..., in] → [..., out]`.
     pub fn forward(&self, x: &Tensor, precision: Precision) -> Result<Tensor> {
         let y = x.apply_op1_no_bwd(&MatMulOp(&self.weight, precision))?;

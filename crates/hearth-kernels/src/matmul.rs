@@ -114,6 +114,47 @@ impl<'a> MatrixRef<'a> {
         (data, &self.scales[p.clone()], &self.biases[p])
     }
 
+    /// Several products of the same input (q, k and v; gate and up) in one parallel section,
+    /// the input quantised once: for decoding, where each product alone is too short to keep
+    /// every thread busy. Falls back to one `matmul` each where that does not apply.
+    pub fn matmul_group(x: &[f32], parts: &mut [(MatrixRef<'_>, &mut [f32])], precision: Precision) {
+        let first = parts[0].0;
+        let m = x.len() / first.cols;
+        let kernel = first.pair_kernel();
+        let same = parts.iter().all(|(w, _)| w.format == first.format && w.cols == first.cols);
+        let (Some(kernel), true, Precision::Fast, true) = (kernel, same, precision, m < GEMM_MIN_TOKENS && parts.len() <= 4) else {
+            for (w, out) in parts.iter_mut() {
+                w.matmul(x, out, precision);
+            }
+            return;
+        };
+        ACT_PAIRS.with_borrow_mut(|q| {
+            q.resize(x.len() / 64, Q8Pair::default());
+            quantize_q8_pairs(x, q);
+            let (q, np) = (&q[..], first.cols / 64);
+            let outs: [SendPtr; 4] = std::array::from_fn(|i| SendPtr(parts.get_mut(i).map_or(std::ptr::null_mut(), |p| p.1.as_mut_ptr())));
+            let parts = &*parts;
+            let total: usize = parts.iter().map(|(w, _)| w.rows).sum();
+            let tasks = (pool::global().threads() * TASKS_PER_THREAD).min(total.div_ceil(ROWS_PER_TASK)).max(1);
+            let per_task = total.div_ceil(tasks);
+            pool::global().run(tasks, &|task| {
+                let (mut part, mut base) = (0, 0);
+                for g in task * per_task..((task + 1) * per_task).min(total) {
+                    while g >= base + parts[part].0.rows {
+                        base += parts[part].0.rows;
+                        part += 1;
+                    }
+                    let (w, r) = (&parts[part].0, g - base);
+                    let (row, _, _) = w.row_bytes_of(r);
+                    for t in 0..m {
+                        // SAFETY: each global row belongs to one task; `outs[part]` is that part's output.
+                        unsafe { *outs[part].get().add(t * w.rows + r) = kernel(row, &q[t * np..(t + 1) * np]) };
+                    }
+                }
+            });
+        })
+    }
+
     /// `out[t * rows + r] = Σ_c x[t * cols + c] · W[r, c]` for `m = x.len() / cols` tokens.
     pub fn matmul(&self, x: &[f32], out: &mut [f32], precision: Precision) {
         let m = x.len() / self.cols;

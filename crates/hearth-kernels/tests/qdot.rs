@@ -249,3 +249,23 @@ fn two_block_decode_kernels_match_the_scalar_reference() {
         }
     }
 }
+
+#[test]
+fn grouped_products_equal_separate_ones() {
+    let mut rng = StdRng::seed_from_u64(6);
+    for t in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
+        let cols = 256;
+        let shapes = [13, 5, 29];
+        let data: Vec<Vec<u8>> = shapes.iter().map(|&rows| random_ggml(t, rows, cols, &mut rng)).collect();
+        let mats: Vec<MatrixRef> = shapes.iter().zip(&data).map(|(&rows, d)| MatrixRef::new(RowFormat::Ggml(t), rows, cols, d, &[], &[]).unwrap()).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut separate: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
+        for (m, out) in mats.iter().zip(separate.iter_mut()) {
+            m.matmul(&x, out, Precision::Fast);
+        }
+        let mut grouped: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
+        let mut parts: Vec<(MatrixRef, &mut [f32])> = mats.iter().copied().zip(grouped.iter_mut().map(|v| &mut v[..])).collect();
+        MatrixRef::matmul_group(&x, &mut parts, Precision::Fast);
+        assert_eq!(separate, grouped, "{t:?}");
+    }
+}
