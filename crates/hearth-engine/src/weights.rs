@@ -185,7 +185,7 @@ fn mlx_params(quant: Option<&Json>, layer: &str) -> Result<(u32, usize)> {
 /// Reorders the rows of each head from llama.cpp's interleaved RoPE layout back to the Hugging
 /// Face layout: GGUF row `2i + j` of a head is HF row `j · head_dim/2 + i`.
 fn unpermute_rows(data: &SharedBytes, rows: usize, heads: usize) -> Result<SharedBytes> {
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 || data.len() % rows != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) || !data.len().is_multiple_of(rows) {
         return Err(EngineError::Weights(format!("cannot split {rows} rows into {heads} heads")));
     }
     let row_bytes = data.len() / rows;

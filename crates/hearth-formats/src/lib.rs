@@ -37,7 +37,7 @@ impl DType {
             DType::I8 | DType::U8 => (1, 1),
             DType::Ggml(t) => (t.block_len() as u64, t.block_bytes() as u64),
         };
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return Err(FormatError::Invalid(format!(
                 "{n} elements do not fill whole {self:?} blocks of {block}"
             )));

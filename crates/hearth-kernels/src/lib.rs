@@ -71,7 +71,7 @@ impl RowFormat {
                 if !dequant::ggml_supported(t) {
                     return Err(KernelError::Unsupported(self));
                 }
-                if cols % t.block_len() != 0 {
+                if !cols.is_multiple_of(t.block_len()) {
                     return Err(bad("row length is not a whole number of blocks"));
                 }
                 Ok(cols / t.block_len() * t.block_bytes())
@@ -80,7 +80,7 @@ impl RowFormat {
                 if !matches!(bits, 2 | 4 | 8) {
                     return Err(KernelError::Unsupported(self));
                 }
-                if group_size == 0 || cols % group_size != 0 || (cols * bits as usize) % 32 != 0 {
+                if group_size == 0 || !cols.is_multiple_of(group_size) || !(cols * bits as usize).is_multiple_of(32) {
                     return Err(bad("row length is not a whole number of groups"));
                 }
                 Ok(cols * bits as usize / 8)

@@ -11,6 +11,10 @@ use hearth_formats::gguf::GgmlType;
 
 use crate::{dequantize_row, KernelError, RowFormat};
 
+/// A decode kernel over pairs of 32-blocks, and one over 256-blocks.
+type PairKernel = fn(&[u8], &[Q8Pair]) -> f32;
+type WideKKernel = fn(&[u8], &[Q8KBlock]) -> f32;
+
 /// How a product treats activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
@@ -208,9 +212,9 @@ impl<'a> MatrixRef<'a> {
     }
 
     /// The 512-bit two-blocks-per-step decode kernel, where the CPU and format have one.
-    fn pair_kernel(&self) -> Option<fn(&[u8], &[Q8Pair]) -> f32> {
+    fn pair_kernel(&self) -> Option<PairKernel> {
         #[cfg(target_arch = "x86_64")]
-        if isa().name == "avx512vnni" && self.cols % 64 == 0 {
+        if isa().name == "avx512vnni" && self.cols.is_multiple_of(64) {
             use crate::qdot::pairs;
             // SAFETY (all three): the ISA check above covers the kernels' features.
             return match self.format {
@@ -224,7 +228,7 @@ impl<'a> MatrixRef<'a> {
     }
 
     /// The 512-bit K-quant decode kernel, where the CPU and format have one.
-    fn wide_k_kernel(&self) -> Option<fn(&[u8], &[Q8KBlock]) -> f32> {
+    fn wide_k_kernel(&self) -> Option<WideKKernel> {
         #[cfg(target_arch = "x86_64")]
         if isa().name == "avx512vnni" && self.format == RowFormat::Ggml(GgmlType::Q4K) {
             // SAFETY: the ISA check covers the kernel's features.
@@ -234,7 +238,7 @@ impl<'a> MatrixRef<'a> {
     }
 
     fn gemm_ok(&self) -> bool {
-        isa().name == "avx512vnni" && self.cols % 32 == 0 && gemm::supported(self.format)
+        isa().name == "avx512vnni" && self.cols.is_multiple_of(32) && gemm::supported(self.format)
     }
 
     /// Many tokens in float: rows de-quantised exactly, four at a time, then 16 tokens per
@@ -321,7 +325,7 @@ impl<'a> MatrixRef<'a> {
     }
 
     /// Runs `row_kernel(r)(t)` for every row `r` and token `t` in parallel over rows.
-    fn for_each_row<'s, K, F>(&'s self, out: &mut [f32], m: usize, row_kernel: K)
+    fn for_each_row<K, F>(&self, out: &mut [f32], m: usize, row_kernel: K)
     where
         K: Fn(usize) -> F + Sync,
         F: Fn(usize) -> f32,
