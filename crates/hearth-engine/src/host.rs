@@ -6,7 +6,8 @@
 use std::cell::RefCell;
 
 use hearth_kernels::gemm::{rows_times_tile, TILE};
-use hearth_kernels::{dot, pool};
+use hearth_kernels::pool::{self, SharedPtr};
+use hearth_kernels::dot;
 
 use crate::config::Activation;
 use crate::linear::Linear;
@@ -96,16 +97,6 @@ fn rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32]) {
 fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// See [`DecoderModel::forward`]; `trace` receives the hidden states after the embedding,
@@ -250,7 +241,7 @@ fn attention(m: &DecoderModel, li: usize, layer: &Layer, seqs: &[SeqInput<'_>], 
         starts.push(row0);
         row0 += seq.tokens.len();
     }
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = SharedPtr(out.as_mut_ptr());
     pool::global().run(seqs.len() * nh, &|unit| {
         let (si, head) = (unit / nh, unit % nh);
         let job = HeadJob { m, li, layer, seq: &seqs[si], head, first_row: starts[si], q, out: out_ptr };
@@ -274,7 +265,7 @@ struct HeadJob<'a> {
     /// Row of the sequence's first new token in `q` and the output.
     first_row: usize,
     q: &'a [f32],
-    out: SendPtr,
+    out: SharedPtr<f32>,
 }
 
 impl HeadJob<'_> {

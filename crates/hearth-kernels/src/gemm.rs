@@ -166,7 +166,7 @@ impl PackedActs {
     pub fn quantize_and_pack(&mut self, x: &[f32], tokens: usize, blocks: usize) {
         self.reset(tokens, blocks);
         let cols = blocks * 32;
-        let this = SendMut(self as *mut PackedActs);
+        let this = crate::pool::SharedPtr(self as *mut PackedActs);
         crate::pool::global().run(self.tiles, &|tile| {
             // SAFETY: each task writes only its own tile's region of the buffers, whose sizes
             // `reset` fixed before the parallel section.
@@ -182,15 +182,6 @@ impl PackedActs {
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendMut(*mut PackedActs);
-unsafe impl Send for SendMut {}
-unsafe impl Sync for SendMut {}
-impl SendMut {
-    fn get(self) -> *mut PackedActs {
-        self.0
-    }
-}
 
 /// Float activations of `tiles · 16` tokens, packed `[tile][column][16 tokens]` for the float
 /// kernel (tokens past the real count are 0).

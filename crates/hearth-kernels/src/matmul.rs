@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use crate::act::{quantize_q8, quantize_q8_pairs, quantize_q8k, Q8Block, Q8KBlock, Q8Pair};
 use crate::gemm::{self, PackedActs, PackedF32, TILE};
-use crate::pool;
+use crate::pool::{self, SharedPtr};
 use crate::qdot::{isa, ActFormat};
 use hearth_formats::gguf::GgmlType;
 
@@ -136,7 +136,7 @@ impl<'a> MatrixRef<'a> {
             q.resize(x.len() / 64, Q8Pair::default());
             quantize_q8_pairs(x, q);
             let (q, np) = (&q[..], first.cols / 64);
-            let outs: [SendPtr; 4] = std::array::from_fn(|i| SendPtr(parts.get_mut(i).map_or(std::ptr::null_mut(), |p| p.1.as_mut_ptr())));
+            let outs: [SharedPtr<f32>; 4] = std::array::from_fn(|i| SharedPtr(parts.get_mut(i).map_or(std::ptr::null_mut(), |p| p.1.as_mut_ptr())));
             let parts = &*parts;
             let total: usize = parts.iter().map(|(w, _)| w.rows).sum();
             let tasks = (pool::global().threads() * TASKS_PER_THREAD).min(total.div_ceil(ROWS_PER_TASK)).max(1);
@@ -247,7 +247,7 @@ impl<'a> MatrixRef<'a> {
         PACKED_F32.with_borrow_mut(|packed| {
             packed.pack(x, m, self.cols);
             let packed = &*packed;
-            let out_ptr = SendPtr(out.as_mut_ptr());
+            let out_ptr = SharedPtr(out.as_mut_ptr());
             let quads = self.rows.div_ceil(4);
             pool::global().run(quads, &|quad| {
                 ROWS.with_borrow_mut(|buf| {
@@ -284,7 +284,7 @@ impl<'a> MatrixRef<'a> {
             PACKED.with_borrow_mut(|packed| {
                 packed.quantize_and_pack(x, m, nb);
                 let packed = &*packed;
-                let out_ptr = SendPtr(out.as_mut_ptr());
+                let out_ptr = SharedPtr(out.as_mut_ptr());
                 let groups = self.rows.div_ceil(GEMM_ROWS);
                 pool::global().run(groups.div_ceil(GEMM_GROUPS_PER_TASK), &|task| {
                     EXPANDED.with_borrow_mut(|(eq, ea, ec)| {
@@ -330,7 +330,7 @@ impl<'a> MatrixRef<'a> {
         K: Fn(usize) -> F + Sync,
         F: Fn(usize) -> f32,
     {
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ptr = SharedPtr(out.as_mut_ptr());
         // A few long contiguous stretches per thread: the hardware prefetchers follow a stream
         // far better than many short jumps.
         let tasks = (pool::global().threads() * TASKS_PER_THREAD).min(self.rows.div_ceil(ROWS_PER_TASK)).max(1);
@@ -347,7 +347,7 @@ impl<'a> MatrixRef<'a> {
     }
 
     fn matmul_exact(&self, x: &[f32], out: &mut [f32], m: usize) {
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ptr = SharedPtr(out.as_mut_ptr());
         pool::global().run(self.rows.div_ceil(ROWS_PER_TASK), &|task| {
             ROWS.with_borrow_mut(|buf| {
                 buf.resize(ROWS_PER_TASK * self.cols, 0.0);
@@ -378,16 +378,6 @@ pub(crate) fn float_tiles_ok() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

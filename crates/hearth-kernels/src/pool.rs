@@ -167,6 +167,29 @@ impl Drop for Pool {
     }
 }
 
+/// A raw pointer that the tasks of a parallel section may share; each task must touch a part
+/// of the pointee no other task touches.
+pub struct SharedPtr<T>(pub *mut T);
+
+// Manual impls: derived ones would demand `T: Copy`.
+impl<T> Clone for SharedPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedPtr<T> {}
+
+// SAFETY: sharing is only as safe as the disjointness the users promise (see above).
+unsafe impl<T> Send for SharedPtr<T> {}
+unsafe impl<T> Sync for SharedPtr<T> {}
+
+impl<T> SharedPtr<T> {
+    /// Through a method, so closures capture the whole (Sync) wrapper rather than the field.
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// The process-wide pool: `HEARTH_THREADS` threads, else one per available core.
 pub fn global() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
