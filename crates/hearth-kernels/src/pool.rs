@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 
 /// Spin iterations before an idle worker parks (tens of microseconds).
 const SPINS_BEFORE_PARKING: u32 = 20_000;
+/// Spin iterations before the caller, waiting for workers to finish, starts yielding.
+const SPINS_BEFORE_YIELDING: u32 = 2_000;
 
 struct Job {
     f: *const (dyn Fn(usize) + Sync),
@@ -95,8 +97,16 @@ impl Pool {
             s.wake.notify_all();
         }
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drain(s)));
+        // Spin briefly, then yield: on a loaded machine the worker may not be running, and
+        // spinning would only keep it off the CPU longer.
+        let mut spins = 0u32;
         while s.busy.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            if spins < SPINS_BEFORE_YIELDING {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
