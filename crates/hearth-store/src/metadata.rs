@@ -16,8 +16,12 @@ pub(crate) struct ModelInfo {
     pub quantization: Option<String>,
     pub parameter_count: Option<u64>,
     pub context_length: Option<u64>,
-    /// Only for embedding models: the size of the vectors they produce.
+    /// Only for embedding models: the size of the vectors they produce,
     pub embedding_dim: Option<u64>,
+    /// the longest input they take (sentence-transformers' `max_seq_length`, else the
+    /// positions), and how token states are pooled ("mean", "cls", "lasttoken").
+    pub embedding_max_tokens: Option<u64>,
+    pub embedding_pooling: Option<String>,
 }
 
 /// Reads `entry`: a GGUF file or a model directory.
@@ -114,6 +118,9 @@ fn dir_info(dir: &Path) -> ModelInfo {
     let is_embedding = ["modules.json", "sentence_bert_config.json", "1_Pooling"]
         .iter()
         .any(|f| dir.join(f).exists());
+    let context_length = u64_of("max_position_embeddings").or(u64_of("n_positions"));
+    // What hearth-embed would run; `None` for a pipeline it does not support.
+    let sentence = is_embedding.then(|| hearth_embed::config::SentenceConfig::load(dir).ok()).flatten();
     ModelInfo {
         format: if bits.is_some() { "mlx" } else { "safetensors" }.into(),
         architecture: config
@@ -123,12 +130,20 @@ fn dir_info(dir: &Path) -> ModelInfo {
             .map(str::to_string),
         quantization,
         parameter_count: safetensors_parameters(dir, bits),
-        context_length: u64_of("max_position_embeddings").or(u64_of("n_positions")),
+        context_length,
         embedding_dim: if is_embedding {
             u64_of("hidden_size")
         } else {
             None
         },
+        embedding_max_tokens: sentence.as_ref().and_then(|s| {
+            let declared = s.max_seq_length.map(|m| m as u64);
+            match (declared, context_length) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            }
+        }),
+        embedding_pooling: sentence.map(|s| s.pooling.name().to_string()),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct ModelRecord {
     pub size_bytes: u64,
     pub context_length: Option<u64>,
     pub embedding_dim: Option<u64>,
+    pub embedding_max_tokens: Option<u64>,
+    pub embedding_pooling: Option<String>,
     pub recommended_memory_bytes: u64,
     pub source: Source,
     pub created_at: i64,
@@ -83,13 +85,19 @@ CREATE TABLE IF NOT EXISTS models (
     source TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    last_used_at INTEGER
+    last_used_at INTEGER,
+    embedding_max_tokens INTEGER,
+    embedding_pooling TEXT
 );
 CREATE INDEX IF NOT EXISTS models_repo ON models(repo);
 ";
 
 const COLUMNS: &str = "name, repo, revision, commit_sha, path, format, architecture, quantization, parameter_count, \
-    size_bytes, context_length, embedding_dim, recommended_memory_bytes, source, created_at, updated_at, last_used_at";
+    size_bytes, context_length, embedding_dim, recommended_memory_bytes, source, created_at, updated_at, last_used_at, \
+    embedding_max_tokens, embedding_pooling";
+
+/// Columns added after the first release, for registries created before them.
+const ADDED_COLUMNS: [(&str, &str); 2] = [("embedding_max_tokens", "INTEGER"), ("embedding_pooling", "TEXT")];
 
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
@@ -122,6 +130,8 @@ fn from_row(row: &Row) -> rusqlite::Result<ModelRecord> {
         created_at: row.get(14)?,
         updated_at: row.get(15)?,
         last_used_at: row.get(16)?,
+        embedding_max_tokens: row.get(17)?,
+        embedding_pooling: row.get(18)?,
     })
 }
 
@@ -136,6 +146,16 @@ impl Registry {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
+        for (column, kind) in ADDED_COLUMNS {
+            let present: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('models') WHERE name = ?1",
+                [column],
+                |row| row.get(0),
+            )?;
+            if !present {
+                tx.execute_batch(&format!("ALTER TABLE models ADD COLUMN {column} {kind}"))?;
+            }
+        }
         tx.commit()?;
         Ok(Self { conn })
     }
@@ -154,7 +174,7 @@ impl Registry {
             )
             .optional()?;
         tx.execute(
-            &format!("INSERT OR REPLACE INTO models ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+            &format!("INSERT OR REPLACE INTO models ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
             params![
                 r.name,
                 r.repo,
@@ -173,6 +193,8 @@ impl Registry {
                 created.unwrap_or(r.created_at),
                 r.updated_at,
                 r.last_used_at,
+                r.embedding_max_tokens,
+                r.embedding_pooling,
             ],
         )?;
         tx.commit()?;
@@ -217,5 +239,45 @@ impl Registry {
         tx.execute("DELETE FROM models WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_from_before_the_embedding_columns_gain_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.db");
+        let old_schema = SCHEMA.replace(",\n    embedding_max_tokens INTEGER,\n    embedding_pooling TEXT", "");
+        assert_ne!(old_schema, SCHEMA);
+        Connection::open(&path).unwrap().execute_batch(&old_schema).unwrap();
+        let mut reg = Registry::open(&path).unwrap();
+        let record = ModelRecord {
+            name: "minilm".into(),
+            repo: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            revision: "main".into(),
+            commit: "abc".into(),
+            path: PathBuf::from("/models/minilm"),
+            format: "safetensors".into(),
+            architecture: Some("BertModel".into()),
+            quantization: None,
+            parameter_count: None,
+            size_bytes: 1,
+            context_length: Some(512),
+            embedding_dim: Some(384),
+            embedding_max_tokens: Some(256),
+            embedding_pooling: Some("mean".into()),
+            recommended_memory_bytes: 1,
+            source: Source::Pulled,
+            created_at: 1,
+            updated_at: 1,
+            last_used_at: None,
+        };
+        reg.upsert(&record).unwrap();
+        drop(reg);
+        let got = Registry::open(&path).unwrap().get("minilm").unwrap().unwrap();
+        assert_eq!((got.embedding_max_tokens, got.embedding_pooling.as_deref()), (Some(256), Some("mean")));
     }
 }

@@ -218,6 +218,8 @@ impl Store {
             size_bytes: size,
             context_length: info.context_length,
             embedding_dim: info.embedding_dim,
+            embedding_max_tokens: info.embedding_max_tokens,
+            embedding_pooling: info.embedding_pooling,
             recommended_memory_bytes: recommended_memory(size),
             source: Source::Pulled,
             created_at: now(),

@@ -94,6 +94,7 @@ fn pulls_the_real_models_then_serves_them_from_the_cache() {
     assert_eq!(minilm.format, "safetensors");
     assert_eq!(minilm.architecture.as_deref(), Some("BertModel"));
     assert_eq!(minilm.embedding_dim, Some(384));
+    assert_eq!((minilm.embedding_max_tokens, minilm.embedding_pooling.as_deref()), (Some(256), Some("mean")));
     // The header's element count, including BERT's 512 position ids.
     assert_eq!(minilm.parameter_count, Some(22_713_728));
     assert!(minilm.path.join("1_Pooling/config.json").is_file());

@@ -1,0 +1,140 @@
+//! Sentence embeddings: encoder, then the pooling and normalisation the model declares.
+
+use std::path::Path;
+
+use crate::bert::Encoded;
+use crate::config::{Pooling, SentenceConfig};
+use crate::encoder::Encoder;
+use crate::weights::Tensors;
+use crate::{EmbedError, Result};
+
+/// One input of an embedding request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EmbedInput {
+    Text(String),
+    /// Token ids used as the complete model input, special tokens included (as a Hugging Face
+    /// tokenizer's `input_ids`).
+    Tokens(Vec<u32>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// Keep only the first `dimensions` values (Matryoshka), re-normalised if the model normalises.
+    pub dimensions: Option<usize>,
+    /// Cut inputs longer than the model's limit instead of rejecting them.
+    pub truncate: bool,
+}
+
+/// Vectors in input order, and the tokens they took (for `usage`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+}
+
+/// What a client (and the model registry) needs to know about an embedding model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbedderInfo {
+    pub dimension: usize,
+    pub max_tokens: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+}
+
+pub struct Embedder {
+    encoder: Encoder,
+    sentence: SentenceConfig,
+}
+
+impl Embedder {
+    /// Loads a Hugging Face / sentence-transformers model directory.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let sentence = SentenceConfig::load(dir)?;
+        let encoder = Encoder::load(dir, &Tensors::open(dir)?, "", sentence.max_seq_length)?;
+        Ok(Embedder { encoder, sentence })
+    }
+
+    pub fn info(&self) -> EmbedderInfo {
+        EmbedderInfo {
+            dimension: self.encoder.hidden_size(),
+            max_tokens: self.encoder.text.limit(),
+            pooling: self.sentence.pooling,
+            normalize: self.sentence.normalize,
+        }
+    }
+
+    /// Embeds `inputs`, in order.
+    pub fn embed(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Embeddings> {
+        let seqs = self.prepare(inputs, opts)?;
+        let pooled = self.pool(&seqs);
+        Ok(self.finish(&seqs, pooled, opts))
+    }
+
+    /// Checks the options and turns every input into model tokens; errors name the input.
+    pub(crate) fn prepare(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Encoded>> {
+        let dim = self.encoder.hidden_size();
+        if let Some(d) = opts.dimensions.filter(|&d| d == 0 || d > dim) {
+            return Err(EmbedError::InvalidRequest(format!("dimensions must be between 1 and {dim}, got {d}")));
+        }
+        self.tokenize(inputs, opts.truncate)
+    }
+
+    /// The model input of every request input (special tokens included), checked; errors name
+    /// the offending input. Inputs over [`EmbedderInfo::max_tokens`] are an error unless `truncate`.
+    pub fn tokenize(&self, inputs: &[EmbedInput], truncate: bool) -> Result<Vec<Encoded>> {
+        if inputs.is_empty() {
+            return Err(EmbedError::InvalidRequest("no input to embed".into()));
+        }
+        let limit = self.encoder.text.limit();
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(index, input)| {
+                let seq = match input {
+                    EmbedInput::Text(text) => self.encoder.text.encode(text, None, truncate, index)?,
+                    EmbedInput::Tokens(ids) if ids.len() > limit && !truncate => {
+                        return Err(EmbedError::TooLong { index, tokens: ids.len(), limit })
+                    }
+                    EmbedInput::Tokens(ids) => {
+                        let ids = ids[..ids.len().min(limit)].to_vec();
+                        Encoded { types: vec![0; ids.len()], ids }
+                    }
+                };
+                self.encoder.bert.check(&seq, index)?;
+                Ok(seq)
+            })
+            .collect()
+    }
+
+    /// Pooled, not yet normalised vectors of checked sequences.
+    pub(crate) fn pool(&self, seqs: &[Encoded]) -> Vec<Vec<f32>> {
+        let (h, pooling) = (self.encoder.hidden_size(), self.sentence.pooling);
+        self.encoder.run(seqs, |states| match pooling {
+            Pooling::Cls => states[..h].to_vec(),
+            Pooling::LastToken => states[states.len() - h..].to_vec(),
+            Pooling::Mean => {
+                let mut sum = vec![0f32; h];
+                for row in states.chunks_exact(h) {
+                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+                let n = (states.len() / h) as f32;
+                sum.iter_mut().for_each(|s| *s /= n);
+                sum
+            }
+        })
+    }
+
+    pub(crate) fn finish(&self, seqs: &[Encoded], mut vectors: Vec<Vec<f32>>, opts: &EmbedOptions) -> Embeddings {
+        for v in &mut vectors {
+            if let Some(d) = opts.dimensions {
+                v.truncate(d);
+            }
+            if self.sentence.normalize {
+                // As torch's F.normalize: divide by max(‖v‖, 1e-12).
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        Embeddings { vectors, tokens: seqs.iter().map(|s| s.ids.len()).sum() }
+    }
+}

@@ -1,0 +1,114 @@
+//! Element-wise functions written without libm calls, so loops over them vectorise, and a
+//! helper that spreads row-wise work over the kernels' thread pool.
+
+use hearth_kernels::pool;
+
+/// e^x to about 1e-7 relative for x ≤ 88 (smaller x flush towards 0).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let t = x.clamp(-87.0, 88.0) * std::f32::consts::LOG2_E;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
+    let whole = (t + 12_582_912.0) - 12_582_912.0;
+    let f = t - whole;
+    let p = 1.0 + f * (std::f32::consts::LN_2 + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355 + f * 0.000_154_035_3)))));
+    p * f32::from_bits(((whole as i32 + 127) << 23) as u32)
+}
+
+/// erf(x) to 1.5e-7 absolute (Abramowitz & Stegun 7.1.26).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    (1.0 - poly * exp(-a * a)).copysign(x)
+}
+
+#[inline(always)]
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    // tanh(u) = 1 - 2 / (e^{2u} + 1)
+    let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+    0.5 * x * (2.0 - 2.0 / (exp(2.0 * u) + 1.0))
+}
+
+/// Calls `f` from a function compiled for AVX-512 where the CPU has it: `f` is inlined there
+/// (it is called once), so its element-wise loops vectorise 16 lanes wide.
+#[inline(always)]
+pub fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has the features just checked.
+        return unsafe { avx512(f) };
+    }
+    f()
+}
+
+/// Rows handed to one task: enough work to amortise scheduling.
+const ROWS_PER_TASK: usize = 8;
+
+/// Calls `f(row_index, row)` for every `width`-long row of `buf`, in parallel.
+pub fn for_each_row(buf: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    let rows = buf.len() / width;
+    let base = SendPtr(buf.as_mut_ptr());
+    pool::global().run(rows.div_ceil(ROWS_PER_TASK), &|task| {
+        for r in task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(rows) {
+            // SAFETY: tasks own disjoint row ranges of `buf`, which outlives the parallel run.
+            let row = unsafe { std::slice::from_raw_parts_mut(base.get().add(r * width), width) };
+            f(r, row);
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: used only to hand disjoint parts of one buffer to the pool's threads.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_and_exp_are_accurate() {
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            let e = (super::erf(x) as f64 - libm_erf(x as f64)).abs();
+            assert!(e < 5e-7, "erf({x}) off by {e}");
+            let r = ((super::exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
+            assert!(r < 1e-6, "exp({x}) off by {r}");
+            x += 0.01;
+        }
+    }
+
+    /// erf by its Taylor series (|x| < 3) or asymptotic tail, in f64: an independent reference.
+    fn libm_erf(x: f64) -> f64 {
+        if x.abs() >= 3.0 {
+            // erfc(x) < 2.3e-5 at 3 and the float result is 1 ± that; use the continued fraction.
+            let a = x.abs();
+            let mut cf = 0.0;
+            for k in (1..60).rev() {
+                cf = (k as f64 / 2.0) / (a + cf);
+            }
+            let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + cf);
+            return (1.0 - erfc).copysign(x);
+        }
+        let (mut term, mut sum) = (x, x);
+        for n in 1..200 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+}

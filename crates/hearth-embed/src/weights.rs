@@ -1,0 +1,137 @@
+//! An encoder's tensors, memory-mapped from its safetensors files and checked against the
+//! config's shapes at load, so the forward pass never meets a malformed tensor.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hearth_formats::safetensors::{self, SafeTensors, TensorView};
+use hearth_formats::{DType, SharedBytes};
+use hearth_kernels::{FloatFormat, MatrixRef, Precision, RowFormat};
+
+use crate::{EmbedError, Result};
+
+/// Every tensor of a model directory, by name.
+pub(crate) struct Tensors {
+    map: BTreeMap<String, TensorView>,
+}
+
+impl Tensors {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for file in safetensors::model_files(dir)? {
+            map.extend(SafeTensors::open(&file)?.tensors);
+        }
+        Ok(Tensors { map })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<(FloatFormat, SharedBytes)> {
+        let view = self.map.get(name).ok_or_else(|| EmbedError::Weights(format!("missing tensor {name}")))?;
+        let format = match view.dtype {
+            DType::F32 => FloatFormat::F32,
+            DType::F16 => FloatFormat::F16,
+            DType::BF16 => FloatFormat::BF16,
+            other => return Err(EmbedError::Unsupported(format!("{other:?} weights ({name})"))),
+        };
+        if view.shape != shape {
+            return Err(EmbedError::Weights(format!("{name} has shape {:?}, expected {shape:?}", view.shape)));
+        }
+        Ok((format, view.data.clone()))
+    }
+
+    /// A `rows × cols` matrix (linear weights, embedding tables).
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let (format, data) = self.get(name, &[rows, cols])?;
+        let m = Matrix { format: RowFormat::Float(format), rows, cols, data };
+        m.view()?;
+        Ok(m)
+    }
+
+    /// A vector (biases, LayerNorm parameters), converted to f32.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (format, data) = self.get(name, &[len])?;
+        let mut out = vec![0f32; len];
+        MatrixRef::new(RowFormat::Float(format), 1, len, &data, &[], &[])?.row(0, &mut out);
+        Ok(out)
+    }
+
+    pub fn layer_norm(&self, prefix: &str, len: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm { weight: self.vector(&format!("{prefix}.weight"), len)?, bias: self.vector(&format!("{prefix}.bias"), len)?, eps })
+    }
+
+    /// `y = x · Wᵀ + b` with W `out × inp`, named `{prefix}.weight` and `{prefix}.bias`.
+    pub fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear { weight: self.matrix(&format!("{prefix}.weight"), out, inp)?, bias: self.vector(&format!("{prefix}.bias"), out)? })
+    }
+}
+
+/// A float matrix kept in its stored format (usually inside the memory map).
+pub(crate) struct Matrix {
+    format: RowFormat,
+    rows: usize,
+    cols: usize,
+    data: SharedBytes,
+}
+
+impl Matrix {
+    fn view(&self) -> Result<MatrixRef<'_>> {
+        Ok(MatrixRef::new(self.format, self.rows, self.cols, &self.data, &[], &[])?)
+    }
+
+    fn checked(&self) -> MatrixRef<'_> {
+        self.view().expect("shape validated when loaded")
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Adds row `r` (as f32) to `out`.
+    pub fn add_row(&self, r: usize, scratch: &mut [f32], out: &mut [f32]) {
+        self.checked().row(r, scratch);
+        out.iter_mut().zip(scratch.iter()).for_each(|(o, v)| *o += v);
+    }
+}
+
+pub(crate) struct Linear {
+    weight: Matrix,
+    bias: Vec<f32>,
+}
+
+impl Linear {
+    /// `out[t] = x[t] · Wᵀ + b` for every token row `t`.
+    pub fn forward(&self, x: &[f32], out: &mut [f32]) {
+        self.weight.checked().matmul(x, out, Precision::Fast);
+        for row in out.chunks_exact_mut(self.bias.len()) {
+            row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b);
+        }
+    }
+}
+
+pub(crate) struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn len(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// Normalises each row of `x` in place.
+    pub fn apply(&self, x: &mut [f32]) {
+        let n = self.weight.len() as f32;
+        for row in x.chunks_exact_mut(self.weight.len()) {
+            let mean = row.iter().sum::<f32>() / n;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}

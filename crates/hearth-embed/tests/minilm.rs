@@ -1,0 +1,155 @@
+//! all-MiniLM-L6-v2 against sentence-transformers' own outputs (testdata/minilm). Skipped,
+//! with a message, when scripts/fetch-test-models.sh has not installed the model.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hearth_embed::{EmbedError, EmbedInput, EmbedOptions, EmbedQueue, Embedder, Pooling};
+use serde_json::Value;
+
+fn model_dir() -> Option<PathBuf> {
+    let home = std::env::var_os("HEARTH_HOME").map(PathBuf::from).or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(cache.join("hearth"))
+    })?;
+    let dir = home.join("models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: {} is missing (run scripts/fetch-test-models.sh)", dir.display());
+        None
+    }
+}
+
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+fn cases() -> Vec<Case> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/minilm/embeddings.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            text: c["text"].as_str().unwrap().to_string(),
+            ids: c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect(),
+            embedding: c["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+        })
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+fn texts(cases: &[Case]) -> Vec<EmbedInput> {
+    cases.iter().map(|c| EmbedInput::Text(c.text.clone())).collect()
+}
+
+#[test]
+fn matches_sentence_transformers() {
+    let Some(dir) = model_dir() else { return };
+    let model = Embedder::load(&dir).unwrap();
+    let info = model.info();
+    assert_eq!((info.dimension, info.max_tokens, info.pooling, info.normalize), (384, 256, Pooling::Mean, true));
+    let cases = cases();
+    assert!(cases.iter().any(|c| c.text.is_empty()), "the fixture covers the empty string");
+    // One batch of all cases, and each case alone: batching must not change a vector.
+    let batch = model.embed(&texts(&cases), &EmbedOptions::default()).unwrap();
+    assert_eq!(batch.tokens, cases.iter().map(|c| c.ids.len()).sum::<usize>(), "token ids differ in count");
+    for (case, got) in cases.iter().zip(&batch.vectors) {
+        let alone = model.embed(&[EmbedInput::Text(case.text.clone())], &EmbedOptions::default()).unwrap();
+        let by_ids = model.embed(&[EmbedInput::Tokens(case.ids.clone())], &EmbedOptions::default()).unwrap();
+        for v in [got, &alone.vectors[0], &by_ids.vectors[0]] {
+            let cos = cosine(v, &case.embedding);
+            assert!(cos >= 0.9999, "{:?}: cosine {cos}", case.text);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{:?}: norm {norm}", case.text);
+        }
+        assert_eq!(alone.tokens, case.ids.len(), "{:?}", case.text);
+    }
+}
+
+#[test]
+fn token_ids_equal_the_fixture() {
+    let Some(dir) = model_dir() else { return };
+    let model = Embedder::load(&dir).unwrap();
+    for case in cases() {
+        let seqs = model.tokenize(&[EmbedInput::Text(case.text.clone())], false).unwrap();
+        assert_eq!(seqs[0].ids, case.ids, "{:?}", case.text);
+    }
+}
+
+#[test]
+fn dimensions_truncate_and_renormalise() {
+    let Some(dir) = model_dir() else { return };
+    let model = Embedder::load(&dir).unwrap();
+    let input = [EmbedInput::Text("A man is eating food.".into())];
+    let full = model.embed(&input, &EmbedOptions::default()).unwrap().vectors.remove(0);
+    let short = model.embed(&input, &EmbedOptions { dimensions: Some(64), ..Default::default() }).unwrap().vectors.remove(0);
+    assert_eq!(short.len(), 64);
+    assert!(cosine(&short, &full[..64]) > 0.99999);
+    assert!((short.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
+    for bad in [0, 385] {
+        let err = model.embed(&input, &EmbedOptions { dimensions: Some(bad), ..Default::default() }).unwrap_err();
+        assert!(err.is_client_error() && err.to_string().contains("dimensions"), "{err}");
+    }
+}
+
+#[test]
+fn long_inputs_need_truncate_and_errors_name_the_input() {
+    let Some(dir) = model_dir() else { return };
+    let model = Embedder::load(&dir).unwrap();
+    let long = "word ".repeat(400);
+    let inputs = [EmbedInput::Text("short".into()), EmbedInput::Text(long.clone())];
+    match model.embed(&inputs, &EmbedOptions::default()) {
+        Err(EmbedError::TooLong { index: 1, tokens: 402, limit: 256 }) => {}
+        other => panic!("expected input 1 to be too long, got {other:?}"),
+    }
+    let ok = model.embed(&inputs, &EmbedOptions { truncate: true, ..Default::default() }).unwrap();
+    assert_eq!(ok.tokens, 3 + 256);
+    // Cut by the tokenizer, the text keeps its final [SEP]: the same as the first 255 ids + [SEP].
+    let ids = model.tokenize(&[EmbedInput::Text(long)], true).unwrap().remove(0).ids;
+    assert_eq!((ids.len(), ids[0], ids[255]), (256, 101, 102));
+    let bad_ids = [EmbedInput::Tokens(vec![101, 40_000, 102])];
+    let err = model.embed(&bad_ids, &EmbedOptions::default()).unwrap_err();
+    assert!(matches!(err, EmbedError::BadInput { index: 0, .. }), "{err}");
+    let empty = model.embed(&[EmbedInput::Tokens(vec![])], &EmbedOptions::default()).unwrap_err();
+    assert!(empty.is_client_error(), "{empty}");
+    assert!(model.embed(&[], &EmbedOptions::default()).unwrap_err().is_client_error());
+}
+
+#[test]
+fn queue_merges_concurrent_requests_and_keeps_each_order() {
+    let Some(dir) = model_dir() else { return };
+    let model = Arc::new(Embedder::load(&dir).unwrap());
+    let cases = cases();
+    let queue = EmbedQueue::new(model.clone()).unwrap();
+    let requests: Vec<Vec<EmbedInput>> = (0..12).map(|r| texts(&cases).into_iter().cycle().skip(r).take(1 + r % 4).collect()).collect();
+    // Submitted back to back while the worker is busy with the first: the rest run together.
+    let pending: Vec<_> = requests.iter().map(|r| queue.submit(r, &EmbedOptions::default()).unwrap()).collect();
+    for (request, p) in requests.iter().zip(pending) {
+        let got = p.wait().unwrap();
+        let direct = model.embed(request, &EmbedOptions::default()).unwrap();
+        assert_eq!(got.tokens, direct.tokens);
+        for (a, b) in got.vectors.iter().zip(&direct.vectors) {
+            assert!(cosine(a, b) > 0.99999);
+        }
+    }
+    // And from several threads at once.
+    std::thread::scope(|s| {
+        for r in &requests {
+            let queue = &queue;
+            s.spawn(move || assert_eq!(queue.embed(r, &EmbedOptions::default()).unwrap().vectors.len(), r.len()));
+        }
+    });
+    let stats = queue.stats();
+    assert_eq!(stats.requests, 24);
+    assert!(stats.merged_batches >= 1 && stats.batches < 24, "{stats:?}");
+}
