@@ -5,3 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-test-models.sh >/dev/null
 cargo test --workspace --locked "$@"
+# The server under the official OpenAI SDKs (Python and Node), installed into target/.
+sdk_env=$(scripts/sdk-env.sh)
+export ${sdk_env?}
+cargo test --locked -p hearth-server --test sdk -- --ignored

@@ -2,7 +2,9 @@
 
 mod bench;
 mod chat;
+mod embed;
 mod generate;
+mod serve;
 mod stats;
 mod store_cmd;
 
@@ -27,6 +29,12 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt-processing and decode speed (medians over repetitions).
     Bench(bench::BenchArgs),
+    /// Embed texts with a sentence-embedding model.
+    Embed(embed::EmbedArgs),
+    /// Score documents against a query with a cross-encoder, best first.
+    Rerank(embed::RerankArgs),
+    /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
+    Serve(serve::ServeArgs),
     #[command(flatten)]
     Store(store_cmd::StoreCommand),
 }
@@ -107,6 +115,9 @@ fn main() {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Rerank(args) => embed::rerank(args),
+        Command::Serve(args) => serve::run(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };
     if let Err(e) = result {

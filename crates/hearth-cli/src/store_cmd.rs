@@ -259,6 +259,9 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         if let Some(dim) = m.embedding_dim {
             println!("embedding dim: {dim}");
         }
+        if let (Some(max), Some(pooling)) = (m.embedding_max_tokens, &m.embedding_pooling) {
+            println!("embedding:     {pooling} pooling, at most {max} tokens");
+        }
         println!("size:          {}", human_bytes(m.size_bytes));
         println!(
             "memory:        {} recommended",

@@ -1,0 +1,264 @@
+//! The registry routes (`/admin/*`): register models and LoRA adapters, see their status,
+//! preload, delete, and scan the exports directory for adapter bundles.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::fields::{Fields, JsonObject};
+use crate::registry::{Kind, Registration};
+use crate::AppState;
+
+/// The files of an adapter export bundle.
+const BUNDLE: [&str; 3] = ["adapters.safetensors", "config.json", "metadata.json"];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/health", get(health))
+        .route("/admin/models", get(list).post(register))
+        .route("/admin/models/{name}", axum::routing::delete(remove))
+        .route("/admin/models/{name}/status", get(status))
+        .route("/admin/models/{name}/preload", post(preload))
+        .route("/admin/scan", post(scan))
+}
+
+fn db_error(e: rusqlite::Error) -> ApiError {
+    ApiError::internal(format!("the registry database failed: {e}"))
+}
+
+async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let registered = state.models.registry.list(None).map_err(db_error)?.len();
+    let loaded: Vec<String> = state.models.residents().iter().map(|r| r.id.clone()).collect();
+    Ok(Json(json!({"status": "ok", "registered": registered, "loaded": loaded})))
+}
+
+/// `registered`, `loading` or `loaded`, with the memory a loaded model takes.
+fn status_of(state: &AppState, name: &str) -> Value {
+    match state.models.resident(name) {
+        Some(r) => json!({"status": "loaded", "memory_bytes": r.memory_bytes()}),
+        None if state.models.is_loading(name) => json!({"status": "loading", "memory_bytes": 0}),
+        None => json!({"status": "registered", "memory_bytes": 0}),
+    }
+}
+
+fn with_status(state: &AppState, r: &Registration) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let (Value::Object(m), Value::Object(s)) = (&mut v, status_of(state, &r.name)) {
+        m.extend(s);
+    }
+    v
+}
+
+async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    if let Some(k) = q.keys().find(|k| *k != "registered_by") {
+        return Err(ApiError::invalid(k, format!("unknown query parameter `{k}`")));
+    }
+    let regs = state.models.registry.list(q.get("registered_by").map(String::as_str)).map_err(db_error)?;
+    let models: Vec<Value> = regs.iter().map(|r| with_status(&state, r)).collect();
+    Ok(Json(json!({"models": models})))
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An adapter path names the safetensors file or the bundle directory holding it.
+fn adapter_file(path: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    let file = if p.is_dir() { p.join(BUNDLE[0]) } else { p };
+    file.is_file().then_some(file)
+}
+
+fn lora_config(cfg: Map<String, Value>) -> Result<Value, ApiError> {
+    let mut f = Fields::nested(cfg, "config");
+    let rank = f.int("lora_rank", 1..=65536)?;
+    let alpha = f.number("lora_alpha", |x| x > 0.0, "a positive number")?;
+    f.finish()?;
+    Ok(json!({"lora_rank": rank, "lora_alpha": alpha}))
+}
+
+async fn register(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut f = Fields::new(body);
+    let name = f.required_string("name")?;
+    if !valid_name(&name) {
+        return Err(ApiError::invalid("name", "`name` must be 1-128 characters of letters, digits and `._:-`"));
+    }
+    let base_model = f.string("base_model")?;
+    let adapter_path = f.string("adapter_path")?;
+    let kind = match f.string("type")?.as_deref() {
+        Some("lora") => Kind::Lora,
+        Some("model") => Kind::Model,
+        None if adapter_path.is_some() => Kind::Lora,
+        None => Kind::Model,
+        Some(other) => return Err(ApiError::invalid("type", format!("`type` must be \"lora\" or \"model\", got {other:?}"))),
+    };
+    let config = f.object("config")?;
+    let config = match (kind, config) {
+        (Kind::Lora, Some(c)) => lora_config(c)?,
+        (Kind::Lora, None) => json!({}),
+        (Kind::Model, Some(_)) => return Err(ApiError::invalid("config", "`config` is for LoRA adapters")),
+        (Kind::Model, None) => json!({}),
+    };
+    let metadata = f.object("metadata")?.map_or(json!({}), Value::Object);
+    let registered_by = f.string("registered_by")?;
+    let model_id = f.string("model_id")?;
+    f.finish()?;
+    match kind {
+        Kind::Lora if base_model.is_none() => return Err(ApiError::invalid("base_model", "a LoRA adapter needs `base_model`")),
+        Kind::Lora if adapter_path.is_none() => return Err(ApiError::invalid("adapter_path", "a LoRA adapter needs `adapter_path`")),
+        Kind::Model if model_id.is_none() => return Err(ApiError::invalid("model_id", "a model registration needs `model_id`")),
+        Kind::Model if adapter_path.is_some() => return Err(ApiError::invalid("adapter_path", "`adapter_path` is for LoRA adapters")),
+        _ => {}
+    }
+    let registry = &state.models.registry;
+    if state.models.is_configured(&name) || registry.get(&name).map_err(db_error)?.is_some() {
+        return Err(ApiError::conflict(format!("a model named `{name}` is already registered")));
+    }
+    let adapter_path = match kind {
+        Kind::Lora => {
+            let base = base_model.as_deref().unwrap_or_default();
+            state.models.locate(base).map_err(|e| match e.status {
+                StatusCode::NOT_FOUND => ApiError { param: Some("base_model".into()), ..ApiError::not_found(format!("the base model `{base}` does not exist")) },
+                _ => ApiError::invalid("base_model", format!("`{base}` cannot be a base model: {}", e.message)),
+            })?;
+            let given = adapter_path.unwrap_or_default();
+            let file = adapter_file(&given).ok_or_else(|| ApiError {
+                param: Some("adapter_path".into()),
+                ..ApiError::not_found(format!("no adapter file at `{given}`"))
+            })?;
+            Some(file.display().to_string())
+        }
+        Kind::Model => {
+            let id = model_id.as_deref().unwrap_or_default();
+            if state.models.resolve(id, true).is_none() {
+                return Err(ApiError { param: Some("model_id".into()), ..ApiError::not_found(format!("the model `{id}` does not exist")) });
+            }
+            None
+        }
+    };
+    let reg = Registration { name, kind, base_model, adapter_path, model_id, config, metadata, registered_by, created_at: now() };
+    if !registry.insert(&reg).map_err(db_error)? {
+        return Err(ApiError::conflict(format!("a model named `{}` is already registered", reg.name)));
+    }
+    Ok((StatusCode::CREATED, Json(with_status(&state, &reg))))
+}
+
+fn registered(state: &AppState, name: &str) -> Result<Registration, ApiError> {
+    state.models.registry.get(name).map_err(db_error)?.ok_or_else(|| ApiError::not_found(format!("no model named `{name}` is registered")))
+}
+
+async fn status(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let kind = match state.models.registry.get(&name).map_err(db_error)? {
+        Some(r) => r.kind,
+        None if state.models.is_configured(&name) || state.models.resident(&name).is_some() => Kind::Model,
+        None => return Err(ApiError::not_found(format!("no model named `{name}` is registered"))),
+    };
+    let mut v = json!({"name": name, "type": kind});
+    if let (Value::Object(m), Value::Object(s)) = (&mut v, status_of(&state, &name)) {
+        m.extend(s);
+    }
+    Ok(Json(v))
+}
+
+async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    registered(&state, &name)?;
+    state.models.unload(&name);
+    state.models.registry.remove(&name).map_err(db_error)?;
+    Ok(Json(json!({"deleted": name})))
+}
+
+async fn preload(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    if !state.models.is_configured(&name) {
+        registered(&state, &name)?;
+    }
+    let r = state.models.get(&name, None).await?;
+    Ok(Json(json!({"name": name, "status": "loaded", "memory_bytes": r.memory_bytes()})))
+}
+
+/// Registers every adapter bundle under the exports directory not registered yet.
+async fn scan(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let dir = state.cfg.exports_dir.clone().ok_or_else(|| ApiError::bad_request("no exports directory is configured (--exports-dir)"))?;
+    if !dir.is_dir() {
+        return Err(ApiError::not_found(format!("the exports directory {} does not exist", dir.display())));
+    }
+    let mut bundles = Vec::new();
+    find_bundles(&dir, 3, &mut bundles);
+    let (mut registered, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for bundle in bundles {
+        match register_bundle(&state, &bundle) {
+            Ok(Some(name)) => registered.push(name),
+            Ok(None) => skipped.push(bundle.display().to_string()),
+            Err(e) => errors.push(json!({"path": bundle.display().to_string(), "error": e})),
+        }
+    }
+    Ok(Json(json!({"registered": registered, "skipped": skipped, "errors": errors})))
+}
+
+fn find_bundles(dir: &FsPath, depth: usize, out: &mut Vec<PathBuf>) {
+    if BUNDLE.iter().all(|f| dir.join(f).is_file()) {
+        out.push(dir.to_path_buf());
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    for d in dirs.iter().filter(|_| depth > 0) {
+        find_bundles(d, depth - 1, out);
+    }
+}
+
+/// `Ok(None)`: already registered. The name and base model come from `metadata.json`
+/// (`name`, `base_model`), the rank and alpha from `config.json` (`lora_rank`/`lora_alpha`,
+/// or mlx-lm's `lora_parameters.rank`/`scale`).
+fn register_bundle(state: &AppState, bundle: &FsPath) -> Result<Option<String>, String> {
+    let read = |f: &str| -> Result<Map<String, Value>, String> {
+        let text = std::fs::read_to_string(bundle.join(f)).map_err(|e| format!("{f}: {e}"))?;
+        match serde_json::from_str(&text) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(format!("{f} is not a JSON object")),
+        }
+    };
+    let metadata = read("metadata.json")?;
+    let config = read("config.json")?;
+    let dir_name = bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = metadata.get("name").and_then(Value::as_str).map_or(dir_name, str::to_string);
+    if !valid_name(&name) {
+        return Err(format!("`{name}` is not a valid model name"));
+    }
+    if state.models.is_configured(&name) || state.models.registry.get(&name).map_err(|e| e.to_string())?.is_some() {
+        return Ok(None);
+    }
+    let base = ["base_model", "model"]
+        .iter()
+        .find_map(|k| metadata.get(*k).or_else(|| config.get(*k)).and_then(Value::as_str))
+        .ok_or("metadata.json names no base_model")?
+        .to_string();
+    state.models.locate(&base).map_err(|e| format!("base model `{base}`: {}", e.message))?;
+    let lora = config.get("lora_parameters");
+    let rank = config.get("lora_rank").or_else(|| lora.and_then(|l| l.get("rank"))).and_then(Value::as_u64);
+    let alpha = config.get("lora_alpha").or_else(|| lora.and_then(|l| l.get("scale"))).and_then(Value::as_f64);
+    let reg = Registration {
+        name: name.clone(),
+        kind: Kind::Lora,
+        base_model: Some(base),
+        adapter_path: Some(bundle.join(BUNDLE[0]).display().to_string()),
+        model_id: None,
+        config: json!({"lora_rank": rank, "lora_alpha": alpha}),
+        metadata: Value::Object(metadata),
+        registered_by: Some("scan".into()),
+        created_at: now(),
+    };
+    state.models.registry.insert(&reg).map_err(|e| e.to_string())?;
+    Ok(Some(name))
+}

@@ -1,0 +1,172 @@
+//! `hearth serve`'s settings. Each can be a flag, an environment variable or a key of the TOML
+//! config file (`--config`, else `$HEARTH_HOME/server.toml` if present), in that precedence.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::scheduler::SchedulerConfig;
+
+#[derive(Args, Deserialize, Default, Debug, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeOptions {
+    /// TOML file with any of these settings (keys as the long flags, with underscores).
+    #[arg(long, env = "HEARTH_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "HEARTH_HOST")]
+    pub host: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free one [default: 8080].
+    #[arg(long, env = "HEARTH_PORT")]
+    pub port: Option<u16>,
+    /// A model to serve: `name`, or `id=path-or-name` to serve it under another id. The first
+    /// is the default for routes that name none. Repeatable (or comma-separated).
+    #[arg(long = "model", short, env = "HEARTH_MODELS", value_delimiter = ',')]
+    pub model: Vec<String>,
+    /// Load the configured models at start instead of on first use.
+    #[arg(long)]
+    pub preload: bool,
+    /// API key clients must send (`Authorization: Bearer …`). Repeatable.
+    #[arg(long = "api-key", env = "HEARTH_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<String>,
+    /// File with one API key per line.
+    #[arg(long, env = "HEARTH_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Listen on a non-loopback address even without an API key.
+    #[arg(long)]
+    pub allow_unauthenticated_remote: bool,
+    /// Browser origins allowed by CORS (`*` for any). Repeatable.
+    #[arg(long = "cors-origin", env = "HEARTH_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// Largest request body in bytes [default: 4 MiB].
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Memory for resident models' weights in MiB; the least recently used idle model is
+    /// unloaded to make room [default: unlimited].
+    #[arg(long, env = "HEARTH_MEMORY_BUDGET_MB")]
+    pub memory_budget_mb: Option<u64>,
+    /// Seconds an idle model stays loaded [default: forever].
+    #[arg(long, env = "HEARTH_KEEP_ALIVE")]
+    pub keep_alive: Option<u64>,
+    /// Most sequences decoding together per model [default: 16].
+    #[arg(long, env = "HEARTH_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Requests waiting per model beyond the batch before a 429 [default: 64].
+    #[arg(long, env = "HEARTH_QUEUE")]
+    pub queue: Option<usize>,
+    /// Prompt tokens prefilled per scheduler step [default: 256].
+    #[arg(long, env = "HEARTH_PREFILL_CHUNK")]
+    pub prefill_chunk: Option<usize>,
+    /// Context per sequence, capped at the model's [default: 4096].
+    #[arg(long, env = "HEARTH_CTX")]
+    pub ctx: Option<usize>,
+    /// Prompt-cache size per model in MiB; 0 disables it [default: 1024].
+    #[arg(long, env = "HEARTH_PROMPT_CACHE_MB")]
+    pub prompt_cache_mb: Option<usize>,
+    /// Tokens generated when a request gives no `max_tokens` [default: 512].
+    #[arg(long, env = "HEARTH_DEFAULT_MAX_TOKENS")]
+    pub default_max_tokens: Option<usize>,
+    /// SQLite file of `/admin` registrations [default: $HEARTH_HOME/server.db].
+    #[arg(long, env = "HEARTH_DB")]
+    pub db: Option<PathBuf>,
+    /// Directory that `POST /admin/scan` searches for adapter export bundles.
+    #[arg(long, env = "HEARTH_EXPORTS_DIR")]
+    pub exports_dir: Option<PathBuf>,
+    /// Seconds in-flight requests get to finish at shutdown before they are cancelled
+    /// [default: 10].
+    #[arg(long, env = "HEARTH_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+/// A configured model: the id clients use and what it resolves from.
+#[derive(Clone, Debug)]
+pub struct ModelEntry {
+    pub id: String,
+    pub spec: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub models: Vec<ModelEntry>,
+    pub preload: bool,
+    pub api_keys: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub memory_budget_bytes: Option<u64>,
+    pub keep_alive: Option<Duration>,
+    pub scheduler: SchedulerConfig,
+    pub default_max_tokens: usize,
+    /// The store's home: models by name, and the default database.
+    pub home: PathBuf,
+    pub db: PathBuf,
+    pub exports_dir: Option<PathBuf>,
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// Fills what flags and environment left unset from the config file, then defaults.
+    pub fn resolve(self, home: &Path) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(home.join("server.toml")).filter(|p| p.exists()),
+        };
+        let file: ServeOptions = match file {
+            None => ServeOptions::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+        };
+        let or_vec = |a: Vec<String>, b: Vec<String>| if a.is_empty() { b } else { a };
+        let mut api_keys = or_vec(self.api_key, file.api_key);
+        if let Some(path) = self.api_key_file.or(file.api_key_file) {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading the API key file {}", path.display()))?;
+            api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+        }
+        api_keys.retain(|k| !k.is_empty());
+        let host = self.host.or(file.host).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        if api_keys.is_empty() && !host.is_loopback() && !(self.allow_unauthenticated_remote || file.allow_unauthenticated_remote) {
+            bail!("refusing to listen on {host} without an API key: set --api-key, or pass --allow-unauthenticated-remote");
+        }
+        let models = or_vec(self.model, file.model)
+            .into_iter()
+            .map(|m| match m.split_once('=') {
+                Some((id, spec)) => ModelEntry { id: id.to_string(), spec: spec.to_string() },
+                None => ModelEntry { id: m.clone(), spec: m },
+            })
+            .collect::<Vec<_>>();
+        if let Some(m) = models.iter().find(|m| m.id.is_empty() || m.spec.is_empty()) {
+            bail!("--model {}={}: both the id and the model must be given", m.id, m.spec);
+        }
+        let positive = |name: &str, v: usize| if v == 0 { bail!("--{name} must be at least 1") } else { Ok(v) };
+        let max_batch = positive("max-batch", self.max_batch.or(file.max_batch).unwrap_or(16))?;
+        Ok(ServerConfig {
+            addr: SocketAddr::new(host, self.port.or(file.port).unwrap_or(8080)),
+            models,
+            preload: self.preload || file.preload,
+            api_keys,
+            cors_origins: or_vec(self.cors_origin, file.cors_origin),
+            max_body_bytes: positive("max-body-bytes", self.max_body_bytes.or(file.max_body_bytes).unwrap_or(4 << 20))?,
+            memory_budget_bytes: self.memory_budget_mb.or(file.memory_budget_mb).map(|mb| mb << 20),
+            keep_alive: self.keep_alive.or(file.keep_alive).map(Duration::from_secs),
+            scheduler: SchedulerConfig {
+                max_batch,
+                prefill_chunk: positive("prefill-chunk", self.prefill_chunk.or(file.prefill_chunk).unwrap_or(256))?,
+                context: positive("ctx", self.ctx.or(file.ctx).unwrap_or(4096))?,
+                prompt_cache_bytes: self.prompt_cache_mb.or(file.prompt_cache_mb).unwrap_or(1024) << 20,
+                queue: self.queue.or(file.queue).unwrap_or(64),
+            },
+            default_max_tokens: positive("default-max-tokens", self.default_max_tokens.or(file.default_max_tokens).unwrap_or(512))?,
+            home: home.to_path_buf(),
+            db: self.db.or(file.db).unwrap_or_else(|| home.join("server.db")),
+            exports_dir: self.exports_dir.or(file.exports_dir),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(10)),
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! Every error the server returns, in OpenAI's body shape
+//! `{"error": {"message", "type", "param", "code"}}`, whatever the route.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), param: None, code: None, retry_after: None }
+    }
+
+    /// 400 about one request field.
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ApiError { param: Some(param.to_string()), code: Some("invalid_value"), ..Self::new(StatusCode::BAD_REQUEST, message) }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError { code: Some("invalid_request"), ..Self::new(StatusCode::BAD_REQUEST, message) }
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        ApiError {
+            param: Some("model".into()),
+            code: Some("model_not_found"),
+            ..Self::new(StatusCode::NOT_FOUND, format!("The model `{model}` does not exist"))
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError { code: Some("not_found"), ..Self::new(StatusCode::NOT_FOUND, message) }
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError { code: Some("conflict"), ..Self::new(StatusCode::CONFLICT, message) }
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, "Incorrect or missing API key") }
+    }
+
+    pub fn too_large() -> Self {
+        ApiError { code: Some("body_too_large"), ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large") }
+    }
+
+    pub fn busy(message: impl Into<String>) -> Self {
+        ApiError { code: Some("rate_limit_exceeded"), retry_after: Some(1), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError { code: Some("unavailable"), retry_after: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError { code: Some("internal_error"), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, message) }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The JSON body (also sent inside SSE streams and WebSocket messages).
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind(), "param": self.param, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}

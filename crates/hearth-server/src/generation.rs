@@ -1,0 +1,173 @@
+//! From a parsed request to a running job: resolve and load the model, render and tokenize
+//! the prompt, check it against the context, queue it; then the ways to consume its events.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hearth_engine::{FinishReason, GenerateParams, TokenLogprob};
+use hearth_tokenizer::RenderOptions;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::error::ApiError;
+use crate::models::Resident;
+use crate::request::{GenRequest, Prompt};
+use crate::scheduler::{Event, Job, Usage};
+use crate::AppState;
+
+/// A queued job and what responses need to describe it.
+pub struct Started {
+    pub resident: Arc<Resident>,
+    pub events: UnboundedReceiver<Event>,
+    pub id: String,
+    pub created: u64,
+    pub n: usize,
+}
+
+pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result<Started, ApiError> {
+    let model_id = match req.model.as_deref().or(state.models.default_id()) {
+        Some(id) => id.to_string(),
+        None => return Err(ApiError::invalid("model", "`model` is required: this server has no default model")),
+    };
+    let resident = state.models.get(&model_id, None).await?;
+    let model = &resident.model;
+    let (prompt, param) = match &req.prompt {
+        Prompt::Chat(messages) => {
+            let template = model
+                .chat_template
+                .as_ref()
+                .ok_or_else(|| ApiError::invalid("model", format!("`{model_id}` has no chat template; use /v1/completions")))?;
+            let opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
+            let text = template.render(messages, &opts).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            (model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?, "messages")
+        }
+        Prompt::Text(text) => (model.tokenizer.encode(text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?, "prompt"),
+        Prompt::Tokens(ids) => (ids.clone(), "prompt"),
+    };
+    let vocab = model.model.config().vocab_size;
+    if prompt.is_empty() {
+        return Err(ApiError::invalid(param, "the prompt is empty"));
+    }
+    if let Some(id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+        return Err(ApiError::invalid(param, format!("token id {id} is outside the vocabulary of {vocab}")));
+    }
+    if let Some(id) = req.sampling.logit_bias.keys().find(|&&id| id as usize >= vocab) {
+        return Err(ApiError::invalid("logit_bias", format!("token id {id} is outside the vocabulary of {vocab}")));
+    }
+    let context = resident.context;
+    if prompt.len() >= context {
+        return Err(ApiError::invalid(param, format!("the prompt has {} tokens; this model's context is {context}", prompt.len())));
+    }
+    let max_tokens = req.max_tokens.unwrap_or(state.cfg.default_max_tokens.min(context - prompt.len()));
+    if prompt.len() + max_tokens > context {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            format!("the prompt ({} tokens) plus max_tokens ({max_tokens}) exceeds this model's context of {context}", prompt.len()),
+        ));
+    }
+    let params = GenerateParams { max_tokens, sampling: req.sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
+    let (tx, events) = unbounded_channel();
+    resident.scheduler.submit(Job { prompt, params, n: req.n, events: tx, arrived: Instant::now() })?;
+    resident.touch();
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(Started { resident, events, id: format!("{id_prefix}-{}", unique_suffix()), created, n: req.n })
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed), nanos)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Choice {
+    pub text: String,
+    pub finish: Option<FinishReason>,
+    pub logprobs: Vec<(u32, TokenLogprob)>,
+}
+
+/// Waits for every choice to finish.
+pub async fn collect(started: &mut Started) -> Result<(Vec<Choice>, Usage), ApiError> {
+    let mut choices = vec![Choice::default(); started.n];
+    let mut usage = Usage::default();
+    let mut open = started.n;
+    while open > 0 {
+        match started.events.recv().await {
+            Some(Event::Token { index, text, logprob }) => {
+                choices[index].text += &text;
+                choices[index].logprobs.extend(logprob);
+            }
+            Some(Event::Finished { index, reason, usage: u }) => {
+                choices[index].finish = Some(reason);
+                add_usage(&mut usage, u);
+                open -= 1;
+            }
+            Some(Event::Failed(message)) => return Err(ApiError::internal(message)),
+            None => return Err(ApiError::internal("the model's scheduler stopped")),
+        }
+    }
+    Ok((choices, usage))
+}
+
+/// Adds one choice's usage: the prompt is shared, completions add up.
+pub fn add_usage(total: &mut Usage, choice: Usage) {
+    total.prompt_tokens = choice.prompt_tokens;
+    total.cached_tokens = choice.cached_tokens;
+    total.completion_tokens += choice.completion_tokens;
+}
+
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    })
+}
+
+pub fn finish_str(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+    }
+}
+
+/// A token's text as OpenAI's log-prob entries show it.
+pub fn token_text(resident: &Resident, id: u32) -> String {
+    resident.model.tokenizer.decode(&[id], false).unwrap_or_default()
+}
+
+/// `logprobs.content` entries of the chat API.
+pub fn chat_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)]) -> Value {
+    let entry = |id: u32, lp: f32| {
+        let token = token_text(resident, id);
+        json!({"token": token, "logprob": lp, "bytes": token.as_bytes()})
+    };
+    let content: Vec<Value> = items
+        .iter()
+        .map(|(id, lp)| {
+            let mut e = entry(*id, lp.logprob);
+            e["top_logprobs"] = lp.top.iter().map(|&(t, l)| entry(t, l)).collect();
+            e
+        })
+        .collect();
+    json!({"content": content})
+}
+
+/// The completions API's log-prob lists; `offset` is where this text starts in the choice.
+pub fn completion_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)], mut offset: usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut token_logprobs = Vec::new();
+    let mut top = Vec::new();
+    let mut offsets = Vec::new();
+    for (id, lp) in items {
+        let text = token_text(resident, *id);
+        offsets.push(offset);
+        offset += text.len();
+        tokens.push(text);
+        token_logprobs.push(lp.logprob);
+        top.push(lp.top.iter().map(|&(t, l)| (token_text(resident, t), json!(l))).collect::<serde_json::Map<_, _>>());
+    }
+    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
+}

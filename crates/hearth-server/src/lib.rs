@@ -1,0 +1,206 @@
+//! `hearth serve`: one process, one port, for the clients of three servers — the
+//! OpenAI-compatible API (`/v1/*`), the chat backend (`/api/*`, with a WebSocket) and the model
+//! registry (`/admin/*`) — plus `/health`, `/metrics` and `/docs`. Each loaded model runs a
+//! continuously batching scheduler on its own thread ([`scheduler`]).
+
+mod admin;
+mod chat_api;
+pub mod config;
+mod docs;
+mod error;
+mod fields;
+mod generation;
+mod metrics;
+mod models;
+mod openai;
+mod prompt_cache;
+mod registry;
+mod request;
+mod scheduler;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use config::{ServeOptions, ServerConfig};
+use error::ApiError;
+use metrics::{Metrics, ResidentSnapshot};
+use models::Models;
+use registry::Registry;
+
+#[derive(Clone)]
+pub struct AppState {
+    cfg: Arc<ServerConfig>,
+    models: Arc<Models>,
+    metrics: Arc<Metrics>,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Server {
+    pub async fn bind(cfg: ServerConfig) -> anyhow::Result<Server> {
+        let registry = Registry::open(&cfg.db).with_context(|| format!("opening the registry {}", cfg.db.display()))?;
+        let cfg = Arc::new(cfg);
+        let metrics = Arc::new(Metrics::default());
+        let models = Arc::new(Models::new(cfg.clone(), Arc::new(registry), metrics.clone()));
+        let state = AppState { cfg: cfg.clone(), models, metrics };
+        if cfg.preload {
+            for m in &cfg.models {
+                state.models.get(&m.id, None).await.map_err(|e| anyhow::anyhow!("preloading {}: {e}", m.id))?;
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("listening on {}", cfg.addr))?;
+        Ok(Server { router: router(state.clone()), listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `signal` resolves, then stops accepting and lets in-flight requests finish
+    /// for the shutdown timeout before cancelling them.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let models = self.state.models.clone();
+        let timeout = self.state.cfg.shutdown_timeout;
+        let expiry = tokio::spawn(expire_idle_models(models.clone()));
+        let graceful = async move {
+            signal.await;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                models.shutdown.store(true, Ordering::Relaxed);
+            });
+        };
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful).await;
+        expiry.abort();
+        Ok(served?)
+    }
+}
+
+async fn expire_idle_models(models: Arc<Models>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        models.expire_idle();
+    }
+}
+
+/// Runs `hearth serve` until Ctrl-C or SIGTERM.
+pub async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
+    let server = Server::bind(cfg).await?;
+    eprintln!("hearth serving on http://{} (docs at /docs)", server.local_addr()?);
+    server.run_until(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => drop(s.recv().await),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    eprintln!("shutting down: finishing in-flight requests");
+}
+
+fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .merge(openai::routes())
+        .merge(chat_api::routes())
+        .merge(admin::routes())
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let mut app = Router::new()
+        .merge(protected)
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/openapi.json", get(docs::openapi))
+        .route("/docs", get(docs::swagger_ui))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests));
+    if let Some(cors) = cors(&state.cfg.cors_origins) {
+        app = app.layer(cors);
+    }
+    app.with_state(state)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "x-api-key".parse().expect("valid header name")]),
+    )
+}
+
+/// The key a request presents: `Authorization: Bearer`, `x-api-key`, or (for browsers'
+/// WebSockets, which cannot set headers) `?api_key=`.
+fn presented_key(req: &Request) -> Option<String> {
+    let headers = req.headers();
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return v.strip_prefix("Bearer ").map(|k| k.trim().to_string());
+    }
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.to_string());
+    }
+    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("api_key=")).map(str::to_string)
+}
+
+async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let keys = &state.cfg.api_keys;
+    if keys.is_empty() {
+        return next.run(req).await;
+    }
+    let given = presented_key(&req).unwrap_or_default();
+    // Every key is compared, in constant time, so timing tells nothing about which matched.
+    let ok = keys.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.as_bytes().ct_eq(given.as_bytes()));
+    if bool::from(ok) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let res = next.run(req).await;
+    state.metrics.count_request(&route, res.status().as_u16());
+    res
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let residents = state.models.residents();
+    let snapshots: Vec<ResidentSnapshot<'_>> =
+        residents.iter().map(|r| ResidentSnapshot { id: &r.id, weight_bytes: r.weight_bytes, gauges: &r.scheduler.gauges }).collect();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&snapshots))
+}

@@ -1,0 +1,130 @@
+//! Prometheus metrics, rendered in the text exposition format. Counters and histograms are
+//! updated where things happen; gauges (queues, sequences, memory) are read at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+pub struct Histogram {
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { counts: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(), sum_micros: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, c) in LATENCY_BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Live numbers of one model's scheduler.
+#[derive(Default)]
+pub struct SchedulerGauges {
+    pub queued: AtomicUsize,
+    pub running: AtomicUsize,
+    pub kv_running_bytes: AtomicUsize,
+    pub kv_prompt_cache_bytes: AtomicUsize,
+}
+
+/// What a scrape reports about one resident model.
+pub struct ResidentSnapshot<'a> {
+    pub id: &'a str,
+    pub weight_bytes: usize,
+    pub gauges: &'a SchedulerGauges,
+}
+
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    pub time_to_first_token: Histogram,
+    pub inter_token_latency: Histogram,
+    pub prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub prompt_cache_hits: AtomicU64,
+    pub prompt_cache_tokens: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Mutex::default(),
+            time_to_first_token: Histogram::new(),
+            inter_token_latency: Histogram::new(),
+            prompt_tokens: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
+            prompt_cache_hits: AtomicU64::new(0),
+            prompt_cache_tokens: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn count_request(&self, route: &str, status: u16) {
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((route.to_string(), status)).or_default() += 1;
+    }
+
+    pub fn render(&self, residents: &[ResidentSnapshot<'_>]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP hearth_requests_total HTTP requests by route and status.\n# TYPE hearth_requests_total counter\n");
+        for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "hearth_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", escape(route));
+        }
+        self.time_to_first_token.render(&mut out, "hearth_time_to_first_token_seconds", "Time from a request's arrival to its first token.");
+        self.inter_token_latency.render(&mut out, "hearth_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.");
+        let counters = [
+            ("hearth_prompt_tokens_total", "Prompt tokens received.", &self.prompt_tokens),
+            ("hearth_generated_tokens_total", "Tokens generated.", &self.generated_tokens),
+            ("hearth_prompt_cache_hits_total", "Requests that reused a cached prompt prefix.", &self.prompt_cache_hits),
+            ("hearth_prompt_cache_tokens_total", "Prompt tokens served from the prompt cache.", &self.prompt_cache_tokens),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+        let gauges: [(&str, &str, fn(&ResidentSnapshot<'_>) -> usize); 5] = [
+            ("hearth_queue_depth", "Requests waiting for a model's scheduler.", |r| r.gauges.queued.load(Relaxed)),
+            ("hearth_running_sequences", "Sequences in a model's running batch.", |r| r.gauges.running.load(Relaxed)),
+            ("hearth_kv_cache_bytes", "KV-cache bytes reserved by running sequences.", |r| r.gauges.kv_running_bytes.load(Relaxed)),
+            ("hearth_prompt_cache_bytes", "KV-cache bytes kept by the prompt cache.", |r| r.gauges.kv_prompt_cache_bytes.load(Relaxed)),
+            ("hearth_model_weight_bytes", "Weight bytes of each resident model.", |r| r.weight_bytes),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for r in residents {
+                let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(r.id), get(r));
+            }
+        }
+        let _ = writeln!(out, "# HELP hearth_resident_models Models loaded now.\n# TYPE hearth_resident_models gauge\nhearth_resident_models {}", residents.len());
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,251 @@
+//! Which models exist, which are loaded, and loading them: on first use or preload, within a
+//! memory budget (the least recently used idle model is unloaded to make room), each unloaded
+//! again after its keep-alive. A loaded model gets its own scheduler thread and holds the
+//! store's in-use lock so `hearth rm` will not delete it meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hearth_engine::LoadedModel;
+use hearth_store::{HubConfig, InUseGuard, ModelRecord, Store};
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::registry::{Kind, Registry};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+
+pub struct Resident {
+    pub id: String,
+    pub model: Arc<LoadedModel>,
+    /// KV-cache tokens per sequence.
+    pub context: usize,
+    pub scheduler: Scheduler,
+    pub weight_bytes: usize,
+    last_used: Mutex<Instant>,
+    keep_alive: Option<Duration>,
+    _in_use: Option<InUseGuard>,
+}
+
+impl Resident {
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn last_used(&self) -> Instant {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn idle(&self) -> bool {
+        self.scheduler.gauges.queued.load(Relaxed) == 0 && self.scheduler.gauges.running.load(Relaxed) == 0
+    }
+
+    /// Weights plus the KV caches held now.
+    pub fn memory_bytes(&self) -> usize {
+        let g = &self.scheduler.gauges;
+        self.weight_bytes + g.kv_running_bytes.load(Relaxed) + g.kv_prompt_cache_bytes.load(Relaxed)
+    }
+}
+
+/// Where a model id points.
+pub struct Located {
+    pub path: PathBuf,
+    pub record: Option<ModelRecord>,
+}
+
+pub struct Models {
+    cfg: Arc<ServerConfig>,
+    store: Option<Store>,
+    pub registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    pub shutdown: Arc<AtomicBool>,
+    resident: Mutex<HashMap<String, Arc<Resident>>>,
+    loading: Mutex<HashSet<String>>,
+    /// Loads run one at a time, so the budget check sees every model already loaded.
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+impl Models {
+    pub fn new(cfg: Arc<ServerConfig>, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+        // The server never downloads: a model must be in the store (`hearth pull`) already.
+        let hub = HubConfig { offline: true, ..HubConfig::from_env() };
+        let store = Store::open(&cfg.home, hub).ok();
+        Models {
+            cfg,
+            store,
+            registry,
+            metrics,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            resident: Mutex::default(),
+            loading: Mutex::default(),
+            load_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn residents_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Resident>>> {
+        self.resident.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn resident(&self, id: &str) -> Option<Arc<Resident>> {
+        self.residents_map().get(id).cloned()
+    }
+
+    pub fn residents(&self) -> Vec<Arc<Resident>> {
+        let mut all: Vec<_> = self.residents_map().values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    pub fn is_loading(&self, id: &str) -> bool {
+        self.loading.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    /// The id used when a chat-backend request names no model.
+    pub fn default_id(&self) -> Option<&str> {
+        self.cfg.models.first().map(|m| m.id.as_str())
+    }
+
+    /// Every id a client may use: configured models, registrations and the store's models.
+    pub fn known_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.cfg.models.iter().map(|m| m.id.clone()).collect();
+        ids.extend(self.registry.list(None).unwrap_or_default().into_iter().map(|r| r.name));
+        if let Some(store) = &self.store {
+            ids.extend(store.list().unwrap_or_default().into_iter().map(|r| r.name));
+        }
+        ids.extend(self.residents().iter().map(|r| r.id.clone()));
+        let mut seen = HashSet::new();
+        ids.retain(|id| seen.insert(id.clone()));
+        ids
+    }
+
+    pub fn is_configured(&self, id: &str) -> bool {
+        self.cfg.models.iter().any(|m| m.id == id)
+    }
+
+    /// Finds what `id` loads, without loading it: 404 if nothing, 400 for a LoRA adapter
+    /// (not applied at inference yet — never silently the base model).
+    pub fn locate(&self, id: &str) -> Result<Located, ApiError> {
+        if let Some(m) = self.cfg.models.iter().find(|m| m.id == id) {
+            return self.resolve(&m.spec, true).ok_or_else(|| ApiError::model_not_found(id));
+        }
+        match self.registry.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
+            Some(r) if r.kind == Kind::Lora => Err(ApiError {
+                code: Some("adapter_not_supported"),
+                ..ApiError::invalid(
+                    "model",
+                    format!("`{id}` is a LoRA adapter on `{}`; applying adapters at inference is not supported yet", r.base_model.unwrap_or_default()),
+                )
+            }),
+            Some(r) => r.model_id.and_then(|m| self.resolve(&m, true)).ok_or_else(|| ApiError::model_not_found(id)),
+            None => self.resolve(id, false).ok_or_else(|| ApiError::model_not_found(id)),
+        }
+    }
+
+    /// A model name, alias or repo id (from the store or `$HEARTH_HOME/models`), or a path
+    /// when `allow_path` (only for ids the operator configured, never from a request).
+    pub fn resolve(&self, spec: &str, allow_path: bool) -> Option<Located> {
+        if Path::new(spec).exists() {
+            return allow_path.then(|| Located { path: PathBuf::from(spec), record: None });
+        }
+        if let Some(found) = self.store.as_ref().and_then(|s| s.resolve(spec).ok().flatten()) {
+            return Some(Located { path: found.path, record: found.record });
+        }
+        let path = hearth_engine::paths::resolve_model(spec).ok()?;
+        Some(Located { path, record: None })
+    }
+
+    /// The resident model `id`, loading it first if needed.
+    pub async fn get(&self, id: &str, keep_alive: Option<Duration>) -> Result<Arc<Resident>, ApiError> {
+        if let Some(r) = self.resident(id) {
+            r.touch();
+            return Ok(r);
+        }
+        let located = self.locate(id)?;
+        let _one_at_a_time = self.load_lock.lock().await;
+        if let Some(r) = self.resident(id) {
+            return Ok(r);
+        }
+        self.make_room(disk_bytes(&located.path))?;
+        self.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        let result = self.load(id, located, keep_alive.or(self.cfg.keep_alive)).await;
+        self.loading.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let resident = Arc::new(result?);
+        self.residents_map().insert(id.to_string(), resident.clone());
+        Ok(resident)
+    }
+
+    async fn load(&self, id: &str, located: Located, keep_alive: Option<Duration>) -> Result<Resident, ApiError> {
+        let in_use = match (&self.store, &located.record) {
+            (Some(store), Some(record)) => Some(store.hold(record).map_err(|e| ApiError::internal(e.to_string()))?),
+            _ => None,
+        };
+        let path = located.path.clone();
+        let model = tokio::task::spawn_blocking(move || LoadedModel::load(&path))
+            .await
+            .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
+            .map_err(|e| ApiError::internal(format!("loading {} failed: {e}", located.path.display())))?;
+        let context = self.cfg.scheduler.context.min(model.model.config().context_length);
+        let weight_bytes = model.model.weight_bytes();
+        let cfg = SchedulerConfig { context, ..self.cfg.scheduler.clone() };
+        let scheduler = Scheduler::start(id, Arc::new(model), cfg, self.metrics.clone(), self.shutdown.clone())
+            .map_err(|e| ApiError::internal(format!("starting the scheduler failed: {e}")))?;
+        // The thread holds its own reference; this one serves tokenization and templates.
+        let model = scheduler.model.clone();
+        Ok(Resident {
+            id: id.to_string(),
+            model,
+            context,
+            scheduler,
+            weight_bytes,
+            last_used: Mutex::new(Instant::now()),
+            keep_alive,
+            _in_use: in_use,
+        })
+    }
+
+    /// Unloads least recently used idle models until `incoming` more bytes fit the budget.
+    fn make_room(&self, incoming: u64) -> Result<(), ApiError> {
+        let Some(budget) = self.cfg.memory_budget_bytes else { return Ok(()) };
+        loop {
+            let mut map = self.residents_map();
+            let used: u64 = map.values().map(|r| r.weight_bytes as u64).sum();
+            if used + incoming <= budget {
+                return Ok(());
+            }
+            let victim = map.values().filter(|r| r.idle()).min_by_key(|r| r.last_used()).map(|r| r.id.clone());
+            match victim {
+                Some(id) => drop(map.remove(&id)),
+                None if map.is_empty() => {
+                    return Err(ApiError::bad_request(format!(
+                        "the model needs {} MiB, more than the whole memory budget of {} MiB",
+                        incoming >> 20,
+                        budget >> 20
+                    )))
+                }
+                None => return Err(ApiError::unavailable("the memory budget is taken by models that are busy; retry shortly")),
+            }
+        }
+    }
+
+    /// `false` if it was not loaded. Running requests finish first: they hold the model.
+    pub fn unload(&self, id: &str) -> bool {
+        self.residents_map().remove(id).is_some()
+    }
+
+    /// Unloads idle models whose keep-alive has passed.
+    pub fn expire_idle(&self) {
+        let now = Instant::now();
+        self.residents_map().retain(|_, r| !(r.idle() && r.keep_alive.is_some_and(|k| now.duration_since(r.last_used()) >= k)));
+    }
+}
+
+/// Bytes a model takes on disk (a file, or a directory's files).
+fn disk_bytes(path: &Path) -> u64 {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.filter_map(|e| std::fs::metadata(e.ok()?.path()).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum(),
+        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    }
+}

@@ -1,0 +1,132 @@
+//! Models and LoRA adapters registered through `/admin/models`, persisted in SQLite so they
+//! survive restarts.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Another id for a model the store or a path provides (`model_id`).
+    Model,
+    /// A LoRA adapter (`adapter_path`) on top of `base_model`.
+    Lora,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Model => "model",
+            Kind::Lora => "lora",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Registration {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub base_model: Option<String>,
+    pub adapter_path: Option<String>,
+    pub model_id: Option<String>,
+    /// `{lora_rank, lora_alpha}` for adapters.
+    pub config: Value,
+    pub metadata: Value,
+    pub registered_by: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS registrations (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    base_model TEXT,
+    adapter_path TEXT,
+    model_id TEXT,
+    config TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    registered_by TEXT,
+    created_at INTEGER NOT NULL
+);";
+
+pub struct Registry {
+    conn: Mutex<Connection>,
+}
+
+pub type Result<T> = rusqlite::Result<T>;
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            // A missing directory surfaces as SQLite's own "unable to open" error below.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Registry { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `r`; `false` if the name is taken.
+    pub fn insert(&self, r: &Registration) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO registrations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                r.name,
+                r.kind.as_str(),
+                r.base_model,
+                r.adapter_path,
+                r.model_id,
+                r.config.to_string(),
+                r.metadata.to_string(),
+                r.registered_by,
+                r.created_at
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<Registration>> {
+        self.conn().query_row("SELECT * FROM registrations WHERE name = ?1", [name], from_row).optional()
+    }
+
+    pub fn list(&self, registered_by: Option<&str>) -> Result<Vec<Registration>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM registrations WHERE ?1 IS NULL OR registered_by = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([registered_by], from_row)?;
+        rows.collect()
+    }
+
+    /// `false` if there was no such registration.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        Ok(self.conn().execute("DELETE FROM registrations WHERE name = ?1", [name])? == 1)
+    }
+}
+
+fn from_row(row: &Row<'_>) -> Result<Registration> {
+    let json = |i: usize| -> Result<Value> {
+        let text: String = row.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    };
+    let kind: String = row.get(1)?;
+    Ok(Registration {
+        name: row.get(0)?,
+        kind: if kind == "lora" { Kind::Lora } else { Kind::Model },
+        base_model: row.get(2)?,
+        adapter_path: row.get(3)?,
+        model_id: row.get(4)?,
+        config: json(5)?,
+        metadata: json(6)?,
+        registered_by: row.get(7)?,
+        created_at: row.get(8)?,
+    })
+}

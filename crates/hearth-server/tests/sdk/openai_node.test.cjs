@@ -1,0 +1,51 @@
+// The server driven by the official `openai` Node SDK, with node's built-in test runner.
+// Run by crates/hearth-server/tests/sdk.rs, which starts the server and sets HEARTH_BASE_URL.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { OpenAI } = require('openai');
+
+const model = process.env.HEARTH_MODEL || 'tiny';
+const client = new OpenAI({ baseURL: `${process.env.HEARTH_BASE_URL}/v1`, apiKey: 'unused', maxRetries: 0 });
+const user = (content) => [{ role: 'user', content }];
+
+test('chat, streamed and not, agree', async () => {
+  const full = await client.chat.completions.create({ model, messages: user('Hello'), max_tokens: 8, temperature: 0 });
+  assert.equal(full.choices[0].finish_reason, 'length');
+  const stream = await client.chat.completions.create({
+    model, messages: user('Hello'), max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true },
+  });
+  let text = '';
+  let usage;
+  for await (const chunk of stream) {
+    if (chunk.choices.length) text += chunk.choices[0].delta.content ?? '';
+    if (chunk.usage) usage = chunk.usage;
+  }
+  assert.equal(text, full.choices[0].message.content);
+  assert.equal(usage.completion_tokens, 8);
+});
+
+test('completions with n, logprobs and seeds', async () => {
+  const req = { model, prompt: 'Once', max_tokens: 6, n: 2, temperature: 0.9, seed: 5, logprobs: 2 };
+  const a = await client.completions.create(req);
+  const b = await client.completions.create(req);
+  assert.equal(a.choices.length, 2);
+  assert.deepEqual(a.choices.map((c) => c.text), b.choices.map((c) => c.text));
+  assert.equal(a.choices[0].logprobs.tokens.length, 6);
+});
+
+test('stop strings end generation', async () => {
+  const text = (await client.completions.create({ model, prompt: 'q', max_tokens: 16, temperature: 0 })).choices[0].text;
+  const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3);
+  const cut = (await client.completions.create({ model, prompt: 'q', max_tokens: 16, temperature: 0, stop })).choices[0];
+  assert.equal(cut.finish_reason, 'stop');
+  assert.ok(text.startsWith(cut.text) && !cut.text.includes(stop));
+});
+
+test('errors', async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model, messages: user('x'), temperature: -1 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'temperature',
+  );
+  await assert.rejects(client.chat.completions.create({ model: 'nope', messages: user('x') }), OpenAI.NotFoundError);
+  await assert.rejects(client.chat.completions.create({ model, messages: [] }), OpenAI.BadRequestError);
+});

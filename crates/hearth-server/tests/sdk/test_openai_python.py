@@ -1,0 +1,130 @@
+"""The server driven by the official `openai` Python SDK (and `websockets` for /api/chat/ws).
+
+Run by crates/hearth-server/tests/sdk.rs, which starts the server and sets HEARTH_BASE_URL.
+"""
+import json
+import os
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+from websockets.sync.client import connect
+
+BASE = os.environ["HEARTH_BASE_URL"]
+MODEL = os.environ.get("HEARTH_MODEL", "tiny")
+client = openai.OpenAI(base_url=BASE + "/v1", api_key="unused", max_retries=0)
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_chat_and_its_stream_agree():
+    full = client.chat.completions.create(model=MODEL, messages=user("Hello"), max_tokens=8, temperature=0)
+    assert full.choices[0].finish_reason == "length"
+    assert full.usage.completion_tokens == 8
+    stream = client.chat.completions.create(
+        model=MODEL, messages=user("Hello"), max_tokens=8, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == 8
+
+
+def test_completions_streaming_and_not():
+    full = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=6, temperature=0)
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=MODEL, prompt="Once upon a time", max_tokens=6, temperature=0, stream=True) if c.choices)
+    assert streamed == full.choices[0].text
+    assert full.usage.prompt_tokens > 0
+
+
+def test_n_choices_and_logprobs():
+    r = client.chat.completions.create(model=MODEL, messages=user("Hi"), max_tokens=5, n=3, temperature=1.0,
+                                       seed=3, logprobs=True, top_logprobs=2)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    for c in r.choices:
+        assert len(c.logprobs.content) == 5
+        assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in c.logprobs.content)
+    lp = client.completions.create(model=MODEL, prompt="abc", max_tokens=3, logprobs=2, temperature=0).choices[0].logprobs
+    assert len(lp.tokens) == 3 and len(lp.top_logprobs[0]) == 2
+
+
+def test_seed_reproduces():
+    kw = dict(model=MODEL, messages=user("Write a story"), max_tokens=16, temperature=0.9, seed=1234)
+    a = client.chat.completions.create(**kw).choices[0].message.content
+    b = client.chat.completions.create(**kw).choices[0].message.content
+    assert a == b
+
+
+def test_stop_strings():
+    text = client.completions.create(model=MODEL, prompt="xyz", max_tokens=16, temperature=0).choices[0].text
+    stop = text[len(text) // 2:len(text) // 2 + 3]
+    cut = client.completions.create(model=MODEL, prompt="xyz", max_tokens=16, temperature=0, stop=[stop]).choices[0]
+    assert cut.finish_reason == "stop"
+    assert stop not in cut.text and text.startswith(cut.text)
+
+
+def test_second_turn_is_served_from_the_prompt_cache():
+    msgs = user("Tell me about the sea.")
+    first = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=8, temperature=0)
+    msgs += [{"role": "assistant", "content": first.choices[0].message.content}] + user("More?")
+    second = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4, temperature=0)
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"temperature": 5}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"n": 0}, "n"),
+    ({"max_tokens": 10**6}, "max_tokens"),
+    ({"extra_body": {"frobnicate": True}}, "frobnicate"),
+])
+def test_invalid_fields_are_400s_naming_the_field(kwargs, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=user("x"), **{"max_tokens": 2, **kwargs})
+    assert e.value.status_code == 400
+    assert e.value.body["param"] == param
+
+
+def test_unknown_model_and_empty_messages():
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=user("x"))
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[])
+    assert [m.id for m in client.models.list()][0] == MODEL
+    assert client.models.retrieve(MODEL).id == MODEL
+
+
+def http(method, path, body=None):
+    req = urllib.request.Request(BASE + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_chat_backend_and_registry_routes():
+    assert http("GET", "/api/health")[0] == 200
+    status, reply = http("POST", "/api/chat/completions", {"messages": user("Hi"), "max_tokens": 3})
+    assert status == 200 and reply["message"]["role"] == "assistant"
+    assert http("POST", "/api/models/nope/load")[0] == 404
+    assert http("POST", "/admin/models", {"name": "x", "type": "lora", "base_model": "nope", "adapter_path": "/none"})[0] == 404
+    assert http("POST", "/admin/models", {"name": ""})[0] == 400
+    assert http("GET", "/admin/models/ghost/status")[0] == 404
+
+
+def test_websocket_chat_and_errors():
+    with connect(BASE.replace("http://", "ws://") + "/api/chat/ws") as ws:
+        ws.send(json.dumps({"type": "chat", "messages": [], "temperature": 0}))
+        assert json.loads(ws.recv())["type"] == "error"
+        ws.send(json.dumps({"type": "chat", "messages": user("Hi"), "temperature": 0, "max_tokens": 4}))
+        kinds = []
+        while not kinds or kinds[-1] != "done":
+            kinds.append(json.loads(ws.recv())["type"])
+        assert "token" in kinds

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the official OpenAI SDKs the server's SDK tests drive, into scratch locations under
+# target/ (a Python virtualenv and an npm prefix); does nothing if they are already there.
+# Prints the two locations as shell assignments.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/sdk-venv
+node=target/sdk-node
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import openai, websockets" 2>/dev/null; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check openai pytest websockets >&2
+fi
+if [ ! -d "$node/node_modules/openai" ]; then
+    mkdir -p "$node"
+    npm install --silent --no-audit --no-fund --prefix "$node" openai >&2
+fi
+echo "HEARTH_SDK_PYTHON=$PWD/$venv/bin/python"
+echo "HEARTH_SDK_NODE_MODULES=$PWD/$node/node_modules"
