@@ -72,6 +72,12 @@ struct ModelArgs {
     /// Context window to allocate (default: the model's, at most 4096).
     #[arg(long)]
     ctx: Option<usize>,
+    /// An mlx-lm LoRA adapter directory (adapter_config.json + adapters.safetensors).
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
+    /// Float activations on exactly de-quantised weights instead of 8-bit activations.
+    #[arg(long)]
+    exact: bool,
 }
 
 impl ModelArgs {
@@ -97,7 +103,9 @@ impl ModelArgs {
 
     fn load(&self) -> anyhow::Result<hearth_engine::LoadedModel> {
         let path = store_cmd::resolve_model(&self.model)?;
-        Ok(hearth_engine::LoadedModel::load(&path)?)
+        let precision = if self.exact { hearth_engine::Precision::Exact } else { hearth_engine::Precision::Fast };
+        let opts = hearth_engine::LoadOptions { precision, adapter: self.adapter.clone(), ..Default::default() };
+        Ok(hearth_engine::LoadedModel::load_with(&path, opts)?)
     }
 
     fn context(&self, model: &hearth_engine::LoadedModel) -> usize {

@@ -8,6 +8,7 @@ mod host;
 mod kv_cache;
 mod linear;
 pub mod loader;
+pub mod lora;
 pub mod model;
 pub mod paths;
 mod rope;

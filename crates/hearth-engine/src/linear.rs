@@ -5,26 +5,40 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use hearth_kernels::Precision;
 
 use crate::weights::{StoredTensor, WeightStore};
-use crate::Result;
+use crate::lora::{LoraAdapter, LoraDelta};
+use crate::{EngineError, Result};
 
 pub struct Linear {
     weight: StoredTensor,
     bias: Option<Tensor>,
     bias_host: Option<Vec<f32>>,
+    lora: Option<LoraDelta>,
 }
 
 impl Linear {
-    pub fn load(store: &WeightStore, prefix: &str, bias: bool, device: &candle_core::Device) -> Result<Self> {
+    /// Loads layer `prefix`, with the adapter's delta for it if the adapter has one.
+    pub fn load(
+        store: &WeightStore,
+        prefix: &str,
+        bias: bool,
+        device: &candle_core::Device,
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<Self> {
         let weight = store.get(&format!("{prefix}.weight"))?.clone();
-        weight.matrix()?;
+        let m = weight.matrix()?;
         let bias = if bias { Some(store.get(&format!("{prefix}.bias"))?.to_f32_tensor(device)?) } else { None };
         let bias_host = bias.as_ref().map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?;
-        Ok(Linear { weight, bias, bias_host })
+        let lora = adapter.and_then(|a| a.layers.get(prefix)).cloned();
+        if lora.as_ref().is_some_and(|l| !l.fits(m.rows(), m.cols())) {
+            return Err(EngineError::Weights(format!("the adapter's {prefix} does not fit the layer ({}x{})", m.rows(), m.cols())));
+        }
+        Ok(Linear { weight, bias, bias_host, lora })
     }
+
 
     pub fn from_stored(weight: StoredTensor) -> Result<Self> {
         weight.matrix()?;
-        Ok(Linear { weight, bias: None, bias_host: None })
+        Ok(Linear { weight, bias: None, bias_host: None, lora: None })
     }
 
     pub fn out_features(&self) -> usize {
@@ -35,8 +49,16 @@ impl Linear {
     pub fn matmul_host(&self, x: &[f32], out: &mut [f32], precision: Precision) {
         let m = self.weight.matrix().expect("validated when loaded");
         m.matmul(x, out, precision);
+        self.finish_host(x, out);
+    }
+
+    /// The bias and the adapter's delta, after the product.
+    fn finish_host(&self, x: &[f32], out: &mut [f32]) {
         if let Some(b) = &self.bias_host {
             out.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+        }
+        if let Some(l) = &self.lora {
+            l.apply(x, out);
         }
     }
 
@@ -48,9 +70,7 @@ impl Linear {
             .collect();
         hearth_kernels::MatrixRef::matmul_group(x, &mut group, precision);
         for (l, out) in parts.iter_mut() {
-            if let Some(b) = &l.bias_host {
-                out.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
-            }
+            l.finish_host(x, out);
         }
     }
 

@@ -10,6 +10,7 @@ use hearth_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
 use serde_json::Value as Json;
 
 use crate::config::{token_ids, ModelConfig};
+use crate::lora::LoraAdapter;
 use crate::model::{Backend, DecoderModel};
 use crate::weights::WeightStore;
 use crate::{EngineError, Result};
@@ -33,10 +34,12 @@ pub struct LoadedModel {
 }
 
 /// How to run a model once loaded.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub precision: Precision,
     pub backend: Backend,
+    /// An mlx-lm LoRA adapter directory applied on top of the weights.
+    pub adapter: Option<PathBuf>,
 }
 
 impl LoadedModel {
@@ -60,6 +63,7 @@ impl LoadedModel {
     }
 
     fn load_gguf(path: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+        let adapter = opts.adapter.as_deref().map(LoraAdapter::load).transpose()?;
         let g = Gguf::open(path)?;
         let cfg = ModelConfig::from_gguf(&g)?;
         let store = WeightStore::from_gguf(&g, cfg.num_heads, cfg.num_kv_heads)?;
@@ -88,11 +92,12 @@ impl LoadedModel {
             Some(src) => Some(ChatTemplate::new(src, name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()))?),
             None => None,
         };
-        let model = DecoderModel::load(cfg, &store, rope_freqs, device, opts.precision, opts.backend)?;
+        let model = DecoderModel::load(cfg, &store, rope_freqs, device, opts.precision, opts.backend, adapter.as_ref())?;
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, ModelFormat::Gguf, path))
     }
 
     fn load_dir(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+        let adapter = opts.adapter.as_deref().map(LoraAdapter::load).transpose()?;
         let config: Json = read_json(&dir.join("config.json"))?
             .ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))?;
         let cfg = ModelConfig::from_hf(&config)?;
@@ -111,7 +116,7 @@ impl LoadedModel {
             eos_ids.push(id);
         }
         let format = if config.get("quantization").is_some() { ModelFormat::MlxQuantized } else { ModelFormat::Safetensors };
-        let model = DecoderModel::load(cfg, &store, None, device, opts.precision, opts.backend)?;
+        let model = DecoderModel::load(cfg, &store, None, device, opts.precision, opts.backend, adapter.as_ref())?;
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, format, dir))
     }
 

@@ -11,6 +11,7 @@ use hearth_kernels::Precision;
 use crate::config::{Activation, ModelConfig, RopeScaling};
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
+use crate::lora::LoraAdapter;
 use crate::rope::Rope;
 use crate::weights::{StoredTensor, WeightStore};
 use crate::{EngineError, Result};
@@ -112,7 +113,11 @@ impl DecoderModel {
         device: &Device,
         precision: Precision,
         backend: Backend,
+        adapter: Option<&LoraAdapter>,
     ) -> Result<Self> {
+        if adapter.is_some() && backend == Backend::Candle {
+            return Err(EngineError::Unsupported("LoRA adapters on the candle backend".into()));
+        }
         if let Some(f) = rope_freqs {
             cfg.rope_scaling = RopeScaling::FreqFactors(f);
         }
@@ -126,7 +131,7 @@ impl DecoderModel {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("model.layers.{i}");
-            let lin = |name: &str, bias: bool| Linear::load(store, &format!("{p}.{name}"), bias, device);
+            let lin = |name: &str, bias: bool| Linear::load(store, &format!("{p}.{name}"), bias, device, adapter);
             let norm = |name: &str| RmsNorm::load(store, &format!("{p}.{name}"), &cfg, device);
             let qkv = if store.contains(&format!("{p}.self_attn.qkv_proj.weight")) {
                 Qkv::Fused(lin("self_attn.qkv_proj", cfg.qkv_bias)?)
@@ -160,7 +165,7 @@ impl DecoderModel {
         let lm_head = if cfg.tie_word_embeddings || !store.contains("lm_head.weight") {
             Linear::from_stored(embed.clone())?
         } else {
-            Linear::load(store, "lm_head", false, device)?
+            Linear::load(store, "lm_head", false, device, adapter)?
         };
         if lm_head.out_features() != cfg.vocab_size {
             return Err(EngineError::Weights("lm_head rows differ from the vocabulary size".into()));

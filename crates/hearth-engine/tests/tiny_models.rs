@@ -126,7 +126,7 @@ fn host_and_candle_backends_agree() {
     use hearth_engine::{LoadOptions, Precision};
     for name in HF {
         let path = testdata(&format!("tiny/hf/{name}"));
-        let load = |backend| LoadedModel::load_with(&path, LoadOptions { precision: Precision::Exact, backend }).unwrap();
+        let load = |backend| LoadedModel::load_with(&path, LoadOptions { precision: Precision::Exact, backend, ..Default::default() }).unwrap();
         let (host, candle) = (load(Backend::Host), load(Backend::Candle));
         for p in json("tiny/prompts.json")["ids"].as_array().unwrap() {
             let p = ids(p);
@@ -145,4 +145,18 @@ fn lora_fused_model_matches_mlx_lm() {
     for (i, case) in refs["fused"]["cases"].as_array().unwrap().iter().enumerate() {
         check_case(&format!("lora/fused p{i}"), &model, case, 1e-3);
     }
+}
+
+#[test]
+fn lora_adapter_on_the_base_model_matches_mlx_lm() {
+    use hearth_engine::{LoadOptions, Precision};
+    let refs = json("tiny/refs/lora.json");
+    let opts = LoadOptions { precision: Precision::Exact, adapter: Some(testdata("tiny/lora/adapters")), ..Default::default() };
+    let model = LoadedModel::load_with(&testdata("tiny/hf/llama"), opts).unwrap();
+    for (i, case) in refs["adapter"]["cases"].as_array().unwrap().iter().enumerate() {
+        check_case(&format!("lora/adapters p{i}"), &model, case, 1e-3);
+    }
+    let p0 = ids(&refs["adapter"]["cases"][0]["ids"]);
+    let d = full_diff(&last_logits(&model, &p0), &refs["adapter"]["p0_full_last_logits"]);
+    assert!(d <= 1e-3, "adapter: full-vocabulary logits differ by {d}");
 }

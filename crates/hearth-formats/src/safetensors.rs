@@ -73,6 +73,10 @@ impl SafeTensors {
         let mut metadata = BTreeMap::new();
         for (name, value) in raw {
             if name == "__metadata__" {
+                // MLX writes `null` when there is no metadata.
+                if value.is_null() {
+                    continue;
+                }
                 metadata = serde_json::from_value(value)
                     .map_err(|e| FormatError::Invalid(format!("__metadata__: {e}")))?;
                 continue;

@@ -1,0 +1,120 @@
+//! LoRA adapters as mlx-lm writes them (`adapter_config.json` + `adapters.safetensors` with
+//! `<layer>.lora_a` `[in, rank]` and `<layer>.lora_b` `[rank, out]`): each adapted layer computes
+//! `W·x + scale · (x·A)·B`, the base weights untouched.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use hearth_formats::safetensors::SafeTensors;
+use hearth_kernels::{FloatFormat, RowFormat};
+use serde_json::Value as Json;
+
+use crate::weights::StoredTensor;
+use crate::{EngineError, Result};
+
+/// One adapted layer's low-rank update.
+#[derive(Clone, Debug)]
+pub struct LoraDelta {
+    /// `[in, rank]`, row-major.
+    a: Vec<f32>,
+    /// `[rank, out]`, row-major.
+    b: Vec<f32>,
+    rank: usize,
+    scale: f32,
+}
+
+impl LoraDelta {
+    /// Checks the delta fits a layer of `cols` inputs and `rows` outputs.
+    pub(crate) fn fits(&self, rows: usize, cols: usize) -> bool {
+        self.a.len() == cols * self.rank && self.b.len() == rows * self.rank
+    }
+
+    /// `out[t] += scale · (x[t]·A)·B` for every token row.
+    pub(crate) fn apply(&self, x: &[f32], out: &mut [f32]) {
+        let (inp, r) = (self.a.len() / self.rank, self.rank);
+        let outn = self.b.len() / r;
+        for (xr, or) in x.chunks_exact(inp).zip(out.chunks_exact_mut(outn)) {
+            let mut t = [0f32; 64];
+            let t = if r <= 64 { &mut t[..r] } else { return self.apply_wide(xr, or) };
+            for (i, &xv) in xr.iter().enumerate() {
+                for (tv, &av) in t.iter_mut().zip(&self.a[i * r..(i + 1) * r]) {
+                    *tv += xv * av;
+                }
+            }
+            for (k, &tv) in t.iter().enumerate() {
+                let s = self.scale * tv;
+                for (o, &bv) in or.iter_mut().zip(&self.b[k * outn..(k + 1) * outn]) {
+                    *o += s * bv;
+                }
+            }
+        }
+    }
+
+    /// Ranks above 64 (rare): the same with a heap buffer.
+    fn apply_wide(&self, xr: &[f32], or: &mut [f32]) {
+        let r = self.rank;
+        let outn = self.b.len() / r;
+        let t: Vec<f32> = (0..r).map(|k| xr.iter().enumerate().map(|(i, &xv)| xv * self.a[i * r + k]).sum()).collect();
+        for (k, &tv) in t.iter().enumerate() {
+            for (o, &bv) in or.iter_mut().zip(&self.b[k * outn..(k + 1) * outn]) {
+                *o += self.scale * tv * bv;
+            }
+        }
+    }
+}
+
+/// An adapter: the deltas of every layer it touches, by layer name (`model.layers.0.mlp.up_proj`).
+#[derive(Debug, Default)]
+pub struct LoraAdapter {
+    pub(crate) layers: HashMap<String, LoraDelta>,
+}
+
+impl LoraAdapter {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| EngineError::Io { path: cfg_path.clone(), source })?;
+        let cfg: Json = serde_json::from_str(&text).map_err(|e| EngineError::Config(format!("{}: {e}", cfg_path.display())))?;
+        match cfg.get("fine_tune_type").and_then(Json::as_str).unwrap_or("lora") {
+            "lora" => {}
+            other => return Err(EngineError::Unsupported(format!("adapter type {other:?} (only lora)"))),
+        }
+        let scale = cfg
+            .pointer("/lora_parameters/scale")
+            .and_then(Json::as_f64)
+            .ok_or_else(|| EngineError::Config(format!("{}: no lora_parameters.scale", cfg_path.display())))? as f32;
+        let tensors = SafeTensors::open(&dir.join("adapters.safetensors"))?.tensors;
+        let to_f32 = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
+            let t = &tensors[name];
+            let format = match t.dtype {
+                hearth_formats::DType::F32 => FloatFormat::F32,
+                hearth_formats::DType::F16 => FloatFormat::F16,
+                hearth_formats::DType::BF16 => FloatFormat::BF16,
+                other => return Err(EngineError::Weights(format!("{name}: {other:?} adapter weights"))),
+            };
+            let stored = StoredTensor { format: RowFormat::Float(format), shape: t.shape.clone(), data: t.data.clone(), scales: None, biases: None };
+            Ok((stored.to_f32_tensor(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1()?, t.shape.clone()))
+        };
+        let mut layers = HashMap::new();
+        for name in tensors.keys() {
+            let Some(layer) = name.strip_suffix(".lora_a") else { continue };
+            let b_name = format!("{layer}.lora_b");
+            if !tensors.contains_key(&b_name) {
+                return Err(EngineError::Weights(format!("{name} has no matching {b_name}")));
+            }
+            let (a, a_shape) = to_f32(name)?;
+            let (b, b_shape) = to_f32(&b_name)?;
+            let (rank, rank_b) = match (&a_shape[..], &b_shape[..]) {
+                ([_, r], [rb, _]) => (*r, *rb),
+                _ => (0, 1),
+            };
+            if rank == 0 || rank != rank_b {
+                return Err(EngineError::Weights(format!("{layer}: lora_a {a_shape:?} and lora_b {b_shape:?} do not chain")));
+            }
+            layers.insert(layer.to_string(), LoraDelta { a, b, rank, scale });
+        }
+        if layers.is_empty() {
+            return Err(EngineError::Weights(format!("{} holds no lora_a/lora_b pairs", dir.display())));
+        }
+        Ok(LoraAdapter { layers })
+    }
+}
