@@ -449,15 +449,18 @@ impl State {
         Some(fault)
     }
 
-    fn repo(&self, id: &str) -> Option<&FakeRepo> {
-        self.repos.iter().find(|r| r.id == id)
-    }
-
-    fn authorised(&self, repo: &FakeRepo, req: &Request) -> bool {
+    /// The repository a request names, or the Hub's answer when it is unknown (404) or gated
+    /// and the request lacks the token (401).
+    fn repo(&self, id: &str, req: &Request) -> Result<&FakeRepo, (u16, &'static str, &'static str)> {
+        let repo = self.repos.iter().find(|r| r.id == id).ok_or((404, "RepoNotFound", "Repository not found"))?;
         let token = self.token.lock().unwrap().clone();
-        !repo.gated
-            || token
-                .is_some_and(|t| req.headers.get("authorization") == Some(&format!("Bearer {t}")))
+        let authorised = !repo.gated
+            || token.is_some_and(|t| req.headers.get("authorization") == Some(&format!("Bearer {t}")));
+        if authorised {
+            Ok(repo)
+        } else {
+            Err((401, "GatedRepo", "Access to this model is restricted"))
+        }
     }
 }
 
@@ -493,17 +496,10 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
             return error(&mut conn, 404, "EntryNotFound", "unknown API route");
         };
         let (repo_id, rev) = (percent_decode(repo_id), percent_decode(rev));
-        let Some(repo) = state.repo(&repo_id) else {
-            return error(&mut conn, 404, "RepoNotFound", "Repository not found");
+        let repo = match state.repo(&repo_id, &req) {
+            Ok(repo) => repo,
+            Err((status, code, message)) => return error(&mut conn, status, code, message),
         };
-        if !state.authorised(repo, &req) {
-            return error(
-                &mut conn,
-                401,
-                "GatedRepo",
-                "Access to this model is restricted",
-            );
-        }
         if rev != "main" && rev != repo.commit {
             return error(&mut conn, 404, "RevisionNotFound", "Invalid rev id");
         }
@@ -551,17 +547,10 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
     }
     if let Some((repo_id, rest)) = path[1..].split_once("/resolve/") {
         let repo_id = percent_decode(repo_id);
-        let Some(repo) = state.repo(&repo_id) else {
-            return error(&mut conn, 404, "RepoNotFound", "Repository not found");
+        let repo = match state.repo(&repo_id, &req) {
+            Ok(repo) => repo,
+            Err((status, code, message)) => return error(&mut conn, status, code, message),
         };
-        if !state.authorised(repo, &req) {
-            return error(
-                &mut conn,
-                401,
-                "GatedRepo",
-                "Access to this model is restricted",
-            );
-        }
         let (rev, file) = rest.split_once('/').unwrap_or((rest, ""));
         let rev = percent_decode(rev);
         if rev != "main" && rev != repo.commit {
