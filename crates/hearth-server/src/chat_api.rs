@@ -39,7 +39,7 @@ async fn models(State(state): State<AppState>) -> Json<Value> {
         .known_ids()
         .into_iter()
         .map(|id| {
-            let loaded = state.models.resident(&id).is_some();
+            let loaded = state.models.is_loaded(&id);
             json!({"id": id, "name": id, "loaded": loaded})
         })
         .collect();

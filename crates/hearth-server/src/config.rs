@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use hearth_store::HubConfig;
 use serde::Deserialize;
 
 use crate::scheduler::SchedulerConfig;
@@ -107,6 +108,8 @@ pub struct ServerConfig {
     pub db: PathBuf,
     pub exports_dir: Option<PathBuf>,
     pub shutdown_timeout: Duration,
+    /// Where `POST /api/models/pull` downloads from (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`).
+    pub hub: HubConfig,
 }
 
 impl ServeOptions {
@@ -167,6 +170,7 @@ impl ServeOptions {
             db: self.db.or(file.db).unwrap_or_else(|| home.join("server.db")),
             exports_dir: self.exports_dir.or(file.exports_dir),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(10)),
+            hub: HubConfig::from_env(),
         })
     }
 }

@@ -112,6 +112,16 @@ impl Fields {
         }
     }
 
+    /// A list of strings.
+    pub fn strings(&mut self, field: &str) -> Result<Option<Vec<String>>> {
+        let Some(v) = self.take(field) else { return Ok(None) };
+        let list = match &v {
+            Value::Array(items) => items.iter().map(|s| s.as_str().map(str::to_string)).collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        list.map(Some).ok_or_else(|| self.wrong(field, "a list of strings", &v))
+    }
+
     pub fn object(&mut self, field: &str) -> Result<Option<Map<String, Value>>> {
         match self.take(field) {
             None => Ok(None),
@@ -133,6 +143,11 @@ impl Fields {
             }
         }
     }
+}
+
+/// Token ids: non-negative integers that fit a `u32`; `None` if any is not one.
+pub fn token_ids(items: &[Value]) -> Option<Vec<u32>> {
+    items.iter().map(|t| t.as_u64().and_then(|id| u32::try_from(id).ok())).collect()
 }
 
 /// A value's JSON type and (shortened) text, for error messages.

@@ -1,12 +1,13 @@
 //! `hearth serve`: one process, one port, for the clients of three servers — the
 //! OpenAI-compatible API (`/v1/*`), the chat backend (`/api/*`, with a WebSocket) and the model
-//! registry (`/admin/*`) — plus `/health`, `/metrics` and `/docs`. Each loaded model runs a
+//! registry (`/admin/*`) — with embeddings, reranking and the model store's pulls — plus `/health`, `/metrics` and `/docs`. Each loaded model runs a
 //! continuously batching scheduler on its own thread ([`scheduler`]).
 
 mod admin;
 mod chat_api;
 pub mod config;
 mod docs;
+mod embeddings;
 mod error;
 mod fields;
 mod generation;
@@ -17,6 +18,7 @@ mod prompt_cache;
 mod registry;
 mod request;
 mod scheduler;
+mod store_api;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -128,7 +130,9 @@ async fn shutdown_signal() {
 fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(openai::routes())
+        .merge(embeddings::routes())
         .merge(chat_api::routes())
+        .merge(store_api::routes())
         .merge(admin::routes())
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
@@ -202,5 +206,6 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let residents = state.models.residents();
     let snapshots: Vec<ResidentSnapshot<'_>> =
         residents.iter().map(|r| ResidentSnapshot { id: &r.id, weight_bytes: r.weight_bytes, gauges: &r.scheduler.gauges }).collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&snapshots))
+    let embedding_stats = state.models.embedding_stats();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&snapshots, &embedding_stats))
 }

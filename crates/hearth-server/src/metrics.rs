@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hearth_embed::QueueStats;
+
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -60,6 +62,9 @@ pub struct ResidentSnapshot<'a> {
     pub gauges: &'a SchedulerGauges,
 }
 
+/// A metric's name, help text, and how to read it from a `T`.
+type Sample<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub time_to_first_token: Histogram,
@@ -90,7 +95,8 @@ impl Metrics {
         *map.entry((route.to_string(), status)).or_default() += 1;
     }
 
-    pub fn render(&self, residents: &[ResidentSnapshot<'_>]) -> String {
+    /// `embedding_queues`: each loaded embedding model's id and batching-queue counters.
+    pub fn render(&self, residents: &[ResidentSnapshot<'_>], embedding_queues: &[(String, QueueStats)]) -> String {
         let mut out = String::new();
         out.push_str("# HELP hearth_requests_total HTTP requests by route and status.\n# TYPE hearth_requests_total counter\n");
         for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -107,7 +113,7 @@ impl Metrics {
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
-        let gauges: [(&str, &str, fn(&ResidentSnapshot<'_>) -> usize); 5] = [
+        let gauges: [Sample<ResidentSnapshot<'_>, usize>; 5] = [
             ("hearth_queue_depth", "Requests waiting for a model's scheduler.", |r| r.gauges.queued.load(Relaxed)),
             ("hearth_running_sequences", "Sequences in a model's running batch.", |r| r.gauges.running.load(Relaxed)),
             ("hearth_kv_cache_bytes", "KV-cache bytes reserved by running sequences.", |r| r.gauges.kv_running_bytes.load(Relaxed)),
@@ -118,6 +124,17 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for r in residents {
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(r.id), get(r));
+            }
+        }
+        let queue_counters: [Sample<QueueStats, u64>; 3] = [
+            ("hearth_embedding_requests_total", "Embedding requests queued per model.", |s| s.requests),
+            ("hearth_embedding_batches_total", "Embedding model runs per model.", |s| s.batches),
+            ("hearth_embedding_merged_batches_total", "Embedding model runs that served several requests at once.", |s| s.merged_batches),
+        ];
+        for (name, help, get) in queue_counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (id, stats) in embedding_queues {
+                let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(id), get(stats));
             }
         }
         let _ = writeln!(out, "# HELP hearth_resident_models Models loaded now.\n# TYPE hearth_resident_models gauge\nhearth_resident_models {}", residents.len());

@@ -1,7 +1,8 @@
 //! Which models exist, which are loaded, and loading them: on first use or preload, within a
 //! memory budget (the least recently used idle model is unloaded to make room), each unloaded
 //! again after its keep-alive. A loaded model gets its own scheduler thread and holds the
-//! store's in-use lock so `hearth rm` will not delete it meanwhile.
+//! store's in-use lock so `hearth rm` will not delete it meanwhile. Encoder models (embeddings,
+//! reranking) resolve the same way and stay loaded until unloaded, outside the budget.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -9,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_engine::LoadedModel;
-use hearth_store::{HubConfig, InUseGuard, ModelRecord, Store};
+use hearth_store::{InUseGuard, ModelRecord, Store};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -27,7 +29,7 @@ pub struct Resident {
     pub weight_bytes: usize,
     last_used: Mutex<Instant>,
     keep_alive: Option<Duration>,
-    _in_use: Option<InUseGuard>,
+    in_use: Option<Held>,
 }
 
 impl Resident {
@@ -50,6 +52,57 @@ impl Resident {
     }
 }
 
+/// The store model a resident was loaded from, held so it is not removed meanwhile.
+struct Held {
+    name: String,
+    _guard: InUseGuard,
+}
+
+/// What an encoder model is for; a request for the other use is refused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EncoderKind {
+    Embedding,
+    Reranker,
+}
+
+impl EncoderKind {
+    fn describe(self) -> &'static str {
+        match self {
+            EncoderKind::Embedding => "an embedding model",
+            EncoderKind::Reranker => "a reranker",
+        }
+    }
+}
+
+pub enum Encoder {
+    /// Behind a queue, so concurrent requests run as one batch.
+    Embedding(EmbedQueue),
+    Reranker(Box<Reranker>),
+}
+
+impl Encoder {
+    /// Loads `path` as `kind`; hearth-embed refuses a directory that is not such a model.
+    fn load(kind: EncoderKind, path: &Path) -> hearth_embed::Result<Encoder> {
+        Ok(match kind {
+            EncoderKind::Embedding => Encoder::Embedding(EmbedQueue::new(Arc::new(Embedder::load(path)?))?),
+            EncoderKind::Reranker => Encoder::Reranker(Box::new(Reranker::load(path)?)),
+        })
+    }
+
+    fn kind(&self) -> EncoderKind {
+        match self {
+            Encoder::Embedding(_) => EncoderKind::Embedding,
+            Encoder::Reranker(_) => EncoderKind::Reranker,
+        }
+    }
+}
+
+pub struct ResidentEncoder {
+    id: String,
+    pub encoder: Encoder,
+    in_use: Option<Held>,
+}
+
 /// Where a model id points.
 pub struct Located {
     pub path: PathBuf,
@@ -58,11 +111,12 @@ pub struct Located {
 
 pub struct Models {
     cfg: Arc<ServerConfig>,
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
     pub registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     pub shutdown: Arc<AtomicBool>,
     resident: Mutex<HashMap<String, Arc<Resident>>>,
+    encoders: Mutex<HashMap<String, Arc<ResidentEncoder>>>,
     loading: Mutex<HashSet<String>>,
     /// Loads run one at a time, so the budget check sees every model already loaded.
     load_lock: tokio::sync::Mutex<()>,
@@ -70,9 +124,8 @@ pub struct Models {
 
 impl Models {
     pub fn new(cfg: Arc<ServerConfig>, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
-        // The server never downloads: a model must be in the store (`hearth pull`) already.
-        let hub = HubConfig { offline: true, ..HubConfig::from_env() };
-        let store = Store::open(&cfg.home, hub).ok();
+        // Resolving a model never touches the network; only `POST /api/models/pull` downloads.
+        let store = Store::open(&cfg.home, cfg.hub.clone()).ok().map(Arc::new);
         Models {
             cfg,
             store,
@@ -80,6 +133,7 @@ impl Models {
             metrics,
             shutdown: Arc::new(AtomicBool::new(false)),
             resident: Mutex::default(),
+            encoders: Mutex::default(),
             loading: Mutex::default(),
             load_lock: tokio::sync::Mutex::new(()),
         }
@@ -91,6 +145,34 @@ impl Models {
 
     pub fn resident(&self, id: &str) -> Option<Arc<Resident>> {
         self.residents_map().get(id).cloned()
+    }
+
+    fn encoders_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ResidentEncoder>>> {
+        self.encoders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store, for pulls and removals.
+    pub fn store(&self) -> Result<Arc<Store>, ApiError> {
+        self.store.clone().ok_or_else(|| ApiError::internal(format!("the model store at {} could not be opened", self.cfg.home.display())))
+    }
+
+    /// Whether `id` is loaded, as a chat model or an encoder.
+    pub fn is_loaded(&self, id: &str) -> bool {
+        self.resident(id).is_some() || self.encoders_map().contains_key(id)
+    }
+
+    /// Queue counters of every loaded embedding model, by id.
+    pub fn embedding_stats(&self) -> Vec<(String, QueueStats)> {
+        let mut all: Vec<_> = self
+            .encoders_map()
+            .values()
+            .filter_map(|r| match &r.encoder {
+                Encoder::Embedding(queue) => Some((r.id.clone(), queue.stats())),
+                Encoder::Reranker(_) => None,
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     pub fn residents(&self) -> Vec<Arc<Resident>> {
@@ -177,11 +259,52 @@ impl Models {
         Ok(resident)
     }
 
-    async fn load(&self, id: &str, located: Located, keep_alive: Option<Duration>) -> Result<Resident, ApiError> {
-        let in_use = match (&self.store, &located.record) {
-            (Some(store), Some(record)) => Some(store.hold(record).map_err(|e| ApiError::internal(e.to_string()))?),
-            _ => None,
+    /// The encoder `id`, loading it (as `kind`) first if needed.
+    pub async fn encoder(&self, id: &str, kind: EncoderKind) -> Result<Arc<ResidentEncoder>, ApiError> {
+        let loaded = self.encoders_map().get(id).cloned();
+        let resident = match loaded {
+            Some(r) => r,
+            None => self.load_encoder(id, kind).await?,
         };
+        if resident.encoder.kind() != kind {
+            return Err(ApiError::invalid("model", format!("`{id}` is {}, not {}", resident.encoder.kind().describe(), kind.describe())));
+        }
+        Ok(resident)
+    }
+
+    async fn load_encoder(&self, id: &str, kind: EncoderKind) -> Result<Arc<ResidentEncoder>, ApiError> {
+        let located = self.locate(id)?;
+        let _one_at_a_time = self.load_lock.lock().await;
+        if let Some(r) = self.encoders_map().get(id) {
+            return Ok(r.clone());
+        }
+        let in_use = self.hold(&located)?;
+        let path = located.path.clone();
+        let encoder = tokio::task::spawn_blocking(move || Encoder::load(kind, &path))
+            .await
+            .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
+            .map_err(|e| ApiError {
+                code: Some("model_not_supported"),
+                ..ApiError::invalid("model", format!("`{id}` cannot be used as {}: {e}", kind.describe()))
+            })?;
+        let resident = Arc::new(ResidentEncoder { id: id.to_string(), encoder, in_use });
+        self.encoders_map().insert(id.to_string(), resident.clone());
+        Ok(resident)
+    }
+
+    /// Takes the store's in-use lock on a store model for as long as it stays loaded.
+    fn hold(&self, located: &Located) -> Result<Option<Held>, ApiError> {
+        match (&self.store, &located.record) {
+            (Some(store), Some(record)) => {
+                let guard = store.hold(record).map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(Some(Held { name: record.name.clone(), _guard: guard }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn load(&self, id: &str, located: Located, keep_alive: Option<Duration>) -> Result<Resident, ApiError> {
+        let in_use = self.hold(&located)?;
         let path = located.path.clone();
         let model = tokio::task::spawn_blocking(move || LoadedModel::load(&path))
             .await
@@ -202,7 +325,7 @@ impl Models {
             weight_bytes,
             last_used: Mutex::new(Instant::now()),
             keep_alive,
-            _in_use: in_use,
+            in_use,
         })
     }
 
@@ -232,7 +355,15 @@ impl Models {
 
     /// `false` if it was not loaded. Running requests finish first: they hold the model.
     pub fn unload(&self, id: &str) -> bool {
-        self.residents_map().remove(id).is_some()
+        let chat = self.residents_map().remove(id).is_some();
+        self.encoders_map().remove(id).is_some() || chat
+    }
+
+    /// Unloads whatever was loaded from these store models (removed from under the server).
+    pub fn unload_store_models(&self, names: &[String]) {
+        let removed = |held: &Option<Held>| held.as_ref().is_some_and(|h| names.contains(&h.name));
+        self.residents_map().retain(|_, r| !removed(&r.in_use));
+        self.encoders_map().retain(|_, r| !removed(&r.in_use));
     }
 
     /// Unloads idle models whose keep-alive has passed.

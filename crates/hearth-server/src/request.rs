@@ -7,7 +7,7 @@ use hearth_engine::SamplingParams;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::fields::{describe, Fields, Result};
+use crate::fields::{describe, token_ids, Fields, Result};
 
 /// Most choices one request may ask for (they share a batch with everyone else's).
 pub const MAX_N: i64 = 16;
@@ -200,12 +200,7 @@ fn completion_prompt(v: Value) -> Result<Prompt> {
             _ if items.len() > 1 && items.iter().all(Value::is_string) => {
                 Err(ApiError::invalid("prompt", "several prompts in one request are not supported; send one request per prompt"))
             }
-            _ => items
-                .iter()
-                .map(|t| t.as_u64().filter(|&id| id <= u32::MAX as u64).map(|id| id as u32))
-                .collect::<Option<Vec<u32>>>()
-                .map(Prompt::Tokens)
-                .ok_or_else(|| bad(&v)),
+            _ => token_ids(items).map(Prompt::Tokens).ok_or_else(|| bad(&v)),
         },
         _ => Err(bad(&v)),
     }

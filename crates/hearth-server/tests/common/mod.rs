@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use hearth_server::{ServeOptions, Server};
+use hearth_server::{ServeOptions, Server, ServerConfig};
 use tokio::sync::oneshot;
 
 pub fn repo_root() -> PathBuf {
@@ -31,9 +31,16 @@ impl TestServer {
 
     /// As `start`, reusing a home (and so the registry database) from an earlier server.
     pub fn start_in(home: tempfile::TempDir, edit: impl FnOnce(&mut ServeOptions)) -> TestServer {
+        Self::start_configured(home, edit, |_| {})
+    }
+
+    /// As `start_in`, then `edit_config` applied to the resolved configuration (for what no
+    /// option sets, such as the Hub to pull from).
+    pub fn start_configured(home: tempfile::TempDir, edit: impl FnOnce(&mut ServeOptions), edit_config: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let mut opts = ServeOptions { port: Some(0), model: vec![format!("tiny={}", tiny_model())], ..Default::default() };
         edit(&mut opts);
-        let cfg = opts.resolve(home.path()).expect("valid options");
+        let mut cfg = opts.resolve(home.path()).expect("valid options");
+        edit_config(&mut cfg);
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -2,8 +2,10 @@
 
 Run by crates/hearth-server/tests/sdk.rs, which starts the server and sets HEARTH_BASE_URL.
 """
+import base64
 import json
 import os
+import struct
 import urllib.error
 import urllib.request
 
@@ -13,6 +15,8 @@ from websockets.sync.client import connect
 
 BASE = os.environ["HEARTH_BASE_URL"]
 MODEL = os.environ.get("HEARTH_MODEL", "tiny")
+# all-MiniLM-L6-v2, which scripts/fetch-test-models.sh installs.
+EMBEDDING_MODEL = os.environ.get("HEARTH_EMBEDDING_MODEL", "minilm")
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="unused", max_retries=0)
 
 
@@ -128,3 +132,38 @@ def test_websocket_chat_and_errors():
         while not kinds or kinds[-1] != "done":
             kinds.append(json.loads(ws.recv())["type"])
         assert "token" in kinds
+
+
+def as_f32(values):
+    """Python floats rounded to float32, as the server computed them."""
+    return list(struct.unpack(f"<{len(values)}f", struct.pack(f"<{len(values)}f", *values)))
+
+
+def test_embeddings_as_floats_and_base64_agree():
+    texts = ["A man is eating food.", "A monkey is playing drums."]
+    floats = client.embeddings.create(model=EMBEDDING_MODEL, input=texts, encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1]
+    assert all(len(d.embedding) == 384 for d in floats.data)
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens == 16
+    assert abs(sum(x * x for x in floats.data[0].embedding) - 1) < 1e-4
+    encoded = client.embeddings.create(model=EMBEDDING_MODEL, input=texts, encoding_format="base64")
+    for f, b in zip(floats.data, encoded.data):
+        raw = base64.b64decode(b.embedding)
+        assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == as_f32(f.embedding)
+    # Without a format the SDK asks for base64 and decodes it itself.
+    default = client.embeddings.create(model=EMBEDDING_MODEL, input=texts)
+    assert [as_f32(d.embedding) for d in default.data] == [as_f32(d.embedding) for d in floats.data]
+    cut = client.embeddings.create(model=EMBEDDING_MODEL, input=texts[0], dimensions=32, encoding_format="float")
+    assert len(cut.data[0].embedding) == 32
+
+
+def test_embedding_errors():
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model=EMBEDDING_MODEL, input="word " * 400, encoding_format="float")
+    assert e.value.body["param"] == "input[0]"
+    assert client.embeddings.create(model=EMBEDDING_MODEL, input="word " * 400, encoding_format="float",
+                                    extra_body={"truncate": True}).usage.prompt_tokens == 256
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model=EMBEDDING_MODEL, input=[])
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-model", input="x")

@@ -1,0 +1,94 @@
+//! The model store over HTTP: `POST /api/models/pull` downloads a model from the Hub,
+//! streaming the store's progress events as SSE, and `DELETE /api/models/{model_id}` removes
+//! one (a repo id's `/` percent-encoded as `%2F`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use futures_util::stream::StreamExt;
+use hearth_store::name::ModelSpec;
+use hearth_store::{PullEvent, PullRequest, StoreError};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::fields::{Fields, JsonObject};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/models/pull", post(pull)).route("/api/models/{model_id}", delete(remove))
+}
+
+/// The pull a body asks for: `model` (a repo id or catalogue alias, optionally with
+/// `@revision` and `:QUANT`), and `revision`, `quant` and `include` globs that override it.
+fn pull_request(body: serde_json::Map<String, Value>) -> Result<PullRequest, ApiError> {
+    let mut f = Fields::new(body);
+    let model = f.required_string("model")?;
+    let revision = f.string("revision")?;
+    let quant = f.string("quant")?;
+    let include = f.strings("include")?.unwrap_or_default();
+    f.finish()?;
+    let mut req = PullRequest::new(&model).map_err(|e| ApiError::invalid("model", e.to_string()))?;
+    req.model.revision = revision.or(req.model.revision);
+    req.model.quant = quant.or(req.model.quant);
+    // The overrides are checked like the spec itself.
+    req.model = ModelSpec::parse(&req.model.to_string()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    req.include = include;
+    Ok(req)
+}
+
+/// The pull runs on a blocking thread and outlives a client that disconnects (a later pull
+/// would resume it anyway); the stream ends after the store's `done` or `failed` event.
+async fn pull(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+    let req = pull_request(body)?;
+    let store = state.models.store()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
+    let on_panic = tx.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        // A send fails only once the client has gone; the pull goes on regardless.
+        let _ = store.pull(&req, &|event| drop(tx.send(event)));
+    });
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            let _ = on_panic.send(PullEvent::Failed { message: format!("the pull stopped: {e}") });
+        }
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) }).map(|event| {
+        let data = serde_json::to_string(&event).unwrap_or_default();
+        Ok::<_, Infallible>(SseEvent::default().data(data))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(k) = q.keys().find(|k| *k != "force") {
+        return Err(ApiError::invalid(k, format!("unknown query parameter `{k}`")));
+    }
+    let force = match q.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::invalid("force", format!("`force` must be true or false, got {other:?}"))),
+    };
+    let store = state.models.store()?;
+    let spec = id.clone();
+    let removed = tokio::task::spawn_blocking(move || store.remove(&spec, force))
+        .await
+        .map_err(|e| ApiError::internal(format!("the removal stopped: {e}")))?
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => ApiError::model_not_found(&id),
+            StoreError::InUse(_) => ApiError::conflict(format!("`{id}` is loaded by a server; unload it first, or pass ?force=true")),
+            StoreError::InvalidName { .. } => ApiError::invalid("model_id", e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        })?;
+    // A forced removal may take models this server has loaded: stop using their files.
+    state.models.unload_store_models(&removed);
+    Ok(Json(json!({"deleted": removed})))
+}
