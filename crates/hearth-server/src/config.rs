@@ -32,6 +32,11 @@ pub struct ServeOptions {
     /// Load the configured models at start instead of on first use.
     #[arg(long)]
     pub preload: bool,
+    /// Download a model from the Hub (`HF_ENDPOINT`) the first time a request or the
+    /// configuration names one that is not in the cache [default: only `POST /api/models/pull`
+    /// downloads].
+    #[arg(long, env = "HEARTH_AUTO_PULL")]
+    pub auto_pull: bool,
     /// API key clients must send (`Authorization: Bearer …`). Repeatable.
     #[arg(long = "api-key", env = "HEARTH_API_KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_key: Vec<String>,
@@ -96,6 +101,7 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     pub models: Vec<ModelEntry>,
     pub preload: bool,
+    pub auto_pull: bool,
     pub api_keys: Vec<String>,
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
@@ -153,6 +159,7 @@ impl ServeOptions {
             addr: SocketAddr::new(host, self.port.or(file.port).unwrap_or(8080)),
             models,
             preload: self.preload || file.preload,
+            auto_pull: self.auto_pull || file.auto_pull,
             api_keys,
             cors_origins: or_vec(self.cors_origin, file.cors_origin),
             max_body_bytes: positive("max-body-bytes", self.max_body_bytes.or(file.max_body_bytes).unwrap_or(4 << 20))?,

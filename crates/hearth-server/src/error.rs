@@ -45,6 +45,11 @@ impl ApiError {
         ApiError { code: Some("conflict"), ..Self::new(StatusCode::CONFLICT, message) }
     }
 
+    /// 502: something upstream (the Hub) failed.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        ApiError { code: Some("upstream_error"), ..Self::new(StatusCode::BAD_GATEWAY, message) }
+    }
+
     pub fn unauthorized() -> Self {
         ApiError { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, "Incorrect or missing API key") }
     }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_engine::LoadedModel;
-use hearth_store::{InUseGuard, ModelRecord, Store};
+use axum::http::StatusCode;
+use hearth_store::{InUseGuard, ModelRecord, PullRequest, Store, StoreError};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -124,7 +125,8 @@ pub struct Models {
 
 impl Models {
     pub fn new(cfg: Arc<ServerConfig>, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
-        // Resolving a model never touches the network; only `POST /api/models/pull` downloads.
+        // Resolving a model never touches the network; downloads happen in `POST
+        // /api/models/pull`, or on first use with `--auto-pull`.
         let store = Store::open(&cfg.home, cfg.hub.clone()).ok().map(Arc::new);
         Models {
             cfg,
@@ -239,13 +241,34 @@ impl Models {
         Some(Located { path, record: None })
     }
 
+    /// Like `locate`, but with `--auto-pull` a Hub model missing from the cache is downloaded
+    /// first (a configured id pulls its spec; a request's id must name a repo or an alias).
+    async fn locate_or_pull(&self, id: &str) -> Result<Located, ApiError> {
+        let missing = match self.locate(id) {
+            Err(e) if e.status == StatusCode::NOT_FOUND && self.cfg.auto_pull => e,
+            found => return found,
+        };
+        let spec = self.cfg.models.iter().find(|m| m.id == id).map_or(id, |m| m.spec.as_str());
+        let Ok(req) = PullRequest::new(spec) else { return Err(missing) };
+        let store = self.store()?;
+        eprintln!("{spec} is not in the cache: pulling it from the Hub");
+        tokio::task::spawn_blocking(move || store.pull(&req, &|_| {}))
+            .await
+            .map_err(|e| ApiError::internal(format!("the pull stopped: {e}")))?
+            .map_err(|e| match e {
+                StoreError::NotFoundOnHub { .. } => ApiError { message: format!("The model `{id}` does not exist: {e}"), ..missing },
+                e => ApiError::bad_gateway(format!("pulling `{spec}` failed: {e}")),
+            })?;
+        self.locate(id)
+    }
+
     /// The resident model `id`, loading it first if needed.
     pub async fn get(&self, id: &str, keep_alive: Option<Duration>) -> Result<Arc<Resident>, ApiError> {
         if let Some(r) = self.resident(id) {
             r.touch();
             return Ok(r);
         }
-        let located = self.locate(id)?;
+        let located = self.locate_or_pull(id).await?;
         let _one_at_a_time = self.load_lock.lock().await;
         if let Some(r) = self.resident(id) {
             return Ok(r);
@@ -273,7 +296,7 @@ impl Models {
     }
 
     async fn load_encoder(&self, id: &str, kind: EncoderKind) -> Result<Arc<ResidentEncoder>, ApiError> {
-        let located = self.locate(id)?;
+        let located = self.locate_or_pull(id).await?;
         let _one_at_a_time = self.load_lock.lock().await;
         if let Some(r) = self.encoders_map().get(id) {
             return Ok(r.clone());

@@ -296,3 +296,38 @@ async fn pull_streams_progress_then_delete_removes_the_model() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
     }
 }
+
+#[tokio::test]
+async fn auto_pull_downloads_a_model_on_first_use_then_serves_it_offline() {
+    let mut hub = FakeHub::start(vec![minilm_repo().expect("run scripts/fetch-test-models.sh")]);
+    let hub_config = HubConfig { endpoint: hub.endpoint(), token: None, offline: false, timeout: Duration::from_secs(10), attempts: 3, parallel: 4 };
+    let c = reqwest::Client::new();
+    let embed = |s: &TestServer, model: &str| {
+        let (url, body) = (s.url("/v1/embeddings"), json!({"model": model, "input": "first use"}));
+        let c = c.clone();
+        async move { post(&c, &url, body).await }
+    };
+
+    // By default only an explicit pull downloads.
+    let s = TestServer::start_configured(tempfile::tempdir().unwrap(), |_| {}, |cfg| cfg.hub = hub_config.clone());
+    let (status, err) = embed(&s, MINILM_REPO).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("model_not_found")), "{err}");
+    let home = s.stop();
+
+    let s = TestServer::start_configured(home, |o| o.auto_pull = true, |cfg| cfg.hub = hub_config.clone());
+    let (status, res) = embed(&s, MINILM_REPO).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["data"][0]["embedding"].as_array().unwrap().len(), 384);
+    let (status, err) = embed(&s, "nobody/nothing").await;
+    assert_eq!(status, 404, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("not found on the Hub"), "{err}");
+    let (status, _) = embed(&s, "not a repo id").await;
+    assert_eq!(status, 404);
+    let home = s.stop();
+
+    // The Hub gone, the cached model loads without a network call.
+    hub.stop();
+    let s = TestServer::start_configured(home, |o| o.auto_pull = true, |cfg| cfg.hub = hub_config);
+    let (status, res) = embed(&s, MINILM_REPO).await;
+    assert_eq!(status, 200, "{res}");
+}
