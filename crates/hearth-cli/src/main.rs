@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod embed;
 mod generate;
+mod kb;
 mod serve;
 mod stats;
 mod store_cmd;
@@ -33,6 +34,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Score documents against a query with a cross-encoder, best first.
     Rerank(embed::RerankArgs),
+    /// Knowledge base: ingest documents, search them, answer questions with citations.
+    Kb(kb::KbArgs),
     /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
     Serve(serve::ServeArgs),
     #[command(flatten)]
@@ -125,6 +128,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Rerank(args) => embed::rerank(args),
+        Command::Kb(args) => kb::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };

@@ -63,6 +63,11 @@ impl Embedder {
         }
     }
 
+    /// Tokens `text` takes, special tokens excluded (for sizing chunks under the limit).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.encoder.text.count(text)
+    }
+
     /// Embeds `inputs`, in order.
     pub fn embed(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Embeddings> {
         let seqs = self.prepare(inputs, opts)?;

@@ -48,6 +48,11 @@ impl TextEncoder {
         }
     }
 
+    /// Tokens `text` takes without special tokens and without truncation.
+    pub fn count(&self, text: &str) -> usize {
+        self.whole.encode_fast(text, false).map_or(0, |e| e.get_ids().len())
+    }
+
     pub fn limit(&self) -> usize {
         self.limit
     }

@@ -83,6 +83,12 @@ pub struct ServeOptions {
     /// Directory that `POST /admin/scan` searches for adapter export bundles.
     #[arg(long, env = "HEARTH_EXPORTS_DIR")]
     pub exports_dir: Option<PathBuf>,
+    /// Embedding model of the knowledge-base collections [default: minilm].
+    #[arg(long, env = "HEARTH_KB_EMBEDDING_MODEL")]
+    pub kb_embedding_model: Option<String>,
+    /// Cross-encoder for knowledge-base searches that ask for `rerank`.
+    #[arg(long, env = "HEARTH_KB_RERANK_MODEL")]
+    pub kb_rerank_model: Option<String>,
     /// Seconds in-flight requests get to finish at shutdown before they are cancelled
     /// [default: 10].
     #[arg(long, env = "HEARTH_SHUTDOWN_TIMEOUT")]
@@ -113,6 +119,8 @@ pub struct ServerConfig {
     pub home: PathBuf,
     pub db: PathBuf,
     pub exports_dir: Option<PathBuf>,
+    pub kb_embedding_model: String,
+    pub kb_rerank_model: Option<String>,
     pub shutdown_timeout: Duration,
     /// Where `POST /api/models/pull` downloads from (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`).
     pub hub: HubConfig,
@@ -176,6 +184,8 @@ impl ServeOptions {
             home: home.to_path_buf(),
             db: self.db.or(file.db).unwrap_or_else(|| home.join("server.db")),
             exports_dir: self.exports_dir.or(file.exports_dir),
+            kb_embedding_model: self.kb_embedding_model.or(file.kb_embedding_model).unwrap_or_else(|| "minilm".into()),
+            kb_rerank_model: self.kb_rerank_model.or(file.kb_rerank_model),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(10)),
             hub: HubConfig::from_env(),
         })

@@ -30,6 +30,13 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/admin/models/{name}/status", "registry", "registered / loading / loaded, with memory"),
     ("post", "/admin/models/{name}/preload", "registry", "Load a registered model now"),
     ("post", "/admin/scan", "registry", "Register every adapter bundle in the exports directory"),
+    ("get", "/api/v1/health", "knowledge", "Knowledge base health with document and chunk counts"),
+    ("get", "/api/v1/search", "knowledge", "Search (?q=&limit=&mode=bm25|vector|hybrid&rerank=&tag=&content_type=&collection=)"),
+    ("get", "/api/v1/stats", "knowledge", "Documents, chunks and content types of a collection"),
+    ("post", "/api/v1/content", "knowledge", "Add content: JSON {text, title, content_type, tags, id, url} or a multipart file upload"),
+    ("get", "/api/v1/content/{id}", "knowledge", "One document with its extracted text"),
+    ("delete", "/api/v1/content/{id}", "knowledge", "Remove a document"),
+    ("post", "/search/ask", "knowledge", "Answer a question from a collection with citations (SSE when `stream`)"),
 ];
 
 pub async fn openapi() -> Json<Value> {

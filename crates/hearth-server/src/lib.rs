@@ -11,6 +11,8 @@ mod embeddings;
 mod error;
 mod fields;
 mod generation;
+mod kb_api;
+mod knowledge;
 mod metrics;
 mod models;
 mod openai;
@@ -39,6 +41,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 pub use config::{ServeOptions, ServerConfig};
 use error::ApiError;
 use metrics::{Metrics, ResidentSnapshot};
+use knowledge::Knowledge;
 use models::Models;
 use registry::Registry;
 
@@ -47,6 +50,7 @@ pub struct AppState {
     cfg: Arc<ServerConfig>,
     models: Arc<Models>,
     metrics: Arc<Metrics>,
+    knowledge: Arc<Knowledge>,
 }
 
 /// A bound, not yet running server.
@@ -62,7 +66,8 @@ impl Server {
         let cfg = Arc::new(cfg);
         let metrics = Arc::new(Metrics::default());
         let models = Arc::new(Models::new(cfg.clone(), Arc::new(registry), metrics.clone()));
-        let state = AppState { cfg: cfg.clone(), models, metrics };
+        let knowledge = Arc::new(Knowledge::new(cfg.home.clone(), cfg.kb_embedding_model.clone(), cfg.kb_rerank_model.clone(), models.clone()));
+        let state = AppState { cfg: cfg.clone(), models, metrics, knowledge };
         if cfg.preload {
             for m in &cfg.models {
                 state.models.get(&m.id, None).await.map_err(|e| anyhow::anyhow!("preloading {}: {e}", m.id))?;
@@ -82,6 +87,9 @@ impl Server {
         let models = self.state.models.clone();
         let timeout = self.state.cfg.shutdown_timeout;
         let expiry = tokio::spawn(expire_idle_models(models.clone()));
+        // Ingest jobs a stopped process left running finish in the background.
+        let knowledge = self.state.knowledge.clone();
+        let resume = tokio::spawn(async move { knowledge.resume_jobs().await });
         let graceful = async move {
             signal.await;
             tokio::spawn(async move {
@@ -91,6 +99,7 @@ impl Server {
         };
         let served = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful).await;
         expiry.abort();
+        resume.abort();
         Ok(served?)
     }
 }
@@ -133,6 +142,7 @@ fn router(state: AppState) -> Router {
         .merge(embeddings::routes())
         .merge(chat_api::routes())
         .merge(store_api::routes())
+        .merge(kb_api::routes())
         .merge(admin::routes())
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));

@@ -10,10 +10,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use hearth_engine::TokenLogprob;
+use hearth_kb::Hit;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::fields::JsonObject;
+use crate::kb_api;
 use crate::generation::{self, add_usage, chat_logprobs, completion_logprobs, finish_str, usage_json, Started};
 use crate::request::{self, Endpoint};
 use crate::scheduler::{Event, Usage};
@@ -52,13 +54,20 @@ async fn completions(State(state): State<AppState>, JsonObject(body): JsonObject
     complete(state, body, Endpoint::Completion).await
 }
 
-async fn complete(state: AppState, body: serde_json::Map<String, Value>, endpoint: Endpoint) -> Result<Response, ApiError> {
-    let req = request::parse(body, endpoint)?;
+async fn complete(state: AppState, mut body: serde_json::Map<String, Value>, endpoint: Endpoint) -> Result<Response, ApiError> {
+    // Hearth's extension: answer from a knowledge-base collection, with citations.
+    let rag = body.remove("knowledge_base").map(kb_api::rag_options).transpose()?;
+    let mut req = request::parse(body, endpoint)?;
     let (streaming, include_usage) = (req.stream, req.include_usage);
     let chat = endpoint == Endpoint::Chat;
+    let sources = match rag {
+        None => None,
+        Some(_) if !chat => return Err(ApiError::invalid("knowledge_base", "`knowledge_base` is for /v1/chat/completions")),
+        Some(rag) => Some(kb_api::augment(&state, &mut req, rag).await?),
+    };
     let mut started = generation::start(&state, req, if chat { "chatcmpl" } else { "cmpl" }).await?;
     if streaming {
-        return Ok(sse(started, chat, include_usage).into_response());
+        return Ok(sse(started, chat, include_usage, sources).into_response());
     }
     let (choices, usage) = generation::collect(&mut started).await?;
     let r = &started.resident;
@@ -77,11 +86,19 @@ async fn complete(state: AppState, body: serde_json::Map<String, Value>, endpoin
         })
         .collect();
     let object = if chat { "chat.completion" } else { "text_completion" };
-    Ok(Json(json!({
+    let mut out = json!({
         "id": started.id, "object": object, "created": started.created, "model": r.id,
         "system_fingerprint": null, "choices": choices, "usage": usage_json(&usage),
-    }))
-    .into_response())
+    });
+    if let Some(sources) = sources {
+        out["knowledge_base"] = kb_api::grounding_json(&choices_text(&out), &sources);
+    }
+    Ok(Json(out).into_response())
+}
+
+/// The first choice's message text.
+fn choices_text(response: &Value) -> String {
+    response["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
 }
 
 /// The state of one SSE response.
@@ -94,6 +111,9 @@ struct Streaming {
     /// Per choice, bytes streamed so far (completions' `text_offset`).
     offsets: Vec<usize>,
     done: bool,
+    /// With `knowledge_base`: the sources, and the first choice's text so far, for the
+    /// citations sent after it finishes.
+    grounding: Option<(Vec<Hit>, String)>,
 }
 
 impl Streaming {
@@ -122,7 +142,12 @@ impl Streaming {
     fn on(&mut self, event: Option<Event>) -> Vec<String> {
         match event {
             Some(Event::Token { text, logprob: None, .. }) if text.is_empty() => Vec::new(),
-            Some(Event::Token { index, text, logprob }) => vec![self.token(index, text, logprob)],
+            Some(Event::Token { index, text, logprob }) => {
+                if let (0, Some((_, answer))) = (index, &mut self.grounding) {
+                    answer.push_str(&text);
+                }
+                vec![self.token(index, text, logprob)]
+            }
             Some(Event::Finished { index, reason, usage }) => {
                 add_usage(&mut self.usage, usage);
                 self.open -= 1;
@@ -134,6 +159,11 @@ impl Streaming {
                 };
                 let mut out = vec![self.chunk(json!([choice]))];
                 if self.open == 0 {
+                    if let Some((sources, answer)) = &self.grounding {
+                        let mut last: Value = serde_json::from_str(&self.chunk(json!([]))).unwrap_or_default();
+                        last["knowledge_base"] = kb_api::grounding_json(answer, sources);
+                        out.push(last.to_string());
+                    }
                     if self.include_usage {
                         let mut last: Value = serde_json::from_str(&self.chunk(json!([]))).unwrap_or_default();
                         last["usage"] = usage_json(&self.usage);
@@ -158,9 +188,10 @@ impl Streaming {
 
 /// Dropping this stream (the client went away) drops the event receiver, which frees the
 /// sequences at the scheduler's next step.
-fn sse(started: Started, chat: bool, include_usage: bool) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+fn sse(started: Started, chat: bool, include_usage: bool, sources: Option<Vec<Hit>>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let n = started.n;
-    let st = Streaming { started, chat, include_usage, open: n, usage: Usage::default(), offsets: vec![0; n], done: false };
+    let grounding = sources.map(|s| (s, String::new()));
+    let st = Streaming { started, chat, include_usage, open: n, usage: Usage::default(), offsets: vec![0; n], done: false, grounding };
     let head: Vec<String> = if chat {
         (0..n)
             .map(|i| st.chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))

@@ -149,6 +149,12 @@ pub fn lookup(alias: &str) -> Option<&'static CatalogueEntry> {
         .find(|e| e.alias.eq_ignore_ascii_case(alias))
 }
 
+/// The repo id an alias stands for, else `spec` itself: one name for one model wherever it
+/// is recorded (a knowledge base remembers the embedding model that built it).
+pub fn canonical(spec: &str) -> &str {
+    lookup(spec).map_or(spec, |e| e.spec)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,0 +1,176 @@
+//! The knowledge base end to end on the real all-MiniLM-L6-v2 (scripts/fetch-test-models.sh
+//! installs it): ingestion of every format into a real SQLite file, incremental re-ingest and
+//! sync, per-file errors that leave the rest of a batch in place, and search in every mode.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use hearth_kb::{Filters, IngestOptions, Kb, KbError, LocalEmbedder, Mode, NewContent, SearchOptions, SqliteStore, TextEmbedder};
+
+const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+fn minilm() -> Arc<dyn TextEmbedder> {
+    static MODEL: OnceLock<Arc<LocalEmbedder>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = hearth_engine::paths::resolve_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
+            Arc::new(LocalEmbedder::load(MINILM, &dir).expect("MiniLM loads"))
+        })
+        .clone()
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn corpus(dir: &Path) {
+    write(dir, "notes/bridges.md", "# Bridges\n\nThe Harbour Bridge was finished in 1932 after eight years of work.\n\n## Maintenance\n\nPainting the bridge takes a crew of forty people ten years.\n");
+    write(dir, "notes/bread.txt", "Sourdough bread rises with wild yeast and lactic acid bacteria.\n\nA starter is fed flour and water every day.");
+    write(dir, "web/volcano.html", "<html><head><title>Volcanoes</title></head><body><nav>Home | About</nav><main><h1>Eruptions</h1><p>Magma that reaches the surface is called lava.</p></main><footer>(c) 2026</footer></body></html>");
+    write(dir, "data/facts.jsonl", "{\"id\": \"f1\", \"title\": \"Octopus\", \"text\": \"An octopus has three hearts and blue blood.\"}\n{\"id\": \"f2\", \"title\": \"Honey\", \"text\": \"Honey found in ancient tombs was still edible.\"}\n");
+}
+
+fn top(kb: &Kb, query: &str, mode: Mode) -> Vec<hearth_kb::Hit> {
+    kb.search(query, &SearchOptions { mode, limit: 3, ..Default::default() }, None).unwrap()
+}
+
+#[test]
+fn ingest_search_and_incremental_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    corpus(&docs);
+    let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
+    let opts = IngestOptions { tags: vec!["demo".into()], ..Default::default() };
+    let first = kb.sync(&docs, &opts, &|_| {}).unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!((first.sources, first.added, first.documents), (4, 4, 5), "{first:?}");
+    assert_eq!(first.chunks_embedded, first.chunks);
+
+    for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+        let hits = top(&kb, "When was the Harbour Bridge finished?", mode);
+        assert!(hits[0].chunk.text.contains("1932"), "{mode:?}: {:?}", hits[0].chunk.text);
+        assert_eq!(hits[0].chunk.section, ["Bridges"]);
+        assert_eq!(hits[0].document.tags, ["demo"]);
+    }
+    // Semantics without shared words: only the vector side can find it.
+    let hits = top(&kb, "molten rock flowing out of a mountain", Mode::Vector);
+    assert_eq!(hits[0].document.title.as_deref(), Some("Volcanoes"));
+    assert!(!hits[0].chunk.text.contains("Home | About"), "navigation is stripped");
+    let hits = top(&kb, "octopus hearts", Mode::Hybrid);
+    assert_eq!(hits[0].document.id, kb.search("octopus", &SearchOptions::default(), None).unwrap()[0].document.id);
+    assert_eq!(hits[0].document.key.as_deref(), Some("f1"));
+    let words: Vec<&str> = hits[0].highlights.iter().map(|r| &hits[0].chunk.text[r.clone()]).collect();
+    assert_eq!(words, ["octopus", "hearts"]);
+    // The chunk's span points into the document's text.
+    let (_, text) = kb.document(&hits[0].document.id).unwrap().unwrap();
+    assert_eq!(&text[hits[0].chunk.span.clone()], hits[0].chunk.text);
+
+    let filtered = SearchOptions { filters: Filters { content_types: vec!["markdown".into()], ..Default::default() }, ..Default::default() };
+    for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+        let hits = kb.search("bread yeast", &SearchOptions { mode, ..filtered.clone() }, None).unwrap();
+        assert!(hits.iter().all(|h| h.document.content_type == "markdown"), "{mode:?}");
+    }
+    let none = SearchOptions { filters: Filters { tags: vec!["other".into()], ..Default::default() }, ..Default::default() };
+    assert!(kb.search("bread", &none, None).unwrap().is_empty());
+
+    // Unchanged: nothing embedded or written.
+    let again = kb.sync(&docs, &opts, &|_| {}).unwrap();
+    assert_eq!((again.unchanged, again.chunks_embedded, again.documents), (4, 0, 0), "{again:?}");
+
+    // One changed paragraph re-embeds only its chunk; a deleted file disappears.
+    write(&docs, "notes/bridges.md", "# Bridges\n\nThe Harbour Bridge was finished in 1932 after eight years of work.\n\n## Maintenance\n\nPainting the bridge is now done by robots.\n");
+    std::fs::remove_file(docs.join("notes/bread.txt")).unwrap();
+    let changed = kb.sync(&docs, &opts, &|_| {}).unwrap();
+    assert_eq!((changed.updated, changed.deleted, changed.unchanged), (1, 1, 2), "{changed:?}");
+    assert_eq!((changed.chunks_embedded, changed.chunks_reused), (1, 1), "{changed:?}");
+    assert!(kb.search("sourdough", &SearchOptions::default(), None).unwrap().iter().all(|h| !h.chunk.text.contains("Sourdough")));
+    assert!(top(&kb, "robots painting", Mode::Bm25)[0].chunk.text.contains("robots"));
+    let stats = kb.stats().unwrap();
+    assert_eq!((stats.sources, stats.documents, stats.embedded_chunks), (3, 4, stats.chunks));
+    SqliteStore::open(&dir.path().join("kb.sqlite")).unwrap().integrity_check().unwrap();
+}
+
+#[test]
+fn posted_content_is_replaced_by_id_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
+    let item = |text: &str| NewContent { id: Some("doc-1".into()), title: Some("Posted".into()), content_type: Some("markdown".into()), text: text.into(), tags: vec!["api".into()], ..Default::default() };
+    let r = kb.add_content(vec![item("# Intro\n\nZebras have black and white stripes.")], &Default::default()).unwrap();
+    assert_eq!((r.added, r.document_ids.as_slice()), (1, ["doc-1".to_string()].as_slice()));
+    let r = kb.add_content(vec![item("# Intro\n\nGiraffes have long necks.")], &Default::default()).unwrap();
+    assert_eq!((r.updated, r.documents), (1, 1));
+    assert_eq!(kb.stats().unwrap().documents, 1);
+    assert_eq!(top(&kb, "giraffe neck", Mode::Hybrid)[0].document.id, "doc-1");
+    assert!(matches!(kb.add_content(vec![item("")], &Default::default()), Err(KbError::Invalid(_))));
+    assert!(kb.delete("doc-1").unwrap());
+    assert!(!kb.delete("doc-1").unwrap());
+    assert_eq!(kb.stats().unwrap().documents, 0);
+}
+
+#[test]
+fn broken_files_are_reported_and_the_rest_of_the_batch_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write(&docs, "good.md", "# Good\n\nThis file is fine and mentions kangaroos.");
+    std::fs::write(docs.join("bad-utf8.txt"), b"valid start \xff\xfe then garbage").unwrap();
+    std::fs::write(docs.join("garbage.pdf"), b"%PDF-1.7\nthis is not really a pdf").unwrap();
+    std::fs::write(docs.join("not-a-zip.docx"), b"plain text pretending to be a docx").unwrap();
+    std::fs::write(docs.join("broken.json"), b"{\"text\": \"unterminated").unwrap();
+    let big = std::fs::File::create(docs.join("huge.txt")).unwrap();
+    big.set_len(200 << 20).unwrap();
+    let mut bomb = zip::ZipWriter::new(std::fs::File::create(docs.join("bomb.docx")).unwrap());
+    bomb.start_file("word/document.xml", zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+    let zeros = vec![b' '; 1 << 20];
+    for _ in 0..300 {
+        bomb.write_all(&zeros).unwrap();
+    }
+    bomb.finish().unwrap();
+
+    let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
+    let opts = IngestOptions { max_bytes: 64 << 20, ..Default::default() };
+    let report = kb.ingest_paths(std::slice::from_ref(&docs), &opts, &|_| {}).unwrap();
+    let failed: Vec<String> = report.errors.iter().map(|e| Path::new(&e.source).file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let mut expected = ["bad-utf8.txt", "bomb.docx", "broken.json", "garbage.pdf", "huge.txt", "not-a-zip.docx"];
+    expected.sort();
+    assert_eq!(failed, expected, "{:#?}", report.errors);
+    for e in &report.errors {
+        assert!(!e.message.is_empty() && !e.message.contains("panicked"), "{e:?}");
+    }
+    let message = |name: &str| report.errors.iter().find(|e| e.source.ends_with(name)).unwrap().message.to_lowercase();
+    assert!(message("huge.txt").contains("limit"), "{}", message("huge.txt"));
+    assert!(message("bad-utf8.txt").contains("utf-8"), "{}", message("bad-utf8.txt"));
+    assert!(message("bomb.docx").contains("unpack"), "{}", message("bomb.docx"));
+    assert_eq!((report.added, report.documents), (1, 1), "{report:?}");
+    assert!(top(&kb, "kangaroos", Mode::Bm25)[0].chunk.text.contains("kangaroos"));
+}
+
+#[test]
+fn a_collection_refuses_another_embedding_model() {
+    struct Other;
+    impl TextEmbedder for Other {
+        fn name(&self) -> &str {
+            "other-model"
+        }
+        fn dimension(&self) -> usize {
+            8
+        }
+        fn max_tokens(&self) -> usize {
+            128
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+        fn embed(&self, texts: &[String]) -> hearth_kb::Result<Vec<Vec<f32>>> {
+            Ok(texts.iter().map(|_| vec![1.0; 8]).collect())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kb.sqlite");
+    drop(Kb::open(&path, minilm()).unwrap());
+    let err = Kb::open(&path, Arc::new(Other)).err().expect("refused");
+    assert!(matches!(err, KbError::EmbeddingModelMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(MINILM), "{err}");
+}

@@ -1,0 +1,130 @@
+//! The knowledge service's routes on the real MiniLM and SmolLM2 (scripts/fetch-test-models.sh):
+//! content posted as JSON and as a multipart upload, search in every mode with its errors,
+//! answers with citations from `/search/ask` (whole and streamed) and from
+//! `/v1/chat/completions` with `knowledge_base`.
+
+mod common;
+
+use common::{sse_data, TestServer};
+use serde_json::{json, Value};
+
+fn smollm2() -> String {
+    let path = hearth_engine::paths::resolve_model("smollm2").expect("SmolLM2 is installed (scripts/fetch-test-models.sh)");
+    format!("smol={}", path.display())
+}
+
+async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+const FACTS: &[(&str, &str, &str)] = &[
+    ("keeper", "Lighthouses", "# Lighthouses\n\n## Keepers\n\nThe keeper of the Skerry lighthouse was named Agnes Morrow.\n"),
+    ("tea", "Tea", "Green tea is made from unoxidised leaves. Black tea leaves are fully oxidised."),
+    ("bridge", "Bridges", "The Harbour Bridge was finished in 1932 after eight years of work."),
+];
+
+#[tokio::test]
+async fn content_search_and_answers_with_citations() {
+    let s = TestServer::start(|o| o.model = vec![smollm2()]);
+    let c = reqwest::Client::new();
+    for (id, title, text) in FACTS {
+        let (status, res) = call(c.post(s.url("/api/v1/content")).json(&json!({"id": id, "title": title, "text": text, "content_type": "markdown", "tags": ["facts"]}))).await;
+        assert_eq!((status, res["content_id"].as_str()), (201, Some(*id)), "{res}");
+    }
+    // Posting the same content again changes nothing.
+    let (status, res) = call(c.post(s.url("/api/v1/content")).json(&json!({"id": "tea", "title": "Tea", "text": FACTS[1].2, "content_type": "markdown", "tags": ["facts"]}))).await;
+    assert_eq!((status, res["unchanged"].as_bool()), (200, Some(true)), "{res}");
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(b"Volcanic lava cools into basalt rock.".to_vec()).file_name("lava.txt"))
+        .text("tags", "uploads, geology");
+    let (status, res) = call(c.post(s.url("/api/v1/content")).multipart(form)).await;
+    assert_eq!(status, 201, "{res}");
+    let lava = res["content_id"].as_str().unwrap().to_string();
+
+    for (body, param) in [
+        (json!({"title": "no text"}), "text"),
+        (json!({"text": "x", "colour": "red"}), "colour"),
+        (json!({"text": "x", "tags": "not-a-list"}), "tags"),
+    ] {
+        let (status, err) = call(c.post(s.url("/api/v1/content")).json(&body)).await;
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{body}: {err}");
+    }
+
+    for mode in ["bm25", "vector", "hybrid"] {
+        let (status, res) = call(c.get(s.url(&format!("/api/v1/search?q=who+kept+the+Skerry+lighthouse&mode={mode}&limit=2")))).await;
+        assert_eq!(status, 200, "{res}");
+        assert_eq!((res["source"].as_str(), res["total"].as_u64()), (Some("hearth"), Some(2)), "{res}");
+        let top = &res["results"][0];
+        assert_eq!((top["content_id"].as_str(), top["title"].as_str()), (Some("keeper"), Some("Lighthouses")), "{mode}: {res}");
+        assert!(top["chunk_text"].as_str().unwrap().contains("Agnes Morrow"));
+        assert_eq!(top["section"], json!(["Lighthouses", "Keepers"]));
+    }
+    let (_, res) = call(c.get(s.url("/api/v1/search?q=rock&tag=geology"))).await;
+    assert_eq!(res["results"].as_array().unwrap().iter().map(|r| r["content_id"].as_str().unwrap()).collect::<Vec<_>>(), [lava.as_str()]);
+    for (query, param) in [("q=", "q"), ("q=x&mode=fuzzy", "mode"), ("q=x&limit=0", "limit"), ("q=x&page=2", "page"), ("q=x&rerank=true", "rerank"), ("q=x&collection=../etc", "collection")] {
+        let (status, err) = call(c.get(s.url(&format!("/api/v1/search?{query}")))).await;
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{query}: {err}");
+    }
+
+    let (_, stats) = call(c.get(s.url("/api/v1/stats"))).await;
+    assert_eq!((stats["total_documents"].as_u64(), stats["content_types"]["markdown"].as_u64()), (Some(4), Some(3)), "{stats}");
+    let (_, health) = call(c.get(s.url("/api/v1/health"))).await;
+    assert_eq!(health["documents"], 4);
+
+    // Answers: the citations point at the chunk holding the answer's source text.
+    let question = json!({"question": "Who was the keeper of the Skerry lighthouse?", "limit": 3, "max_tokens": 40});
+    let (status, res) = call(c.post(s.url("/search/ask")).json(&question)).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["unsupported"], false, "{res}");
+    let cited: Vec<&str> = res["citations"].as_array().unwrap().iter().map(|c| c["document_id"].as_str().unwrap()).collect();
+    assert!(cited.contains(&"keeper"), "{res}");
+    for citation in res["citations"].as_array().unwrap() {
+        let chunk = citation["chunk_text"].as_str().unwrap();
+        let (status, doc) = call(c.get(s.url(&format!("/api/v1/content/{}", citation["document_id"].as_str().unwrap())))).await;
+        assert_eq!(status, 200);
+        let (start, end) = (citation["span"]["start"].as_u64().unwrap() as usize, citation["span"]["end"].as_u64().unwrap() as usize);
+        assert_eq!(&doc["text"].as_str().unwrap()[start..end], chunk);
+    }
+    let streamed = c.post(s.url("/search/ask")).json(&json!({"question": "Who was the keeper of the Skerry lighthouse?", "limit": 3, "max_tokens": 40, "stream": true})).send().await.unwrap().text().await.unwrap();
+    let events: Vec<Value> = sse_data(&streamed).iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(events[0]["type"], "sources");
+    assert!(events.iter().any(|e| e["type"] == "token"));
+    let done = events.last().unwrap();
+    assert_eq!((done["type"].as_str(), done["answer"].as_str()), (Some("done"), res["answer"].as_str()), "greedy answers agree: {done}");
+    let (status, err) = call(c.post(s.url("/search/ask")).json(&json!({"question": "  "}))).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("question")));
+
+    // The same retrieval from the OpenAI route.
+    let body = json!({"model": "smol", "max_tokens": 40, "temperature": 0, "knowledge_base": {"collection": "default", "limit": 3},
+        "messages": [{"role": "user", "content": "Who was the keeper of the Skerry lighthouse?"}]});
+    let (status, res) = call(c.post(s.url("/v1/chat/completions")).json(&body)).await;
+    assert_eq!(status, 200, "{res}");
+    let kb = &res["knowledge_base"];
+    assert!(kb["citations"].as_array().unwrap().iter().any(|c| c["document_id"] == "keeper"), "{res}");
+    assert_eq!(kb["sources"].as_array().unwrap().len(), 3);
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    let text = c.post(s.url("/v1/chat/completions")).json(&streaming).send().await.unwrap().text().await.unwrap();
+    let chunks: Vec<Value> = sse_data(&text).iter().filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let answer: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(answer, res["choices"][0]["message"]["content"].as_str().unwrap(), "greedy answers agree");
+    let grounding = &chunks.last().unwrap()["knowledge_base"];
+    assert_eq!(grounding["citations"], kb["citations"], "{text}");
+    let mut bad = body.clone();
+    bad["knowledge_base"] = json!({"limit": "three"});
+    let (status, err) = call(c.post(s.url("/v1/chat/completions")).json(&bad)).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("knowledge_base.limit")), "{err}");
+
+    let (status, _) = call(c.delete(s.url(&format!("/api/v1/content/{lava}")))).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(c.delete(s.url(&format!("/api/v1/content/{lava}")))).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(c.get(s.url("/api/v1/content/nope"))).await;
+    assert_eq!(status, 404);
+    let (_, doc) = call(c.get(s.url("/openapi.json"))).await;
+    for (path, method) in [("/api/v1/search", "get"), ("/api/v1/content", "post"), ("/api/v1/content/{id}", "delete"), ("/search/ask", "post")] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
+    }
+}
