@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
-use hearth_engine::LoadedModel;
+use hearth_engine::{LoadOptions, LoadedModel};
 use axum::http::StatusCode;
 use hearth_store::{InUseGuard, ModelRecord, PullRequest, Store, StoreError};
 
@@ -108,6 +108,8 @@ pub struct ResidentEncoder {
 pub struct Located {
     pub path: PathBuf,
     pub record: Option<ModelRecord>,
+    /// A LoRA adapter directory applied on top of the weights at `path`.
+    pub adapter: Option<PathBuf>,
 }
 
 pub struct Models {
@@ -209,20 +211,23 @@ impl Models {
         self.cfg.models.iter().any(|m| m.id == id)
     }
 
-    /// Finds what `id` loads, without loading it: 404 if nothing, 400 for a LoRA adapter
-    /// (not applied at inference yet — never silently the base model).
+    /// Finds what `id` loads, without loading it (404 if nothing). A registered LoRA adapter
+    /// loads its base model's weights with the adapter applied on top.
     pub fn locate(&self, id: &str) -> Result<Located, ApiError> {
         if let Some(m) = self.cfg.models.iter().find(|m| m.id == id) {
             return self.resolve(&m.spec, true).ok_or_else(|| ApiError::model_not_found(id));
         }
         match self.registry.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
-            Some(r) if r.kind == Kind::Lora => Err(ApiError {
-                code: Some("adapter_not_supported"),
-                ..ApiError::invalid(
-                    "model",
-                    format!("`{id}` is a LoRA adapter on `{}`; applying adapters at inference is not supported yet", r.base_model.unwrap_or_default()),
-                )
-            }),
+            Some(r) if r.kind == Kind::Lora => {
+                let base = r.base_model.unwrap_or_default();
+                let located = self.locate(&base).map_err(|e| ApiError { message: format!("`{id}`'s base model `{base}`: {}", e.message), ..e })?;
+                if located.adapter.is_some() {
+                    return Err(ApiError::invalid("model", format!("`{id}`'s base model `{base}` is itself an adapter")));
+                }
+                // The registry keeps the adapter file; its settings sit beside it.
+                let adapter = r.adapter_path.map(PathBuf::from).and_then(|f| f.parent().map(Path::to_path_buf));
+                Ok(Located { adapter, ..located })
+            }
             Some(r) => r.model_id.and_then(|m| self.resolve(&m, true)).ok_or_else(|| ApiError::model_not_found(id)),
             None => self.resolve(id, false).ok_or_else(|| ApiError::model_not_found(id)),
         }
@@ -232,13 +237,13 @@ impl Models {
     /// when `allow_path` (only for ids the operator configured, never from a request).
     pub fn resolve(&self, spec: &str, allow_path: bool) -> Option<Located> {
         if Path::new(spec).exists() {
-            return allow_path.then(|| Located { path: PathBuf::from(spec), record: None });
+            return allow_path.then(|| Located { path: PathBuf::from(spec), record: None, adapter: None });
         }
         if let Some(found) = self.store.as_ref().and_then(|s| s.resolve(spec).ok().flatten()) {
-            return Some(Located { path: found.path, record: found.record });
+            return Some(Located { path: found.path, record: found.record, adapter: None });
         }
         let path = hearth_engine::paths::resolve_model(spec).ok()?;
-        Some(Located { path, record: None })
+        Some(Located { path, record: None, adapter: None })
     }
 
     /// Like `locate`, but with `--auto-pull` a Hub model missing from the cache is downloaded
@@ -329,7 +334,8 @@ impl Models {
     async fn load(&self, id: &str, located: Located, keep_alive: Option<Duration>) -> Result<Resident, ApiError> {
         let in_use = self.hold(&located)?;
         let path = located.path.clone();
-        let model = tokio::task::spawn_blocking(move || LoadedModel::load(&path))
+        let opts = LoadOptions { adapter: located.adapter.clone(), ..Default::default() };
+        let model = tokio::task::spawn_blocking(move || LoadedModel::load_with(&path, opts))
             .await
             .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
             .map_err(|e| ApiError::internal(format!("loading {} failed: {e}", located.path.display())))?;

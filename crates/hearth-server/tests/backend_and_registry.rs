@@ -131,10 +131,10 @@ async fn registry_routes_and_persistence() {
     assert_eq!(status["status"], "registered");
     assert_eq!(call(&c, M::GET, s.url("/admin/models/ghost/status"), None).await.0, 404);
 
-    // An adapter is never silently served as its base model.
+    // The adapter is served on top of its base model.
     let chat = json!({"model": "ada", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2});
     let (st, e) = call(&c, M::POST, s.url("/v1/chat/completions"), Some(chat)).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("adapter_not_supported")));
+    assert_eq!((st, e["model"].as_str()), (200, Some("ada")), "{e}");
 
     let (st, pre) = call(&c, M::POST, s.url("/admin/models/tiny-alias/preload"), None).await;
     assert_eq!((st, &pre["status"]), (200, &json!("loaded")));
@@ -150,6 +150,44 @@ async fn registry_routes_and_persistence() {
     let (_, all) = call(&c, M::GET, s.url("/admin/models"), None).await;
     let names: Vec<&str> = all["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["ada", "scanned"], "registrations survive a restart");
+}
+
+/// A LoRA adapter registered on a base model answers as the model mlx-lm fused from the same
+/// adapter, and differently from its base.
+#[tokio::test]
+async fn registered_lora_adapters_apply_on_their_base_model() {
+    use reqwest::Method as M;
+    let tiny = repo_root().join("testdata/tiny");
+    // The fused model ships without its tokenizer, which is hf/llama's.
+    let fused = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(tiny.join("lora/fused")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), fused.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(tiny.join("hf/llama/tokenizer.json"), fused.path().join("tokenizer.json")).unwrap();
+    let fused_path = fused.path().display().to_string();
+    let s = TestServer::start(|o| o.model.push(format!("fused={fused_path}")));
+    let c = reqwest::Client::new();
+    let base = json!({"name": "llama", "type": "model", "model_id": tiny.join("hf/llama").display().to_string()});
+    assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(base)).await.0, 201);
+    let mut adapter = lora("llama-lora");
+    adapter["base_model"] = "llama".into();
+    assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(adapter)).await.0, 201);
+    let mut on_adapter = lora("nested");
+    on_adapter["base_model"] = "llama-lora".into();
+    assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(on_adapter)).await.0, 201);
+
+    let complete = |model: &str| json!({"model": model, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0});
+    let mut texts = Vec::new();
+    for model in ["llama-lora", "fused", "llama"] {
+        let (st, res) = call(&c, M::POST, s.url("/v1/completions"), Some(complete(model))).await;
+        assert_eq!(st, 200, "{model}: {res}");
+        texts.push(res["choices"][0]["text"].as_str().unwrap().to_string());
+    }
+    assert_eq!(texts[0], texts[1], "adapter on base = fused");
+    assert_ne!(texts[0], texts[2], "the adapter changes the base model's output");
+    let (st, e) = call(&c, M::POST, s.url("/v1/completions"), Some(complete("nested"))).await;
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("model")), "{e}");
 }
 
 #[tokio::test]

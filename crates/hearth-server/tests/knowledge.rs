@@ -27,7 +27,11 @@ const FACTS: &[(&str, &str, &str)] = &[
 
 #[tokio::test]
 async fn content_search_and_answers_with_citations() {
-    let s = TestServer::start(|o| o.model = vec![smollm2()]);
+    let cross_encoder = common::repo_root().join("crates/hearth-embed/tests/data/tiny-cross-encoder");
+    let s = TestServer::start(|o| {
+        o.model = vec![smollm2(), format!("xenc={}", cross_encoder.display())];
+        o.kb_rerank_model = Some("xenc".into());
+    });
     let c = reqwest::Client::new();
     for (id, title, text) in FACTS {
         let (status, res) = call(c.post(s.url("/api/v1/content")).json(&json!({"id": id, "title": title, "text": text, "content_type": "markdown", "tags": ["facts"]}))).await;
@@ -63,7 +67,13 @@ async fn content_search_and_answers_with_citations() {
     }
     let (_, res) = call(c.get(s.url("/api/v1/search?q=rock&tag=geology"))).await;
     assert_eq!(res["results"].as_array().unwrap().iter().map(|r| r["content_id"].as_str().unwrap()).collect::<Vec<_>>(), [lava.as_str()]);
-    for (query, param) in [("q=", "q"), ("q=x&mode=fuzzy", "mode"), ("q=x&limit=0", "limit"), ("q=x&page=2", "page"), ("q=x&rerank=true", "rerank"), ("q=x&collection=../etc", "collection")] {
+    // The cross-encoder reorders the candidates by its own scores (sigmoids).
+    let (status, res) = call(c.get(s.url("/api/v1/search?q=lighthouse+keeper&rerank=true&limit=3"))).await;
+    assert_eq!(status, 200, "{res}");
+    let scores: Vec<f64> = res["results"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert_eq!(scores.len(), 3);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+    for (query, param) in [("q=", "q"), ("q=x&mode=fuzzy", "mode"), ("q=x&limit=0", "limit"), ("q=x&page=2", "page"), ("q=x&rerank=maybe", "rerank"), ("q=x&collection=../etc", "collection")] {
         let (status, err) = call(c.get(s.url(&format!("/api/v1/search?{query}")))).await;
         assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{query}: {err}");
     }
