@@ -9,7 +9,7 @@ use crate::pool::{self, SharedPtr};
 use crate::qdot::{isa, ActFormat};
 use hearth_formats::gguf::GgmlType;
 
-use crate::{dequantize_row, KernelError, RowFormat};
+use crate::{dequantize_row, FloatFormat, KernelError, RowFormat};
 
 /// A decode kernel over pairs of 32-blocks, and one over 256-blocks.
 type PairKernel = fn(&[u8], &[Q8Pair]) -> f32;
@@ -107,6 +107,24 @@ impl<'a> MatrixRef<'a> {
         assert!(r < self.rows && out.len() == self.cols, "row {r} of {}x{}", self.rows, self.cols);
         let (data, s, b) = self.row_bytes_of(r);
         dequantize_row(self.format, data, s, b, out);
+    }
+
+    /// Rows `r0..r1` as f32, `cols` each: read in place when stored as aligned little-endian
+    /// f32 (no copy: a third of an f32 model's matmul time went to copying rows), else
+    /// de-quantised into `buf`.
+    fn f32_rows<'s>(&'s self, r0: usize, r1: usize, buf: &'s mut Vec<f32>) -> &'s [f32] {
+        if self.format == RowFormat::Float(FloatFormat::F32) && cfg!(target_endian = "little") {
+            // SAFETY: any bit pattern is a valid f32; `align_to` only yields aligned values.
+            let (head, rows, tail) = unsafe { self.data[r0 * self.row_bytes..r1 * self.row_bytes].align_to::<f32>() };
+            if head.is_empty() && tail.is_empty() {
+                return rows;
+            }
+        }
+        buf.resize((r1 - r0) * self.cols, 0.0);
+        for r in r0..r1 {
+            self.row(r, &mut buf[(r - r0) * self.cols..(r - r0 + 1) * self.cols]);
+        }
+        &buf[..]
     }
 
     fn row_bytes_of(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
@@ -241,33 +259,36 @@ impl<'a> MatrixRef<'a> {
         isa().name == "avx512vnni" && self.cols.is_multiple_of(32) && gemm::supported(self.format)
     }
 
-    /// Many tokens in float: rows de-quantised exactly, four at a time, then 16 tokens per
-    /// kernel call. Only the summation order differs from the exact path.
+    /// Many tokens in float: rows (in place when stored as f32, else de-quantised exactly)
+    /// eight at a time against 32 tokens per kernel call. Only the summation order differs
+    /// from the exact path.
     fn matmul_float_tiles(&self, x: &[f32], out: &mut [f32], m: usize) {
+        const ROWS_PER_CALL: usize = 8;
         PACKED_F32.with_borrow_mut(|packed| {
             packed.pack(x, m, self.cols);
             let packed = &*packed;
             let out_ptr = SharedPtr(out.as_mut_ptr());
-            let quads = self.rows.div_ceil(4);
-            pool::global().run(quads, &|quad| {
+            pool::global().run(self.rows.div_ceil(ROWS_PER_CALL), &|block| {
                 ROWS.with_borrow_mut(|buf| {
                     let cols = self.cols;
-                    buf.resize(4 * cols, 0.0);
-                    let rows: [usize; 4] = std::array::from_fn(|i| (4 * quad + i).min(self.rows - 1));
-                    for (i, &r) in rows.iter().enumerate() {
-                        self.row(r, &mut buf[i * cols..(i + 1) * cols]);
-                    }
-                    let w: [&[f32]; 4] = std::array::from_fn(|i| &buf[i * cols..(i + 1) * cols]);
-                    let mut res = [[0f32; TILE]; 4];
-                    for tile in 0..packed.tiles {
+                    let (r0, r1) = (block * ROWS_PER_CALL, ((block + 1) * ROWS_PER_CALL).min(self.rows));
+                    let rows = self.f32_rows(r0, r1, buf);
+                    // A short last block repeats its last row; only real rows are written.
+                    let w: [&[f32]; ROWS_PER_CALL] = std::array::from_fn(|i| {
+                        let r = (r0 + i).min(r1 - 1) - r0;
+                        &rows[r * cols..(r + 1) * cols]
+                    });
+                    let mut res = [[0f32; TILE]; 2 * ROWS_PER_CALL];
+                    for pair in 0..packed.tiles.div_ceil(2) {
+                        let (t0, t1) = (2 * pair, (2 * pair + 1).min(packed.tiles - 1));
                         // SAFETY: `float_tiles_ok` checked the CPU; rows are `cols` long.
-                        unsafe { gemm::avx512::tile4_f32(w, packed.tile(tile), &mut res) };
-                        for lane in 0..TILE.min(m - tile * TILE) {
-                            let t = tile * TILE + lane;
-                            for (i, &r) in rows.iter().enumerate() {
-                                if i == 0 || r != rows[i - 1] {
-                                    // SAFETY: each task owns its four rows.
-                                    unsafe { *out_ptr.get().add(t * self.rows + r) = res[i][lane] };
+                        unsafe { gemm::avx512::tile8x2_f32(w, packed.tile(t0), packed.tile(t1), &mut res) };
+                        for (half, tile) in [t0, t1].into_iter().enumerate().take(1 + usize::from(t1 != t0)) {
+                            for lane in 0..TILE.min(m - tile * TILE) {
+                                let t = tile * TILE + lane;
+                                for r in r0..r1 {
+                                    // SAFETY: each task owns output columns r0..r1.
+                                    unsafe { *out_ptr.get().add(t * self.rows + r) = res[half * ROWS_PER_CALL + r - r0][lane] };
                                 }
                             }
                         }
@@ -350,16 +371,13 @@ impl<'a> MatrixRef<'a> {
         let out_ptr = SharedPtr(out.as_mut_ptr());
         pool::global().run(self.rows.div_ceil(ROWS_PER_TASK), &|task| {
             ROWS.with_borrow_mut(|buf| {
-                buf.resize(ROWS_PER_TASK * self.cols, 0.0);
                 let r0 = task * ROWS_PER_TASK;
                 let r1 = (r0 + ROWS_PER_TASK).min(self.rows);
-                for r in r0..r1 {
-                    self.row(r, &mut buf[(r - r0) * self.cols..(r - r0 + 1) * self.cols]);
-                }
+                let block = self.f32_rows(r0, r1, buf);
                 for t in 0..m {
                     let xt = &x[t * self.cols..(t + 1) * self.cols];
                     for r in r0..r1 {
-                        let w = &buf[(r - r0) * self.cols..(r - r0 + 1) * self.cols];
+                        let w = &block[(r - r0) * self.cols..(r - r0 + 1) * self.cols];
                         // SAFETY: each task writes only columns r0..r1 of every output row, and
                         // tasks have disjoint row ranges; `out` outlives the parallel loop.
                         unsafe { *out_ptr.get().add(t * self.rows + r) = dot(xt, w) };

@@ -269,3 +269,60 @@ fn grouped_products_equal_separate_ones() {
         assert_eq!(separate, grouped, "{t:?}");
     }
 }
+
+/// f32 weights are read in place when aligned and copied when not; both, for one token and for
+/// the many-token tiles, equal a naive product. F16 and BF16 take the copying path.
+#[test]
+fn float_weights_in_place_or_copied_match_a_naive_product() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (rows, cols) = (7, 33);
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+    // One byte in: the same values, misaligned.
+    let shifted: Vec<u8> = std::iter::once(0).chain(bytes.iter().copied()).collect();
+    for data in [&bytes[..], &shifted[1..]] {
+        let m = MatrixRef::new(RowFormat::Float(FloatFormat::F32), rows, cols, data, &[], &[]).unwrap();
+        for tokens in [1, 40] {
+            let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            for precision in [Precision::Fast, Precision::Exact] {
+                let mut out = vec![0f32; tokens * rows];
+                m.matmul(&x, &mut out, precision);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let want: f32 = (0..cols).map(|c| x[t * cols + c] * w[r * cols + c]).sum();
+                        assert!((out[t * rows + r] - want).abs() <= 1e-4 * (1.0 + want.abs()), "{tokens} tokens, row {r}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn eight_row_float_kernel_matches_its_scalar_reference() {
+    use hearth_kernels::gemm::{tile_f32_scalar, PackedF32, TILE};
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(12);
+    for cols in [1, 7, 64, 385] {
+        let tokens = 37;
+        let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let rows: Vec<Vec<f32>> = (0..8).map(|_| (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+        let mut packed = PackedF32::default();
+        packed.pack(&x, tokens, cols);
+        let w: [&[f32]; 8] = std::array::from_fn(|i| &rows[i][..]);
+        let mut simd = [[0f32; TILE]; 16];
+        unsafe { hearth_kernels::gemm::avx512::tile8x2_f32(w, packed.tile(0), packed.tile(1), &mut simd) };
+        for (half, tile) in [0, 1].into_iter().enumerate() {
+            let mut reference = [[0f32; TILE]; 8];
+            tile_f32_scalar(&w, packed.tile(tile), &mut reference);
+            for r in 0..8 {
+                for lane in 0..TILE {
+                    let (got, want) = (simd[half * 8 + r][lane], reference[r][lane]);
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "cols {cols} row {r} lane {lane}");
+                }
+            }
+        }
+    }
+}
