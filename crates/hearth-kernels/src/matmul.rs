@@ -44,8 +44,12 @@ thread_local! {
 const ROWS_PER_TASK: usize = 16;
 /// Tasks per thread for row-parallel products: enough to even out, few enough to stream.
 const TASKS_PER_THREAD: usize = 4;
-/// From this many tokens on, the tiled many-token kernel beats one dot product per token.
-const GEMM_MIN_TOKENS: usize = 8;
+/// From this many tokens on, the tiled integer kernel beats one decode-kernel dot product per
+/// token (it expands every row first: at 8 tokens, a batched decode step, the expansion cost
+/// as much as the products — 8-sequence decode went from 286 to 362 tok/s at 32).
+const GEMM_MIN_TOKENS: usize = 32;
+/// From this many tokens on, the float tile kernel beats one dot product per token.
+const FLOAT_TILES_MIN_TOKENS: usize = 8;
 /// Rows per call of the tiled kernel, and row groups per task.
 const GEMM_ROWS: usize = 4;
 const GEMM_GROUPS_PER_TASK: usize = 2;
@@ -181,10 +185,12 @@ impl<'a> MatrixRef<'a> {
     pub fn matmul(&self, x: &[f32], out: &mut [f32], precision: Precision) {
         let m = x.len() / self.cols;
         assert!(x.len() == m * self.cols && out.len() == m * self.rows, "matmul shapes");
-        let many = m >= GEMM_MIN_TOKENS;
-        match (precision, ActFormat::of(self.format)) {
-            (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K) if many && self.gemm_ok() => self.matmul_tiles(x, out, m),
-            _ if many && float_tiles_ok() => self.matmul_float_tiles(x, out, m),
+        // Below GEMM_MIN_TOKENS, formats with an integer kernel keep to the decode kernels.
+        let act = ActFormat::of(self.format);
+        let integer = matches!((precision, act), (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K)) && self.gemm_ok();
+        match (precision, act) {
+            (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K) if m >= GEMM_MIN_TOKENS && self.gemm_ok() => self.matmul_tiles(x, out, m),
+            _ if m >= FLOAT_TILES_MIN_TOKENS && !integer && float_tiles_ok() => self.matmul_float_tiles(x, out, m),
             (Precision::Fast, ActFormat::Q8) if self.pair_kernel().is_some() => ACT_PAIRS.with_borrow_mut(|q| {
                 let kernel = self.pair_kernel().expect("checked");
                 q.resize(x.len() / 64, Q8Pair::default());
