@@ -210,22 +210,35 @@ pub(crate) fn forward(
             rms_norm(x, &m.final_norm().host, m.final_norm().eps, &mut normed);
             t.push(normed);
         }
-        let mut out = Vec::with_capacity(seqs.len());
+        // The rows every sequence needs logits for, through the head in one product: its
+        // weights (the largest matrix) are read once per step, not once per sequence.
+        let mut picks = Vec::with_capacity(seqs.len());
         let mut row0 = 0;
-        for seq in seqs.iter_mut() {
+        for seq in seqs.iter() {
             let n = seq.tokens.len();
-            let (first, count) = if all_logits { (row0, n) } else { (row0 + n - 1, 1) };
-            let rows = take(&mut s.rows, count * hid);
-            rms_norm(&x[first * hid..(first + count) * hid], &m.final_norm().host, m.final_norm().eps, rows);
-            let mut logits = vec![0f32; count * cfg.vocab_size];
-            m.lm_head().matmul_host(rows, &mut logits, m.precision());
-            if let Some(cap) = cfg.final_logit_softcap {
-                logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
-            }
-            out.push(logits);
-            let len = seq.cache_len() + n;
-            seq.cache.set_len(len);
+            picks.push(if all_logits { (row0, n) } else { (row0 + n - 1, 1) });
             row0 += n;
+        }
+        let total: usize = picks.iter().map(|p| p.1).sum();
+        let rows = take(&mut s.rows, total * hid);
+        let mut at = 0;
+        for &(first, count) in &picks {
+            rms_norm(&x[first * hid..(first + count) * hid], &m.final_norm().host, m.final_norm().eps, &mut rows[at * hid..(at + count) * hid]);
+            at += count;
+        }
+        let vocab = cfg.vocab_size;
+        let mut logits = vec![0f32; total * vocab];
+        m.lm_head().matmul_host(rows, &mut logits, m.precision());
+        if let Some(cap) = cfg.final_logit_softcap {
+            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut at = 0;
+        for (seq, &(_, count)) in seqs.iter_mut().zip(&picks) {
+            out.push(logits[at * vocab..(at + count) * vocab].to_vec());
+            at += count;
+            let len = seq.cache_len() + seq.tokens.len();
+            seq.cache.set_len(len);
         }
         Ok(out)
     })

@@ -13,6 +13,8 @@ use crate::{dequantize_row, FloatFormat, KernelError, RowFormat};
 
 /// A decode kernel over pairs of 32-blocks, and one over 256-blocks.
 type PairKernel = fn(&[u8], &[Q8Pair]) -> f32;
+/// The same for four tokens at once.
+type PairKernel4 = fn(&[u8], [&[Q8Pair]; 4]) -> [f32; 4];
 type WideKKernel = fn(&[u8], &[Q8KBlock]) -> f32;
 
 /// How a product treats activations.
@@ -171,10 +173,10 @@ impl<'a> MatrixRef<'a> {
                         part += 1;
                     }
                     let (w, r) = (&parts[part].0, g - base);
-                    let (row, _, _) = w.row_bytes_of(r);
+                    let mut dot = pair_products(kernel, w.row_bytes_of(r).0, q, np, m);
                     for t in 0..m {
                         // SAFETY: each global row belongs to one task; `outs[part]` is that part's output.
-                        unsafe { *outs[part].get().add(t * w.rows + r) = kernel(row, &q[t * np..(t + 1) * np]) };
+                        unsafe { *outs[part].get().add(t * w.rows + r) = dot(t) };
                     }
                 }
             });
@@ -192,15 +194,12 @@ impl<'a> MatrixRef<'a> {
             (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K) if m >= GEMM_MIN_TOKENS && self.gemm_ok() => self.matmul_tiles(x, out, m),
             _ if m >= FLOAT_TILES_MIN_TOKENS && !integer && float_tiles_ok() => self.matmul_float_tiles(x, out, m),
             (Precision::Fast, ActFormat::Q8) if self.pair_kernel().is_some() => ACT_PAIRS.with_borrow_mut(|q| {
-                let kernel = self.pair_kernel().expect("checked");
+                let kernels = self.pair_kernel().expect("checked");
                 q.resize(x.len() / 64, Q8Pair::default());
                 quantize_q8_pairs(x, q);
                 let q = &q[..];
                 let np = self.cols / 64;
-                self.for_each_row(out, m, |r| {
-                    let (w, _, _) = self.row_bytes_of(r);
-                    move |t| kernel(w, &q[t * np..(t + 1) * np])
-                });
+                self.for_each_row(out, m, |r| pair_products(kernels, self.row_bytes_of(r).0, q, np, m));
             }),
             (Precision::Exact, _) | (_, ActFormat::F32) => self.matmul_exact(x, out, m),
             (Precision::Fast, ActFormat::Q8) => ACT_Q8.with_borrow_mut(|q| {
@@ -235,16 +234,17 @@ impl<'a> MatrixRef<'a> {
         }
     }
 
-    /// The 512-bit two-blocks-per-step decode kernel, where the CPU and format have one.
-    fn pair_kernel(&self) -> Option<PairKernel> {
+    /// The 512-bit two-blocks-per-step decode kernels (one token, four tokens), where the CPU
+    /// and format have them.
+    fn pair_kernel(&self) -> Option<(PairKernel, PairKernel4)> {
         #[cfg(target_arch = "x86_64")]
         if isa().name == "avx512vnni" && self.cols.is_multiple_of(64) {
             use crate::qdot::pairs;
-            // SAFETY (all three): the ISA check above covers the kernels' features.
+            // SAFETY (all six): the ISA check above covers the kernels' features.
             return match self.format {
-                RowFormat::Ggml(GgmlType::Q4_0) => Some(|w, x| unsafe { pairs::q4_0(w, x) }),
-                RowFormat::Ggml(GgmlType::Q4_1) => Some(|w, x| unsafe { pairs::q4_1(w, x) }),
-                RowFormat::Ggml(GgmlType::Q8_0) => Some(|w, x| unsafe { pairs::q8_0(w, x) }),
+                RowFormat::Ggml(GgmlType::Q4_0) => Some((|w, x| unsafe { pairs::q4_0(w, x) }, |w, x| unsafe { pairs::q4_0_x4(w, x) })),
+                RowFormat::Ggml(GgmlType::Q4_1) => Some((|w, x| unsafe { pairs::q4_1(w, x) }, |w, x| unsafe { pairs::q4_1_x4(w, x) })),
+                RowFormat::Ggml(GgmlType::Q8_0) => Some((|w, x| unsafe { pairs::q8_0(w, x) }, |w, x| unsafe { pairs::q8_0_x4(w, x) })),
                 _ => None,
             };
         }
@@ -355,7 +355,8 @@ impl<'a> MatrixRef<'a> {
     fn for_each_row<K, F>(&self, out: &mut [f32], m: usize, row_kernel: K)
     where
         K: Fn(usize) -> F + Sync,
-        F: Fn(usize) -> f32,
+        // Called for tokens 0, 1, … in order, so it may carry work from one token to the next.
+        F: FnMut(usize) -> f32,
     {
         let out_ptr = SharedPtr(out.as_mut_ptr());
         // A few long contiguous stretches per thread: the hardware prefetchers follow a stream
@@ -364,7 +365,7 @@ impl<'a> MatrixRef<'a> {
         let per_task = self.rows.div_ceil(tasks);
         pool::global().run(tasks, &|task| {
             for r in task * per_task..((task + 1) * per_task).min(self.rows) {
-                let dot = row_kernel(r);
+                let mut dot = row_kernel(r);
                 for t in 0..m {
                     // SAFETY: tasks own disjoint row ranges, so writes never overlap.
                     unsafe { *out_ptr.get().add(t * self.rows + r) = dot(t) };
@@ -391,6 +392,23 @@ impl<'a> MatrixRef<'a> {
                 }
             })
         });
+    }
+}
+
+/// One weight row's products with `m` tokens of pair activations (`np` pairs each), for tokens
+/// asked in order: four at a time while four remain, so each weight step is decoded once per four.
+fn pair_products<'q>((one, four): (PairKernel, PairKernel4), w: &'q [u8], q: &'q [Q8Pair], np: usize, m: usize) -> impl FnMut(usize) -> f32 + 'q {
+    let token = move |t: usize| &q[t * np..(t + 1) * np];
+    let grouped = m - m % 4;
+    let mut group = [0f32; 4];
+    move |t| {
+        if t >= grouped {
+            return one(w, token(t));
+        }
+        if t % 4 == 0 {
+            group = four(w, [token(t), token(t + 1), token(t + 2), token(t + 3)]);
+        }
+        group[t % 4]
     }
 }
 

@@ -246,6 +246,27 @@ fn two_block_decode_kernels_match_the_scalar_reference() {
                 }
             };
             assert!((got - reference).abs() <= 1e-4 * (1.0 + reference.abs()), "{t:?} {cols}: {got} vs {reference}");
+            // The four-token kernels give each token what the one-token kernel gives it.
+            let tokens: Vec<Vec<Q8Pair>> = (0..4)
+                .map(|_| {
+                    let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+                    let mut qp = vec![Q8Pair::default(); pairs];
+                    quantize_q8_pairs(&x, &mut qp);
+                    qp
+                })
+                .collect();
+            let four: [&[Q8Pair]; 4] = std::array::from_fn(|i| &tokens[i][..]);
+            let (each, together) = unsafe {
+                use hearth_kernels::qdot::pairs::*;
+                match t {
+                    GgmlType::Q4_0 => (four.map(|x| q4_0(&data, x)), q4_0_x4(&data, four)),
+                    GgmlType::Q4_1 => (four.map(|x| q4_1(&data, x)), q4_1_x4(&data, four)),
+                    _ => (four.map(|x| q8_0(&data, x)), q8_0_x4(&data, four)),
+                }
+            };
+            for (a, b) in each.iter().zip(together) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{t:?} {cols}: {a} vs {b} (four at once)");
+            }
         }
     }
 }
