@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::bert::Encoded;
 use crate::config::{Pooling, SentenceConfig};
+use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::weights::Tensors;
 use crate::{EmbedError, Result};
@@ -42,22 +43,51 @@ pub struct EmbedderInfo {
 }
 
 pub struct Embedder {
-    encoder: Encoder,
+    backbone: Backbone,
     sentence: SentenceConfig,
+}
+
+/// The network under the pooling: a BERT-family encoder, or a decoder (last-token pooling).
+enum Backbone {
+    Encoder(Box<Encoder>),
+    Decoder(Box<Decoder>),
+}
+
+impl Backbone {
+    fn hidden_size(&self) -> usize {
+        match self {
+            Backbone::Encoder(e) => e.hidden_size(),
+            Backbone::Decoder(d) => d.hidden_size(),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        match self {
+            Backbone::Encoder(e) => e.text.limit(),
+            Backbone::Decoder(d) => d.limit(),
+        }
+    }
 }
 
 impl Embedder {
     /// Loads a Hugging Face / sentence-transformers model directory.
     pub fn load(dir: &Path) -> Result<Self> {
         let sentence = SentenceConfig::load(dir)?;
-        let encoder = Encoder::load(dir, &Tensors::open(dir)?, "", sentence.max_seq_length)?;
-        Ok(Embedder { encoder, sentence })
+        let backbone = if Decoder::is_decoder(dir) {
+            if sentence.pooling != Pooling::LastToken {
+                return Err(EmbedError::Unsupported(format!("{:?} pooling on a decoder (its embedders pool the last token)", sentence.pooling)));
+            }
+            Backbone::Decoder(Box::new(Decoder::load(dir, sentence.max_seq_length)?))
+        } else {
+            Backbone::Encoder(Box::new(Encoder::load(dir, &Tensors::open(dir)?, "", sentence.max_seq_length)?))
+        };
+        Ok(Embedder { backbone, sentence })
     }
 
     pub fn info(&self) -> EmbedderInfo {
         EmbedderInfo {
-            dimension: self.encoder.hidden_size(),
-            max_tokens: self.encoder.text.limit(),
+            dimension: self.backbone.hidden_size(),
+            max_tokens: self.backbone.limit(),
             pooling: self.sentence.pooling,
             normalize: self.sentence.normalize,
         }
@@ -65,19 +95,22 @@ impl Embedder {
 
     /// Tokens `text` takes, special tokens excluded (for sizing chunks under the limit).
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.encoder.text.count(text)
+        match &self.backbone {
+            Backbone::Encoder(e) => e.text.count(text),
+            Backbone::Decoder(d) => d.count(text),
+        }
     }
 
     /// Embeds `inputs`, in order.
     pub fn embed(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Embeddings> {
         let seqs = self.prepare(inputs, opts)?;
-        let pooled = self.pool(&seqs);
+        let pooled = self.pool(&seqs)?;
         Ok(self.finish(&seqs, pooled, opts))
     }
 
     /// Checks the options and turns every input into model tokens; errors name the input.
     pub(crate) fn prepare(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Encoded>> {
-        let dim = self.encoder.hidden_size();
+        let dim = self.backbone.hidden_size();
         if let Some(d) = opts.dimensions.filter(|&d| d == 0 || d > dim) {
             return Err(EmbedError::InvalidRequest(format!("dimensions must be between 1 and {dim}, got {d}")));
         }
@@ -90,13 +123,16 @@ impl Embedder {
         if inputs.is_empty() {
             return Err(EmbedError::InvalidRequest("no input to embed".into()));
         }
-        let limit = self.encoder.text.limit();
+        let limit = self.backbone.limit();
         inputs
             .iter()
             .enumerate()
             .map(|(index, input)| {
                 let seq = match input {
-                    EmbedInput::Text(text) => self.encoder.text.encode(text, None, truncate, index)?,
+                    EmbedInput::Text(text) => match &self.backbone {
+                        Backbone::Encoder(e) => e.text.encode(text, None, truncate, index)?,
+                        Backbone::Decoder(d) => d.encode(text, truncate, index)?,
+                    },
                     EmbedInput::Tokens(ids) if ids.len() > limit && !truncate => {
                         return Err(EmbedError::TooLong { index, tokens: ids.len(), limit })
                     }
@@ -105,16 +141,24 @@ impl Embedder {
                         Encoded { types: vec![0; ids.len()], ids }
                     }
                 };
-                self.encoder.bert.check(&seq, index)?;
+                match &self.backbone {
+                    Backbone::Encoder(e) => e.bert.check(&seq, index)?,
+                    Backbone::Decoder(d) => d.check(&seq, index)?,
+                }
                 Ok(seq)
             })
             .collect()
     }
 
     /// Pooled, not yet normalised vectors of checked sequences.
-    pub(crate) fn pool(&self, seqs: &[Encoded]) -> Vec<Vec<f32>> {
-        let (h, pooling) = (self.encoder.hidden_size(), self.sentence.pooling);
-        self.encoder.run(seqs, |states| match pooling {
+    pub(crate) fn pool(&self, seqs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
+        let encoder = match &self.backbone {
+            Backbone::Encoder(e) => e,
+            // Loading checked that a decoder pools its last token.
+            Backbone::Decoder(d) => return d.last_states(seqs),
+        };
+        let (h, pooling) = (encoder.hidden_size(), self.sentence.pooling);
+        Ok(encoder.run(seqs, |states| match pooling {
             Pooling::Cls => states[..h].to_vec(),
             Pooling::LastToken => states[states.len() - h..].to_vec(),
             Pooling::Mean => {
@@ -126,7 +170,7 @@ impl Embedder {
                 sum.iter_mut().for_each(|s| *s /= n);
                 sum
             }
-        })
+        }))
     }
 
     pub(crate) fn finish(&self, seqs: &[Encoded], mut vectors: Vec<Vec<f32>>, opts: &EmbedOptions) -> Embeddings {

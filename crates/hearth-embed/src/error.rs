@@ -26,6 +26,8 @@ pub enum EmbedError {
     InvalidRequest(String),
     #[error("the embedding worker has stopped")]
     WorkerStopped,
+    #[error("embedding failed: {0}")]
+    Failed(String),
 }
 
 impl EmbedError {

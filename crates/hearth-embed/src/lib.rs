@@ -8,6 +8,7 @@
 
 mod bert;
 pub mod config;
+mod decoder;
 mod embedder;
 mod encoder;
 mod error;

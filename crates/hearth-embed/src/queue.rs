@@ -12,8 +12,11 @@ use crate::{EmbedError, Result};
 
 struct Job {
     seqs: Vec<Encoded>,
-    reply: mpsc::SyncSender<Vec<Vec<f32>>>,
+    reply: mpsc::SyncSender<Pooled>,
 }
+
+/// A job's pooled vectors, or why the batch failed.
+type Pooled = std::result::Result<Vec<Vec<f32>>, String>;
 
 #[derive(Default)]
 struct Counters {
@@ -44,7 +47,7 @@ pub struct Pending<'q> {
     queue: &'q EmbedQueue,
     seqs: Vec<Encoded>,
     opts: EmbedOptions,
-    reply: mpsc::Receiver<Vec<Vec<f32>>>,
+    reply: mpsc::Receiver<Pooled>,
 }
 
 impl EmbedQueue {
@@ -63,10 +66,15 @@ impl EmbedQueue {
                         stats.merged_batches.fetch_add(1, Ordering::Relaxed);
                     }
                     let all: Vec<Encoded> = jobs.iter().flat_map(|j| j.seqs.iter().cloned()).collect();
-                    let mut pooled = model.pool(&all).into_iter();
-                    for job in jobs {
-                        // A requester that gave up has dropped its receiver; nothing to do.
-                        let _ = job.reply.send(pooled.by_ref().take(job.seqs.len()).collect());
+                    // A requester that gave up has dropped its receiver; nothing to do.
+                    match model.pool(&all) {
+                        Ok(pooled) => {
+                            let mut pooled = pooled.into_iter();
+                            for job in jobs {
+                                let _ = job.reply.send(Ok(pooled.by_ref().take(job.seqs.len()).collect()));
+                            }
+                        }
+                        Err(e) => jobs.into_iter().for_each(|job| drop(job.reply.send(Err(e.to_string())))),
                     }
                 }
             })
@@ -105,7 +113,7 @@ impl EmbedQueue {
 
 impl Pending<'_> {
     pub fn wait(self) -> Result<Embeddings> {
-        let pooled = self.reply.recv().map_err(|_| EmbedError::WorkerStopped)?;
+        let pooled = self.reply.recv().map_err(|_| EmbedError::WorkerStopped)?.map_err(EmbedError::Failed)?;
         Ok(self.queue.embedder.finish(&self.seqs, pooled, &self.opts))
     }
 }

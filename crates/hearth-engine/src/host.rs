@@ -11,7 +11,7 @@ use hearth_kernels::dot;
 
 use crate::config::Activation;
 use crate::linear::Linear;
-use crate::model::{DecoderModel, GateUp, Layer, Qkv, SeqInput};
+use crate::model::{DecoderModel, GateUp, Head, Layer, Qkv, SeqInput};
 use crate::Result;
 
 #[derive(Default)]
@@ -104,7 +104,7 @@ fn gelu_tanh(x: f32) -> f32 {
 pub(crate) fn forward(
     m: &DecoderModel,
     seqs: &mut [SeqInput<'_>],
-    all_logits: bool,
+    head: Head,
     mut trace: Option<&mut Vec<Vec<f32>>>,
 ) -> Result<Vec<Vec<f32>>> {
     let cfg = m.config();
@@ -216,7 +216,7 @@ pub(crate) fn forward(
         let mut row0 = 0;
         for seq in seqs.iter() {
             let n = seq.tokens.len();
-            picks.push(if all_logits { (row0, n) } else { (row0 + n - 1, 1) });
+            picks.push(if head == Head::AllLogits { (row0, n) } else { (row0 + n - 1, 1) });
             row0 += n;
         }
         let total: usize = picks.iter().map(|p| p.1).sum();
@@ -226,16 +226,21 @@ pub(crate) fn forward(
             rms_norm(&x[first * hid..(first + count) * hid], &m.final_norm().host, m.final_norm().eps, &mut rows[at * hid..(at + count) * hid]);
             at += count;
         }
-        let vocab = cfg.vocab_size;
-        let mut logits = vec![0f32; total * vocab];
-        m.lm_head().matmul_host(rows, &mut logits, m.precision());
-        if let Some(cap) = cfg.final_logit_softcap {
-            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
-        }
+        let (width, values) = if head == Head::LastHidden {
+            (hid, rows.to_vec())
+        } else {
+            let vocab = cfg.vocab_size;
+            let mut logits = vec![0f32; total * vocab];
+            m.lm_head().matmul_host(rows, &mut logits, m.precision());
+            if let Some(cap) = cfg.final_logit_softcap {
+                logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+            }
+            (vocab, logits)
+        };
         let mut out = Vec::with_capacity(seqs.len());
         let mut at = 0;
         for (seq, &(_, count)) in seqs.iter_mut().zip(&picks) {
-            out.push(logits[at * vocab..(at + count) * vocab].to_vec());
+            out.push(values[at * width..(at + count) * width].to_vec());
             at += count;
             let len = seq.cache_len() + seq.tokens.len();
             seq.cache.set_len(len);

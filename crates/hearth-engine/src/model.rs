@@ -69,6 +69,14 @@ pub(crate) struct Layer {
     pub(crate) window: Option<usize>,
 }
 
+/// What a forward pass returns for each sequence.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Head {
+    LastLogits,
+    AllLogits,
+    LastHidden,
+}
+
 /// One sequence's part of a forward pass.
 pub struct SeqInput<'a> {
     pub tokens: &'a [u32],
@@ -251,7 +259,13 @@ impl DecoderModel {
     /// cache. Returns per sequence the logits of every position (`n · vocab` values, row-major)
     /// if `all_logits`, else of its last position.
     pub fn forward(&self, seqs: &mut [SeqInput<'_>], all_logits: bool) -> Result<Vec<Vec<f32>>> {
-        self.run(seqs, all_logits, None)
+        self.run(seqs, if all_logits { Head::AllLogits } else { Head::LastLogits }, None)
+    }
+
+    /// As [`DecoderModel::forward`], but returns each sequence's last hidden state after the
+    /// final norm (`hidden` values), without the LM head: what decoder embedders pool.
+    pub fn last_hidden(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.run(seqs, Head::LastHidden, None)
     }
 
     /// The hidden states of one prompt (`n · hidden` values each): after the embedding, after
@@ -259,11 +273,11 @@ impl DecoderModel {
     pub fn trace_hidden_states(&self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         let mut cache = self.new_cache(tokens.len())?;
         let mut trace = Vec::new();
-        self.run(&mut [SeqInput { tokens, cache: &mut cache }], false, Some(&mut trace))?;
+        self.run(&mut [SeqInput { tokens, cache: &mut cache }], Head::LastLogits, Some(&mut trace))?;
         Ok(trace)
     }
 
-    fn run(&self, seqs: &mut [SeqInput<'_>], all_logits: bool, trace: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
+    fn run(&self, seqs: &mut [SeqInput<'_>], head: Head, trace: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
         for s in seqs.iter() {
             if s.tokens.is_empty() {
                 return Err(EngineError::InvalidRequest("a forward pass needs at least one token".into()));
@@ -277,15 +291,15 @@ impl DecoderModel {
             }
         }
         match self.backend {
-            Backend::Host => crate::host::forward(self, seqs, all_logits, trace),
-            Backend::Candle => self.forward_candle(seqs, all_logits, trace),
+            Backend::Host => crate::host::forward(self, seqs, head, trace),
+            Backend::Candle => self.forward_candle(seqs, head, trace),
         }
     }
 
     fn forward_candle(
         &self,
         seqs: &mut [SeqInput<'_>],
-        all_logits: bool,
+        head: Head,
         mut trace: Option<&mut Vec<Vec<f32>>>,
     ) -> Result<Vec<Vec<f32>>> {
         let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
@@ -323,12 +337,17 @@ impl DecoderModel {
         let mut start = 0;
         for s in seqs.iter_mut() {
             let n = s.tokens.len();
-            let rows = if all_logits { x.narrow(0, start, n)? } else { x.narrow(0, start + n - 1, 1)? };
-            let mut logits = self.lm_head.forward(&self.norm.forward(&rows)?, self.precision)?;
-            if let Some(cap) = self.cfg.final_logit_softcap {
-                logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
+            let rows = if head == Head::AllLogits { x.narrow(0, start, n)? } else { x.narrow(0, start + n - 1, 1)? };
+            let normed = self.norm.forward(&rows)?;
+            if head == Head::LastHidden {
+                out.push(normed.flatten_all()?.to_vec1::<f32>()?);
+            } else {
+                let mut logits = self.lm_head.forward(&normed, self.precision)?;
+                if let Some(cap) = self.cfg.final_logit_softcap {
+                    logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
+                }
+                out.push(logits.flatten_all()?.to_vec1::<f32>()?);
             }
-            out.push(logits.flatten_all()?.to_vec1::<f32>()?);
             let len = s.cache.len() + n;
             s.cache.set_len(len);
             start += n;

@@ -1,0 +1,80 @@
+//! Decoder-based embedders (Qwen3-Embedding and the like): the engine's decoder without its
+//! LM head, pooled at the last token, which with causal attention is the only position that
+//! has seen the whole input.
+
+use std::path::Path;
+
+use hearth_engine::model::SeqInput;
+use hearth_engine::LoadedModel;
+
+use crate::bert::Encoded;
+use crate::{EmbedError, Result};
+
+pub(crate) struct Decoder {
+    model: LoadedModel,
+    limit: usize,
+}
+
+/// `model_type`s the engine's decoder runs (anything else is left to the BERT encoder).
+const DECODERS: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
+
+impl Decoder {
+    /// Whether `dir`'s config names a decoder architecture.
+    pub fn is_decoder(dir: &Path) -> bool {
+        let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else { return false };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        json["model_type"].as_str().is_some_and(|t| DECODERS.contains(&t))
+    }
+
+    /// `limit`: the longest input accepted (default: the model's context).
+    pub fn load(dir: &Path, limit: Option<usize>) -> Result<Self> {
+        let model = LoadedModel::load(dir).map_err(|e| EmbedError::Weights(format!("{}: {e}", dir.display())))?;
+        let context = model.model.config().context_length;
+        Ok(Decoder { limit: limit.unwrap_or(context).min(context), model })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.model.model.config().hidden_size
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn count(&self, text: &str) -> usize {
+        self.model.tokenizer.encode(text, false).map_or(0, |ids| ids.len())
+    }
+
+    /// The model input of `text` with the tokenizer's special tokens; longer than the limit
+    /// is an error naming `index` unless `truncate`, which keeps the start.
+    pub fn encode(&self, text: &str, truncate: bool, index: usize) -> Result<Encoded> {
+        let mut ids = self.model.tokenizer.encode(text, true).map_err(|e| EmbedError::BadInput { index, message: format!("cannot tokenize: {e}") })?;
+        if ids.is_empty() {
+            return Err(EmbedError::BadInput { index, message: "no tokens".into() });
+        }
+        if ids.len() > self.limit {
+            if !truncate {
+                return Err(EmbedError::TooLong { index, tokens: ids.len(), limit: self.limit });
+            }
+            ids.truncate(self.limit);
+        }
+        Ok(Encoded { types: vec![0; ids.len()], ids })
+    }
+
+    pub fn check(&self, seq: &Encoded, index: usize) -> Result<()> {
+        let vocab = self.model.model.config().vocab_size;
+        match seq.ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(id) => Err(EmbedError::BadInput { index, message: format!("token id {id} is outside the vocabulary of {vocab}") }),
+            None if seq.ids.is_empty() => Err(EmbedError::BadInput { index, message: "no tokens".into() }),
+            None => Ok(()),
+        }
+    }
+
+    /// The final hidden state of each sequence's last token, the sequences run as one batch.
+    pub fn last_states(&self, seqs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
+        let engine = |e: hearth_engine::EngineError| EmbedError::Weights(e.to_string());
+        let mut caches = seqs.iter().map(|s| self.model.model.new_cache(s.ids.len())).collect::<std::result::Result<Vec<_>, _>>().map_err(engine)?;
+        let mut inputs: Vec<SeqInput<'_>> = seqs.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput { tokens: &s.ids, cache }).collect();
+        self.model.model.last_hidden(&mut inputs).map_err(engine)
+    }
+}
