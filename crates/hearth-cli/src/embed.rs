@@ -28,6 +28,9 @@ pub struct EmbedArgs {
     /// Cut inputs longer than the model's limit instead of failing.
     #[arg(long)]
     truncate: bool,
+    /// Put the model's named prompt before each text (e.g. `query` for Qwen3-Embedding).
+    #[arg(long)]
+    prompt_name: Option<String>,
     /// Print speed instead of vectors: all inputs as one request (after a warm-up), then the
     /// median latency of --query embedded alone, and peak memory, as JSON.
     #[arg(long, conflicts_with = "json")]
@@ -72,7 +75,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let model = Embedder::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let texts = inputs(args.texts, args.file.as_deref())?;
     let batch: Vec<EmbedInput> = texts.iter().cloned().map(EmbedInput::Text).collect();
-    let opts = EmbedOptions { dimensions: args.dimensions, truncate: args.truncate };
+    let opts = EmbedOptions { dimensions: args.dimensions, truncate: args.truncate, prompt_name: args.prompt_name.clone() };
     if args.bench {
         return bench(&model, &batch, &EmbedInput::Text(args.query), &opts);
     }

@@ -2,6 +2,7 @@
 //! files that say how token states become one vector (`modules.json`, `1_Pooling/config.json`,
 //! `sentence_bert_config.json`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -102,6 +103,9 @@ pub struct SentenceConfig {
     pub normalize: bool,
     /// `max_seq_length`, if declared.
     pub max_seq_length: Option<usize>,
+    /// Named prefixes (`config_sentence_transformers.json` `prompts`), e.g. Qwen3-Embedding's
+    /// `query` instruction.
+    pub prompts: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -114,10 +118,16 @@ struct Module {
 
 impl SentenceConfig {
     pub fn load(dir: &Path) -> Result<Self> {
-        let mut cfg = SentenceConfig { pooling: Pooling::Mean, normalize: false, max_seq_length: None };
+        let mut cfg = SentenceConfig { pooling: Pooling::Mean, normalize: false, max_seq_length: None, prompts: BTreeMap::new() };
         let st = dir.join("sentence_bert_config.json");
         if st.is_file() {
             cfg.max_seq_length = read_json(&st)?.get("max_seq_length").and_then(Json::as_u64).map(|v| v as usize);
+        }
+        let prompts = dir.join("config_sentence_transformers.json");
+        if prompts.is_file() {
+            if let Some(map) = read_json(&prompts)?.get("prompts").and_then(Json::as_object) {
+                cfg.prompts = map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
+            }
         }
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {

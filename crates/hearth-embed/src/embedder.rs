@@ -24,6 +24,8 @@ pub struct EmbedOptions {
     pub dimensions: Option<usize>,
     /// Cut inputs longer than the model's limit instead of rejecting them.
     pub truncate: bool,
+    /// One of the model's named prompts (e.g. `query`), put before every text input.
+    pub prompt_name: Option<String>,
 }
 
 /// Vectors in input order, and the tokens they took (for `usage`).
@@ -114,7 +116,24 @@ impl Embedder {
         if let Some(d) = opts.dimensions.filter(|&d| d == 0 || d > dim) {
             return Err(EmbedError::InvalidRequest(format!("dimensions must be between 1 and {dim}, got {d}")));
         }
-        self.tokenize(inputs, opts.truncate)
+        let Some(name) = &opts.prompt_name else { return self.tokenize(inputs, opts.truncate) };
+        let prefix = self.sentence.prompts.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sentence.prompts.keys().map(String::as_str).collect();
+            EmbedError::InvalidRequest(format!("this model has no prompt named {name:?} (it has {known:?})"))
+        })?;
+        let prefixed: Vec<EmbedInput> = inputs
+            .iter()
+            .map(|i| match i {
+                EmbedInput::Text(t) => EmbedInput::Text(format!("{prefix}{t}")),
+                tokens => tokens.clone(),
+            })
+            .collect();
+        self.tokenize(&prefixed, opts.truncate)
+    }
+
+    /// Whether the model has a prompt named `name`.
+    pub fn has_prompt(&self, name: &str) -> bool {
+        self.sentence.prompts.contains_key(name)
     }
 
     /// The model input of every request input (special tokens included), checked; errors name

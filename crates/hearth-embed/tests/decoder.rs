@@ -72,3 +72,19 @@ fn a_decoder_refuses_pooling_other_than_the_last_token() {
     let err = Embedder::load(dir.path()).err().expect("refused");
     assert!(matches!(err, EmbedError::Unsupported(_)), "{err}");
 }
+
+#[test]
+fn named_prompts_prefix_the_inputs() {
+    let dir = embedder_dir("lasttoken");
+    let instruction = "Instruct: Given a web search query, retrieve relevant passages\nQuery:";
+    std::fs::write(dir.path().join("config_sentence_transformers.json"), format!(r#"{{"prompts": {{"query": {instruction:?}, "document": ""}}}}"#)).unwrap();
+    let e = Embedder::load(dir.path()).unwrap();
+    assert!(e.has_prompt("query"));
+    let with_prompt = EmbedOptions { prompt_name: Some("query".into()), ..Default::default() };
+    let prompted = e.embed(&[EmbedInput::Text("what is rust".into())], &with_prompt).unwrap().vectors;
+    let spelled_out = embed(&e, &[&format!("{instruction}what is rust")]);
+    assert_eq!(prompted, spelled_out);
+    let unknown = EmbedOptions { prompt_name: Some("passage".into()), ..Default::default() };
+    let err = e.embed(&[EmbedInput::Text("x".into())], &unknown).err().expect("refused");
+    assert!(matches!(err, EmbedError::InvalidRequest(_)) && err.to_string().contains("query"), "{err}");
+}

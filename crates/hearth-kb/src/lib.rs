@@ -22,7 +22,7 @@ pub use jobs::JobSpec;
 pub use search::{Hit, Mode, SearchOptions};
 pub use sqlite::SqliteStore;
 pub use store::{ChunkRecord, DocumentRecord, Filters, JobRecord, KbStore, Stats};
-pub use vectors::{LocalEmbedder, TextEmbedder, TextReranker, VectorIndex, ANN_THRESHOLD};
+pub use vectors::{embed_with, LocalEmbedder, TextEmbedder, TextReranker, VectorIndex, ANN_THRESHOLD};
 
 pub struct Kb {
     store: Box<dyn KbStore>,
@@ -123,7 +123,7 @@ impl Kb {
         };
         let vector = match opts.mode {
             Mode::Vector | Mode::Hybrid => {
-                let q = self.embedder.embed(&[query.to_string()])?.pop().unwrap_or_default();
+                let q = self.embedder.embed_query(query)?;
                 let allowed: Option<HashSet<i64>> = if opts.filters.is_empty() { None } else { Some(self.store.filtered_chunks(&opts.filters)?.into_iter().collect()) };
                 self.vector_index()?.search(&q, depth, allowed.as_ref())?
             }

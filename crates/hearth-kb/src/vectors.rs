@@ -23,6 +23,19 @@ pub trait TextEmbedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> usize;
     /// One vector per text, in order; over-long texts are cut to the model's limit.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    /// A search query's vector: with the model's `query` prompt where it has one (as
+    /// Qwen3-Embedding's instruction), else as a passage.
+    fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        Ok(self.embed(&[query.to_string()])?.pop().unwrap_or_default())
+    }
+}
+
+/// Embeds with `embedder`'s options, the `query` prompt for queries when the model has one.
+pub fn embed_with(embedder: &Embedder, texts: &[String], query: bool, run: impl FnOnce(&[EmbedInput], &EmbedOptions) -> hearth_embed::Result<hearth_embed::Embeddings>) -> Result<Vec<Vec<f32>>> {
+    let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::Text(t.clone())).collect();
+    let prompt_name = (query && embedder.has_prompt("query")).then(|| "query".to_string());
+    let opts = EmbedOptions { truncate: true, prompt_name, ..Default::default() };
+    Ok(run(&inputs, &opts).map_err(|e| KbError::Embed(e.to_string()))?.vectors)
 }
 
 /// Relevance scores of passages for a query (a cross-encoder).
@@ -65,9 +78,11 @@ impl TextEmbedder for LocalEmbedder {
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::Text(t.clone())).collect();
-        let opts = EmbedOptions { truncate: true, ..Default::default() };
-        Ok(self.embedder.embed(&inputs, &opts).map_err(|e| KbError::Embed(e.to_string()))?.vectors)
+        embed_with(&self.embedder, texts, false, |i, o| self.embedder.embed(i, o))
+    }
+
+    fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        Ok(embed_with(&self.embedder, &[query.to_string()], true, |i, o| self.embedder.embed(i, o))?.pop().unwrap_or_default())
     }
 }
 

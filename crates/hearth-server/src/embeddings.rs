@@ -87,12 +87,14 @@ async fn embeddings(State(state): State<AppState>, JsonObject(body): JsonObject)
     };
     let dimensions = f.int("dimensions", 1..=i64::from(u32::MAX))?.map(|d| d as usize);
     let truncate = f.bool("truncate")?.unwrap_or(false);
+    // Extension: one of the model's named prompts (`query` for Qwen3-Embedding).
+    let prompt_name = f.string("prompt_name")?;
     // Accepted for compatibility; nothing is tracked per end user.
     f.string("user")?;
     f.finish()?;
 
     let resident = state.models.encoder(&model, EncoderKind::Embedding).await?;
-    let opts = EmbedOptions { dimensions, truncate };
+    let opts = EmbedOptions { dimensions, truncate, prompt_name };
     let out = off_runtime(move || match &resident.encoder {
         Encoder::Embedding(queue) => queue.embed(&inputs, &opts).map_err(|e| embed_error(e, "input")),
         Encoder::Reranker(_) => Err(ApiError::internal("the model resident for embeddings is a reranker")),

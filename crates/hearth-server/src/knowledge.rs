@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hearth_embed::{EmbedInput, EmbedOptions};
 use hearth_kb::answer::{self, Prompt};
 use hearth_kb::{Kb, KbError, SearchOptions, TextEmbedder, TextReranker};
 use serde_json::{json, Value};
@@ -53,9 +52,11 @@ impl TextEmbedder for QueueEmbedder {
         self.queue().embedder().count_tokens(text)
     }
     fn embed(&self, texts: &[String]) -> hearth_kb::Result<Vec<Vec<f32>>> {
-        let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::Text(t.clone())).collect();
-        let opts = EmbedOptions { truncate: true, ..Default::default() };
-        Ok(self.queue().embed(&inputs, &opts).map_err(|e| KbError::Embed(e.to_string()))?.vectors)
+        hearth_kb::embed_with(self.queue().embedder(), texts, false, |i, o| self.queue().embed(i, o))
+    }
+
+    fn embed_query(&self, query: &str) -> hearth_kb::Result<Vec<f32>> {
+        Ok(hearth_kb::embed_with(self.queue().embedder(), &[query.to_string()], true, |i, o| self.queue().embed(i, o))?.pop().unwrap_or_default())
     }
 }
 

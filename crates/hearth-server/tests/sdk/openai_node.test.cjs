@@ -49,3 +49,21 @@ test('errors', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'nope', messages: user('x') }), OpenAI.NotFoundError);
   await assert.rejects(client.chat.completions.create({ model, messages: [] }), OpenAI.BadRequestError);
 });
+
+test('embeddings as floats, as base64 (the SDK default, decoded by it) and truncated by dimensions', async () => {
+  const embeddingModel = process.env.HEARTH_EMBEDDING_MODEL || 'minilm';
+  const input = ['A man is eating food.', 'A monkey is playing drums.'];
+  const floats = await client.embeddings.create({ model: embeddingModel, input, encoding_format: 'float' });
+  assert.deepEqual(floats.data.map((d) => d.index), [0, 1]);
+  assert.equal(floats.data[0].embedding.length, 384);
+  assert.equal(floats.usage.prompt_tokens, 16);
+  const norm = floats.data[0].embedding.reduce((s, x) => s + x * x, 0);
+  assert.ok(Math.abs(norm - 1) < 1e-4);
+  const decoded = await client.embeddings.create({ model: embeddingModel, input });
+  const f32 = (v) => Array.from(Float32Array.from(v));
+  assert.deepEqual(decoded.data.map((d) => f32(d.embedding)), floats.data.map((d) => f32(d.embedding)));
+  const cut = await client.embeddings.create({ model: embeddingModel, input: input[0], dimensions: 32, encoding_format: 'float' });
+  assert.equal(cut.data[0].embedding.length, 32);
+  await assert.rejects(client.embeddings.create({ model: embeddingModel, input: 'word '.repeat(400) }), (e) => e.status === 400 && e.param === 'input[0]');
+  await assert.rejects(client.embeddings.create({ model: 'no-such-model', input: 'x' }), (e) => e.status === 404);
+});
