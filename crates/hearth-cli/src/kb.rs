@@ -283,7 +283,9 @@ fn ask(kb: &Kb, a: AskArgs) -> anyhow::Result<()> {
 }
 
 fn run_eval(a: &EvalArgs, embedding_model: &str) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
+    // Removed when dropped, on errors too.
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
     let collection = eval::Collection::read(&a.dataset)?;
     let mut throughput = Vec::new();
     if a.no_embed_throughput {
@@ -303,7 +305,6 @@ fn run_eval(a: &EvalArgs, embedding_model: &str) -> anyhow::Result<()> {
         let m = eval::evaluate(&kb, &collection.topics, &collection.qrels, &SearchOptions { mode, ..Default::default() })?;
         metrics.insert(serde_json::to_value(mode)?.as_str().unwrap_or_default().to_string(), serde_json::to_value(m)?);
     }
-    std::fs::remove_dir_all(&dir).ok();
     let out = json!({"dataset": a.dataset, "embedding_model": embedding_model, "metrics": metrics, "ingest": throughput});
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -317,11 +318,4 @@ fn run_eval(a: &EvalArgs, embedding_model: &str) -> anyhow::Result<()> {
         println!("ingest {t}");
     }
     Ok(())
-}
-
-/// A scratch folder for the evaluation's databases.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("hearth-kb-eval-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

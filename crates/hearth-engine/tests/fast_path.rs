@@ -54,7 +54,7 @@ fn mlx_fast_path_stays_within_mlx_lm_native_bounds() {
     let refs = json("tiny/refs/mlx.json");
     for (name, r) in refs["models"].as_object().unwrap() {
         let source = if name.starts_with("llama") { "tiny/hf/llama" } else { "tiny/hf/qwen3" };
-        let model = LoadedModel::load(&with_tokenizer(&format!("tiny/mlx/{name}"), source)).unwrap();
+        let model = LoadedModel::load(with_tokenizer(&format!("tiny/mlx/{name}"), source).path()).unwrap();
         for (i, case) in r["native"]["cases"].as_array().unwrap().iter().enumerate() {
             check(&format!("mlx/{name} p{i}"), &model, case, 0.6);
         }

@@ -55,7 +55,7 @@ fn mlx_models_match_mlx_lm_float32() {
     let refs = json("tiny/refs/mlx.json");
     for (name, r) in refs["models"].as_object().unwrap() {
         let source = if name.starts_with("llama") { "tiny/hf/llama" } else { "tiny/hf/qwen3" };
-        let model = load_exact(&with_tokenizer(&format!("tiny/mlx/{name}"), source));
+        let model = load_exact(with_tokenizer(&format!("tiny/mlx/{name}"), source).path());
         assert_eq!(model.format, hearth_engine::ModelFormat::MlxQuantized);
         for (i, case) in r["f32"]["cases"].as_array().unwrap().iter().enumerate() {
             check_case(&format!("mlx/{name} p{i}"), &model, case, 1e-3);
@@ -141,7 +141,7 @@ fn host_and_candle_backends_agree() {
 #[test]
 fn lora_fused_model_matches_mlx_lm() {
     let refs = json("tiny/refs/lora.json");
-    let model = load_exact(&with_tokenizer("tiny/lora/fused", "tiny/hf/llama"));
+    let model = load_exact(with_tokenizer("tiny/lora/fused", "tiny/hf/llama").path());
     for (i, case) in refs["fused"]["cases"].as_array().unwrap().iter().enumerate() {
         check_case(&format!("lora/fused p{i}"), &model, case, 1e-3);
     }

@@ -22,15 +22,14 @@ pub fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// A model directory as a real download would have it: the fixture's files plus the
-/// tokenizer.json that MANIFEST.md says was left out to save space.
-pub fn with_tokenizer(model: &str, tokenizer_from: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hearth-test-{}-{}", std::process::id(), model.replace('/', "_")));
-    std::fs::create_dir_all(&dir).unwrap();
+/// tokenizer.json that MANIFEST.md says was left out to save space (removed when dropped).
+pub fn with_tokenizer(model: &str, tokenizer_from: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(testdata(model)).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
     }
-    std::fs::copy(testdata(tokenizer_from).join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(testdata(tokenizer_from).join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
     dir
 }
 
