@@ -8,12 +8,16 @@ use hearth_engine::model::SeqInput;
 use hearth_engine::LoadedModel;
 
 use crate::bert::Encoded;
+use crate::encoder::token_batches;
 use crate::{EmbedError, Result};
 
 pub(crate) struct Decoder {
     model: LoadedModel,
     limit: usize,
 }
+
+/// Tokens per forward pass: the activations of a batch stay a few megabytes per layer.
+const TOKEN_BUDGET: usize = 2048;
 
 /// `model_type`s the engine's decoder runs (anything else is left to the BERT encoder).
 const DECODERS: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
@@ -46,9 +50,11 @@ impl Decoder {
     }
 
     /// The model input of `text` with the tokenizer's special tokens; longer than the limit
-    /// is an error naming `index` unless `truncate`, which keeps the start.
+    /// is an error naming `index` unless `truncate`, which keeps the start and the end token
+    /// the tokenizer appends (the position that is pooled).
     pub fn encode(&self, text: &str, truncate: bool, index: usize) -> Result<Encoded> {
-        let mut ids = self.model.tokenizer.encode(text, true).map_err(|e| EmbedError::BadInput { index, message: format!("cannot tokenize: {e}") })?;
+        let tokenize = |special| self.model.tokenizer.encode(text, special).map_err(|e| EmbedError::BadInput { index, message: format!("cannot tokenize: {e}") });
+        let mut ids = tokenize(true)?;
         if ids.is_empty() {
             return Err(EmbedError::BadInput { index, message: "no tokens".into() });
         }
@@ -56,7 +62,12 @@ impl Decoder {
             if !truncate {
                 return Err(EmbedError::TooLong { index, tokens: ids.len(), limit: self.limit });
             }
+            let appended = ids.last() != tokenize(false)?.last();
+            let end = *ids.last().expect("not empty");
             ids.truncate(self.limit);
+            if appended {
+                *ids.last_mut().expect("limit ≥ 1") = end;
+            }
         }
         Ok(Encoded { types: vec![0; ids.len()], ids })
     }
@@ -70,11 +81,17 @@ impl Decoder {
         }
     }
 
-    /// The final hidden state of each sequence's last token, the sequences run as one batch.
+    /// The final hidden state of each sequence's last token, the sequences run in batches of
+    /// at most [`TOKEN_BUDGET`] tokens (a longer one alone), so a request's size does not set
+    /// the activations' memory.
     pub fn last_states(&self, seqs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
         let engine = |e: hearth_engine::EngineError| EmbedError::Weights(e.to_string());
-        let mut caches = seqs.iter().map(|s| self.model.model.new_cache(s.ids.len())).collect::<std::result::Result<Vec<_>, _>>().map_err(engine)?;
-        let mut inputs: Vec<SeqInput<'_>> = seqs.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput { tokens: &s.ids, cache }).collect();
-        self.model.model.last_hidden(&mut inputs).map_err(engine)
+        let mut out = Vec::with_capacity(seqs.len());
+        for batch in token_batches(seqs, TOKEN_BUDGET) {
+            let mut caches = batch.iter().map(|s| self.model.model.new_cache(s.ids.len())).collect::<std::result::Result<Vec<_>, _>>().map_err(engine)?;
+            let mut inputs: Vec<SeqInput<'_>> = batch.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput { tokens: &s.ids, cache }).collect();
+            out.extend(self.model.model.last_hidden(&mut inputs).map_err(engine)?);
+        }
+        Ok(out)
     }
 }

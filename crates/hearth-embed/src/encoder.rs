@@ -36,23 +36,33 @@ impl Encoder {
     pub fn run<T>(&self, seqs: &[Encoded], per_seq: impl Fn(&[f32]) -> T) -> Vec<T> {
         let h = self.hidden_size();
         let mut out = Vec::with_capacity(seqs.len());
-        let mut start = 0;
-        while start < seqs.len() {
-            let mut end = start + 1;
-            let mut tokens = seqs[start].ids.len();
-            while end < seqs.len() && tokens + seqs[end].ids.len() <= TOKEN_BUDGET {
-                tokens += seqs[end].ids.len();
-                end += 1;
-            }
-            let states = self.bert.forward(&seqs[start..end]);
+        for batch in token_batches(seqs, TOKEN_BUDGET) {
+            let states = self.bert.forward(batch);
             let mut row = 0;
-            for s in &seqs[start..end] {
+            for s in batch {
                 let n = s.ids.len();
                 out.push(per_seq(&states[row * h..(row + n) * h]));
                 row += n;
             }
-            start = end;
         }
         out
     }
+}
+
+/// Consecutive groups of `seqs` of at most `budget` tokens each (a longer sequence alone).
+pub(crate) fn token_batches(seqs: &[Encoded], budget: usize) -> impl Iterator<Item = &[Encoded]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start == seqs.len() {
+            return None;
+        }
+        let (mut end, mut tokens) = (start + 1, seqs[start].ids.len());
+        while end < seqs.len() && tokens + seqs[end].ids.len() <= budget {
+            tokens += seqs[end].ids.len();
+            end += 1;
+        }
+        let batch = &seqs[start..end];
+        start = end;
+        Some(batch)
+    })
 }

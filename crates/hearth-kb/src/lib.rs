@@ -22,7 +22,7 @@ pub use jobs::JobSpec;
 pub use search::{Hit, Mode, SearchOptions};
 pub use sqlite::SqliteStore;
 pub use store::{ChunkRecord, DocumentRecord, Filters, JobRecord, KbStore, Stats};
-pub use vectors::{embed_with, LocalEmbedder, TextEmbedder, TextReranker, VectorIndex, ANN_THRESHOLD};
+pub use vectors::{embed_with, GraphFile, LocalEmbedder, TextEmbedder, TextReranker, VectorIndex, ANN_THRESHOLD};
 
 pub struct Kb {
     store: Box<dyn KbStore>,
@@ -101,7 +101,9 @@ impl Kb {
         match slot.as_ref() {
             Some(index) if index.generation == generation => Ok(index.clone()),
             _ => {
-                let index = Arc::new(VectorIndex::new(generation, self.store.vectors()?, self.ann_threshold, self.graph_path.as_deref())?);
+                let database = self.store.meta("database_id")?.unwrap_or_default();
+                let graph = self.graph_path.as_deref().map(|path| GraphFile { path, database: &database });
+                let index = Arc::new(VectorIndex::new(generation, self.store.vectors()?, self.ann_threshold, graph)?);
                 *slot = Some(index.clone());
                 Ok(index)
             }

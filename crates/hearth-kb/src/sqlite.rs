@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS documents(
     text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS chunks(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
     text TEXT NOT NULL,
@@ -77,6 +77,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        // Names this database for files derived from it (the HNSW graph), so a graph left
+        // beside a recreated database is not mistaken for its own.
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('database_id', lower(hex(randomblob(16))))", [])?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
@@ -234,6 +237,15 @@ impl KbStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         delete_documents(&tx, "d.source = ?", &write.source)?;
+        // A document id names one document: written again under another source, it moves
+        // there, and a source it leaves empty is forgotten (so re-ingesting it adds it back).
+        for doc in &write.documents {
+            let old: Option<String> = tx.query_row("SELECT source FROM documents WHERE id = ?", [&doc.record.id], |r| r.get(0)).optional()?;
+            if let Some(old) = old {
+                delete_documents(&tx, "d.id = ?", &doc.record.id)?;
+                tx.execute("DELETE FROM sources WHERE source = ?1 AND NOT EXISTS (SELECT 1 FROM documents WHERE source = ?1)", [&old])?;
+            }
+        }
         tx.execute(
             "INSERT INTO sources(source, fingerprint, updated_at) VALUES(?1, ?2, ?3)
              ON CONFLICT(source) DO UPDATE SET fingerprint = ?2, updated_at = ?3",
@@ -417,8 +429,9 @@ impl KbStore for SqliteStore {
         let conn = self.conn();
         let t = now();
         conn.execute(
-            "INSERT INTO jobs(kind, spec, state, report, created_at, updated_at) VALUES(?1, ?2, 'running', '{}', ?3, ?3)",
-            params![kind, spec.to_string(), t],
+            "INSERT INTO jobs(kind, spec, state, report, created_at, updated_at) VALUES(?1, ?2, 'running', ?3, ?4, ?4)",
+            // The owner from the start, so no other process takes the job over as abandoned.
+            params![kind, spec.to_string(), serde_json::json!({"pid": std::process::id()}).to_string(), t],
         )?;
         Ok(conn.last_insert_rowid())
     }

@@ -114,18 +114,25 @@ impl Point for Unit {
     }
 }
 
-/// The persisted graph: over the rows (chunk ids) it was built from.
+/// The persisted graph: over the rows (chunk ids) it was built from, of one database.
 #[derive(Serialize, Deserialize)]
 struct Graph {
+    database: String,
     dim: usize,
     map: HnswMap<Unit, i64>,
 }
 
+/// Where a graph is kept, and the id of the database it must belong to.
+pub struct GraphFile<'a> {
+    pub path: &'a Path,
+    pub database: &'a str,
+}
+
 impl Graph {
-    fn build(ids: &[i64], data: &[f32], dim: usize) -> Graph {
+    fn build(database: &str, ids: &[i64], data: &[f32], dim: usize) -> Graph {
         let points = data.chunks_exact(dim).map(|r| Unit(r.to_vec())).collect();
         let map = Builder::default().ef_search(EF_SEARCH).seed(0x4845_4152_5448).build(points, ids.to_vec());
-        Graph { dim, map }
+        Graph { database: database.to_string(), dim, map }
     }
 
     fn load(path: &Path) -> Option<Graph> {
@@ -134,7 +141,8 @@ impl Graph {
 
     /// Written beside the database, atomically: a crash leaves the old graph or none.
     fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("hnsw.tmp");
+        // Per process: two processes saving at once must not write into one file.
+        let tmp = path.with_extension(format!("hnsw.{}.tmp", std::process::id()));
         let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         let file = postcard::to_io(self, file).map_err(|e| KbError::Invalid(format!("writing {}: {e}", tmp.display())))?;
         file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -181,9 +189,9 @@ fn top_k(mut scored: Vec<(i64, f32)>, k: usize) -> Vec<(i64, f32)> {
 }
 
 impl VectorIndex {
-    /// An index over `set`; with `ann_threshold` rows or more it uses the graph at `graph_path`
+    /// An index over `set`; with `ann_threshold` rows or more it uses the graph in `graph`
     /// (or in memory without one), rebuilding it when the rows have moved on too far.
-    pub fn new(generation: u64, set: VectorSet, ann_threshold: usize, graph_path: Option<&Path>) -> Result<Self> {
+    pub fn new(generation: u64, set: VectorSet, ann_threshold: usize, graph: Option<GraphFile<'_>>) -> Result<Self> {
         let VectorSet { ids, dim, mut data } = set;
         if dim > 0 {
             data.chunks_exact_mut(dim).for_each(normalise);
@@ -193,8 +201,8 @@ impl VectorIndex {
             return Ok(index);
         }
         index.live = index.ids.iter().copied().collect();
-        let stored = graph_path.and_then(Graph::load).filter(|g| g.dim == dim);
-        let (graph, delta) = match stored {
+        let stored = graph.as_ref().and_then(|f| Graph::load(f.path)).filter(|g| g.dim == dim && graph.as_ref().is_some_and(|f| f.database == g.database));
+        let (reused, delta) = match stored {
             Some(g) => {
                 let held: HashSet<i64> = g.map.values.iter().copied().collect();
                 let delta: Vec<usize> = (0..index.ids.len()).filter(|&i| !held.contains(&index.ids[i])).collect();
@@ -208,12 +216,12 @@ impl VectorIndex {
             }
             None => (None, Vec::new()),
         };
-        index.graph = match graph {
+        index.graph = match reused {
             Some(g) => Some(g),
             None => {
-                let g = Graph::build(&index.ids, &index.data, dim);
-                if let Some(path) = graph_path {
-                    g.save(path)?;
+                let g = Graph::build(graph.as_ref().map_or("", |f| f.database), &index.ids, &index.data, dim);
+                if let Some(f) = &graph {
+                    g.save(f.path)?;
                 }
                 Some(g)
             }

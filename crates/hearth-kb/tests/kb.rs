@@ -174,3 +174,29 @@ fn a_collection_refuses_another_embedding_model() {
     assert!(matches!(err, KbError::EmbeddingModelMismatch { .. }), "{err}");
     assert!(err.to_string().contains(MINILM), "{err}");
 }
+
+#[test]
+fn identical_chunks_keep_their_vectors_and_ids_move_between_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    let record = |id: &str| format!("{{\"id\": \"{id}\", \"title\": \"Same\", \"text\": \"The very same sentence.\"}}\n");
+    write(&docs, "twins.jsonl", &(record("a") + &record("b")));
+    let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
+    kb.ingest_paths(std::slice::from_ref(&docs), &IngestOptions::default(), &|_| {}).unwrap();
+    write(&docs, "twins.jsonl", &(record("a") + &record("b") + &record("c")));
+    let again = kb.ingest_paths(std::slice::from_ref(&docs), &IngestOptions::default(), &|_| {}).unwrap();
+    assert_eq!((again.updated, again.chunks_embedded), (1, 0), "{again:?}");
+    let stats = kb.stats().unwrap();
+    assert_eq!((stats.documents, stats.embedded_chunks), (3, stats.chunks));
+    let third = kb.ingest_paths(std::slice::from_ref(&docs), &IngestOptions::default(), &|_| {}).unwrap();
+    assert_eq!(third.unchanged, 1, "nothing left to embed: {third:?}");
+
+    // A posted id written again from another source moves there instead of failing.
+    let post = |text: &str, url: Option<&str>| NewContent { id: Some("faq".into()), text: text.into(), source: url.map(str::to_string), ..Default::default() };
+    kb.add_content(vec![post("First answer.", None)], &Default::default()).unwrap();
+    let moved = kb.add_content(vec![post("Second answer.", Some("https://example.com/faq"))], &Default::default()).unwrap();
+    assert_eq!(moved.document_ids, ["faq"]);
+    let (doc, text) = kb.document("faq").unwrap().unwrap();
+    assert_eq!((doc.source.as_str(), text.as_str()), ("https://example.com/faq", "Second answer."));
+    SqliteStore::open(&dir.path().join("kb.sqlite")).unwrap().integrity_check().unwrap();
+}

@@ -128,10 +128,13 @@ async fn register(State(state): State<AppState>, JsonObject(body): JsonObject) -
     let adapter_path = match kind {
         Kind::Lora => {
             let base = base_model.as_deref().unwrap_or_default();
-            state.models.locate(base).map_err(|e| match e.status {
+            let located = state.models.locate(base).map_err(|e| match e.status {
                 StatusCode::NOT_FOUND => ApiError { param: Some("base_model".into()), ..ApiError::not_found(format!("the base model `{base}` does not exist")) },
                 _ => ApiError::invalid("base_model", format!("`{base}` cannot be a base model: {}", e.message)),
             })?;
+            if located.adapter.is_some() {
+                return Err(ApiError::invalid("base_model", format!("`{base}` is itself a LoRA adapter; register adapters on a model")));
+            }
             let given = adapter_path.unwrap_or_default();
             let file = adapter_file(&given).ok_or_else(|| ApiError {
                 param: Some("adapter_path".into()),

@@ -86,9 +86,16 @@ fn parse_mode(name: &str, v: &str) -> Result<Mode, ApiError> {
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let kb = state.knowledge.collection(DEFAULT_COLLECTION).await?;
-    let stats = blocking(move || kb.stats()).await?;
-    Ok(Json(json!({"status": "healthy", "source": "hearth", "documents": stats.documents, "chunks": stats.chunks, "collections": state.knowledge.collections()})))
+    let collections = state.knowledge.collections();
+    // Before any content there is nothing to open: the counts are zero.
+    let (documents, chunks) = if collections.iter().any(|c| c == DEFAULT_COLLECTION) {
+        let kb = state.knowledge.collection(DEFAULT_COLLECTION).await?;
+        let stats = blocking(move || kb.stats()).await?;
+        (stats.documents, stats.chunks)
+    } else {
+        (0, 0)
+    };
+    Ok(Json(json!({"status": "healthy", "source": "hearth", "documents": documents, "chunks": chunks, "collections": collections})))
 }
 
 async fn stats(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
@@ -106,7 +113,11 @@ async fn stats(State(state): State<AppState>, Query(q): Query<Vec<(String, Strin
 async fn search(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
     let q = Params(q);
     q.only(&["q", "query", "limit", "mode", "rerank", "collection", "tag", "content_type", "document", "bm25_weight", "vector_weight"])?;
-    let query = q.one("q")?.or(q.one("query")?).filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::invalid("q", "`q` (the query) is required"))?.to_string();
+    let query = match (q.one("q")?, q.one("query")?) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("query", "give `q` or `query`, not both")),
+        (Some(v), None) | (None, Some(v)) if !v.trim().is_empty() => v.to_string(),
+        _ => return Err(ApiError::invalid("q", "`q` (the query) is required")),
+    };
     let mut opts = SearchOptions::default();
     if let Some(v) = q.one("limit")? {
         opts.limit = parse_num("limit", v, 1..=1000)?;
@@ -170,8 +181,8 @@ async fn multipart_item(mut form: Multipart, collection: &mut Option<String>) ->
                 if item.content_type.is_none() {
                     item.content_type = file_name.as_deref().and_then(|n| hearth_docs::ContentType::from_path(std::path::Path::new(n))).map(|t| t.as_str().to_string());
                 }
-                item.title = item.title.or_else(|| file_name.clone());
-                item.source = file_name.map(|n| format!("upload:{n}"));
+                // Two uploads of one file name are two documents: the name is only the title.
+                item.title = item.title.or(file_name);
                 item.bytes = Some(bytes.to_vec());
             }
             "title" | "tags" | "id" | "collection" | "content_type" => {
@@ -203,7 +214,7 @@ async fn add_content(State(state): State<AppState>, req: Request) -> Result<Resp
         let JsonObject(body) = JsonObject::from_request(req, &()).await?;
         content_item(body, &mut collection)?
     };
-    let kb = state.knowledge.collection(collection.as_deref().unwrap_or(DEFAULT_COLLECTION)).await?;
+    let kb = state.knowledge.collection_to_write(collection.as_deref().unwrap_or(DEFAULT_COLLECTION)).await?;
     let report = blocking(move || kb.add_content(vec![item], &Default::default())).await?;
     if let Some(e) = report.errors.first() {
         return Err(ApiError::bad_request(e.message.clone()));
@@ -307,7 +318,8 @@ pub fn grounding_json(answer_text: &str, sources: &[Hit]) -> Value {
 async fn ask(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
     let question = match (f.string("question")?, f.string("query")?) {
-        (Some(q), _) | (None, Some(q)) if !q.trim().is_empty() => q,
+        (Some(_), Some(_)) => return Err(ApiError::invalid("query", "give `question` or `query`, not both")),
+        (Some(q), None) | (None, Some(q)) if !q.trim().is_empty() => q,
         _ => return Err(ApiError::invalid("question", "`question` is required")),
     };
     let mut rag = Map::new();

@@ -90,12 +90,24 @@ impl Knowledge {
         Knowledge { home, embedding_model, rerank_model, models, open: Default::default() }
     }
 
-    /// The collection `name`, created on first use.
+    /// The existing collection `name` (404 if there is none): for routes that only read.
     pub async fn collection(&self, name: &str) -> Result<Arc<Kb>, ApiError> {
+        self.open(name, false).await
+    }
+
+    /// The collection `name`, created if new: for routes that add content.
+    pub async fn collection_to_write(&self, name: &str) -> Result<Arc<Kb>, ApiError> {
+        self.open(name, true).await
+    }
+
+    async fn open(&self, name: &str, create: bool) -> Result<Arc<Kb>, ApiError> {
         let path = hearth_kb::collection_path(&self.home, name).map_err(|e| ApiError::invalid("collection", e.to_string()))?;
         let mut open = self.open.lock().await;
         if let Some(kb) = open.get(name) {
             return Ok(kb.clone());
+        }
+        if !create && !path.is_file() {
+            return Err(ApiError { param: Some("collection".into()), ..ApiError::not_found(format!("there is no collection named `{name}`: add content to create it")) });
         }
         let resident = self.models.encoder(&self.embedding_model, EncoderKind::Embedding).await?;
         let embedder = QueueEmbedder { name: hearth_store::catalogue::canonical(&self.embedding_model).to_string(), resident };

@@ -43,9 +43,18 @@ async fn content_search_and_answers_with_citations() {
     let form = reqwest::multipart::Form::new()
         .part("file", reqwest::multipart::Part::bytes(b"Volcanic lava cools into basalt rock.".to_vec()).file_name("lava.txt"))
         .text("tags", "uploads, geology");
+    // Before any content, read routes find no collection and create none.
+    let (status, err) = call(c.get(s.url("/api/v1/stats?collection=empty"))).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (404, Some("collection")), "{err}");
     let (status, res) = call(c.post(s.url("/api/v1/content")).multipart(form)).await;
     assert_eq!(status, 201, "{res}");
     let lava = res["content_id"].as_str().unwrap().to_string();
+    // Another file of the same name is another document.
+    let other = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"Pumice floats on water.".to_vec()).file_name("lava.txt"));
+    let (status, res) = call(c.post(s.url("/api/v1/content")).multipart(other)).await;
+    assert_eq!(status, 201, "{res}");
+    let pumice = res["content_id"].as_str().unwrap().to_string();
+    assert_ne!(pumice, lava);
 
     for (body, param) in [
         (json!({"title": "no text"}), "text"),
@@ -73,15 +82,16 @@ async fn content_search_and_answers_with_citations() {
     let scores: Vec<f64> = res["results"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
     assert_eq!(scores.len(), 3);
     assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
-    for (query, param) in [("q=", "q"), ("q=x&mode=fuzzy", "mode"), ("q=x&limit=0", "limit"), ("q=x&page=2", "page"), ("q=x&rerank=maybe", "rerank"), ("q=x&collection=../etc", "collection")] {
+    for (query, param) in [("q=", "q"), ("q=x&mode=fuzzy", "mode"), ("q=x&limit=0", "limit"), ("q=x&page=2", "page"), ("q=x&rerank=maybe", "rerank"), ("q=x&collection=../etc", "collection"), ("q=x&query=y", "query")] {
         let (status, err) = call(c.get(s.url(&format!("/api/v1/search?{query}")))).await;
         assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{query}: {err}");
     }
 
     let (_, stats) = call(c.get(s.url("/api/v1/stats"))).await;
-    assert_eq!((stats["total_documents"].as_u64(), stats["content_types"]["markdown"].as_u64()), (Some(4), Some(3)), "{stats}");
+    assert_eq!((stats["total_documents"].as_u64(), stats["content_types"]["markdown"].as_u64()), (Some(5), Some(3)), "{stats}");
     let (_, health) = call(c.get(s.url("/api/v1/health"))).await;
-    assert_eq!(health["documents"], 4);
+    assert_eq!(health["documents"], 5);
+    assert!(!health["collections"].as_array().unwrap().contains(&json!("empty")), "{health}");
 
     // Answers: the citations point at the chunk holding the answer's source text.
     let question = json!({"question": "Who was the keeper of the Skerry lighthouse?", "limit": 3, "max_tokens": 40});
