@@ -85,6 +85,6 @@ fn named_prompts_prefix_the_inputs() {
     let spelled_out = embed(&e, &[&format!("{instruction}what is rust")]);
     assert_eq!(prompted, spelled_out);
     let unknown = EmbedOptions { prompt_name: Some("passage".into()), ..Default::default() };
-    let err = e.embed(&[EmbedInput::Text("x".into())], &unknown).err().expect("refused");
+    let err = e.embed(&[EmbedInput::Text("x".into())], &unknown).expect_err("refused");
     assert!(matches!(err, EmbedError::InvalidRequest(_)) && err.to_string().contains("query"), "{err}");
 }
