@@ -37,12 +37,18 @@ fn owner_gone(pid: u64) -> bool {
 impl Kb {
     /// Records the job, runs it, and marks it done (or failed) with its report.
     pub fn run_job(&self, spec: &JobSpec, progress: &dyn Fn(Progress)) -> Result<(i64, IngestReport)> {
-        let id = self.store.create_job(if spec.sync { "sync" } else { "ingest" }, &serde_json::to_value(spec).unwrap_or_default())?;
+        let id = self.create_job(spec)?;
         let report = self.execute(id, spec, progress)?;
         Ok((id, report))
     }
 
-    fn execute(&self, id: i64, spec: &JobSpec, progress: &dyn Fn(Progress)) -> Result<IngestReport> {
+    /// Records a job to [`Kb::execute`] later (a server answers with its id at once).
+    pub fn create_job(&self, spec: &JobSpec) -> Result<i64> {
+        self.store.create_job(if spec.sync { "sync" } else { "ingest" }, &serde_json::to_value(spec).unwrap_or_default())
+    }
+
+    /// Runs the recorded job `id`, its progress saved about every second.
+    pub fn execute(&self, id: i64, spec: &JobSpec, progress: &dyn Fn(Progress)) -> Result<IngestReport> {
         let pid = std::process::id();
         let last = std::cell::Cell::new(Instant::now());
         let record = |p: Progress| {

@@ -89,6 +89,10 @@ pub struct ServeOptions {
     /// Cross-encoder for knowledge-base searches that ask for `rerank`.
     #[arg(long, env = "HEARTH_KB_RERANK_MODEL")]
     pub kb_rerank_model: Option<String>,
+    /// Folder whose files `POST /api/v1/ingest` may ingest (paths relative to it) [default:
+    /// none: the route is disabled].
+    #[arg(long, env = "HEARTH_KB_INGEST_DIR")]
+    pub kb_ingest_dir: Option<PathBuf>,
     /// Seconds in-flight requests get to finish at shutdown before they are cancelled
     /// [default: 10].
     #[arg(long, env = "HEARTH_SHUTDOWN_TIMEOUT")]
@@ -121,6 +125,7 @@ pub struct ServerConfig {
     pub exports_dir: Option<PathBuf>,
     pub kb_embedding_model: String,
     pub kb_rerank_model: Option<String>,
+    pub kb_ingest_dir: Option<PathBuf>,
     pub shutdown_timeout: Duration,
     /// Where `POST /api/models/pull` downloads from (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`).
     pub hub: HubConfig,
@@ -186,6 +191,7 @@ impl ServeOptions {
             exports_dir: self.exports_dir.or(file.exports_dir),
             kb_embedding_model: self.kb_embedding_model.or(file.kb_embedding_model).unwrap_or_else(|| "minilm".into()),
             kb_rerank_model: self.kb_rerank_model.or(file.kb_rerank_model),
+            kb_ingest_dir: self.kb_ingest_dir.or(file.kb_ingest_dir),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(10)),
             hub: HubConfig::from_env(),
         })

@@ -36,6 +36,8 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("post", "/api/v1/content", "knowledge", "Add content: JSON {text, title, content_type, tags, id, url} or a multipart file upload"),
     ("get", "/api/v1/content/{id}", "knowledge", "One document with its extracted text"),
     ("delete", "/api/v1/content/{id}", "knowledge", "Remove a document"),
+    ("post", "/api/v1/ingest", "knowledge", "Ingest files under the configured ingest folder as a background job (202 with its id)"),
+    ("get", "/api/v1/jobs/{id}", "knowledge", "An ingest job's state and progress"),
     ("post", "/search/ask", "knowledge", "Answer a question from a collection with citations (SSE when `stream`)"),
 ];
 

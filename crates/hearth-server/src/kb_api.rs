@@ -31,7 +31,54 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/content", post(add_content))
         .route("/api/v1/content/{id}", get(get_content).delete(delete_content))
+        .route("/api/v1/ingest", post(ingest))
+        .route("/api/v1/jobs/{id}", get(job))
         .route("/search/ask", post(ask))
+}
+
+/// `POST /api/v1/ingest`: `{paths, sync?, tags?, include?, exclude?, collection?}`, paths
+/// relative to the configured ingest folder. Answers 202 with the job's id at once; the job
+/// runs in the background (`GET /api/v1/jobs/{id}` shows its progress) and a restarted server
+/// resumes it.
+async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+    let Some(root) = &state.cfg.kb_ingest_dir else {
+        return Err(ApiError::bad_request("ingesting server files is disabled: start the server with --kb-ingest-dir"));
+    };
+    let root = root.canonicalize().map_err(|e| ApiError::internal(format!("the ingest folder {}: {e}", root.display())))?;
+    let mut f = Fields::new(body);
+    let paths = f.strings("paths")?.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::invalid("paths", "`paths` must list at least one path"))?;
+    let sync = f.bool("sync")?.unwrap_or(false);
+    let options = hearth_kb::IngestOptions {
+        tags: f.strings("tags")?.unwrap_or_default(),
+        include: f.strings("include")?.unwrap_or_default(),
+        exclude: f.strings("exclude")?.unwrap_or_default(),
+        ..Default::default()
+    };
+    let collection = f.string("collection")?.unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+    f.finish()?;
+    // Only what lies inside the folder, after resolving `..` and links.
+    let mut resolved = Vec::with_capacity(paths.len());
+    for (i, p) in paths.iter().enumerate() {
+        let param = format!("paths[{i}]");
+        let inside = std::path::Path::new(p).is_relative().then(|| root.join(p).canonicalize().ok()).flatten().filter(|c| c.starts_with(&root));
+        resolved.push(inside.ok_or_else(|| ApiError::invalid(&param, format!("{p:?} is not an existing path inside the ingest folder")))?);
+    }
+    let kb = state.knowledge.collection_to_write(&collection).await?;
+    let spec = hearth_kb::JobSpec { paths: resolved, sync, options };
+    let (kb2, spec2) = (kb.clone(), spec.clone());
+    let id = blocking(move || kb2.create_job(&spec2)).await?;
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = kb.execute(id, &spec, &|_| {}) {
+            eprintln!("knowledge base job {id}: {e}");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({"job_id": id, "collection": collection, "state": "running"}))).into_response())
+}
+
+async fn job(State(state): State<AppState>, Path(id): Path<i64>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+    let kb = state.knowledge.collection(&collection_param(q)?).await?;
+    let job = blocking(move || kb.store().job(id)).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(Json(json!({"job_id": job.id, "kind": job.kind, "state": job.state, "report": job.report, "created_at": job.created_at, "updated_at": job.updated_at})))
 }
 
 /// Query parameters, each checked; repeated `tag` and `content_type` are allowed.

@@ -148,3 +148,38 @@ async fn content_search_and_answers_with_citations() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
     }
 }
+
+#[tokio::test]
+async fn server_files_are_ingested_as_a_background_job() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("docs/sub")).unwrap();
+    std::fs::write(root.path().join("docs/a.md"), "# Otters\n\nSea otters hold hands while they sleep.").unwrap();
+    std::fs::write(root.path().join("docs/sub/b.txt"), "Giraffes sleep for under two hours a day.").unwrap();
+    let dir = root.path().to_path_buf();
+    let s = TestServer::start(move |o| o.kb_ingest_dir = Some(dir));
+    let c = reqwest::Client::new();
+    for (paths, param) in [(json!(["../"]), "paths[0]"), (json!(["/etc"]), "paths[0]"), (json!(["docs", "missing"]), "paths[1]"), (json!([]), "paths")] {
+        let (status, err) = call(c.post(s.url("/api/v1/ingest")).json(&json!({"paths": paths}))).await;
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{paths}: {err}");
+    }
+    let (status, res) = call(c.post(s.url("/api/v1/ingest")).json(&json!({"paths": ["docs"], "tags": ["animals"]}))).await;
+    assert_eq!(status, 202, "{res}");
+    let id = res["job_id"].as_i64().unwrap();
+    let mut job = Value::Null;
+    for _ in 0..200 {
+        job = call(c.get(s.url(&format!("/api/v1/jobs/{id}")))).await.1;
+        if job["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!((job["state"].as_str(), job["report"]["documents"].as_u64()), (Some("done"), Some(2)), "{job}");
+    let (_, found) = call(c.get(s.url("/api/v1/search?q=otters+sleep&tag=animals"))).await;
+    assert_eq!(found["results"][0]["title"], "Otters", "{found}");
+    let (status, _) = call(c.get(s.url("/api/v1/jobs/999"))).await;
+    assert_eq!(status, 404);
+
+    let s2 = TestServer::start(|_| {});
+    let (status, err) = call(c.post(s2.url("/api/v1/ingest")).json(&json!({"paths": ["docs"]}))).await;
+    assert_eq!(status, 400, "disabled without --kb-ingest-dir: {err}");
+}
