@@ -147,7 +147,8 @@ fn python_features_used_by_templates() {
 
 #[test]
 fn model_dir_lookup() {
-    let dir = temp_dir("model-dir");
+    let scratch = temp_dir();
+    let dir = scratch.path();
     assert_eq!(find_chat_template(&dir).unwrap(), None);
     assert_eq!(read_special_tokens(&dir).unwrap(), Default::default());
 

@@ -40,7 +40,8 @@ fn smollm2_special_token_info() {
 
 #[test]
 fn malformed_files_are_errors() {
-    let dir = temp_dir("malformed");
+    let scratch = temp_dir();
+    let dir = scratch.path();
     let path = dir.join("tokenizer.json");
     std::fs::write(&path, "{\"model\": 42").unwrap();
     let err = Tokenizer::from_file(&path).err().expect("must fail");
