@@ -9,7 +9,7 @@
 use hearth_formats::gguf::GgmlType;
 
 use crate::act::Q8Block;
-use crate::qdot::scalar::{q4k_value, q5k_value, q6k_value, scale_min_k4};
+use crate::qdot::scalar::{q5k_value, q6k_value, scale_min_k4};
 use crate::RowFormat;
 
 /// Tokens per packed tile (the lanes of a 512-bit register of i32).
@@ -39,7 +39,6 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
         a[sub] = scale;
         c[sub] = offset;
     };
-    let from = |f: &dyn Fn(usize) -> u8| -> [u8; 16] { std::array::from_fn(f) };
     match format {
         RowFormat::Ggml(t @ (GgmlType::Q4_0 | GgmlType::Q4_1)) => {
             for (blk, b) in row.chunks_exact(t.block_bytes()).enumerate() {
@@ -70,15 +69,28 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                 }
             }
         }
-        RowFormat::Ggml(t @ (GgmlType::Q4K | GgmlType::Q5K)) => {
-            let value = if t == GgmlType::Q4K { q4k_value } else { q5k_value };
-            for (blk, b) in row.chunks_exact(t.block_bytes()).enumerate() {
+        RowFormat::Ggml(GgmlType::Q4K) => {
+            // Sub-block j's 32 values are the low (j even) or high nibbles of bytes
+            // 32·(j/2)..+32 — read directly rather than value by value (4× faster prefill).
+            for (blk, b) in row.chunks_exact(144).enumerate() {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                for j in 0..8 {
+                    let (sc, m) = scale_min_k4(j, &b[4..16]);
+                    let (src, shift) = (&b[16 + (j / 2) * 32..16 + (j / 2) * 32 + 32], 4 * (j % 2));
+                    for h in 0..2 {
+                        set(blk * 16 + 2 * j + h, std::array::from_fn(|i| (src[h * 16 + i] >> shift) & 0xF), d * sc as f32, -dmin * m as f32);
+                    }
+                }
+            }
+        }
+        RowFormat::Ggml(GgmlType::Q5K) => {
+            for (blk, b) in row.chunks_exact(176).enumerate() {
                 let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
                 for j in 0..8 {
                     let (sc, m) = scale_min_k4(j, &b[4..16]);
                     for h in 0..2 {
                         let base = j * 32 + h * 16;
-                        set(blk * 16 + 2 * j + h, from(&|i| value(b, base + i) as u8), d * sc as f32, -dmin * m as f32);
+                        set(blk * 16 + 2 * j + h, std::array::from_fn(|i| q5k_value(b, base + i) as u8), d * sc as f32, -dmin * m as f32);
                     }
                 }
             }
@@ -88,7 +100,7 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                 let d = f16_at(b, 208);
                 for j in 0..16 {
                     let s = d * b[192 + j] as i8 as f32;
-                    set(blk * 16 + j, from(&|i| q6k_value(b, j * 16 + i) as u8), s, -32.0 * s);
+                    set(blk * 16 + j, std::array::from_fn(|i| q6k_value(b, j * 16 + i) as u8), s, -32.0 * s);
                 }
             }
         }
@@ -101,7 +113,7 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                     let word = u32::from_le_bytes(row[4 * (i / per_word)..][..4].try_into().unwrap());
                     ((word >> ((i % per_word) as u32 * bits)) & mask) as u8
                 };
-                set(sub, from(&|i| value(sub * 16 + i)), params.read(scales, g), params.read(biases, g));
+                set(sub, std::array::from_fn(|i| value(sub * 16 + i)), params.read(scales, g), params.read(biases, g));
             }
         }
         other => unreachable!("{other:?} is not expanded (see `supported`)"),
