@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use hearth_kernels::gemm::{rows_times_tile, TILE};
+use hearth_kernels::math::exp;
 use hearth_kernels::pool::{self, SharedPtr};
 use hearth_kernels::dot;
 
@@ -47,17 +48,6 @@ struct AttnScratch {
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     static ATTN: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
-}
-
-/// e^x to about 1e-7 relative (x ≤ 88), without a libm call so loops over it vectorise.
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    let t = x.clamp(-87.0, 88.0) * std::f32::consts::LOG2_E;
-    // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
-    let whole = (t + 12_582_912.0) - 12_582_912.0;
-    let f = t - whole;
-    let p = 1.0 + f * (std::f32::consts::LN_2 + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355 + f * 0.000_154_035_3)))));
-    p * f32::from_bits(((whole as i32 + 127) << 23) as u32)
 }
 
 fn take(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -192,7 +182,7 @@ pub(crate) fn forward(
                 }
             }
             match cfg.activation {
-                Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u),
+                Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + exp(-*g)) * u),
                 Activation::GeluTanh => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
             }
             layer.mlp.down.matmul_host(gate, o, m.precision());
@@ -357,7 +347,7 @@ impl HeadJob<'_> {
             let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
             for s in sc.iter_mut() {
-                *s = fast_exp(*s - max);
+                *s = exp(*s - max);
                 sum += *s;
             }
             let o = self.out(i);
@@ -416,7 +406,7 @@ impl HeadJob<'_> {
             let mut sum = [0f32; TILE];
             for row in sc.chunks_exact_mut(TILE) {
                 for lane in 0..TILE {
-                    let w = if row[lane] == f32::NEG_INFINITY { 0.0 } else { fast_exp(row[lane] - max[lane]) };
+                    let w = if row[lane] == f32::NEG_INFINITY { 0.0 } else { exp(row[lane] - max[lane]) };
                     row[lane] = w;
                     sum[lane] += w;
                 }
@@ -434,20 +424,5 @@ impl HeadJob<'_> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f32;
-        let mut x = -80f32;
-        while x < 80.0 {
-            let r = (super::fast_exp(x) - x.exp()).abs() / x.exp();
-            worst = worst.max(r);
-            x += 0.0137;
-        }
-        assert!(worst < 1e-5, "relative error {worst}");
     }
 }

@@ -6,6 +6,7 @@
 pub mod act;
 mod dequant;
 pub mod gemm;
+pub mod math;
 mod matmul;
 pub mod pool;
 pub mod qdot;

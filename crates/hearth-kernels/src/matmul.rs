@@ -148,6 +148,16 @@ impl<'a> MatrixRef<'a> {
     pub fn matmul_group(x: &[f32], parts: &mut [(MatrixRef<'_>, &mut [f32])], precision: Precision) {
         let first = parts[0].0;
         let m = x.len() / first.cols;
+        // Many tokens on the integer GEMM: the input quantised and packed once for all parts.
+        let tiled = |w: &MatrixRef<'_>| w.cols == first.cols && w.gemm_ok() && matches!(ActFormat::of(w.format), ActFormat::Q8 | ActFormat::Q8K);
+        if matches!(precision, Precision::Fast) && m >= GEMM_MIN_TOKENS && parts.iter().all(|(w, _)| tiled(w)) {
+            return PACKED.with_borrow_mut(|packed| {
+                packed.quantize_and_pack(x, m, first.cols / 32);
+                for (w, out) in parts.iter_mut() {
+                    w.tiles_packed(packed, out, m);
+                }
+            });
+        }
         let kernel = first.pair_kernel();
         let same = parts.iter().all(|(w, _)| w.format == first.format && w.cols == first.cols);
         let (Some(kernel), true, Precision::Fast, true) = (kernel, same, precision, m < GEMM_MIN_TOKENS && parts.len() <= 4) else {
@@ -306,49 +316,50 @@ impl<'a> MatrixRef<'a> {
 
     /// Many tokens: rows expanded once, then 16 tokens per kernel call (see [`gemm`]).
     fn matmul_tiles(&self, x: &[f32], out: &mut [f32], m: usize) {
-        let nb = self.cols / 32;
-        {
-            PACKED.with_borrow_mut(|packed| {
-                packed.quantize_and_pack(x, m, nb);
-                let packed = &*packed;
-                let out_ptr = SharedPtr(out.as_mut_ptr());
-                let groups = self.rows.div_ceil(GEMM_ROWS);
-                pool::global().run(groups.div_ceil(GEMM_GROUPS_PER_TASK), &|task| {
-                    EXPANDED.with_borrow_mut(|(eq, ea, ec)| {
-                        let (sub, cols) = (self.cols / 16, self.cols);
-                        eq.resize(GEMM_ROWS * cols, 0);
-                        ea.resize(GEMM_ROWS * sub, 0.0);
-                        ec.resize(GEMM_ROWS * sub, 0.0);
-                        for group in task * GEMM_GROUPS_PER_TASK..((task + 1) * GEMM_GROUPS_PER_TASK).min(groups) {
-                            // The last group repeats its final row rather than reading past the end.
-                            let rows: [usize; GEMM_ROWS] = std::array::from_fn(|i| (GEMM_ROWS * group + i).min(self.rows - 1));
+        PACKED.with_borrow_mut(|packed| {
+            packed.quantize_and_pack(x, m, self.cols / 32);
+            self.tiles_packed(packed, out, m);
+        })
+    }
+
+    /// [`MatrixRef::matmul_tiles`] on activations already quantised and packed.
+    fn tiles_packed(&self, packed: &PackedActs, out: &mut [f32], m: usize) {
+        let out_ptr = SharedPtr(out.as_mut_ptr());
+        let groups = self.rows.div_ceil(GEMM_ROWS);
+        pool::global().run(groups.div_ceil(GEMM_GROUPS_PER_TASK), &|task| {
+            EXPANDED.with_borrow_mut(|(eq, ea, ec)| {
+                let (sub, cols) = (self.cols / 16, self.cols);
+                eq.resize(GEMM_ROWS * cols, 0);
+                ea.resize(GEMM_ROWS * sub, 0.0);
+                ec.resize(GEMM_ROWS * sub, 0.0);
+                for group in task * GEMM_GROUPS_PER_TASK..((task + 1) * GEMM_GROUPS_PER_TASK).min(groups) {
+                    // The last group repeats its final row rather than reading past the end.
+                    let rows: [usize; GEMM_ROWS] = std::array::from_fn(|i| (GEMM_ROWS * group + i).min(self.rows - 1));
+                    for (k, &r) in rows.iter().enumerate() {
+                        let (w, s, b) = self.row_bytes_of(r);
+                        let (q, a, c) = (&mut eq[k * cols..(k + 1) * cols], &mut ea[k * sub..(k + 1) * sub], &mut ec[k * sub..(k + 1) * sub]);
+                        gemm::expand_row(self.format, w, s, b, q, a, c);
+                    }
+                    let expanded: [(&[u8], &[f32], &[f32]); GEMM_ROWS] = std::array::from_fn(|k| {
+                        (&eq[k * cols..(k + 1) * cols], &ea[k * sub..(k + 1) * sub], &ec[k * sub..(k + 1) * sub])
+                    });
+                    let mut res = [[0f32; TILE]; GEMM_ROWS];
+                    for tile in 0..packed.tiles {
+                        // SAFETY: `gemm_ok` checked the CPU's features; shapes match `packed`.
+                        unsafe { gemm::avx512::tile(expanded, packed, tile, &mut res) };
+                        for lane in 0..TILE.min(m - tile * TILE) {
+                            let t = tile * TILE + lane;
                             for (k, &r) in rows.iter().enumerate() {
-                                let (w, s, b) = self.row_bytes_of(r);
-                                let (q, a, c) = (&mut eq[k * cols..(k + 1) * cols], &mut ea[k * sub..(k + 1) * sub], &mut ec[k * sub..(k + 1) * sub]);
-                                gemm::expand_row(self.format, w, s, b, q, a, c);
-                            }
-                            let expanded: [(&[u8], &[f32], &[f32]); GEMM_ROWS] = std::array::from_fn(|k| {
-                                (&eq[k * cols..(k + 1) * cols], &ea[k * sub..(k + 1) * sub], &ec[k * sub..(k + 1) * sub])
-                            });
-                            let mut res = [[0f32; TILE]; GEMM_ROWS];
-                            for tile in 0..packed.tiles {
-                                // SAFETY: `gemm_ok` checked the CPU's features; shapes match `packed`.
-                                unsafe { gemm::avx512::tile(expanded, packed, tile, &mut res) };
-                                for lane in 0..TILE.min(m - tile * TILE) {
-                                    let t = tile * TILE + lane;
-                                    for (k, &r) in rows.iter().enumerate() {
-                                        if k == 0 || r != rows[k - 1] {
-                                            // SAFETY: tasks own disjoint row groups.
-                                            unsafe { *out_ptr.get().add(t * self.rows + r) = res[k][lane] };
-                                        }
-                                    }
+                                if k == 0 || r != rows[k - 1] {
+                                    // SAFETY: tasks own disjoint row groups.
+                                    unsafe { *out_ptr.get().add(t * self.rows + r) = res[k][lane] };
                                 }
                             }
                         }
-                    })
-                });
+                    }
+                }
             })
-        }
+        });
     }
 
     /// Runs `row_kernel(r)(t)` for every row `r` and token `t` in parallel over rows.
