@@ -41,7 +41,7 @@ fn run_once(model: &LoadedModel, prompt: &[u32], gen: usize) -> anyhow::Result<(
     let mut cache = m.new_cache(prompt.len() + gen)?;
     let t0 = Instant::now();
     let mut logits = Vec::new();
-    for chunk in prompt.chunks(512) {
+    for chunk in prompt.chunks(hearth_engine::generate::PREFILL_CHUNK) {
         logits = m.forward(&mut [SeqInput { tokens: chunk, cache: &mut cache }], false)?.swap_remove(0);
     }
     let pp = prompt.len() as f64 / t0.elapsed().as_secs_f64();

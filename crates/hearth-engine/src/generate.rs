@@ -12,7 +12,7 @@ use crate::sampler::{logprobs, Sampler, SamplingParams, TokenLogprob};
 use crate::{EngineError, Result};
 
 /// Prompt tokens run through the model per forward pass, bounding activation memory.
-const PREFILL_CHUNK: usize = 512;
+pub const PREFILL_CHUNK: usize = 256;
 
 #[derive(Clone, Debug, Default)]
 pub struct GenerateParams {
