@@ -1,46 +1,12 @@
-//! all-MiniLM-L6-v2 against sentence-transformers' own outputs (testdata/minilm). Skipped,
-//! with a message, when scripts/fetch-test-models.sh has not installed the model.
+//! all-MiniLM-L6-v2 against sentence-transformers' own outputs (testdata/minilm); the model
+//! comes from scripts/fetch-test-models.sh.
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 
 use hearth_embed::{EmbedError, EmbedInput, EmbedOptions, EmbedQueue, Embedder, Pooling};
-use serde_json::Value;
-
-fn model_dir() -> Option<PathBuf> {
-    let home = std::env::var_os("HEARTH_HOME").map(PathBuf::from).or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-        Some(cache.join("hearth"))
-    })?;
-    let dir = home.join("models/all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is missing (run scripts/fetch-test-models.sh)", dir.display());
-        None
-    }
-}
-
-struct Case {
-    text: String,
-    ids: Vec<u32>,
-    embedding: Vec<f32>,
-}
-
-fn cases() -> Vec<Case> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/minilm/embeddings.json");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    json["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            text: c["text"].as_str().unwrap().to_string(),
-            ids: c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect(),
-            embedding: c["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect(),
-        })
-        .collect()
-}
+use support::minilm::{model_dir, reference_cases as cases, Case};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
@@ -54,7 +20,7 @@ fn texts(cases: &[Case]) -> Vec<EmbedInput> {
 
 #[test]
 fn matches_sentence_transformers() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let model = Embedder::load(&dir).unwrap();
     let info = model.info();
     assert_eq!((info.dimension, info.max_tokens, info.pooling, info.normalize), (384, 256, Pooling::Mean, true));
@@ -78,7 +44,7 @@ fn matches_sentence_transformers() {
 
 #[test]
 fn token_ids_equal_the_fixture() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let model = Embedder::load(&dir).unwrap();
     for case in cases() {
         let seqs = model.tokenize(&[EmbedInput::Text(case.text.clone())], false).unwrap();
@@ -88,7 +54,7 @@ fn token_ids_equal_the_fixture() {
 
 #[test]
 fn dimensions_truncate_and_renormalise() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let model = Embedder::load(&dir).unwrap();
     let input = [EmbedInput::Text("A man is eating food.".into())];
     let full = model.embed(&input, &EmbedOptions::default()).unwrap().vectors.remove(0);
@@ -104,7 +70,7 @@ fn dimensions_truncate_and_renormalise() {
 
 #[test]
 fn long_inputs_need_truncate_and_errors_name_the_input() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let model = Embedder::load(&dir).unwrap();
     let long = "word ".repeat(400);
     let inputs = [EmbedInput::Text("short".into()), EmbedInput::Text(long.clone())];
@@ -127,7 +93,7 @@ fn long_inputs_need_truncate_and_errors_name_the_input() {
 
 #[test]
 fn queue_merges_concurrent_requests_and_keeps_each_order() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let model = Arc::new(Embedder::load(&dir).unwrap());
     let cases = cases();
     let queue = EmbedQueue::new(model.clone()).unwrap();

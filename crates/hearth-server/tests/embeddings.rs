@@ -3,43 +3,20 @@
 //! and pulling then removing a model through `/api/models` against a fake Hub.
 
 mod common;
+#[path = "../../hearth-embed/tests/support/minilm.rs"]
+mod minilm;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
 use common::{metric, sse_data, TestServer};
+use minilm::{model_dir, reference_cases};
 use hearth_store::fake_hub::{minilm_repo, FakeHub};
 use hearth_store::HubConfig;
 use serde_json::{json, Value};
 
 const MINILM_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
-
-/// `minilm` is resolved by name, as a client would ask for it; this checks it is installed.
-fn require_minilm() {
-    hearth_engine::paths::resolve_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
-}
-
-struct Case {
-    text: String,
-    ids: Vec<u32>,
-    embedding: Vec<f32>,
-}
-
-fn reference_cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(common::repo_root().join("testdata/minilm/embeddings.json")).unwrap();
-    let json: Value = serde_json::from_str(&text).unwrap();
-    json["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            text: c["text"].as_str().unwrap().to_string(),
-            ids: c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect(),
-            embedding: c["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect(),
-        })
-        .collect()
-}
 
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     let res = client.post(url).json(&body).send().await.expect("request");
@@ -63,7 +40,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[tokio::test]
 async fn embeddings_match_sentence_transformers_as_floats_and_base64() {
-    require_minilm();
+    model_dir();
     let s = TestServer::start(|_| {});
     let c = reqwest::Client::new();
     let cases = reference_cases();
@@ -101,7 +78,7 @@ async fn embeddings_match_sentence_transformers_as_floats_and_base64() {
 
 #[tokio::test]
 async fn dimensions_keep_a_renormalised_prefix() {
-    require_minilm();
+    model_dir();
     let s = TestServer::start(|_| {});
     let c = reqwest::Client::new();
     let (status, full) = post(&c, &s.url("/v1/embeddings"), json!({"model": "minilm", "input": "a tiny house"})).await;
@@ -122,7 +99,7 @@ async fn dimensions_keep_a_renormalised_prefix() {
 
 #[tokio::test]
 async fn invalid_embedding_requests_are_openai_errors() {
-    require_minilm();
+    model_dir();
     let s = TestServer::start(|_| {});
     let c = reqwest::Client::new();
     let url = s.url("/v1/embeddings");
@@ -159,7 +136,7 @@ async fn invalid_embedding_requests_are_openai_errors() {
 
 #[tokio::test]
 async fn concurrent_requests_share_model_runs() {
-    require_minilm();
+    model_dir();
     let s = TestServer::start(|_| {});
     let c = reqwest::Client::new();
     let inputs: Vec<String> = (0..16).map(|i| format!("sentence number {i} about batching requests together")).collect();
