@@ -115,6 +115,9 @@ impl Kb {
         if query.trim().is_empty() {
             return Err(KbError::Invalid("the query is empty".into()));
         }
+        if opts.rerank && reranker.is_none() {
+            return Err(KbError::Invalid("reranking was asked for, but no reranker was given".into()));
+        }
         if opts.limit == 0 {
             return Ok(Vec::new());
         }
@@ -136,6 +139,7 @@ impl Kb {
             Mode::Vector => vector.clone(),
             Mode::Hybrid => search::fuse(&[(&bm25, opts.bm25_weight), (&vector, opts.vector_weight)], opts.rrf_k),
         };
+        // Without `rerank` a given reranker is not used.
         let rerank = reranker.filter(|_| opts.rerank);
         ranking.truncate(if rerank.is_some() { depth } else { opts.limit });
         let ids: Vec<i64> = ranking.iter().map(|r| r.0).collect();

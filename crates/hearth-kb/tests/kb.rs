@@ -73,6 +73,8 @@ fn ingest_search_and_incremental_sync() {
         let hits = kb.search("bread yeast", &SearchOptions { mode, ..filtered.clone() }, None).unwrap();
         assert!(hits.iter().all(|h| h.document.content_type == "markdown"), "{mode:?}");
     }
+    let unranked = kb.search("bread", &SearchOptions { rerank: true, ..Default::default() }, None);
+    assert!(matches!(unranked, Err(KbError::Invalid(_))), "rerank without a reranker is an error");
     let none = SearchOptions { filters: Filters { tags: vec!["other".into()], ..Default::default() }, ..Default::default() };
     assert!(kb.search("bread", &none, None).unwrap().is_empty());
 

@@ -75,7 +75,9 @@ async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> 
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": id, "collection": collection, "state": "running"}))).into_response())
 }
 
-async fn job(State(state): State<AppState>, Path(id): Path<i64>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+async fn job(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+    // Parsed here so a bad id gets the API's error body, not axum's plain-text rejection.
+    let id: i64 = id.parse().map_err(|_| ApiError::invalid("id", format!("job ids are integers, got {id:?}")))?;
     let kb = state.knowledge.collection(&collection_param(q)?).await?;
     let job = blocking(move || kb.store().job(id)).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(Json(json!({"job_id": job.id, "kind": job.kind, "state": job.state, "report": job.report, "created_at": job.created_at, "updated_at": job.updated_at})))

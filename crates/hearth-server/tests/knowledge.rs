@@ -178,6 +178,8 @@ async fn server_files_are_ingested_as_a_background_job() {
     assert_eq!(found["results"][0]["title"], "Otters", "{found}");
     let (status, _) = call(c.get(s.url("/api/v1/jobs/999"))).await;
     assert_eq!(status, 404);
+    let (status, err) = call(c.get(s.url("/api/v1/jobs/latest"))).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("id")), "{err}");
 
     let s2 = TestServer::start(|_| {});
     let (status, err) = call(c.post(s2.url("/api/v1/ingest")).json(&json!({"paths": ["docs"]}))).await;
