@@ -19,6 +19,10 @@ pub struct BenchArgs {
     /// Tokens decoded one at a time after the prompt.
     #[arg(short = 'n', long = "gen", default_value_t = 128)]
     gen_tokens: usize,
+    /// Sequences decoded together (each its own prompt copy and cache), as a batching server
+    /// runs them; decode speed is then the aggregate over all of them.
+    #[arg(short = 'b', long = "batch", default_value_t = 1)]
+    batch: usize,
     /// Measured repetitions (after one warm-up).
     #[arg(short = 'r', long = "reps", default_value_t = 5)]
     reps: usize,
@@ -35,27 +39,32 @@ fn median(v: &mut [f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-/// One repetition: (prompt tokens/s, decode tokens/s).
-fn run_once(model: &LoadedModel, prompt: &[u32], gen: usize) -> anyhow::Result<(f64, f64)> {
+/// One repetition: (prompt tokens/s, decode tokens/s), both over all `batch` sequences.
+fn run_once(model: &LoadedModel, prompt: &[u32], gen: usize, batch: usize) -> anyhow::Result<(f64, f64)> {
     let m = &model.model;
-    let mut cache = m.new_cache(prompt.len() + gen)?;
+    let mut caches = (0..batch).map(|_| m.new_cache(prompt.len() + gen)).collect::<Result<Vec<_>, _>>()?;
     let t0 = Instant::now();
     let mut logits = Vec::new();
-    for chunk in prompt.chunks(hearth_engine::generate::PREFILL_CHUNK) {
-        logits = m.forward(&mut [SeqInput { tokens: chunk, cache: &mut cache }], false)?.swap_remove(0);
+    for cache in &mut caches {
+        for chunk in prompt.chunks(hearth_engine::generate::PREFILL_CHUNK) {
+            logits = m.forward(&mut [SeqInput { tokens: chunk, cache }], false)?;
+        }
     }
-    let pp = prompt.len() as f64 / t0.elapsed().as_secs_f64();
+    let pp = (batch * prompt.len()) as f64 / t0.elapsed().as_secs_f64();
+    let mut logits = vec![logits.swap_remove(0); batch];
     let t1 = Instant::now();
     for _ in 0..gen {
-        let next = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap_or(0) as u32;
-        logits = m.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache }], false)?.swap_remove(0);
+        let next: Vec<u32> = logits.iter().map(|l| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap_or(0) as u32).collect();
+        let mut inputs: Vec<SeqInput> = caches.iter_mut().zip(&next).map(|(cache, t)| SeqInput { tokens: std::slice::from_ref(t), cache }).collect();
+        logits = m.forward(&mut inputs, false)?;
     }
-    let tg = gen as f64 / t1.elapsed().as_secs_f64();
+    let tg = (batch * gen) as f64 / t1.elapsed().as_secs_f64();
     Ok((pp, tg))
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.prompt_tokens > 0 && args.gen_tokens > 0 && args.reps > 0, "-p, -n and -r must be positive");
+    anyhow::ensure!(args.batch > 0, "--batch must be positive");
     let path = hearth_engine::paths::resolve_model(&args.model)?;
     let precision = if args.exact { Precision::Exact } else { Precision::Fast };
     let model = LoadedModel::load_with(&path, LoadOptions { precision, ..Default::default() })?;
@@ -69,10 +78,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Ordinary text-like ids (a fixed pseudo-random sequence), as llama-bench uses.
     let vocab = cfg.vocab_size as u64;
     let prompt: Vec<u32> = (0..args.prompt_tokens as u64).map(|i| ((i * 2_654_435_761 + 12_345) % vocab) as u32).collect();
-    run_once(&model, &prompt, args.gen_tokens.min(8))?;
+    run_once(&model, &prompt, args.gen_tokens.min(8), args.batch)?;
     let (mut pps, mut tgs) = (Vec::new(), Vec::new());
     for _ in 0..args.reps {
-        let (pp, tg) = run_once(&model, &prompt, args.gen_tokens)?;
+        let (pp, tg) = run_once(&model, &prompt, args.gen_tokens, args.batch)?;
         pps.push(pp);
         tgs.push(tg);
     }
@@ -80,7 +89,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let threads = hearth_kernels::pool::global().threads();
     let isa = hearth_kernels::qdot::isa().name;
     let rss = crate::stats::peak_rss_bytes();
-    let kv_bytes = model.model.new_cache(args.prompt_tokens + args.gen_tokens)?.bytes();
+    let kv_bytes = args.batch * model.model.new_cache(args.prompt_tokens + args.gen_tokens)?.bytes();
     if args.json {
         println!(
             "{}",
@@ -91,6 +100,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "isa": isa,
                 "prompt_tokens": args.prompt_tokens,
                 "gen_tokens": args.gen_tokens,
+                "batch": args.batch,
                 "reps": args.reps,
                 "pp_tokens_per_sec": pp,
                 "tg_tokens_per_sec": tg,
@@ -104,7 +114,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         println!("model: {}  ({} threads, {isa})", path.display(), threads);
         println!("pp{:<6} {:>10.1} tokens/s  (median of {})", args.prompt_tokens, pp, args.reps);
-        println!("tg{:<6} {:>10.1} tokens/s  (median of {}, after the prompt)", args.gen_tokens, tg, args.reps);
+        let batch = if args.batch > 1 { format!(", {} sequences together", args.batch) } else { String::new() };
+        println!("tg{:<6} {:>10.1} tokens/s  (median of {}, after the prompt{batch})", args.gen_tokens, tg, args.reps);
         match rss {
             Some(b) => println!(
                 "peak RSS {:.1} MB  (weights {:.1} MB, KV cache {:.1} MB)",

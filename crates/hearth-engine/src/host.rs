@@ -6,9 +6,9 @@
 use std::cell::RefCell;
 
 use hearth_kernels::gemm::{rows_times_tile, TILE};
+use hearth_kernels::attend::{attend_group, ScoreScale};
 use hearth_kernels::math::exp;
 use hearth_kernels::pool::{self, SharedPtr};
-use hearth_kernels::dot;
 
 use crate::config::Activation;
 use crate::linear::Linear;
@@ -239,37 +239,34 @@ pub(crate) fn forward(
     })
 }
 
-/// Causal (optionally sliding-window) attention of every query against its sequence's cache,
-/// parallel over (sequence, head) pairs; writes `[tokens, heads · head_dim]` into `out`.
+/// Causal (optionally sliding-window) attention of every query against its sequence's cache;
+/// writes `[tokens, heads · head_dim]` into `out`. A sequence with few new tokens is split by
+/// KV head (its query heads attend together: [`attend_group`]), a long one by query head (the
+/// tiled kernel), so a single prompt still spreads over every thread.
 fn attention(m: &DecoderModel, li: usize, layer: &Layer, seqs: &[SeqInput<'_>], q: &[f32], out: &mut [f32]) {
-    let nh = m.config().num_heads;
-    let mut starts = Vec::with_capacity(seqs.len());
+    let cfg = m.config();
+    let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
+    let mut units = Vec::with_capacity(seqs.len() * nh);
     let mut row0 = 0;
-    for seq in seqs {
-        starts.push(row0);
+    for (si, seq) in seqs.iter().enumerate() {
+        let tiled = seq.tokens.len() >= TILED_ATTENTION_MIN;
+        units.extend((0..if tiled { nh } else { nkv }).map(|unit| (si, row0, unit, tiled)));
         row0 += seq.tokens.len();
     }
     let out_ptr = SharedPtr(out.as_mut_ptr());
-    pool::global().run(seqs.len() * nh, &|unit| {
-        let (si, head) = (unit / nh, unit % nh);
-        let job = HeadJob { m, li, layer, seq: &seqs[si], head, first_row: starts[si], q, out: out_ptr };
-        ATTN.with_borrow_mut(|scratch| {
-            if seqs[si].tokens.len() >= TILED_ATTENTION_MIN {
-                job.tiled(scratch)
-            } else {
-                job.per_query(scratch)
-            }
-        });
+    pool::global().run(units.len(), &|u| {
+        let (si, first_row, unit, tiled) = units[u];
+        let job = HeadJob { m, li, layer, seq: &seqs[si], first_row, q, out: out_ptr };
+        ATTN.with_borrow_mut(|scratch| if tiled { job.tiled(unit, scratch) } else { job.grouped(unit, scratch) });
     });
 }
 
-/// One (sequence, query head) pair of an attention pass.
+/// One sequence's part of an attention pass.
 struct HeadJob<'a> {
     m: &'a DecoderModel,
     li: usize,
     layer: &'a Layer,
     seq: &'a SeqInput<'a>,
-    head: usize,
     /// Row of the sequence's first new token in `q` and the output.
     first_row: usize,
     q: &'a [f32],
@@ -282,18 +279,25 @@ impl HeadJob<'_> {
         (cfg.head_dim, cfg.num_heads * cfg.head_dim)
     }
 
-    fn query(&self, i: usize) -> &[f32] {
-        let (hd, qs) = self.dims();
-        let t = self.first_row + i;
-        &self.q[t * qs + self.head * hd..t * qs + (self.head + 1) * hd]
+    /// Query heads per KV head.
+    fn group(&self) -> usize {
+        let cfg = self.m.config();
+        cfg.num_heads / cfg.num_kv_heads
     }
 
-    /// The output slot of new token `i`.
+    /// New token `i`'s query heads `h0..h0 + count`.
+    fn queries(&self, i: usize, h0: usize, count: usize) -> &[f32] {
+        let (hd, qs) = self.dims();
+        let t = self.first_row + i;
+        &self.q[t * qs + h0 * hd..t * qs + (h0 + count) * hd]
+    }
+
+    /// The output slots of new token `i`'s query heads `h0..h0 + count`.
     #[allow(clippy::mut_from_ref)]
-    fn out(&self, i: usize) -> &mut [f32] {
+    fn out(&self, i: usize, h0: usize, count: usize) -> &mut [f32] {
         let (hd, qs) = self.dims();
         // SAFETY: each (token, head) slot belongs to exactly one job.
-        unsafe { std::slice::from_raw_parts_mut(self.out.get().add((self.first_row + i) * qs + self.head * hd), hd) }
+        unsafe { std::slice::from_raw_parts_mut(self.out.get().add((self.first_row + i) * qs + h0 * hd), count * hd) }
     }
 
     /// The keys position `p` attends to: `lo..=p`.
@@ -301,70 +305,44 @@ impl HeadJob<'_> {
         self.layer.window.map_or(0, |w| (p + 1).saturating_sub(w))
     }
 
-    fn score(&self, dot: f32) -> f32 {
+    fn score_scale(&self) -> ScoreScale {
         let cfg = self.m.config();
-        let v = dot * cfg.attn_scale as f32;
-        match cfg.attn_logit_softcap {
+        ScoreScale { scale: cfg.attn_scale as f32, softcap: cfg.attn_logit_softcap }
+    }
+
+    fn score(&self, dot: f32) -> f32 {
+        let s = self.score_scale();
+        let v = dot * s.scale;
+        match s.softcap {
             Some(cap) => (v / cap).tanh() * cap,
             None => v,
         }
     }
 
-    fn kv(&self) -> (&[f32], &[f32]) {
-        let cfg = self.m.config();
-        self.seq.cache.host().head(self.li, self.head / (cfg.num_heads / cfg.num_kv_heads))
+    /// KV head `kv`'s cached keys and values.
+    fn kv(&self, kv: usize) -> (&[f32], &[f32]) {
+        self.seq.cache.host().head(self.li, kv)
     }
 
-    /// One query at a time: decoding, or short additions to a sequence. The same code
-    /// compiled for AVX-512 where the CPU has it (the loops vectorise to 16 lanes).
-    fn per_query(&self, scratch: &mut AttnScratch) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features just checked.
-            return unsafe { self.per_query_avx512(scratch) };
-        }
-        self.per_query_portable(scratch)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn per_query_avx512(&self, scratch: &mut AttnScratch) {
-        self.per_query_portable(scratch)
-    }
-
-    #[inline(always)]
-    fn per_query_portable(&self, scratch: &mut AttnScratch) {
+    /// One new token at a time, all query heads of KV head `kv` together: decoding, or short
+    /// additions to a sequence.
+    fn grouped(&self, kv: usize, scratch: &mut AttnScratch) {
         let (hd, _) = self.dims();
-        let (keys, values) = self.kv();
+        let g = self.group();
+        let (keys, values) = self.kv(kv);
         let pos0 = self.seq.cache_len();
         for i in 0..self.seq.tokens.len() {
-            let (p, qv) = (pos0 + i, self.query(i));
-            let lo = self.visible_from(p);
-            let sc = take(&mut scratch.scores, p + 1 - lo);
-            for (j, s) in (lo..=p).zip(sc.iter_mut()) {
-                *s = self.score(dot(qv, &keys[j * hd..(j + 1) * hd]));
-            }
-            let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for s in sc.iter_mut() {
-                *s = exp(*s - max);
-                sum += *s;
-            }
-            let o = self.out(i);
-            o.fill(0.0);
-            for (j, &w) in (lo..=p).zip(sc.iter()) {
-                let w = w / sum;
-                for (a, &b) in o.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
-                    *a += w * b;
-                }
-            }
+            let p = pos0 + i;
+            let visible = self.visible_from(p) * hd..(p + 1) * hd;
+            let (q, out) = (self.queries(i, kv * g, g), self.out(i, kv * g, g));
+            attend_group(q, &keys[visible.clone()], &values[visible], hd, self.score_scale(), &mut scratch.scores, out);
         }
     }
 
     /// Sixteen queries at a time: scores and outputs as products on the tiled float kernel.
-    fn tiled(&self, scratch: &mut AttnScratch) {
+    fn tiled(&self, head: usize, scratch: &mut AttnScratch) {
         let (hd, _) = self.dims();
-        let (keys, values) = self.kv();
+        let (keys, values) = self.kv(head / self.group());
         let pos0 = self.seq.cache_len();
         let n = self.seq.tokens.len();
         let total = pos0 + n;
@@ -379,7 +357,7 @@ impl HeadJob<'_> {
             let lanes = TILE.min(n - i0);
             let qt = take(&mut scratch.queries, hd * TILE);
             for lane in 0..TILE {
-                let qv = self.query(i0 + lane.min(lanes - 1));
+                let qv = self.queries(i0 + lane.min(lanes - 1), head, 1);
                 for d in 0..hd {
                     qt[d * TILE + lane] = if lane < lanes { qv[d] } else { 0.0 };
                 }
@@ -418,7 +396,7 @@ impl HeadJob<'_> {
             let ot = take(&mut scratch.out, hd * TILE);
             rows_times_tile(vt, total, hd, &sc[..len * TILE], ot);
             for lane in 0..lanes {
-                let o = self.out(i0 + lane);
+                let o = self.out(i0 + lane, head, 1);
                 for d in 0..hd {
                     o[d] = ot[d * TILE + lane];
                 }

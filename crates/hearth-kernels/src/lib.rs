@@ -4,6 +4,7 @@
 //! per-thread buffer, never the whole matrix.
 
 pub mod act;
+pub mod attend;
 mod dequant;
 pub mod gemm;
 pub mod math;

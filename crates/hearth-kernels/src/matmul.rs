@@ -13,8 +13,13 @@ use crate::{dequantize_row, FloatFormat, KernelError, RowFormat};
 
 /// A decode kernel over pairs of 32-blocks, and one over 256-blocks.
 type PairKernel = fn(&[u8], &[Q8Pair]) -> f32;
-/// The same for four tokens at once.
-type PairKernel4 = fn(&[u8], [&[Q8Pair]; 4]) -> [f32; 4];
+/// The same for four and for eight tokens at once.
+#[derive(Clone, Copy)]
+struct PairKernels {
+    one: PairKernel,
+    four: fn(&[u8], [&[Q8Pair]; 4]) -> [f32; 4],
+    eight: fn(&[u8], [&[Q8Pair]; 8]) -> [f32; 8],
+}
 type WideKKernel = fn(&[u8], &[Q8KBlock]) -> f32;
 
 /// How a product treats activations.
@@ -244,17 +249,26 @@ impl<'a> MatrixRef<'a> {
         }
     }
 
-    /// The 512-bit two-blocks-per-step decode kernels (one token, four tokens), where the CPU
-    /// and format have them.
-    fn pair_kernel(&self) -> Option<(PairKernel, PairKernel4)> {
+    /// The 512-bit two-blocks-per-step decode kernels (one, four and eight tokens), where the
+    /// CPU and format have them.
+    fn pair_kernel(&self) -> Option<PairKernels> {
         #[cfg(target_arch = "x86_64")]
         if isa().name == "avx512vnni" && self.cols.is_multiple_of(64) {
             use crate::qdot::pairs;
-            // SAFETY (all six): the ISA check above covers the kernels' features.
+            // SAFETY (all nine): the ISA check above covers the kernels' features.
+            macro_rules! kernels {
+                ($one:ident, $many:ident) => {
+                    Some(PairKernels {
+                        one: |w, x| unsafe { pairs::$one(w, x) },
+                        four: |w, x| unsafe { pairs::$many(w, x) },
+                        eight: |w, x| unsafe { pairs::$many(w, x) },
+                    })
+                };
+            }
             return match self.format {
-                RowFormat::Ggml(GgmlType::Q4_0) => Some((|w, x| unsafe { pairs::q4_0(w, x) }, |w, x| unsafe { pairs::q4_0_x4(w, x) })),
-                RowFormat::Ggml(GgmlType::Q4_1) => Some((|w, x| unsafe { pairs::q4_1(w, x) }, |w, x| unsafe { pairs::q4_1_x4(w, x) })),
-                RowFormat::Ggml(GgmlType::Q8_0) => Some((|w, x| unsafe { pairs::q8_0(w, x) }, |w, x| unsafe { pairs::q8_0_x4(w, x) })),
+                RowFormat::Ggml(GgmlType::Q4_0) => kernels!(q4_0, q4_0_many),
+                RowFormat::Ggml(GgmlType::Q4_1) => kernels!(q4_1, q4_1_many),
+                RowFormat::Ggml(GgmlType::Q8_0) => kernels!(q8_0, q8_0_many),
                 _ => None,
             };
         }
@@ -407,19 +421,21 @@ impl<'a> MatrixRef<'a> {
 }
 
 /// One weight row's products with `m` tokens of pair activations (`np` pairs each), for tokens
-/// asked in order: four at a time while four remain, so each weight step is decoded once per four.
-fn pair_products<'q>((one, four): (PairKernel, PairKernel4), w: &'q [u8], q: &'q [Q8Pair], np: usize, m: usize) -> impl FnMut(usize) -> f32 + 'q {
+/// asked in order: eight at a time, then a last group of four or eight with its spare lanes
+/// repeating the last token (a wasted lane costs less than decoding the weights again).
+fn pair_products<'q>(k: PairKernels, w: &'q [u8], q: &'q [Q8Pair], np: usize, m: usize) -> impl FnMut(usize) -> f32 + 'q {
     let token = move |t: usize| &q[t * np..(t + 1) * np];
-    let grouped = m - m % 4;
-    let mut group = [0f32; 4];
+    let mut group = [0f32; 8];
     move |t| {
-        if t >= grouped {
-            return one(w, token(t));
+        if t % 8 == 0 {
+            let last = m - 1;
+            match m - t {
+                1 => group[0] = (k.one)(w, token(t)),
+                2..=4 => group[..4].copy_from_slice(&(k.four)(w, std::array::from_fn(|i| token((t + i).min(last))))),
+                _ => group = (k.eight)(w, std::array::from_fn(|i| token((t + i).min(last)))),
+            }
         }
-        if t % 4 == 0 {
-            group = four(w, [token(t), token(t + 1), token(t + 2), token(t + 3)]);
-        }
-        group[t % 4]
+        group[t % 8]
     }
 }
 

@@ -8,16 +8,17 @@ use crate::act::{Q8KBlock, Q8Pair};
 /// Per format: where the values start, and the factor turning the second header word into
 /// the offset coefficient (`[d, m]` for Q4_1; `[d, ·]` with offset −8·d or −128·d otherwise).
 macro_rules! pair_kernel {
-    ($name:ident, $four:ident, $block:expr, $weights:ident, $coef:expr, $header_mask:expr) => {
-        /// [`$name`] for four tokens at once: each weight step is decoded once and used four
+    ($name:ident, $many:ident, $block:expr, $weights:ident, $coef:expr, $header_mask:expr) => {
+        /// [`$name`] for `N` tokens at once: each weight step is decoded once and used `N`
         /// times (batched decode, where re-decoding per token was a third of a step).
         ///
         /// # Safety
         /// As [`$name`], for every `x[t]`, all of the same length.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,avx2,fma")]
-        pub unsafe fn $four(row: &[u8], x: [&[Q8Pair]; 4]) -> [f32; 4] {
-            let mut acc = [_mm512_setzero_ps(); 4];
-            let mut acc_m = [_mm_setzero_ps(); 4];
+        pub unsafe fn $many<const N: usize>(row: &[u8], x: [&[Q8Pair]; N]) -> [f32; N] {
+            // Even and odd steps in separate accumulators, as the one-token kernel sums them.
+            let mut acc = [[_mm512_setzero_ps(); N]; 2];
+            let mut acc_m = [_mm_setzero_ps(); N];
             let spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
             let coef = _mm_setr_ps($coef[0], $coef[1], $coef[0], $coef[1]);
             let mask = _mm_set1_epi32($header_mask);
@@ -28,46 +29,39 @@ macro_rules! pair_kernel {
                 let w = $weights(b0, b1);
                 let scales = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h));
                 let offsets = _mm_mul_ps(h, coef);
-                for t in 0..4 {
+                let acc = &mut acc[i % 2];
+                for t in 0..N {
                     let a = x[t].get_unchecked(i);
                     let isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(a.qs.as_ptr() as *const __m512i));
                     acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(scales, _mm512_loadu_ps(a.d.as_ptr())), _mm512_cvtepi32_ps(isum), acc[t]);
                     acc_m[t] = _mm_fmadd_ps(offsets, _mm_loadu_ps(a.sums.as_ptr()), acc_m[t]);
                 }
             }
-            std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) + hsum4(acc_m[t]))
+            std::array::from_fn(|t| _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) + hsum4(acc_m[t]))
         }
 
         /// # Safety
         /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C; `row` holds `2 · x.len()` blocks.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,avx2,fma")]
         pub unsafe fn $name(row: &[u8], x: &[Q8Pair]) -> f32 {
-            // Two sets of accumulators so consecutive steps' multiply-adds don't wait on each other.
+            // Two accumulators so consecutive steps' multiply-adds don't wait on each other;
+            // the same sums in the same order as [`$many`], so batching never changes a result.
             let mut acc = [_mm512_setzero_ps(); 2];
-            let mut acc_m = [_mm_setzero_ps(); 2];
+            let mut acc_m = _mm_setzero_ps();
             let spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
             let coef = _mm_setr_ps($coef[0], $coef[1], $coef[0], $coef[1]);
             let mask = _mm_set1_epi32($header_mask);
             let p = row.as_ptr();
-            let mut step = |i: usize, k: usize| {
-                let a = x.get_unchecked(i);
+            for (i, a) in x.iter().enumerate() {
                 let (b0, b1) = (p.add(2 * i * $block), p.add((2 * i + 1) * $block));
                 let h = header(b0, b1, mask);
                 let w = $weights(b0, b1);
                 let isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(a.qs.as_ptr() as *const __m512i));
                 let scale = _mm512_mul_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h)), _mm512_loadu_ps(a.d.as_ptr()));
-                acc[k] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[k]);
-                acc_m[k] = _mm_fmadd_ps(_mm_mul_ps(h, coef), _mm_loadu_ps(a.sums.as_ptr()), acc_m[k]);
-            };
-            let n = x.len();
-            for i in (0..n - n % 2).step_by(2) {
-                step(i, 0);
-                step(i + 1, 1);
+                acc[i % 2] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[i % 2]);
+                acc_m = _mm_fmadd_ps(_mm_mul_ps(h, coef), _mm_loadu_ps(a.sums.as_ptr()), acc_m);
             }
-            if n % 2 == 1 {
-                step(n - 1, 0);
-            }
-            _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + hsum4(_mm_add_ps(acc_m[0], acc_m[1]))
+            _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + hsum4(acc_m)
         }
     };
 }
@@ -127,9 +121,9 @@ unsafe fn q8_0_weights(b0: *const u8, b1: *const u8) -> __m512i {
     _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8(-128))
 }
 
-pair_kernel!(q4_0, q4_0_x4, 18, q4_0_weights, [-8.0f32, 0.0], 0xFFFF);
-pair_kernel!(q4_1, q4_1_x4, 20, q4_1_weights, [0.0f32, 1.0], -1);
-pair_kernel!(q8_0, q8_0_x4, 34, q8_0_weights, [-128.0f32, 0.0], 0xFFFF);
+pair_kernel!(q4_0, q4_0_many, 18, q4_0_weights, [-8.0f32, 0.0], 0xFFFF);
+pair_kernel!(q4_1, q4_1_many, 20, q4_1_weights, [0.0f32, 1.0], -1);
+pair_kernel!(q8_0, q8_0_many, 34, q8_0_weights, [-128.0f32, 0.0], 0xFFFF);
 
 /// Q4_K against 256-blocks of activations: 64 weights (two sub-blocks) per `vpdpbusd`, the
 /// sub-block scales applied in float so the accumulator carries across blocks, the minimums
