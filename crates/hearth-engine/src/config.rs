@@ -69,6 +69,10 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     /// RMSNorm over each head of q and k before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// The Q and K rows of each head are in llama.cpp's interleaved order (GGUF Llama and
+    /// Mistral files): RoPE rotates adjacent pairs instead of the two halves. Used as stored,
+    /// so the weights stay in the memory map instead of being copied into HF order.
+    pub rope_interleaved: bool,
     /// Norm weights stored as an offset from 1 (Gemma: y = x̂ · (1 + w)).
     pub norm_weight_offset: f32,
     /// Gemma 2's extra norms after attention and around the MLP.
@@ -210,6 +214,7 @@ impl ModelConfig {
             o_bias: arch != Arch::Qwen2 && field(c, "attention_bias").and_then(Json::as_bool).unwrap_or(false),
             mlp_bias: field(c, "mlp_bias").and_then(Json::as_bool).unwrap_or(false),
             qk_norm: arch == Arch::Qwen3,
+            rope_interleaved: false,
             norm_weight_offset: if gemma { 1.0 } else { 0.0 },
             sandwich_norms: gemma,
             scale_embeddings: gemma,
@@ -278,6 +283,7 @@ impl ModelConfig {
             o_bias: g.tensor("blk.0.attn_output.bias").is_some(),
             mlp_bias: g.tensor("blk.0.ffn_down.bias").is_some(),
             qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
+            rope_interleaved: matches!(arch_name, "llama" | "mistral"),
             // llama.cpp's converter already added Gemma's 1 to the stored norm weights.
             norm_weight_offset: 0.0,
             sandwich_norms: gemma,

@@ -68,17 +68,18 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotates each head of each row by its token's angles (the "rotate half" layout).
-fn rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32]) {
+/// Rotates each head of each row by its token's angles: pairs `(i, i + hd/2)` (the Hugging
+/// Face "rotate half" layout) or, `interleaved`, pairs `(2i, 2i + 1)`.
+fn rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32], interleaved: bool) {
     let half = hd / 2;
     for (t, row) in x.chunks_exact_mut(heads * hd).enumerate() {
         let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
         for head in row.chunks_exact_mut(hd) {
-            let (a, b) = head.split_at_mut(half);
             for i in 0..half {
-                let (x1, x2) = (a[i], b[i]);
-                a[i] = x1 * c[i] - x2 * s[i];
-                b[i] = x2 * c[i] + x1 * s[i];
+                let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (x1, x2) = (head[a], head[b]);
+                head[a] = x1 * c[i] - x2 * s[i];
+                head[b] = x2 * c[i] + x1 * s[i];
             }
         }
     }
@@ -144,8 +145,8 @@ pub(crate) fn forward(
                 let kc = k.to_owned();
                 rms_norm(&kc, &kn.host, kn.eps, k);
             }
-            rope(q, nh, hd, cos, sin);
-            rope(k, nkv, hd, cos, sin);
+            rope(q, nh, hd, cos, sin, cfg.rope_interleaved);
+            rope(k, nkv, hd, cos, sin, cfg.rope_interleaved);
             let mut row0 = 0;
             for seq in seqs.iter_mut() {
                 let n = seq.tokens.len();

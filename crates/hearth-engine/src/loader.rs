@@ -66,7 +66,7 @@ impl LoadedModel {
         let adapter = opts.adapter.as_deref().map(LoraAdapter::load).transpose()?;
         let g = Gguf::open(path)?;
         let cfg = ModelConfig::from_gguf(&g)?;
-        let store = WeightStore::from_gguf(&g, cfg.num_heads, cfg.num_kv_heads)?;
+        let store = WeightStore::from_gguf(&g)?;
         let rope_freqs = match g.tensor("rope_freqs.weight") {
             None => None,
             Some(info) => {

@@ -120,3 +120,31 @@ impl LoraAdapter {
         Ok(LoraAdapter { layers })
     }
 }
+
+impl LoraAdapter {
+    /// The adapter for a model whose Q and K rows are in llama.cpp's interleaved RoPE order
+    /// (adapters are trained in Hugging Face order): the outputs of every q and k delta are
+    /// reordered the same way, row `2i + j` of a head taking Hugging Face row `j · head_dim/2 + i`.
+    pub(crate) fn with_interleaved_rope(&self, head_dim: usize) -> LoraAdapter {
+        let half = head_dim / 2;
+        let layers = self
+            .layers
+            .iter()
+            .map(|(name, d)| {
+                let mut d = d.clone();
+                if name.ends_with("self_attn.q_proj") || name.ends_with("self_attn.k_proj") {
+                    let out = d.b.len() / d.rank;
+                    for row in d.b.chunks_exact_mut(out) {
+                        let hf = row.to_vec();
+                        for (dst, v) in row.iter_mut().enumerate() {
+                            let (head, i, j) = (dst / head_dim, dst % head_dim / 2, dst % 2);
+                            *v = hf[head * head_dim + j * half + i];
+                        }
+                    }
+                }
+                (name.clone(), d)
+            })
+            .collect();
+        LoraAdapter { layers }
+    }
+}

@@ -126,6 +126,8 @@ impl DecoderModel {
         if adapter.is_some() && backend == Backend::Candle {
             return Err(EngineError::Unsupported("LoRA adapters on the candle backend".into()));
         }
+        let interleaved = adapter.filter(|_| cfg.rope_interleaved).map(|a| a.with_interleaved_rope(cfg.head_dim));
+        let adapter = interleaved.as_ref().or(adapter);
         if let Some(f) = rope_freqs {
             cfg.rope_scaling = RopeScaling::FreqFactors(f);
         }
@@ -392,8 +394,9 @@ impl DecoderModel {
                 qs = qn.forward(&qs)?;
                 ks = kn.forward(&ks)?;
             }
-            let qs = candle_nn::rotary_emb::rope(&qs.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
-            let ks = candle_nn::rotary_emb::rope(&ks.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+            let rope = if cfg.rope_interleaved { candle_nn::rotary_emb::rope_i } else { candle_nn::rotary_emb::rope };
+            let qs = rope(&qs.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+            let ks = rope(&ks.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
             let (keys, values) = s.cache.device_mut().append(li, pos, &ks, &vs)?;
             let total = pos + n;
             // Query heads sharing a KV head are stacked so one product serves the group.

@@ -91,23 +91,15 @@ impl WeightStore {
         self.tensors.values().map(StoredTensor::byte_size).sum()
     }
 
-    /// Loads every tensor of a GGUF file under its Hugging Face name. For llama-family files
-    /// the Q and K rows are put back in Hugging Face order (llama.cpp's converter interleaves
-    /// the two RoPE halves of each head), so RoPE is applied the same way for every format.
-    pub fn from_gguf(g: &Gguf, num_heads: usize, num_kv_heads: usize) -> Result<Self> {
+    /// Loads every tensor of a GGUF file under its Hugging Face name, in place (llama-family
+    /// Q and K rows stay in llama.cpp's order: see `ModelConfig::rope_interleaved`).
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let arch = g.architecture()?.to_string();
-        let permuted = matches!(arch.as_str(), "llama" | "mistral");
         let mut tensors = HashMap::new();
         for info in &g.tensors {
             let Some(name) = hf_name(&arch, &info.name) else { continue };
-            let mut data = g.tensor_data(info)?;
-            let shape = info.shape();
             let format = row_format(info.ggml_type.dtype())?;
-            if permuted && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
-                let heads = if name.ends_with("q_proj.weight") { num_heads } else { num_kv_heads };
-                data = unpermute_rows(&data, shape[0], heads)?;
-            }
-            tensors.insert(name, StoredTensor { format, shape, data, scales: None, biases: None });
+            tensors.insert(name, StoredTensor { format, shape: info.shape(), data: g.tensor_data(info)?, scales: None, biases: None });
         }
         Ok(WeightStore { tensors })
     }
@@ -180,28 +172,6 @@ fn mlx_params(quant: Option<&Json>, layer: &str) -> Result<(u32, usize)> {
         }
     }
     Ok(q.get(layer).and_then(read).unwrap_or(defaults))
-}
-
-/// Reorders the rows of each head from llama.cpp's interleaved RoPE layout back to the Hugging
-/// Face layout: GGUF row `2i + j` of a head is HF row `j · head_dim/2 + i`.
-fn unpermute_rows(data: &SharedBytes, rows: usize, heads: usize) -> Result<SharedBytes> {
-    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) || !data.len().is_multiple_of(rows) {
-        return Err(EngineError::Weights(format!("cannot split {rows} rows into {heads} heads")));
-    }
-    let row_bytes = data.len() / rows;
-    let head_dim = rows / heads;
-    let half = head_dim / 2;
-    let mut out = vec![0u8; data.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = h * head_dim + 2 * i + j;
-                let dst = h * head_dim + j * half + i;
-                out[dst * row_bytes..(dst + 1) * row_bytes].copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
-            }
-        }
-    }
-    Ok(SharedBytes::from_vec(out))
 }
 
 /// The Hugging Face name of a GGUF tensor; `None` for tensors the model does not use as

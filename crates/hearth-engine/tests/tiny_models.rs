@@ -124,15 +124,17 @@ fn hidden_states_match_transformers_layer_by_layer() {
 fn host_and_candle_backends_agree() {
     use hearth_engine::model::Backend;
     use hearth_engine::{LoadOptions, Precision};
-    for name in HF {
-        let path = testdata(&format!("tiny/hf/{name}"));
+    // The GGUF Llama keeps llama.cpp's interleaved RoPE layout.
+    let files = HF.iter().map(|name| format!("tiny/hf/{name}")).chain(["tiny/gguf/llama-F16.gguf".to_string()]);
+    for name in files {
+        let path = testdata(&name);
         let load = |backend| LoadedModel::load_with(&path, LoadOptions { precision: Precision::Exact, backend, ..Default::default() }).unwrap();
         let (host, candle) = (load(Backend::Host), load(Backend::Candle));
         for p in json("tiny/prompts.json")["ids"].as_array().unwrap() {
             let p = ids(p);
             let (a, b) = (last_logits(&host, &p), last_logits(&candle, &p));
             let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-            assert!(d <= 1e-4, "hf/{name}: backends differ by {d}");
+            assert!(d <= 1e-4, "{name}: backends differ by {d}");
             assert_eq!(greedy(&host, &p, 8), greedy(&candle, &p, 8));
         }
     }
@@ -159,4 +161,20 @@ fn lora_adapter_on_the_base_model_matches_mlx_lm() {
     let p0 = ids(&refs["adapter"]["cases"][0]["ids"]);
     let d = full_diff(&last_logits(&model, &p0), &refs["adapter"]["p0_full_last_logits"]);
     assert!(d <= 1e-3, "adapter: full-vocabulary logits differ by {d}");
+}
+
+/// The GGUF conversion of the same Llama keeps its Q and K rows in llama.cpp's interleaved
+/// RoPE order; an adapter trained on the Hugging Face layout must still apply exactly.
+#[test]
+fn lora_adapter_on_a_gguf_llama_matches_mlx_lm() {
+    use hearth_engine::{LoadOptions, Precision};
+    let refs = json("tiny/refs/lora.json");
+    let opts = LoadOptions { precision: Precision::Exact, adapter: Some(testdata("tiny/lora/adapters")), ..Default::default() };
+    let model = LoadedModel::load_with(&testdata("tiny/gguf/llama-F16.gguf"), opts).unwrap();
+    assert!(model.model.config().rope_interleaved);
+    // The F16 file rounds the base weights: the bound of the F16 GGUF files' own checks.
+    for (i, case) in refs["adapter"]["cases"].as_array().unwrap().iter().enumerate() {
+        let d = top_diff(&last_logits(&model, &ids(&case["ids"])), &case["last_logits_top20"]);
+        assert!(d <= 2e-2, "lora on gguf p{i}: top-20 logits differ by {d}");
+    }
 }
