@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 
 use crate::store::{ChunkRecord, DocumentRecord, Filters, JobRecord, KbStore, SourceWrite, Stats, VectorSet};
@@ -235,7 +235,7 @@ impl KbStore for SqliteStore {
 
     fn write_source(&self, write: SourceWrite) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         delete_documents(&tx, "d.source = ?", &write.source)?;
         // A document id names one document: written again under another source, it moves
         // there, and a source it leaves empty is forgotten (so re-ingesting it adds it back).
@@ -299,7 +299,7 @@ impl KbStore for SqliteStore {
 
     fn delete_source(&self, source: &str) -> Result<bool> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         delete_documents(&tx, "d.source = ?", source)?;
         let gone = tx.execute("DELETE FROM sources WHERE source = ?", [source])? > 0;
         bump_generation(&tx)?;
@@ -316,7 +316,7 @@ impl KbStore for SqliteStore {
 
     fn delete_document(&self, id: &str) -> Result<bool> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let gone = delete_documents(&tx, "d.id = ?", id)? > 0;
         // A source left with no document is forgotten, so re-ingesting it adds it back.
         tx.execute("DELETE FROM sources WHERE source NOT IN (SELECT source FROM documents)", [])?;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use crate::error::IoContext;
@@ -143,8 +143,28 @@ impl Registry {
         let mut conn = Connection::open(path)?;
         // Several processes (pulls, a server) share the file.
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Switching a new file to WAL can report "locked" without waiting on the busy handler
+        // when another process opens it at the same moment: such a start is retried.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::prepare(&mut conn) {
+                Err(StoreError::Db(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other.map(|()| Self { conn }),
+            }
+        }
+    }
+
+    /// WAL mode and the schema, with columns added since older versions.
+    fn prepare(conn: &mut Connection) -> Result<()> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let tx = conn.transaction()?;
+        // Write transactions take the write lock up front (IMMEDIATE): a deferred one that
+        // has read fails at once with "database is locked" when another connection wrote
+        // meanwhile, instead of waiting.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
         for (column, kind) in ADDED_COLUMNS {
             let present: bool = tx.query_row(
@@ -157,7 +177,7 @@ impl Registry {
             }
         }
         tx.commit()?;
-        Ok(Self { conn })
+        Ok(())
     }
 
     /// Inserts or replaces a record, keeping the original creation time.
@@ -165,7 +185,7 @@ impl Registry {
         let path = r.path.to_str().ok_or_else(|| {
             StoreError::Invalid(format!("{}: path is not UTF-8", r.path.display()))
         })?;
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let created: Option<i64> = tx
             .query_row(
                 "SELECT created_at FROM models WHERE name = ?1",
@@ -235,7 +255,7 @@ impl Registry {
     }
 
     pub fn remove(&mut self, name: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM models WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(())
@@ -245,6 +265,20 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_processes_may_open_a_new_registry_at_once() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("hearth.db");
+            std::thread::scope(|s| {
+                let opens: Vec<_> = (0..8).map(|_| s.spawn(|| Registry::open(&path).map(|_| ()))).collect();
+                for o in opens {
+                    o.join().unwrap().unwrap();
+                }
+            });
+        }
+    }
 
     #[test]
     fn registries_from_before_the_embedding_columns_gain_them() {
