@@ -30,6 +30,17 @@ struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     rows: Vec<f32>,
+    units: Vec<AttnUnit>,
+}
+
+/// One task of an attention pass: a sequence (index, row of its first new token) and a KV head
+/// (its query heads together) or, `tiled`, one query head.
+#[derive(Clone, Copy)]
+struct AttnUnit {
+    seq: usize,
+    first_row: usize,
+    head: usize,
+    tiled: bool,
 }
 
 /// From this many new tokens in a sequence, attention runs 16 queries at a time on the tiled
@@ -121,6 +132,7 @@ pub(crate) fn forward(
             row0 += n;
         }
         let (cos, sin) = (&*cos, &*sin);
+        let units = attention_units(m, seqs, &mut s.units);
         for (li, layer) in m.layers().iter().enumerate() {
             let h = take(&mut s.h, total * hid);
             rms_norm(x, &layer.input_norm.host, layer.input_norm.eps, h);
@@ -155,7 +167,7 @@ pub(crate) fn forward(
                 row0 += n;
             }
             let att = take(&mut s.att, total * qs);
-            attention(m, li, layer, seqs, q, att);
+            attention(m, li, layer, seqs, units, q, att);
             let o = take(&mut s.o, total * hid);
             layer.attn.o.matmul_host(att, o, m.precision());
             let residual_in = match &layer.pre_ff_norm {
@@ -240,25 +252,30 @@ pub(crate) fn forward(
     })
 }
 
-/// Causal (optionally sliding-window) attention of every query against its sequence's cache;
-/// writes `[tokens, heads · head_dim]` into `out`. A sequence with few new tokens is split by
-/// KV head (its query heads attend together: [`attend_group`]), a long one by query head (the
+/// The tasks of every layer's attention pass. A sequence with few new tokens is split by KV
+/// head (its query heads attend together: [`attend_group`]), a long one by query head (the
 /// tiled kernel), so a single prompt still spreads over every thread.
-fn attention(m: &DecoderModel, li: usize, layer: &Layer, seqs: &[SeqInput<'_>], q: &[f32], out: &mut [f32]) {
+fn attention_units<'u>(m: &DecoderModel, seqs: &[SeqInput<'_>], units: &'u mut Vec<AttnUnit>) -> &'u [AttnUnit] {
     let cfg = m.config();
-    let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
-    let mut units = Vec::with_capacity(seqs.len() * nh);
-    let mut row0 = 0;
-    for (si, seq) in seqs.iter().enumerate() {
-        let tiled = seq.tokens.len() >= TILED_ATTENTION_MIN;
-        units.extend((0..if tiled { nh } else { nkv }).map(|unit| (si, row0, unit, tiled)));
-        row0 += seq.tokens.len();
+    units.clear();
+    let mut first_row = 0;
+    for (seq, input) in seqs.iter().enumerate() {
+        let tiled = input.tokens.len() >= TILED_ATTENTION_MIN;
+        let heads = if tiled { cfg.num_heads } else { cfg.num_kv_heads };
+        units.extend((0..heads).map(|head| AttnUnit { seq, first_row, head, tiled }));
+        first_row += input.tokens.len();
     }
+    units
+}
+
+/// Causal (optionally sliding-window) attention of every query against its sequence's cache;
+/// writes `[tokens, heads · head_dim]` into `out`.
+fn attention(m: &DecoderModel, li: usize, layer: &Layer, seqs: &[SeqInput<'_>], units: &[AttnUnit], q: &[f32], out: &mut [f32]) {
     let out_ptr = SharedPtr(out.as_mut_ptr());
     pool::global().run(units.len(), &|u| {
-        let (si, first_row, unit, tiled) = units[u];
-        let job = HeadJob { m, li, layer, seq: &seqs[si], first_row, q, out: out_ptr };
-        ATTN.with_borrow_mut(|scratch| if tiled { job.tiled(unit, scratch) } else { job.grouped(unit, scratch) });
+        let AttnUnit { seq, first_row, head, tiled } = units[u];
+        let job = HeadJob { m, li, layer, seq: &seqs[seq], first_row, q, out: out_ptr };
+        ATTN.with_borrow_mut(|scratch| if tiled { job.tiled(head, scratch) } else { job.grouped(head, scratch) });
     });
 }
 

@@ -125,6 +125,8 @@ impl LoraAdapter {
     /// The adapter for a model whose Q and K rows are in llama.cpp's interleaved RoPE order
     /// (adapters are trained in Hugging Face order): the outputs of every q and k delta are
     /// reordered the same way, row `2i + j` of a head taking Hugging Face row `j · head_dim/2 + i`.
+    /// A delta whose outputs are not whole heads is left as it is, for the layer's shape check
+    /// to reject.
     pub(crate) fn with_interleaved_rope(&self, head_dim: usize) -> LoraAdapter {
         let half = head_dim / 2;
         let layers = self
@@ -132,8 +134,9 @@ impl LoraAdapter {
             .iter()
             .map(|(name, d)| {
                 let mut d = d.clone();
-                if name.ends_with("self_attn.q_proj") || name.ends_with("self_attn.k_proj") {
-                    let out = d.b.len() / d.rank;
+                let out = d.b.len() / d.rank;
+                let heads_fit = head_dim % 2 == 0 && out % head_dim == 0;
+                if heads_fit && (name.ends_with("self_attn.q_proj") || name.ends_with("self_attn.k_proj")) {
                     for row in d.b.chunks_exact_mut(out) {
                         let hf = row.to_vec();
                         for (dst, v) in row.iter_mut().enumerate() {

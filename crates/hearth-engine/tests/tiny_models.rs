@@ -178,3 +178,26 @@ fn lora_adapter_on_a_gguf_llama_matches_mlx_lm() {
         assert!(d <= 2e-2, "lora on gguf p{i}: top-20 logits differ by {d}");
     }
 }
+
+/// An adapter whose q delta is not made of whole heads is an error on a GGUF Llama too, where
+/// the delta is reordered by head before the layer's shape check.
+#[test]
+fn a_misshapen_adapter_on_a_gguf_llama_is_an_error() {
+    use hearth_engine::LoadOptions;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata("tiny/lora/adapters/adapter_config.json"), dir.path().join("adapter_config.json")).unwrap();
+    // lora_a [64, 4] and lora_b [4, 50]: 50 outputs, not whole heads of the 64-wide q_proj.
+    let (a, b) = (64 * 4, 4 * 50);
+    let header = serde_json::json!({
+        "model.layers.0.self_attn.q_proj.lora_a": {"dtype": "F32", "shape": [64, 4], "data_offsets": [0, 4 * a]},
+        "model.layers.0.self_attn.q_proj.lora_b": {"dtype": "F32", "shape": [4, 50], "data_offsets": [4 * a, 4 * (a + b)]},
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend((0..a + b).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()));
+    std::fs::write(dir.path().join("adapters.safetensors"), bytes).unwrap();
+    let opts = LoadOptions { adapter: Some(dir.path().to_path_buf()), ..Default::default() };
+    let err = LoadedModel::load_with(&testdata("tiny/gguf/llama-F16.gguf"), opts).err().expect("must fail");
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}

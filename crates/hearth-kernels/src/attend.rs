@@ -13,51 +13,56 @@ pub struct ScoreScale {
 
 /// `out[g] = softmax(score(q[g] · Kⱼ)) · V` for the `G = q.len() / hd` query heads in `q`
 /// (`[G, hd]`), over every row of `keys` and `values` (`[n, hd]`, the visible positions);
-/// writes `out` (`[G, hd]`). `scores` is scratch space.
-pub fn attend_group(q: &[f32], keys: &[f32], values: &[f32], hd: usize, score: ScoreScale, scores: &mut Vec<f32>, out: &mut [f32]) {
+/// writes `out` (`[G, hd]`). `scratch` is reused between calls (nothing is allocated once it
+/// has grown to the longest context).
+pub fn attend_group(q: &[f32], keys: &[f32], values: &[f32], hd: usize, score: ScoreScale, scratch: &mut Vec<f32>, out: &mut [f32]) {
     let (g, n) = (q.len() / hd, keys.len() / hd);
     assert!(n > 0 && q.len() == g * hd && out.len() == q.len() && values.len() == keys.len(), "attend_group shapes");
-    scores.resize(g * n, 0.0);
-    let scores = &mut scores[..g * n];
+    scratch.resize(g * n + g, 0.0);
     #[cfg(target_arch = "x86_64")]
     if hd.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+        let (scores, inv) = split(scratch, g, n);
         // SAFETY: the CPU has AVX-512 F; shapes were checked above.
         unsafe {
             x86::dots(q, keys, hd, scores);
-            let inv = softmax_rows(scores, n, score);
+            softmax_rows(scores, n, score, inv);
             x86::weighted_sums(scores, values, hd, out);
-            scale_rows(out, hd, &inv);
         }
+        scale_rows(out, hd, inv);
         return;
     }
-    portable(q, keys, values, hd, score, scores, out)
+    portable(q, keys, values, hd, score, scratch, out)
 }
 
-fn portable(q: &[f32], keys: &[f32], values: &[f32], hd: usize, score: ScoreScale, scores: &mut [f32], out: &mut [f32]) {
-    let n = keys.len() / hd;
+/// Scratch space as the scores `[G, n]`, then each head's 1 / (sum of its softmax weights).
+fn split(scratch: &mut [f32], g: usize, n: usize) -> (&mut [f32], &mut [f32]) {
+    scratch[..g * n + g].split_at_mut(g * n)
+}
+
+fn portable(q: &[f32], keys: &[f32], values: &[f32], hd: usize, score: ScoreScale, scratch: &mut [f32], out: &mut [f32]) {
+    let (g, n) = (q.len() / hd, keys.len() / hd);
+    let (scores, inv) = split(scratch, g, n);
     for (qh, row) in q.chunks_exact(hd).zip(scores.chunks_exact_mut(n)) {
         for (s, k) in row.iter_mut().zip(keys.chunks_exact(hd)) {
             *s = crate::dot(qh, k);
         }
     }
-    let inv = softmax_rows(scores, n, score);
+    softmax_rows(scores, n, score, inv);
     for (o, w) in out.chunks_exact_mut(hd).zip(scores.chunks_exact(n)) {
         o.fill(0.0);
         for (&w, v) in w.iter().zip(values.chunks_exact(hd)) {
             o.iter_mut().zip(v).for_each(|(a, &b)| *a += w * b);
         }
     }
-    scale_rows(out, hd, &inv);
+    scale_rows(out, hd, inv);
 }
 
-/// Scores → unnormalised softmax weights in place (rows of `n`); returns each row's 1 / sum,
-/// applied to the (shorter) outputs instead.
+/// Scores → unnormalised softmax weights in place (rows of `n`); writes each row's 1 / sum
+/// into `inv`, applied to the (shorter) outputs instead.
 #[inline(always)]
-fn softmax_rows(scores: &mut [f32], n: usize, score: ScoreScale) -> Vec<f32> {
-    scores
-        .chunks_exact_mut(n)
-        .map(|row| {
-            match score.softcap {
+fn softmax_rows(scores: &mut [f32], n: usize, score: ScoreScale, inv: &mut [f32]) {
+    for (row, inv) in scores.chunks_exact_mut(n).zip(inv) {
+        match score.softcap {
                 Some(cap) => row.iter_mut().for_each(|s| *s = (*s * score.scale / cap).tanh() * cap),
                 None => row.iter_mut().for_each(|s| *s *= score.scale),
             }
@@ -70,9 +75,8 @@ fn softmax_rows(scores: &mut [f32], n: usize, score: ScoreScale) -> Vec<f32> {
             for c in chunks {
                 part.iter_mut().zip(c).for_each(|(p, &s)| *p += s);
             }
-            1.0 / (part.iter().sum::<f32>() + tail)
-        })
-        .collect()
+        *inv = 1.0 / (part.iter().sum::<f32>() + tail);
+    }
 }
 
 #[inline(always)]
@@ -240,7 +244,7 @@ mod tests {
                         let mut fast = vec![0f32; heads * hd];
                         attend_group(&q, &keys, &values, hd, score, &mut scratch, &mut fast);
                         let mut plain = vec![0f32; heads * hd];
-                        portable(&q, &keys, &values, hd, score, &mut vec![0.0; heads * n], &mut plain);
+                        portable(&q, &keys, &values, hd, score, &mut vec![0.0; heads * n + heads], &mut plain);
                         for ((a, p), b) in fast.iter().zip(&plain).zip(&want) {
                             assert!((a - b).abs() < 2e-5 && (p - b).abs() < 2e-5, "hd {hd}, heads {heads}, n {n}: {a}, {p} vs {b}");
                         }
