@@ -135,7 +135,7 @@ impl LoraAdapter {
             .map(|(name, d)| {
                 let mut d = d.clone();
                 let out = d.b.len() / d.rank;
-                let heads_fit = head_dim % 2 == 0 && out % head_dim == 0;
+                let heads_fit = head_dim.is_multiple_of(2) && out.is_multiple_of(head_dim);
                 if heads_fit && (name.ends_with("self_attn.q_proj") || name.ends_with("self_attn.k_proj")) {
                     for row in d.b.chunks_exact_mut(out) {
                         let hf = row.to_vec();
