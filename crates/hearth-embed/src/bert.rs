@@ -4,7 +4,8 @@
 
 use std::cell::RefCell;
 
-use hearth_kernels::{dot, pool};
+use hearth_kernels::attend::{attend_group, ScoreScale};
+use hearth_kernels::pool;
 
 use crate::config::{Activation, BertConfig};
 use crate::math::{self, SendPtr};
@@ -38,9 +39,18 @@ pub(crate) struct Bert {
     layers: Vec<Layer>,
 }
 
+/// One (sequence, head)'s contiguous query, key, value and output rows, and its scores.
+#[derive(Default)]
+struct AttnScratch {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    out: Vec<f32>,
+    scores: Vec<f32>,
+}
+
 thread_local! {
-    /// Attention scores of one query, per thread.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ATTENTION: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
 }
 
 impl Bert {
@@ -125,7 +135,7 @@ impl Bert {
             layer.up.forward(&x, &mut up);
             let act = self.cfg.activation;
             math::for_each_row(&mut up, inter, &|_, r| {
-                math::wide(|| match act {
+                math::wide(#[inline(always)] || match act {
                     Activation::GeluErf => r.iter_mut().for_each(|v| *v = math::gelu_erf(*v)),
                     Activation::GeluTanh => r.iter_mut().for_each(|v| *v = math::gelu_tanh(*v)),
                 })
@@ -137,9 +147,11 @@ impl Bert {
     }
 
     /// Softmax(q·kᵀ/√d)·v within each sequence, per head; writes `[tokens, hidden]` to `out`.
+    /// Each (sequence, head) gathers its query, key and value columns into contiguous rows
+    /// for the kernels' grouped attention, every query of the sequence in one group.
     fn attention(&self, seqs: &[Encoded], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
         let (h, nh, hd) = (self.cfg.hidden_size, self.cfg.num_heads, self.cfg.head_dim());
-        let scale = 1.0 / (hd as f32).sqrt();
+        let score = ScoreScale { scale: 1.0 / (hd as f32).sqrt(), softcap: None };
         let mut starts = Vec::with_capacity(seqs.len());
         let mut t = 0;
         for s in seqs {
@@ -150,29 +162,19 @@ impl Bert {
         pool::global().run(seqs.len() * nh, &|unit| {
             let (si, head) = (unit / nh, unit % nh);
             let (first, n) = (starts[si], seqs[si].ids.len());
-            let at = |j: usize| (first + j) * h + head * hd..(first + j) * h + (head + 1) * hd;
-            SCORES.with_borrow_mut(|scores| math::wide(#[inline(always)] || {
-                scores.resize(n, 0.0);
-                for i in 0..n {
-                    let qi = &q[at(i)];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qi, &k[at(j)]) * scale;
-                    }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for s in scores.iter_mut() {
-                        *s = math::exp(*s - max);
-                        sum += *s;
-                    }
-                    // SAFETY: each (token, head) slot of `out` belongs to exactly one unit.
-                    let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((first + i) * h + head * hd), hd) };
-                    o.fill(0.0);
-                    for (j, &w) in scores.iter().enumerate() {
-                        let w = w / sum;
-                        o.iter_mut().zip(&v[at(j)]).for_each(|(a, &b)| *a += w * b);
-                    }
+            let cols = |j: usize| (first + j) * h + head * hd..(first + j) * h + (head + 1) * hd;
+            ATTENTION.with_borrow_mut(|AttnScratch { q: qh, k: kh, v: vh, out: oh, scores }| {
+                for (dst, src) in [(&mut *qh, q), (&mut *kh, k), (&mut *vh, v)] {
+                    dst.clear();
+                    (0..n).for_each(|j| dst.extend_from_slice(&src[cols(j)]));
                 }
-            }));
+                oh.resize(n * hd, 0.0);
+                attend_group(qh, kh, vh, hd, score, scores, oh);
+                for (j, o) in oh.chunks_exact(hd).enumerate() {
+                    // SAFETY: each (token, head) slot of `out` belongs to exactly one unit.
+                    unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out_ptr.get().add(cols(j).start), hd) };
+                }
+            });
         });
     }
 }

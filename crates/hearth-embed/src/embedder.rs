@@ -81,7 +81,7 @@ impl Embedder {
             }
             Backbone::Decoder(Box::new(Decoder::load(dir, sentence.max_seq_length)?))
         } else {
-            Backbone::Encoder(Box::new(Encoder::load(dir, &Tensors::open(dir)?, "", sentence.max_seq_length)?))
+            Backbone::Encoder(Box::new(Encoder::load(dir, &Tensors::open(dir)?.with_bf16_products(), "", sentence.max_seq_length)?))
         };
         Ok(Embedder { backbone, sentence })
     }

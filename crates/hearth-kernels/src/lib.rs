@@ -5,6 +5,7 @@
 
 pub mod act;
 pub mod attend;
+pub mod bf16;
 mod dequant;
 pub mod gemm;
 pub mod math;
