@@ -141,7 +141,7 @@ impl DecoderModel {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("model.layers.{i}");
-            let lin = |name: &str, bias: bool| Linear::load(store, &format!("{p}.{name}"), bias, device, adapter);
+            let lin = |name: &str, bias: bool| Linear::load(store, &format!("{p}.{name}"), bias, device, precision, adapter);
             let norm = |name: &str| RmsNorm::load(store, &format!("{p}.{name}"), &cfg, device);
             let qkv = if store.contains(&format!("{p}.self_attn.qkv_proj.weight")) {
                 Qkv::Fused(lin("self_attn.qkv_proj", cfg.qkv_bias)?)
@@ -173,9 +173,9 @@ impl DecoderModel {
             });
         }
         let lm_head = if cfg.tie_word_embeddings || !store.contains("lm_head.weight") {
-            Linear::from_stored(embed.clone())?
+            Linear::from_stored(embed.clone(), device, precision)?
         } else {
-            Linear::load(store, "lm_head", false, device, adapter)?
+            Linear::load(store, "lm_head", false, device, precision, adapter)?
         };
         if lm_head.out_features() != cfg.vocab_size {
             return Err(EngineError::Weights("lm_head rows differ from the vocabulary size".into()));

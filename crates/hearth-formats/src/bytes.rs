@@ -9,14 +9,21 @@ use crate::FormatError;
 /// case, so weights stay on disk pages the OS can share and evict) or an owned buffer.
 #[derive(Clone)]
 pub struct SharedBytes {
-    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    owner: Arc<Owner>,
     range: Range<usize>,
 }
 
-struct Mapped(memmap2::Mmap);
-impl AsRef<[u8]> for Mapped {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
+enum Owner {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Owner {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Owner::Mapped(map) => map,
+            Owner::Owned(data) => data,
+        }
     }
 }
 
@@ -28,12 +35,26 @@ impl SharedBytes {
         // being truncated underneath a running process.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
         let len = map.len();
-        Ok(SharedBytes { owner: Arc::new(Mapped(map)), range: 0..len })
+        Ok(SharedBytes { owner: Arc::new(Owner::Mapped(map)), range: 0..len })
+    }
+
+    /// Drops the pages of `range` (relative to this window) of a memory-mapped file from the
+    /// process's resident set, for data that has been copied elsewhere (repacked weights); a
+    /// later read faults them back in from the file. Does nothing for owned buffers, for a
+    /// range outside the window, or where the OS cannot.
+    pub fn release_pages(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if let (Owner::Mapped(map), true) = (&*self.owner, range.start <= range.end && range.end <= self.range.len()) {
+            // SAFETY: the map is a shared read-only file mapping: released pages read back the
+            // file's (unchanged) bytes, so every borrowed slice keeps seeing the same data. A
+            // failed hint changes nothing.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.range.start + range.start, range.len()) };
+        }
     }
 
     pub fn from_vec(data: Vec<u8>) -> Self {
         let len = data.len();
-        SharedBytes { owner: Arc::new(data), range: 0..len }
+        SharedBytes { owner: Arc::new(Owner::Owned(data)), range: 0..len }
     }
 
     /// A sub-window; `range` is relative to this window and must lie inside it.
@@ -53,7 +74,7 @@ impl SharedBytes {
 impl Deref for SharedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &(*self.owner).as_ref()[self.range.clone()]
+        &self.owner.bytes()[self.range.clone()]
     }
 }
 

@@ -10,6 +10,7 @@ mod dequant;
 pub mod gemm;
 pub mod math;
 mod matmul;
+pub mod panels;
 pub mod pool;
 pub mod qdot;
 pub mod quant;

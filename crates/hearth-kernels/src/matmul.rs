@@ -113,6 +113,15 @@ impl<'a> MatrixRef<'a> {
         self.cols
     }
 
+    pub fn format(&self) -> RowFormat {
+        self.format
+    }
+
+    /// Row `r`'s stored bytes.
+    pub(crate) fn row_data(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
     /// De-quantises row `r` into `out` (length `cols`).
     pub fn row(&self, r: usize, out: &mut [f32]) {
         assert!(r < self.rows && out.len() == self.cols, "row {r} of {}x{}", self.rows, self.cols);

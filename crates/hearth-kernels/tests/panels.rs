@@ -1,0 +1,123 @@
+//! Quantised panels against the file layout: rows de-quantise identically, products match float64
+//! sums of the exactly de-quantised weights and 8-bit activations, and each token's result is
+//! bit-identical whether it runs alone or in a batch. Random data, odd shapes.
+
+use half::f16;
+use hearth_formats::gguf::GgmlType;
+use hearth_kernels::act::{quantize_q8, Q8Block};
+use hearth_kernels::panels::QuantPanels;
+use hearth_kernels::qdot::isa;
+use hearth_kernels::{MatrixRef, RowFormat};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn random_blocks(t: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
+    let bb = t.block_bytes();
+    let mut data = vec![0u8; rows * cols / 32 * bb];
+    rng.fill(&mut data[..]);
+    for b in data.chunks_exact_mut(bb) {
+        b[..2].copy_from_slice(&f16::from_f32(rng.random_range(0.001..0.05)).to_le_bytes());
+        if t == GgmlType::Q4_1 {
+            b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(-0.5..0.5)).to_le_bytes());
+        }
+    }
+    data
+}
+
+#[test]
+fn panels_match_the_file_layout() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for (rows, cols) in [(1, 32), (16, 64), (17, 96), (45, 160), (64, 576)] {
+            let data = random_blocks(t, rows, cols, &mut rng);
+            let w = MatrixRef::new(RowFormat::Ggml(t), rows, cols, &data, &[], &[]).unwrap();
+            let Some(panels) = QuantPanels::new(&w, |_| {}) else {
+                assert_ne!(isa().name, "avx512vnni", "panels exist wherever the 512-bit integer kernels do");
+                eprintln!("no AVX-512 VNNI here: only the refusal was checked");
+                return;
+            };
+            let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+            for r in 0..rows {
+                w.row(r, &mut a);
+                panels.row(r, &mut b);
+                assert_eq!(a, b, "{t:?} row {r}");
+            }
+            for tokens in [1, 3, 8, 9, 70, 131] {
+                let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
+                let mut out = vec![f32::NAN; tokens * rows];
+                panels.matmul(&x, &mut out);
+                let mut q = vec![Q8Block::default(); tokens * cols / 32];
+                quantize_q8(&x, &mut q);
+                for tok in 0..tokens {
+                    let xq: Vec<f64> = q[tok * cols / 32..(tok + 1) * cols / 32]
+                        .iter()
+                        .flat_map(|blk| blk.qs.map(|v| blk.d as f64 * v as f64))
+                        .collect();
+                    for r in 0..rows {
+                        w.row(r, &mut a);
+                        let (want, scale) = a.iter().zip(&xq).fold((0.0, 0.0), |(s, m), (&w, &x)| (s + w as f64 * x, m + (w as f64 * x).abs()));
+                        let got = out[tok * rows + r] as f64;
+                        assert!((got - want).abs() <= 1e-5 * (scale + 1.0), "{t:?} {rows}x{cols}, {tokens} tokens, [{tok}, {r}]: {got} vs {want}");
+                    }
+                    let mut alone = vec![0f32; rows];
+                    panels.matmul(&x[tok * cols..(tok + 1) * cols], &mut alone);
+                    assert!(alone.iter().zip(&out[tok * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{t:?}: token {tok} of {tokens} differs from running alone");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_group_equals_its_parts() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let (cols, tokens) = (96, 5);
+    let shapes = [(GgmlType::Q4_1, 40), (GgmlType::Q4_1, 7), (GgmlType::Q8_0, 33)];
+    let data: Vec<Vec<u8>> = shapes.iter().map(|&(t, rows)| random_blocks(t, rows, cols, &mut rng)).collect();
+    let Some(panels) = shapes
+        .iter()
+        .zip(&data)
+        .map(|(&(t, rows), d)| QuantPanels::new(&MatrixRef::new(RowFormat::Ggml(t), rows, cols, d, &[], &[]).unwrap(), |_| {}))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
+    let alone: Vec<Vec<f32>> = panels
+        .iter()
+        .map(|p| {
+            let mut out = vec![0f32; tokens * p.rows()];
+            p.matmul(&x, &mut out);
+            out
+        })
+        .collect();
+    let mut outs: Vec<Vec<f32>> = panels.iter().map(|p| vec![f32::NAN; tokens * p.rows()]).collect();
+    let mut parts: Vec<_> = panels.iter().zip(outs.iter_mut()).map(|(p, o)| (p, &mut o[..])).collect();
+    QuantPanels::matmul_group(&x, &mut parts);
+    assert_eq!(outs, alone);
+}
+
+#[test]
+fn panels_take_only_their_formats() {
+    let w = MatrixRef::new(RowFormat::Ggml(GgmlType::Q5_0), 1, 32, &[0; 22], &[], &[]).unwrap();
+    assert!(QuantPanels::new(&w, |_| {}).is_none());
+}
+
+#[test]
+fn every_source_byte_is_reported_copied_once() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for rows in [1, 1024, 2100] {
+        let data = random_blocks(GgmlType::Q4_0, rows, 64, &mut rng);
+        let w = MatrixRef::new(RowFormat::Ggml(GgmlType::Q4_0), rows, 64, &data, &[], &[]).unwrap();
+        let mut ranges = Vec::new();
+        if QuantPanels::new(&w, |r| ranges.push(r)).is_none() {
+            return;
+        }
+        let mut next = 0;
+        for r in ranges {
+            assert_eq!(r.start, next, "{rows} rows: ranges in order, without gaps or overlaps");
+            next = r.end;
+        }
+        assert_eq!(next, data.len());
+    }
+}
