@@ -80,38 +80,3 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
     }
 }
 
-/// Two consecutive 32-blocks laid out for the 512-bit decode kernels: values as
-/// `[x0[0..16], x1[0..16], x0[16..32], x1[16..32]]` (the order two blocks of nibbles expand
-/// to), scales spread over the lanes that hold each block's partial sums, and the sums.
-#[derive(Clone, Copy, Debug)]
-#[repr(C, align(64))]
-pub struct Q8Pair {
-    pub qs: [i8; 64],
-    pub d: [f32; 16],
-    /// `[s0, s0, s1, s1]` with `s = d · Σ qs` per block.
-    pub sums: [f32; 4],
-}
-
-impl Default for Q8Pair {
-    fn default() -> Self {
-        Q8Pair { qs: [0; 64], d: [0.0; 16], sums: [0.0; 4] }
-    }
-}
-
-/// Quantises `x` (a multiple of 64 long) into pairs of blocks.
-pub fn quantize_q8_pairs(x: &[f32], out: &mut [Q8Pair]) {
-    debug_assert_eq!(x.len(), out.len() * 64);
-    let mut blocks = [Q8Block::default(); 2];
-    for (p, xs) in out.iter_mut().zip(x.chunks_exact(64)) {
-        quantize_q8(xs, &mut blocks);
-        let [b0, b1] = &blocks;
-        p.qs[..16].copy_from_slice(&b0.qs[..16]);
-        p.qs[16..32].copy_from_slice(&b1.qs[..16]);
-        p.qs[32..48].copy_from_slice(&b0.qs[16..]);
-        p.qs[48..].copy_from_slice(&b1.qs[16..]);
-        for (i, d) in p.d.iter_mut().enumerate() {
-            *d = if (i / 4) % 2 == 0 { b0.d } else { b1.d };
-        }
-        p.sums = [b0.sum, b0.sum, b1.sum, b1.sum];
-    }
-}

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 
-use crate::act::{quantize_q8, quantize_q8_pairs, quantize_q8k, Q8Block, Q8KBlock, Q8Pair};
+use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
 use crate::gemm::{self, PackedActs, PackedF32, TILE};
 use crate::pool::{self, SharedPtr};
 use crate::qdot::{isa, ActFormat};
@@ -11,15 +11,7 @@ use hearth_formats::gguf::GgmlType;
 
 use crate::{dequantize_row, FloatFormat, KernelError, RowFormat};
 
-/// A decode kernel over pairs of 32-blocks, and one over 256-blocks.
-type PairKernel = fn(&[u8], &[Q8Pair]) -> f32;
-/// The same for four and for eight tokens at once.
-#[derive(Clone, Copy)]
-struct PairKernels {
-    one: PairKernel,
-    four: fn(&[u8], [&[Q8Pair]; 4]) -> [f32; 4],
-    eight: fn(&[u8], [&[Q8Pair]; 8]) -> [f32; 8],
-}
+/// A decode kernel over 256-blocks.
 type WideKKernel = fn(&[u8], &[Q8KBlock]) -> f32;
 
 /// How a product treats activations.
@@ -37,7 +29,6 @@ thread_local! {
     /// Quantised activations, reused across calls so decoding does not allocate per token.
     static ACT_Q8: RefCell<Vec<Q8Block>> = const { RefCell::new(Vec::new()) };
     static ACT_Q8K: RefCell<Vec<Q8KBlock>> = const { RefCell::new(Vec::new()) };
-    static ACT_PAIRS: RefCell<Vec<Q8Pair>> = const { RefCell::new(Vec::new()) };
     /// De-quantised weight rows of the exact path, per thread.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PACKED: RefCell<PackedActs> = RefCell::new(PackedActs::default());
@@ -172,39 +163,9 @@ impl<'a> MatrixRef<'a> {
                 }
             });
         }
-        let kernel = first.pair_kernel();
-        let same = parts.iter().all(|(w, _)| w.format == first.format && w.cols == first.cols);
-        let (Some(kernel), true, Precision::Fast, true) = (kernel, same, precision, m < GEMM_MIN_TOKENS && parts.len() <= 4) else {
-            for (w, out) in parts.iter_mut() {
-                w.matmul(x, out, precision);
-            }
-            return;
-        };
-        ACT_PAIRS.with_borrow_mut(|q| {
-            q.resize(x.len() / 64, Q8Pair::default());
-            quantize_q8_pairs(x, q);
-            let (q, np) = (&q[..], first.cols / 64);
-            let outs: [SharedPtr<f32>; 4] = std::array::from_fn(|i| SharedPtr(parts.get_mut(i).map_or(std::ptr::null_mut(), |p| p.1.as_mut_ptr())));
-            let parts = &*parts;
-            let total: usize = parts.iter().map(|(w, _)| w.rows).sum();
-            let tasks = (pool::global().threads() * TASKS_PER_THREAD).min(total.div_ceil(ROWS_PER_TASK)).max(1);
-            let per_task = total.div_ceil(tasks);
-            pool::global().run(tasks, &|task| {
-                let (mut part, mut base) = (0, 0);
-                for g in task * per_task..((task + 1) * per_task).min(total) {
-                    while g >= base + parts[part].0.rows {
-                        base += parts[part].0.rows;
-                        part += 1;
-                    }
-                    let (w, r) = (&parts[part].0, g - base);
-                    let mut dot = pair_products(kernel, w.row_bytes_of(r).0, q, np, m);
-                    for t in 0..m {
-                        // SAFETY: each global row belongs to one task; `outs[part]` is that part's output.
-                        unsafe { *outs[part].get().add(t * w.rows + r) = dot(t) };
-                    }
-                }
-            });
-        })
+        for (w, out) in parts.iter_mut() {
+            w.matmul(x, out, precision);
+        }
     }
 
     /// `out[t * rows + r] = Σ_c x[t * cols + c] · W[r, c]` for `m = x.len() / cols` tokens.
@@ -217,14 +178,6 @@ impl<'a> MatrixRef<'a> {
         match (precision, act) {
             (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K) if m >= GEMM_MIN_TOKENS && self.gemm_ok() => self.matmul_tiles(x, out, m),
             _ if m >= FLOAT_TILES_MIN_TOKENS && !integer && float_tiles_ok() => self.matmul_float_tiles(x, out, m),
-            (Precision::Fast, ActFormat::Q8) if self.pair_kernel().is_some() => ACT_PAIRS.with_borrow_mut(|q| {
-                let kernels = self.pair_kernel().expect("checked");
-                q.resize(x.len() / 64, Q8Pair::default());
-                quantize_q8_pairs(x, q);
-                let q = &q[..];
-                let np = self.cols / 64;
-                self.for_each_row(out, m, |r| pair_products(kernels, self.row_bytes_of(r).0, q, np, m));
-            }),
             (Precision::Exact, _) | (_, ActFormat::F32) => self.matmul_exact(x, out, m),
             (Precision::Fast, ActFormat::Q8) => ACT_Q8.with_borrow_mut(|q| {
                 q.resize(x.len() / 32, Q8Block::default());
@@ -256,32 +209,6 @@ impl<'a> MatrixRef<'a> {
                 });
             }),
         }
-    }
-
-    /// The 512-bit two-blocks-per-step decode kernels (one, four and eight tokens), where the
-    /// CPU and format have them.
-    fn pair_kernel(&self) -> Option<PairKernels> {
-        #[cfg(target_arch = "x86_64")]
-        if isa().name == "avx512vnni" && self.cols.is_multiple_of(64) {
-            use crate::qdot::pairs;
-            // SAFETY (all nine): the ISA check above covers the kernels' features.
-            macro_rules! kernels {
-                ($one:ident, $many:ident) => {
-                    Some(PairKernels {
-                        one: |w, x| unsafe { pairs::$one(w, x) },
-                        four: |w, x| unsafe { pairs::$many(w, x) },
-                        eight: |w, x| unsafe { pairs::$many(w, x) },
-                    })
-                };
-            }
-            return match self.format {
-                RowFormat::Ggml(GgmlType::Q4_0) => kernels!(q4_0, q4_0_many),
-                RowFormat::Ggml(GgmlType::Q4_1) => kernels!(q4_1, q4_1_many),
-                RowFormat::Ggml(GgmlType::Q8_0) => kernels!(q8_0, q8_0_many),
-                _ => None,
-            };
-        }
-        None
     }
 
     /// The 512-bit K-quant decode kernel, where the CPU and format have one.
@@ -426,25 +353,6 @@ impl<'a> MatrixRef<'a> {
                 }
             })
         });
-    }
-}
-
-/// One weight row's products with `m` tokens of pair activations (`np` pairs each), for tokens
-/// asked in order: eight at a time, then a last group of four or eight with its spare lanes
-/// repeating the last token (a wasted lane costs less than decoding the weights again).
-fn pair_products<'q>(k: PairKernels, w: &'q [u8], q: &'q [Q8Pair], np: usize, m: usize) -> impl FnMut(usize) -> f32 + 'q {
-    let token = move |t: usize| &q[t * np..(t + 1) * np];
-    let mut group = [0f32; 8];
-    move |t| {
-        if t % 8 == 0 {
-            let last = m - 1;
-            match m - t {
-                1 => group[0] = (k.one)(w, token(t)),
-                2..=4 => group[..4].copy_from_slice(&(k.four)(w, std::array::from_fn(|i| token((t + i).min(last))))),
-                _ => group = (k.eight)(w, std::array::from_fn(|i| token((t + i).min(last)))),
-            }
-        }
-        group[t % 8]
     }
 }
 

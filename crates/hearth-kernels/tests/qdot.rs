@@ -247,61 +247,6 @@ fn float_many_token_kernel_matches_its_scalar_reference() {
 }
 
 #[test]
-fn two_block_decode_kernels_match_the_scalar_reference() {
-    use hearth_kernels::act::{quantize_q8_pairs, Q8Pair};
-    if !available().iter().any(|i| i.name == "avx512vnni") {
-        return;
-    }
-    let mut rng = StdRng::seed_from_u64(5);
-    let scalar = available().pop().unwrap();
-    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-        for pairs in [1, 2, 9] {
-            let cols = pairs * 64;
-            let data = random_ggml(t, 1, cols, &mut rng);
-            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-2.0..2.0)).collect();
-            let mut q = vec![Q8Block::default(); cols / 32];
-            quantize_q8(&x, &mut q);
-            let reference = scalar.dot_q8(RowFormat::Ggml(t), &data, &[], &[], &q);
-            let mut qp = vec![Q8Pair::default(); pairs];
-            quantize_q8_pairs(&x, &mut qp);
-            let got = unsafe {
-                match t {
-                    GgmlType::Q4_0 => hearth_kernels::qdot::pairs::q4_0(&data, &qp),
-                    GgmlType::Q4_1 => hearth_kernels::qdot::pairs::q4_1(&data, &qp),
-                    _ => hearth_kernels::qdot::pairs::q8_0(&data, &qp),
-                }
-            };
-            assert!((got - reference).abs() <= 1e-4 * (1.0 + reference.abs()), "{t:?} {cols}: {got} vs {reference}");
-            // The many-token kernels give each token what the one-token kernel gives it.
-            let tokens: Vec<Vec<Q8Pair>> = (0..8)
-                .map(|_| {
-                    let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-2.0..2.0)).collect();
-                    let mut qp = vec![Q8Pair::default(); pairs];
-                    quantize_q8_pairs(&x, &mut qp);
-                    qp
-                })
-                .collect();
-            let eight: [&[Q8Pair]; 8] = std::array::from_fn(|i| &tokens[i][..]);
-            let four: [&[Q8Pair]; 4] = std::array::from_fn(|i| eight[i]);
-            let (each, together4, together8) = unsafe {
-                use hearth_kernels::qdot::pairs::*;
-                match t {
-                    GgmlType::Q4_0 => (eight.map(|x| q4_0(&data, x)), q4_0_many(&data, four), q4_0_many(&data, eight)),
-                    GgmlType::Q4_1 => (eight.map(|x| q4_1(&data, x)), q4_1_many(&data, four), q4_1_many(&data, eight)),
-                    _ => (eight.map(|x| q8_0(&data, x)), q8_0_many(&data, four), q8_0_many(&data, eight)),
-                }
-            };
-            // Bit for bit: batching never changes a sequence's result.
-            for (i, a) in each.iter().enumerate() {
-                for b in [together8[i]].into_iter().chain(together4.get(i).copied()) {
-                    assert_eq!(a.to_bits(), b.to_bits(), "{t:?} {cols}: {a} vs {b} (token {i} of several)");
-                }
-            }
-        }
-    }
-}
-
-#[test]
 fn grouped_products_equal_separate_ones() {
     let mut rng = StdRng::seed_from_u64(6);
     for t in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
