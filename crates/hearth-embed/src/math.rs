@@ -3,7 +3,7 @@
 
 use hearth_kernels::pool;
 
-pub use hearth_kernels::math::exp;
+pub use hearth_kernels::math::{exp, wide};
 
 /// erf(x) to 1.5e-7 absolute (Abramowitz & Stegun 7.1.26).
 #[inline(always)]
@@ -24,22 +24,6 @@ pub fn gelu_tanh(x: f32) -> f32 {
     // tanh(u) = 1 - 2 / (e^{2u} + 1)
     let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
     0.5 * x * (2.0 - 2.0 / (exp(2.0 * u) + 1.0))
-}
-
-/// Calls `f` from a function compiled for AVX-512 where the CPU has it: `f` is inlined there
-/// (it is called once), so its element-wise loops vectorise 16 lanes wide.
-#[inline(always)]
-pub fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: the CPU has the features just checked.
-        return unsafe { avx512(f) };
-    }
-    f()
 }
 
 /// Rows handed to one task: enough work to amortise scheduling.

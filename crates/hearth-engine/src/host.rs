@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use hearth_kernels::gemm::{rows_times_tile, TILE};
 use hearth_kernels::attend::{attend_group, ScoreScale};
-use hearth_kernels::math::exp;
+use hearth_kernels::math::{exp, wide};
 use hearth_kernels::pool::{self, SharedPtr};
 
 use crate::config::Activation;
@@ -194,10 +194,10 @@ pub(crate) fn forward(
                     }
                 }
             }
-            match cfg.activation {
+            wide(#[inline(always)] || match cfg.activation {
                 Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + exp(-*g)) * u),
                 Activation::GeluTanh => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
-            }
+            });
             layer.mlp.down.matmul_host(gate, o, m.precision());
             if let Some(post) = &layer.post_ff_norm {
                 let oc = o.to_owned();
