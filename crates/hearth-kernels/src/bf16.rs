@@ -10,22 +10,28 @@
 //! broadcast against a whole panel. Nothing is packed or transposed per call except the
 //! activations' conversion to bf16, and every result is stored straight into place.
 
+#[cfg(target_arch = "x86_64")]
 use std::cell::RefCell;
 
 use half::bf16;
 
+#[cfg(target_arch = "x86_64")]
 use crate::pool::{self, SharedPtr};
 use crate::MatrixRef;
 
 /// Rows per panel: one 512-bit register of f32 results.
 const PANEL: usize = 16;
 /// Tokens per kernel call; with two panels per call, sixteen accumulators.
+#[cfg(target_arch = "x86_64")]
 const TOKENS: usize = 8;
+#[cfg(target_arch = "x86_64")]
 /// Tokens per task: their bf16 activations stay in L2 while the task's panels pass over them.
 const TOKENS_PER_TASK: usize = 64;
+#[cfg(target_arch = "x86_64")]
 /// Tasks worth splitting a product into, so a short input still keeps every thread busy.
 const MIN_TASKS: usize = 8;
 
+#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// The caller's activations as bf16 pairs, `[token][pair]`.
     static ACTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };

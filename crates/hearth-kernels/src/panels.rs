@@ -32,6 +32,8 @@ const TOKENS: usize = 8;
 const TOKENS_PER_TASK: usize = 64;
 /// Panels per task: a few kilobytes of weights each, enough work to amortise scheduling.
 const PANELS_PER_TASK: usize = 4;
+/// Matrices sharing one parallel section at most (q, k, v); more run in several.
+const MAX_PARTS: usize = 4;
 /// Rows repacked between reports of the copied source bytes.
 const RELEASE_ROWS: usize = 1024;
 
@@ -157,6 +159,9 @@ impl QuantPanels {
     /// Several matrices of the same width applied to one input (q, k and v; gate and up): the
     /// input is quantised once and all their panels share one parallel section.
     pub fn matmul_group(x: &[f32], parts: &mut [(&QuantPanels, &mut [f32])]) {
+        if parts.len() > MAX_PARTS {
+            return parts.chunks_mut(MAX_PARTS).for_each(|chunk| Self::matmul_group(x, chunk));
+        }
         let cols = parts[0].0.cols;
         let m = x.len() / cols;
         assert!(x.len() == m * cols, "panel matmul input");
@@ -182,13 +187,13 @@ impl QuantPanels {
             }
             let acts = &acts[..];
             // Panels numbered across all parts: (part, first global panel).
-            let mut starts = Vec::with_capacity(parts.len());
-            let mut total = 0;
-            for (w, _) in parts.iter() {
-                starts.push(total);
+            // Fixed arrays, not vectors: this runs for every decoded token.
+            let (mut starts, mut total) = ([usize::MAX; MAX_PARTS], 0);
+            for (start, (w, _)) in starts.iter_mut().zip(parts.iter()) {
+                *start = total;
                 total += w.rows.div_ceil(PANEL);
             }
-            let outs: Vec<SharedPtr<f32>> = parts.iter_mut().map(|(_, o)| SharedPtr(o.as_mut_ptr())).collect();
+            let outs: [SharedPtr<f32>; MAX_PARTS] = std::array::from_fn(|i| SharedPtr(parts.get_mut(i).map_or(std::ptr::null_mut(), |p| p.1.as_mut_ptr())));
             let chunks = total.div_ceil(PANELS_PER_TASK);
             pool::global().run(m.div_ceil(TOKENS_PER_TASK) * chunks, &|task| {
                 let (group, chunk) = (task / chunks, task % chunks);

@@ -72,7 +72,8 @@ fn panels_match_the_file_layout() {
 fn a_group_equals_its_parts() {
     let mut rng = StdRng::seed_from_u64(12);
     let (cols, tokens) = (96, 5);
-    let shapes = [(GgmlType::Q4_1, 40), (GgmlType::Q4_1, 7), (GgmlType::Q8_0, 33)];
+    // More parts than one parallel section takes, of every format.
+    let shapes = [(GgmlType::Q4_1, 40), (GgmlType::Q4_1, 7), (GgmlType::Q8_0, 33), (GgmlType::Q4_0, 16), (GgmlType::Q8_0, 1)];
     let data: Vec<Vec<u8>> = shapes.iter().map(|&(t, rows)| random_blocks(t, rows, cols, &mut rng)).collect();
     let Some(panels) = shapes
         .iter()
