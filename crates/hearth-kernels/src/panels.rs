@@ -186,8 +186,8 @@ impl QuantPanels {
                 });
             }
             let acts = &acts[..];
-            // Panels numbered across all parts: (part, first global panel).
-            // Fixed arrays, not vectors: this runs for every decoded token.
+            // Panels are numbered across the parts; `starts[i]` is part i's first. Fixed arrays,
+            // not vectors: this runs for every decoded token.
             let (mut starts, mut total) = ([usize::MAX; MAX_PARTS], 0);
             for (start, (w, _)) in starts.iter_mut().zip(parts.iter()) {
                 *start = total;
