@@ -30,6 +30,8 @@ struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     rows: Vec<f32>,
+    /// Last-token logits of a step (every-position logits are allocated: they can be large).
+    logits: Vec<f32>,
     units: Vec<AttnUnit>,
 }
 
@@ -229,12 +231,19 @@ pub(crate) fn forward(
             rms_norm(&x[first * hid..(first + count) * hid], &m.final_norm().host, m.final_norm().eps, &mut rows[at * hid..(at + count) * hid]);
             at += count;
         }
-        let (width, values) = if head == Head::LastHidden {
-            (hid, rows.to_vec())
+        let mut all_logits = Vec::new();
+        let (width, values): (usize, &[f32]) = if head == Head::LastHidden {
+            (hid, rows)
         } else {
             let vocab = cfg.vocab_size;
-            let mut logits = vec![0f32; total * vocab];
-            m.lm_head().matmul_host(rows, &mut logits, m.precision());
+            // Reused from step to step: a fresh zeroed buffer cost page faults every token.
+            let logits = if head == Head::AllLogits {
+                all_logits.resize(total * vocab, 0.0);
+                &mut all_logits[..]
+            } else {
+                take(&mut s.logits, total * vocab)
+            };
+            m.lm_head().matmul_host(rows, logits, m.precision());
             if let Some(cap) = cfg.final_logit_softcap {
                 logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
             }
