@@ -75,14 +75,6 @@ impl Bf16Panels {
         Some(Bf16Panels { rows, cols, pairs, data })
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     /// `out[t · rows + r] = bias[r] + Σ_c bf16(x[t · cols + c]) · bf16(W[r, c])` for
     /// `m = x.len() / cols` tokens, on the pool.
     pub fn matmul(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {

@@ -118,10 +118,6 @@ impl QuantPanels {
         self.rows
     }
 
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     /// Row `r` de-quantised exactly (as the file's row would be).
     pub fn row(&self, r: usize, out: &mut [f32]) {
         assert!(r < self.rows && out.len() == self.cols, "row {r} of {}x{}", self.rows, self.cols);
