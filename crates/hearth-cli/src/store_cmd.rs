@@ -18,7 +18,7 @@ pub enum StoreCommand {
     Pull(PullArgs),
     /// List the models in the store, or the catalogue of recommended ones.
     List(ListArgs),
-    /// Show a model's details: registry fields, chat template, files.
+    /// Show a model's details: registry fields, files, config.json, chat template.
     Show(ShowArgs),
     /// Remove a model from the store.
     Rm(RmArgs),
@@ -276,6 +276,10 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
     } else {
         println!("source:        Hugging Face cache (read in place)");
     }
+    // A GGUF file has none: its header's fields are the ones above.
+    if let Ok(config) = std::fs::read_to_string(found.path.join("config.json")) {
+        println!("config.json:\n{}", config.trim_end());
+    }
     match hearth_store::chat_template(&found.path) {
         Some(t) => println!("chat template:\n{t}"),
         None => println!("chat template: none"),
@@ -323,8 +327,16 @@ pub fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(spec));
     }
     let store = open_store(false)?;
-    if let Ok(Some(found)) = store.resolve(spec) {
-        return Ok(found.path);
+    match store.resolve(spec) {
+        Ok(Some(found)) => {
+            if let Some(record) = &found.record {
+                store.mark_used(record)?;
+            }
+            return Ok(found.path);
+        }
+        // Not a Hub name: perhaps one under $HEARTH_HOME/models.
+        Ok(None) | Err(hearth_store::StoreError::InvalidName { .. }) => {}
+        Err(e) => return Err(e.into()),
     }
     let missing = match hearth_engine::paths::resolve_model(spec) {
         Ok(path) => return Ok(path),
@@ -335,5 +347,7 @@ pub fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
     if !from_hub || store.hub_config().offline {
         return Err(missing.into());
     }
-    Ok(pull_with_progress(&store, &PullRequest::new(spec)?)?.path)
+    let record = pull_with_progress(&store, &PullRequest::new(spec)?)?;
+    store.mark_used(&record)?;
+    Ok(record.path)
 }

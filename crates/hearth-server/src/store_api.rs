@@ -24,13 +24,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The pull a body asks for: `model` (a repo id or catalogue alias, optionally with
-/// `@revision` and `:QUANT`), and `revision`, `quant` and `include` globs that override it.
+/// `@revision` and `:QUANT`), `revision` and `quant` that override it, and `include` and
+/// `exclude` globs.
 fn pull_request(body: serde_json::Map<String, Value>) -> Result<PullRequest, ApiError> {
     let mut f = Fields::new(body);
     let model = f.required_string("model")?;
     let revision = f.string("revision")?;
     let quant = f.string("quant")?;
     let include = f.strings("include")?.unwrap_or_default();
+    let exclude = f.strings("exclude")?.unwrap_or_default();
     f.finish()?;
     let mut req = PullRequest::new(&model).map_err(|e| ApiError::invalid("model", e.to_string()))?;
     req.model.revision = revision.or(req.model.revision);
@@ -38,6 +40,7 @@ fn pull_request(body: serde_json::Map<String, Value>) -> Result<PullRequest, Api
     // The overrides are checked like the spec itself.
     req.model = ModelSpec::parse(&req.model.to_string()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     req.include = include;
+    req.exclude = exclude;
     Ok(req)
 }
 

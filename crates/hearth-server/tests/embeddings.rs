@@ -229,17 +229,20 @@ async fn pull_streams_progress_then_delete_removes_the_model() {
     let c = reqwest::Client::new();
     let pull_url = s.url("/api/models/pull");
 
-    let (status, err) = post(&c, &pull_url, json!({"model": "minilm", "exclude": ["*.bin"]})).await;
-    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("exclude")), "{err}");
+    let (status, err) = post(&c, &pull_url, json!({"model": "minilm", "exclude": "README.md"})).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("exclude")), "a list of globs: {err}");
     let (status, _) = post(&c, &pull_url, json!({"model": "not a repo id"})).await;
     assert_eq!(status, 400);
 
-    let res = c.post(&pull_url).json(&json!({"model": "minilm"})).send().await.unwrap();
+    let res = c.post(&pull_url).json(&json!({"model": "minilm", "exclude": ["README.md"]})).send().await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let events: Vec<Value> = sse_data(&res.text().await.unwrap()).iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(kinds[0], "resolved", "{kinds:?}");
     assert_eq!(events[0]["repo"], MINILM_REPO);
+    let all_files = minilm_repo().unwrap().files.len();
+    assert_eq!(events[0]["files"], all_files - 1, "all but the excluded README");
+    assert!(events.iter().all(|e| e["file"] != "README.md"), "{events:?}");
     assert!(kinds.contains(&"progress") && kinds.contains(&"file_verified"), "{kinds:?}");
     let done = events.last().unwrap();
     assert_eq!((done["event"].as_str(), done["name"].as_str()), (Some("done"), Some(MINILM_REPO)), "{done}");

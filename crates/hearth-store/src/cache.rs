@@ -33,6 +33,18 @@ pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
+/// Fails if `path` is a symlink. Blobs and partials are only ever regular files that a pull
+/// wrote; following a link planted in their place would read or write outside the cache.
+pub(crate) fn refuse_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::Invalid(format!(
+            "{}: is a symlink, where the cache only holds files it downloaded; remove it and pull again",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Makes a rename or creation in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
@@ -214,6 +226,21 @@ impl RepoDir {
             )));
         }
         Ok(resolved)
+    }
+
+    /// Checks a manifest's file: our link (see [`Self::check_link`]) to a blob that is a
+    /// regular file of the right size. Returns the blob.
+    pub fn check_file(&self, commit: &str, file: &ManifestFile) -> Result<PathBuf> {
+        let blob = self.check_link(commit, &file.path, &file.hash)?;
+        match fs::symlink_metadata(&blob) {
+            Ok(m) if m.is_file() && m.len() == file.size => Ok(blob),
+            _ => Err(StoreError::Invalid(format!(
+                "{}: missing, not a regular file, or not {} bytes (for {})",
+                blob.display(),
+                file.size,
+                file.path
+            ))),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use reqwest::header::CONTENT_RANGE;
@@ -10,7 +11,7 @@ use reqwest::StatusCode;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::cache::{sync_dir, RepoDir};
+use crate::cache::{refuse_symlink, sync_dir, RepoDir};
 use crate::error::IoContext;
 use crate::hub::{network_error, Hub, RemoteFile};
 use crate::{Result, StoreError};
@@ -84,11 +85,14 @@ pub(crate) fn fetch_blob(
     let blobs = repo.blobs();
     fs::create_dir_all(&blobs).at(&blobs)?;
     let partial = repo.partial(&file.hash);
+    refuse_symlink(&partial)?;
     let mut out = OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        // A link planted after the check fails the open instead of being followed.
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&partial)
         .at(&partial)?;
     let mut have = out.metadata().at(&partial)?.len();

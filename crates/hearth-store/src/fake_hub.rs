@@ -138,12 +138,15 @@ impl FakeFile {
     }
 }
 
-/// A repo at one commit (`main`).
+/// A repo at one commit, which its branches and tags (`main` unless told) resolve to. Serve
+/// several `FakeRepo`s with one id for a repo with several commits.
 #[derive(Clone)]
 pub struct FakeRepo {
     pub id: String,
     pub commit: String,
     pub files: Vec<FakeFile>,
+    /// Branch and tag names that resolve to `commit`.
+    pub refs: Vec<String>,
     /// Needs `Authorization: Bearer <the hub's token>`.
     pub gated: bool,
 }
@@ -160,6 +163,7 @@ impl FakeRepo {
             id: id.to_string(),
             commit: hex(&h.finalize()),
             files,
+            refs: vec!["main".into()],
             gated: false,
         }
     }
@@ -185,6 +189,12 @@ impl FakeRepo {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Self::new(id, files))
+    }
+
+    /// Makes these branches and tags (instead of `main`) resolve to this commit.
+    pub fn with_refs(mut self, refs: &[&str]) -> Self {
+        self.refs = refs.iter().map(|r| r.to_string()).collect();
+        self
     }
 
     pub fn gated(mut self) -> Self {
@@ -245,11 +255,16 @@ pub enum Fault {
     Status(u16),
     /// Say nothing for this long, then close.
     Stall(Duration),
+    /// Send the headers and this many body bytes, then say nothing for this long and close.
+    StallAfter(u64, Duration),
 }
 
 impl Fault {
     fn needs_body(&self) -> bool {
-        matches!(self, Fault::CutAfter(_) | Fault::CorruptByte(_))
+        matches!(
+            self,
+            Fault::CutAfter(_) | Fault::CorruptByte(_) | Fault::StallAfter(..)
+        )
     }
 }
 
@@ -449,18 +464,38 @@ impl State {
         Some(fault)
     }
 
-    /// The repository a request names, or the Hub's answer when it is unknown (404) or gated
-    /// and the request lacks the token (401).
-    fn repo(&self, id: &str, req: &Request) -> Result<&FakeRepo, (u16, &'static str, &'static str)> {
-        let repo = self.repos.iter().find(|r| r.id == id).ok_or((404, "RepoNotFound", "Repository not found"))?;
+    /// The repository a request names at a revision (branch, tag or commit), or the Hub's
+    /// answer when either is unknown (404) or the repo is gated and the request lacks the
+    /// token (401).
+    fn repo(
+        &self,
+        id: &str,
+        rev: &str,
+        req: &Request,
+    ) -> Result<&FakeRepo, (u16, &'static str, &'static str)> {
+        let mut commits = self.repos.iter().filter(|r| r.id == id).peekable();
+        let first = commits
+            .peek()
+            .copied()
+            .ok_or((404, "RepoNotFound", "Repository not found"))?;
         let token = self.token.lock().unwrap().clone();
-        let authorised = !repo.gated
-            || token.is_some_and(|t| req.headers.get("authorization") == Some(&format!("Bearer {t}")));
-        if authorised {
-            Ok(repo)
-        } else {
-            Err((401, "GatedRepo", "Access to this model is restricted"))
+        let authorised = !first.gated
+            || token
+                .is_some_and(|t| req.headers.get("authorization") == Some(&format!("Bearer {t}")));
+        if !authorised {
+            return Err((401, "GatedRepo", "Access to this model is restricted"));
         }
+        commits
+            .find(|r| r.commit == rev || r.refs.iter().any(|name| name == rev))
+            .ok_or((404, "RevisionNotFound", "Invalid rev id"))
+    }
+}
+
+/// Waits `d`, or less if the hub stops.
+fn stall(state: &State, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !state.stopped.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -483,10 +518,7 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
             return error(&mut conn, code, "Injected", &format!("injected {code}"))
         }
         Some(Fault::Stall(d)) => {
-            let end = Instant::now() + d;
-            while Instant::now() < end && !state.stopped.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            stall(state, d);
             return conn.shutdown(Shutdown::Both);
         }
         _ => {}
@@ -496,13 +528,10 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
             return error(&mut conn, 404, "EntryNotFound", "unknown API route");
         };
         let (repo_id, rev) = (percent_decode(repo_id), percent_decode(rev));
-        let repo = match state.repo(&repo_id, &req) {
+        let repo = match state.repo(&repo_id, &rev, &req) {
             Ok(repo) => repo,
             Err((status, code, message)) => return error(&mut conn, status, code, message),
         };
-        if rev != "main" && rev != repo.commit {
-            return error(&mut conn, 404, "RevisionNotFound", "Invalid rev id");
-        }
         let blobs = req.raw_path.contains("blobs=true");
         let siblings: Vec<serde_json::Value> = repo
             .files
@@ -547,15 +576,11 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
     }
     if let Some((repo_id, rest)) = path[1..].split_once("/resolve/") {
         let repo_id = percent_decode(repo_id);
-        let repo = match state.repo(&repo_id, &req) {
+        let (rev, file) = rest.split_once('/').unwrap_or((rest, ""));
+        let repo = match state.repo(&repo_id, &percent_decode(rev), &req) {
             Ok(repo) => repo,
             Err((status, code, message)) => return error(&mut conn, status, code, message),
         };
-        let (rev, file) = rest.split_once('/').unwrap_or((rest, ""));
-        let rev = percent_decode(rev);
-        if rev != "main" && rev != repo.commit {
-            return error(&mut conn, 404, "RevisionNotFound", "Invalid rev id");
-        }
         let Some(f) = repo.file(&percent_decode(file)) else {
             return error(&mut conn, 404, "EntryNotFound", "Entry not found");
         };
@@ -633,7 +658,7 @@ fn serve_bytes(
     }
     conn.write_all(head.as_bytes())?;
     let limit = match fault {
-        Some(Fault::CutAfter(n)) => (start + n).min(end),
+        Some(Fault::CutAfter(n) | Fault::StallAfter(n, _)) => (start + n).min(end),
         _ => end,
     };
     let began = Instant::now();
@@ -660,5 +685,8 @@ fn serve_bytes(
         }
     }
     conn.flush()?;
+    if let Some(Fault::StallAfter(_, d)) = fault {
+        stall(state, d);
+    }
     conn.shutdown(Shutdown::Both)
 }

@@ -297,7 +297,13 @@ pub(crate) fn network_error(
                 secs: timeout.as_secs().max(1),
             };
         }
-        source = err.source();
+        // An `io::Error` wrapping another error (a body read wraps the `reqwest::Error`)
+        // reports the wrapped error's source, skipping the wrapped error itself.
+        source = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static))
+            .or_else(|| err.source());
     }
     let mut message = e.to_string();
     let mut source = e.source();

@@ -172,12 +172,17 @@ impl ModelSpec {
         })
     }
 
-    /// The registry name: the repo id, plus `:QUANT` when a quantisation was chosen.
+    /// The registry name: the repo id, plus `@revision` when one other than `main` was
+    /// chosen (so each revision pulled stays resolvable) and `:QUANT` when a quantisation was.
     pub fn name(&self) -> String {
-        match &self.quant {
-            Some(q) => format!("{}:{}", self.repo, q),
-            None => self.repo.clone(),
+        let mut name = self.repo.clone();
+        if let Some(rev) = self.revision.as_deref().filter(|r| *r != "main") {
+            name = format!("{name}@{rev}");
         }
+        if let Some(q) = &self.quant {
+            name = format!("{name}:{q}");
+        }
+        name
     }
 }
 
@@ -217,6 +222,8 @@ mod tests {
         assert_eq!(s.repo, "bartowski/Llama-3.2-1B-Instruct-GGUF");
         assert_eq!(s.revision.as_deref(), Some("main"));
         assert_eq!(s.name(), "bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M");
+        let tagged = ModelSpec::parse("org/x@v1.0").unwrap();
+        assert_eq!(tagged.name(), "org/x@v1.0");
         check_revision("refs/pr/1").unwrap();
         check_file_name("1_Pooling/config.json").unwrap();
     }

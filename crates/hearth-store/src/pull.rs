@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use crate::cache::RepoDir;
+use crate::cache::{refuse_symlink, RepoDir};
 use crate::download::fetch_blob;
 use crate::hub::{Hub, RemoteFile};
 use crate::name::ModelSpec;
@@ -207,7 +207,9 @@ pub(crate) fn fetch_missing(
     let mut seen = HashSet::new();
     let mut queue = Vec::new();
     for f in files {
-        if repo.blob(&f.hash).is_file() {
+        let blob = repo.blob(&f.hash);
+        refuse_symlink(&blob)?;
+        if blob.is_file() {
             emit(PullEvent::FileCached {
                 file: f.path.clone(),
             });

@@ -237,16 +237,35 @@ impl Store {
 
     /// Finds a model by alias, registry name or repo id (`org/name[@rev][:QUANT]`) in this
     /// store or in the Hugging Face cache, without any network call. `Ok(None)` if absent.
+    /// Finding a model does not mark it used: whoever loads or runs it calls
+    /// [`Store::mark_used`] (or [`Store::hold`]).
     pub fn resolve(&self, spec: &str) -> Result<Option<Resolved>> {
-        let spec = crate::catalogue::lookup(spec).map_or(spec, |e| e.spec);
-        let found = self.find_local(&ModelSpec::parse(spec)?)?;
-        if let Some(record) = found.as_ref().and_then(|f| f.record.as_ref()) {
-            self.registry().touch(&record.name)?;
-        }
-        Ok(found)
+        self.find_local(&ModelSpec::parse(crate::catalogue::canonical(spec))?)
+    }
+
+    /// Records that a model was just loaded or run, for `hearth list`'s "last used".
+    pub fn mark_used(&self, record: &ModelRecord) -> Result<()> {
+        self.registry().touch(&record.name)
     }
 
     fn find_local(&self, spec: &ModelSpec) -> Result<Option<Resolved>> {
+        let Some((record, manifest)) = self.find_registered(spec)? else {
+            return self.find_in_hf_cache(spec);
+        };
+        // The registry row alone is not trusted: each file must still be a link to its blob
+        // inside the cache.
+        let repo = self.repo_dir(&record.repo);
+        for f in &manifest.files {
+            repo.check_file(&record.commit, f)?;
+        }
+        Ok(Some(Resolved {
+            path: record.path.clone(),
+            record: Some(record),
+        }))
+    }
+
+    /// The registered model `spec` names whose snapshot is complete, with its manifest.
+    fn find_registered(&self, spec: &ModelSpec) -> Result<Option<(ModelRecord, Manifest)>> {
         let candidates = {
             let registry = self.registry();
             match (registry.get(&spec.name())?, &spec.quant) {
@@ -255,41 +274,50 @@ impl Store {
                 (None, Some(_)) => Vec::new(),
             }
         };
+        let repo = self.repo_dir(&spec.repo);
+        // A branch or tag resolves to the commit a pull last found it at (a commit to itself).
+        let commit = spec.revision.as_deref().and_then(|rev| repo.read_ref(rev));
         let wanted = |r: &ModelRecord| {
             spec.revision
                 .as_ref()
-                .is_none_or(|v| *v == r.revision || *v == r.commit)
+                .is_none_or(|v| *v == r.revision || commit.as_ref() == Some(&r.commit))
         };
-        let repo = self.repo_dir(&spec.repo);
         for record in candidates.into_iter().filter(wanted) {
-            // The registry row alone is not trusted: the manifest is what says "complete".
-            if repo.read_manifest(&record.commit)?.is_some() && record.path.exists() {
-                return Ok(Some(Resolved {
-                    path: record.path.clone(),
-                    record: Some(record),
-                }));
+            // The manifest, not the registry row, is what says "complete". The entry is not
+            // followed: where its link leads is for `check_file` to judge.
+            if let Some(manifest) = repo.read_manifest(&record.commit)? {
+                if fs::symlink_metadata(&record.path).is_ok() {
+                    return Ok(Some((record, manifest)));
+                }
             }
         }
-        Ok(self.find_in_hf_cache(spec))
+        Ok(None)
     }
 
-    /// A snapshot `huggingface_hub` downloaded: it only puts complete files in snapshots.
-    fn find_in_hf_cache(&self, spec: &ModelSpec) -> Option<Resolved> {
-        let repo = RepoDir::new(self.hf_cache.as_ref()?, &spec.repo);
-        let commit = repo.read_ref(spec.revision.as_deref().unwrap_or("main"))?;
+    /// A snapshot `huggingface_hub` downloaded, read in place. It links each file into the
+    /// snapshot once complete, so a snapshot missing weights is an interrupted download.
+    fn find_in_hf_cache(&self, spec: &ModelSpec) -> Result<Option<Resolved>> {
+        let Some(cache) = &self.hf_cache else {
+            return Ok(None);
+        };
+        let repo = RepoDir::new(cache, &spec.repo);
+        let Some(commit) = repo.read_ref(spec.revision.as_deref().unwrap_or("main")) else {
+            return Ok(None);
+        };
+        let Ok(root) = fs::canonicalize(&repo.root) else {
+            return Ok(None);
+        };
         let snapshot = repo.snapshot(&commit);
-        let mut files: Vec<String> = fs::read_dir(&snapshot)
-            .ok()?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
+        let mut files = hf_snapshot_files(&snapshot, &root)?;
         if let Some(q) = &spec.quant {
             let q = q.to_ascii_lowercase();
             files.retain(|f| !f.ends_with(".gguf") || f.to_ascii_lowercase().contains(&q));
         }
         let refs: Vec<&str> = files.iter().map(String::as_str).collect();
         let path = model_entry(&snapshot, &refs);
-        let usable = files.iter().any(|f| f == "config.json") || path.is_file();
-        usable.then_some(Resolved { path, record: None })
+        let usable = path.is_file()
+            || (files.iter().any(|f| f == "config.json") && has_all_weights(&snapshot, &files));
+        Ok(usable.then_some(Resolved { path, record: None }))
     }
 
     pub fn get(&self, name: &str) -> Result<Option<ModelRecord>> {
@@ -308,21 +336,23 @@ impl Store {
         }))
     }
 
-    /// Marks a model as loaded for as long as the guard lives (a server calls this).
+    /// Marks a model as loaded for as long as the guard lives (a server calls this), and as
+    /// used.
     pub fn hold(&self, record: &ModelRecord) -> Result<InUseGuard> {
         let repo = self.repo_dir(&record.repo);
         fs::create_dir_all(&repo.root).at(&repo.root)?;
-        Ok(InUseGuard {
-            _lock: FileLock::acquire(&repo.in_use_path(), LockKind::Shared)?,
-        })
+        let lock = FileLock::acquire(&repo.in_use_path(), LockKind::Shared)?;
+        self.mark_used(record)?;
+        Ok(InUseGuard { _lock: lock })
     }
 
     /// Removes a model's snapshot, every registry name that uses it, and the blobs no other
     /// snapshot needs. Refuses while a server holds the model, unless `force`.
     /// Returns the registry names removed.
     pub fn remove(&self, spec: &str, force: bool) -> Result<Vec<String>> {
-        let record = self
-            .get(spec)?
+        // Not `resolve`: a model whose links were tampered with must still be removable.
+        let (record, _) = self
+            .find_registered(&ModelSpec::parse(crate::catalogue::canonical(spec))?)?
             .ok_or_else(|| StoreError::NotFound(spec.to_string()))?;
         let repo = self.repo_dir(&record.repo);
         let in_use = FileLock::try_acquire(&repo.in_use_path(), LockKind::Exclusive)?;
@@ -433,14 +463,8 @@ impl Store {
                     }
                 };
                 for f in &manifest.files {
-                    match repo.check_link(&commit, &f.path, &f.hash) {
-                        Ok(blob) if file_size(&blob) == f.size => {}
-                        Ok(blob) => report.problems.push(format!(
-                            "{}: missing or wrong size for {}",
-                            blob.display(),
-                            f.path
-                        )),
-                        Err(e) => report.problems.push(e.to_string()),
+                    if let Err(e) = repo.check_file(&commit, f) {
+                        report.problems.push(e.to_string());
                     }
                 }
             }
@@ -495,6 +519,63 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// The files of a Hugging Face cache snapshot whose links resolve, as paths relative to it.
+/// A link resolving outside `root` (the repo's folder, canonical) is an error.
+fn hf_snapshot_files(snapshot: &Path, root: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![snapshot.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // Only real directories are walked: huggingface_hub never links one, and a link
+            // could loop.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+                continue;
+            }
+            // A dangling link is a file that is not there.
+            let Ok(target) = fs::canonicalize(&path) else {
+                continue;
+            };
+            if !target.starts_with(root) {
+                return Err(StoreError::Invalid(format!(
+                    "{}: links to {}, outside the Hugging Face cache's {}",
+                    path.display(),
+                    target.display(),
+                    root.display()
+                )));
+            }
+            if let (true, Ok(rel)) = (target.is_file(), path.strip_prefix(snapshot)) {
+                files.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Whether a snapshot has the safetensors weights its config needs: every shard its index
+/// names, or else a single `*.safetensors`.
+fn has_all_weights(snapshot: &Path, files: &[String]) -> bool {
+    const INDEX: &str = "model.safetensors.index.json";
+    if !files.iter().any(|f| f == INDEX) {
+        return files.iter().any(|f| f.ends_with(".safetensors"));
+    }
+    let index: Option<serde_json::Value> = fs::read(snapshot.join(INDEX))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    index
+        .as_ref()
+        .and_then(|i| i["weight_map"].as_object())
+        .is_some_and(|map| {
+            map.values()
+                .all(|shard| shard.as_str().is_some_and(|s| files.iter().any(|f| f == s)))
+        })
 }
 
 fn remove_path(path: &Path) -> Result<()> {

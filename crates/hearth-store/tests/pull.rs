@@ -50,6 +50,32 @@ fn pull(
     (result, events.into_inner().unwrap())
 }
 
+/// The files a pull with these globs fetches, into a fresh home.
+fn pulled_files(
+    hub: &FakeHub,
+    spec: &str,
+    include: &[&str],
+    exclude: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(hub));
+    let mut req = PullRequest::new(spec).unwrap();
+    req.include = include.iter().map(|g| g.to_string()).collect();
+    req.exclude = exclude.iter().map(|g| g.to_string()).collect();
+    let record = store.pull(&req, &|_| {})?;
+    Ok(store
+        .files(&record)
+        .unwrap()
+        .into_iter()
+        .map(|(file, _)| file)
+        .collect())
+}
+
+/// The cache folder of `repo` in a store's home.
+fn repo_dir(home: &Path, repo: &str) -> std::path::PathBuf {
+    home.join("hub").join(hearth_store::name::repo_folder(repo))
+}
+
 fn assert_clean(store: &Store) {
     let report = store.verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -94,7 +120,13 @@ fn pulls_the_real_models_then_serves_them_from_the_cache() {
     assert_eq!(minilm.format, "safetensors");
     assert_eq!(minilm.architecture.as_deref(), Some("BertModel"));
     assert_eq!(minilm.embedding_dim, Some(384));
-    assert_eq!((minilm.embedding_max_tokens, minilm.embedding_pooling.as_deref()), (Some(256), Some("mean")));
+    assert_eq!(
+        (
+            minilm.embedding_max_tokens,
+            minilm.embedding_pooling.as_deref()
+        ),
+        (Some(256), Some("mean"))
+    );
     // The header's element count, including BERT's 512 position ids.
     assert_eq!(minilm.parameter_count, Some(22_713_728));
     assert!(minilm.path.join("1_Pooling/config.json").is_file());
@@ -280,6 +312,32 @@ fn a_stalled_hub_times_out_with_a_clear_message() {
 }
 
 #[test]
+fn a_stall_in_the_middle_of_a_file_times_out_with_a_clear_message() {
+    let hub = FakeHub::start(vec![tiny_repo("org/slow")]);
+    hub.inject(
+        "model.safetensors",
+        Fault::StallAfter(1000, Duration::from_secs(5)),
+        2,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let store = store(
+        home.path(),
+        HubConfig {
+            timeout: Duration::from_secs(1),
+            attempts: 2,
+            ..config(&hub)
+        },
+    );
+    let started = std::time::Instant::now();
+    let e = pull(&store, "org/slow").0.unwrap_err().to_string();
+    assert!(
+        e.contains("model.safetensors: timed out after 1s without data from the Hub"),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
 fn offline_uses_a_complete_cache_without_the_network() {
     let mut hub = FakeHub::start(real_repos());
     let home = tempfile::tempdir().unwrap();
@@ -380,22 +438,47 @@ fn verify_reports_corrupt_blobs_and_symlinks_leaving_the_cache() {
 #[test]
 fn concurrent_pulls_of_one_model_share_the_work() {
     let hub = FakeHub::start(real_repos());
-    hub.throttle(200_000_000);
+    // ~2 s for MiniLM's weights: the first pull still holds the lock when the second starts.
+    hub.throttle(45_000_000);
     let home = tempfile::tempdir().unwrap();
-    let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| pull(&store(home.path(), config(&hub)), MINILM)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let (resolved, first_resolved) = std::sync::mpsc::channel();
+    let ((first, first_events), (second, second_events)) = std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            let events = Mutex::new(Vec::new());
+            let result =
+                store(home.path(), config(&hub)).pull(&PullRequest::new(MINILM).unwrap(), &|e| {
+                    // The lock is taken before the Hub is asked, so it is held from here.
+                    if matches!(e, PullEvent::Resolved { .. }) {
+                        resolved.send(()).unwrap();
+                    }
+                    events.lock().unwrap().push(e)
+                });
+            (result, events.into_inner().unwrap())
+        });
+        first_resolved
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap();
+        let second = pull(&store(home.path(), config(&hub)), MINILM);
+        (first.join().unwrap(), second)
     });
-    let waited = results
-        .iter()
-        .filter(|(_, ev)| ev.iter().any(|e| matches!(e, PullEvent::Waiting { .. })))
-        .count();
-    for (r, _) in results {
-        r.unwrap();
-    }
-    assert_eq!(waited, 1, "the second pull waits for the first");
+    first.unwrap();
+    second.unwrap();
+    assert!(
+        !first_events
+            .iter()
+            .any(|e| matches!(e, PullEvent::Waiting { .. })),
+        "{first_events:?}"
+    );
+    assert!(
+        matches!(second_events.first(), Some(PullEvent::Waiting { .. })),
+        "the second pull waits for the first: {second_events:?}"
+    );
+    assert!(
+        second_events
+            .iter()
+            .all(|e| !matches!(e, PullEvent::FileStarted { .. })),
+        "then finds every file cached: {second_events:?}"
+    );
     assert_clean(&store(home.path(), config(&hub)));
 }
 
@@ -407,7 +490,12 @@ fn rm_refuses_a_model_a_server_holds_and_prune_cleans_up() {
     let record = pull(&store, "org/tiny").0.unwrap();
     pull(&store, "org/other").0.unwrap();
 
+    // Looking a model up does not mark it used; a server holding it (loading it) does.
+    let last_used = || store.get("org/tiny").unwrap().unwrap().last_used_at;
+    store.resolve("org/tiny").unwrap().unwrap();
+    assert_eq!(last_used(), None);
     let guard = store.hold(&record).unwrap();
+    assert!(last_used().is_some());
     let e = store.remove("org/tiny", false).unwrap_err();
     assert!(matches!(e, StoreError::InUse(_)), "{e}");
     drop(guard);
@@ -468,4 +556,275 @@ fn an_existing_hugging_face_cache_is_used_in_place() {
     let found = other.resolve("org/tiny").unwrap().unwrap();
     assert_eq!(found.path, record.path);
     assert!(found.record.is_none());
+
+    // A snapshot without its weights is an interrupted download, not a model...
+    let weights = record.path.join("model.safetensors");
+    let weights_target = std::fs::read_link(&weights).unwrap();
+    std::fs::remove_file(&weights).unwrap();
+    assert!(other.resolve("org/tiny").unwrap().is_none());
+    std::os::unix::fs::symlink(&weights_target, &weights).unwrap();
+    // ... and so is a sharded one missing a shard its index names.
+    let index = record.path.join("model.safetensors.index.json");
+    std::fs::write(
+        &index,
+        r#"{"weight_map":{"a":"model.safetensors","b":"model-00002-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    assert!(other.resolve("org/tiny").unwrap().is_none());
+    std::fs::remove_file(&index).unwrap();
+    assert!(other.resolve("org/tiny").unwrap().is_some());
+
+    // A link leaving the Hugging Face cache is refused.
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    let config_link = record.path.join("config.json");
+    std::fs::remove_file(&config_link).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &config_link).unwrap();
+    let e = other.resolve("org/tiny").unwrap_err().to_string();
+    assert!(
+        e.contains("config.json: links to") && e.contains("outside the Hugging Face cache"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_symlink_planted_as_a_partial_download_is_refused() {
+    let repo = tiny_repo("org/tiny");
+    let weights = repo
+        .file("model.safetensors")
+        .unwrap()
+        .hub_hash()
+        .to_string();
+    let hub = FakeHub::start(vec![repo]);
+    let home = tempfile::tempdir().unwrap();
+    let blobs = repo_dir(home.path(), "org/tiny").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(outside.path(), b"not the cache's").unwrap();
+    let partial = blobs.join(format!("{weights}.partial"));
+    std::os::unix::fs::symlink(outside.path(), &partial).unwrap();
+
+    let store = store(home.path(), config(&hub));
+    let e = pull(&store, "org/tiny").0.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{}: is a symlink", partial.display())),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(outside.path()).unwrap(), b"not the cache's");
+    assert!(store.resolve("org/tiny").unwrap().is_none());
+    std::fs::remove_file(&partial).unwrap();
+    pull(&store, "org/tiny").0.unwrap();
+    assert_clean(&store);
+}
+
+#[test]
+fn a_blob_that_is_a_symlink_is_neither_cached_nor_resolved() {
+    let repo = tiny_repo("org/tiny");
+    let weights = repo
+        .file("model.safetensors")
+        .unwrap()
+        .hub_hash()
+        .to_string();
+    let hub = FakeHub::start(vec![repo]);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    pull(&store, "org/tiny").0.unwrap();
+
+    // The right content, but outside the cache behind a link.
+    let blob = repo_dir(home.path(), "org/tiny")
+        .join("blobs")
+        .join(&weights);
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(&blob, outside.path()).unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &blob).unwrap();
+
+    let e = store.resolve("org/tiny").unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{}: missing, not a regular file", blob.display())),
+        "{e}"
+    );
+    let e = pull(&store, "org/tiny").0.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{}: is a symlink", blob.display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn resolve_refuses_a_snapshot_link_pointed_elsewhere() {
+    let hub = FakeHub::start(vec![tiny_repo("org/tiny")]);
+    let home = tempfile::tempdir().unwrap();
+    let store = store(home.path(), config(&hub));
+    let record = pull(&store, "org/tiny").0.unwrap();
+    let config_link = record.path.join("config.json");
+    std::fs::remove_file(&config_link).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &config_link).unwrap();
+
+    let e = store.resolve("org/tiny").unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{}: unexpected symlink to /etc/hostname",
+            config_link.display()
+        )),
+        "{e}"
+    );
+    let offline = self::store(
+        home.path(),
+        HubConfig {
+            offline: true,
+            ..config(&hub)
+        },
+    );
+    let e = pull(&offline, "org/tiny").0.unwrap_err().to_string();
+    assert!(e.contains("unexpected symlink"), "{e}");
+    // An online pull puts the link back.
+    pull(&store, "org/tiny").0.unwrap();
+    assert_eq!(
+        store.resolve("org/tiny").unwrap().unwrap().path,
+        record.path
+    );
+}
+
+/// A repo with ONNX exports and no safetensors, so nothing is left out by default.
+fn onnx_repo() -> FakeRepo {
+    FakeRepo::new(
+        "org/onnx-mix",
+        vec![
+            FakeFile::in_memory("README.md", b"# onnx\n"),
+            FakeFile::in_memory("config.json", br#"{"architectures":["BertModel"]}"#),
+            FakeFile::in_memory("model.onnx", b"onnx-full"),
+            FakeFile::in_memory("onnx/model.onnx", b"onnx-a"),
+            FakeFile::in_memory("onnx/model_quantized.onnx", b"onnx-b"),
+            FakeFile::in_memory("tokenizer.json", b"{}"),
+        ],
+    )
+}
+
+#[test]
+fn include_and_exclude_globs_choose_the_files() {
+    let multi_gguf = FakeRepo::new(
+        "org/multi-GGUF",
+        vec![
+            FakeFile::in_memory("README.md", b"# GGUF\n"),
+            FakeFile::in_memory("m-Q4_K_M.gguf", b"GGUF-a"),
+            FakeFile::in_memory("m-Q8_0.gguf", b"GGUF-b"),
+        ],
+    );
+    let hub = FakeHub::start(vec![onnx_repo(), multi_gguf]);
+    let files = |spec, include, exclude| pulled_files(&hub, spec, include, exclude).unwrap();
+
+    assert_eq!(files("org/onnx-mix", &[], &[]).len(), 6);
+    assert_eq!(
+        files("org/onnx-mix", &["*.json"], &[]),
+        ["config.json", "tokenizer.json"]
+    );
+    assert_eq!(
+        files("org/onnx-mix", &[], &["*.onnx"]),
+        ["README.md", "config.json", "tokenizer.json"]
+    );
+    assert_eq!(
+        files("org/onnx-mix", &[], &["onnx/**"]),
+        ["README.md", "config.json", "model.onnx", "tokenizer.json"]
+    );
+    assert_eq!(
+        files("org/onnx-mix", &["*.json", "onnx/**"], &["*quantized*"]),
+        ["config.json", "onnx/model.onnx", "tokenizer.json"]
+    );
+
+    // One GGUF of several, by name or by excluding the others.
+    assert_eq!(
+        files("org/multi-GGUF", &["m-Q8_0.gguf"], &[]),
+        ["m-Q8_0.gguf"]
+    );
+    assert_eq!(files("org/multi-GGUF", &[], &["*Q4_K_M*"]), ["m-Q8_0.gguf"]);
+    let e = pulled_files(&hub, "org/multi-GGUF", &["*.gguf"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("several GGUF files"), "{e}");
+
+    let e = pulled_files(&hub, "org/onnx-mix", &["*.bin"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no files of org/onnx-mix match"), "{e}");
+    let e = pulled_files(&hub, "org/onnx-mix", &[], &["a{b"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad glob \"a{b\""), "{e}");
+}
+
+#[test]
+fn tags_and_commits_pull_and_resolve_offline() {
+    let main = tiny_repo("org/x");
+    let v1 = FakeRepo::new(
+        "org/x",
+        vec![
+            FakeFile::in_memory(
+                "config.json",
+                br#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":32}"#,
+            ),
+            FakeFile::in_memory("model.safetensors", &[1u8; 2048]),
+        ],
+    )
+    .with_refs(&["v1.0", "release"]);
+    let mut hub = FakeHub::start(vec![main.clone(), v1.clone()]);
+    let home = tempfile::tempdir().unwrap();
+    let online = store(home.path(), config(&hub));
+    let refs = repo_dir(home.path(), "org/x").join("refs");
+
+    let tagged = pull(&online, "org/x@v1.0").0.unwrap();
+    assert_eq!(
+        (
+            tagged.name.as_str(),
+            tagged.revision.as_str(),
+            &tagged.commit
+        ),
+        ("org/x@v1.0", "v1.0", &v1.commit)
+    );
+    assert_eq!(tagged.context_length, Some(32));
+    assert!(tagged.path.ends_with(&v1.commit));
+    assert_eq!(
+        std::fs::read_to_string(refs.join("v1.0")).unwrap(),
+        v1.commit
+    );
+
+    let latest = pull(&online, "org/x").0.unwrap();
+    assert_eq!(
+        (latest.name.as_str(), &latest.commit),
+        ("org/x", &main.commit)
+    );
+    assert_eq!(
+        std::fs::read_to_string(refs.join("main")).unwrap(),
+        main.commit
+    );
+
+    let by_commit = format!("org/x@{}", v1.commit);
+    let pinned = pull(&online, &by_commit).0.unwrap();
+    assert_eq!((&pinned.revision, &pinned.path), (&v1.commit, &tagged.path));
+    assert!(!refs.join(&v1.commit).exists(), "a commit needs no ref");
+    assert_clean(&online);
+
+    hub.stop();
+    let offline = store(
+        home.path(),
+        HubConfig {
+            offline: true,
+            ..config(&hub)
+        },
+    );
+    for (spec, path) in [
+        ("org/x@v1.0", &tagged.path),
+        ("org/x", &latest.path),
+        ("org/x@main", &latest.path),
+        (by_commit.as_str(), &tagged.path),
+    ] {
+        assert_eq!(
+            offline.resolve(spec).unwrap().unwrap().path,
+            *path,
+            "{spec}"
+        );
+    }
+    let record = pull(&offline, "org/x@v1.0").0.unwrap();
+    assert_eq!(record.commit, v1.commit);
+    // A branch never pulled is unknown offline, even one at a cached commit.
+    assert!(offline.resolve("org/x@release").unwrap().is_none());
 }
