@@ -144,7 +144,7 @@ async fn register(State(state): State<AppState>, JsonObject(body): JsonObject) -
         }
         Kind::Model => {
             let id = model_id.as_deref().unwrap_or_default();
-            if state.models.resolve(id, true).is_none() {
+            if state.models.resolve(id, true)?.is_none() {
                 return Err(ApiError { param: Some("model_id".into()), ..ApiError::not_found(format!("the model `{id}` does not exist")) });
             }
             None

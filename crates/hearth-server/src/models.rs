@@ -215,7 +215,7 @@ impl Models {
     /// loads its base model's weights with the adapter applied on top.
     pub fn locate(&self, id: &str) -> Result<Located, ApiError> {
         if let Some(m) = self.cfg.models.iter().find(|m| m.id == id) {
-            return self.resolve(&m.spec, true).ok_or_else(|| ApiError::model_not_found(id));
+            return self.resolve(&m.spec, true)?.ok_or_else(|| ApiError::model_not_found(id));
         }
         match self.registry.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
             Some(r) if r.kind == Kind::Lora => {
@@ -228,22 +228,29 @@ impl Models {
                 let adapter = r.adapter_path.map(PathBuf::from).and_then(|f| f.parent().map(Path::to_path_buf));
                 Ok(Located { adapter, ..located })
             }
-            Some(r) => r.model_id.and_then(|m| self.resolve(&m, true)).ok_or_else(|| ApiError::model_not_found(id)),
-            None => self.resolve(id, false).ok_or_else(|| ApiError::model_not_found(id)),
+            Some(r) => match r.model_id {
+                Some(m) => self.resolve(&m, true)?,
+                None => None,
+            }
+            .ok_or_else(|| ApiError::model_not_found(id)),
+            None => self.resolve(id, false)?.ok_or_else(|| ApiError::model_not_found(id)),
         }
     }
 
     /// A model name, alias or repo id (from the store or `$HEARTH_HOME/models`), or a path
     /// when `allow_path` (only for ids the operator configured, never from a request).
-    pub fn resolve(&self, spec: &str, allow_path: bool) -> Option<Located> {
+    pub fn resolve(&self, spec: &str, allow_path: bool) -> Result<Option<Located>, ApiError> {
         if Path::new(spec).exists() {
-            return allow_path.then(|| Located { path: PathBuf::from(spec), record: None, adapter: None });
+            return Ok(allow_path.then(|| Located { path: PathBuf::from(spec), record: None, adapter: None }));
         }
-        if let Some(found) = self.store.as_ref().and_then(|s| s.resolve(spec).ok().flatten()) {
-            return Some(Located { path: found.path, record: found.record, adapter: None });
+        match self.store.as_ref().map(|s| s.resolve(spec)) {
+            Some(Ok(Some(found))) => return Ok(Some(Located { path: found.path, record: found.record, adapter: None })),
+            Some(Ok(None) | Err(StoreError::InvalidName { .. })) | None => {}
+            // A cached model failing its checks (a tampered link, a missing blob) is for the
+            // operator to fix, not a model that does not exist.
+            Some(Err(e)) => return Err(ApiError::internal(format!("the cached model `{spec}` cannot be used: {e}"))),
         }
-        let path = hearth_engine::paths::resolve_model(spec).ok()?;
-        Some(Located { path, record: None, adapter: None })
+        Ok(hearth_engine::paths::resolve_model(spec).ok().map(|path| Located { path, record: None, adapter: None }))
     }
 
     /// Like `locate`, but with `--auto-pull` a Hub model missing from the cache is downloaded
