@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use hearth_engine::model::SeqInput;
-use hearth_engine::{LoadOptions, LoadedModel, Precision};
+use hearth_engine::{DeviceChoice, LoadOptions, LoadedModel, Precision};
 use serde_json::json;
 
 #[derive(Args)]
@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Run with float activations on exact weights instead of the fast path.
     #[arg(long)]
     exact: bool,
+    /// Where the model runs: cpu, cuda[:N] or metal[:N] (GPUs in builds with that feature).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
     #[arg(long)]
     json: bool,
 }
@@ -67,7 +70,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
     let path = hearth_engine::paths::resolve_model(&args.model)?;
     let precision = if args.exact { Precision::Exact } else { Precision::Fast };
-    let model = LoadedModel::load_with(&path, LoadOptions { precision, ..Default::default() })?;
+    let model = LoadedModel::load_with(&path, LoadOptions { precision, device: args.device, ..Default::default() })?;
     let cfg = model.model.config();
     anyhow::ensure!(
         args.prompt_tokens + args.gen_tokens <= cfg.context_length,
@@ -96,6 +99,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             json!({
                 "model": path.display().to_string(),
                 "precision": if args.exact { "exact" } else { "fast" },
+                "device": args.device.to_string(),
                 "threads": threads,
                 "isa": isa,
                 "prompt_tokens": args.prompt_tokens,
@@ -112,7 +116,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!("model: {}  ({} threads, {isa})", path.display(), threads);
+        match args.device {
+            DeviceChoice::Cpu => println!("model: {}  ({} threads, {isa})", path.display(), threads),
+            gpu => println!("model: {}  (on {gpu})", path.display()),
+        }
         println!("pp{:<6} {:>10.1} tokens/s  (median of {})", args.prompt_tokens, pp, args.reps);
         let batch = if args.batch > 1 { format!(", {} sequences together", args.batch) } else { String::new() };
         println!("tg{:<6} {:>10.1} tokens/s  (median of {}, after the prompt{batch})", args.gen_tokens, tg, args.reps);

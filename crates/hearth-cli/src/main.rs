@@ -81,6 +81,9 @@ struct ModelArgs {
     /// Float activations on exactly de-quantised weights instead of 8-bit activations.
     #[arg(long)]
     exact: bool,
+    /// Where the model runs: cpu, cuda[:N] or metal[:N] (GPUs in builds with that feature).
+    #[arg(long, default_value = "cpu")]
+    device: hearth_engine::DeviceChoice,
 }
 
 impl ModelArgs {
@@ -107,7 +110,7 @@ impl ModelArgs {
     fn load(&self) -> anyhow::Result<hearth_engine::LoadedModel> {
         let path = store_cmd::resolve_model(&self.model)?;
         let precision = if self.exact { hearth_engine::Precision::Exact } else { hearth_engine::Precision::Fast };
-        let opts = hearth_engine::LoadOptions { precision, adapter: self.adapter.clone(), ..Default::default() };
+        let opts = hearth_engine::LoadOptions { precision, adapter: self.adapter.clone(), device: self.device, ..Default::default() };
         Ok(hearth_engine::LoadedModel::load_with(&path, opts)?)
     }
 

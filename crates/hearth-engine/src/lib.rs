@@ -19,5 +19,5 @@ pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session, StopMatcher, TokenEvent};
 pub use kv_cache::KvCache;
 pub use hearth_kernels::Precision;
-pub use loader::{LoadOptions, LoadedModel, ModelFormat};
+pub use loader::{DeviceChoice, LoadOptions, LoadedModel, ModelFormat};
 pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob};

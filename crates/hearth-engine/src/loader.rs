@@ -40,6 +40,56 @@ pub struct LoadOptions {
     pub backend: Backend,
     /// An mlx-lm LoRA adapter directory applied on top of the weights.
     pub adapter: Option<PathBuf>,
+    pub device: DeviceChoice,
+}
+
+/// Where a model runs: the CPU on our kernels, or a GPU on candle's (`cuda[:N]`, `metal[:N]`;
+/// only in builds with that feature, others fail to open it with candle's error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    Cuda(usize),
+    Metal(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (kind, ordinal) = s.split_once(':').map_or((s, None), |(k, n)| (k, Some(n)));
+        let ordinal = match ordinal {
+            None => 0,
+            Some(n) => n.parse().map_err(|_| format!("`{n}` in `{s}` is not a device number"))?,
+        };
+        match kind {
+            "cpu" if ordinal == 0 => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(ordinal)),
+            "metal" => Ok(Self::Metal(ordinal)),
+            _ => Err(format!("unknown device `{s}`: expected cpu, cuda[:N] or metal[:N]")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Metal(n) => write!(f, "metal:{n}"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    fn open(self) -> Result<Device> {
+        let opened = match self {
+            Self::Cpu => return Ok(Device::Cpu),
+            Self::Cuda(n) => Device::new_cuda(n),
+            Self::Metal(n) => Device::new_metal(n),
+        };
+        opened.map_err(|e| EngineError::Unsupported(format!("the device {self} ({e})")))
+    }
 }
 
 impl LoadedModel {
@@ -49,7 +99,9 @@ impl LoadedModel {
     }
 
     pub fn load_with(path: &Path, opts: LoadOptions) -> Result<Self> {
-        let device = Device::Cpu;
+        let device = opts.device.open()?;
+        // Our kernels read host memory: elsewhere every product is candle's.
+        let opts = if device.is_cpu() { opts } else { LoadOptions { backend: Backend::Candle, ..opts } };
         if path.is_dir() {
             Self::load_dir(path, &device, opts)
         } else if path.is_file() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use hearth_engine::DeviceChoice;
 use hearth_store::HubConfig;
 use serde::Deserialize;
 
@@ -59,6 +60,10 @@ pub struct ServeOptions {
     /// Seconds an idle model stays loaded [default: forever].
     #[arg(long, env = "HEARTH_KEEP_ALIVE")]
     pub keep_alive: Option<u64>,
+    /// Where models run: cpu, cuda[:N] or metal[:N] (GPUs in builds with that feature)
+    /// [default: cpu].
+    #[arg(long, env = "HEARTH_DEVICE")]
+    pub device: Option<String>,
     /// Most sequences decoding together per model [default: 16].
     #[arg(long, env = "HEARTH_MAX_BATCH")]
     pub max_batch: Option<usize>,
@@ -117,6 +122,7 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub memory_budget_bytes: Option<u64>,
     pub keep_alive: Option<Duration>,
+    pub device: DeviceChoice,
     pub scheduler: SchedulerConfig,
     pub default_max_tokens: usize,
     /// The store's home: models by name, and the default database.
@@ -178,6 +184,10 @@ impl ServeOptions {
             max_body_bytes: positive("max-body-bytes", self.max_body_bytes.or(file.max_body_bytes).unwrap_or(4 << 20))?,
             memory_budget_bytes: self.memory_budget_mb.or(file.memory_budget_mb).map(|mb| mb << 20),
             keep_alive: self.keep_alive.or(file.keep_alive).map(Duration::from_secs),
+            device: match self.device.or(file.device) {
+                Some(d) => d.parse().map_err(|e: String| anyhow::anyhow!("--device: {e}"))?,
+                None => DeviceChoice::Cpu,
+            },
             scheduler: SchedulerConfig {
                 max_batch,
                 prefill_chunk: positive("prefill-chunk", self.prefill_chunk.or(file.prefill_chunk).unwrap_or(256))?,

@@ -341,7 +341,7 @@ impl Models {
     async fn load(&self, id: &str, located: Located, keep_alive: Option<Duration>) -> Result<Resident, ApiError> {
         let in_use = self.hold(&located)?;
         let path = located.path.clone();
-        let opts = LoadOptions { adapter: located.adapter.clone(), ..Default::default() };
+        let opts = LoadOptions { adapter: located.adapter.clone(), device: self.cfg.device, ..Default::default() };
         let model = tokio::task::spawn_blocking(move || LoadedModel::load_with(&path, opts))
             .await
             .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
