@@ -1,17 +1,18 @@
-//! Linear layers over stored-format weights, as a candle custom op so activations stay candle
-//! tensors while the product runs on our kernels. On a GPU the product is candle's.
+//! Linear layers over stored-format weights: our kernels on host buffers, or candle's on the
+//! model's device (GPUs; on the CPU a cross-check of that path).
 
 use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use hearth_formats::gguf::GgmlType;
-use hearth_kernels::{FloatFormat, RowFormat};
+use hearth_kernels::RowFormat;
 use hearth_kernels::panels::QuantPanels;
 use hearth_kernels::Precision;
 
 use crate::weights::{StoredTensor, WeightStore};
 use crate::lora::{LoraAdapter, LoraDelta};
+use crate::model::Backend;
 use crate::{EngineError, Result};
 
 pub struct Linear {
@@ -19,7 +20,7 @@ pub struct Linear {
     /// Q4_0/Q4_1/Q8_0 weights repacked for the fast path on CPUs with AVX-512 VNNI; they replace the
     /// file's bytes, whose mapped pages are released.
     panels: Option<QuantPanels>,
-    /// The weight in the GPU's memory when the model runs on one (our kernels are CPU code).
+    /// The weight for candle's kernels, in the device's memory (the candle backend).
     on_device: Option<QMatMul>,
     bias: Option<Tensor>,
     bias_host: Option<Vec<f32>>,
@@ -32,7 +33,8 @@ impl Linear {
         store: &WeightStore,
         prefix: &str,
         bias: bool,
-        device: &candle_core::Device,
+        device: &Device,
+        backend: Backend,
         precision: Precision,
         adapter: Option<&LoraAdapter>,
     ) -> Result<Self> {
@@ -44,12 +46,13 @@ impl Linear {
         if lora.as_ref().is_some_and(|l| !l.fits(m.rows(), m.cols())) {
             return Err(EngineError::Weights(format!("the adapter's {prefix} does not fit the layer ({}x{})", m.rows(), m.cols())));
         }
-        Ok(Linear { panels: panels_for(&weight, device, precision)?, on_device: on_device(&weight, device)?, weight, bias, bias_host, lora })
+        let (panels, on_device) = placed(&weight, device, backend, precision)?;
+        Ok(Linear { weight, panels, on_device, bias, bias_host, lora })
     }
 
-    pub fn from_stored(weight: StoredTensor, device: &candle_core::Device, precision: Precision) -> Result<Self> {
-        let panels = panels_for(&weight, device, precision)?;
-        Ok(Linear { on_device: on_device(&weight, device)?, weight, panels, bias: None, bias_host: None, lora: None })
+    pub fn from_stored(weight: StoredTensor, device: &Device, backend: Backend, precision: Precision) -> Result<Self> {
+        let (panels, on_device) = placed(&weight, device, backend, precision)?;
+        Ok(Linear { weight, panels, on_device, bias: None, bias_host: None, lora: None })
     }
 
     pub fn out_features(&self) -> usize {
@@ -98,12 +101,10 @@ impl Linear {
         }
     }
 
-    /// `x[..., in] → [..., out]`.
-    pub fn forward(&self, x: &Tensor, precision: Precision) -> Result<Tensor> {
-        let y = match &self.on_device {
-            Some(w) => w.forward(x)?,
-            None => x.apply_op1_no_bwd(&MatMulOp(self, precision))?,
-        };
+    /// `x[..., in] → [..., out]` on candle's kernels (the candle backend).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.on_device.as_ref().expect("layers of the candle backend are loaded with device weights");
+        let y = w.forward(x)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -111,67 +112,41 @@ impl Linear {
     }
 }
 
-struct MatMulOp<'a>(&'a Linear, Precision);
-
-impl CustomOp1 for MatMulOp<'_> {
-    fn name(&self) -> &'static str {
-        "hearth-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let m = self.0.weight.matrix().map_err(candle_core::Error::wrap)?;
-        let dims = layout.dims();
-        let (&cols, outer) = dims.split_last().ok_or_else(|| candle_core::Error::Msg("matmul of a scalar".into()))?;
-        if cols != m.cols() {
-            candle_core::bail!("matmul: input has {cols} features, weight expects {}", m.cols());
-        }
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("matmul input must be contiguous".into()))?;
-        let x = &storage.as_slice::<f32>()?[start..end];
-        let mut out = vec![0f32; x.len() / cols * m.rows()];
-        match &self.0.panels {
-            Some(p) => p.matmul(x, &mut out),
-            None => m.matmul(x, &mut out, self.1),
-        }
-        let mut shape = outer.to_vec();
-        shape.push(m.rows());
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
-    }
+/// What each backend multiplies with: panels for our fast path, or the weight in the device's
+/// memory for candle's kernels.
+fn placed(weight: &StoredTensor, device: &Device, backend: Backend, precision: Precision) -> Result<(Option<QuantPanels>, Option<QMatMul>)> {
+    Ok(match backend {
+        Backend::Host => (panels_for(weight, precision)?, None),
+        // f16 halves a GPU's memory and doubles its rate; a CPU has no use for it.
+        Backend::Candle => (None, Some(device_matmul(weight, device, if device.is_cpu() { DType::F32 } else { DType::F16 })?)),
+    })
 }
 
 /// Quantised panels for `weight` where they serve: the fast path on the CPU. The file's pages
 /// are released as they are repacked (the panels hold the same bytes; nothing reads the
 /// originals on this path except an embedding table sharing them, whose rows fault back in
 /// on use).
-fn panels_for(weight: &StoredTensor, device: &candle_core::Device, precision: Precision) -> Result<Option<QuantPanels>> {
+fn panels_for(weight: &StoredTensor, precision: Precision) -> Result<Option<QuantPanels>> {
     let m = weight.matrix()?;
-    if precision != Precision::Fast || !device.is_cpu() {
+    if precision != Precision::Fast {
         return Ok(None);
     }
     Ok(QuantPanels::new(&m, |copied| weight.data.release_pages(copied)))
 }
 
-/// The weight uploaded for candle's kernels when `device` is a GPU: llama.cpp's block formats
-/// stay quantised (candle multiplies them as they are), other formats become f16 matrices.
-fn on_device(weight: &StoredTensor, device: &Device) -> Result<Option<QMatMul>> {
-    if device.is_cpu() {
-        return Ok(None);
-    }
-    device_matmul(weight, device).map(Some)
-}
-
-fn device_matmul(weight: &StoredTensor, device: &Device) -> Result<QMatMul> {
+/// The weight for candle's products on `device`: llama.cpp's block formats stay quantised
+/// (candle multiplies them as they are), other formats become `dense` matrices.
+fn device_matmul(weight: &StoredTensor, device: &Device, dense: DType) -> Result<QMatMul> {
     let m = weight.matrix()?;
     let shape = (m.rows(), m.cols());
     if let Some(dtype) = candle_block_format(weight.format) {
         let storage = QStorage::from_data(Cow::Borrowed(&weight.data[..]), device, dtype)?;
         return Ok(QMatMul::from_qtensor(QTensor::new(storage, shape)?)?);
     }
-    let dense = StoredTensor { shape: vec![shape.0, shape.1], ..weight.clone() }.to_f32_tensor(&Device::Cpu)?;
-    Ok(match weight.format {
-        RowFormat::Float(FloatFormat::F32) => QMatMul::Tensor(dense.to_device(device)?),
-        _ => QMatMul::TensorF16(dense.to_dtype(DType::F16)?.to_device(device)?),
+    let values = StoredTensor { shape: vec![shape.0, shape.1], ..weight.clone() }.to_f32_tensor(&Device::Cpu)?;
+    Ok(match dense {
+        DType::F16 => QMatMul::TensorF16(values.to_dtype(DType::F16)?.to_device(device)?),
+        _ => QMatMul::Tensor(values.to_dtype(dense)?.to_device(device)?),
     })
 }
 
@@ -200,6 +175,7 @@ fn candle_block_format(format: RowFormat) -> Option<GgmlDType> {
 mod tests {
     use half::f16;
     use hearth_formats::SharedBytes;
+    use hearth_kernels::FloatFormat;
     use rand::{Rng, SeedableRng};
 
     use super::*;
@@ -225,8 +201,8 @@ mod tests {
         (0..n).flat_map(|_| f16::from_f32(rng.random_range(-0.5..0.5)).to_le_bytes()).collect()
     }
 
-    /// What a GPU runs (candle's products over the uploaded weight) agrees with our kernels,
-    /// checked on the CPU device for each weight format the uploads treat differently.
+    /// What a GPU runs (candle's products over the uploaded weight, dense ones in f16) agrees
+    /// with our kernels, checked on the CPU device for each kind of upload.
     #[test]
     fn device_products_match_the_host_kernels() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -252,10 +228,10 @@ mod tests {
         let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         for weight in weights {
             let format = weight.format;
-            let linear = Linear::from_stored(weight, &Device::Cpu, Precision::Exact).unwrap();
+            let linear = Linear::from_stored(weight, &Device::Cpu, Backend::Host, Precision::Exact).unwrap();
             let mut want = vec![0f32; tokens * rows];
             linear.matmul_host(&x, &mut want, Precision::Exact);
-            let on_device = device_matmul(&linear.weight, &Device::Cpu).unwrap();
+            let on_device = device_matmul(&linear.weight, &Device::Cpu, DType::F16).unwrap();
             let got = on_device.forward(&Tensor::from_slice(&x, (tokens, cols), &Device::Cpu).unwrap()).unwrap();
             let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));

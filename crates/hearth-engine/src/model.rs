@@ -141,7 +141,7 @@ impl DecoderModel {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("model.layers.{i}");
-            let lin = |name: &str, bias: bool| Linear::load(store, &format!("{p}.{name}"), bias, device, precision, adapter);
+            let lin = |name: &str, bias: bool| Linear::load(store, &format!("{p}.{name}"), bias, device, backend, precision, adapter);
             let norm = |name: &str| RmsNorm::load(store, &format!("{p}.{name}"), &cfg, device);
             let qkv = if store.contains(&format!("{p}.self_attn.qkv_proj.weight")) {
                 Qkv::Fused(lin("self_attn.qkv_proj", cfg.qkv_bias)?)
@@ -173,9 +173,9 @@ impl DecoderModel {
             });
         }
         let lm_head = if cfg.tie_word_embeddings || !store.contains("lm_head.weight") {
-            Linear::from_stored(embed.clone(), device, precision)?
+            Linear::from_stored(embed.clone(), device, backend, precision)?
         } else {
-            Linear::load(store, "lm_head", false, device, precision, adapter)?
+            Linear::load(store, "lm_head", false, device, backend, precision, adapter)?
         };
         if lm_head.out_features() != cfg.vocab_size {
             return Err(EngineError::Weights("lm_head rows differ from the vocabulary size".into()));
@@ -344,7 +344,7 @@ impl DecoderModel {
             if head == Head::LastHidden {
                 out.push(normed.flatten_all()?.to_vec1::<f32>()?);
             } else {
-                let mut logits = self.lm_head.forward(&normed, self.precision)?;
+                let mut logits = self.lm_head.forward(&normed)?;
                 if let Some(cap) = self.cfg.final_logit_softcap {
                     logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
                 }
@@ -367,9 +367,9 @@ impl DecoderModel {
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (q, k, v) = match &layer.attn.qkv {
-            Qkv::Separate { q, k, v } => (q.forward(h, self.precision)?, k.forward(h, self.precision)?, v.forward(h, self.precision)?),
+            Qkv::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),
             Qkv::Fused(qkv) => {
-                let all = qkv.forward(h, self.precision)?;
+                let all = qkv.forward(h)?;
                 (
                     all.narrow(1, 0, cfg.q_size())?,
                     all.narrow(1, cfg.q_size(), cfg.kv_size())?,
@@ -413,7 +413,7 @@ impl DecoderModel {
             start += n;
         }
         let o = Tensor::cat(&outs, 0)?;
-        layer.attn.o.forward(&o, self.precision)
+        layer.attn.o.forward(&o)
     }
 
     /// Additive mask `[n, total]`: query `i` (at position `pos + i`) sees keys at positions
@@ -434,9 +434,9 @@ impl DecoderModel {
 
     fn mlp(&self, mlp: &Mlp, x: &Tensor) -> Result<Tensor> {
         let (gate, up) = match &mlp.gate_up {
-            GateUp::Separate { gate, up } => (gate.forward(x, self.precision)?, up.forward(x, self.precision)?),
+            GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
             GateUp::Fused(gu) => {
-                let both = gu.forward(x, self.precision)?;
+                let both = gu.forward(x)?;
                 let half = both.dim(D::Minus1)? / 2;
                 (both.narrow(1, 0, half)?, both.narrow(1, half, half)?)
             }
@@ -445,6 +445,6 @@ impl DecoderModel {
             Activation::Silu => candle_nn::ops::silu(&gate)?,
             Activation::GeluTanh => gate.gelu()?,
         };
-        mlp.down.forward(&(act * up)?.contiguous()?, self.precision)
+        mlp.down.forward(&(act * up)?.contiguous()?)
     }
 }

@@ -7,7 +7,8 @@
 mod common;
 
 use common::*;
-use hearth_engine::LoadedModel;
+use hearth_engine::model::Backend;
+use hearth_engine::{LoadOptions, LoadedModel};
 use serde_json::Value;
 
 fn argmax(v: &[f32]) -> usize {
@@ -34,19 +35,31 @@ fn check(label: &str, model: &LoadedModel, case: &Value, bound: f32) {
     }
 }
 
-#[test]
-fn gguf_fast_path_stays_within_llama_cpp_bounds() {
+fn gguf_within_llama_cpp_bounds(backend: Backend) {
     let checks = json("tiny/refs/checks.json");
     let lcpp = json("tiny/refs/gguf.json");
     for (file, r) in lcpp["models"].as_object().unwrap() {
-        let model = LoadedModel::load(&testdata(&format!("tiny/gguf/{file}"))).unwrap();
+        let path = testdata(&format!("tiny/gguf/{file}"));
+        let model = LoadedModel::load_with(&path, LoadOptions { backend, ..Default::default() }).unwrap();
         for (i, case) in checks[format!("gguf/{file}")]["dequant_f32_reference"].as_array().unwrap().iter().enumerate() {
-            check(&format!("gguf/{file} p{i} vs float reference"), &model, case, 0.3);
+            check(&format!("{backend:?} gguf/{file} p{i} vs float reference"), &model, case, 0.3);
         }
         for (i, case) in r["cases"].as_array().unwrap().iter().enumerate() {
-            check(&format!("gguf/{file} p{i} vs llama.cpp"), &model, case, 0.3);
+            check(&format!("{backend:?} gguf/{file} p{i} vs llama.cpp"), &model, case, 0.3);
         }
     }
+}
+
+#[test]
+fn gguf_fast_path_stays_within_llama_cpp_bounds() {
+    gguf_within_llama_cpp_bounds(Backend::Host);
+}
+
+/// The GPU path (candle's kernels on the GGUF blocks as they are, with its own 8-bit
+/// activations), run on the CPU.
+#[test]
+fn gguf_candle_backend_stays_within_llama_cpp_bounds() {
+    gguf_within_llama_cpp_bounds(Backend::Candle);
 }
 
 #[test]
