@@ -72,6 +72,9 @@ struct IngestArgs {
     /// JSON/JSONL field holding the text.
     #[arg(long, default_value = "text")]
     json_text_field: String,
+    /// Files larger than this many bytes are reported and skipped.
+    #[arg(long, default_value_t = IngestOptions::default().max_bytes)]
+    max_bytes: u64,
     #[arg(long)]
     json: bool,
 }
@@ -91,6 +94,12 @@ struct SearchArgs {
     /// Reorder the candidates with this cross-encoder.
     #[arg(long)]
     rerank_model: Option<String>,
+    /// Hybrid mode: the BM25 ranking's weight in the reciprocal-rank fusion.
+    #[arg(long, default_value_t = SearchOptions::default().bm25_weight)]
+    bm25_weight: f32,
+    /// Hybrid mode: the vector ranking's weight in the reciprocal-rank fusion.
+    #[arg(long, default_value_t = SearchOptions::default().vector_weight)]
+    vector_weight: f32,
     #[arg(long)]
     json: bool,
 }
@@ -207,7 +216,7 @@ fn ingest(kb: &Kb, a: IngestArgs, sync: bool) -> anyhow::Result<()> {
     for (id, report) in &resumed {
         bar.println(format!("resumed job {id}: {}", summary(report)));
     }
-    let options = IngestOptions { tags: a.tags, include: a.include, exclude: a.exclude, embed: !a.no_embed, json_text_field: a.json_text_field, ..Default::default() };
+    let options = IngestOptions { tags: a.tags, include: a.include, exclude: a.exclude, embed: !a.no_embed, json_text_field: a.json_text_field, max_bytes: a.max_bytes, ..Default::default() };
     let spec = JobSpec { paths: a.paths, sync, options };
     let (id, report) = kb.run_job(&spec, &|p| show(&bar, p))?;
     bar.finish_and_clear();
@@ -229,6 +238,8 @@ fn search(kb: &Kb, a: SearchArgs) -> anyhow::Result<()> {
         limit: a.limit,
         filters: Filters { tags: a.tags, content_types: a.content_types, documents: Vec::new() },
         rerank: reranker.is_some(),
+        bm25_weight: a.bm25_weight,
+        vector_weight: a.vector_weight,
         ..Default::default()
     };
     let hits = kb.search(&a.query, &opts, reranker.as_ref().map(|r| r as &dyn TextReranker))?;

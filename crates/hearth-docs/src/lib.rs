@@ -8,7 +8,7 @@
 //! [`chunk`] splits a document. Hostile files give errors, not crashes or stalls: zip bombs are
 //! cut off at [`ExtractOptions::max_unpacked_bytes`], HTML nested deeper than browsers allow is
 //! flattened, and the PDF parser runs in [`run_isolated`], where a panic or a hang becomes an
-//! error.
+//! error (and at most [`MAX_ABANDONED_PARSERS`] hung parser threads are left running).
 
 mod chunk;
 mod content_type;
@@ -24,5 +24,5 @@ pub use content_type::ContentType;
 pub use document::{Document, Section};
 pub use error::{DocError, Result};
 pub use extract::{extract_bytes, extract_file, ExtractOptions};
-pub use isolate::run_isolated;
+pub use isolate::{run_isolated, MAX_ABANDONED_PARSERS};
 pub use walk::walk;

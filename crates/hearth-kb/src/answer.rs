@@ -72,6 +72,8 @@ pub struct Citation {
     pub page: Option<u32>,
     /// Byte range of the chunk in its document's text.
     pub span: Range<usize>,
+    /// The same range in characters (Unicode scalar values), as the HTTP API reports it.
+    pub char_span: Range<usize>,
     pub chunk_text: String,
     /// Cited by an `[n]` marker (else found by the answer's overlap with the chunk).
     pub marked: bool,
@@ -131,6 +133,7 @@ pub fn cite(answer: &str, sources: &[Hit]) -> Cited {
             section: hit.chunk.section.clone(),
             page: hit.chunk.page,
             span: hit.chunk.span.clone(),
+            char_span: hit.chunk.char_span.clone(),
             chunk_text: hit.chunk.text.clone(),
             marked,
         }
@@ -155,6 +158,55 @@ pub fn cite(answer: &str, sources: &[Hit]) -> Cited {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ChunkRecord, DocumentRecord};
+
+    fn hit(id: i64, text: &str) -> Hit {
+        let document = DocumentRecord {
+            id: format!("doc{id}"),
+            source: format!("content:doc{id}"),
+            key: None,
+            title: Some(format!("Document {id}")),
+            content_type: "text".into(),
+            tags: Vec::new(),
+            content_hash: String::new(),
+            bytes: text.len() as u64,
+            chunk_count: 1,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let chunk = ChunkRecord { id, doc_id: document.id.clone(), index: 0, text: text.into(), section: Vec::new(), page: None, span: 0..text.len(), char_span: 0..text.chars().count() };
+        Hit { chunk, document, score: 1.0, bm25_rank: Some(1), vector_rank: None, highlights: Vec::new(), char_highlights: Vec::new() }
+    }
+
+    fn sources() -> Vec<Hit> {
+        vec![hit(7, "The Harbour Bridge was finished in 1932."), hit(8, "Octopuses have three hearts.")]
+    }
+
+    #[test]
+    fn an_answer_without_markers_or_quotes_is_flagged_unsupported() {
+        let cited = cite("I think it opened some time last century.", &sources());
+        assert_eq!(cited, Cited { citations: Vec::new(), invalid_markers: Vec::new(), unsupported: true });
+    }
+
+    #[test]
+    fn markers_naming_no_source_are_reported_and_cite_nothing() {
+        let cited = cite("It opened in 1932 [9].", &sources());
+        assert_eq!((cited.citations.len(), cited.invalid_markers.as_slice(), cited.unsupported), (0, [9].as_slice(), true));
+
+        let cited = cite("It opened in 1932 [2][9], and octopuses have three hearts [0].", &sources());
+        assert_eq!(cited.invalid_markers, [9, 0]);
+        assert!(!cited.unsupported);
+        let c = &cited.citations[0];
+        assert_eq!((cited.citations.len(), c.n, c.chunk_id, c.document_id.as_str(), c.marked), (1, 2, 8, "doc8", true));
+    }
+
+    #[test]
+    fn a_quoted_source_is_cited_unmarked() {
+        let cited = cite("Records say the Harbour Bridge was finished in 1932.", &sources());
+        let c = &cited.citations[0];
+        assert_eq!((cited.citations.len(), c.n, c.marked, cited.unsupported), (1, 1, false, false));
+        assert_eq!((c.span.clone(), c.char_span.clone(), c.chunk_text.as_str()), (0..40, 0..40, "The Harbour Bridge was finished in 1932."));
+    }
 
     #[test]
     fn markers_are_read_in_order_without_duplicates() {

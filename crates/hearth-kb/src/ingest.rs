@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hearth_docs::{ChunkOptions, ContentType, Document, ExtractOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::sqlite::now;
-use crate::store::{DocumentRecord, NewChunk, NewDocument, SourceWrite};
+use crate::store::{char_ranges, DocumentRecord, NewChunk, NewDocument, SourceWrite};
 use crate::{Kb, KbError, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,7 +27,12 @@ pub struct IngestOptions {
     pub embed: bool,
     pub max_tokens: Option<usize>,
     pub overlap_tokens: usize,
+    /// A larger file (or posted content) is refused with an error; the batch goes on.
     pub max_bytes: u64,
+    /// What a DOCX may inflate to (a defence against zip bombs).
+    pub max_unpacked_bytes: u64,
+    /// How long one PDF may take to parse before it is given up on.
+    pub pdf_timeout: Duration,
     pub json_text_field: String,
     pub json_title_field: String,
 }
@@ -43,6 +48,8 @@ impl Default for IngestOptions {
             max_tokens: None,
             overlap_tokens: ChunkOptions::default().overlap_tokens,
             max_bytes: extract.max_bytes,
+            max_unpacked_bytes: extract.max_unpacked_bytes,
+            pdf_timeout: extract.pdf_timeout,
             json_text_field: extract.json_text_field,
             json_title_field: extract.json_title_field,
         }
@@ -230,6 +237,8 @@ impl Kb {
     fn prepare(&self, source: &Source, opts: &IngestOptions) -> Result<Option<Prepared>> {
         let extract = ExtractOptions {
             max_bytes: opts.max_bytes,
+            max_unpacked_bytes: opts.max_unpacked_bytes,
+            pdf_timeout: opts.pdf_timeout,
             json_text_field: opts.json_text_field.clone(),
             json_title_field: opts.json_title_field.clone(),
             ..Default::default()
@@ -297,19 +306,25 @@ impl Kb {
         let budget = opts.max_tokens.unwrap_or_else(|| self.embedder.max_tokens().saturating_sub(32).clamp(16, 512));
         let chunk_opts = ChunkOptions { max_tokens: budget, overlap_tokens: opts.overlap_tokens.min(budget / 2) };
         let count = |t: &str| self.embedder.count_tokens(t);
-        let chunks = hearth_docs::chunk(&doc, &chunk_opts, &count)
+        let chunks: Vec<hearth_docs::Chunk> = hearth_docs::chunk(&doc, &chunk_opts, &count)
             .into_iter()
             // A heading with nothing under it before the next one says nothing by itself (it
             // is embedded with every chunk of its section).
             .filter(|c| c.section.last().is_none_or(|h| c.text.trim() != h.trim()))
+            .collect();
+        let char_spans = char_ranges(&doc.text, chunks.iter().map(|c| c.span.clone()));
+        let chunks = chunks
+            .into_iter()
+            .zip(char_spans)
             .enumerate()
-            .map(|(index, c)| NewChunk {
+            .map(|(index, (c, char_span))| NewChunk {
                 embed_hash: sha256_hex(&[self.embedder.name().as_bytes(), embed_text(title.as_deref(), &c.section, &c.text).as_bytes()]),
                 index,
                 text: c.text,
                 section: c.section,
                 page: c.page,
                 span: c.span,
+                char_span,
                 embedding: None,
             })
             .collect::<Vec<_>>();

@@ -118,6 +118,11 @@ impl Kb {
         if opts.rerank && reranker.is_none() {
             return Err(KbError::Invalid("reranking was asked for, but no reranker was given".into()));
         }
+        for (name, weight) in [("bm25", opts.bm25_weight), ("vector", opts.vector_weight)] {
+            if !(weight.is_finite() && weight >= 0.0) {
+                return Err(KbError::Invalid(format!("the {name} weight must be a number of at least 0, got {weight}")));
+            }
+        }
         if opts.limit == 0 {
             return Ok(Vec::new());
         }
@@ -151,7 +156,9 @@ impl Kb {
             .iter()
             .filter_map(|&(id, score)| {
                 let (chunk, document) = rows.remove(&id)?;
-                Some(Hit { highlights: search::highlights(&chunk.text, &terms), bm25_rank: rank_in(&bm25, id), vector_rank: rank_in(&vector, id), chunk, document, score })
+                let highlights = search::highlights(&chunk.text, &terms);
+                let char_highlights = store::char_ranges(&chunk.text, highlights.iter().cloned());
+                Some(Hit { highlights, char_highlights, bm25_rank: rank_in(&bm25, id), vector_rank: rank_in(&vector, id), chunk, document, score })
             })
             .collect();
         if let Some(reranker) = rerank {

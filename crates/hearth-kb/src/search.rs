@@ -63,6 +63,8 @@ pub struct Hit {
     pub vector_rank: Option<usize>,
     /// Byte ranges in `chunk.text` of words matching the query.
     pub highlights: Vec<Range<usize>>,
+    /// The same ranges in characters (Unicode scalar values), as the HTTP API reports them.
+    pub char_highlights: Vec<Range<usize>>,
 }
 
 /// A ranked list of chunk ids with the mode's scores.

@@ -2,6 +2,7 @@
 //! the embeddings. Every source is replaced in one transaction, so a crash never leaves a
 //! half-indexed document visible; WAL lets searches run while an ingest writes.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 
-use crate::store::{ChunkRecord, DocumentRecord, Filters, JobRecord, KbStore, SourceWrite, Stats, VectorSet};
+use crate::store::{char_ranges, ChunkRecord, DocumentRecord, Filters, JobRecord, KbStore, SourceWrite, Stats, VectorSet};
 use crate::{KbError, Result};
 
 const SCHEMA: &str = "
@@ -41,6 +42,8 @@ CREATE TABLE IF NOT EXISTS chunks(
     page INTEGER,
     span_start INTEGER NOT NULL,
     span_end INTEGER NOT NULL,
+    char_start INTEGER NOT NULL,
+    char_end INTEGER NOT NULL,
     embed_hash TEXT NOT NULL,
     embedding BLOB);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
@@ -77,6 +80,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        add_char_spans(&conn)?;
         // Names this database for files derived from it (the HNSW graph), so a graph left
         // beside a recreated database is not mistaken for its own.
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('database_id', lower(hex(randomblob(16))))", [])?;
@@ -107,6 +111,37 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Databases written before chunks had character spans get them, counted from the documents.
+fn add_char_spans(conn: &Connection) -> Result<()> {
+    let has_them = |conn: &Connection| conn.prepare("SELECT char_start FROM chunks LIMIT 0").is_ok();
+    if has_them(conn) {
+        return Ok(());
+    }
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    // Another process opening the same database may have added them meanwhile.
+    if has_them(&tx) {
+        return Ok(());
+    }
+    tx.execute_batch("ALTER TABLE chunks ADD COLUMN char_start INTEGER NOT NULL DEFAULT 0; ALTER TABLE chunks ADD COLUMN char_end INTEGER NOT NULL DEFAULT 0;")?;
+    {
+        let mut documents = tx.prepare("SELECT id, text FROM documents")?;
+        let mut spans = tx.prepare("SELECT id, span_start, span_end FROM chunks WHERE doc_id = ? ORDER BY span_start")?;
+        let mut update = tx.prepare("UPDATE chunks SET char_start = ?2, char_end = ?3 WHERE id = ?1")?;
+        let mut rows = documents.query([])?;
+        while let Some(doc) = rows.next()? {
+            let (id, text): (String, String) = (doc.get(0)?, doc.get(1)?);
+            let chunks: Vec<(i64, Range<usize>)> =
+                spans.query_map([&id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize..r.get::<_, i64>(2)? as usize)))?.collect::<rusqlite::Result<_>>()?;
+            let char_spans = char_ranges(&text, chunks.iter().map(|c| c.1.clone()));
+            for ((chunk, _), chars) in chunks.iter().zip(char_spans) {
+                update.execute(params![chunk, chars.start as i64, chars.end as i64])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn bump_generation(tx: &Transaction) -> Result<()> {
@@ -272,8 +307,8 @@ impl KbStore for SqliteStore {
                 ],
             )?;
             let mut insert_chunk = tx.prepare_cached(
-                "INSERT INTO chunks(doc_id, idx, text, section, page, span_start, span_end, embed_hash, embedding)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO chunks(doc_id, idx, text, section, page, span_start, span_end, char_start, char_end, embed_hash, embedding)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             let mut insert_fts = tx.prepare_cached("INSERT INTO chunks_fts(rowid, text, context) VALUES(?1, ?2, ?3)")?;
             for c in &doc.chunks {
@@ -285,6 +320,8 @@ impl KbStore for SqliteStore {
                     c.page,
                     c.span.start as i64,
                     c.span.end as i64,
+                    c.char_span.start as i64,
+                    c.char_span.end as i64,
                     c.embed_hash,
                     c.embedding.as_deref().map(to_blob)
                 ])?;
@@ -343,7 +380,7 @@ impl KbStore for SqliteStore {
     fn chunks(&self, ids: &[i64]) -> Result<Vec<(ChunkRecord, DocumentRecord)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT c.id, c.doc_id, c.idx, c.text, c.section, c.page, c.span_start, c.span_end, {DOC_COLUMNS}
+            "SELECT c.id, c.doc_id, c.idx, c.text, c.section, c.page, c.span_start, c.span_end, c.char_start, c.char_end, {DOC_COLUMNS}
              FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id = ?"
         ))?;
         let mut out = Vec::with_capacity(ids.len());
@@ -359,8 +396,9 @@ impl KbStore for SqliteStore {
                         section: serde_json::from_str(&section).unwrap_or_default(),
                         page: r.get(5)?,
                         span: r.get::<_, i64>(6)? as usize..r.get::<_, i64>(7)? as usize,
+                        char_span: r.get::<_, i64>(8)? as usize..r.get::<_, i64>(9)? as usize,
                     };
-                    Ok((chunk, document_row(r, 8)?))
+                    Ok((chunk, document_row(r, 10)?))
                 })
                 .optional()?;
             out.extend(row);
@@ -425,13 +463,12 @@ impl KbStore for SqliteStore {
         })
     }
 
-    fn create_job(&self, kind: &str, spec: &Value) -> Result<i64> {
+    fn create_job(&self, kind: &str, spec: &Value, report: &Value) -> Result<i64> {
         let conn = self.conn();
         let t = now();
         conn.execute(
             "INSERT INTO jobs(kind, spec, state, report, created_at, updated_at) VALUES(?1, ?2, 'running', ?3, ?4, ?4)",
-            // The owner from the start, so no other process takes the job over as abandoned.
-            params![kind, spec.to_string(), serde_json::json!({"pid": std::process::id()}).to_string(), t],
+            params![kind, spec.to_string(), report.to_string(), t],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -451,5 +488,47 @@ impl KbStore for SqliteStore {
         let mut stmt = conn.prepare("SELECT id, kind, spec, state, report, created_at, updated_at FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id")?;
         let rows = stmt.query_map([state], job_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewChunk, NewDocument};
+
+    #[test]
+    fn databases_without_character_spans_get_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kb.sqlite");
+        let text = "Café au lait.\n\n東京 is a city.";
+        let chunk = |index: usize, word: &str| {
+            let start = text.find(word).unwrap();
+            NewChunk { index, text: word.into(), section: Vec::new(), page: None, span: start..start + word.len(), char_span: 0..0, embed_hash: String::new(), embedding: None }
+        };
+        let record = DocumentRecord {
+            id: "d".into(),
+            source: "s".into(),
+            key: None,
+            title: None,
+            content_type: "text".into(),
+            tags: Vec::new(),
+            content_hash: String::new(),
+            bytes: text.len() as u64,
+            chunk_count: 2,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        let documents = vec![NewDocument { record, text: text.into(), chunks: vec![chunk(0, "Café au lait."), chunk(1, "東京 is a city.")] }];
+        store.write_source(SourceWrite { source: "s".into(), fingerprint: String::new(), documents }).unwrap();
+        // The schema as it was before character spans.
+        store.conn().execute_batch("ALTER TABLE chunks DROP COLUMN char_start; ALTER TABLE chunks DROP COLUMN char_end;").unwrap();
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let ids = store.filtered_chunks(&Filters::default()).unwrap();
+        let spans: Vec<_> = store.chunks(&ids).unwrap().into_iter().map(|(c, _)| (c.span, c.char_span)).collect();
+        assert_eq!(spans, [(0..14, 0..13), (16..33, 15..28)]);
+        store.integrity_check().unwrap();
     }
 }

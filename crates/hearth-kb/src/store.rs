@@ -36,6 +36,26 @@ pub struct ChunkRecord {
     pub page: Option<u32>,
     /// Byte range of `text` in the document's extracted text.
     pub span: Range<usize>,
+    /// The same range in characters (Unicode scalar values), as the HTTP API reports it.
+    pub char_span: Range<usize>,
+}
+
+/// Character (Unicode scalar value) ranges of byte `ranges` in `text`, which lie on char
+/// boundaries; counting goes on from one range to the next when they start in order.
+pub(crate) fn char_ranges(text: &str, ranges: impl IntoIterator<Item = Range<usize>>) -> Vec<Range<usize>> {
+    let chars = |r: Range<usize>| text.get(r).map_or(0, |t| t.chars().count());
+    let (mut bytes_before, mut chars_before) = (0, 0);
+    ranges
+        .into_iter()
+        .map(|r| {
+            if r.start < bytes_before {
+                (bytes_before, chars_before) = (0, 0);
+            }
+            chars_before += chars(bytes_before..r.start);
+            bytes_before = r.start;
+            chars_before..chars_before + chars(r)
+        })
+        .collect()
 }
 
 /// A chunk about to be written, with its embedding when embeddings are on.
@@ -45,6 +65,7 @@ pub struct NewChunk {
     pub section: Vec<String>,
     pub page: Option<u32>,
     pub span: Range<usize>,
+    pub char_span: Range<usize>,
     /// SHA-256 of what was embedded: an unchanged chunk keeps its vector on re-ingest.
     pub embed_hash: String,
     pub embedding: Option<Vec<f32>>,
@@ -139,8 +160,26 @@ pub trait KbStore: Send + Sync {
     fn vectors(&self) -> Result<VectorSet>;
     fn stats(&self) -> Result<Stats>;
 
-    fn create_job(&self, kind: &str, spec: &serde_json::Value) -> Result<i64>;
+    /// Records a `running` job with `report` (its owner, so that no other process takes it
+    /// over as abandoned before it first reports).
+    fn create_job(&self, kind: &str, spec: &serde_json::Value, report: &serde_json::Value) -> Result<i64>;
     fn update_job(&self, id: i64, state: &str, report: &serde_json::Value) -> Result<()>;
     fn job(&self, id: i64) -> Result<Option<JobRecord>>;
     fn jobs(&self, state: Option<&str>) -> Result<Vec<JobRecord>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn char_ranges_count_unicode_scalars() {
+        let text = "naïve café — 東京 ok";
+        let bytes = |word: &str| {
+            let start = text.find(word).unwrap();
+            start..start + word.len()
+        };
+        let ranges = [bytes("café"), bytes("東京"), bytes("ok"), bytes("naïve")];
+        assert_eq!(char_ranges(text, ranges), [6..10, 13..15, 16..18, 0..5]);
+    }
 }

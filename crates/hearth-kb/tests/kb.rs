@@ -1,12 +1,16 @@
 //! The knowledge base end to end on the real all-MiniLM-L6-v2 (scripts/fetch-test-models.sh
 //! installs it): ingestion of every format into a real SQLite file, incremental re-ingest and
-//! sync, per-file errors that leave the rest of a batch in place, and search in every mode.
+//! sync, per-file errors that leave the rest of a batch in place, search in every mode, and
+//! ingest jobs (progress, resuming).
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use hearth_kb::{Filters, IngestOptions, Kb, KbError, LocalEmbedder, Mode, NewContent, SearchOptions, SqliteStore, TextEmbedder};
+use hearth_kb::{Filters, IngestOptions, JobSpec, Kb, KbError, KbStore, LocalEmbedder, Mode, NewContent, SearchOptions, SqliteStore, TextEmbedder};
+use serde_json::{json, Value};
 
 const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
@@ -31,6 +35,36 @@ fn corpus(dir: &Path) {
     write(dir, "notes/bread.txt", "Sourdough bread rises with wild yeast and lactic acid bacteria.\n\nA starter is fed flour and water every day.");
     write(dir, "web/volcano.html", "<html><head><title>Volcanoes</title></head><body><nav>Home | About</nav><main><h1>Eruptions</h1><p>Magma that reaches the surface is called lava.</p></main><footer>(c) 2026</footer></body></html>");
     write(dir, "data/facts.jsonl", "{\"id\": \"f1\", \"title\": \"Octopus\", \"text\": \"An octopus has three hearts and blue blood.\"}\n{\"id\": \"f2\", \"title\": \"Honey\", \"text\": \"Honey found in ancient tombs was still edible.\"}\n");
+}
+
+/// A PDF with a page per entry showing its text, written out by hand (objects, then the table
+/// of their offsets). Without `select_font` the pages show text before choosing a font (no
+/// `Tf`), which makes the PDF library panic.
+fn pdf(pages: &[&str], select_font: bool) -> Vec<u8> {
+    let kids: Vec<String> = (0..pages.len()).map(|i| format!("{} 0 R", 4 + 2 * i)).collect();
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        format!("<< /Type /Pages /Kids [{}] /Count {} >>", kids.join(" "), pages.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+    ];
+    for (i, text) in pages.iter().enumerate() {
+        objects.push(format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>", 5 + 2 * i));
+        let content = format!("BT {}72 720 Td ({text}) Tj ET", if select_font { "/F1 12 Tf " } else { "" });
+        objects.push(format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()));
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+    for offset in offsets {
+        out.extend(format!("{offset:010} 00000 n \n").bytes());
+    }
+    out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).bytes());
+    out
 }
 
 fn top(kb: &Kb, query: &str, mode: Mode) -> Vec<hearth_kb::Hit> {
@@ -201,4 +235,110 @@ fn identical_chunks_keep_their_vectors_and_ids_move_between_sources() {
     let (doc, text) = kb.document("faq").unwrap().unwrap();
     assert_eq!((doc.source.as_str(), text.as_str()), ("https://example.com/faq", "Second answer."));
     SqliteStore::open(&dir.path().join("kb.sqlite")).unwrap().integrity_check().unwrap();
+}
+
+#[test]
+fn a_pdf_that_crashes_the_parser_is_reported_and_the_rest_of_the_batch_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write(&docs, "notes.md", "# Notes\n\nWombats leave cube-shaped droppings.");
+    std::fs::write(docs.join("crash.pdf"), pdf(&["Text shown before any font is chosen."], false)).unwrap();
+    std::fs::write(docs.join("report.pdf"), pdf(&["Penguins huddle against the cold.", "Emperor penguins breed in winter."], true)).unwrap();
+
+    let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
+    let report = kb.ingest_paths(std::slice::from_ref(&docs), &IngestOptions::default(), &|_| {}).unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    let error = &report.errors[0];
+    assert!(error.source.ends_with("crash.pdf") && error.message.starts_with("PDF parser failed: it crashed: "), "{error:?}");
+    assert_eq!((report.added, report.documents), (2, 2), "{report:?}");
+    let hit = &top(&kb, "emperor penguins breed", Mode::Bm25)[0];
+    assert_eq!((hit.chunk.page, hit.chunk.text.as_str()), (Some(2), "Emperor penguins breed in winter."));
+    assert!(top(&kb, "wombats", Mode::Bm25)[0].chunk.text.contains("cube-shaped"));
+
+    // The parser's limits come from the ingest options.
+    let many_pages: Vec<String> = (0..300).map(|i| format!("Page {i} of a long report.")).collect();
+    std::fs::write(docs.join("long.pdf"), pdf(&many_pages.iter().map(String::as_str).collect::<Vec<_>>(), true)).unwrap();
+    let impatient = IngestOptions { pdf_timeout: Duration::from_nanos(1), include: vec!["long.pdf".into()], ..Default::default() };
+    let report = kb.ingest_paths(std::slice::from_ref(&docs), &impatient, &|_| {}).unwrap();
+    assert_eq!(report.errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["PDF parsing timed out after 1ns"], "{report:?}");
+}
+
+#[test]
+fn character_spans_count_unicode_scalars() {
+    let dir = tempfile::tempdir().unwrap();
+    let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
+    let text = "# Cuisine\n\nLa crème brûlée est un dessert français.\n\n## 東京\n\n東京の寿司 is sushi from Tōkyō, served with wasabi.";
+    kb.add_content(vec![NewContent { id: Some("menu".into()), content_type: Some("markdown".into()), text: text.into(), ..Default::default() }], &Default::default()).unwrap();
+    let (_, document) = kb.document("menu").unwrap().unwrap();
+    let chars: Vec<char> = document.chars().collect();
+    for query in ["crème brûlée dessert", "sushi wasabi"] {
+        let hit = &top(&kb, query, Mode::Bm25)[0];
+        assert_eq!(&document[hit.chunk.span.clone()], hit.chunk.text);
+        assert_eq!(chars[hit.chunk.char_span.clone()].iter().collect::<String>(), hit.chunk.text, "{query}");
+        let chunk_chars: Vec<char> = hit.chunk.text.chars().collect();
+        let words: Vec<String> = hit.char_highlights.iter().map(|r| chunk_chars[r.clone()].iter().collect()).collect();
+        let by_bytes: Vec<&str> = hit.highlights.iter().map(|r| &hit.chunk.text[r.clone()]).collect();
+        assert_eq!(words, by_bytes, "{query}");
+        assert!(!words.is_empty(), "{query}");
+    }
+    let sushi = &top(&kb, "sushi", Mode::Bm25)[0];
+    assert!(sushi.chunk.span.start > sushi.chunk.char_span.start, "the text before it has multibyte characters");
+}
+
+fn ingest_spec(docs: &Path) -> JobSpec {
+    JobSpec { paths: vec![docs.to_path_buf()], sync: false, options: IngestOptions::default() }
+}
+
+#[test]
+fn a_job_left_by_an_earlier_process_with_this_pid_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write(&docs, "a.txt", "Narwhal tusks are teeth.");
+    write(&docs, "b.txt", "Axolotls regrow their limbs.");
+    let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
+    let spec = ingest_spec(&docs);
+    // A job this process has recorded is its own to run: not taken over.
+    let own = kb.create_job(&spec).unwrap();
+    // A restarted container's process gets the pid its predecessor had (PID 1): a job that
+    // one left running carries the same pid, but another owner.
+    let left = json!({"pid": std::process::id(), "owner": "the process before the restart"});
+    let orphan = kb.store().create_job("ingest", &serde_json::to_value(&spec).unwrap(), &left).unwrap();
+    let resumed = kb.resume_jobs(&|_| {}).unwrap();
+    assert_eq!(resumed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [orphan]);
+    assert_eq!((resumed[0].1.added, resumed[0].1.errors.len()), (2, 0), "{:?}", resumed[0].1);
+    let state = |id| kb.store().job(id).unwrap().unwrap().state;
+    assert_eq!((state(orphan), state(own)), ("done".to_string(), "running".to_string()));
+    assert!(kb.resume_jobs(&|_| {}).unwrap().is_empty(), "nothing is left to resume");
+}
+
+#[test]
+fn a_running_job_reports_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    for i in 0..5 {
+        write(&docs, &format!("{i}.txt"), &format!("Fact number {i} about lighthouses."));
+    }
+    let path = dir.path().join("kb.sqlite");
+    let kb = Kb::open(&path, minilm()).unwrap();
+    // Read through a connection of its own, as another process (the server's job route) would.
+    let watcher = SqliteStore::open(&path).unwrap();
+    let spec = ingest_spec(&docs);
+    let id = kb.create_job(&spec).unwrap();
+    let seen = RefCell::new(Vec::new());
+    kb.execute(id, &spec, &|p| {
+        // Progress is saved about once a second: the first source "takes" longer than that,
+        // so the record shows it while the others run.
+        if p.done == 1 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let job = watcher.job(id).unwrap().unwrap();
+        seen.borrow_mut().push((job.state, job.report["progress"].clone()));
+    })
+    .unwrap();
+    let seen = seen.into_inner();
+    // Chunks are counted as they are written, in batches: none yet after the first source.
+    let progress = |done: u64, chunks: u64| json!({"done": done, "total": 5, "chunks": chunks});
+    assert_eq!(seen[1..], vec![("running".to_string(), progress(1, 0)); 4], "{seen:?}");
+    let job = watcher.job(id).unwrap().unwrap();
+    assert_eq!((job.state.as_str(), &job.report["progress"], &job.report["documents"]), ("done", &progress(5, 5), &Value::from(5)), "{job:?}");
 }

@@ -36,10 +36,14 @@ pub fn routes() -> Router<AppState> {
         .route("/search/ask", post(ask))
 }
 
-/// `POST /api/v1/ingest`: `{paths, sync?, tags?, include?, exclude?, collection?}`, paths
-/// relative to the configured ingest folder. Answers 202 with the job's id at once; the job
-/// runs in the background (`GET /api/v1/jobs/{id}` shows its progress) and a restarted server
-/// resumes it.
+/// The most a client may raise the per-file limit of an ingest to: extraction holds a whole
+/// file in memory.
+const MAX_INGEST_FILE_BYTES: i64 = 1 << 30;
+
+/// `POST /api/v1/ingest`: `{paths, sync?, tags?, include?, exclude?, max_bytes?,
+/// json_text_field?, collection?}`, paths relative to the configured ingest folder. Answers
+/// 202 with the job's id at once; the job runs in the background (`GET /api/v1/jobs/{id}`
+/// shows its progress) and a restarted server resumes it.
 async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let Some(root) = &state.cfg.kb_ingest_dir else {
         return Err(ApiError::bad_request("ingesting server files is disabled: start the server with --kb-ingest-dir"));
@@ -48,11 +52,19 @@ async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> 
     let mut f = Fields::new(body);
     let paths = f.strings("paths")?.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::invalid("paths", "`paths` must list at least one path"))?;
     let sync = f.bool("sync")?.unwrap_or(false);
+    let defaults = hearth_kb::IngestOptions::default();
+    let json_text_field = match f.string("json_text_field")? {
+        Some(name) if name.is_empty() => return Err(ApiError::invalid("json_text_field", "`json_text_field` must name a field")),
+        Some(name) => name,
+        None => defaults.json_text_field.clone(),
+    };
     let options = hearth_kb::IngestOptions {
         tags: f.strings("tags")?.unwrap_or_default(),
         include: f.strings("include")?.unwrap_or_default(),
         exclude: f.strings("exclude")?.unwrap_or_default(),
-        ..Default::default()
+        max_bytes: f.int("max_bytes", 1..=MAX_INGEST_FILE_BYTES)?.map_or(defaults.max_bytes, |n| n as u64),
+        json_text_field,
+        ..defaults
     };
     let collection = f.string("collection")?.unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
     f.finish()?;

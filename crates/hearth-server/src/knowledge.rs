@@ -165,7 +165,10 @@ impl Knowledge {
     }
 }
 
-/// A search hit as the knowledge service's clients read it.
+/// A search hit as the knowledge service's clients read it. `span` and `highlights` are byte
+/// ranges (of the document's text and of `chunk_text`); `char_span` and `char_highlights` are
+/// the same ranges in characters (Unicode scalar values), which is how most clients index
+/// strings. Each range is `{"start", "end"}`, as in citations.
 pub fn hit_json(h: &hearth_kb::Hit) -> Value {
     json!({
         "content_id": h.document.id,
@@ -177,8 +180,10 @@ pub fn hit_json(h: &hearth_kb::Hit) -> Value {
         "chunk_index": h.chunk.index,
         "section": h.chunk.section,
         "page": h.chunk.page,
-        "span": [h.chunk.span.start, h.chunk.span.end],
-        "highlights": h.highlights.iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
+        "span": h.chunk.span,
+        "char_span": h.chunk.char_span,
+        "highlights": h.highlights,
+        "char_highlights": h.char_highlights,
         "source": h.document.source,
         "tags": h.document.tags,
         "bm25_rank": h.bm25_rank,
