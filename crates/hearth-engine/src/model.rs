@@ -69,6 +69,20 @@ pub(crate) struct Layer {
     pub(crate) window: Option<usize>,
 }
 
+impl Layer {
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
+        let qkv = match &self.attn.qkv {
+            Qkv::Separate { q, k, v } => vec![q, k, v],
+            Qkv::Fused(qkv) => vec![qkv],
+        };
+        let gate_up = match &self.mlp.gate_up {
+            GateUp::Separate { gate, up } => vec![gate, up],
+            GateUp::Fused(gate_up) => vec![gate_up],
+        };
+        qkv.into_iter().chain(gate_up).chain([&self.attn.o, &self.mlp.down])
+    }
+}
+
 /// What a forward pass returns for each sequence.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Head {
@@ -103,6 +117,8 @@ pub enum Backend {
 pub struct DecoderModel {
     cfg: ModelConfig,
     embed: StoredTensor,
+    /// Whether the LM head is the embedding table.
+    tied: bool,
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -172,7 +188,8 @@ impl DecoderModel {
                 window: cfg.layer_windows[i],
             });
         }
-        let lm_head = if cfg.tie_word_embeddings || !store.contains("lm_head.weight") {
+        let tied = cfg.tie_word_embeddings || !store.contains("lm_head.weight");
+        let lm_head = if tied {
             Linear::from_stored(embed.clone(), device, backend, precision)?
         } else {
             Linear::load(store, "lm_head", false, device, backend, precision, adapter)?
@@ -180,12 +197,16 @@ impl DecoderModel {
         if lm_head.out_features() != cfg.vocab_size {
             return Err(EngineError::Weights("lm_head rows differ from the vocabulary size".into()));
         }
+        for linear in layers.iter().flat_map(Layer::linears).chain([&lm_head]) {
+            linear.release_repacked_source();
+        }
         Ok(DecoderModel {
             norm: RmsNorm::load(store, "model.norm", &cfg, device)?,
             rope: Rope::new(&cfg)?,
             weight_bytes: store.total_bytes(),
             cfg,
             embed,
+            tied,
             layers,
             lm_head,
             device: device.clone(),
@@ -236,12 +257,19 @@ impl DecoderModel {
     /// Embedding rows of `tokens` into `out` (`[n, hidden]`).
     pub(crate) fn embed_into(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
         let m = self.embed.matrix()?;
+        // A tied table repacked for the LM head is read from its panels (the same values): the
+        // file's pages were released, and each lookup there would map a large folio back in.
+        let panels = self.lm_head.panels().filter(|_| self.tied);
         let h = self.cfg.hidden_size;
         for (t, &id) in tokens.iter().enumerate() {
             if id as usize >= self.cfg.vocab_size {
                 return Err(EngineError::InvalidRequest(format!("token id {id} is outside the vocabulary")));
             }
-            m.row(id as usize, &mut out[t * h..(t + 1) * h]);
+            let row = &mut out[t * h..(t + 1) * h];
+            match panels {
+                Some(p) => p.row(id as usize, row),
+                None => m.row(id as usize, row),
+            }
         }
         if self.cfg.scale_embeddings {
             // Gemma multiplies by √hidden, as transformers does.

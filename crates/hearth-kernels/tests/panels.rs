@@ -11,17 +11,63 @@ use hearth_kernels::{MatrixRef, RowFormat};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Random blocks with sane f16 fields: the scale, and the minimum (Q4_1) or dmin (Q4_K).
+/// Q4_K's packed 6-bit scales and minimums are random bytes, all of their bits in use.
 fn random_blocks(t: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
     let bb = t.block_bytes();
-    let mut data = vec![0u8; rows * cols / 32 * bb];
+    let mut data = vec![0u8; rows * cols / t.block_len() * bb];
     rng.fill(&mut data[..]);
     for b in data.chunks_exact_mut(bb) {
         b[..2].copy_from_slice(&f16::from_f32(rng.random_range(0.001..0.05)).to_le_bytes());
-        if t == GgmlType::Q4_1 {
-            b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(-0.5..0.5)).to_le_bytes());
+        match t {
+            GgmlType::Q4_1 => b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(-0.5..0.5)).to_le_bytes()),
+            GgmlType::Q4K => b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(0.0..0.01)).to_le_bytes()),
+            _ => {}
         }
     }
     data
+}
+
+/// Panels of random `t` weights against the file layout: rows de-quantise identically, each
+/// token's product matches the float64 sum of the exact weights and its 8-bit activations,
+/// and is bit-identical when the token runs alone. `false` where the CPU has no panels.
+fn check_against_the_file_layout(t: GgmlType, rows: usize, cols: usize, token_counts: &[usize], rng: &mut StdRng) -> bool {
+    let data = random_blocks(t, rows, cols, rng);
+    let w = MatrixRef::new(RowFormat::Ggml(t), rows, cols, &data, &[], &[]).unwrap();
+    let Some(panels) = QuantPanels::new(&w, |_| {}) else {
+        assert_ne!(isa().name, "avx512vnni", "panels exist wherever the 512-bit integer kernels do");
+        eprintln!("no AVX-512 VNNI here: only the refusal was checked");
+        return false;
+    };
+    let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+    for r in 0..rows {
+        w.row(r, &mut a);
+        panels.row(r, &mut b);
+        assert_eq!(a, b, "{t:?} row {r}");
+    }
+    for &tokens in token_counts {
+        let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let mut out = vec![f32::NAN; tokens * rows];
+        panels.matmul(&x, &mut out);
+        let mut q = vec![Q8Block::default(); tokens * cols / 32];
+        quantize_q8(&x, &mut q);
+        for tok in 0..tokens {
+            let xq: Vec<f64> = q[tok * cols / 32..(tok + 1) * cols / 32]
+                .iter()
+                .flat_map(|blk| blk.qs.map(|v| blk.d as f64 * v as f64))
+                .collect();
+            for r in 0..rows {
+                w.row(r, &mut a);
+                let (want, scale) = a.iter().zip(&xq).fold((0.0, 0.0), |(s, m), (&w, &x)| (s + w as f64 * x, m + (w as f64 * x).abs()));
+                let got = out[tok * rows + r] as f64;
+                assert!((got - want).abs() <= 1e-5 * (scale + 1.0), "{t:?} {rows}x{cols}, {tokens} tokens, [{tok}, {r}]: {got} vs {want}");
+            }
+            let mut alone = vec![0f32; rows];
+            panels.matmul(&x[tok * cols..(tok + 1) * cols], &mut alone);
+            assert!(alone.iter().zip(&out[tok * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{t:?}: token {tok} of {tokens} differs from running alone");
+        }
+    }
+    true
 }
 
 #[test]
@@ -29,41 +75,22 @@ fn panels_match_the_file_layout() {
     let mut rng = StdRng::seed_from_u64(11);
     for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
         for (rows, cols) in [(1, 32), (16, 64), (17, 96), (45, 160), (64, 576)] {
-            let data = random_blocks(t, rows, cols, &mut rng);
-            let w = MatrixRef::new(RowFormat::Ggml(t), rows, cols, &data, &[], &[]).unwrap();
-            let Some(panels) = QuantPanels::new(&w, |_| {}) else {
-                assert_ne!(isa().name, "avx512vnni", "panels exist wherever the 512-bit integer kernels do");
-                eprintln!("no AVX-512 VNNI here: only the refusal was checked");
+            if !check_against_the_file_layout(t, rows, cols, &[1, 3, 8, 9, 70, 131], &mut rng) {
                 return;
-            };
-            let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
-            for r in 0..rows {
-                w.row(r, &mut a);
-                panels.row(r, &mut b);
-                assert_eq!(a, b, "{t:?} row {r}");
             }
-            for tokens in [1, 3, 8, 9, 70, 131] {
-                let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
-                let mut out = vec![f32::NAN; tokens * rows];
-                panels.matmul(&x, &mut out);
-                let mut q = vec![Q8Block::default(); tokens * cols / 32];
-                quantize_q8(&x, &mut q);
-                for tok in 0..tokens {
-                    let xq: Vec<f64> = q[tok * cols / 32..(tok + 1) * cols / 32]
-                        .iter()
-                        .flat_map(|blk| blk.qs.map(|v| blk.d as f64 * v as f64))
-                        .collect();
-                    for r in 0..rows {
-                        w.row(r, &mut a);
-                        let (want, scale) = a.iter().zip(&xq).fold((0.0, 0.0), |(s, m), (&w, &x)| (s + w as f64 * x, m + (w as f64 * x).abs()));
-                        let got = out[tok * rows + r] as f64;
-                        assert!((got - want).abs() <= 1e-5 * (scale + 1.0), "{t:?} {rows}x{cols}, {tokens} tokens, [{tok}, {r}]: {got} vs {want}");
-                    }
-                    let mut alone = vec![0f32; rows];
-                    panels.matmul(&x[tok * cols..(tok + 1) * cols], &mut alone);
-                    assert!(alone.iter().zip(&out[tok * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{t:?}: token {tok} of {tokens} differs from running alone");
-                }
-            }
+        }
+    }
+}
+
+/// Q4_K's 256-blocks: every kernel width (1 to 8 tokens per call, and the remainders of
+/// longer runs), partial panels, and rows several blocks long.
+#[test]
+fn q4k_panels_match_the_file_layout() {
+    let mut rng = StdRng::seed_from_u64(14);
+    let token_counts: Vec<usize> = (1..=13).chain([70]).collect();
+    for (rows, cols) in [(1, 256), (16, 512), (17, 256), (45, 768), (70, 1280)] {
+        if !check_against_the_file_layout(GgmlType::Q4K, rows, cols, &token_counts, &mut rng) {
+            return;
         }
     }
 }
@@ -71,9 +98,9 @@ fn panels_match_the_file_layout() {
 #[test]
 fn a_group_equals_its_parts() {
     let mut rng = StdRng::seed_from_u64(12);
-    let (cols, tokens) = (96, 5);
+    let (cols, tokens) = (256, 5);
     // More parts than one parallel section takes, of every format.
-    let shapes = [(GgmlType::Q4_1, 40), (GgmlType::Q4_1, 7), (GgmlType::Q8_0, 33), (GgmlType::Q4_0, 16), (GgmlType::Q8_0, 1)];
+    let shapes = [(GgmlType::Q4_1, 40), (GgmlType::Q4K, 7), (GgmlType::Q8_0, 33), (GgmlType::Q4_0, 16), (GgmlType::Q8_0, 1), (GgmlType::Q4K, 19)];
     let data: Vec<Vec<u8>> = shapes.iter().map(|&(t, rows)| random_blocks(t, rows, cols, &mut rng)).collect();
     let Some(panels) = shapes
         .iter()
@@ -107,16 +134,16 @@ fn panels_take_only_their_formats() {
 #[test]
 fn every_source_byte_is_reported_copied_once() {
     let mut rng = StdRng::seed_from_u64(13);
-    for rows in [1, 1024, 2100] {
-        let data = random_blocks(GgmlType::Q4_0, rows, 64, &mut rng);
-        let w = MatrixRef::new(RowFormat::Ggml(GgmlType::Q4_0), rows, 64, &data, &[], &[]).unwrap();
+    for (t, rows, cols) in [(GgmlType::Q4_0, 1, 64), (GgmlType::Q4_0, 1024, 64), (GgmlType::Q4_0, 2100, 64), (GgmlType::Q4K, 2100, 256)] {
+        let data = random_blocks(t, rows, cols, &mut rng);
+        let w = MatrixRef::new(RowFormat::Ggml(t), rows, cols, &data, &[], &[]).unwrap();
         let mut ranges = Vec::new();
         if QuantPanels::new(&w, |r| ranges.push(r)).is_none() {
             return;
         }
         let mut next = 0;
         for r in ranges {
-            assert_eq!(r.start, next, "{rows} rows: ranges in order, without gaps or overlaps");
+            assert_eq!(r.start, next, "{t:?}, {rows} rows: ranges in order, without gaps or overlaps");
             next = r.end;
         }
         assert_eq!(next, data.len());

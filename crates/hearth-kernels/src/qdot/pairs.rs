@@ -1,5 +1,5 @@
-//! The Q4_K decode kernel on 512-bit registers: two sub-blocks per step. (The 32-block
-//! formats decode on repacked panels, see [`crate::panels`].)
+//! The Q4_K decode kernel on 512-bit registers for rows in the file's layout: two sub-blocks
+//! per step. (The engine's layers decode on repacked panels, see [`crate::panels`].)
 
 use std::arch::x86_64::*;
 
