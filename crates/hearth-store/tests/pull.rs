@@ -572,15 +572,20 @@ fn an_existing_hugging_face_cache_is_used_in_place() {
     );
 }
 
-#[test]
-fn a_symlink_planted_as_a_partial_download_is_refused() {
+/// A Hub serving `org/tiny`, and the hash naming its weights' blob.
+fn tiny_hub_and_weights_hash() -> (FakeHub, String) {
     let repo = tiny_repo("org/tiny");
     let weights = repo
         .file("model.safetensors")
         .unwrap()
         .hub_hash()
         .to_string();
-    let hub = FakeHub::start(vec![repo]);
+    (FakeHub::start(vec![repo]), weights)
+}
+
+#[test]
+fn a_symlink_planted_as_a_partial_download_is_refused() {
+    let (hub, weights) = tiny_hub_and_weights_hash();
     let home = tempfile::tempdir().unwrap();
     let blobs = repo_dir(home.path(), "org/tiny").join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -604,13 +609,7 @@ fn a_symlink_planted_as_a_partial_download_is_refused() {
 
 #[test]
 fn a_blob_that_is_a_symlink_is_neither_cached_nor_resolved() {
-    let repo = tiny_repo("org/tiny");
-    let weights = repo
-        .file("model.safetensors")
-        .unwrap()
-        .hub_hash()
-        .to_string();
-    let hub = FakeHub::start(vec![repo]);
+    let (hub, weights) = tiny_hub_and_weights_hash();
     let home = tempfile::tempdir().unwrap();
     let store = store(home.path(), config(&hub));
     pull(&store, "org/tiny").0.unwrap();
