@@ -503,16 +503,21 @@ fn rm_refuses_a_model_a_server_holds_and_prune_cleans_up() {
     assert_clean(&store);
 }
 
-#[test]
-fn gguf_repos_need_a_choice_of_quantisation() {
-    let repo = FakeRepo::new(
+/// A GGUF repo with two quantisations of one model.
+fn multi_gguf_repo() -> FakeRepo {
+    FakeRepo::new(
         "org/multi-GGUF",
         vec![
+            FakeFile::in_memory("README.md", b"# GGUF\n"),
             FakeFile::in_memory("m-Q4_K_M.gguf", b"GGUF-a"),
             FakeFile::in_memory("m-Q8_0.gguf", b"GGUF-b"),
         ],
-    );
-    let hub = FakeHub::start(vec![repo]);
+    )
+}
+
+#[test]
+fn gguf_repos_need_a_choice_of_quantisation() {
+    let hub = FakeHub::start(vec![multi_gguf_repo()]);
     let home = tempfile::tempdir().unwrap();
     let store = store(home.path(), config(&hub));
     let e = pull(&store, "org/multi-GGUF").0.unwrap_err().to_string();
@@ -687,15 +692,7 @@ fn onnx_repo() -> FakeRepo {
 
 #[test]
 fn include_and_exclude_globs_choose_the_files() {
-    let multi_gguf = FakeRepo::new(
-        "org/multi-GGUF",
-        vec![
-            FakeFile::in_memory("README.md", b"# GGUF\n"),
-            FakeFile::in_memory("m-Q4_K_M.gguf", b"GGUF-a"),
-            FakeFile::in_memory("m-Q8_0.gguf", b"GGUF-b"),
-        ],
-    );
-    let hub = FakeHub::start(vec![onnx_repo(), multi_gguf]);
+    let hub = FakeHub::start(vec![onnx_repo(), multi_gguf_repo()]);
     let files = |spec, include, exclude| pulled_files(&hub, spec, include, exclude).unwrap();
 
     assert_eq!(files("org/onnx-mix", &[], &[]).len(), 6);
