@@ -39,7 +39,11 @@ pub struct BenchArgs {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// One repetition: (prompt tokens/s, decode tokens/s), both over all `batch` sequences.
@@ -58,7 +62,8 @@ fn run_once(model: &LoadedModel, prompt: &[u32], gen: usize, batch: usize) -> an
     let t1 = Instant::now();
     for _ in 0..gen {
         let next: Vec<u32> = logits.iter().map(|l| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap_or(0) as u32).collect();
-        let mut inputs: Vec<SeqInput> = caches.iter_mut().zip(&next).map(|(cache, t)| SeqInput { tokens: std::slice::from_ref(t), cache }).collect();
+        let mut inputs: Vec<SeqInput> =
+            caches.iter_mut().zip(&next).map(|(cache, t)| SeqInput { tokens: std::slice::from_ref(t), cache }).collect();
         logits = m.forward(&mut inputs, false)?;
     }
     let tg = (batch * gen) as f64 / t1.elapsed().as_secs_f64();

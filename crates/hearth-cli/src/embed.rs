@@ -82,7 +82,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let out = model.embed(&batch, &opts)?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        let data: Vec<_> = out.vectors.iter().enumerate().map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v})).collect();
+        let data: Vec<_> =
+            out.vectors.iter().enumerate().map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v})).collect();
         let usage = json!({"prompt_tokens": out.tokens, "total_tokens": out.tokens});
         writeln!(stdout, "{}", json!({"object": "list", "model": args.model, "data": data, "usage": usage}))?;
     } else {

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use hearth_kb::{answer, eval, Filters, IngestOptions, IngestReport, JobSpec, Kb, LocalEmbedder, Mode, Progress, SearchOptions, TextReranker};
+use hearth_kb::{
+    answer, eval, Filters, IngestOptions, IngestReport, JobSpec, Kb, LocalEmbedder, Mode, Progress, SearchOptions, TextReranker,
+};
 use hearth_tokenizer::RenderOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -44,7 +46,9 @@ enum KbCommand {
     Ask(AskArgs),
     Stats(JsonFlag),
     /// Remove a document by id.
-    Rm { id: String },
+    Rm {
+        id: String,
+    },
     /// Score BM25, vector and hybrid retrieval on a TREC collection (a fresh database).
     Eval(EvalArgs),
 }
@@ -165,7 +169,10 @@ pub fn run(args: KbArgs) -> anyhow::Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
-                println!("{} documents, {} chunks ({} embedded), {} sources, {} bytes of text", stats.documents, stats.chunks, stats.embedded_chunks, stats.sources, stats.bytes);
+                println!(
+                    "{} documents, {} chunks ({} embedded), {} sources, {} bytes of text",
+                    stats.documents, stats.chunks, stats.embedded_chunks, stats.sources, stats.bytes
+                );
                 for (ty, n) in stats.content_types {
                     println!("  {ty}: {n}");
                 }
@@ -216,7 +223,15 @@ fn ingest(kb: &Kb, a: IngestArgs, sync: bool) -> anyhow::Result<()> {
     for (id, report) in &resumed {
         bar.println(format!("resumed job {id}: {}", summary(report)));
     }
-    let options = IngestOptions { tags: a.tags, include: a.include, exclude: a.exclude, embed: !a.no_embed, json_text_field: a.json_text_field, max_bytes: a.max_bytes, ..Default::default() };
+    let options = IngestOptions {
+        tags: a.tags,
+        include: a.include,
+        exclude: a.exclude,
+        embed: !a.no_embed,
+        json_text_field: a.json_text_field,
+        max_bytes: a.max_bytes,
+        ..Default::default()
+    };
     let spec = JobSpec { paths: a.paths, sync, options };
     let (id, report) = kb.run_job(&spec, &|p| show(&bar, p))?;
     bar.finish_and_clear();
@@ -232,7 +247,8 @@ fn ingest(kb: &Kb, a: IngestArgs, sync: bool) -> anyhow::Result<()> {
 }
 
 fn search(kb: &Kb, a: SearchArgs) -> anyhow::Result<()> {
-    let reranker = a.rerank_model.as_deref().map(|m| hearth_embed::Reranker::load(&resolve_model(m)?).map_err(anyhow::Error::from)).transpose()?;
+    let reranker =
+        a.rerank_model.as_deref().map(|m| hearth_embed::Reranker::load(&resolve_model(m)?).map_err(anyhow::Error::from)).transpose()?;
     let opts = SearchOptions {
         mode: a.mode,
         limit: a.limit,
@@ -278,7 +294,11 @@ fn ask(kb: &Kb, a: AskArgs) -> anyhow::Result<()> {
     })?;
     let cited = answer::cite(&answer_text, &prompt.sources);
     if a.json {
-        writeln!(out, "{}", json!({"question": a.question, "answer": answer_text, "citations": cited.citations, "unsupported": cited.unsupported, "invalid_markers": cited.invalid_markers}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"question": a.question, "answer": answer_text, "citations": cited.citations, "unsupported": cited.unsupported, "invalid_markers": cited.invalid_markers})
+        )?;
         return Ok(());
     }
     writeln!(out, "\n")?;
@@ -288,7 +308,15 @@ fn ask(kb: &Kb, a: AskArgs) -> anyhow::Result<()> {
     for c in &cited.citations {
         let page = c.page.map(|p| format!(", page {p}")).unwrap_or_default();
         let how = if c.marked { "" } else { " (quoted, unmarked)" };
-        writeln!(out, "[{}] {} {}{page} bytes {}..{}{how}", c.n, c.title.as_deref().unwrap_or(&c.source), c.section.join(" › "), c.span.start, c.span.end)?;
+        writeln!(
+            out,
+            "[{}] {} {}{page} bytes {}..{}{how}",
+            c.n,
+            c.title.as_deref().unwrap_or(&c.source),
+            c.section.join(" › "),
+            c.span.start,
+            c.span.end
+        )?;
     }
     Ok(())
 }
@@ -323,7 +351,12 @@ fn run_eval(a: &EvalArgs, embedding_model: &str) -> anyhow::Result<()> {
     }
     println!("{:<8} {:>9} {:>7} {:>10}", "mode", "nDCG@10", "MAP", "recall@100");
     for (mode, m) in &metrics {
-        println!("{mode:<8} {:>9.4} {:>7.4} {:>10.4}", m["ndcg_at_10"].as_f64().unwrap_or(0.0), m["map"].as_f64().unwrap_or(0.0), m["recall_at_100"].as_f64().unwrap_or(0.0));
+        println!(
+            "{mode:<8} {:>9.4} {:>7.4} {:>10.4}",
+            m["ndcg_at_10"].as_f64().unwrap_or(0.0),
+            m["map"].as_f64().unwrap_or(0.0),
+            m["recall_at_100"].as_f64().unwrap_or(0.0)
+        );
     }
     for t in &throughput {
         println!("ingest {t}");

@@ -83,8 +83,7 @@ fn open_store(offline: bool) -> anyhow::Result<Store> {
     let mut hub = HubConfig::from_env();
     hub.offline |= offline;
     let home = hearth_engine::paths::hearth_home();
-    Store::open(&home, hub)
-        .with_context(|| format!("opening the model store in {}", home.display()))
+    Store::open(&home, hub).with_context(|| format!("opening the model store in {}", home.display()))
 }
 
 pub fn run(cmd: StoreCommand) -> anyhow::Result<()> {
@@ -113,9 +112,7 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
     req.exclude = args.exclude;
     let store = open_store(args.offline)?;
     let record = if args.json {
-        store.pull(&req, &|e| {
-            println!("{}", serde_json::to_string(&e).expect("events serialise"))
-        })?
+        store.pull(&req, &|e| println!("{}", serde_json::to_string(&e).expect("events serialise")))?
     } else {
         pull_with_progress(&store, &req)?
     };
@@ -128,35 +125,20 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
 /// Pulls with a progress bar on a terminal (indicatif hides it otherwise) and a line per step.
 fn pull_with_progress(store: &Store, req: &PullRequest) -> anyhow::Result<ModelRecord> {
     let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     let done_per_file = Mutex::new(HashMap::<String, u64>::new());
     let record = store.pull(req, &|event| match event {
         PullEvent::Waiting { repo } => bar.println(format!("waiting for another pull of {repo}")),
-        PullEvent::Resolved {
-            repo,
-            commit,
-            files,
-            total_bytes,
-            ..
-        } => {
-            bar.println(format!(
-                "pulling {repo} at {} ({files} files, {})",
-                &commit[..12],
-                human_bytes(total_bytes)
-            ));
+        PullEvent::Resolved { repo, commit, files, total_bytes, .. } => {
+            bar.println(format!("pulling {repo} at {} ({files} files, {})", &commit[..12], human_bytes(total_bytes)));
             bar.set_length(total_bytes);
             bar.set_message(repo);
         }
         PullEvent::FileCached { file } => {
-            done_per_file
-                .lock()
-                .expect("progress lock")
-                .insert(file, u64::MAX);
+            done_per_file.lock().expect("progress lock").insert(file, u64::MAX);
         }
         PullEvent::Progress { file, done, .. } => {
             let mut map = done_per_file.lock().expect("progress lock");
@@ -187,9 +169,7 @@ pub(crate) fn human_bytes(n: u64) -> String {
 
 fn ago(unix: Option<i64>) -> String {
     let Some(t) = unix else { return "never".into() };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let secs = (now - t).max(0);
     match secs {
         0..60 => format!("{secs}s ago"),
@@ -201,27 +181,14 @@ fn ago(unix: Option<i64>) -> String {
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
     if args.catalogue {
-        println!(
-            "{:<18} {:<10} {:>7}  {:<48} DESCRIPTION",
-            "ALIAS", "USE", "MEMORY", "MODEL"
-        );
+        println!("{:<18} {:<10} {:>7}  {:<48} DESCRIPTION", "ALIAS", "USE", "MEMORY", "MODEL");
         for e in CATALOGUE {
-            println!(
-                "{:<18} {:<10} {:>5}GB  {:<48} {}",
-                e.alias,
-                e.use_case.as_str(),
-                e.memory_gb,
-                e.spec,
-                e.description
-            );
+            println!("{:<18} {:<10} {:>5}GB  {:<48} {}", e.alias, e.use_case.as_str(), e.memory_gb, e.spec, e.description);
         }
         return Ok(());
     }
     let models = open_store(false)?.list()?;
-    println!(
-        "{:<52} {:>9}  {:<12} {:<10} LAST USED",
-        "NAME", "SIZE", "FORMAT", "QUANT"
-    );
+    println!("{:<52} {:>9}  {:<12} {:<10} LAST USED", "NAME", "SIZE", "FORMAT", "QUANT");
     for m in models {
         println!(
             "{:<52} {:>9}  {:<12} {:<10} {}",
@@ -237,23 +204,15 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
 
 fn show(args: ShowArgs) -> anyhow::Result<()> {
     let store = open_store(false)?;
-    let found = store
-        .resolve(&args.model)?
-        .ok_or_else(|| hearth_store::StoreError::NotFound(args.model.clone()))?;
+    let found = store.resolve(&args.model)?.ok_or_else(|| hearth_store::StoreError::NotFound(args.model.clone()))?;
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     println!("path:          {}", found.path.display());
     if let Some(m) = &found.record {
         println!("name:          {}", m.name);
         println!("repo:          {} @ {} ({})", m.repo, m.revision, m.commit);
         println!("format:        {}", m.format);
-        println!(
-            "architecture:  {}",
-            m.architecture.as_deref().unwrap_or("-")
-        );
-        println!(
-            "quantisation:  {}",
-            m.quantization.as_deref().unwrap_or("-")
-        );
+        println!("architecture:  {}", m.architecture.as_deref().unwrap_or("-"));
+        println!("quantisation:  {}", m.quantization.as_deref().unwrap_or("-"));
         println!("parameters:    {}", opt(m.parameter_count));
         println!("context:       {}", opt(m.context_length));
         if let Some(dim) = m.embedding_dim {
@@ -263,10 +222,7 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
             println!("embedding:     {pooling} pooling, at most {max} tokens");
         }
         println!("size:          {}", human_bytes(m.size_bytes));
-        println!(
-            "memory:        {} recommended",
-            human_bytes(m.recommended_memory_bytes)
-        );
+        println!("memory:        {} recommended", human_bytes(m.recommended_memory_bytes));
         println!("source:        {}", m.source.as_str());
         println!("last used:     {}", ago(m.last_used_at));
         println!("files:");
@@ -292,16 +248,9 @@ fn verify() -> anyhow::Result<()> {
     for p in &report.problems {
         eprintln!("corrupt: {p}");
     }
-    println!(
-        "checked {} files ({})",
-        report.files_checked,
-        human_bytes(report.bytes_checked)
-    );
+    println!("checked {} files ({})", report.files_checked, human_bytes(report.bytes_checked));
     if !report.problems.is_empty() {
-        bail!(
-            "{} problems found; `hearth rm` the affected models and pull them again",
-            report.problems.len()
-        );
+        bail!("{} problems found; `hearth rm` the affected models and pull them again", report.problems.len());
     }
     println!("no corruption");
     Ok(())
@@ -342,8 +291,7 @@ pub fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
         Ok(path) => return Ok(path),
         Err(e) => e,
     };
-    let from_hub = hearth_store::catalogue::lookup(spec).is_some()
-        || (spec.contains('/') && ModelSpec::parse(spec).is_ok());
+    let from_hub = hearth_store::catalogue::lookup(spec).is_some() || (spec.contains('/') && ModelSpec::parse(spec).is_ok());
     if !from_hub || store.hub_config().offline {
         return Err(missing.into());
     }

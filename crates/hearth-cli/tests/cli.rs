@@ -14,11 +14,7 @@ fn hearth() -> Command {
 
 #[test]
 fn generate_streams_text_then_prints_speed_and_memory() {
-    let out = hearth()
-        .args(["generate", "--max-tokens", "6", "--prompt", "Hello", "--model"])
-        .arg(tiny_gguf())
-        .output()
-        .unwrap();
+    let out = hearth().args(["generate", "--max-tokens", "6", "--prompt", "Hello", "--model"]).arg(tiny_gguf()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for figure in ["Prompt:", "tokens-per-sec", "Generation: 6 tokens", "Peak memory:"] {
@@ -49,10 +45,7 @@ fn chat_keeps_the_conversation_across_turns() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let cached: Vec<usize> = stderr
-        .lines()
-        .filter_map(|l| l.split_once(" tokens (")?.1.split_once(" cached")?.0.parse().ok())
-        .collect();
+    let cached: Vec<usize> = stderr.lines().filter_map(|l| l.split_once(" tokens (")?.1.split_once(" cached")?.0.parse().ok()).collect();
     assert_eq!(cached.len(), 2, "{stderr}");
     assert_eq!(cached[0], 0);
     assert!(cached[1] > 10, "the second turn re-used only {} cached tokens", cached[1]);

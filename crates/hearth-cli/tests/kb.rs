@@ -28,18 +28,22 @@ fn ingest_search_and_ask_with_citations() {
     std::fs::create_dir_all(&docs).unwrap();
     // Multibyte characters before the keeper's chunk make its character and byte spans differ.
     std::fs::write(docs.join("lighthouse.md"), "# Lighthouses\n\nThe Alexandria lighthouse — the Φάρος — was one of the seven wonders of the ancient world.\n\n## Keepers\n\nThe keeper of the Skerry lighthouse was named Agnes Morrow.\n").unwrap();
-    std::fs::write(docs.join("tea.txt"), "Green tea is made from unoxidised leaves.\n\nBlack tea leaves are fully oxidised before drying.").unwrap();
+    std::fs::write(docs.join("tea.txt"), "Green tea is made from unoxidised leaves.\n\nBlack tea leaves are fully oxidised before drying.")
+        .unwrap();
     std::fs::write(docs.join("big.txt"), "Elephants never forget. ".repeat(100)).unwrap();
     let db = dir.path().join("kb.sqlite");
 
-    let report: Value = serde_json::from_str(&ok(hearth(&db).args(["ingest", "--json", "--tag", "t", "--max-bytes", "1000"]).arg(&docs))).unwrap();
+    let report: Value =
+        serde_json::from_str(&ok(hearth(&db).args(["ingest", "--json", "--tag", "t", "--max-bytes", "1000"]).arg(&docs))).unwrap();
     assert_eq!(report["report"]["documents"], 2, "{report}");
     let errors = report["report"]["errors"].as_array().unwrap();
     assert!(errors.len() == 1 && errors[0]["message"] == "2400 bytes is over the 1000-byte limit", "{report}");
     let stats: Value = serde_json::from_str(&ok(hearth(&db).args(["stats", "--json"]))).unwrap();
     assert_eq!(stats["documents"], 2);
 
-    let search = |args: &[&str]| -> Value { serde_json::from_str(&ok(hearth(&db).args(["search", "--json"]).args(args).arg("keeper of the lighthouse"))).unwrap() };
+    let search = |args: &[&str]| -> Value {
+        serde_json::from_str(&ok(hearth(&db).args(["search", "--json"]).args(args).arg("keeper of the lighthouse"))).unwrap()
+    };
     let found = search(&["--mode", "bm25"]);
     let first = &found["results"][0];
     let text = first["chunk"]["text"].as_str().unwrap();
@@ -53,9 +57,21 @@ fn ingest_search_and_ask_with_citations() {
     let ids = |v: &Value| v["results"].as_array().unwrap().iter().map(|r| r["chunk"]["id"].clone()).collect::<Vec<_>>();
     assert_eq!(ids(&search(&["--mode", "hybrid", "--bm25-weight", "1", "--vector-weight", "0", "--limit", "2"])), ids(&found)[..2]);
     let out = hearth(&db).args(["search", "--vector-weight=-1", "tea"]).output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("the vector weight must be a number of at least 0, got -1"), "{out:?}");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("the vector weight must be a number of at least 0, got -1"),
+        "{out:?}"
+    );
 
-    let answer: Value = serde_json::from_str(&ok(hearth(&db).args(["ask", "--json", "--max-tokens", "40", "--sources", "3", "Who was the keeper of the Skerry lighthouse?"]))).unwrap();
+    let answer: Value = serde_json::from_str(&ok(hearth(&db).args([
+        "ask",
+        "--json",
+        "--max-tokens",
+        "40",
+        "--sources",
+        "3",
+        "Who was the keeper of the Skerry lighthouse?",
+    ])))
+    .unwrap();
     let citations = answer["citations"].as_array().unwrap();
     assert!(!citations.is_empty() && answer["unsupported"] == false, "{answer}");
     for c in citations {
@@ -89,8 +105,10 @@ fn sigkill_during_ingestion_never_leaves_half_indexed_documents() {
     // Every round revises every file, so each run has a full ingest to be killed in.
     let revise = |round: usize| {
         for i in 0..400 {
-            let paragraphs: Vec<String> = (0..4).map(|p| format!("Document {i} paragraph {p} talks about topic {} and item {}.", i % 17, (i * 7 + p) % 31)).collect();
-            std::fs::write(docs.join(format!("doc{i:03}.md")), format!("# Title {i}\n\nRevision {round}.\n\n{}", paragraphs.join("\n\n"))).unwrap();
+            let paragraphs: Vec<String> =
+                (0..4).map(|p| format!("Document {i} paragraph {p} talks about topic {} and item {}.", i % 17, (i * 7 + p) % 31)).collect();
+            std::fs::write(docs.join(format!("doc{i:03}.md")), format!("# Title {i}\n\nRevision {round}.\n\n{}", paragraphs.join("\n\n")))
+                .unwrap();
         }
     };
     let db = dir.path().join("kb.sqlite");
@@ -104,7 +122,8 @@ fn sigkill_during_ingestion_never_leaves_half_indexed_documents() {
         // Half the runs die at a random moment, often before their first write (loading the
         // model, extracting); the others as soon as the round's first batch is written.
         let at_first_write = rng.random_bool(0.5);
-        let deadline = Instant::now() + if at_first_write { Duration::from_secs(120) } else { Duration::from_millis(rng.random_range(100..1500)) };
+        let deadline =
+            Instant::now() + if at_first_write { Duration::from_secs(120) } else { Duration::from_millis(rng.random_range(100..1500)) };
         while Instant::now() < deadline && child.try_wait().unwrap().is_none() && !(at_first_write && at_revision(&watcher, round) > 0) {
             std::thread::sleep(Duration::from_millis(5));
         }

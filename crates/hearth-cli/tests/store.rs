@@ -20,11 +20,7 @@ fn real_repos() -> Vec<FakeRepo> {
             let gguf = smollm2_gguf_repo().expect("run scripts/fetch-test-models.sh");
             // The name users type, served as the GGUF (this fake Hub has no safetensors SmolLM2).
             let plain = FakeRepo::new("HuggingFaceTB/SmolLM2-135M-Instruct", gguf.files.clone());
-            vec![
-                gguf,
-                plain,
-                minilm_repo().expect("run scripts/fetch-test-models.sh"),
-            ]
+            vec![gguf, plain, minilm_repo().expect("run scripts/fetch-test-models.sh")]
         })
         .clone()
 }
@@ -49,12 +45,7 @@ fn run(cmd: &mut Command) -> Output {
 
 fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -66,12 +57,7 @@ fn fails(cmd: &mut Command) -> String {
 
 /// Starts `hearth pull --json ...`; its events arrive on the receiver as they are printed.
 fn spawn_json_pull(cmd: &mut Command) -> (Child, mpsc::Receiver<Value>) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -109,15 +95,7 @@ fn wait_for_last_file(events: &mpsc::Receiver<Value>) {
 }
 
 fn event_kinds(json_lines: &str) -> Vec<String> {
-    json_lines
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
+    json_lines.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -127,33 +105,21 @@ fn pull_list_show_then_generate_offline_with_the_hub_stopped() {
     let (h, url) = (home.path(), hub.endpoint());
 
     let path = ok(hearth(h, &url).args(["pull", "HuggingFaceTB/SmolLM2-135M-Instruct"]));
-    assert!(
-        path.trim().ends_with("SmolLM2-135M-Instruct-Q4_1.gguf"),
-        "{path}"
-    );
+    assert!(path.trim().ends_with("SmolLM2-135M-Instruct-Q4_1.gguf"), "{path}");
     ok(hearth(h, &url).args(["pull", "minilm"]));
     let events = ok(hearth(h, &url).args(["pull", "--json", "smollm2"]));
     let kinds = event_kinds(&events);
-    assert_eq!(
-        kinds.first().map(String::as_str),
-        Some("resolved"),
-        "{events}"
-    );
+    assert_eq!(kinds.first().map(String::as_str), Some("resolved"), "{events}");
     assert_eq!(kinds.last().map(String::as_str), Some("done"), "{events}");
     assert!(kinds.contains(&"file_verified".to_string()), "{events}");
 
     let list = ok(hearth(h, &url).arg("list"));
-    for name in [
-        "HuggingFaceTB/SmolLM2-135M-Instruct ",
-        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1",
-        "sentence-transformers/all-MiniLM-L6-v2",
-    ] {
+    for name in
+        ["HuggingFaceTB/SmolLM2-135M-Instruct ", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1", "sentence-transformers/all-MiniLM-L6-v2"]
+    {
         assert!(list.contains(name), "{name} missing from\n{list}");
     }
-    assert!(
-        list.contains("gguf") && list.contains("Q4_1") && list.contains("safetensors"),
-        "{list}"
-    );
+    assert!(list.contains("gguf") && list.contains("Q4_1") && list.contains("safetensors"), "{list}");
     let show = ok(hearth(h, &url).args(["show", "minilm"]));
     assert!(
         show.contains("embedding dim: 384")
@@ -163,21 +129,10 @@ fn pull_list_show_then_generate_offline_with_the_hub_stopped() {
         "{show}"
     );
     let show = ok(hearth(h, &url).args(["show", "smollm2"]));
-    assert!(
-        show.contains("quantisation:  Q4_1")
-            && show.contains("context:       8192")
-            && show.contains("im_start"),
-        "{show}"
-    );
-    assert!(
-        !ok(hearth(h, &url).arg("list")).contains(" ago"),
-        "showing a model does not mark it used"
-    );
+    assert!(show.contains("quantisation:  Q4_1") && show.contains("context:       8192") && show.contains("im_start"), "{show}");
+    assert!(!ok(hearth(h, &url).arg("list")).contains(" ago"), "showing a model does not mark it used");
     let catalogue = ok(hearth(h, &url).args(["list", "--catalogue"]));
-    assert!(
-        catalogue.contains("mlx-community/Qwen2.5-7B-Instruct-4bit"),
-        "{catalogue}"
-    );
+    assert!(catalogue.contains("mlx-community/Qwen2.5-7B-Instruct-4bit"), "{catalogue}");
 
     hub.stop();
     let started = Instant::now();
@@ -190,23 +145,13 @@ fn pull_list_show_then_generate_offline_with_the_hub_stopped() {
         "--prompt",
         "Hi",
     ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!out.stdout.is_empty());
     assert!(started.elapsed() < Duration::from_secs(30));
     ok(hearth(h, &url).args(["pull", "--offline", "minilm"]));
     let e = fails(hearth(h, &url).args(["pull", "--offline", "qwen2.5-7b"]));
-    assert!(
-        e.contains("offline") && e.contains("not completely in the cache"),
-        "{e}"
-    );
-    assert!(
-        ok(hearth(h, &url).arg("list")).contains("s ago"),
-        "generate marks the model used"
-    );
+    assert!(e.contains("offline") && e.contains("not completely in the cache"), "{e}");
+    assert!(ok(hearth(h, &url).arg("list")).contains("s ago"), "generate marks the model used");
 }
 
 #[test]
@@ -217,28 +162,14 @@ fn bad_names_and_hub_errors_are_clear() {
     for (args, expected) in [
         (vec!["pull", "../../etc/passwd"], "invalid repo id"),
         (vec!["pull", "/abs/path"], "invalid repo id"),
-        (
-            vec!["pull", "org/name", "--revision", "../x"],
-            "invalid revision",
-        ),
+        (vec!["pull", "org/name", "--revision", "../x"], "invalid revision"),
         (vec!["pull", "org/missing"], "not found on the Hub (404)"),
-        (
-            vec![
-                "pull",
-                "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
-                "--quant",
-                "Q9_9",
-            ],
-            "no GGUF file",
-        ),
+        (vec!["pull", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", "--quant", "Q9_9"], "no GGUF file"),
         (vec!["show", "org/missing"], "no such model"),
         (vec!["rm", "org/missing"], "no such model"),
     ] {
         let e = fails(hearth(h, &url).args(&args));
-        assert!(
-            e.contains(expected),
-            "{args:?}: expected {expected:?} in {e}"
-        );
+        assert!(e.contains(expected), "{args:?}: expected {expected:?} in {e}");
     }
 }
 
@@ -253,12 +184,8 @@ fn rm_refuses_while_a_server_holds_the_model() {
     let record = store.get("smollm2").unwrap().unwrap();
     let guard = store.hold(&record).unwrap();
     let e = fails(hearth(h, &url).args(["rm", "smollm2"]));
-    assert!(
-        e.contains("loaded by a running server") && e.contains("--force"),
-        "{e}"
-    );
-    assert!(ok(hearth(h, &url).args(["rm", "--force", "smollm2"]))
-        .contains("removed HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1"));
+    assert!(e.contains("loaded by a running server") && e.contains("--force"), "{e}");
+    assert!(ok(hearth(h, &url).args(["rm", "--force", "smollm2"])).contains("removed HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1"));
     drop(guard);
     assert!(!record.path.exists());
     ok(hearth(h, &url).args(["cache", "verify"]));
@@ -275,9 +202,8 @@ fn sigkill_at_random_moments_never_corrupts_the_cache() {
     hub.throttle(45_000_000);
     let home = tempfile::tempdir().unwrap();
     let (h, url) = (home.path(), hub.endpoint());
-    let manifest = h
-        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/manifests")
-        .join(format!("{}.json", minilm_repo().unwrap().commit));
+    let manifest =
+        h.join("hub/models--sentence-transformers--all-MiniLM-L6-v2/manifests").join(format!("{}.json", minilm_repo().unwrap().commit));
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let (mut kills, mut late_kills, mut completed) = (0, 0, 0);
     // Bounded: pulls that finish before their kill do not count, so allow some spare rounds.
@@ -285,8 +211,7 @@ fn sigkill_at_random_moments_never_corrupts_the_cache() {
         if kills == 24 {
             break;
         }
-        let (mut child, events) =
-            spawn_json_pull(hearth(h, &url).args(["pull", "--json", "minilm"]));
+        let (mut child, events) = spawn_json_pull(hearth(h, &url).args(["pull", "--json", "minilm"]));
         let late = round % 3 == 2;
         if late {
             wait_for_last_file(&events);
@@ -318,20 +243,12 @@ fn sigkill_at_random_moments_never_corrupts_the_cache() {
             ok(hearth(h, &url).args(["rm", "--force", "minilm"]));
         }
         // A model that shows is complete: published by its manifest, and not corrupt.
-        let shown = run(hearth(h, &url).args(["show", "minilm"]))
-            .status
-            .success();
-        assert!(
-            !shown || manifest.exists(),
-            "round {round}: the model shows without its manifest"
-        );
+        let shown = run(hearth(h, &url).args(["show", "minilm"])).status.success();
+        assert!(!shown || manifest.exists(), "round {round}: the model shows without its manifest");
         let verify = ok(hearth(h, &url).args(["cache", "verify"]));
         assert!(verify.contains("no corruption"), "{verify}");
     }
-    assert!(
-        kills >= 20 && late_kills >= 3,
-        "only {kills} kills, {late_kills} late ({completed} pulls finished first)"
-    );
+    assert!(kills >= 20 && late_kills >= 3, "only {kills} kills, {late_kills} late ({completed} pulls finished first)");
     hub.throttle(0);
     let path = ok(hearth(h, &url).args(["pull", "minilm"]));
     assert!(Path::new(path.trim()).join("model.safetensors").is_file());
@@ -347,17 +264,12 @@ fn two_processes_pulling_one_model_both_succeed() {
     hub.throttle(45_000_000);
     let home = tempfile::tempdir().unwrap();
     let (h, url) = (home.path(), hub.endpoint());
-    let (mut first, first_events) =
-        spawn_json_pull(hearth(h, &url).args(["pull", "--json", "minilm"]));
+    let (mut first, first_events) = spawn_json_pull(hearth(h, &url).args(["pull", "--json", "minilm"]));
     // The lock is taken before the Hub is asked, so it is held from here.
     wait_for_event(&first_events, "resolved");
     let second = event_kinds(&ok(hearth(h, &url).args(["pull", "--json", "minilm"])));
     assert!(first.wait().unwrap().success(), "the first pull failed");
-    assert_eq!(
-        second.first().map(String::as_str),
-        Some("waiting"),
-        "{second:?}"
-    );
+    assert_eq!(second.first().map(String::as_str), Some("waiting"), "{second:?}");
     assert!(
         !second.iter().any(|k| k == "file_started") && second.contains(&"file_cached".into()),
         "the second pull finds the first one's files: {second:?}"
@@ -371,10 +283,7 @@ fn two_processes_pulling_one_model_both_succeed() {
 fn small_repos() -> Vec<FakeRepo> {
     let files = |hidden: &str| {
         vec![
-            FakeFile::in_memory(
-                "config.json",
-                format!(r#"{{"architectures":["BertModel"],"hidden_size":{hidden}}}"#).as_bytes(),
-            ),
+            FakeFile::in_memory("config.json", format!(r#"{{"architectures":["BertModel"],"hidden_size":{hidden}}}"#).as_bytes()),
             FakeFile::in_memory("model.onnx", hidden.as_bytes()),
             FakeFile::in_memory("onnx/model.onnx", b"onnx"),
             FakeFile::in_memory("tokenizer.json", b"{}"),
@@ -402,19 +311,11 @@ fn include_and_exclude_flags_choose_the_files() {
     let hub = FakeHub::start(small_repos());
     let url = hub.endpoint();
     for (flags, expected) in [
-        (
-            vec!["--include", "*.json"],
-            vec!["config.json", "tokenizer.json"],
-        ),
-        (
-            vec!["--exclude", "onnx/**"],
-            vec!["config.json", "model.onnx", "tokenizer.json"],
-        ),
+        (vec!["--include", "*.json"], vec!["config.json", "tokenizer.json"]),
+        (vec!["--exclude", "onnx/**"], vec!["config.json", "model.onnx", "tokenizer.json"]),
     ] {
         let home = tempfile::tempdir().unwrap();
-        ok(hearth(home.path(), &url)
-            .args(["pull", "org/small"])
-            .args(&flags));
+        ok(hearth(home.path(), &url).args(["pull", "org/small"]).args(&flags));
         let show = ok(hearth(home.path(), &url).args(["show", "org/small"]));
         assert_eq!(shown_files(&show), expected, "{flags:?}: {show}");
     }
@@ -431,26 +332,15 @@ fn tags_and_commits_pull_and_show_offline() {
     let path = ok(hearth(h, &url).args(["pull", "org/small", "--revision", "v1.0"]));
     assert!(path.trim().ends_with(&v1.commit), "{path}");
     let refs = h.join("hub/models--org--small/refs");
-    assert_eq!(
-        std::fs::read_to_string(refs.join("v1.0")).unwrap(),
-        v1.commit
-    );
+    assert_eq!(std::fs::read_to_string(refs.join("v1.0")).unwrap(), v1.commit);
     let path = ok(hearth(h, &url).args(["pull", &format!("org/small@{}", main.commit)]));
     assert!(path.trim().ends_with(&main.commit), "{path}");
     assert!(!refs.join("main").exists(), "a commit pull writes no ref");
 
     hub.stop();
-    let show = ok(hearth(h, &url)
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["show", "org/small@v1.0"]));
-    assert!(
-        show.contains(&format!("org/small @ v1.0 ({})", v1.commit))
-            && show.contains(r#""hidden_size":16"#),
-        "{show}"
-    );
-    let show = ok(hearth(h, &url)
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["show", &format!("org/small@{}", main.commit)]));
+    let show = ok(hearth(h, &url).env("HF_HUB_OFFLINE", "1").args(["show", "org/small@v1.0"]));
+    assert!(show.contains(&format!("org/small @ v1.0 ({})", v1.commit)) && show.contains(r#""hidden_size":16"#), "{show}");
+    let show = ok(hearth(h, &url).env("HF_HUB_OFFLINE", "1").args(["show", &format!("org/small@{}", main.commit)]));
     assert!(show.contains(r#""hidden_size":8"#), "{show}");
     ok(hearth(h, &url).args(["pull", "--offline", "org/small@v1.0"]));
 }
@@ -464,19 +354,10 @@ fn hf_token_from_the_environment_or_the_token_file() {
     let h = home.path();
 
     let e = fails(hearth(h, &url).args(["pull", "org/gated"]));
-    assert!(
-        e.contains("access denied (401)") && e.contains("HF_TOKEN"),
-        "{e}"
-    );
-    let e = fails(
-        hearth(h, &url)
-            .env("HF_TOKEN", "hf_wrong")
-            .args(["pull", "org/gated"]),
-    );
+    assert!(e.contains("access denied (401)") && e.contains("HF_TOKEN"), "{e}");
+    let e = fails(hearth(h, &url).env("HF_TOKEN", "hf_wrong").args(["pull", "org/gated"]));
     assert!(e.contains("access denied (401)"), "{e}");
-    ok(hearth(h, &url)
-        .env("HF_TOKEN", "hf_secret")
-        .args(["pull", "org/gated"]));
+    ok(hearth(h, &url).env("HF_TOKEN", "hf_secret").args(["pull", "org/gated"]));
 
     // `huggingface-cli login`'s token file under HF_HOME, in a fresh store.
     let home = tempfile::tempdir().unwrap();

@@ -62,7 +62,13 @@ pub fn chunk(doc: &Document, opts: &ChunkOptions, count_tokens: &dyn Fn(&str) ->
                 end = piece.span.end;
                 next += 1;
             }
-            chunks.push(Chunk { index: chunks.len(), text: text[start..end].to_string(), section: section.path.clone(), page: section.page, span: start..end });
+            chunks.push(Chunk {
+                index: chunks.len(),
+                text: text[start..end].to_string(),
+                section: section.path.clone(),
+                page: section.page,
+                span: start..end,
+            });
             previous = Some(start..end);
         }
     }
@@ -91,7 +97,11 @@ fn pieces(text: &str, section: Range<usize>, max_tokens: usize, count_tokens: &d
                 pieces.push(Piece { span: sentence, tokens });
                 continue;
             }
-            pieces.extend(split(text, sentence, Boundary::Word).into_iter().map(|word| Piece { tokens: count_tokens(&text[word.clone()]), span: word }));
+            pieces.extend(
+                split(text, sentence, Boundary::Word)
+                    .into_iter()
+                    .map(|word| Piece { tokens: count_tokens(&text[word.clone()]), span: word }),
+            );
         }
     }
     pieces
@@ -105,7 +115,8 @@ fn overlap(text: &str, previous: Range<usize>, budget: usize, count_tokens: &dyn
     }
     let sentences = split(text, previous, Boundary::Sentence);
     let last_sentence = sentences.last()?.clone();
-    trailing(text, &sentences, budget, count_tokens).or_else(|| trailing(text, &split(text, last_sentence, Boundary::Word), budget, count_tokens))
+    trailing(text, &sentences, budget, count_tokens)
+        .or_else(|| trailing(text, &split(text, last_sentence, Boundary::Word), budget, count_tokens))
 }
 
 /// The longest run of `parts` ending with the last one whose counts add up to at most `budget`.

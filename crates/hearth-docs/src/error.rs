@@ -25,7 +25,9 @@ pub enum DocError {
     Parse { format: &'static str, message: String },
     #[error("{format} parsing timed out after {timeout:?}")]
     Timeout { format: &'static str, timeout: Duration },
-    #[error("{format} parsing refused: {stuck} parsers that timed out on earlier files are still running (restart the process to reclaim them)")]
+    #[error(
+        "{format} parsing refused: {stuck} parsers that timed out on earlier files are still running (restart the process to reclaim them)"
+    )]
     ParsersStuck { format: &'static str, stuck: usize },
     /// One record of a file that holds many (a JSON array item, a JSONL line) is bad.
     #[error("{record}: {message}")]

@@ -42,7 +42,8 @@ pub fn walk(root: &Path, include: &[String], exclude: &[String]) -> Result<Vec<P
 }
 
 fn glob_set(patterns: &[String]) -> Result<GlobSet> {
-    let invalid = |pattern: &str, error: globset::Error| DocError::InvalidGlob { pattern: pattern.to_string(), message: error.kind().to_string() };
+    let invalid =
+        |pattern: &str, error: globset::Error| DocError::InvalidGlob { pattern: pattern.to_string(), message: error.kind().to_string() };
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
         builder.add(Glob::new(pattern).map_err(|error| invalid(pattern, error))?);

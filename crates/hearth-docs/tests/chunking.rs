@@ -61,7 +61,11 @@ fn chunks_never_cross_sections() {
     let summary: Vec<_> = chunks.iter().map(|c| (c.section.join("/"), c.text.as_str())).collect();
     assert_eq!(
         summary,
-        [("A".to_string(), "A\n\nalpha beta gamma."), ("A/B".to_string(), "B\n\ndelta epsilon."), ("C".to_string(), "C\n\nzeta eta theta iota kappa.")]
+        [
+            ("A".to_string(), "A\n\nalpha beta gamma."),
+            ("A/B".to_string(), "B\n\ndelta epsilon."),
+            ("C".to_string(), "C\n\nzeta eta theta iota kappa.")
+        ]
     );
 }
 

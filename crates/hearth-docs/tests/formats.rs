@@ -33,7 +33,14 @@ fn assert_sections_cover_text(doc: &Document) {
 
 #[test]
 fn content_types_come_from_extensions_and_names() {
-    for (name, expected) in [("a.TXT", ContentType::Text), ("b.md", ContentType::Markdown), ("c.htm", ContentType::Html), ("d.pdf", ContentType::Pdf), ("e.docx", ContentType::Docx), ("f.jsonl", ContentType::Json)] {
+    for (name, expected) in [
+        ("a.TXT", ContentType::Text),
+        ("b.md", ContentType::Markdown),
+        ("c.htm", ContentType::Html),
+        ("d.pdf", ContentType::Pdf),
+        ("e.docx", ContentType::Docx),
+        ("f.jsonl", ContentType::Json),
+    ] {
         assert_eq!(ContentType::from_path(Path::new(name)), Some(expected), "{name}");
     }
     assert_eq!(ContentType::from_path(Path::new("g.xyz")), None);
@@ -106,7 +113,12 @@ brew install hearth
 
 #[test]
 fn markdown_front_matter_title_wins() {
-    let doc = &extract_bytes(b"---\ntitle: \"The Guide\"\nauthor: me\n---\n\n# Heading\n\nBody.\n", ContentType::Markdown, &ExtractOptions::default()).unwrap()[0];
+    let doc = &extract_bytes(
+        b"---\ntitle: \"The Guide\"\nauthor: me\n---\n\n# Heading\n\nBody.\n",
+        ContentType::Markdown,
+        &ExtractOptions::default(),
+    )
+    .unwrap()[0];
     assert_eq!(doc.title.as_deref(), Some("The Guide"));
     assert_eq!(doc.text, "Heading\n\nBody.");
 }
@@ -144,7 +156,11 @@ fn html_keeps_main_content_without_boilerplate() {
         sections(&doc),
         vec![
             (vec!["Getting started"], None, "Getting started\n\nHearth runs models locally — no cloud."),
-            (vec!["Getting started", "Install"], None, "Install\n\nDownload\n\nRun\n\nline one\n  indented line\n\nFlag | Meaning\n\n-v | verbose"),
+            (
+                vec!["Getting started", "Install"],
+                None,
+                "Install\n\nDownload\n\nRun\n\nline one\n  indented line\n\nFlag | Meaning\n\n-v | verbose"
+            ),
             (vec!["Getting started", "Configure"], None, "Configure\n\nPlain div text\nafter a break"),
         ]
     );
@@ -243,7 +259,11 @@ fn docx_runs_tabs_breaks_styles_and_core_title() {
     let styles = r#"<w:styles xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">
 <w:style w:type="paragraph" w:styleId="berschrift1"><w:name w:val="heading 1"/></w:style></w:styles>"#;
     let core = r#"<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Handbuch</dc:title></cp:coreProperties>"#;
-    let docx = common::zip(&[("word/document.xml", document.as_bytes()), ("word/styles.xml", styles.as_bytes()), ("docProps/core.xml", core.as_bytes())]);
+    let docx = common::zip(&[
+        ("word/document.xml", document.as_bytes()),
+        ("word/styles.xml", styles.as_bytes()),
+        ("docProps/core.xml", core.as_bytes()),
+    ]);
     let doc = &extract_bytes(&docx, ContentType::Docx, &ExtractOptions::default()).unwrap()[0];
     assert_eq!(doc.title.as_deref(), Some("Handbuch"));
     assert_eq!(sections(doc), vec![(vec!["Einleitung"], None, "Einleitung\n\nName\tWert\nzweite Zeile!")]);
@@ -254,11 +274,19 @@ fn json_object_array_and_lines() {
     let dir = tempfile::tempdir().unwrap();
     let opts = ExtractOptions::default();
 
-    let object = extract_file(&common::write(dir.path(), "one.json", r#"{"title": "Solo", "text": "Alone.\n\nTwo paragraphs."}"#), &opts).unwrap();
+    let object =
+        extract_file(&common::write(dir.path(), "one.json", r#"{"title": "Solo", "text": "Alone.\n\nTwo paragraphs."}"#), &opts).unwrap();
     assert_eq!(object.len(), 1);
-    assert_eq!((object[0].key.as_deref(), object[0].title.as_deref(), object[0].text.as_str()), (None, Some("Solo"), "Alone.\n\nTwo paragraphs."));
+    assert_eq!(
+        (object[0].key.as_deref(), object[0].title.as_deref(), object[0].text.as_str()),
+        (None, Some("Solo"), "Alone.\n\nTwo paragraphs.")
+    );
 
-    let array = extract_file(&common::write(dir.path(), "many.json", r#"[{"id": 7, "text": "Seven"}, {"text": "Unnamed", "title": "Second"}]"#), &opts).unwrap();
+    let array = extract_file(
+        &common::write(dir.path(), "many.json", r#"[{"id": 7, "text": "Seven"}, {"text": "Unnamed", "title": "Second"}]"#),
+        &opts,
+    )
+    .unwrap();
     let summary: Vec<_> = array.iter().map(|d| (d.key.as_deref(), d.title.as_deref(), d.text.as_str())).collect();
     assert_eq!(summary, vec![(Some("7"), None, "Seven"), (Some("item:2"), Some("Second"), "Unnamed")]);
 
@@ -267,7 +295,12 @@ fn json_object_array_and_lines() {
     let summary: Vec<_> = jsonl.iter().map(|d| (d.key.as_deref(), d.text.as_str(), d.content_type)).collect();
     assert_eq!(summary, vec![(Some("a"), "First", ContentType::Json), (Some("line:3"), "Third line", ContentType::Json)]);
 
-    let custom = ExtractOptions { json_text_field: "body".into(), json_title_field: "name".into(), json_id_field: "slug".into(), ..ExtractOptions::default() };
+    let custom = ExtractOptions {
+        json_text_field: "body".into(),
+        json_title_field: "name".into(),
+        json_id_field: "slug".into(),
+        ..ExtractOptions::default()
+    };
     let doc = &extract_bytes(br#"[{"slug": "s1", "name": "N", "body": "B"}]"#, ContentType::Json, &custom).unwrap()[0];
     assert_eq!((doc.key.as_deref(), doc.title.as_deref(), doc.text.as_str()), (Some("s1"), Some("N"), "B"));
 }

@@ -34,7 +34,9 @@ fn abandoned_parsers_are_capped_until_they_return() {
     loop {
         match run_isolated("PDF", Duration::from_secs(5), || Ok(2)) {
             Ok(n) => break assert_eq!(n, 2),
-            Err(DocError::ParsersStuck { .. }) if started.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(10)),
+            Err(DocError::ParsersStuck { .. }) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
             Err(e) => panic!("still refused after {:?}: {e}", started.elapsed()),
         }
     }

@@ -12,7 +12,19 @@ fn relative(root: &Path, files: Vec<PathBuf>) -> Vec<String> {
 
 fn tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["b.md", "a.txt", "notes/draft.md", "notes/final.PDF", "notes/deep/x.json", "image.png", "Makefile", ".git/HEAD.txt", ".git/objects/o.md", "notes/.cache/c.md", ".hidden.md"] {
+    for name in [
+        "b.md",
+        "a.txt",
+        "notes/draft.md",
+        "notes/final.PDF",
+        "notes/deep/x.json",
+        "image.png",
+        "Makefile",
+        ".git/HEAD.txt",
+        ".git/objects/o.md",
+        "notes/.cache/c.md",
+        ".hidden.md",
+    ] {
         common::write(dir.path(), name, "x");
     }
     dir

@@ -135,10 +135,13 @@ impl Bert {
             layer.up.forward(&x, &mut up);
             let act = self.cfg.activation;
             math::for_each_row(&mut up, inter, &|_, r| {
-                math::wide(#[inline(always)] || match act {
-                    Activation::GeluErf => r.iter_mut().for_each(|v| *v = math::gelu_erf(*v)),
-                    Activation::GeluTanh => r.iter_mut().for_each(|v| *v = math::gelu_tanh(*v)),
-                })
+                math::wide(
+                    #[inline(always)]
+                    || match act {
+                        Activation::GeluErf => r.iter_mut().for_each(|v| *v = math::gelu_erf(*v)),
+                        Activation::GeluTanh => r.iter_mut().for_each(|v| *v = math::gelu_tanh(*v)),
+                    },
+                )
             });
             layer.down.forward(&up, &mut o);
             add_and_norm(&mut x, &o, &layer.out_norm);

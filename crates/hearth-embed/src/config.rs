@@ -141,10 +141,7 @@ impl SentenceConfig {
                 "Pooling" => cfg.pooling = read_pooling(&dir.join(&m.path).join("config.json"))?,
                 "Normalize" => cfg.normalize = true,
                 other => {
-                    return Err(EmbedError::Unsupported(format!(
-                        "sentence-transformers module {other:?} in {}",
-                        modules_path.display()
-                    )))
+                    return Err(EmbedError::Unsupported(format!("sentence-transformers module {other:?} in {}", modules_path.display())))
                 }
             }
         }
@@ -155,7 +152,11 @@ impl SentenceConfig {
 fn read_pooling(path: &Path) -> Result<Pooling> {
     let json = read_json(path)?;
     let on = |key: &str| json.get(key).and_then(Json::as_bool).unwrap_or(false);
-    let modes = [("pooling_mode_mean_tokens", Pooling::Mean), ("pooling_mode_cls_token", Pooling::Cls), ("pooling_mode_lasttoken", Pooling::LastToken)];
+    let modes = [
+        ("pooling_mode_mean_tokens", Pooling::Mean),
+        ("pooling_mode_cls_token", Pooling::Cls),
+        ("pooling_mode_lasttoken", Pooling::LastToken),
+    ];
     let chosen: Vec<Pooling> = modes.iter().filter(|(k, _)| on(k)).map(|&(_, p)| p).collect();
     let unsupported = ["pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens"];
     match chosen[..] {

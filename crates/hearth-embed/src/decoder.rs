@@ -53,7 +53,9 @@ impl Decoder {
     /// is an error naming `index` unless `truncate`, which keeps the start and the end token
     /// the tokenizer appends (the position that is pooled).
     pub fn encode(&self, text: &str, truncate: bool, index: usize) -> Result<Encoded> {
-        let tokenize = |special| self.model.tokenizer.encode(text, special).map_err(|e| EmbedError::BadInput { index, message: format!("cannot tokenize: {e}") });
+        let tokenize = |special| {
+            self.model.tokenizer.encode(text, special).map_err(|e| EmbedError::BadInput { index, message: format!("cannot tokenize: {e}") })
+        };
         let mut ids = tokenize(true)?;
         if ids.is_empty() {
             return Err(EmbedError::BadInput { index, message: "no tokens".into() });
@@ -88,8 +90,13 @@ impl Decoder {
         let engine = |e: hearth_engine::EngineError| EmbedError::Weights(e.to_string());
         let mut out = Vec::with_capacity(seqs.len());
         for batch in token_batches(seqs, TOKEN_BUDGET) {
-            let mut caches = batch.iter().map(|s| self.model.model.new_cache(s.ids.len())).collect::<std::result::Result<Vec<_>, _>>().map_err(engine)?;
-            let mut inputs: Vec<SeqInput<'_>> = batch.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput { tokens: &s.ids, cache }).collect();
+            let mut caches = batch
+                .iter()
+                .map(|s| self.model.model.new_cache(s.ids.len()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(engine)?;
+            let mut inputs: Vec<SeqInput<'_>> =
+                batch.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput { tokens: &s.ids, cache }).collect();
             out.extend(self.model.model.last_hidden(&mut inputs).map_err(engine)?);
         }
         Ok(out)

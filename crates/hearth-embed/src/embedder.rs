@@ -77,7 +77,10 @@ impl Embedder {
         let sentence = SentenceConfig::load(dir)?;
         let backbone = if Decoder::is_decoder(dir) {
             if sentence.pooling != Pooling::LastToken {
-                return Err(EmbedError::Unsupported(format!("{:?} pooling on a decoder (its embedders pool the last token)", sentence.pooling)));
+                return Err(EmbedError::Unsupported(format!(
+                    "{:?} pooling on a decoder (its embedders pool the last token)",
+                    sentence.pooling
+                )));
             }
             Backbone::Decoder(Box::new(Decoder::load(dir, sentence.max_seq_length)?))
         } else {

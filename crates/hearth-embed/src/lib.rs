@@ -23,4 +23,4 @@ pub use config::Pooling;
 pub use embedder::{EmbedInput, EmbedOptions, Embedder, EmbedderInfo, Embeddings};
 pub use error::{EmbedError, Result};
 pub use queue::{EmbedQueue, Pending, QueueStats};
-pub use rerank::{RerankOptions, Ranked, Reranker, Reranking};
+pub use rerank::{Ranked, RerankOptions, Reranker, Reranking};

@@ -83,7 +83,8 @@ impl Reranker {
             self.classifier.forward(&pooled, &mut logit);
             1.0 / (1.0 + (-logit[0]).exp())
         });
-        let mut results: Vec<Ranked> = scores.into_iter().enumerate().map(|(index, relevance_score)| Ranked { index, relevance_score }).collect();
+        let mut results: Vec<Ranked> =
+            scores.into_iter().enumerate().map(|(index, relevance_score)| Ranked { index, relevance_score }).collect();
         results.sort_by(|a, b| b.relevance_score.total_cmp(&a.relevance_score));
         results.truncate(opts.top_n.unwrap_or(results.len()));
         Ok(Reranking { results, tokens: seqs.iter().map(|s| s.ids.len()).sum() })

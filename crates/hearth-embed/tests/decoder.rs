@@ -22,7 +22,11 @@ fn embedder_dir(pooling: &str) -> tempfile::TempDir {
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#;
     std::fs::write(dir.path().join("modules.json"), modules).unwrap();
     std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
-    std::fs::write(dir.path().join("1_Pooling/config.json"), format!(r#"{{"word_embedding_dimension": 64, "pooling_mode_{pooling}": true}}"#)).unwrap();
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        format!(r#"{{"word_embedding_dimension": 64, "pooling_mode_{pooling}": true}}"#),
+    )
+    .unwrap();
     dir
 }
 
@@ -77,7 +81,11 @@ fn a_decoder_refuses_pooling_other_than_the_last_token() {
 fn named_prompts_prefix_the_inputs() {
     let dir = embedder_dir("lasttoken");
     let instruction = "Instruct: Given a web search query, retrieve relevant passages\nQuery:";
-    std::fs::write(dir.path().join("config_sentence_transformers.json"), format!(r#"{{"prompts": {{"query": {instruction:?}, "document": ""}}}}"#)).unwrap();
+    std::fs::write(
+        dir.path().join("config_sentence_transformers.json"),
+        format!(r#"{{"prompts": {{"query": {instruction:?}, "document": ""}}}}"#),
+    )
+    .unwrap();
     let e = Embedder::load(dir.path()).unwrap();
     assert!(e.has_prompt("query"));
     let with_prompt = EmbedOptions { prompt_name: Some("query".into()), ..Default::default() };

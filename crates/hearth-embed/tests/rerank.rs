@@ -25,7 +25,13 @@ fn scores_match_sentence_transformers() {
     assert_eq!(all.tokens, token_counts);
     assert_eq!(all.results.len(), docs.len());
     for r in &all.results {
-        assert!((r.relevance_score as f64 - want[r.index]).abs() < 1e-5, "document {}: {} vs {}", r.index, r.relevance_score, want[r.index]);
+        assert!(
+            (r.relevance_score as f64 - want[r.index]).abs() < 1e-5,
+            "document {}: {} vs {}",
+            r.index,
+            r.relevance_score,
+            want[r.index]
+        );
     }
     assert!(all.results.windows(2).all(|w| w[0].relevance_score >= w[1].relevance_score), "best first");
 

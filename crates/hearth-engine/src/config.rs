@@ -41,7 +41,12 @@ pub enum RopeScaling {
     /// Positions divided by a factor.
     Linear(f64),
     /// Llama 3's frequency-dependent scaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_context: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_context: f64,
+    },
     /// Per-frequency divisors as stored by llama.cpp (`rope_freqs.weight`).
     FreqFactors(Vec<f32>),
 }
@@ -102,10 +107,9 @@ fn req_usize(c: &Json, key: &str) -> Result<usize> {
 fn opt_usize(c: &Json, key: &str) -> Result<Option<usize>> {
     match field(c, key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|v| Some(v as usize))
-            .ok_or_else(|| EngineError::Config(format!("field {key:?} must be a non-negative integer"))),
+        Some(v) => {
+            v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| EngineError::Config(format!("field {key:?} must be a non-negative integer")))
+        }
     }
 }
 
@@ -135,23 +139,17 @@ impl ModelConfig {
         let num_layers = req_usize(c, "num_hidden_layers")?;
         let num_kv_heads = opt_usize(c, "num_key_value_heads")?.unwrap_or(num_heads);
         if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            return Err(EngineError::Config(format!(
-                "{num_heads} attention heads cannot share {num_kv_heads} key/value heads"
-            )));
+            return Err(EngineError::Config(format!("{num_heads} attention heads cannot share {num_kv_heads} key/value heads")));
         }
         let head_dim = opt_usize(c, "head_dim")?.unwrap_or(hidden_size / num_heads);
         // transformers 5 nests rope settings in `rope_parameters`; older files use the top level.
         let rope = field(c, "rope_parameters").or_else(|| field(c, "rope_scaling"));
-        let rope_theta = opt_f64(c, "rope_theta")
-            .or_else(|| rope.and_then(|r| opt_f64(r, "rope_theta")))
-            .unwrap_or(10_000.0);
+        let rope_theta = opt_f64(c, "rope_theta").or_else(|| rope.and_then(|r| opt_f64(r, "rope_theta"))).unwrap_or(10_000.0);
         let rope_scaling = match rope {
             None => RopeScaling::None,
             Some(r) => {
                 let kind = r.get("rope_type").or_else(|| r.get("type")).and_then(Json::as_str).unwrap_or("default");
-                let f = |k: &str| {
-                    opt_f64(r, k).ok_or_else(|| EngineError::Config(format!("rope scaling {kind} needs {k}")))
-                };
+                let f = |k: &str| opt_f64(r, k).ok_or_else(|| EngineError::Config(format!("rope scaling {kind} needs {k}")));
                 match kind {
                     "default" => RopeScaling::None,
                     "linear" => RopeScaling::Linear(f("factor")?),
@@ -254,11 +252,8 @@ impl ModelConfig {
         };
         let gemma = arch == Arch::Gemma2;
         let window = req("attention.sliding_window").ok();
-        let layer_windows = if gemma {
-            (0..num_layers).map(|i| (i % 2 == 0).then_some(window).flatten()).collect()
-        } else {
-            vec![window; num_layers]
-        };
+        let layer_windows =
+            if gemma { (0..num_layers).map(|i| (i % 2 == 0).then_some(window).flatten()).collect() } else { vec![window; num_layers] };
         let rope_scaling = match g.get(&key("rope.scaling.type")).and_then(Value::as_str) {
             Some("linear") => RopeScaling::Linear(opt_f("rope.scaling.factor").unwrap_or(1.0)),
             Some("none") | None => RopeScaling::None,
@@ -293,11 +288,7 @@ impl ModelConfig {
             attn_scale: (head_dim as f64).powf(-0.5),
             layer_windows,
             bos_token_id: g.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64).map(|v| v as u32),
-            eos_token_ids: g
-                .get("tokenizer.ggml.eos_token_id")
-                .and_then(Value::as_u64)
-                .map(|v| vec![v as u32])
-                .unwrap_or_default(),
+            eos_token_ids: g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).map(|v| vec![v as u32]).unwrap_or_default(),
         })
     }
 

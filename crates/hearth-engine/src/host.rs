@@ -5,8 +5,8 @@
 
 use std::cell::RefCell;
 
-use hearth_kernels::gemm::{rows_times_tile, TILE};
 use hearth_kernels::attend::{attend_group, ScoreScale};
+use hearth_kernels::gemm::{rows_times_tile, TILE};
 use hearth_kernels::math::{exp, wide};
 use hearth_kernels::pool::{self, SharedPtr};
 
@@ -196,10 +196,13 @@ pub(crate) fn forward(
                     }
                 }
             }
-            wide(#[inline(always)] || match cfg.activation {
-                Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + exp(-*g)) * u),
-                Activation::GeluTanh => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
-            });
+            wide(
+                #[inline(always)]
+                || match cfg.activation {
+                    Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + exp(-*g)) * u),
+                    Activation::GeluTanh => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
+                },
+            );
             layer.mlp.down.matmul_host(gate, o, m.precision());
             if let Some(post) = &layer.post_ff_norm {
                 let oc = o.to_owned();
@@ -228,7 +231,12 @@ pub(crate) fn forward(
         let rows = take(&mut s.rows, total * hid);
         let mut at = 0;
         for &(first, count) in &picks {
-            rms_norm(&x[first * hid..(first + count) * hid], &m.final_norm().host, m.final_norm().eps, &mut rows[at * hid..(at + count) * hid]);
+            rms_norm(
+                &x[first * hid..(first + count) * hid],
+                &m.final_norm().host,
+                m.final_norm().eps,
+                &mut rows[at * hid..(at + count) * hid],
+            );
             at += count;
         }
         let mut all_logits = Vec::new();

@@ -17,7 +17,7 @@ pub mod weights;
 
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session, StopMatcher, TokenEvent};
-pub use kv_cache::KvCache;
 pub use hearth_kernels::Precision;
+pub use kv_cache::KvCache;
 pub use loader::{DeviceChoice, LoadOptions, LoadedModel, ModelFormat};
 pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob};

@@ -6,13 +6,13 @@ use std::borrow::Cow;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use hearth_formats::gguf::GgmlType;
-use hearth_kernels::RowFormat;
 use hearth_kernels::panels::QuantPanels;
 use hearth_kernels::Precision;
+use hearth_kernels::RowFormat;
 
-use crate::weights::{StoredTensor, WeightStore};
 use crate::lora::{LoraAdapter, LoraDelta};
 use crate::model::Backend;
+use crate::weights::{StoredTensor, WeightStore};
 use crate::{EngineError, Result};
 
 pub struct Linear {
@@ -104,10 +104,8 @@ impl Linear {
             }
             return;
         } else {
-            let mut group: Vec<_> = parts
-                .iter_mut()
-                .map(|(l, out)| (l.weight.matrix().expect("validated when loaded"), &mut **out))
-                .collect();
+            let mut group: Vec<_> =
+                parts.iter_mut().map(|(l, out)| (l.weight.matrix().expect("validated when loaded"), &mut **out)).collect();
             hearth_kernels::MatrixRef::matmul_group(x, &mut group, precision);
         }
         for (l, out) in parts.iter_mut() {
@@ -128,7 +126,12 @@ impl Linear {
 
 /// What each backend multiplies with: panels for our fast path, or the weight in the device's
 /// memory for candle's kernels.
-fn placed(weight: &StoredTensor, device: &Device, backend: Backend, precision: Precision) -> Result<(Option<QuantPanels>, Option<QMatMul>)> {
+fn placed(
+    weight: &StoredTensor,
+    device: &Device,
+    backend: Backend,
+    precision: Precision,
+) -> Result<(Option<QuantPanels>, Option<QMatMul>)> {
     Ok(match backend {
         Backend::Host => (panels_for(weight, precision)?, None),
         // f16 halves a GPU's memory and doubles its rate; a CPU has no use for it.

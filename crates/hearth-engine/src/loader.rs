@@ -150,8 +150,8 @@ impl LoadedModel {
 
     fn load_dir(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
         let adapter = opts.adapter.as_deref().map(LoraAdapter::load).transpose()?;
-        let config: Json = read_json(&dir.join("config.json"))?
-            .ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))?;
+        let config: Json =
+            read_json(&dir.join("config.json"))?.ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))?;
         let cfg = ModelConfig::from_hf(&config)?;
         let store = WeightStore::from_safetensors_dir(dir, &config)?;
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
@@ -188,9 +188,7 @@ impl LoadedModel {
 
 fn read_json(path: &Path) -> Result<Option<Json>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display()))),
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| EngineError::Config(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(EngineError::Io { path: path.to_path_buf(), source }),
     }
@@ -218,9 +216,7 @@ fn gguf_vocab(g: &Gguf) -> Result<GgufVocab> {
         pre: get("pre").and_then(Value::as_str).map(str::to_string),
         tokens: strings("tokens")?.ok_or_else(|| EngineError::Config("GGUF file has no tokenizer.ggml.tokens".into()))?,
         scores: get("scores").and_then(Value::as_array).map(|a| a.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect()),
-        token_types: get("token_type")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|x| x.as_i64().unwrap_or(1) as i32).collect()),
+        token_types: get("token_type").and_then(Value::as_array).map(|a| a.iter().map(|x| x.as_i64().unwrap_or(1) as i32).collect()),
         merges: strings("merges")?,
         bos_id: id("bos_token_id"),
         eos_id: id("eos_token_id"),

@@ -73,7 +73,11 @@ impl LoraAdapter {
     /// Loads `dir`'s `adapters.safetensors` with its settings from `adapter_config.json`
     /// (mlx-lm) or, in an export bundle, `config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let cfg_path = ["adapter_config.json", "config.json"].iter().map(|f| dir.join(f)).find(|p| p.is_file()).unwrap_or_else(|| dir.join("adapter_config.json"));
+        let cfg_path = ["adapter_config.json", "config.json"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| dir.join("adapter_config.json"));
         let text = std::fs::read_to_string(&cfg_path).map_err(|source| EngineError::Io { path: cfg_path.clone(), source })?;
         let cfg: Json = serde_json::from_str(&text).map_err(|e| EngineError::Config(format!("{}: {e}", cfg_path.display())))?;
         match cfg.get("fine_tune_type").and_then(Json::as_str).unwrap_or("lora") {
@@ -93,7 +97,8 @@ impl LoraAdapter {
                 hearth_formats::DType::BF16 => FloatFormat::BF16,
                 other => return Err(EngineError::Weights(format!("{name}: {other:?} adapter weights"))),
             };
-            let stored = StoredTensor { format: RowFormat::Float(format), shape: t.shape.clone(), data: t.data.clone(), scales: None, biases: None };
+            let stored =
+                StoredTensor { format: RowFormat::Float(format), shape: t.shape.clone(), data: t.data.clone(), scales: None, biases: None };
             Ok((stored.to_f32_tensor(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1()?, t.shape.clone()))
         };
         let mut layers = HashMap::new();

@@ -326,17 +326,9 @@ impl DecoderModel {
         }
     }
 
-    fn forward_candle(
-        &self,
-        seqs: &mut [SeqInput<'_>],
-        head: Head,
-        mut trace: Option<&mut Vec<Vec<f32>>>,
-    ) -> Result<Vec<Vec<f32>>> {
+    fn forward_candle(&self, seqs: &mut [SeqInput<'_>], head: Head, mut trace: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
         let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
-        let tables = seqs
-            .iter()
-            .map(|s| self.rope.tables(s.cache.len(), s.tokens.len(), &self.device))
-            .collect::<Result<Vec<_>>>()?;
+        let tables = seqs.iter().map(|s| self.rope.tables(s.cache.len(), s.tokens.len(), &self.device)).collect::<Result<Vec<_>>>()?;
         let mut x = self.embed(&tokens)?;
         let mut record = |t: &Tensor| -> Result<()> {
             if let Some(trace) = trace.as_deref_mut() {
@@ -385,14 +377,7 @@ impl DecoderModel {
         Ok(out)
     }
 
-    fn attention(
-        &self,
-        li: usize,
-        layer: &Layer,
-        h: &Tensor,
-        seqs: &mut [SeqInput<'_>],
-        tables: &[(Tensor, Tensor)],
-    ) -> Result<Tensor> {
+    fn attention(&self, li: usize, layer: &Layer, h: &Tensor, seqs: &mut [SeqInput<'_>], tables: &[(Tensor, Tensor)]) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (q, k, v) = match &layer.attn.qkv {
             Qkv::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),

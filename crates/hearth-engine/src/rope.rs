@@ -15,8 +15,7 @@ pub struct Rope {
 impl Rope {
     pub fn new(cfg: &ModelConfig) -> Result<Self> {
         let dim = cfg.head_dim;
-        let base: Vec<f64> =
-            (0..dim / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64)).collect();
+        let base: Vec<f64> = (0..dim / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64)).collect();
         let mut position_scale = 1.0;
         let inv_freq: Vec<f64> = match &cfg.rope_scaling {
             RopeScaling::None => base,

@@ -281,6 +281,9 @@ mod tests {
         close(frequencies(SamplingParams { top_k: 4, ..min_p }), [0.0, 0.0, 1.0 / 3.0, 2.0 / 3.0]);
         // Temperature 2 flattens: weights 1, √2, 2, 2√2.
         let sum = 1.0 + 2f64.sqrt() + 2.0 + 2.0 * 2f64.sqrt();
-        close(frequencies(SamplingParams { temperature: 2.0, ..plain }), [1.0 / sum, 2f64.sqrt() / sum, 2.0 / sum, 2.0 * 2f64.sqrt() / sum]);
+        close(
+            frequencies(SamplingParams { temperature: 2.0, ..plain }),
+            [1.0 / sum, 2f64.sqrt() / sum, 2.0 / sum, 2.0 * 2f64.sqrt() / sum],
+        );
     }
 }

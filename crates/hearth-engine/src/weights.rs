@@ -121,7 +121,8 @@ impl WeightStore {
             let Some(base) = name.strip_suffix(".weight").filter(|b| raw.contains_key(&format!("{b}.scales"))) else {
                 let name = name.strip_prefix("language_model.").unwrap_or(name).to_string();
                 let format = row_format(view.dtype)?;
-                tensors.insert(name, StoredTensor { format, shape: view.shape.clone(), data: view.data.clone(), scales: None, biases: None });
+                tensors
+                    .insert(name, StoredTensor { format, shape: view.shape.clone(), data: view.data.clone(), scales: None, biases: None });
                 continue;
             };
             let scales = &raw[&format!("{base}.scales")];
@@ -159,12 +160,9 @@ impl WeightStore {
 
 /// Bits and group size for one MLX-quantised layer.
 fn mlx_params(quant: Option<&Json>, layer: &str) -> Result<(u32, usize)> {
-    let q = quant.ok_or_else(|| {
-        EngineError::Config(format!("{layer} is quantised but config.json has no quantization block"))
-    })?;
-    let read = |obj: &Json| -> Option<(u32, usize)> {
-        Some((obj.get("bits")?.as_u64()? as u32, obj.get("group_size")?.as_u64()? as usize))
-    };
+    let q = quant.ok_or_else(|| EngineError::Config(format!("{layer} is quantised but config.json has no quantization block")))?;
+    let read =
+        |obj: &Json| -> Option<(u32, usize)> { Some((obj.get("bits")?.as_u64()? as u32, obj.get("group_size")?.as_u64()? as usize)) };
     let defaults = read(q).ok_or_else(|| EngineError::Config("quantization block lacks bits/group_size".into()))?;
     if let Some(mode) = q.get("mode").and_then(Json::as_str) {
         if mode != "affine" {

@@ -114,18 +114,28 @@ fn smollm2_batched_decode_is_bit_identical_to_decoding_alone() {
     let model = LoadedModel::load(&path).unwrap();
     let m = &model.model;
     let cases = json("smollm2/generate.json");
-    let prompts: Vec<Vec<u32>> = cases["cases"].as_array().unwrap().iter().map(|c| ids(&c["prompt_ids"]).into_iter().map(|i| i as u32).collect()).collect();
+    let prompts: Vec<Vec<u32>> =
+        cases["cases"].as_array().unwrap().iter().map(|c| ids(&c["prompt_ids"]).into_iter().map(|i| i as u32).collect()).collect();
     // Decodes `steps` greedy tokens for each prompt, `together` or one sequence at a time.
     let run = |together: bool| -> Vec<Vec<f32>> {
         let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(64).unwrap()).collect();
-        let mut last: Vec<Vec<f32>> = prompts.iter().zip(&mut caches).map(|(p, cache)| m.forward(&mut [SeqInput { tokens: p, cache }], false).unwrap().swap_remove(0)).collect();
+        let mut last: Vec<Vec<f32>> = prompts
+            .iter()
+            .zip(&mut caches)
+            .map(|(p, cache)| m.forward(&mut [SeqInput { tokens: p, cache }], false).unwrap().swap_remove(0))
+            .collect();
         for _ in 0..6 {
             let next: Vec<u32> = last.iter().map(|l| argmax(l) as u32).collect();
             last = if together {
-                let mut inputs: Vec<SeqInput> = caches.iter_mut().zip(&next).map(|(cache, t)| SeqInput { tokens: std::slice::from_ref(t), cache }).collect();
+                let mut inputs: Vec<SeqInput> =
+                    caches.iter_mut().zip(&next).map(|(cache, t)| SeqInput { tokens: std::slice::from_ref(t), cache }).collect();
                 m.forward(&mut inputs, false).unwrap()
             } else {
-                caches.iter_mut().zip(&next).map(|(cache, t)| m.forward(&mut [SeqInput { tokens: std::slice::from_ref(t), cache }], false).unwrap().swap_remove(0)).collect()
+                caches
+                    .iter_mut()
+                    .zip(&next)
+                    .map(|(cache, t)| m.forward(&mut [SeqInput { tokens: std::slice::from_ref(t), cache }], false).unwrap().swap_remove(0))
+                    .collect()
             };
         }
         last

@@ -13,8 +13,7 @@ use hearth_tokenizer::RenderOptions;
 fn smollm2() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = hearth_engine::paths::resolve_model("smollm2")
-            .expect("SmolLM2 is not installed: run scripts/fetch-test-models.sh");
+        let path = hearth_engine::paths::resolve_model("smollm2").expect("SmolLM2 is not installed: run scripts/fetch-test-models.sh");
         load_exact(&path)
     })
 }
@@ -71,10 +70,13 @@ fn greedy_continuations_match_float32_reference() {
     for case in &cases {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["greedy_ids"]);
-        let d = top_diff(&last_logits(model, &prompt), &serde_json::json!({
-            "ids": case["last_logits_top"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect::<Vec<_>>(),
-            "logits": case["last_logits_top"].as_array().unwrap().iter().map(|t| t["logit"].clone()).collect::<Vec<_>>(),
-        }));
+        let d = top_diff(
+            &last_logits(model, &prompt),
+            &serde_json::json!({
+                "ids": case["last_logits_top"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect::<Vec<_>>(),
+                "logits": case["last_logits_top"].as_array().unwrap().iter().map(|t| t["logit"].clone()).collect::<Vec<_>>(),
+            }),
+        );
         assert!(d <= 1e-2, "{:?}: top logits differ by {d}", case["prompt"]);
         let got = greedy(model, &prompt, want.len());
         if got == want {

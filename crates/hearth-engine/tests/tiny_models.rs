@@ -35,10 +35,8 @@ fn batched_sequences_match_unbatched() {
         let b = ids(&prompts["ids"][1]);
         let mut ca = model.model.new_cache(64).unwrap();
         let mut cb = model.model.new_cache(64).unwrap();
-        let out = model
-            .model
-            .forward(&mut [SeqInput { tokens: &a, cache: &mut ca }, SeqInput { tokens: &b, cache: &mut cb }], false)
-            .unwrap();
+        let out =
+            model.model.forward(&mut [SeqInput { tokens: &a, cache: &mut ca }, SeqInput { tokens: &b, cache: &mut cb }], false).unwrap();
         for (i, logits) in out.iter().enumerate() {
             let top = &r["batched_left_padded"]["last_logits_top20"][i];
             let d = top_diff(logits, top);
@@ -128,7 +126,8 @@ fn host_and_candle_backends_agree() {
     let files = HF.iter().map(|name| format!("tiny/hf/{name}")).chain(["tiny/gguf/llama-F16.gguf".to_string()]);
     for name in files {
         let path = testdata(&name);
-        let load = |backend| LoadedModel::load_with(&path, LoadOptions { precision: Precision::Exact, backend, ..Default::default() }).unwrap();
+        let load =
+            |backend| LoadedModel::load_with(&path, LoadOptions { precision: Precision::Exact, backend, ..Default::default() }).unwrap();
         let (host, candle) = (load(Backend::Host), load(Backend::Candle));
         for p in json("tiny/prompts.json")["ids"].as_array().unwrap() {
             let p = ids(p);

@@ -296,17 +296,15 @@ impl Gguf {
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
                 .ok_or_else(|| FormatError::Invalid(format!("tensor {name}: dimensions overflow")))?;
-            let size = crate::tensor_bytes(ggml_type.dtype(), dims[0], rows)
-                .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
+            let size =
+                crate::tensor_bytes(ggml_type.dtype(), dims[0], rows).map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
             if offset % alignment != 0 {
                 return Err(FormatError::Invalid(format!("tensor {name}: offset {offset} not aligned")));
             }
             let start = data_start.checked_add(offset);
             let end = start.and_then(|s| s.checked_add(size));
             match (start, end) {
-                (Some(start), Some(end)) if end <= file_len => {
-                    tensors.push(TensorInfo { name, dims, ggml_type, offset: start, size })
-                }
+                (Some(start), Some(end)) if end <= file_len => tensors.push(TensorInfo { name, dims, ggml_type, offset: start, size }),
                 _ => {
                     return Err(FormatError::Invalid(format!(
                         "tensor {name}: data at offset {offset} (+{size} bytes) lies past the end of the file ({file_len} bytes)"
@@ -332,9 +330,7 @@ impl Gguf {
 
     /// `general.architecture`, the prefix of the model's hyper-parameter keys.
     pub fn architecture(&self) -> Result<&str, FormatError> {
-        self.get("general.architecture")
-            .and_then(Value::as_str)
-            .ok_or_else(|| FormatError::Invalid("missing general.architecture".into()))
+        self.get("general.architecture").and_then(Value::as_str).ok_or_else(|| FormatError::Invalid("missing general.architecture".into()))
     }
 }
 
@@ -383,8 +379,7 @@ impl<'a> Reader<'a> {
         let len = self.u64()?;
         let at = self.pos;
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| FormatError::Invalid(format!("string at offset {at} is not UTF-8")))
+        String::from_utf8(bytes.to_vec()).map_err(|_| FormatError::Invalid(format!("string at offset {at} is not UTF-8")))
     }
 
     fn value(&mut self, ty: u32, depth: usize) -> Result<Value, FormatError> {
@@ -449,13 +444,7 @@ impl GgufWriter {
     }
 
     /// Adds a tensor; `shape` is row-major (outermost first), `data` its encoded bytes.
-    pub fn tensor(
-        &mut self,
-        name: impl Into<String>,
-        shape: &[usize],
-        ty: GgmlType,
-        data: Vec<u8>,
-    ) -> Result<&mut Self, FormatError> {
+    pub fn tensor(&mut self, name: impl Into<String>, shape: &[usize], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, FormatError> {
         let name = name.into();
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         let Some((&row_len, outer)) = dims.split_first() else {

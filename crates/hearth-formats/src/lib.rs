@@ -38,21 +38,14 @@ impl DType {
             DType::Ggml(t) => (t.block_len() as u64, t.block_bytes() as u64),
         };
         if !n.is_multiple_of(block) {
-            return Err(FormatError::Invalid(format!(
-                "{n} elements do not fill whole {self:?} blocks of {block}"
-            )));
+            return Err(FormatError::Invalid(format!("{n} elements do not fill whole {self:?} blocks of {block}")));
         }
-        (n / block)
-            .checked_mul(size)
-            .ok_or_else(|| FormatError::Invalid("tensor size overflows".into()))
+        (n / block).checked_mul(size).ok_or_else(|| FormatError::Invalid("tensor size overflows".into()))
     }
 }
 
 /// Bytes of a tensor of this shape (innermost dimension first for GGUF, last for safetensors:
 /// the caller passes the innermost length as `row_len`).
 pub fn tensor_bytes(dtype: DType, row_len: u64, rows: u64) -> Result<u64, FormatError> {
-    dtype
-        .row_bytes(row_len)?
-        .checked_mul(rows)
-        .ok_or_else(|| FormatError::Invalid("tensor size overflows".into()))
+    dtype.row_bytes(row_len)?.checked_mul(rows).ok_or_else(|| FormatError::Invalid("tensor size overflows".into()))
 }

@@ -50,8 +50,7 @@ fn parse_dtype(s: &str) -> Result<DType, FormatError> {
 
 impl SafeTensors {
     pub fn open(path: &Path) -> Result<Self, FormatError> {
-        Self::parse(SharedBytes::map_file(path)?)
-            .map_err(|e| FormatError::Invalid(format!("{}: {e}", path.display())))
+        Self::parse(SharedBytes::map_file(path)?).map_err(|e| FormatError::Invalid(format!("{}: {e}", path.display())))
     }
 
     pub fn parse(bytes: SharedBytes) -> Result<Self, FormatError> {
@@ -61,13 +60,11 @@ impl SafeTensors {
         }
         let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
         if header_len > MAX_HEADER_BYTES || header_len > len - 8 {
-            return Err(FormatError::Invalid(format!(
-                "header length {header_len} does not fit in a {len}-byte file"
-            )));
+            return Err(FormatError::Invalid(format!("header length {header_len} does not fit in a {len}-byte file")));
         }
         let header_end = 8 + header_len as usize;
-        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..header_end])
-            .map_err(|e| FormatError::Invalid(format!("header is not valid JSON: {e}")))?;
+        let raw: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(&bytes[8..header_end]).map_err(|e| FormatError::Invalid(format!("header is not valid JSON: {e}")))?;
         let data = bytes.slice(header_end..bytes.len())?;
         let mut tensors = BTreeMap::new();
         let mut metadata = BTreeMap::new();
@@ -77,21 +74,20 @@ impl SafeTensors {
                 if value.is_null() {
                     continue;
                 }
-                metadata = serde_json::from_value(value)
-                    .map_err(|e| FormatError::Invalid(format!("__metadata__: {e}")))?;
+                metadata = serde_json::from_value(value).map_err(|e| FormatError::Invalid(format!("__metadata__: {e}")))?;
                 continue;
             }
-            let entry: Entry = serde_json::from_value(value)
-                .map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
+            let entry: Entry = serde_json::from_value(value).map_err(|e| FormatError::Invalid(format!("tensor {name}: {e}")))?;
             let dtype = parse_dtype(&entry.dtype)?;
             let [begin, end] = entry.data_offsets;
             let (row_len, rows) = match entry.shape.split_last() {
                 None => (1, 1),
                 Some((&last, outer)) => (
                     last,
-                    outer.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-                        FormatError::Invalid(format!("tensor {name}: shape overflows"))
-                    })?,
+                    outer
+                        .iter()
+                        .try_fold(1u64, |a, &d| a.checked_mul(d))
+                        .ok_or_else(|| FormatError::Invalid(format!("tensor {name}: shape overflows")))?,
                 ),
             };
             let size = crate::tensor_bytes(dtype, row_len, rows)?;
@@ -124,8 +120,7 @@ pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>, FormatError> {
             weight_map: BTreeMap<String, String>,
         }
         let text = std::fs::read_to_string(&index).map_err(|e| FormatError::io(&index, e))?;
-        let parsed: Index = serde_json::from_str(&text)
-            .map_err(|e| FormatError::Invalid(format!("{}: {e}", index.display())))?;
+        let parsed: Index = serde_json::from_str(&text).map_err(|e| FormatError::Invalid(format!("{}: {e}", index.display())))?;
         let mut files: Vec<String> = parsed.weight_map.into_values().collect();
         files.sort();
         files.dedup();

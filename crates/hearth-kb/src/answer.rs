@@ -174,7 +174,16 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        let chunk = ChunkRecord { id, doc_id: document.id.clone(), index: 0, text: text.into(), section: Vec::new(), page: None, span: 0..text.len(), char_span: 0..text.chars().count() };
+        let chunk = ChunkRecord {
+            id,
+            doc_id: document.id.clone(),
+            index: 0,
+            text: text.into(),
+            section: Vec::new(),
+            page: None,
+            span: 0..text.len(),
+            char_span: 0..text.chars().count(),
+        };
         Hit { chunk, document, score: 1.0, bm25_rank: Some(1), vector_rank: None, highlights: Vec::new(), char_highlights: Vec::new() }
     }
 
@@ -205,7 +214,10 @@ mod tests {
         let cited = cite("Records say the Harbour Bridge was finished in 1932.", &sources());
         let c = &cited.citations[0];
         assert_eq!((cited.citations.len(), c.n, c.marked, cited.unsupported), (1, 1, false, false));
-        assert_eq!((c.span.clone(), c.char_span.clone(), c.chunk_text.as_str()), (0..40, 0..40, "The Harbour Bridge was finished in 1932."));
+        assert_eq!(
+            (c.span.clone(), c.char_span.clone(), c.chunk_text.as_str()),
+            (0..40, 0..40, "The Harbour Bridge was finished in 1932.")
+        );
     }
 
     #[test]

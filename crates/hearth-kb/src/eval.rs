@@ -136,7 +136,9 @@ pub struct Collection {
 
 impl Collection {
     pub fn read(dir: &Path) -> Result<Collection> {
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| KbError::Invalid(format!("{}: {e}", dir.join(name).display())));
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| KbError::Invalid(format!("{}: {e}", dir.join(name).display())))
+        };
         Ok(Collection {
             documents: read_trec_documents(&read("doc-text.trec")?)?,
             topics: read_trec_topics(&read("query-text.trec")?)?,
@@ -146,7 +148,16 @@ impl Collection {
 
     /// Ingests the documents as posted content, with their docno as id.
     pub fn ingest(&self, kb: &Kb, embed: bool) -> Result<IngestReport> {
-        let items = self.documents.iter().map(|(id, text)| NewContent { source: Some(format!("trec:{id}")), id: Some(id.clone()), text: text.clone(), ..Default::default() }).collect();
+        let items = self
+            .documents
+            .iter()
+            .map(|(id, text)| NewContent {
+                source: Some(format!("trec:{id}")),
+                id: Some(id.clone()),
+                text: text.clone(),
+                ..Default::default()
+            })
+            .collect();
         kb.add_content(items, &IngestOptions { embed, ..Default::default() })
     }
 }

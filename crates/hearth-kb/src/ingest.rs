@@ -197,7 +197,9 @@ impl Kb {
             if body.is_empty() {
                 return Err(KbError::Invalid("the content is empty".into()));
             }
-            let derived = sha256_hex(&[body, item.title.as_deref().unwrap_or("").as_bytes(), item.source.as_deref().unwrap_or("").as_bytes()])[..16].to_string();
+            let derived =
+                sha256_hex(&[body, item.title.as_deref().unwrap_or("").as_bytes(), item.source.as_deref().unwrap_or("").as_bytes()])[..16]
+                    .to_string();
             let id = item.id.get_or_insert(derived);
             if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
                 return Err(KbError::Invalid(format!("invalid content id {id:?}")));
@@ -260,7 +262,16 @@ impl Kb {
                 (item.bytes.clone().unwrap_or_else(|| item.text.as_bytes().to_vec()), ty, Some(item))
             }
         };
-        let settings = serde_json::json!([opts.tags, opts.max_tokens, opts.overlap_tokens, opts.json_text_field, opts.json_title_field, self.embedder.name(), posted.map(|p| (&p.id, &p.title, &p.tags, &p.content_type))]).to_string();
+        let settings = serde_json::json!([
+            opts.tags,
+            opts.max_tokens,
+            opts.overlap_tokens,
+            opts.json_text_field,
+            opts.json_title_field,
+            self.embedder.name(),
+            posted.map(|p| (&p.id, &p.title, &p.tags, &p.content_type))
+        ])
+        .to_string();
         let fingerprint = sha256_hex(&[&bytes, settings.as_bytes()]);
         let previous = self.store.fingerprint(&source.name)?;
         if previous.as_deref() == Some(fingerprint.as_str()) && self.embedded_enough(&source.name, opts)? {
@@ -268,7 +279,14 @@ impl Kb {
         }
         let docs = hearth_docs::extract_bytes(&bytes, content_type, &extract).map_err(|e| KbError::Invalid(e.to_string()))?;
         let reusable: HashMap<String, Vec<f32>> = self.store.embeddings_of(&source.name)?.into_iter().collect();
-        let mut prepared = Prepared { source: source.name.clone(), fingerprint, reused: 0, existed: previous.is_some(), documents: Vec::new(), to_embed: Vec::new() };
+        let mut prepared = Prepared {
+            source: source.name.clone(),
+            fingerprint,
+            reused: 0,
+            existed: previous.is_some(),
+            documents: Vec::new(),
+            to_embed: Vec::new(),
+        };
         for doc in docs {
             let d = prepared.documents.len();
             let new = self.chunk_document(&source.name, doc, posted, opts);

@@ -89,7 +89,11 @@ impl Kb {
         self.store.update_job(id, "running", &running(None))?;
         let mut total = IngestReport::default();
         let result = spec.paths.iter().try_for_each(|path| -> Result<()> {
-            let report = if spec.sync { self.sync(path, &spec.options, &record)? } else { self.ingest_paths(std::slice::from_ref(path), &spec.options, &record)? };
+            let report = if spec.sync {
+                self.sync(path, &spec.options, &record)?
+            } else {
+                self.ingest_paths(std::slice::from_ref(path), &spec.options, &record)?
+            };
             merge(&mut total, report);
             Ok(())
         });

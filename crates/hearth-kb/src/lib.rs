@@ -134,7 +134,8 @@ impl Kb {
         let vector = match opts.mode {
             Mode::Vector | Mode::Hybrid => {
                 let q = self.embedder.embed_query(query)?;
-                let allowed: Option<HashSet<i64>> = if opts.filters.is_empty() { None } else { Some(self.store.filtered_chunks(&opts.filters)?.into_iter().collect()) };
+                let allowed: Option<HashSet<i64>> =
+                    if opts.filters.is_empty() { None } else { Some(self.store.filtered_chunks(&opts.filters)?.into_iter().collect()) };
                 self.vector_index()?.search(&q, depth, allowed.as_ref())?
             }
             Mode::Bm25 => Vec::new(),
@@ -149,7 +150,8 @@ impl Kb {
         ranking.truncate(if rerank.is_some() { depth } else { opts.limit });
         let ids: Vec<i64> = ranking.iter().map(|r| r.0).collect();
         // A chunk deleted since it was ranked is skipped.
-        let mut rows: std::collections::HashMap<i64, (ChunkRecord, DocumentRecord)> = self.store.chunks(&ids)?.into_iter().map(|r| (r.0.id, r)).collect();
+        let mut rows: std::collections::HashMap<i64, (ChunkRecord, DocumentRecord)> =
+            self.store.chunks(&ids)?.into_iter().map(|r| (r.0.id, r)).collect();
         let rank_in = |list: &search::Ranking, id: i64| list.iter().position(|r| r.0 == id).map(|p| p + 1);
         let terms = search::query_terms(query);
         let mut hits: Vec<Hit> = ranking
@@ -158,7 +160,15 @@ impl Kb {
                 let (chunk, document) = rows.remove(&id)?;
                 let highlights = search::highlights(&chunk.text, &terms);
                 let char_highlights = store::char_ranges(&chunk.text, highlights.iter().cloned());
-                Some(Hit { highlights, char_highlights, bm25_rank: rank_in(&bm25, id), vector_rank: rank_in(&vector, id), chunk, document, score })
+                Some(Hit {
+                    highlights,
+                    char_highlights,
+                    bm25_rank: rank_in(&bm25, id),
+                    vector_rank: rank_in(&vector, id),
+                    chunk,
+                    document,
+                    score,
+                })
             })
             .collect();
         if let Some(reranker) = rerank {

@@ -48,7 +48,16 @@ pub struct SearchOptions {
 
 impl Default for SearchOptions {
     fn default() -> Self {
-        SearchOptions { mode: Mode::Hybrid, limit: 10, candidates: 100, bm25_weight: 1.0, vector_weight: 1.0, rrf_k: 60.0, filters: Filters::default(), rerank: false }
+        SearchOptions {
+            mode: Mode::Hybrid,
+            limit: 10,
+            candidates: 100,
+            bm25_weight: 1.0,
+            vector_weight: 1.0,
+            rrf_k: 60.0,
+            filters: Filters::default(),
+            rerank: false,
+        }
     }
 }
 
@@ -90,7 +99,10 @@ pub(crate) fn fuse(lists: &[(&Ranking, f32)], k: f32) -> Ranking {
 
 /// Lower-cased words of at least two characters, minus the commonest English function words.
 pub(crate) fn query_terms(query: &str) -> HashSet<String> {
-    const STOP: &[&str] = &["the", "of", "and", "to", "in", "is", "for", "on", "by", "with", "an", "as", "at", "be", "or", "are", "it", "from", "that", "this", "what", "how"];
+    const STOP: &[&str] = &[
+        "the", "of", "and", "to", "in", "is", "for", "on", "by", "with", "an", "as", "at", "be", "or", "are", "it", "from", "that", "this",
+        "what", "how",
+    ];
     query
         .split(|c: char| !c.is_alphanumeric())
         .map(str::to_lowercase)

@@ -132,8 +132,9 @@ fn add_char_spans(conn: &Connection) -> Result<()> {
         let mut rows = documents.query([])?;
         while let Some(doc) = rows.next()? {
             let (id, text): (String, String) = (doc.get(0)?, doc.get(1)?);
-            let chunks: Vec<(i64, Range<usize>)> =
-                spans.query_map([&id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize..r.get::<_, i64>(2)? as usize)))?.collect::<rusqlite::Result<_>>()?;
+            let chunks: Vec<(i64, Range<usize>)> = spans
+                .query_map([&id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize..r.get::<_, i64>(2)? as usize)))?
+                .collect::<rusqlite::Result<_>>()?;
             let char_spans = char_ranges(&text, chunks.iter().map(|c| c.1.clone()));
             for ((chunk, _), chars) in chunks.iter().zip(char_spans) {
                 update.execute(params![chunk, chars.start as i64, chars.end as i64])?;
@@ -173,11 +174,8 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
 /// An FTS5 query matching any word of free text: each term quoted, so nothing in the text is
 /// read as query syntax.
 fn match_any(query: &str) -> Option<String> {
-    let mut terms: Vec<String> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| format!("\"{}\"", w.to_lowercase()))
-        .collect();
+    let mut terms: Vec<String> =
+        query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| format!("\"{}\"", w.to_lowercase())).collect();
     terms.sort();
     terms.dedup();
     (!terms.is_empty()).then(|| terms.join(" OR "))
@@ -203,7 +201,8 @@ fn filter_sql(filters: &Filters) -> (String, Vec<String>) {
     (clauses.join(" AND "), args)
 }
 
-const DOC_COLUMNS: &str = "d.id, d.source, d.key, d.title, d.content_type, d.tags, d.content_hash, d.bytes, d.chunk_count, d.created_at, d.updated_at";
+const DOC_COLUMNS: &str =
+    "d.id, d.source, d.key, d.title, d.content_type, d.tags, d.content_hash, d.bytes, d.chunk_count, d.created_at, d.updated_at";
 
 fn document_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<DocumentRecord> {
     let tags: String = r.get(at + 5)?;
@@ -275,7 +274,8 @@ impl KbStore for SqliteStore {
         // A document id names one document: written again under another source, it moves
         // there, and a source it leaves empty is forgotten (so re-ingesting it adds it back).
         for doc in &write.documents {
-            let old: Option<String> = tx.query_row("SELECT source FROM documents WHERE id = ?", [&doc.record.id], |r| r.get(0)).optional()?;
+            let old: Option<String> =
+                tx.query_row("SELECT source FROM documents WHERE id = ?", [&doc.record.id], |r| r.get(0)).optional()?;
             if let Some(old) = old {
                 delete_documents(&tx, "d.id = ?", &doc.record.id)?;
                 tx.execute("DELETE FROM sources WHERE source = ?1 AND NOT EXISTS (SELECT 1 FROM documents WHERE source = ?1)", [&old])?;
@@ -409,7 +409,11 @@ impl KbStore for SqliteStore {
     fn bm25(&self, query: &str, filters: &Filters, limit: usize) -> Result<Vec<(i64, f32)>> {
         let Some(expr) = match_any(query) else { return Ok(Vec::new()) };
         let (cond, args) = filter_sql(filters);
-        let join = if filters.is_empty() { String::new() } else { format!("AND f.rowid IN (SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {cond})") };
+        let join = if filters.is_empty() {
+            String::new()
+        } else {
+            format!("AND f.rowid IN (SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {cond})")
+        };
         let sql = format!(
             "SELECT f.rowid, -bm25(chunks_fts, 1.0, {CONTEXT_WEIGHT}) AS score FROM chunks_fts f
              WHERE chunks_fts MATCH ? {join} ORDER BY score DESC LIMIT ?"
@@ -440,7 +444,12 @@ impl KbStore for SqliteStore {
                 set.dim = v.len();
             }
             if v.len() != set.dim {
-                return Err(KbError::Invalid(format!("chunk {} has a {}-dimensional embedding, others {}", r.get::<_, i64>(0)?, v.len(), set.dim)));
+                return Err(KbError::Invalid(format!(
+                    "chunk {} has a {}-dimensional embedding, others {}",
+                    r.get::<_, i64>(0)?,
+                    v.len(),
+                    set.dim
+                )));
             }
             set.ids.push(r.get(0)?);
             set.data.extend(v);
@@ -474,18 +483,24 @@ impl KbStore for SqliteStore {
     }
 
     fn update_job(&self, id: i64, state: &str, report: &Value) -> Result<()> {
-        self.conn().execute("UPDATE jobs SET state = ?2, report = ?3, updated_at = ?4 WHERE id = ?1", params![id, state, report.to_string(), now()])?;
+        self.conn().execute(
+            "UPDATE jobs SET state = ?2, report = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, state, report.to_string(), now()],
+        )?;
         Ok(())
     }
 
     fn job(&self, id: i64) -> Result<Option<JobRecord>> {
         let conn = self.conn();
-        Ok(conn.query_row("SELECT id, kind, spec, state, report, created_at, updated_at FROM jobs WHERE id = ?", [id], job_row).optional()?)
+        Ok(conn
+            .query_row("SELECT id, kind, spec, state, report, created_at, updated_at FROM jobs WHERE id = ?", [id], job_row)
+            .optional()?)
     }
 
     fn jobs(&self, state: Option<&str>) -> Result<Vec<JobRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, kind, spec, state, report, created_at, updated_at FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id")?;
+        let mut stmt = conn
+            .prepare("SELECT id, kind, spec, state, report, created_at, updated_at FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id")?;
         let rows = stmt.query_map([state], job_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -503,7 +518,16 @@ mod tests {
         let text = "Café au lait.\n\n東京 is a city.";
         let chunk = |index: usize, word: &str| {
             let start = text.find(word).unwrap();
-            NewChunk { index, text: word.into(), section: Vec::new(), page: None, span: start..start + word.len(), char_span: 0..0, embed_hash: String::new(), embedding: None }
+            NewChunk {
+                index,
+                text: word.into(),
+                section: Vec::new(),
+                page: None,
+                span: start..start + word.len(),
+                char_span: 0..0,
+                embed_hash: String::new(),
+                embedding: None,
+            }
         };
         let record = DocumentRecord {
             id: "d".into(),
@@ -519,7 +543,8 @@ mod tests {
             updated_at: 0,
         };
         let store = SqliteStore::open(&path).unwrap();
-        let documents = vec![NewDocument { record, text: text.into(), chunks: vec![chunk(0, "Café au lait."), chunk(1, "東京 is a city.")] }];
+        let documents =
+            vec![NewDocument { record, text: text.into(), chunks: vec![chunk(0, "Café au lait."), chunk(1, "東京 is a city.")] }];
         store.write_source(SourceWrite { source: "s".into(), fingerprint: String::new(), documents }).unwrap();
         // The schema as it was before character spans.
         store.conn().execute_batch("ALTER TABLE chunks DROP COLUMN char_start; ALTER TABLE chunks DROP COLUMN char_end;").unwrap();

@@ -31,7 +31,12 @@ pub trait TextEmbedder: Send + Sync {
 }
 
 /// Embeds with `embedder`'s options, the `query` prompt for queries when the model has one.
-pub fn embed_with(embedder: &Embedder, texts: &[String], query: bool, run: impl FnOnce(&[EmbedInput], &EmbedOptions) -> hearth_embed::Result<hearth_embed::Embeddings>) -> Result<Vec<Vec<f32>>> {
+pub fn embed_with(
+    embedder: &Embedder,
+    texts: &[String],
+    query: bool,
+    run: impl FnOnce(&[EmbedInput], &EmbedOptions) -> hearth_embed::Result<hearth_embed::Embeddings>,
+) -> Result<Vec<Vec<f32>>> {
     let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::Text(t.clone())).collect();
     let prompt_name = (query && embedder.has_prompt("query")).then(|| "query".to_string());
     let opts = EmbedOptions { truncate: true, prompt_name, ..Default::default() };
@@ -88,7 +93,9 @@ impl TextEmbedder for LocalEmbedder {
 
 impl TextReranker for Reranker {
     fn scores(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
-        let ranked = self.rerank(query, passages, &RerankOptions { truncate: true, ..Default::default() }).map_err(|e| KbError::Embed(e.to_string()))?;
+        let ranked = self
+            .rerank(query, passages, &RerankOptions { truncate: true, ..Default::default() })
+            .map_err(|e| KbError::Embed(e.to_string()))?;
         let mut scores = vec![0.0; passages.len()];
         for r in ranked.results {
             scores[r.index] = r.relevance_score;
@@ -201,7 +208,10 @@ impl VectorIndex {
             return Ok(index);
         }
         index.live = index.ids.iter().copied().collect();
-        let stored = graph.as_ref().and_then(|f| Graph::load(f.path)).filter(|g| g.dim == dim && graph.as_ref().is_some_and(|f| f.database == g.database));
+        let stored = graph
+            .as_ref()
+            .and_then(|f| Graph::load(f.path))
+            .filter(|g| g.dim == dim && graph.as_ref().is_some_and(|f| f.database == g.database));
         let (reused, delta) = match stored {
             Some(g) => {
                 let held: HashSet<i64> = g.map.values.iter().copied().collect();

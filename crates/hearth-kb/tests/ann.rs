@@ -96,7 +96,12 @@ fn hnsw_matches_exact_search_and_follows_changes() {
     assert!(std::fs::metadata(&graph).unwrap().len() > built, "rebuilt with the new rows");
 
     // Filters still apply (falling back to a scan when the graph's neighbours are all filtered out).
-    let only = SearchOptions { mode: Mode::Vector, limit: 3, filters: hearth_kb::Filters { documents: vec!["item7".into(), "item8".into()], ..Default::default() }, ..Default::default() };
+    let only = SearchOptions {
+        mode: Mode::Vector,
+        limit: 3,
+        filters: hearth_kb::Filters { documents: vec!["item7".into(), "item8".into()], ..Default::default() },
+        ..Default::default()
+    };
     let ids: Vec<String> = kb.search("item number 7", &only, None).unwrap().into_iter().map(|h| h.document.id).collect();
     assert_eq!(ids, ["item7", "item8"]);
 }

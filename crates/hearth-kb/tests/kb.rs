@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hearth_kb::{Filters, IngestOptions, JobSpec, Kb, KbError, KbStore, LocalEmbedder, Mode, NewContent, SearchOptions, SqliteStore, TextEmbedder};
+use hearth_kb::{
+    Filters, IngestOptions, JobSpec, Kb, KbError, KbStore, LocalEmbedder, Mode, NewContent, SearchOptions, SqliteStore, TextEmbedder,
+};
 use serde_json::{json, Value};
 
 const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -32,7 +34,11 @@ fn write(dir: &Path, name: &str, text: &str) {
 
 fn corpus(dir: &Path) {
     write(dir, "notes/bridges.md", "# Bridges\n\nThe Harbour Bridge was finished in 1932 after eight years of work.\n\n## Maintenance\n\nPainting the bridge takes a crew of forty people ten years.\n");
-    write(dir, "notes/bread.txt", "Sourdough bread rises with wild yeast and lactic acid bacteria.\n\nA starter is fed flour and water every day.");
+    write(
+        dir,
+        "notes/bread.txt",
+        "Sourdough bread rises with wild yeast and lactic acid bacteria.\n\nA starter is fed flour and water every day.",
+    );
     write(dir, "web/volcano.html", "<html><head><title>Volcanoes</title></head><body><nav>Home | About</nav><main><h1>Eruptions</h1><p>Magma that reaches the surface is called lava.</p></main><footer>(c) 2026</footer></body></html>");
     write(dir, "data/facts.jsonl", "{\"id\": \"f1\", \"title\": \"Octopus\", \"text\": \"An octopus has three hearts and blue blood.\"}\n{\"id\": \"f2\", \"title\": \"Honey\", \"text\": \"Honey found in ancient tombs was still edible.\"}\n");
 }
@@ -48,7 +54,10 @@ fn pdf(pages: &[&str], select_font: bool) -> Vec<u8> {
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
     ];
     for (i, text) in pages.iter().enumerate() {
-        objects.push(format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>", 5 + 2 * i));
+        objects.push(format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>",
+            5 + 2 * i
+        ));
         let content = format!("BT {}72 720 Td ({text}) Tj ET", if select_font { "/F1 12 Tf " } else { "" });
         objects.push(format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()));
     }
@@ -102,7 +111,8 @@ fn ingest_search_and_incremental_sync() {
     let (_, text) = kb.document(&hits[0].document.id).unwrap().unwrap();
     assert_eq!(&text[hits[0].chunk.span.clone()], hits[0].chunk.text);
 
-    let filtered = SearchOptions { filters: Filters { content_types: vec!["markdown".into()], ..Default::default() }, ..Default::default() };
+    let filtered =
+        SearchOptions { filters: Filters { content_types: vec!["markdown".into()], ..Default::default() }, ..Default::default() };
     for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
         let hits = kb.search("bread yeast", &SearchOptions { mode, ..filtered.clone() }, None).unwrap();
         assert!(hits.iter().all(|h| h.document.content_type == "markdown"), "{mode:?}");
@@ -133,7 +143,14 @@ fn ingest_search_and_incremental_sync() {
 fn posted_content_is_replaced_by_id_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
-    let item = |text: &str| NewContent { id: Some("doc-1".into()), title: Some("Posted".into()), content_type: Some("markdown".into()), text: text.into(), tags: vec!["api".into()], ..Default::default() };
+    let item = |text: &str| NewContent {
+        id: Some("doc-1".into()),
+        title: Some("Posted".into()),
+        content_type: Some("markdown".into()),
+        text: text.into(),
+        tags: vec!["api".into()],
+        ..Default::default()
+    };
     let r = kb.add_content(vec![item("# Intro\n\nZebras have black and white stripes.")], &Default::default()).unwrap();
     assert_eq!((r.added, r.document_ids.as_slice()), (1, ["doc-1".to_string()].as_slice()));
     let r = kb.add_content(vec![item("# Intro\n\nGiraffes have long necks.")], &Default::default()).unwrap();
@@ -158,7 +175,8 @@ fn broken_files_are_reported_and_the_rest_of_the_batch_lands() {
     let big = std::fs::File::create(docs.join("huge.txt")).unwrap();
     big.set_len(200 << 20).unwrap();
     let mut bomb = zip::ZipWriter::new(std::fs::File::create(docs.join("bomb.docx")).unwrap());
-    bomb.start_file("word/document.xml", zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+    bomb.start_file("word/document.xml", zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated))
+        .unwrap();
     let zeros = vec![b' '; 1 << 20];
     for _ in 0..300 {
         bomb.write_all(&zeros).unwrap();
@@ -168,7 +186,8 @@ fn broken_files_are_reported_and_the_rest_of_the_batch_lands() {
     let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
     let opts = IngestOptions { max_bytes: 64 << 20, ..Default::default() };
     let report = kb.ingest_paths(std::slice::from_ref(&docs), &opts, &|_| {}).unwrap();
-    let failed: Vec<String> = report.errors.iter().map(|e| Path::new(&e.source).file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let failed: Vec<String> =
+        report.errors.iter().map(|e| Path::new(&e.source).file_name().unwrap().to_string_lossy().into_owned()).collect();
     let mut expected = ["bad-utf8.txt", "bomb.docx", "broken.json", "garbage.pdf", "huge.txt", "not-a-zip.docx"];
     expected.sort();
     assert_eq!(failed, expected, "{:#?}", report.errors);
@@ -228,7 +247,12 @@ fn identical_chunks_keep_their_vectors_and_ids_move_between_sources() {
     assert_eq!(third.unchanged, 1, "nothing left to embed: {third:?}");
 
     // A posted id written again from another source moves there instead of failing.
-    let post = |text: &str, url: Option<&str>| NewContent { id: Some("faq".into()), text: text.into(), source: url.map(str::to_string), ..Default::default() };
+    let post = |text: &str, url: Option<&str>| NewContent {
+        id: Some("faq".into()),
+        text: text.into(),
+        source: url.map(str::to_string),
+        ..Default::default()
+    };
     kb.add_content(vec![post("First answer.", None)], &Default::default()).unwrap();
     let moved = kb.add_content(vec![post("Second answer.", Some("https://example.com/faq"))], &Default::default()).unwrap();
     assert_eq!(moved.document_ids, ["faq"]);
@@ -243,7 +267,8 @@ fn a_pdf_that_crashes_the_parser_is_reported_and_the_rest_of_the_batch_lands() {
     let docs = dir.path().join("docs");
     write(&docs, "notes.md", "# Notes\n\nWombats leave cube-shaped droppings.");
     std::fs::write(docs.join("crash.pdf"), pdf(&["Text shown before any font is chosen."], false)).unwrap();
-    std::fs::write(docs.join("report.pdf"), pdf(&["Penguins huddle against the cold.", "Emperor penguins breed in winter."], true)).unwrap();
+    std::fs::write(docs.join("report.pdf"), pdf(&["Penguins huddle against the cold.", "Emperor penguins breed in winter."], true))
+        .unwrap();
 
     let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
     let report = kb.ingest_paths(std::slice::from_ref(&docs), &IngestOptions::default(), &|_| {}).unwrap();
@@ -268,7 +293,11 @@ fn character_spans_count_unicode_scalars() {
     let dir = tempfile::tempdir().unwrap();
     let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
     let text = "# Cuisine\n\nLa crème brûlée est un dessert français.\n\n## 東京\n\n東京の寿司 is sushi from Tōkyō, served with wasabi.";
-    kb.add_content(vec![NewContent { id: Some("menu".into()), content_type: Some("markdown".into()), text: text.into(), ..Default::default() }], &Default::default()).unwrap();
+    kb.add_content(
+        vec![NewContent { id: Some("menu".into()), content_type: Some("markdown".into()), text: text.into(), ..Default::default() }],
+        &Default::default(),
+    )
+    .unwrap();
     let (_, document) = kb.document("menu").unwrap().unwrap();
     let chars: Vec<char> = document.chars().collect();
     for query in ["crème brûlée dessert", "sushi wasabi"] {
@@ -340,5 +369,9 @@ fn a_running_job_reports_its_progress() {
     let progress = |done: u64, chunks: u64| json!({"done": done, "total": 5, "chunks": chunks});
     assert_eq!(seen[1..], vec![("running".to_string(), progress(1, 0)); 4], "{seen:?}");
     let job = watcher.job(id).unwrap().unwrap();
-    assert_eq!((job.state.as_str(), &job.report["progress"], &job.report["documents"]), ("done", &progress(5, 5), &Value::from(5)), "{job:?}");
+    assert_eq!(
+        (job.state.as_str(), &job.report["progress"], &job.report["documents"]),
+        ("done", &progress(5, 5), &Value::from(5)),
+        "{job:?}"
+    );
 }

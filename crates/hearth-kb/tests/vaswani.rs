@@ -27,8 +27,20 @@ fn hybrid_search_holds_its_recorded_quality_on_vaswani() {
     let again = collection.ingest(&kb, true).unwrap();
     assert_eq!((again.unchanged, again.documents, again.chunks_embedded), (11_429, 0, 0), "{again:?}");
     let fraction = again.seconds / report.seconds;
-    eprintln!("ingest {:.1}s ({:.0} documents/s); unchanged again {:.3}s, {:.2}% of it", report.seconds, report.documents as f64 / report.seconds, again.seconds, fraction * 100.0);
-    assert!(fraction < 0.05, "re-ingesting the unchanged corpus took {:.3}s, {:.1}% of the first ingest's {:.1}s", again.seconds, fraction * 100.0, report.seconds);
+    eprintln!(
+        "ingest {:.1}s ({:.0} documents/s); unchanged again {:.3}s, {:.2}% of it",
+        report.seconds,
+        report.documents as f64 / report.seconds,
+        again.seconds,
+        fraction * 100.0
+    );
+    assert!(
+        fraction < 0.05,
+        "re-ingesting the unchanged corpus took {:.3}s, {:.1}% of the first ingest's {:.1}s",
+        again.seconds,
+        fraction * 100.0,
+        report.seconds
+    );
 
     let metrics = |mode| eval::evaluate(&kb, &collection.topics, &collection.qrels, &SearchOptions { mode, ..Default::default() }).unwrap();
     let (bm25, vector, hybrid) = (metrics(Mode::Bm25), metrics(Mode::Vector), metrics(Mode::Hybrid));

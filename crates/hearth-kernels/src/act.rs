@@ -114,7 +114,6 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,18 +63,18 @@ fn portable(q: &[f32], keys: &[f32], values: &[f32], hd: usize, score: ScoreScal
 fn softmax_rows(scores: &mut [f32], n: usize, score: ScoreScale, inv: &mut [f32]) {
     for (row, inv) in scores.chunks_exact_mut(n).zip(inv) {
         match score.softcap {
-                Some(cap) => row.iter_mut().for_each(|s| *s = (*s * score.scale / cap).tanh() * cap),
-                None => row.iter_mut().for_each(|s| *s *= score.scale),
-            }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            row.iter_mut().for_each(|s| *s = crate::math::exp(*s - max));
-            // Sixteen partial sums, so the reduction vectorises.
-            let mut part = [0f32; 16];
-            let chunks = row.chunks_exact(16);
-            let tail: f32 = chunks.remainder().iter().sum();
-            for c in chunks {
-                part.iter_mut().zip(c).for_each(|(p, &s)| *p += s);
-            }
+            Some(cap) => row.iter_mut().for_each(|s| *s = (*s * score.scale / cap).tanh() * cap),
+            None => row.iter_mut().for_each(|s| *s *= score.scale),
+        }
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.iter_mut().for_each(|s| *s = crate::math::exp(*s - max));
+        // Sixteen partial sums, so the reduction vectorises.
+        let mut part = [0f32; 16];
+        let chunks = row.chunks_exact(16);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            part.iter_mut().zip(c).for_each(|(p, &s)| *p += s);
+        }
         *inv = 1.0 / (part.iter().sum::<f32>() + tail);
     }
 }

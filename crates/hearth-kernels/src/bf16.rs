@@ -143,7 +143,16 @@ impl Bf16Panels {
         let lanes = |q: usize| (self.rows - q * PANEL).min(PANEL);
         let bias = bias.map(|b| [b[p * PANEL..].as_ptr(), b[second * PANEL..].as_ptr()]);
         let dsts: [*mut f32; TOKENS] = std::array::from_fn(|i| out.get().wrapping_add((t0 + i) * self.rows));
-        x86::panel_pair([panel(p), panel(second)], [lanes(p), lanes(second)], bias, x, self.pairs, &dsts[..n], [p * PANEL, second * PANEL], second != p);
+        x86::panel_pair(
+            [panel(p), panel(second)],
+            [lanes(p), lanes(second)],
+            bias,
+            x,
+            self.pairs,
+            &dsts[..n],
+            [p * PANEL, second * PANEL],
+            second != p,
+        );
     }
 }
 

@@ -31,9 +31,7 @@ pub fn dequantize_row(format: RowFormat, data: &[u8], scales: &[u8], biases: &[u
                 ggml_block(t, block, o);
             }
         }
-        RowFormat::MlxAffine { bits, group_size, params } => {
-            mlx_row(bits, group_size, params, data, scales, biases, out)
-        }
+        RowFormat::MlxAffine { bits, group_size, params } => mlx_row(bits, group_size, params, data, scales, biases, out),
     }
 }
 
@@ -156,15 +154,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-fn mlx_row(
-    bits: u32,
-    group_size: usize,
-    params: FloatFormat,
-    data: &[u8],
-    scales: &[u8],
-    biases: &[u8],
-    out: &mut [f32],
-) {
+fn mlx_row(bits: u32, group_size: usize, params: FloatFormat, data: &[u8], scales: &[u8], biases: &[u8], out: &mut [f32]) {
     let per_word = (32 / bits) as usize;
     let mask = (1u32 << bits) - 1;
     for (g, group) in out.chunks_exact_mut(group_size).enumerate() {

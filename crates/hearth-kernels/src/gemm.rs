@@ -24,7 +24,14 @@ pub fn supported(format: RowFormat) -> bool {
     match format {
         RowFormat::Ggml(t) => matches!(
             t,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
+            GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q8_0
+                | GgmlType::Q4K
+                | GgmlType::Q5K
+                | GgmlType::Q6K
         ),
         RowFormat::MlxAffine { bits, group_size, .. } => matches!(bits, 2 | 4 | 8) && group_size % 16 == 0,
         RowFormat::Float(_) => false,
@@ -51,7 +58,8 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
         RowFormat::Ggml(t @ (GgmlType::Q5_0 | GgmlType::Q5_1)) => {
             for (blk, b) in row.chunks_exact(t.block_bytes()).enumerate() {
                 let d = f16_at(b, 0);
-                let (off, hb, qs) = if t == GgmlType::Q5_0 { (-16.0 * d, &b[2..6], &b[6..22]) } else { (f16_at(b, 2), &b[4..8], &b[8..24]) };
+                let (off, hb, qs) =
+                    if t == GgmlType::Q5_0 { (-16.0 * d, &b[2..6], &b[6..22]) } else { (f16_at(b, 2), &b[4..8], &b[8..24]) };
                 let qh = u32::from_le_bytes(hb.try_into().unwrap());
                 let v = |j: usize| {
                     let low = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
@@ -78,7 +86,12 @@ pub fn expand_row(format: RowFormat, row: &[u8], scales: &[u8], biases: &[u8], q
                     let (sc, m) = scale_min_k4(j, &b[4..16]);
                     let (src, shift) = (&b[16 + (j / 2) * 32..16 + (j / 2) * 32 + 32], 4 * (j % 2));
                     for h in 0..2 {
-                        set(blk * 16 + 2 * j + h, std::array::from_fn(|i| (src[h * 16 + i] >> shift) & 0xF), d * sc as f32, -dmin * m as f32);
+                        set(
+                            blk * 16 + 2 * j + h,
+                            std::array::from_fn(|i| (src[h * 16 + i] >> shift) & 0xF),
+                            d * sc as f32,
+                            -dmin * m as f32,
+                        );
                     }
                 }
             }
@@ -193,7 +206,6 @@ impl PackedActs {
         });
     }
 }
-
 
 /// Float activations of `tiles · 16` tokens, packed `[tile][column][16 tokens]` for the float
 /// kernel (tokens past the real count are 0).

@@ -54,7 +54,11 @@ pub enum RowFormat {
     Ggml(GgmlType),
     /// MLX affine quantisation: `bits`-wide unsigned integers packed little-endian into u32
     /// words, and per group of `group_size` a scale and a bias: w = scale * q + bias.
-    MlxAffine { bits: u32, group_size: usize, params: FloatFormat },
+    MlxAffine {
+        bits: u32,
+        group_size: usize,
+        params: FloatFormat,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

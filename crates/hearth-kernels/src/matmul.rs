@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 
-
 use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
 use crate::gemm::{self, PackedActs, PackedF32, TILE};
 use crate::pool::{self, SharedPtr};
@@ -154,7 +153,8 @@ impl<'a> MatrixRef<'a> {
         let first = parts[0].0;
         let m = x.len() / first.cols;
         // Many tokens on the integer GEMM: the input quantised and packed once for all parts.
-        let tiled = |w: &MatrixRef<'_>| w.cols == first.cols && w.gemm_ok() && matches!(ActFormat::of(w.format), ActFormat::Q8 | ActFormat::Q8K);
+        let tiled =
+            |w: &MatrixRef<'_>| w.cols == first.cols && w.gemm_ok() && matches!(ActFormat::of(w.format), ActFormat::Q8 | ActFormat::Q8K);
         if matches!(precision, Precision::Fast) && m >= GEMM_MIN_TOKENS && parts.iter().all(|(w, _)| tiled(w)) {
             return PACKED.with_borrow_mut(|packed| {
                 packed.quantize_and_pack(x, m, first.cols / 32);
@@ -287,12 +287,12 @@ impl<'a> MatrixRef<'a> {
                     let rows: [usize; GEMM_ROWS] = std::array::from_fn(|i| (GEMM_ROWS * group + i).min(self.rows - 1));
                     for (k, &r) in rows.iter().enumerate() {
                         let (w, s, b) = self.row_bytes_of(r);
-                        let (q, a, c) = (&mut eq[k * cols..(k + 1) * cols], &mut ea[k * sub..(k + 1) * sub], &mut ec[k * sub..(k + 1) * sub]);
+                        let (q, a, c) =
+                            (&mut eq[k * cols..(k + 1) * cols], &mut ea[k * sub..(k + 1) * sub], &mut ec[k * sub..(k + 1) * sub]);
                         gemm::expand_row(self.format, w, s, b, q, a, c);
                     }
-                    let expanded: [(&[u8], &[f32], &[f32]); GEMM_ROWS] = std::array::from_fn(|k| {
-                        (&eq[k * cols..(k + 1) * cols], &ea[k * sub..(k + 1) * sub], &ec[k * sub..(k + 1) * sub])
-                    });
+                    let expanded: [(&[u8], &[f32], &[f32]); GEMM_ROWS] =
+                        std::array::from_fn(|k| (&eq[k * cols..(k + 1) * cols], &ea[k * sub..(k + 1) * sub], &ec[k * sub..(k + 1) * sub]));
                     let mut res = [[0f32; TILE]; GEMM_ROWS];
                     for tile in 0..packed.tiles {
                         // SAFETY: `gemm_ok` checked the CPU's features; shapes match `packed`.

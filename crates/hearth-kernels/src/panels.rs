@@ -183,11 +183,16 @@ impl QuantPanels {
                 *start = total;
                 total += w.rows.div_ceil(PANEL);
             }
-            let outs: [SharedPtr<f32>; MAX_PARTS] = std::array::from_fn(|i| SharedPtr(parts.get_mut(i).map_or(std::ptr::null_mut(), |p| p.1.as_mut_ptr())));
+            let outs: [SharedPtr<f32>; MAX_PARTS] =
+                std::array::from_fn(|i| SharedPtr(parts.get_mut(i).map_or(std::ptr::null_mut(), |p| p.1.as_mut_ptr())));
             // Where the panels pass once (one group of tokens), a few long stretches per thread:
             // the prefetchers follow a stream far better than many short jumps.
             let groups = m.div_ceil(TOKENS_PER_TASK);
-            let per_task = if groups == 1 { total.div_ceil(pool::global().threads() * STRETCHES_PER_THREAD).max(PANELS_PER_TASK) } else { PANELS_PER_TASK };
+            let per_task = if groups == 1 {
+                total.div_ceil(pool::global().threads() * STRETCHES_PER_THREAD).max(PANELS_PER_TASK)
+            } else {
+                PANELS_PER_TASK
+            };
             let chunks = total.div_ceil(per_task);
             pool::global().run(groups * chunks, &|task| {
                 let (group, chunk) = (task / chunks, task % chunks);
@@ -359,7 +364,14 @@ mod x86 {
     /// 32 weights of sixteen rows (`wq[j]`: weights 4j..4j + 4) with scale `d` and minimum
     /// `m` against each token's activation block `at`, added to `acc`.
     #[inline(always)]
-    unsafe fn block32<const T: usize, const F: u8>(wq: &[__m512i; 8], d: __m512, m: __m512, x: &[*const Q8Block; T], at: usize, acc: &mut [__m512; T]) {
+    unsafe fn block32<const T: usize, const F: u8>(
+        wq: &[__m512i; 8],
+        d: __m512,
+        m: __m512,
+        x: &[*const Q8Block; T],
+        at: usize,
+        acc: &mut [__m512; T],
+    ) {
         // Q4_0 and Q8_0 store unsigned values with an offset: −8, or −128 once the signed
         // bytes are made unsigned for `vpdpbusd`.
         let offset = if F == Q8_0 { -128.0 } else { -8.0 };

@@ -49,7 +49,10 @@ fn bf16_panels_match_float64_on_bf16_operands() {
                         let (sum, scale) = products.fold((0.0, 0.0), |(s, a), p| (s + p, a + p.abs()));
                         let want = sum + if with_bias { bias[r] as f64 } else { 0.0 };
                         let got = out[t * rows + r] as f64;
-                        assert!((got - want).abs() <= 1e-5 * (scale + 1.0), "{format:?} {rows}x{cols}, {tokens} tokens, [{t}, {r}]: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (scale + 1.0),
+                            "{format:?} {rows}x{cols}, {tokens} tokens, [{t}, {r}]: {got} vs {want}"
+                        );
                     }
                 }
             }

@@ -52,10 +52,8 @@ fn check_against_the_file_layout(t: GgmlType, rows: usize, cols: usize, token_co
         let mut q = vec![Q8Block::default(); tokens * cols / 32];
         quantize_q8(&x, &mut q);
         for tok in 0..tokens {
-            let xq: Vec<f64> = q[tok * cols / 32..(tok + 1) * cols / 32]
-                .iter()
-                .flat_map(|blk| blk.qs.map(|v| blk.d as f64 * v as f64))
-                .collect();
+            let xq: Vec<f64> =
+                q[tok * cols / 32..(tok + 1) * cols / 32].iter().flat_map(|blk| blk.qs.map(|v| blk.d as f64 * v as f64)).collect();
             for r in 0..rows {
                 w.row(r, &mut a);
                 let (want, scale) = a.iter().zip(&xq).fold((0.0, 0.0), |(s, m), (&w, &x)| (s + w as f64 * x, m + (w as f64 * x).abs()));
@@ -64,7 +62,10 @@ fn check_against_the_file_layout(t: GgmlType, rows: usize, cols: usize, token_co
             }
             let mut alone = vec![0f32; rows];
             panels.matmul(&x[tok * cols..(tok + 1) * cols], &mut alone);
-            assert!(alone.iter().zip(&out[tok * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{t:?}: token {tok} of {tokens} differs from running alone");
+            assert!(
+                alone.iter().zip(&out[tok * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{t:?}: token {tok} of {tokens} differs from running alone"
+            );
         }
     }
     true
@@ -100,7 +101,8 @@ fn a_group_equals_its_parts() {
     let mut rng = StdRng::seed_from_u64(12);
     let (cols, tokens) = (256, 5);
     // More parts than one parallel section takes, of every format.
-    let shapes = [(GgmlType::Q4_1, 40), (GgmlType::Q4K, 7), (GgmlType::Q8_0, 33), (GgmlType::Q4_0, 16), (GgmlType::Q8_0, 1), (GgmlType::Q4K, 19)];
+    let shapes =
+        [(GgmlType::Q4_1, 40), (GgmlType::Q4K, 7), (GgmlType::Q8_0, 33), (GgmlType::Q4_0, 16), (GgmlType::Q8_0, 1), (GgmlType::Q4K, 19)];
     let data: Vec<Vec<u8>> = shapes.iter().map(|&(t, rows)| random_blocks(t, rows, cols, &mut rng)).collect();
     let Some(panels) = shapes
         .iter()

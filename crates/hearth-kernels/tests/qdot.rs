@@ -67,7 +67,14 @@ fn cases(rng: &mut StdRng) -> Vec<Case> {
     for t in GGML {
         for (rows, blocks) in [(1, 1), (7, 3), (37, 5)] {
             let cols = blocks * t.block_len();
-            out.push(Case { format: RowFormat::Ggml(t), rows, cols, data: random_ggml(t, rows, cols, rng), scales: vec![], biases: vec![] });
+            out.push(Case {
+                format: RowFormat::Ggml(t),
+                rows,
+                cols,
+                data: random_ggml(t, rows, cols, rng),
+                scales: vec![],
+                biases: vec![],
+            });
         }
     }
     for (bits, group) in [(4, 32), (4, 64), (8, 64), (8, 128), (2, 32)] {
@@ -118,14 +125,24 @@ fn simd_kernels_match_the_scalar_reference() {
             let reference = results.last().unwrap().1;
             for (name, v) in &results {
                 let tol = 1e-4 * (1.0 + reference.abs());
-                assert!((v - reference).abs() <= tol, "{:?} {}x{} row {r}: {name} {v} vs scalar {reference}", case.format, case.rows, case.cols);
+                assert!(
+                    (v - reference).abs() <= tol,
+                    "{:?} {}x{} row {r}: {name} {v} vs scalar {reference}",
+                    case.format,
+                    case.rows,
+                    case.cols
+                );
             }
             // The integer path differs from exact float arithmetic only by activation rounding.
             let mut w = vec![0f32; case.cols];
             m.row(r, &mut w);
             let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
             let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-            assert!((reference - exact).abs() <= 0.02 * scale + 1e-5, "{:?} row {r}: scalar {reference} vs exact {exact} (Σ|w·x| = {scale})", case.format);
+            assert!(
+                (reference - exact).abs() <= 0.02 * scale + 1e-5,
+                "{:?} row {r}: scalar {reference} vs exact {exact} (Σ|w·x| = {scale})",
+                case.format
+            );
         }
     }
 }
@@ -144,7 +161,11 @@ fn fast_matmul_matches_exact_matmul_for_several_tokens() {
             m.matmul(&x, &mut exact, Precision::Exact);
             let worst = fast.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             let scale = exact.iter().map(|v| v.abs()).fold(0f32, f32::max);
-            assert!(worst <= 0.03 * scale + 1e-4, "{:?} ({tokens} tokens): fast differs from exact by {worst} (max |out| {scale})", case.format);
+            assert!(
+                worst <= 0.03 * scale + 1e-4,
+                "{:?} ({tokens} tokens): fast differs from exact by {worst} (max |out| {scale})",
+                case.format
+            );
         }
     }
 }
@@ -211,7 +232,12 @@ fn many_token_kernel_matches_its_scalar_reference_and_exact_products() {
                     let xt = &x[(tile * TILE + lane) * case.cols..][..case.cols];
                     let exact: f32 = w.iter().zip(xt).map(|(a, b)| a * b).sum();
                     let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
-                    assert!((reference[lane] - exact).abs() <= 0.02 * scale + 1e-5, "{:?} row {r}: {} vs exact {exact}", case.format, reference[lane]);
+                    assert!(
+                        (reference[lane] - exact).abs() <= 0.02 * scale + 1e-5,
+                        "{:?} row {r}: {} vs exact {exact}",
+                        case.format,
+                        reference[lane]
+                    );
                 }
             }
         }
@@ -253,7 +279,8 @@ fn grouped_products_equal_separate_ones() {
         let cols = 256;
         let shapes = [13, 5, 29];
         let data: Vec<Vec<u8>> = shapes.iter().map(|&rows| random_ggml(t, rows, cols, &mut rng)).collect();
-        let mats: Vec<MatrixRef> = shapes.iter().zip(&data).map(|(&rows, d)| MatrixRef::new(RowFormat::Ggml(t), rows, cols, d, &[], &[]).unwrap()).collect();
+        let mats: Vec<MatrixRef> =
+            shapes.iter().zip(&data).map(|(&rows, d)| MatrixRef::new(RowFormat::Ggml(t), rows, cols, d, &[], &[]).unwrap()).collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let mut separate: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![0f32; r]).collect();
         for (m, out) in mats.iter().zip(separate.iter_mut()) {

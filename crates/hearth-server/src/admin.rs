@@ -129,7 +129,9 @@ async fn register(State(state): State<AppState>, JsonObject(body): JsonObject) -
         Kind::Lora => {
             let base = base_model.as_deref().unwrap_or_default();
             let located = state.models.locate(base).map_err(|e| match e.status {
-                StatusCode::NOT_FOUND => ApiError { param: Some("base_model".into()), ..ApiError::not_found(format!("the base model `{base}` does not exist")) },
+                StatusCode::NOT_FOUND => {
+                    ApiError { param: Some("base_model".into()), ..ApiError::not_found(format!("the base model `{base}` does not exist")) }
+                }
                 _ => ApiError::invalid("base_model", format!("`{base}` cannot be a base model: {}", e.message)),
             })?;
             if located.adapter.is_some() {

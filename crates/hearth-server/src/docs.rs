@@ -58,7 +58,12 @@ pub async fn openapi() -> Json<Value> {
                 "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
-        if *method == "post" && !path.ends_with("/load") && !path.ends_with("/unload") && !path.ends_with("/preload") && !path.ends_with("/scan") {
+        if *method == "post"
+            && !path.ends_with("/load")
+            && !path.ends_with("/unload")
+            && !path.ends_with("/preload")
+            && !path.ends_with("/scan")
+        {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

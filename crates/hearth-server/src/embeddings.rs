@@ -45,7 +45,9 @@ fn parse_input(v: Value) -> Result<Vec<EmbedInput>, ApiError> {
                 Value::Array(ids) => token_ids(&ids)
                     .map(EmbedInput::Tokens)
                     .ok_or_else(|| ApiError::invalid(&param, format!("`{param}` must hold token ids: integers in [0, 2^32)"))),
-                other => Err(ApiError::invalid(&param, format!("`{param}` must be a string or a list of token ids, got {}", describe(&other)))),
+                other => {
+                    Err(ApiError::invalid(&param, format!("`{param}` must be a string or a list of token ids, got {}", describe(&other))))
+                }
             }
         })
         .collect()
@@ -55,7 +57,9 @@ fn parse_input(v: Value) -> Result<Vec<EmbedInput>, ApiError> {
 /// other failure is the server's.
 fn embed_error(e: EmbedError, list: &str) -> ApiError {
     match &e {
-        EmbedError::TooLong { index, .. } | EmbedError::BadInput { index, .. } => ApiError::invalid(&format!("{list}[{index}]"), e.to_string()),
+        EmbedError::TooLong { index, .. } | EmbedError::BadInput { index, .. } => {
+            ApiError::invalid(&format!("{list}[{index}]"), e.to_string())
+        }
         _ if e.is_client_error() => ApiError::bad_request(e.to_string()),
         _ => ApiError::internal(e.to_string()),
     }
@@ -83,7 +87,9 @@ async fn embeddings(State(state): State<AppState>, JsonObject(body): JsonObject)
     let base64 = match f.string("encoding_format")?.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(ApiError::invalid("encoding_format", format!("`encoding_format` must be \"float\" or \"base64\", got {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::invalid("encoding_format", format!("`encoding_format` must be \"float\" or \"base64\", got {other:?}")))
+        }
     };
     let dimensions = f.int("dimensions", 1..=i64::from(u32::MAX))?.map(|d| d as usize);
     let truncate = f.bool("truncate")?.unwrap_or(false);

@@ -50,7 +50,8 @@ async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> 
     };
     let root = root.canonicalize().map_err(|e| ApiError::internal(format!("the ingest folder {}: {e}", root.display())))?;
     let mut f = Fields::new(body);
-    let paths = f.strings("paths")?.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::invalid("paths", "`paths` must list at least one path"))?;
+    let paths =
+        f.strings("paths")?.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::invalid("paths", "`paths` must list at least one path"))?;
     let sync = f.bool("sync")?.unwrap_or(false);
     let defaults = hearth_kb::IngestOptions::default();
     let json_text_field = match f.string("json_text_field")? {
@@ -72,7 +73,8 @@ async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> 
     let mut resolved = Vec::with_capacity(paths.len());
     for (i, p) in paths.iter().enumerate() {
         let param = format!("paths[{i}]");
-        let inside = std::path::Path::new(p).is_relative().then(|| root.join(p).canonicalize().ok()).flatten().filter(|c| c.starts_with(&root));
+        let inside =
+            std::path::Path::new(p).is_relative().then(|| root.join(p).canonicalize().ok()).flatten().filter(|c| c.starts_with(&root));
         resolved.push(inside.ok_or_else(|| ApiError::invalid(&param, format!("{p:?} is not an existing path inside the ingest folder")))?);
     }
     let kb = state.knowledge.collection_to_write(&collection).await?;
@@ -87,12 +89,18 @@ async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> 
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": id, "collection": collection, "state": "running"}))).into_response())
 }
 
-async fn job(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
     // Parsed here so a bad id gets the API's error body, not axum's plain-text rejection.
     let id: i64 = id.parse().map_err(|_| ApiError::invalid("id", format!("job ids are integers, got {id:?}")))?;
     let kb = state.knowledge.collection(&collection_param(q)?).await?;
     let job = blocking(move || kb.store().job(id)).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(Json(json!({"job_id": job.id, "kind": job.kind, "state": job.state, "report": job.report, "created_at": job.created_at, "updated_at": job.updated_at})))
+    Ok(Json(
+        json!({"job_id": job.id, "kind": job.kind, "state": job.state, "report": job.report, "created_at": job.created_at, "updated_at": job.updated_at}),
+    ))
 }
 
 /// Query parameters, each checked; repeated `tag` and `content_type` are allowed.
@@ -240,7 +248,10 @@ async fn multipart_item(mut form: Multipart, collection: &mut Option<String>) ->
                 let file_name = field.file_name().map(str::to_string);
                 let bytes = field.bytes().await.map_err(bad)?;
                 if item.content_type.is_none() {
-                    item.content_type = file_name.as_deref().and_then(|n| hearth_docs::ContentType::from_path(std::path::Path::new(n))).map(|t| t.as_str().to_string());
+                    item.content_type = file_name
+                        .as_deref()
+                        .and_then(|n| hearth_docs::ContentType::from_path(std::path::Path::new(n)))
+                        .map(|t| t.as_str().to_string());
                 }
                 // Two uploads of one file name are two documents: the name is only the title.
                 item.title = item.title.or(file_name);
@@ -266,7 +277,8 @@ async fn multipart_item(mut form: Multipart, collection: &mut Option<String>) ->
 }
 
 async fn add_content(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let is_multipart = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"));
+    let is_multipart =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"));
     let mut collection = None;
     let item = if is_multipart {
         let form = Multipart::from_request(req, &()).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -291,7 +303,11 @@ fn collection_param(q: Vec<(String, String)>) -> Result<String, ApiError> {
     q.collection()
 }
 
-async fn get_content(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+async fn get_content(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
     let kb = state.knowledge.collection(&collection_param(q)?).await?;
     let found = blocking(move || kb.document(&id)).await?;
     let (doc, text) = found.ok_or_else(|| ApiError::not_found("no content with that id"))?;
@@ -302,7 +318,11 @@ async fn get_content(State(state): State<AppState>, Path(id): Path<String>, Quer
     })))
 }
 
-async fn delete_content(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+async fn delete_content(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
     let kb = state.knowledge.collection(&collection_param(q)?).await?;
     let id2 = id.clone();
     if !blocking(move || kb.delete(&id2)).await? {
@@ -332,7 +352,10 @@ pub fn rag_options(v: Value) -> Result<RagOptions, ApiError> {
             f.finish()?;
             Ok(RagOptions { collection, search })
         }
-        other => Err(ApiError::invalid("knowledge_base", format!("`knowledge_base` must be a collection name or an object, got {}", describe(&other)))),
+        other => Err(ApiError::invalid(
+            "knowledge_base",
+            format!("`knowledge_base` must be a collection name or an object, got {}", describe(&other)),
+        )),
     }
 }
 
@@ -343,14 +366,22 @@ pub async fn augment(state: &AppState, req: &mut GenRequest, rag: RagOptions) ->
     let Prompt::Chat(messages) = &mut req.prompt else {
         return Err(ApiError::invalid("knowledge_base", "`knowledge_base` needs chat messages"));
     };
-    let last_user = messages.iter().rposition(|m| m["role"] == "user").ok_or_else(|| ApiError::invalid("messages", "`knowledge_base` needs a user message to answer"))?;
+    let last_user = messages
+        .iter()
+        .rposition(|m| m["role"] == "user")
+        .ok_or_else(|| ApiError::invalid("messages", "`knowledge_base` needs a user message to answer"))?;
     let question = messages[last_user]["content"].as_str().unwrap_or_default().to_string();
-    let model_id = req.model.clone().or(state.models.default_id().map(str::to_string)).ok_or_else(|| ApiError::invalid("model", "`model` is required"))?;
+    let model_id = req
+        .model
+        .clone()
+        .or(state.models.default_id().map(str::to_string))
+        .ok_or_else(|| ApiError::invalid("model", "`model` is required"))?;
     let resident = state.models.get(&model_id, None).await?;
     let max_tokens = *req.max_tokens.get_or_insert(state.cfg.default_max_tokens.min(resident.context / 4));
     let counter = resident.clone();
     let count = move |t: &str| counter.model.tokenizer.encode(t, false).map_or(t.len() / 3, |ids| ids.len());
-    let others: usize = messages.iter().enumerate().filter(|(i, _)| *i != last_user).map(|(_, m)| count(m["content"].as_str().unwrap_or_default())).sum();
+    let others: usize =
+        messages.iter().enumerate().filter(|(i, _)| *i != last_user).map(|(_, m)| count(m["content"].as_str().unwrap_or_default())).sum();
     // Room for the chat template's own tokens.
     let budget = resident.context.saturating_sub(max_tokens + others + 64);
     let prompt = state.knowledge.prompt(&rag.collection, &question, rag.search, budget, count).await?;
@@ -394,7 +425,8 @@ async fn ask(State(state): State<AppState>, JsonObject(body): JsonObject) -> Res
     let temperature = f.number("temperature", |x| (0.0..=2.0).contains(&x), "a number in [0, 2]")?.unwrap_or(0.0) as f32;
     let stream = f.bool("stream")?.unwrap_or(false);
     f.finish()?;
-    let rag = rag_options(Value::Object(rag)).map_err(|e| ApiError { param: e.param.map(|p| p.trim_start_matches("knowledge_base.").to_string()), ..e })?;
+    let rag = rag_options(Value::Object(rag))
+        .map_err(|e| ApiError { param: e.param.map(|p| p.trim_start_matches("knowledge_base.").to_string()), ..e })?;
     let mut req = GenRequest {
         model,
         prompt: Prompt::Chat(vec![json!({"role": "user", "content": question})]),

@@ -56,7 +56,9 @@ impl TextEmbedder for QueueEmbedder {
     }
 
     fn embed_query(&self, query: &str) -> hearth_kb::Result<Vec<f32>> {
-        Ok(hearth_kb::embed_with(self.queue().embedder(), &[query.to_string()], true, |i, o| self.queue().embed(i, o))?.pop().unwrap_or_default())
+        Ok(hearth_kb::embed_with(self.queue().embedder(), &[query.to_string()], true, |i, o| self.queue().embed(i, o))?
+            .pop()
+            .unwrap_or_default())
     }
 }
 
@@ -107,7 +109,10 @@ impl Knowledge {
             return Ok(kb.clone());
         }
         if !create && !path.is_file() {
-            return Err(ApiError { param: Some("collection".into()), ..ApiError::not_found(format!("there is no collection named `{name}`: add content to create it")) });
+            return Err(ApiError {
+                param: Some("collection".into()),
+                ..ApiError::not_found(format!("there is no collection named `{name}`: add content to create it"))
+            });
         }
         let resident = self.models.encoder(&self.embedding_model, EncoderKind::Embedding).await?;
         let embedder = QueueEmbedder { name: hearth_store::catalogue::canonical(&self.embedding_model).to_string(), resident };
@@ -146,14 +151,23 @@ impl Knowledge {
                 }
             };
             match blocking(move || kb.resume_jobs(&|_| {})).await {
-                Ok(done) => done.iter().for_each(|(id, r)| eprintln!("knowledge base {name}: resumed job {id}: {} documents, {} chunks", r.documents, r.chunks)),
+                Ok(done) => done.iter().for_each(|(id, r)| {
+                    eprintln!("knowledge base {name}: resumed job {id}: {} documents, {} chunks", r.documents, r.chunks)
+                }),
                 Err(e) => eprintln!("knowledge base {name}: resuming jobs failed: {}", e.message),
             }
         }
     }
 
     /// Retrieves for `question` and builds the answer prompt within `budget` tokens.
-    pub async fn prompt(&self, collection: &str, question: &str, opts: SearchOptions, budget: usize, count: impl Fn(&str) -> usize + Send + 'static) -> Result<Prompt, ApiError> {
+    pub async fn prompt(
+        &self,
+        collection: &str,
+        question: &str,
+        opts: SearchOptions,
+        budget: usize,
+        count: impl Fn(&str) -> usize + Send + 'static,
+    ) -> Result<Prompt, ApiError> {
         let kb = self.collection(collection).await?;
         let reranker = if opts.rerank { Some(self.reranker().await?) } else { None };
         let question = question.to_string();

@@ -40,8 +40,8 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 pub use config::{ServeOptions, ServerConfig};
 use error::ApiError;
-use metrics::{Metrics, ResidentSnapshot};
 use knowledge::Knowledge;
+use metrics::{Metrics, ResidentSnapshot};
 use models::Models;
 use registry::Registry;
 
@@ -66,7 +66,8 @@ impl Server {
         let cfg = Arc::new(cfg);
         let metrics = Arc::new(Metrics::default());
         let models = Arc::new(Models::new(cfg.clone(), Arc::new(registry), metrics.clone()));
-        let knowledge = Arc::new(Knowledge::new(cfg.home.clone(), cfg.kb_embedding_model.clone(), cfg.kb_rerank_model.clone(), models.clone()));
+        let knowledge =
+            Arc::new(Knowledge::new(cfg.home.clone(), cfg.kb_embedding_model.clone(), cfg.kb_rerank_model.clone(), models.clone()));
         let state = AppState { cfg: cfg.clone(), models, metrics, knowledge };
         if cfg.preload {
             for m in &cfg.models {
@@ -169,12 +170,11 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "x-api-key".parse().expect("valid header name")]),
-    )
+    Some(CorsLayer::new().allow_origin(allow).allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS]).allow_headers([
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        "x-api-key".parse().expect("valid header name"),
+    ]))
 }
 
 /// The key a request presents: `Authorization: Bearer`, `x-api-key`, or (for browsers'

@@ -20,7 +20,11 @@ pub struct Histogram {
 
 impl Histogram {
     fn new() -> Self {
-        Histogram { counts: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(), sum_micros: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Histogram {
+            counts: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 
     pub fn observe(&self, d: Duration) {
@@ -102,7 +106,11 @@ impl Metrics {
         for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "hearth_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", escape(route));
         }
-        self.time_to_first_token.render(&mut out, "hearth_time_to_first_token_seconds", "Time from a request's arrival to its first token.");
+        self.time_to_first_token.render(
+            &mut out,
+            "hearth_time_to_first_token_seconds",
+            "Time from a request's arrival to its first token.",
+        );
         self.inter_token_latency.render(&mut out, "hearth_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.");
         let counters = [
             ("hearth_prompt_tokens_total", "Prompt tokens received.", &self.prompt_tokens),
@@ -137,7 +145,11 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(id), get(stats));
             }
         }
-        let _ = writeln!(out, "# HELP hearth_resident_models Models loaded now.\n# TYPE hearth_resident_models gauge\nhearth_resident_models {}", residents.len());
+        let _ = writeln!(
+            out,
+            "# HELP hearth_resident_models Models loaded now.\n# TYPE hearth_resident_models gauge\nhearth_resident_models {}",
+            residents.len()
+        );
         out
     }
 }

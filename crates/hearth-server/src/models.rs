@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_engine::{LoadOptions, LoadedModel};
-use axum::http::StatusCode;
 use hearth_store::{InUseGuard, ModelRecord, PullRequest, Store, StoreError};
 
 use crate::config::ServerConfig;
@@ -220,7 +220,8 @@ impl Models {
         match self.registry.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
             Some(r) if r.kind == Kind::Lora => {
                 let base = r.base_model.unwrap_or_default();
-                let located = self.locate(&base).map_err(|e| ApiError { message: format!("`{id}`'s base model `{base}`: {}", e.message), ..e })?;
+                let located =
+                    self.locate(&base).map_err(|e| ApiError { message: format!("`{id}`'s base model `{base}`: {}", e.message), ..e })?;
                 if located.adapter.is_some() {
                     return Err(ApiError::invalid("model", format!("`{id}`'s base model `{base}` is itself an adapter")));
                 }

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::fields::JsonObject;
-use crate::kb_api;
 use crate::generation::{self, add_usage, chat_logprobs, completion_logprobs, finish_str, usage_json, Started};
+use crate::kb_api;
 use crate::request::{self, Endpoint};
 use crate::scheduler::{Event, Usage};
 use crate::AppState;
@@ -188,13 +188,20 @@ impl Streaming {
 
 /// Dropping this stream (the client went away) drops the event receiver, which frees the
 /// sequences at the scheduler's next step.
-fn sse(started: Started, chat: bool, include_usage: bool, sources: Option<Vec<Hit>>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+fn sse(
+    started: Started,
+    chat: bool,
+    include_usage: bool,
+    sources: Option<Vec<Hit>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let n = started.n;
     let grounding = sources.map(|s| (s, String::new()));
     let st = Streaming { started, chat, include_usage, open: n, usage: Usage::default(), offsets: vec![0; n], done: false, grounding };
     let head: Vec<String> = if chat {
         (0..n)
-            .map(|i| st.chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
+            .map(|i| {
+                st.chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))
+            })
             .collect()
     } else {
         Vec::new()

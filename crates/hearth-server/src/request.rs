@@ -100,9 +100,7 @@ pub fn parse(body: Map<String, Value>, endpoint: Endpoint) -> Result<GenRequest>
     };
     let include_usage = match f.object("stream_options")? {
         None => false,
-        Some(_) if !stream => {
-            return Err(ApiError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"))
-        }
+        Some(_) if !stream => return Err(ApiError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true")),
         Some(opts) => {
             let mut o = Fields::nested(opts, "stream_options");
             let include = o.bool("include_usage")?.unwrap_or(false);
@@ -154,7 +152,10 @@ fn messages(v: Value) -> Result<Vec<Value>> {
                 Some(Value::Array(parts)) => text_parts(parts, &f.name("content"))?,
                 Some(other) => {
                     let name = f.name("content");
-                    return Err(ApiError::invalid(&name, format!("`{name}` must be a string or an array of parts, got {}", describe(&other))));
+                    return Err(ApiError::invalid(
+                        &name,
+                        format!("`{name}` must be a string or an array of parts, got {}", describe(&other)),
+                    ));
                 }
             };
             let name = f.string("name")?;
@@ -227,10 +228,13 @@ fn stop_strings(v: Value) -> Result<Vec<String>> {
 fn logit_bias(map: Map<String, Value>) -> Result<HashMap<u32, f32>> {
     map.into_iter()
         .map(|(k, v)| {
-            let id = k.parse::<u32>().map_err(|_| ApiError::invalid("logit_bias", format!("`logit_bias` keys must be token ids, got {k:?}")))?;
+            let id =
+                k.parse::<u32>().map_err(|_| ApiError::invalid("logit_bias", format!("`logit_bias` keys must be token ids, got {k:?}")))?;
             match v.as_f64() {
                 Some(b) if (-100.0..=100.0).contains(&b) => Ok((id, b as f32)),
-                _ => Err(ApiError::invalid("logit_bias", format!("`logit_bias[{k}]` must be a number in [-100, 100], got {}", describe(&v)))),
+                _ => {
+                    Err(ApiError::invalid("logit_bias", format!("`logit_bias[{k}]` must be a number in [-100, 100], got {}", describe(&v))))
+                }
             }
         })
         .collect()

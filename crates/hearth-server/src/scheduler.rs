@@ -31,8 +31,16 @@ pub struct Job {
 pub enum Event {
     /// Text released for choice `index` (empty while a character or a possible stop string
     /// is incomplete), with the token's log-prob when asked for.
-    Token { index: usize, text: String, logprob: Option<(u32, TokenLogprob)> },
-    Finished { index: usize, reason: FinishReason, usage: Usage },
+    Token {
+        index: usize,
+        text: String,
+        logprob: Option<(u32, TokenLogprob)>,
+    },
+    Finished {
+        index: usize,
+        reason: FinishReason,
+        usage: Usage,
+    },
     Failed(String),
 }
 
@@ -138,7 +146,11 @@ impl Seq<'_> {
 
     /// Batch slots this sequence will occupy.
     fn slots(&self) -> usize {
-        if self.prefilling() { self.choices } else { 1 }
+        if self.prefilling() {
+            self.choices
+        } else {
+            1
+        }
     }
 
     fn send(&self, e: Event) {

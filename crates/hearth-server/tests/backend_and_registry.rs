@@ -31,12 +31,18 @@ async fn chat_backend_routes() {
     assert_eq!(call(&c, M::POST, s.url("/api/models/nope/load"), None).await.0, 404);
 
     let msgs = json!([{"role": "user", "content": "Hi"}]);
-    let (st, reply) = call(&c, M::POST, s.url("/api/chat/completions"), Some(json!({"messages": msgs, "temperature": 0, "max_tokens": 6}))).await;
+    let (st, reply) =
+        call(&c, M::POST, s.url("/api/chat/completions"), Some(json!({"messages": msgs, "temperature": 0, "max_tokens": 6}))).await;
     assert_eq!(st, 200, "{reply}");
     assert_eq!(reply["message"]["role"], "assistant");
     let text = reply["message"]["content"].as_str().unwrap().to_string();
 
-    let res = c.post(s.url("/api/chat/completions/stream")).json(&json!({"messages": msgs, "temperature": 0, "max_tokens": 6})).send().await.unwrap();
+    let res = c
+        .post(s.url("/api/chat/completions/stream"))
+        .json(&json!({"messages": msgs, "temperature": 0, "max_tokens": 6}))
+        .send()
+        .await
+        .unwrap();
     let events: Vec<Value> = common::sse_data(&res.text().await.unwrap()).iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     let streamed: String = events.iter().filter(|e| e["type"] == "token").map(|e| e["content"].as_str().unwrap()).collect();
     assert_eq!(streamed, text);

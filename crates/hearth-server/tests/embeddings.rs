@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{metric, sse_data, TestServer};
-use minilm::{model_dir, reference_cases};
 use hearth_store::fake_hub::{minilm_repo, FakeHub};
 use hearth_store::HubConfig;
+use minilm::{model_dir, reference_cases};
 use serde_json::{json, Value};
 
 const MINILM_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -224,7 +224,8 @@ async fn rerank_scores_documents_best_first() {
 #[tokio::test]
 async fn pull_streams_progress_then_delete_removes_the_model() {
     let mut hub = FakeHub::start(vec![minilm_repo().expect("run scripts/fetch-test-models.sh")]);
-    let hub_config = HubConfig { endpoint: hub.endpoint(), token: None, offline: false, timeout: Duration::from_secs(10), attempts: 3, parallel: 4 };
+    let hub_config =
+        HubConfig { endpoint: hub.endpoint(), token: None, offline: false, timeout: Duration::from_secs(10), attempts: 3, parallel: 4 };
     let s = TestServer::start_configured(tempfile::tempdir().unwrap(), |_| {}, |cfg| cfg.hub = hub_config);
     let c = reqwest::Client::new();
     let pull_url = s.url("/api/models/pull");
@@ -280,7 +281,9 @@ async fn pull_streams_progress_then_delete_removes_the_model() {
     hub.stop();
 
     let doc: Value = c.get(s.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
-    for (path, method) in [("/v1/embeddings", "post"), ("/v1/rerank", "post"), ("/api/models/pull", "post"), ("/api/models/{model_id}", "delete")] {
+    for (path, method) in
+        [("/v1/embeddings", "post"), ("/v1/rerank", "post"), ("/api/models/pull", "post"), ("/api/models/{model_id}", "delete")]
+    {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
     }
 }
@@ -288,7 +291,8 @@ async fn pull_streams_progress_then_delete_removes_the_model() {
 #[tokio::test]
 async fn auto_pull_downloads_a_model_on_first_use_then_serves_it_offline() {
     let mut hub = FakeHub::start(vec![minilm_repo().expect("run scripts/fetch-test-models.sh")]);
-    let hub_config = HubConfig { endpoint: hub.endpoint(), token: None, offline: false, timeout: Duration::from_secs(10), attempts: 3, parallel: 4 };
+    let hub_config =
+        HubConfig { endpoint: hub.endpoint(), token: None, offline: false, timeout: Duration::from_secs(10), attempts: 3, parallel: 4 };
     let c = reqwest::Client::new();
     let embed = |s: &TestServer, model: &str| {
         let (url, body) = (s.url("/v1/embeddings"), json!({"model": model, "input": "first use"}));

@@ -47,11 +47,19 @@ async fn content_search_and_answers_with_citations() {
     });
     let c = reqwest::Client::new();
     for (id, title, text) in FACTS {
-        let (status, res) = call(c.post(s.url("/api/v1/content")).json(&json!({"id": id, "title": title, "text": text, "content_type": "markdown", "tags": ["facts"]}))).await;
+        let (status, res) = call(
+            c.post(s.url("/api/v1/content"))
+                .json(&json!({"id": id, "title": title, "text": text, "content_type": "markdown", "tags": ["facts"]})),
+        )
+        .await;
         assert_eq!((status, res["content_id"].as_str()), (201, Some(*id)), "{res}");
     }
     // Posting the same content again changes nothing.
-    let (status, res) = call(c.post(s.url("/api/v1/content")).json(&json!({"id": "tea", "title": "Tea", "text": FACTS[1].2, "content_type": "markdown", "tags": ["facts"]}))).await;
+    let (status, res) = call(
+        c.post(s.url("/api/v1/content"))
+            .json(&json!({"id": "tea", "title": "Tea", "text": FACTS[1].2, "content_type": "markdown", "tags": ["facts"]})),
+    )
+    .await;
     assert_eq!((status, res["unchanged"].as_bool()), (200, Some(true)), "{res}");
     let form = reqwest::multipart::Form::new()
         .part("file", reqwest::multipart::Part::bytes(b"Volcanic lava cools into basalt rock.".to_vec()).file_name("lava.txt"))
@@ -63,7 +71,8 @@ async fn content_search_and_answers_with_citations() {
     assert_eq!(status, 201, "{res}");
     let lava = res["content_id"].as_str().unwrap().to_string();
     // Another file of the same name is another document.
-    let other = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"Pumice floats on water.".to_vec()).file_name("lava.txt"));
+    let other = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(b"Pumice floats on water.".to_vec()).file_name("lava.txt"));
     let (status, res) = call(c.post(s.url("/api/v1/content")).multipart(other)).await;
     assert_eq!(status, 201, "{res}");
     let pumice = res["content_id"].as_str().unwrap().to_string();
@@ -89,7 +98,11 @@ async fn content_search_and_answers_with_citations() {
         let chunk = top["chunk_text"].as_str().unwrap();
         assert!(chunk.contains("Agnes Morrow"));
         assert_eq!(top["section"], json!(["Lighthouses", "Keepers"]));
-        assert_eq!((bytes_in(keeper_text, &top["span"]), chars_in(keeper_text, &top["char_span"]).as_str()), (chunk, chunk), "{mode}: {top}");
+        assert_eq!(
+            (bytes_in(keeper_text, &top["span"]), chars_in(keeper_text, &top["char_span"]).as_str()),
+            (chunk, chunk),
+            "{mode}: {top}"
+        );
     }
     let (_, res) = call(c.get(s.url("/api/v1/search?q=rock&tag=geology"))).await;
     assert_eq!(res["results"].as_array().unwrap().iter().map(|r| r["content_id"].as_str().unwrap()).collect::<Vec<_>>(), [lava.as_str()]);
@@ -99,7 +112,15 @@ async fn content_search_and_answers_with_citations() {
     let scores: Vec<f64> = res["results"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
     assert_eq!(scores.len(), 3);
     assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
-    for (query, param) in [("q=", "q"), ("q=x&mode=fuzzy", "mode"), ("q=x&limit=0", "limit"), ("q=x&page=2", "page"), ("q=x&rerank=maybe", "rerank"), ("q=x&collection=../etc", "collection"), ("q=x&query=y", "query")] {
+    for (query, param) in [
+        ("q=", "q"),
+        ("q=x&mode=fuzzy", "mode"),
+        ("q=x&limit=0", "limit"),
+        ("q=x&page=2", "page"),
+        ("q=x&rerank=maybe", "rerank"),
+        ("q=x&collection=../etc", "collection"),
+        ("q=x&query=y", "query"),
+    ] {
         let (status, err) = call(c.get(s.url(&format!("/api/v1/search?{query}")))).await;
         assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{query}: {err}");
     }
@@ -132,7 +153,15 @@ async fn content_search_and_answers_with_citations() {
         assert_eq!(chars_in(text, &citation["char_span"]), chunk);
         assert!(citation["char_span"]["start"].as_u64() < citation["span"]["start"].as_u64(), "{citation}");
     }
-    let streamed = c.post(s.url("/search/ask")).json(&json!({"question": "Who was the keeper of the Skerry lighthouse?", "limit": 3, "max_tokens": 40, "stream": true})).send().await.unwrap().text().await.unwrap();
+    let streamed = c
+        .post(s.url("/search/ask"))
+        .json(&json!({"question": "Who was the keeper of the Skerry lighthouse?", "limit": 3, "max_tokens": 40, "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let events: Vec<Value> = sse_data(&streamed).iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     assert_eq!((&events[0]["type"], &events[0]["sources"]), (&json!("sources"), &res["sources"]));
     assert!(events.iter().any(|e| e["type"] == "token"));
@@ -172,7 +201,9 @@ async fn content_search_and_answers_with_citations() {
     let (status, _) = call(c.get(s.url("/api/v1/content/nope"))).await;
     assert_eq!(status, 404);
     let (_, doc) = call(c.get(s.url("/openapi.json"))).await;
-    for (path, method) in [("/api/v1/search", "get"), ("/api/v1/content", "post"), ("/api/v1/content/{id}", "delete"), ("/search/ask", "post")] {
+    for (path, method) in
+        [("/api/v1/search", "get"), ("/api/v1/content", "post"), ("/api/v1/content/{id}", "delete"), ("/search/ask", "post")]
+    {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
     }
 }
@@ -183,7 +214,8 @@ async fn server_files_are_ingested_as_a_background_job() {
     std::fs::create_dir_all(root.path().join("docs/sub")).unwrap();
     std::fs::write(root.path().join("docs/a.md"), "# Otters\n\nSea otters hold hands while they sleep.").unwrap();
     std::fs::write(root.path().join("docs/sub/b.txt"), "Giraffes sleep for under two hours a day.").unwrap();
-    std::fs::write(root.path().join("docs/c.jsonl"), "{\"title\": \"Penguins\", \"body\": \"Penguins cannot fly but swim fast.\"}\n").unwrap();
+    std::fs::write(root.path().join("docs/c.jsonl"), "{\"title\": \"Penguins\", \"body\": \"Penguins cannot fly but swim fast.\"}\n")
+        .unwrap();
     std::fs::write(root.path().join("docs/big.txt"), "Elephants never forget. ".repeat(100)).unwrap();
     let dir = root.path().to_path_buf();
     let s = TestServer::start(move |o| o.kb_ingest_dir = Some(dir));
@@ -214,7 +246,11 @@ async fn server_files_are_ingested_as_a_background_job() {
     }
     // The body's limit and JSON field were used: the big file is refused, the penguins' text read.
     let report = &job["report"];
-    assert_eq!((job["state"].as_str(), report["documents"].as_u64(), &report["progress"]), (Some("done"), Some(3), &json!({"done": 4, "total": 4, "chunks": 3})), "{job}");
+    assert_eq!(
+        (job["state"].as_str(), report["documents"].as_u64(), &report["progress"]),
+        (Some("done"), Some(3), &json!({"done": 4, "total": 4, "chunks": 3})),
+        "{job}"
+    );
     let errors = report["errors"].as_array().unwrap();
     assert!(errors.len() == 1 && errors[0]["source"].as_str().unwrap().ends_with("big.txt"), "{job}");
     assert_eq!(errors[0]["message"], "2400 bytes is over the 1000-byte limit", "{job}");
@@ -232,7 +268,10 @@ async fn server_files_are_ingested_as_a_background_job() {
     assert_eq!((top["content_id"].as_str(), top["chunk_text"].as_str()), (Some("dessert"), Some(text)), "{found}");
     let by_chars: Vec<String> = top["char_highlights"].as_array().unwrap().iter().map(|r| chars_in(text, r)).collect();
     let by_bytes: Vec<&str> = top["highlights"].as_array().unwrap().iter().map(|r| bytes_in(text, r)).collect();
-    assert_eq!((by_chars.as_slice(), by_bytes.as_slice()), (["Crème", "crème", "caramélisée"].map(String::from).as_slice(), ["Crème", "crème", "caramélisée"].as_slice()));
+    assert_eq!(
+        (by_chars.as_slice(), by_bytes.as_slice()),
+        (["Crème", "crème", "caramélisée"].map(String::from).as_slice(), ["Crème", "crème", "caramélisée"].as_slice())
+    );
     assert_eq!(top["char_highlights"][1], json!({"start": 17, "end": 22}), "{top}");
     assert_eq!(top["highlights"][1], json!({"start": 20, "end": 26}), "{top}");
     let (status, _) = call(c.get(s.url("/api/v1/jobs/999"))).await;

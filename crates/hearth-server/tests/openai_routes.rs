@@ -45,12 +45,20 @@ async fn chat_and_completions_stream_the_same_text_they_return() {
     let usage = &chunks.last().unwrap()["usage"];
     assert_eq!(usage["completion_tokens"], 8);
 
-    let (status, comp) = post(&c, &s.url("/v1/completions"), json!({"model": "tiny", "prompt": "Once upon", "max_tokens": 5, "temperature": 0, "logprobs": 3})).await;
+    let (status, comp) = post(
+        &c,
+        &s.url("/v1/completions"),
+        json!({"model": "tiny", "prompt": "Once upon", "max_tokens": 5, "temperature": 0, "logprobs": 3}),
+    )
+    .await;
     assert_eq!(status, 200, "{comp}");
     let lp = &comp["choices"][0]["logprobs"];
     assert_eq!(lp["tokens"].as_array().unwrap().len(), 5);
     assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 3);
-    assert_eq!(lp["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<String>(), comp["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(
+        lp["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<String>(),
+        comp["choices"][0]["text"].as_str().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -60,7 +68,9 @@ async fn n_choices_share_the_prompt_and_seeds_reproduce() {
     let body = chat("Tell me", json!({"n": 3, "temperature": 1.0, "seed": 7, "max_tokens": 12, "logprobs": true, "top_logprobs": 2}));
     let (status, a) = post(&c, &s.url("/v1/chat/completions"), body.clone()).await;
     assert_eq!(status, 200, "{a}");
-    let texts = |v: &Value| v["choices"].as_array().unwrap().iter().map(|c| c["message"]["content"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let texts = |v: &Value| {
+        v["choices"].as_array().unwrap().iter().map(|c| c["message"]["content"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
     assert_eq!(texts(&a).len(), 3);
     assert_ne!(texts(&a)[0], texts(&a)[1], "choices sample differently");
     assert_eq!(a["usage"]["completion_tokens"], 36);
@@ -73,11 +83,14 @@ async fn n_choices_share_the_prompt_and_seeds_reproduce() {
 async fn stop_strings_end_generation_and_never_appear() {
     let s = TestServer::start(|_| {});
     let c = reqwest::Client::new();
-    let (_, full) = post(&c, &s.url("/v1/completions"), json!({"model": "tiny", "prompt": "abc", "max_tokens": 16, "temperature": 0})).await;
+    let (_, full) =
+        post(&c, &s.url("/v1/completions"), json!({"model": "tiny", "prompt": "abc", "max_tokens": 16, "temperature": 0})).await;
     let text = full["choices"][0]["text"].as_str().unwrap();
     // A stop string taken from the middle of the greedy continuation.
     let stop: String = text.chars().skip(text.chars().count() / 2).take(3).collect();
-    let (_, cut) = post(&c, &s.url("/v1/completions"), json!({"model": "tiny", "prompt": "abc", "max_tokens": 16, "temperature": 0, "stop": [stop]})).await;
+    let (_, cut) =
+        post(&c, &s.url("/v1/completions"), json!({"model": "tiny", "prompt": "abc", "max_tokens": 16, "temperature": 0, "stop": [stop]}))
+            .await;
     let out = cut["choices"][0]["text"].as_str().unwrap();
     assert_eq!(cut["choices"][0]["finish_reason"], "stop");
     assert!(text.starts_with(out) && !out.contains(&stop), "{out:?} / {text:?} / {stop:?}");
@@ -107,7 +120,9 @@ async fn concurrent_streams_batch_and_cancelled_ones_are_freed() {
     let reqs = (0..8).map(|i| {
         let c = c.clone();
         let url = s.url("/v1/completions");
-        async move { post(&c, &url, json!({"model": "tiny", "prompt": format!("story {i}"), "max_tokens": 24, "temperature": 0.8, "seed": i})).await }
+        async move {
+            post(&c, &url, json!({"model": "tiny", "prompt": format!("story {i}"), "max_tokens": 24, "temperature": 0.8, "seed": i})).await
+        }
     });
     for (status, body) in futures_util::future::join_all(reqs).await {
         assert_eq!(status, 200, "{body}");

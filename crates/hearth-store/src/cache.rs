@@ -8,9 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::IoContext;
-use crate::name::{
-    check_blob_hash, check_file_name, check_repo_id, check_revision, is_commit, repo_folder,
-};
+use crate::name::{check_blob_hash, check_file_name, check_repo_id, check_revision, is_commit, repo_folder};
 use crate::{Result, StoreError};
 
 /// Writes `path` so that it is either absent/old or complete: temp file, fsync, rename, fsync dir.
@@ -26,10 +24,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// A name next to `path` that no other process uses and no reader mistakes for the real thing.
 pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .expect("cache paths have a file name")
-        .to_string_lossy();
+    let name = path.file_name().expect("cache paths have a file name").to_string_lossy();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
@@ -70,10 +65,7 @@ impl Manifest {
     fn check(&self) -> Result<()> {
         check_repo_id(&self.repo)?;
         if !is_commit(&self.commit) {
-            return Err(StoreError::Invalid(format!(
-                "manifest has an invalid commit {:?}",
-                self.commit
-            )));
+            return Err(StoreError::Invalid(format!("manifest has an invalid commit {:?}", self.commit)));
         }
         for f in &self.files {
             check_file_name(&f.path)?;
@@ -91,9 +83,7 @@ pub(crate) struct RepoDir {
 
 impl RepoDir {
     pub fn new(cache: &Path, repo: &str) -> Self {
-        Self {
-            root: cache.join(repo_folder(repo)),
-        }
+        Self { root: cache.join(repo_folder(repo)) }
     }
 
     pub fn blobs(&self) -> PathBuf {
@@ -153,16 +143,11 @@ impl RepoDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).at(&path),
         };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            StoreError::Invalid(format!("{}: unreadable manifest: {e}", path.display()))
-        })?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid(format!("{}: unreadable manifest: {e}", path.display())))?;
         m.check()?;
         if m.commit != commit {
-            return Err(StoreError::Invalid(format!(
-                "{}: manifest is for commit {}",
-                path.display(),
-                m.commit
-            )));
+            return Err(StoreError::Invalid(format!("{}: manifest is for commit {}", path.display(), m.commit)));
         }
         Ok(Some(m))
     }
@@ -185,16 +170,7 @@ impl RepoDir {
         let Ok(entries) = fs::read_dir(self.manifests()) else {
             return Vec::new();
         };
-        entries
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".json")
-                    .map(str::to_string)
-            })
-            .filter(|c| is_commit(c))
-            .collect()
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string)).filter(|c| is_commit(c)).collect()
     }
 
     /// Points `snapshots/{commit}/{file}` at its blob with a relative symlink, replacing any

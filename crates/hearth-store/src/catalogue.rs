@@ -32,121 +32,29 @@ pub struct CatalogueEntry {
     pub description: &'static str,
 }
 
-const fn entry(
-    alias: &'static str,
-    spec: &'static str,
-    use_case: UseCase,
-    memory_gb: u32,
-    description: &'static str,
-) -> CatalogueEntry {
-    CatalogueEntry {
-        alias,
-        spec,
-        use_case,
-        memory_gb,
-        description,
-    }
+const fn entry(alias: &'static str, spec: &'static str, use_case: UseCase, memory_gb: u32, description: &'static str) -> CatalogueEntry {
+    CatalogueEntry { alias, spec, use_case, memory_gb, description }
 }
 
 pub const CATALOGUE: &[CatalogueEntry] = &[
-    entry(
-        "smollm2",
-        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1",
-        UseCase::Chat,
-        1,
-        "tiny chat model for tests and any machine",
-    ),
-    entry(
-        "llama3.2-3b",
-        "mlx-community/Llama-3.2-3B-Instruct-4bit",
-        UseCase::Chat,
-        8,
-        "small general chat",
-    ),
-    entry(
-        "qwen2.5-7b",
-        "mlx-community/Qwen2.5-7B-Instruct-4bit",
-        UseCase::Chat,
-        8,
-        "general chat, 8 GB machines",
-    ),
-    entry(
-        "llama3.1-8b",
-        "mlx-community/Meta-Llama-3.1-8B-Instruct-4bit",
-        UseCase::Chat,
-        8,
-        "general chat, 8 GB machines",
-    ),
-    entry(
-        "qwen2.5-14b",
-        "mlx-community/Qwen2.5-14B-Instruct-4bit",
-        UseCase::Chat,
-        16,
-        "general chat, 16 GB machines",
-    ),
-    entry(
-        "gemma2-9b",
-        "mlx-community/gemma-2-9b-it-4bit",
-        UseCase::Chat,
-        16,
-        "general chat, 16 GB machines",
-    ),
-    entry(
-        "qwen2.5-32b",
-        "mlx-community/Qwen2.5-32B-Instruct-4bit",
-        UseCase::Chat,
-        32,
-        "strong chat, 32 GB machines",
-    ),
-    entry(
-        "qwen2.5-coder-7b",
-        "mlx-community/Qwen2.5-Coder-7B-Instruct-4bit",
-        UseCase::Coding,
-        8,
-        "code completion and chat",
-    ),
-    entry(
-        "qwen2.5-coder-14b",
-        "mlx-community/Qwen2.5-Coder-14B-Instruct-4bit",
-        UseCase::Coding,
-        16,
-        "code, 16 GB machines",
-    ),
-    entry(
-        "qwen2.5-coder-32b",
-        "mlx-community/Qwen2.5-Coder-32B-Instruct-4bit",
-        UseCase::Coding,
-        32,
-        "code, 32 GB machines",
-    ),
-    entry(
-        "minilm",
-        "sentence-transformers/all-MiniLM-L6-v2",
-        UseCase::Embedding,
-        1,
-        "fast 384-d sentence embeddings",
-    ),
-    entry(
-        "bge-small",
-        "BAAI/bge-small-en-v1.5",
-        UseCase::Embedding,
-        1,
-        "384-d English embeddings",
-    ),
-    entry(
-        "bge-m3",
-        "BAAI/bge-m3",
-        UseCase::Embedding,
-        4,
-        "1024-d multilingual embeddings",
-    ),
+    entry("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1", UseCase::Chat, 1, "tiny chat model for tests and any machine"),
+    entry("llama3.2-3b", "mlx-community/Llama-3.2-3B-Instruct-4bit", UseCase::Chat, 8, "small general chat"),
+    entry("qwen2.5-7b", "mlx-community/Qwen2.5-7B-Instruct-4bit", UseCase::Chat, 8, "general chat, 8 GB machines"),
+    entry("llama3.1-8b", "mlx-community/Meta-Llama-3.1-8B-Instruct-4bit", UseCase::Chat, 8, "general chat, 8 GB machines"),
+    entry("qwen2.5-14b", "mlx-community/Qwen2.5-14B-Instruct-4bit", UseCase::Chat, 16, "general chat, 16 GB machines"),
+    entry("gemma2-9b", "mlx-community/gemma-2-9b-it-4bit", UseCase::Chat, 16, "general chat, 16 GB machines"),
+    entry("qwen2.5-32b", "mlx-community/Qwen2.5-32B-Instruct-4bit", UseCase::Chat, 32, "strong chat, 32 GB machines"),
+    entry("qwen2.5-coder-7b", "mlx-community/Qwen2.5-Coder-7B-Instruct-4bit", UseCase::Coding, 8, "code completion and chat"),
+    entry("qwen2.5-coder-14b", "mlx-community/Qwen2.5-Coder-14B-Instruct-4bit", UseCase::Coding, 16, "code, 16 GB machines"),
+    entry("qwen2.5-coder-32b", "mlx-community/Qwen2.5-Coder-32B-Instruct-4bit", UseCase::Coding, 32, "code, 32 GB machines"),
+    entry("minilm", "sentence-transformers/all-MiniLM-L6-v2", UseCase::Embedding, 1, "fast 384-d sentence embeddings"),
+    entry("bge-small", "BAAI/bge-small-en-v1.5", UseCase::Embedding, 1, "384-d English embeddings"),
+    entry("bge-m3", "BAAI/bge-m3", UseCase::Embedding, 4, "1024-d multilingual embeddings"),
 ];
 
 /// The catalogue entry for an alias (case-insensitive).
 pub fn lookup(alias: &str) -> Option<&'static CatalogueEntry> {
-    CATALOGUE
-        .iter()
-        .find(|e| e.alias.eq_ignore_ascii_case(alias))
+    CATALOGUE.iter().find(|e| e.alias.eq_ignore_ascii_case(alias))
 }
 
 /// The repo id an alias stands for, else `spec` itself: one name for one model wherever it
@@ -161,15 +69,8 @@ mod tests {
     fn every_entry_is_a_valid_spec_with_a_unique_alias() {
         for (i, e) in super::CATALOGUE.iter().enumerate() {
             crate::name::ModelSpec::parse(e.spec).unwrap();
-            assert!(
-                super::CATALOGUE[..i].iter().all(|o| o.alias != e.alias),
-                "duplicate alias {}",
-                e.alias
-            );
+            assert!(super::CATALOGUE[..i].iter().all(|o| o.alias != e.alias), "duplicate alias {}", e.alias);
         }
-        assert_eq!(
-            super::lookup("SmolLM2").unwrap().spec,
-            "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1"
-        );
+        assert_eq!(super::lookup("SmolLM2").unwrap().spec, "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1");
     }
 }

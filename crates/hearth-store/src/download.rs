@@ -75,13 +75,7 @@ pub(crate) fn hash_file(path: &Path, expected_hash: &str) -> Result<String> {
 
 /// Makes `blobs/{file.hash}` exist with the right content, resuming any `.partial`.
 /// `progress` gets the number of bytes of the file present so far.
-pub(crate) fn fetch_blob(
-    hub: &Hub,
-    repo: &RepoDir,
-    url: &reqwest::Url,
-    file: &RemoteFile,
-    progress: &dyn Fn(u64),
-) -> Result<()> {
+pub(crate) fn fetch_blob(hub: &Hub, repo: &RepoDir, url: &reqwest::Url, file: &RemoteFile, progress: &dyn Fn(u64)) -> Result<()> {
     let blobs = repo.blobs();
     fs::create_dir_all(&blobs).at(&blobs)?;
     let partial = repo.partial(&file.hash);
@@ -110,11 +104,7 @@ pub(crate) fn fetch_blob(
         }
         let mut resp = hub.get(url, have)?;
         let resumed = resp.status() == StatusCode::PARTIAL_CONTENT
-            && resp
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|r| r.starts_with(&format!("bytes {have}-")));
+            && resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).is_some_and(|r| r.starts_with(&format!("bytes {have}-")));
         if !resumed && have > 0 {
             // The server ignored or refused the range: start the file over.
             out.set_len(0).at(&partial)?;
@@ -122,18 +112,13 @@ pub(crate) fn fetch_blob(
             hasher = ContentHasher::for_hash(&file.hash, file.size);
             progress(0);
             if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-                return Err(StoreError::Network {
-                    url: url.to_string(),
-                    message: "range not satisfiable; restarting".into(),
-                });
+                return Err(StoreError::Network { url: url.to_string(), message: "range not satisfiable; restarting".into() });
             }
         }
         out.seek(SeekFrom::Start(have)).at(&partial)?;
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            let n = resp
-                .read(&mut buf)
-                .map_err(|e| network_error(url.as_str(), &e, hub.config().timeout))?;
+            let n = resp.read(&mut buf).map_err(|e| network_error(url.as_str(), &e, hub.config().timeout))?;
             if n == 0 {
                 break;
             }
@@ -163,11 +148,7 @@ pub(crate) fn fetch_blob(
     let actual = hasher.finish();
     if actual != file.hash {
         fs::remove_file(&partial).at(&partial)?;
-        return Err(StoreError::Corrupt {
-            file: file.path.clone(),
-            expected: file.hash.clone(),
-            actual,
-        });
+        return Err(StoreError::Corrupt { file: file.path.clone(), expected: file.hash.clone(), actual });
     }
     let blob = repo.blob(&file.hash);
     fs::rename(&partial, &blob).at(&blob)?;

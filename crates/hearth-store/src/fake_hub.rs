@@ -57,34 +57,18 @@ impl FakeFile {
 
     fn new(path: &str, content: Content, size: u64, sha256: String, git: String) -> Self {
         // Like the Hub's default .gitattributes: weights and anything big go to LFS.
-        let lfs = [".safetensors", ".gguf", ".bin", ".onnx", ".h5"]
-            .iter()
-            .any(|e| path.ends_with(e))
-            || size > (10 << 20);
+        let lfs = [".safetensors", ".gguf", ".bin", ".onnx", ".h5"].iter().any(|e| path.ends_with(e)) || size > (10 << 20);
         let blob_id = if lfs {
             git_sha1(format!("version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n").as_bytes())
         } else {
             git
         };
-        Self {
-            path: path.to_string(),
-            size,
-            sha256,
-            blob_id,
-            lfs,
-            content,
-        }
+        Self { path: path.to_string(), size, sha256, blob_id, lfs, content }
     }
 
     pub fn in_memory(path: &str, data: &[u8]) -> Self {
         let sha = hex(&Sha256::digest(data));
-        Self::new(
-            path,
-            Content::Memory(data.into()),
-            data.len() as u64,
-            sha,
-            git_sha1(data),
-        )
+        Self::new(path, Content::Memory(data.into()), data.len() as u64, sha, git_sha1(data))
     }
 
     /// A file on disk, hashed once per process however many repos serve it.
@@ -115,13 +99,7 @@ impl FakeFile {
                 v
             }
         };
-        Ok(Self::new(
-            path,
-            Content::Disk(file.to_path_buf()),
-            size,
-            sha,
-            git,
-        ))
+        Ok(Self::new(path, Content::Disk(file.to_path_buf()), size, sha, git))
     }
 
     fn read_range(&self, from: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -159,13 +137,7 @@ impl FakeRepo {
             h.update(f.path.as_bytes());
             h.update(f.hub_hash().as_bytes());
         }
-        Self {
-            id: id.to_string(),
-            commit: hex(&h.finalize()),
-            files,
-            refs: vec!["main".into()],
-            gated: false,
-        }
+        Self { id: id.to_string(), commit: hex(&h.finalize()), files, refs: vec!["main".into()], gated: false }
     }
 
     /// Every file under `dir`, with paths relative to it.
@@ -178,11 +150,7 @@ impl FakeRepo {
                 if path.is_dir() {
                     stack.push(path);
                 } else {
-                    let rel = path
-                        .strip_prefix(dir)
-                        .expect("under dir")
-                        .to_string_lossy()
-                        .replace('\\', "/");
+                    let rel = path.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
                     files.push(FakeFile::on_disk(&rel, &path)?);
                 }
             }
@@ -211,16 +179,12 @@ impl FakeRepo {
 /// (`$HEARTH_TEST_MODELS`, else the script's default `~/.cache/hearth/models`; tests give
 /// `HEARTH_HOME` a temporary directory, so it is not consulted.)
 pub fn test_models_dir() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            cache.join("hearth").join("models")
-        })
+    std::env::var_os("HEARTH_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        cache.join("hearth").join("models")
+    })
 }
 
 /// `HuggingFaceTB/SmolLM2-135M-Instruct-GGUF` serving the real Q4_1 GGUF (plus a README, as
@@ -238,10 +202,7 @@ pub fn smollm2_gguf_repo() -> std::io::Result<FakeRepo> {
 
 /// `sentence-transformers/all-MiniLM-L6-v2` serving the real files.
 pub fn minilm_repo() -> std::io::Result<FakeRepo> {
-    FakeRepo::from_dir(
-        "sentence-transformers/all-MiniLM-L6-v2",
-        &test_models_dir().join("all-MiniLM-L6-v2"),
-    )
+    FakeRepo::from_dir("sentence-transformers/all-MiniLM-L6-v2", &test_models_dir().join("all-MiniLM-L6-v2"))
 }
 
 /// A fault, injected into the next `times` requests whose path contains a given string.
@@ -261,10 +222,7 @@ pub enum Fault {
 
 impl Fault {
     fn needs_body(&self) -> bool {
-        matches!(
-            self,
-            Fault::CutAfter(_) | Fault::CorruptByte(_) | Fault::StallAfter(..)
-        )
+        matches!(self, Fault::CutAfter(_) | Fault::CorruptByte(_) | Fault::StallAfter(..))
     }
 }
 
@@ -312,11 +270,7 @@ impl FakeHub {
                 }
             }
         });
-        Self {
-            addr,
-            state,
-            accept: Some(accept),
-        }
+        Self { addr, state, accept: Some(accept) }
     }
 
     /// The value for `HF_ENDPOINT`.
@@ -329,11 +283,7 @@ impl FakeHub {
     }
 
     pub fn inject(&self, path_contains: &str, fault: Fault, times: usize) {
-        self.state
-            .faults
-            .lock()
-            .unwrap()
-            .push((path_contains.to_string(), fault, times));
+        self.state.faults.lock().unwrap().push((path_contains.to_string(), fault, times));
     }
 
     pub fn throttle(&self, bytes_per_sec: u64) {
@@ -378,10 +328,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(b);
                 i += 3;
                 continue;
@@ -410,23 +357,11 @@ fn read_request(conn: &TcpStream) -> std::io::Result<Request> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    Ok(Request {
-        method,
-        raw_path,
-        headers,
-    })
+    Ok(Request { method, raw_path, headers })
 }
 
-fn respond(
-    conn: &mut TcpStream,
-    status: u16,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+fn respond(conn: &mut TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -438,24 +373,14 @@ fn respond(
 
 fn error(conn: &mut TcpStream, status: u16, code: &str, message: &str) -> std::io::Result<()> {
     let body = serde_json::json!({ "error": message }).to_string();
-    respond(
-        conn,
-        status,
-        &[
-            ("X-Error-Code", code.into()),
-            ("X-Error-Message", message.into()),
-        ],
-        body.as_bytes(),
-    )
+    respond(conn, status, &[("X-Error-Code", code.into()), ("X-Error-Message", message.into())], body.as_bytes())
 }
 
 impl State {
     /// Takes the first matching fault, if any; body faults only match requests that send bytes.
     fn take_fault(&self, path: &str, sends_body: bool) -> Option<Fault> {
         let mut faults = self.faults.lock().unwrap();
-        let i = faults.iter().position(|(key, f, _)| {
-            path.contains(key.as_str()) && (sends_body || !f.needs_body())
-        })?;
+        let i = faults.iter().position(|(key, f, _)| path.contains(key.as_str()) && (sends_body || !f.needs_body()))?;
         faults[i].2 -= 1;
         let fault = faults[i].1.clone();
         if faults[i].2 == 0 {
@@ -467,27 +392,15 @@ impl State {
     /// The repository a request names at a revision (branch, tag or commit), or the Hub's
     /// answer when either is unknown (404) or the repo is gated and the request lacks the
     /// token (401).
-    fn repo(
-        &self,
-        id: &str,
-        rev: &str,
-        req: &Request,
-    ) -> Result<&FakeRepo, (u16, &'static str, &'static str)> {
+    fn repo(&self, id: &str, rev: &str, req: &Request) -> Result<&FakeRepo, (u16, &'static str, &'static str)> {
         let mut commits = self.repos.iter().filter(|r| r.id == id).peekable();
-        let first = commits
-            .peek()
-            .copied()
-            .ok_or((404, "RepoNotFound", "Repository not found"))?;
+        let first = commits.peek().copied().ok_or((404, "RepoNotFound", "Repository not found"))?;
         let token = self.token.lock().unwrap().clone();
-        let authorised = !first.gated
-            || token
-                .is_some_and(|t| req.headers.get("authorization") == Some(&format!("Bearer {t}")));
+        let authorised = !first.gated || token.is_some_and(|t| req.headers.get("authorization") == Some(&format!("Bearer {t}")));
         if !authorised {
             return Err((401, "GatedRepo", "Access to this model is restricted"));
         }
-        commits
-            .find(|r| r.commit == rev || r.refs.iter().any(|name| name == rev))
-            .ok_or((404, "RevisionNotFound", "Invalid rev id"))
+        commits.find(|r| r.commit == rev || r.refs.iter().any(|name| name == rev)).ok_or((404, "RevisionNotFound", "Invalid rev id"))
     }
 }
 
@@ -504,19 +417,11 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
     let req = read_request(&conn)?;
     state.requests.fetch_add(1, Ordering::SeqCst);
     let decoded = percent_decode(&req.raw_path);
-    let path = req
-        .raw_path
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let sends_body =
-        req.method == "GET" && (path.starts_with("/cdn/") || path.contains("/resolve/"));
+    let path = req.raw_path.split('?').next().unwrap_or_default().to_string();
+    let sends_body = req.method == "GET" && (path.starts_with("/cdn/") || path.contains("/resolve/"));
     let mut fault = state.take_fault(&decoded, false);
     match fault {
-        Some(Fault::Status(code)) => {
-            return error(&mut conn, code, "Injected", &format!("injected {code}"))
-        }
+        Some(Fault::Status(code)) => return error(&mut conn, code, "Injected", &format!("injected {code}")),
         Some(Fault::Stall(d)) => {
             stall(state, d);
             return conn.shutdown(Shutdown::Both);
@@ -550,20 +455,11 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
             .collect();
         let body = serde_json::json!({ "_id": repo.commit, "id": repo.id, "modelId": repo.id, "sha": repo.commit,
             "private": false, "gated": repo.gated, "siblings": siblings });
-        return respond(
-            &mut conn,
-            200,
-            &[("Content-Type", "application/json".into())],
-            body.to_string().as_bytes(),
-        );
+        return respond(&mut conn, 200, &[("Content-Type", "application/json".into())], body.to_string().as_bytes());
     }
     if let Some(rest) = path.strip_prefix("/cdn/") {
         let hash = rest.split('/').next().unwrap_or_default();
-        let file = state
-            .repos
-            .iter()
-            .flat_map(|r| &r.files)
-            .find(|f| f.lfs && f.sha256 == hash);
+        let file = state.repos.iter().flat_map(|r| &r.files).find(|f| f.lfs && f.sha256 == hash);
         return match file {
             Some(f) => {
                 if sends_body {
@@ -584,10 +480,7 @@ fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
         let Some(f) = repo.file(&percent_decode(file)) else {
             return error(&mut conn, 404, "EntryNotFound", "Entry not found");
         };
-        let mut headers = vec![
-            ("X-Repo-Commit", repo.commit.clone()),
-            ("ETag", format!("\"{}\"", f.blob_id)),
-        ];
+        let mut headers = vec![("X-Repo-Commit", repo.commit.clone()), ("ETag", format!("\"{}\"", f.blob_id))];
         if f.lfs {
             headers.push(("X-Linked-Etag", format!("\"{}\"", f.sha256)));
             headers.push(("X-Linked-Size", f.size.to_string()));
@@ -611,43 +504,26 @@ fn serve_bytes(
     extra: &[(&str, String)],
     fault: Option<Fault>,
 ) -> std::io::Result<()> {
-    let range = req
-        .headers
-        .get("range")
-        .and_then(|r| r.strip_prefix("bytes="))
-        .map(|r| {
-            state.range_requests.fetch_add(1, Ordering::SeqCst);
-            let (a, b) = r.split_once('-').unwrap_or((r, ""));
-            (a.parse::<u64>().unwrap_or(0), b.parse::<u64>().ok())
-        });
+    let range = req.headers.get("range").and_then(|r| r.strip_prefix("bytes=")).map(|r| {
+        state.range_requests.fetch_add(1, Ordering::SeqCst);
+        let (a, b) = r.split_once('-').unwrap_or((r, ""));
+        (a.parse::<u64>().unwrap_or(0), b.parse::<u64>().ok())
+    });
     let (start, end) = match range {
         Some((a, _)) if a >= f.size => {
-            return respond(
-                conn,
-                416,
-                &[("Content-Range", format!("bytes */{}", f.size))],
-                b"",
-            );
+            return respond(conn, 416, &[("Content-Range", format!("bytes */{}", f.size))], b"");
         }
         Some((a, b)) => (a, b.map_or(f.size, |b| (b + 1).min(f.size))),
         None => (0, f.size),
     };
-    let status = if range.is_some() {
-        "206 Partial Content"
-    } else {
-        "200 OK"
-    };
+    let status = if range.is_some() { "206 Partial Content" } else { "200 OK" };
     let mut head = format!(
         "HTTP/1.1 {status}\r\nConnection: close\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\nETag: \"{}\"\r\n",
         end - start,
         f.hub_hash()
     );
     if range.is_some() {
-        head.push_str(&format!(
-            "Content-Range: bytes {start}-{}/{}\r\n",
-            end - 1,
-            f.size
-        ));
+        head.push_str(&format!("Content-Range: bytes {start}-{}/{}\r\n", end - 1, f.size));
     }
     for (k, v) in extra.iter().filter(|(k, _)| *k != "ETag") {
         head.push_str(&format!("{k}: {v}\r\n"));

@@ -30,10 +30,7 @@ pub struct HubConfig {
 }
 
 fn env_nonempty(key: &str) -> Option<String> {
-    std::env::var(key)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    std::env::var(key).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
@@ -41,36 +38,23 @@ pub(crate) fn hf_home() -> Option<PathBuf> {
     if let Some(h) = env_nonempty("HF_HOME") {
         return Some(PathBuf::from(h));
     }
-    let cache = env_nonempty("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let cache =
+        env_nonempty("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(cache.join("huggingface"))
 }
 
 impl HubConfig {
     pub fn from_env() -> Self {
-        let truthy = |k: &str| {
-            env_nonempty(k).is_some_and(|v| {
-                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-            })
-        };
+        let truthy = |k: &str| env_nonempty(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
         let token = env_nonempty("HF_TOKEN").or_else(|| {
             let file = hf_home()?.join("token");
-            std::fs::read_to_string(file)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
+            std::fs::read_to_string(file).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
         });
         Self {
-            endpoint: env_nonempty("HF_ENDPOINT")
-                .unwrap_or_else(|| "https://huggingface.co".into()),
+            endpoint: env_nonempty("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into()),
             token,
             offline: truthy("HF_HUB_OFFLINE"),
-            timeout: Duration::from_secs(
-                env_nonempty("HEARTH_HUB_TIMEOUT")
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(30),
-            ),
+            timeout: Duration::from_secs(env_nonempty("HEARTH_HUB_TIMEOUT").and_then(|t| t.parse().ok()).unwrap_or(30)),
             attempts: 5,
             parallel: 4,
         }
@@ -125,12 +109,7 @@ impl Hub {
         let endpoint = Url::parse(config.endpoint.trim_end_matches('/'))
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "HF_ENDPOINT {:?} is not an http(s) URL",
-                    config.endpoint
-                ))
-            })?;
+            .ok_or_else(|| StoreError::Invalid(format!("HF_ENDPOINT {:?} is not an http(s) URL", config.endpoint)))?;
         // The blocking client applies `timeout` to each wait (headers, then every read), so a
         // stalled transfer fails without capping how long a large healthy one may take.
         let client = Client::builder()
@@ -139,11 +118,7 @@ impl Hub {
             .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StoreError::Invalid(format!("cannot start the HTTP client: {e}")))?;
-        Ok(Self {
-            client,
-            config,
-            endpoint,
-        })
+        Ok(Self { client, config, endpoint })
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -152,10 +127,7 @@ impl Hub {
 
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.endpoint.clone();
-        url.path_segments_mut()
-            .expect("checked to be an http(s) URL")
-            .pop_if_empty()
-            .extend(segments.iter().flat_map(|s| s.split('/')));
+        url.path_segments_mut().expect("checked to be an http(s) URL").pop_if_empty().extend(segments.iter().flat_map(|s| s.split('/')));
         url
     }
 
@@ -169,14 +141,10 @@ impl Hub {
         url.set_query(Some("blobs=true"));
         let info: RevisionInfo = self.with_retries(|| {
             let resp = self.get(&url, 0)?;
-            resp.json()
-                .map_err(|e| network_error(url.as_str(), &e, self.config.timeout))
+            resp.json().map_err(|e| network_error(url.as_str(), &e, self.config.timeout))
         })?;
         if !is_commit(&info.sha) {
-            return Err(StoreError::Invalid(format!(
-                "{url}: the Hub returned an invalid commit {:?}",
-                info.sha
-            )));
+            return Err(StoreError::Invalid(format!("{url}: the Hub returned an invalid commit {:?}", info.sha)));
         }
         let files = info
             .siblings
@@ -188,23 +156,16 @@ impl Hub {
                     (None, Some(size), Some(blob)) => (size, blob.to_ascii_lowercase()),
                     _ => {
                         return Err(StoreError::Invalid(format!(
-                        "{url}: the Hub gave no size or hash for {:?}, so it cannot be verified",
-                        s.rfilename
-                    )))
+                            "{url}: the Hub gave no size or hash for {:?}, so it cannot be verified",
+                            s.rfilename
+                        )))
                     }
                 };
                 check_blob_hash(&hash)?;
-                Ok(RemoteFile {
-                    path: s.rfilename,
-                    size,
-                    hash,
-                })
+                Ok(RemoteFile { path: s.rfilename, size, hash })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RepoListing {
-            commit: info.sha,
-            files,
-        })
+        Ok(RepoListing { commit: info.sha, files })
     }
 
     pub fn file_url(&self, repo: &str, commit: &str, file: &str) -> Url {
@@ -224,33 +185,20 @@ impl Hub {
         if from > 0 {
             req = req.header(RANGE, format!("bytes={from}-"));
         }
-        let resp = req
-            .send()
-            .map_err(|e| network_error(url.as_str(), &e, self.config.timeout))?;
+        let resp = req.send().map_err(|e| network_error(url.as_str(), &e, self.config.timeout))?;
         let status = resp.status();
         if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
             return Ok(resp);
         }
         let url = url.to_string();
         Err(match status.as_u16() {
-            401 | 403 => StoreError::Unauthorized {
-                url,
-                status: status.as_u16(),
-            },
+            401 | 403 => StoreError::Unauthorized { url, status: status.as_u16() },
             404 => StoreError::NotFoundOnHub { url },
             code => {
-                let header = resp
-                    .headers()
-                    .get("x-error-message")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let header = resp.headers().get("x-error-message").and_then(|v| v.to_str().ok()).map(str::to_string);
                 let body = resp.text().unwrap_or_default();
                 let message = header.unwrap_or(body).chars().take(200).collect();
-                StoreError::Http {
-                    url,
-                    status: code,
-                    message,
-                }
+                StoreError::Http { url, status: code, message }
             }
         })
     }
@@ -278,24 +226,13 @@ pub(crate) fn is_transient(e: &StoreError) -> bool {
     }
 }
 
-pub(crate) fn network_error(
-    url: &str,
-    e: &(dyn std::error::Error + 'static),
-    timeout: Duration,
-) -> StoreError {
+pub(crate) fn network_error(url: &str, e: &(dyn std::error::Error + 'static), timeout: Duration) -> StoreError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        let timed_out = err
-            .downcast_ref::<reqwest::Error>()
-            .is_some_and(reqwest::Error::is_timeout)
-            || err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        let timed_out = err.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_timeout)
+            || err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         if timed_out {
-            return StoreError::Timeout {
-                url: url.to_string(),
-                secs: timeout.as_secs().max(1),
-            };
+            return StoreError::Timeout { url: url.to_string(), secs: timeout.as_secs().max(1) };
         }
         // An `io::Error` wrapping another error (a body read wraps the `reqwest::Error`)
         // reports the wrapped error's source, skipping the wrapped error itself.
@@ -311,8 +248,5 @@ pub(crate) fn network_error(
         message = format!("{message}: {err}");
         source = err.source();
     }
-    StoreError::Network {
-        url: url.to_string(),
-        message,
-    }
+    StoreError::Network { url: url.to_string(), message }
 }

@@ -22,13 +22,7 @@ pub(crate) enum LockKind {
 }
 
 fn open(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .at(path)
+    OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path).at(path)
 }
 
 impl FileLock {

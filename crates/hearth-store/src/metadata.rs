@@ -58,84 +58,39 @@ fn gguf_file_type(id: u64) -> Option<&'static str> {
 }
 
 fn gguf_info(path: &Path) -> ModelInfo {
-    let mut info = ModelInfo {
-        format: "gguf".into(),
-        ..Default::default()
-    };
+    let mut info = ModelInfo { format: "gguf".into(), ..Default::default() };
     let Ok(g) = Gguf::open(path) else { return info };
-    let arch = g
-        .get("general.architecture")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let key = |k: &str| {
-        arch.as_ref()
-            .and_then(|a| g.get(&format!("{a}.{k}")))
-            .and_then(Value::as_u64)
-    };
+    let arch = g.get("general.architecture").and_then(Value::as_str).map(str::to_string);
+    let key = |k: &str| arch.as_ref().and_then(|a| g.get(&format!("{a}.{k}"))).and_then(Value::as_u64);
     info.context_length = key("context_length");
-    if arch
-        .as_deref()
-        .is_some_and(|a| matches!(a, "bert" | "nomic-bert" | "jina-bert-v2"))
-    {
+    if arch.as_deref().is_some_and(|a| matches!(a, "bert" | "nomic-bert" | "jina-bert-v2")) {
         info.embedding_dim = key("embedding_length");
     }
-    info.quantization = g
-        .get("general.file_type")
-        .and_then(Value::as_u64)
-        .and_then(gguf_file_type)
-        .map(str::to_string);
-    info.parameter_count = Some(
-        g.tensors
-            .iter()
-            .map(|t| t.dims.iter().product::<u64>())
-            .sum(),
-    );
+    info.quantization = g.get("general.file_type").and_then(Value::as_u64).and_then(gguf_file_type).map(str::to_string);
+    info.parameter_count = Some(g.tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum());
     info.architecture = arch;
     info
 }
 
 fn dir_info(dir: &Path) -> ModelInfo {
-    let config: Json = std::fs::read(dir.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Json::Null);
+    let config: Json = std::fs::read(dir.join("config.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Json::Null);
     let u64_of = |k: &str| config.get(k).and_then(Json::as_u64);
     let bits = config.pointer("/quantization/bits").and_then(Json::as_u64);
     let quantization = match bits {
-        Some(b) => Some(format!(
-            "{b}bit-g{}",
-            config
-                .pointer("/quantization/group_size")
-                .and_then(Json::as_u64)
-                .unwrap_or(64)
-        )),
-        None => config
-            .get("torch_dtype")
-            .or(config.get("dtype"))
-            .and_then(Json::as_str)
-            .map(str::to_string),
+        Some(b) => Some(format!("{b}bit-g{}", config.pointer("/quantization/group_size").and_then(Json::as_u64).unwrap_or(64))),
+        None => config.get("torch_dtype").or(config.get("dtype")).and_then(Json::as_str).map(str::to_string),
     };
-    let is_embedding = ["modules.json", "sentence_bert_config.json", "1_Pooling"]
-        .iter()
-        .any(|f| dir.join(f).exists());
+    let is_embedding = ["modules.json", "sentence_bert_config.json", "1_Pooling"].iter().any(|f| dir.join(f).exists());
     let context_length = u64_of("max_position_embeddings").or(u64_of("n_positions"));
     // What hearth-embed would run; `None` for a pipeline it does not support.
     let sentence = is_embedding.then(|| hearth_embed::config::SentenceConfig::load(dir).ok()).flatten();
     ModelInfo {
         format: if bits.is_some() { "mlx" } else { "safetensors" }.into(),
-        architecture: config
-            .pointer("/architectures/0")
-            .or(config.get("model_type"))
-            .and_then(Json::as_str)
-            .map(str::to_string),
+        architecture: config.pointer("/architectures/0").or(config.get("model_type")).and_then(Json::as_str).map(str::to_string),
         quantization,
         parameter_count: safetensors_parameters(dir, bits),
         context_length,
-        embedding_dim: if is_embedding {
-            u64_of("hidden_size")
-        } else {
-            None
-        },
+        embedding_dim: if is_embedding { u64_of("hidden_size") } else { None },
         embedding_max_tokens: sentence.as_ref().and_then(|s| {
             let declared = s.max_seq_length.map(|m| m as u64);
             match (declared, context_length) {
@@ -170,13 +125,9 @@ fn safetensors_parameters(dir: &Path, bits: Option<u64>) -> Option<u64> {
 pub fn chat_template(entry: &Path) -> Option<String> {
     if entry.is_file() {
         let g = Gguf::open(entry).ok()?;
-        return g
-            .get("tokenizer.chat_template")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        return g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
     }
-    let config: Json =
-        serde_json::from_slice(&std::fs::read(entry.join("tokenizer_config.json")).ok()?).ok()?;
+    let config: Json = serde_json::from_slice(&std::fs::read(entry.join("tokenizer_config.json")).ok()?).ok()?;
     match config.get("chat_template")? {
         Json::String(s) => Some(s.clone()),
         // Several named templates: show the default one.

@@ -4,11 +4,7 @@
 use crate::{Result, StoreError};
 
 fn invalid(what: &'static str, value: &str, reason: &'static str) -> StoreError {
-    StoreError::InvalidName {
-        what,
-        value: value.to_string(),
-        reason,
-    }
+    StoreError::InvalidName { what, value: value.to_string(), reason }
 }
 
 /// One `org` or `name` part of a repo id, with the Hub's own rules.
@@ -20,26 +16,11 @@ fn check_repo_part(part: &str, id: &str) -> Result<()> {
     if part.len() > 96 {
         return Err(invalid(what, id, "a part is longer than 96 characters"));
     }
-    if !part
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(invalid(
-            what,
-            id,
-            "only letters, digits, '-', '_' and '.' are allowed",
-        ));
+    if !part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(invalid(what, id, "only letters, digits, '-', '_' and '.' are allowed"));
     }
-    if part.starts_with(['.', '-'])
-        || part.ends_with(['.', '-'])
-        || part.contains("--")
-        || part.contains("..")
-    {
-        return Err(invalid(
-            what,
-            id,
-            "parts may not start or end with '.' or '-', or contain '--' or '..'",
-        ));
+    if part.starts_with(['.', '-']) || part.ends_with(['.', '-']) || part.contains("--") || part.contains("..") {
+        return Err(invalid(what, id, "parts may not start or end with '.' or '-', or contain '--' or '..'"));
     }
     Ok(())
 }
@@ -59,25 +40,11 @@ pub fn check_revision(rev: &str) -> Result<()> {
     if rev.is_empty() || rev.len() > 255 {
         return Err(invalid(what, rev, "must be 1 to 255 characters"));
     }
-    if !rev
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-    {
-        return Err(invalid(
-            what,
-            rev,
-            "only letters, digits, '-', '_', '.' and '/' are allowed",
-        ));
+    if !rev.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')) {
+        return Err(invalid(what, rev, "only letters, digits, '-', '_', '.' and '/' are allowed"));
     }
-    if rev
-        .split('/')
-        .any(|s| s.is_empty() || s == "." || s == ".." || s.ends_with(".lock"))
-    {
-        return Err(invalid(
-            what,
-            rev,
-            "empty, '.', '..' or '*.lock' path segment",
-        ));
+    if rev.split('/').any(|s| s.is_empty() || s == "." || s == ".." || s.ends_with(".lock")) {
+        return Err(invalid(what, rev, "empty, '.', '..' or '*.lock' path segment"));
     }
     Ok(())
 }
@@ -89,19 +56,12 @@ pub fn check_file_name(name: &str) -> Result<()> {
         return Err(invalid(what, name, "must be 1 to 1024 characters"));
     }
     if name.starts_with('/') || name.contains('\\') || name.contains(':') {
-        return Err(invalid(
-            what,
-            name,
-            "must be a relative path with '/' separators",
-        ));
+        return Err(invalid(what, name, "must be a relative path with '/' separators"));
     }
     if name.chars().any(char::is_control) {
         return Err(invalid(what, name, "contains control characters"));
     }
-    if name
-        .split('/')
-        .any(|s| s.is_empty() || s == "." || s == "..")
-    {
+    if name.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
         return Err(invalid(what, name, "empty, '.' or '..' path segment"));
     }
     Ok(())
@@ -114,16 +74,10 @@ pub fn is_commit(rev: &str) -> bool {
 
 /// A blob name in the cache: a SHA-256 (64 hex) or git SHA-1 (40 hex).
 pub fn check_blob_hash(hash: &str) -> Result<()> {
-    if (hash.len() == 64 || hash.len() == 40)
-        && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if (hash.len() == 64 || hash.len() == 40) && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
-        Err(invalid(
-            "file hash",
-            hash,
-            "expected a 40- or 64-digit lowercase hex digest",
-        ))
+        Err(invalid("file hash", hash, "expected a 40- or 64-digit lowercase hex digest"))
     }
 }
 
@@ -140,10 +94,7 @@ pub struct ModelSpec {
 impl ModelSpec {
     pub fn parse(spec: &str) -> Result<Self> {
         let spec = spec.trim();
-        let spec = spec
-            .strip_prefix("hf.co/")
-            .or_else(|| spec.strip_prefix("huggingface.co/"))
-            .unwrap_or(spec);
+        let spec = spec.strip_prefix("hf.co/").or_else(|| spec.strip_prefix("huggingface.co/")).unwrap_or(spec);
         let (rest, quant) = match spec.split_once(':') {
             Some((r, q)) => (r, Some(q.to_string())),
             None => (spec, None),
@@ -157,19 +108,11 @@ impl ModelSpec {
             check_revision(rev)?;
         }
         if let Some(q) = &quant {
-            if q.is_empty()
-                || !q
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            {
+            if q.is_empty() || !q.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
                 return Err(invalid("quantisation", q, "expected something like Q4_K_M"));
             }
         }
-        Ok(Self {
-            repo: repo.to_string(),
-            revision,
-            quant,
-        })
+        Ok(Self { repo: repo.to_string(), revision, quant })
     }
 
     /// The registry name: the repo id, plus `@revision` when one other than `main` was
@@ -211,11 +154,7 @@ mod tests {
 
     #[test]
     fn accepts_real_names() {
-        for ok in [
-            "HuggingFaceTB/SmolLM2-135M-Instruct",
-            "mlx-community/Qwen2.5-7B-Instruct-4bit",
-            "gpt2",
-        ] {
+        for ok in ["HuggingFaceTB/SmolLM2-135M-Instruct", "mlx-community/Qwen2.5-7B-Instruct-4bit", "gpt2"] {
             check_repo_id(ok).unwrap();
         }
         let s = ModelSpec::parse("bartowski/Llama-3.2-1B-Instruct-GGUF@main:Q4_K_M").unwrap();
@@ -230,40 +169,16 @@ mod tests {
 
     #[test]
     fn rejects_traversal_and_malformed_names() {
-        for bad in [
-            "",
-            "/",
-            "../etc",
-            "a/../b",
-            "/abs/path",
-            "a/b/c",
-            "a//b",
-            "org/.hidden",
-            "a--b/c",
-            "a b/c",
-            "a\\b",
-        ] {
+        for bad in ["", "/", "../etc", "a/../b", "/abs/path", "a/b/c", "a//b", "org/.hidden", "a--b/c", "a b/c", "a\\b"] {
             assert!(check_repo_id(bad).is_err(), "{bad:?} accepted");
         }
         for bad in ["", "..", "a/../b", "/main", "main/", "x.lock", "a b"] {
             assert!(check_revision(bad).is_err(), "{bad:?} accepted");
         }
-        for bad in [
-            "",
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "a\\b",
-            "./a",
-            "a//b",
-            "c:/x",
-            "a\nb",
-        ] {
+        for bad in ["", "../x", "a/../../x", "/etc/passwd", "a\\b", "./a", "a//b", "c:/x", "a\nb"] {
             assert!(check_file_name(bad).is_err(), "{bad:?} accepted");
         }
-        let e = ModelSpec::parse("../../etc/passwd")
-            .unwrap_err()
-            .to_string();
+        let e = ModelSpec::parse("../../etc/passwd").unwrap_err().to_string();
         assert!(e.contains("invalid repo id"), "{e}");
     }
 }

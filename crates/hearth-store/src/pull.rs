@@ -27,11 +27,7 @@ impl PullRequest {
     /// `spec` is a catalogue alias or a [`ModelSpec`] (`org/name[@revision][:QUANT]`).
     pub fn new(spec: &str) -> Result<Self> {
         let spec = crate::catalogue::lookup(spec).map_or(spec, |e| e.spec);
-        Ok(Self {
-            model: ModelSpec::parse(spec)?,
-            include: Vec::new(),
-            exclude: Vec::new(),
-        })
+        Ok(Self { model: ModelSpec::parse(spec)?, include: Vec::new(), exclude: Vec::new() })
     }
 
     pub fn revision(&self) -> &str {
@@ -88,8 +84,7 @@ fn glob_set(patterns: &[String]) -> Result<GlobSet> {
     for p in patterns {
         b.add(Glob::new(p).map_err(|e| StoreError::Invalid(format!("bad glob {p:?}: {e}")))?);
     }
-    b.build()
-        .map_err(|e| StoreError::Invalid(format!("bad globs: {e}")))
+    b.build().map_err(|e| StoreError::Invalid(format!("bad globs: {e}")))
 }
 
 /// Other copies of the weights that a safetensors model does not need.
@@ -115,43 +110,18 @@ const ALTERNATE_WEIGHTS: &[&str] = &[
 pub(crate) fn select_files(req: &PullRequest, files: &[RemoteFile]) -> Result<Vec<RemoteFile>> {
     let include = glob_set(&req.include)?;
     let exclude = glob_set(&req.exclude)?;
-    let candidates: Vec<&RemoteFile> = files
-        .iter()
-        .filter(|f| {
-            (req.include.is_empty() || include.is_match(&f.path)) && !exclude.is_match(&f.path)
-        })
-        .collect();
-    let ggufs: Vec<&RemoteFile> = candidates
-        .iter()
-        .copied()
-        .filter(|f| f.path.ends_with(".gguf"))
-        .collect();
+    let candidates: Vec<&RemoteFile> =
+        files.iter().filter(|f| (req.include.is_empty() || include.is_match(&f.path)) && !exclude.is_match(&f.path)).collect();
+    let ggufs: Vec<&RemoteFile> = candidates.iter().copied().filter(|f| f.path.ends_with(".gguf")).collect();
     let has_safetensors = candidates.iter().any(|f| f.path.ends_with(".safetensors"));
     let chosen: Vec<RemoteFile> = if !ggufs.is_empty() && !has_safetensors {
         let matching: Vec<&RemoteFile> = match &req.model.quant {
-            Some(q) => ggufs
-                .iter()
-                .copied()
-                .filter(|f| {
-                    f.path
-                        .to_ascii_lowercase()
-                        .contains(&q.to_ascii_lowercase())
-                })
-                .collect(),
+            Some(q) => ggufs.iter().copied().filter(|f| f.path.to_ascii_lowercase().contains(&q.to_ascii_lowercase())).collect(),
             None => ggufs.clone(),
         };
-        let names = || {
-            ggufs
-                .iter()
-                .map(|f| f.path.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names = || ggufs.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ");
         // A model split into shards (`-00001-of-00003.gguf`) is one choice.
-        let models: HashSet<&str> = matching
-            .iter()
-            .map(|f| f.path.split("-0000").next().unwrap_or(&f.path))
-            .collect();
+        let models: HashSet<&str> = matching.iter().map(|f| f.path.split("-0000").next().unwrap_or(&f.path)).collect();
         match models.len() {
             0 => {
                 return Err(StoreError::Invalid(format!(
@@ -171,25 +141,11 @@ pub(crate) fn select_files(req: &PullRequest, files: &[RemoteFile]) -> Result<Ve
             }
         }
     } else {
-        let alternates = glob_set(
-            &ALTERNATE_WEIGHTS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )?;
-        candidates
-            .into_iter()
-            .filter(|f| {
-                !req.include.is_empty() || !has_safetensors || !alternates.is_match(&f.path)
-            })
-            .cloned()
-            .collect()
+        let alternates = glob_set(&ALTERNATE_WEIGHTS.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        candidates.into_iter().filter(|f| !req.include.is_empty() || !has_safetensors || !alternates.is_match(&f.path)).cloned().collect()
     };
     if chosen.is_empty() {
-        return Err(StoreError::Invalid(format!(
-            "no files of {} match the include/exclude patterns",
-            req.model.repo
-        )));
+        return Err(StoreError::Invalid(format!("no files of {} match the include/exclude patterns", req.model.repo)));
     }
     Ok(chosen)
 }
@@ -210,9 +166,7 @@ pub(crate) fn fetch_missing(
         let blob = repo.blob(&f.hash);
         refuse_symlink(&blob)?;
         if blob.is_file() {
-            emit(PullEvent::FileCached {
-                file: f.path.clone(),
-            });
+            emit(PullEvent::FileCached { file: f.path.clone() });
         } else if seen.insert(f.hash.clone()) {
             queue.push(f);
         }
@@ -228,22 +182,11 @@ pub(crate) fn fetch_missing(
                     let Some(file) = queue.lock().expect("queue lock").next() else {
                         break;
                     };
-                    emit(PullEvent::FileStarted {
-                        file: file.path.clone(),
-                        size: file.size,
-                    });
+                    emit(PullEvent::FileStarted { file: file.path.clone(), size: file.size });
                     let url = hub.file_url(repo_id, commit, &file.path);
-                    let progress = |done| {
-                        emit(PullEvent::Progress {
-                            file: file.path.clone(),
-                            done,
-                            total: file.size,
-                        })
-                    };
+                    let progress = |done| emit(PullEvent::Progress { file: file.path.clone(), done, total: file.size });
                     match fetch_blob(hub, repo, &url, file, &progress) {
-                        Ok(()) => emit(PullEvent::FileVerified {
-                            file: file.path.clone(),
-                        }),
+                        Ok(()) => emit(PullEvent::FileVerified { file: file.path.clone() }),
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
                             first_error.lock().expect("error lock").get_or_insert(e);

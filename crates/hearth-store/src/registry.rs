@@ -31,14 +31,7 @@ impl Source {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Pulled,
-            Self::Converted,
-            Self::Trained,
-            Self::RegisteredBy,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        [Self::Pulled, Self::Converted, Self::Trained, Self::RegisteredBy].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -100,9 +93,7 @@ const COLUMNS: &str = "name, repo, revision, commit_sha, path, format, architect
 const ADDED_COLUMNS: [(&str, &str); 2] = [("embedding_max_tokens", "INTEGER"), ("embedding_pooling", "TEXT")];
 
 pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 pub(crate) struct Registry {
@@ -167,11 +158,8 @@ impl Registry {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
         for (column, kind) in ADDED_COLUMNS {
-            let present: bool = tx.query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info('models') WHERE name = ?1",
-                [column],
-                |row| row.get(0),
-            )?;
+            let present: bool =
+                tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('models') WHERE name = ?1", [column], |row| row.get(0))?;
             if !present {
                 tx.execute_batch(&format!("ALTER TABLE models ADD COLUMN {column} {kind}"))?;
             }
@@ -182,17 +170,9 @@ impl Registry {
 
     /// Inserts or replaces a record, keeping the original creation time.
     pub fn upsert(&mut self, r: &ModelRecord) -> Result<()> {
-        let path = r.path.to_str().ok_or_else(|| {
-            StoreError::Invalid(format!("{}: path is not UTF-8", r.path.display()))
-        })?;
+        let path = r.path.to_str().ok_or_else(|| StoreError::Invalid(format!("{}: path is not UTF-8", r.path.display())))?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let created: Option<i64> = tx
-            .query_row(
-                "SELECT created_at FROM models WHERE name = ?1",
-                [&r.name],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let created: Option<i64> = tx.query_row("SELECT created_at FROM models WHERE name = ?1", [&r.name], |row| row.get(0)).optional()?;
         tx.execute(
             &format!("INSERT OR REPLACE INTO models ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
             params![
@@ -228,10 +208,7 @@ impl Registry {
 
     /// Records of one repo, most recently used (or pulled) first.
     pub fn by_repo(&self, repo: &str) -> Result<Vec<ModelRecord>> {
-        self.query(
-            "WHERE repo = ?1 ORDER BY COALESCE(last_used_at, updated_at) DESC",
-            &[&repo],
-        )
+        self.query("WHERE repo = ?1 ORDER BY COALESCE(last_used_at, updated_at) DESC", &[&repo])
     }
 
     pub fn list(&self) -> Result<Vec<ModelRecord>> {
@@ -239,18 +216,13 @@ impl Registry {
     }
 
     fn query(&self, clause: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<ModelRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM models {clause}"))?;
+        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM models {clause}"))?;
         let rows = stmt.query_map(args, from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn touch(&self, name: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE models SET last_used_at = ?1 WHERE name = ?2",
-            params![now(), name],
-        )?;
+        self.conn.execute("UPDATE models SET last_used_at = ?1 WHERE name = ?2", params![now(), name])?;
         Ok(())
     }
 

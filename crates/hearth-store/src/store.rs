@@ -78,12 +78,7 @@ impl Store {
     /// Opens (creating) the store under `home` (see `hearth_engine::paths::hearth_home`).
     pub fn open(home: &Path, hub: HubConfig) -> Result<Self> {
         let registry = Registry::open(&home.join("hearth.db"))?;
-        Ok(Self {
-            home: home.to_path_buf(),
-            hub,
-            registry: Mutex::new(registry),
-            hf_cache: hf_hub_cache(),
-        })
+        Ok(Self { home: home.to_path_buf(), hub, registry: Mutex::new(registry), hf_cache: hf_hub_cache() })
     }
 
     /// Reads models from this Hugging Face cache instead of the one the environment names.
@@ -114,43 +109,23 @@ impl Store {
 
     /// Downloads a model (or finds it complete in the cache when offline), reporting
     /// progress through `emit`, and registers it.
-    pub fn pull(
-        &self,
-        req: &PullRequest,
-        emit: &(dyn Fn(PullEvent) + Sync),
-    ) -> Result<ModelRecord> {
+    pub fn pull(&self, req: &PullRequest, emit: &(dyn Fn(PullEvent) + Sync)) -> Result<ModelRecord> {
         let result = self.pull_inner(req, emit);
         if let Err(e) = &result {
-            emit(PullEvent::Failed {
-                message: e.to_string(),
-            });
+            emit(PullEvent::Failed { message: e.to_string() });
         }
         result
     }
 
-    fn pull_inner(
-        &self,
-        req: &PullRequest,
-        emit: &(dyn Fn(PullEvent) + Sync),
-    ) -> Result<ModelRecord> {
+    fn pull_inner(&self, req: &PullRequest, emit: &(dyn Fn(PullEvent) + Sync)) -> Result<ModelRecord> {
         if self.hub.offline {
-            let found = self.find_local(&req.model)?.ok_or_else(|| {
-                StoreError::Offline(format!(
-                    "{} is not completely in the cache",
-                    req.model.name()
-                ))
-            })?;
-            let record = found.record.ok_or_else(|| {
-                StoreError::Offline(format!(
-                    "{} is only in the Hugging Face cache; use it by name",
-                    req.model.name()
-                ))
-            })?;
-            emit(PullEvent::Done {
-                name: record.name.clone(),
-                path: record.path.display().to_string(),
-                offline: true,
-            });
+            let found = self
+                .find_local(&req.model)?
+                .ok_or_else(|| StoreError::Offline(format!("{} is not completely in the cache", req.model.name())))?;
+            let record = found
+                .record
+                .ok_or_else(|| StoreError::Offline(format!("{} is only in the Hugging Face cache; use it by name", req.model.name())))?;
+            emit(PullEvent::Done { name: record.name.clone(), path: record.path.display().to_string(), offline: true });
             return Ok(record);
         }
         let repo_id = &req.model.repo;
@@ -159,9 +134,7 @@ impl Store {
         let _lock = match FileLock::try_acquire(&repo.lock_path(), LockKind::Exclusive)? {
             Some(lock) => lock,
             None => {
-                emit(PullEvent::Waiting {
-                    repo: repo_id.clone(),
-                });
+                emit(PullEvent::Waiting { repo: repo_id.clone() });
                 FileLock::acquire(&repo.lock_path(), LockKind::Exclusive)?
             }
         };
@@ -190,11 +163,7 @@ impl Store {
         });
         for f in &files {
             manifest.files.retain(|m| m.path != f.path);
-            manifest.files.push(ManifestFile {
-                path: f.path.clone(),
-                size: f.size,
-                hash: f.hash.clone(),
-            });
+            manifest.files.push(ManifestFile { path: f.path.clone(), size: f.size, hash: f.hash.clone() });
         }
         manifest.files.sort_by(|a, b| a.path.cmp(&b.path));
         repo.write_manifest(&manifest)?;
@@ -227,11 +196,7 @@ impl Store {
             last_used_at: None,
         };
         self.registry().upsert(&record)?;
-        emit(PullEvent::Done {
-            name,
-            path: record.path.display().to_string(),
-            offline: false,
-        });
+        emit(PullEvent::Done { name, path: record.path.display().to_string(), offline: false });
         Ok(record)
     }
 
@@ -258,10 +223,7 @@ impl Store {
         for f in &manifest.files {
             repo.check_file(&record.commit, f)?;
         }
-        Ok(Some(Resolved {
-            path: record.path.clone(),
-            record: Some(record),
-        }))
+        Ok(Some(Resolved { path: record.path.clone(), record: Some(record) }))
     }
 
     /// The registered model `spec` names whose snapshot is complete, with its manifest.
@@ -277,11 +239,7 @@ impl Store {
         let repo = self.repo_dir(&spec.repo);
         // A branch or tag resolves to the commit a pull last found it at (a commit to itself).
         let commit = spec.revision.as_deref().and_then(|rev| repo.read_ref(rev));
-        let wanted = |r: &ModelRecord| {
-            spec.revision
-                .as_ref()
-                .is_none_or(|v| *v == r.revision || commit.as_ref() == Some(&r.commit))
-        };
+        let wanted = |r: &ModelRecord| spec.revision.as_ref().is_none_or(|v| *v == r.revision || commit.as_ref() == Some(&r.commit));
         for record in candidates.into_iter().filter(wanted) {
             // The manifest, not the registry row, is what says "complete". The entry is not
             // followed: where its link leads is for `check_file` to judge.
@@ -315,8 +273,7 @@ impl Store {
         }
         let refs: Vec<&str> = files.iter().map(String::as_str).collect();
         let path = model_entry(&snapshot, &refs);
-        let usable = path.is_file()
-            || (files.iter().any(|f| f == "config.json") && has_all_weights(&snapshot, &files));
+        let usable = path.is_file() || (files.iter().any(|f| f == "config.json") && has_all_weights(&snapshot, &files));
         Ok(usable.then_some(Resolved { path, record: None }))
     }
 
@@ -331,9 +288,7 @@ impl Store {
     /// The files of a registered model's snapshot, with sizes.
     pub fn files(&self, record: &ModelRecord) -> Result<Vec<(String, u64)>> {
         let manifest = self.repo_dir(&record.repo).read_manifest(&record.commit)?;
-        Ok(manifest.map_or_else(Vec::new, |m| {
-            m.files.into_iter().map(|f| (f.path, f.size)).collect()
-        }))
+        Ok(manifest.map_or_else(Vec::new, |m| m.files.into_iter().map(|f| (f.path, f.size)).collect()))
     }
 
     /// Marks a model as loaded for as long as the guard lives (a server calls this), and as
@@ -364,12 +319,8 @@ impl Store {
         repo.remove_manifest(&record.commit)?;
         let names: Vec<String> = {
             let mut registry = self.registry();
-            let names: Vec<String> = registry
-                .by_repo(&record.repo)?
-                .into_iter()
-                .filter(|r| r.commit == record.commit)
-                .map(|r| r.name)
-                .collect();
+            let names: Vec<String> =
+                registry.by_repo(&record.repo)?.into_iter().filter(|r| r.commit == record.commit).map(|r| r.name).collect();
             names.iter().try_for_each(|n| registry.remove(n))?;
             names
         };
@@ -379,11 +330,7 @@ impl Store {
     }
 
     /// Deletes blobs no manifest names (and, if `partials`, interrupted downloads).
-    fn remove_unreferenced_blobs(
-        &self,
-        repo: &RepoDir,
-        partials: bool,
-    ) -> Result<Vec<(PathBuf, u64)>> {
+    fn remove_unreferenced_blobs(&self, repo: &RepoDir, partials: bool) -> Result<Vec<(PathBuf, u64)>> {
         let mut keep = std::collections::HashSet::new();
         for commit in repo.complete_commits() {
             if let Some(m) = repo.read_manifest(&commit)? {
@@ -433,23 +380,15 @@ impl Store {
                         continue;
                     }
                     let path = entry.path();
-                    if check_blob_hash(&name).is_err()
-                        || !entry.file_type().is_ok_and(|t| t.is_file())
-                    {
-                        report.problems.push(format!(
-                            "{}: not a blob (unexpected name or not a regular file)",
-                            path.display()
-                        ));
+                    if check_blob_hash(&name).is_err() || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                        report.problems.push(format!("{}: not a blob (unexpected name or not a regular file)", path.display()));
                         continue;
                     }
                     let actual = hash_file(&path, &name)?;
                     report.files_checked += 1;
                     report.bytes_checked += file_size(&path);
                     if actual != name {
-                        report.problems.push(format!(
-                            "{}: corrupt: content hashes to {actual}",
-                            path.display()
-                        ));
+                        report.problems.push(format!("{}: corrupt: content hashes to {actual}", path.display()));
                     }
                 }
             }
@@ -484,10 +423,7 @@ impl Store {
             let complete = repo.complete_commits();
             if let Ok(entries) = fs::read_dir(repo.root.join("snapshots")) {
                 for entry in entries.flatten() {
-                    if !complete
-                        .iter()
-                        .any(|c| *c == entry.file_name().to_string_lossy())
-                    {
+                    if !complete.iter().any(|c| *c == entry.file_name().to_string_lossy()) {
                         let path = entry.path();
                         remove_path(&path)?;
                         report.removed.push(path);
@@ -499,23 +435,12 @@ impl Store {
                 report.removed.push(path);
             }
         }
-        let stale: Vec<ModelRecord> = self
-            .list()?
-            .into_iter()
-            .filter(|r| {
-                self.repo_dir(&r.repo)
-                    .read_manifest(&r.commit)
-                    .ok()
-                    .flatten()
-                    .is_none()
-            })
-            .collect();
+        let stale: Vec<ModelRecord> =
+            self.list()?.into_iter().filter(|r| self.repo_dir(&r.repo).read_manifest(&r.commit).ok().flatten().is_none()).collect();
         let mut registry = self.registry();
         for r in stale {
             registry.remove(&r.name)?;
-            report
-                .removed
-                .push(PathBuf::from(format!("registry:{}", r.name)));
+            report.removed.push(PathBuf::from(format!("registry:{}", r.name)));
         }
         Ok(report)
     }
@@ -566,16 +491,11 @@ fn has_all_weights(snapshot: &Path, files: &[String]) -> bool {
     if !files.iter().any(|f| f == INDEX) {
         return files.iter().any(|f| f.ends_with(".safetensors"));
     }
-    let index: Option<serde_json::Value> = fs::read(snapshot.join(INDEX))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let index: Option<serde_json::Value> = fs::read(snapshot.join(INDEX)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
     index
         .as_ref()
         .and_then(|i| i["weight_map"].as_object())
-        .is_some_and(|map| {
-            map.values()
-                .all(|shard| shard.as_str().is_some_and(|s| files.iter().any(|f| f == s)))
-        })
+        .is_some_and(|map| map.values().all(|shard| shard.as_str().is_some_and(|s| files.iter().any(|f| f == s))))
 }
 
 fn remove_path(path: &Path) -> Result<()> {

@@ -12,23 +12,13 @@ fn real_repos() -> Vec<FakeRepo> {
     static REPOS: OnceLock<Vec<FakeRepo>> = OnceLock::new();
     REPOS
         .get_or_init(|| {
-            vec![
-                smollm2_gguf_repo().expect("run scripts/fetch-test-models.sh"),
-                minilm_repo().expect("run scripts/fetch-test-models.sh"),
-            ]
+            vec![smollm2_gguf_repo().expect("run scripts/fetch-test-models.sh"), minilm_repo().expect("run scripts/fetch-test-models.sh")]
         })
         .clone()
 }
 
 fn config(hub: &FakeHub) -> HubConfig {
-    HubConfig {
-        endpoint: hub.endpoint(),
-        token: None,
-        offline: false,
-        timeout: Duration::from_secs(10),
-        attempts: 3,
-        parallel: 4,
-    }
+    HubConfig { endpoint: hub.endpoint(), token: None, offline: false, timeout: Duration::from_secs(10), attempts: 3, parallel: 4 }
 }
 
 fn store(home: &Path, config: HubConfig) -> Store {
@@ -36,39 +26,21 @@ fn store(home: &Path, config: HubConfig) -> Store {
 }
 
 /// Pulls and returns the events it reported.
-fn pull(
-    store: &Store,
-    spec: &str,
-) -> (
-    Result<hearth_store::ModelRecord, StoreError>,
-    Vec<PullEvent>,
-) {
+fn pull(store: &Store, spec: &str) -> (Result<hearth_store::ModelRecord, StoreError>, Vec<PullEvent>) {
     let events = Mutex::new(Vec::new());
-    let result = store.pull(&PullRequest::new(spec).unwrap(), &|e| {
-        events.lock().unwrap().push(e)
-    });
+    let result = store.pull(&PullRequest::new(spec).unwrap(), &|e| events.lock().unwrap().push(e));
     (result, events.into_inner().unwrap())
 }
 
 /// The files a pull with these globs fetches, into a fresh home.
-fn pulled_files(
-    hub: &FakeHub,
-    spec: &str,
-    include: &[&str],
-    exclude: &[&str],
-) -> Result<Vec<String>, StoreError> {
+fn pulled_files(hub: &FakeHub, spec: &str, include: &[&str], exclude: &[&str]) -> Result<Vec<String>, StoreError> {
     let home = tempfile::tempdir().unwrap();
     let store = store(home.path(), config(hub));
     let mut req = PullRequest::new(spec).unwrap();
     req.include = include.iter().map(|g| g.to_string()).collect();
     req.exclude = exclude.iter().map(|g| g.to_string()).collect();
     let record = store.pull(&req, &|_| {})?;
-    Ok(store
-        .files(&record)
-        .unwrap()
-        .into_iter()
-        .map(|(file, _)| file)
-        .collect())
+    Ok(store.files(&record).unwrap().into_iter().map(|(file, _)| file).collect())
 }
 
 /// The cache folder of `repo` in a store's home.
@@ -97,64 +69,33 @@ fn pulls_the_real_models_then_serves_them_from_the_cache() {
     assert_eq!(gguf.quantization.as_deref(), Some("Q4_1"));
     assert_eq!(gguf.architecture.as_deref(), Some("llama"));
     assert_eq!(gguf.context_length, Some(8192));
-    assert!(
-        gguf.path.is_file() && gguf.path.extension().unwrap() == "gguf",
-        "{}",
-        gguf.path.display()
-    );
+    assert!(gguf.path.is_file() && gguf.path.extension().unwrap() == "gguf", "{}", gguf.path.display());
     assert!(gguf.parameter_count.unwrap() > 100_000_000);
-    assert!(
-        matches!(events.first(), Some(PullEvent::Resolved { files: 1, .. })),
-        "only the chosen GGUF: {events:?}"
-    );
-    assert!(matches!(
-        events.last(),
-        Some(PullEvent::Done { offline: false, .. })
-    ));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, PullEvent::FileVerified { .. })));
+    assert!(matches!(events.first(), Some(PullEvent::Resolved { files: 1, .. })), "only the chosen GGUF: {events:?}");
+    assert!(matches!(events.last(), Some(PullEvent::Done { offline: false, .. })));
+    assert!(events.iter().any(|e| matches!(e, PullEvent::FileVerified { .. })));
 
     let (minilm, _) = pull(&store, MINILM);
     let minilm = minilm.unwrap();
     assert_eq!(minilm.format, "safetensors");
     assert_eq!(minilm.architecture.as_deref(), Some("BertModel"));
     assert_eq!(minilm.embedding_dim, Some(384));
-    assert_eq!(
-        (
-            minilm.embedding_max_tokens,
-            minilm.embedding_pooling.as_deref()
-        ),
-        (Some(256), Some("mean"))
-    );
+    assert_eq!((minilm.embedding_max_tokens, minilm.embedding_pooling.as_deref()), (Some(256), Some("mean")));
     // The header's element count, including BERT's 512 position ids.
     assert_eq!(minilm.parameter_count, Some(22_713_728));
     assert!(minilm.path.join("1_Pooling/config.json").is_file());
-    let original =
-        hearth_store::fake_hub::test_models_dir().join("all-MiniLM-L6-v2/model.safetensors");
-    assert_eq!(
-        std::fs::read(minilm.path.join("model.safetensors")).unwrap(),
-        std::fs::read(original).unwrap()
-    );
+    let original = hearth_store::fake_hub::test_models_dir().join("all-MiniLM-L6-v2/model.safetensors");
+    assert_eq!(std::fs::read(minilm.path.join("model.safetensors")).unwrap(), std::fs::read(original).unwrap());
     assert_clean(&store);
 
     // Later uses: resolved locally; a second pull downloads nothing.
     assert_eq!(store.resolve("minilm").unwrap().unwrap().path, minilm.path);
-    assert_eq!(
-        store
-            .resolve("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF")
-            .unwrap()
-            .unwrap()
-            .path,
-        gguf.path
-    );
+    assert_eq!(store.resolve("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF").unwrap().unwrap().path, gguf.path);
     let before = hub.requests();
     let (again, events) = pull(&store, MINILM);
     again.unwrap();
     assert_eq!(hub.requests(), before + 1, "only the revision lookup");
-    assert!(events
-        .iter()
-        .all(|e| !matches!(e, PullEvent::FileStarted { .. })));
+    assert!(events.iter().all(|e| !matches!(e, PullEvent::FileStarted { .. })));
     let names: Vec<String> = store.list().unwrap().into_iter().map(|r| r.name).collect();
     assert_eq!(names, [SMOLLM2, MINILM]);
 }
@@ -166,11 +107,7 @@ fn a_cut_connection_resumes_and_the_hash_is_right() {
     let home = tempfile::tempdir().unwrap();
     let store = store(home.path(), config(&hub));
     let record = pull(&store, MINILM).0.unwrap();
-    assert_eq!(
-        hub.range_requests(),
-        2,
-        "each cut resumed with a range request"
-    );
+    assert_eq!(hub.range_requests(), 2, "each cut resumed with a range request");
     assert!(record.path.join("model.safetensors").is_file());
     assert_clean(&store);
 }
@@ -181,19 +118,10 @@ fn a_partial_left_by_a_killed_pull_is_resumed() {
     let weights = repo.file("model.safetensors").unwrap().clone();
     let hub = FakeHub::start(vec![repo]);
     let home = tempfile::tempdir().unwrap();
-    let blobs = home
-        .path()
-        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/blobs");
+    let blobs = home.path().join("hub/models--sentence-transformers--all-MiniLM-L6-v2/blobs");
     std::fs::create_dir_all(&blobs).unwrap();
-    let original = std::fs::read(
-        hearth_store::fake_hub::test_models_dir().join("all-MiniLM-L6-v2/model.safetensors"),
-    )
-    .unwrap();
-    std::fs::write(
-        blobs.join(format!("{}.partial", weights.sha256)),
-        &original[..30_000_000],
-    )
-    .unwrap();
+    let original = std::fs::read(hearth_store::fake_hub::test_models_dir().join("all-MiniLM-L6-v2/model.safetensors")).unwrap();
+    std::fs::write(blobs.join(format!("{}.partial", weights.sha256)), &original[..30_000_000]).unwrap();
     let store = store(home.path(), config(&hub));
     let (record, events) = pull(&store, MINILM);
     record.unwrap();
@@ -215,26 +143,12 @@ fn a_corrupted_byte_fails_verification_and_nothing_is_kept() {
     let (result, events) = pull(&store, MINILM);
     let err = result.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("model.safetensors: verification failed"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("model.safetensors: verification failed"), "{err}");
     assert!(matches!(events.last(), Some(PullEvent::Failed { .. })));
-    let blobs = home
-        .path()
-        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/blobs");
-    let weights = minilm_repo()
-        .unwrap()
-        .file("model.safetensors")
-        .unwrap()
-        .sha256
-        .clone();
+    let blobs = home.path().join("hub/models--sentence-transformers--all-MiniLM-L6-v2/blobs");
+    let weights = minilm_repo().unwrap().file("model.safetensors").unwrap().sha256.clone();
     assert!(!blobs.join(&weights).exists() && !blobs.join(format!("{weights}.partial")).exists());
-    assert!(
-        store.resolve(MINILM).unwrap().is_none(),
-        "an unverified model must not look complete"
-    );
+    assert!(store.resolve(MINILM).unwrap().is_none(), "an unverified model must not look complete");
     assert_clean(&store);
     // The next pull (the fault was one-off) completes.
     pull(&store, MINILM).0.unwrap();
@@ -245,10 +159,7 @@ fn tiny_repo(id: &str) -> FakeRepo {
     FakeRepo::new(
         id,
         vec![
-            FakeFile::in_memory(
-                "config.json",
-                br#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":64}"#,
-            ),
+            FakeFile::in_memory("config.json", br#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":64}"#),
             FakeFile::in_memory("model.safetensors", &[7u8; 4096]),
         ],
     )
@@ -262,17 +173,8 @@ fn hub_errors_are_clear() {
     let store = store(home.path(), config(&hub));
 
     let e = pull(&store, "org/gated").0.unwrap_err().to_string();
-    assert!(
-        e.contains("access denied (401)") && e.contains("HF_TOKEN"),
-        "{e}"
-    );
-    let with_token = self::store(
-        home.path(),
-        HubConfig {
-            token: Some("secret".into()),
-            ..config(&hub)
-        },
-    );
+    assert!(e.contains("access denied (401)") && e.contains("HF_TOKEN"), "{e}");
+    let with_token = self::store(home.path(), HubConfig { token: Some("secret".into()), ..config(&hub) });
     pull(&with_token, "org/gated").0.unwrap();
 
     let e = pull(&store, "org/missing").0.unwrap_err().to_string();
@@ -294,14 +196,7 @@ fn stalled_pull_error(path: &str, fault: Fault) -> String {
     let hub = FakeHub::start(vec![tiny_repo("org/slow")]);
     hub.inject(path, fault, 2);
     let home = tempfile::tempdir().unwrap();
-    let store = store(
-        home.path(),
-        HubConfig {
-            timeout: Duration::from_secs(1),
-            attempts: 2,
-            ..config(&hub)
-        },
-    );
+    let store = store(home.path(), HubConfig { timeout: Duration::from_secs(1), attempts: 2, ..config(&hub) });
     let started = std::time::Instant::now();
     let e = pull(&store, "org/slow").0.unwrap_err().to_string();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -317,10 +212,7 @@ fn a_stalled_hub_times_out_with_a_clear_message() {
 #[test]
 fn a_stall_in_the_middle_of_a_file_times_out_with_a_clear_message() {
     let e = stalled_pull_error("model.safetensors", Fault::StallAfter(1000, Duration::from_secs(5)));
-    assert!(
-        e.contains("model.safetensors: timed out after 1s without data from the Hub"),
-        "{e}"
-    );
+    assert!(e.contains("model.safetensors: timed out after 1s without data from the Hub"), "{e}");
 }
 
 #[test]
@@ -330,28 +222,13 @@ fn offline_uses_a_complete_cache_without_the_network() {
     let online = store(home.path(), config(&hub));
     let pulled = pull(&online, MINILM).0.unwrap();
     hub.stop();
-    let offline = store(
-        home.path(),
-        HubConfig {
-            offline: true,
-            ..config(&hub)
-        },
-    );
+    let offline = store(home.path(), HubConfig { offline: true, ..config(&hub) });
     let (record, events) = pull(&offline, MINILM);
     assert_eq!(record.unwrap().path, pulled.path);
-    assert!(matches!(
-        events.as_slice(),
-        [PullEvent::Done { offline: true, .. }]
-    ));
-    assert_eq!(
-        offline.resolve("minilm").unwrap().unwrap().path,
-        pulled.path
-    );
+    assert!(matches!(events.as_slice(), [PullEvent::Done { offline: true, .. }]));
+    assert_eq!(offline.resolve("minilm").unwrap().unwrap().path, pulled.path);
     let e = pull(&offline, "smollm2").0.unwrap_err().to_string();
-    assert!(
-        e.contains("offline") && e.contains("not completely in the cache"),
-        "{e}"
-    );
+    assert!(e.contains("offline") && e.contains("not completely in the cache"), "{e}");
     // With the Hub gone, an online pull fails clearly too.
     let e = pull(&online, "smollm2").0.unwrap_err().to_string();
     assert!(e.contains("network error"), "{e}");
@@ -359,30 +236,16 @@ fn offline_uses_a_complete_cache_without_the_network() {
 
 #[test]
 fn malformed_names_and_traversal_are_rejected() {
-    for bad in [
-        "../etc/passwd",
-        "/abs/path",
-        "org/../x",
-        "a/b/c",
-        "org/name@../../x",
-        "org/na me",
-        "",
-    ] {
+    for bad in ["../etc/passwd", "/abs/path", "org/../x", "a/b/c", "org/name@../../x", "org/na me", ""] {
         let e = PullRequest::new(bad).unwrap_err().to_string();
         assert!(e.starts_with("invalid"), "{bad:?}: {e}");
     }
-    let evil = FakeRepo::new(
-        "org/evil",
-        vec![FakeFile::in_memory("../../outside.json", b"{}")],
-    );
+    let evil = FakeRepo::new("org/evil", vec![FakeFile::in_memory("../../outside.json", b"{}")]);
     let hub = FakeHub::start(vec![evil]);
     let home = tempfile::tempdir().unwrap();
     let store = store(home.path(), config(&hub));
     let e = pull(&store, "org/evil").0.unwrap_err().to_string();
-    assert!(
-        e.contains("invalid file name \"../../outside.json\""),
-        "{e}"
-    );
+    assert!(e.contains("invalid file name \"../../outside.json\""), "{e}");
     assert!(!home.path().join("outside.json").exists());
 }
 
@@ -402,16 +265,8 @@ fn verify_reports_corrupt_blobs_and_symlinks_leaving_the_cache() {
     std::fs::write(&weights, [8u8; 4096]).unwrap();
     let problems = store.verify().unwrap().problems;
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("unexpected symlink to /etc/hostname")),
-        "{problems:?}"
-    );
-    assert!(
-        problems.iter().any(|p| p.contains("corrupt")),
-        "{problems:?}"
-    );
+    assert!(problems.iter().any(|p| p.contains("unexpected symlink to /etc/hostname")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("corrupt")), "{problems:?}");
     assert!(blob.exists());
 
     // Removing the model drops the bad blob; pulling again restores it.
@@ -431,40 +286,24 @@ fn concurrent_pulls_of_one_model_share_the_work() {
     let ((first, first_events), (second, second_events)) = std::thread::scope(|s| {
         let first = s.spawn(|| {
             let events = Mutex::new(Vec::new());
-            let result =
-                store(home.path(), config(&hub)).pull(&PullRequest::new(MINILM).unwrap(), &|e| {
-                    // The lock is taken before the Hub is asked, so it is held from here.
-                    if matches!(e, PullEvent::Resolved { .. }) {
-                        resolved.send(()).unwrap();
-                    }
-                    events.lock().unwrap().push(e)
-                });
+            let result = store(home.path(), config(&hub)).pull(&PullRequest::new(MINILM).unwrap(), &|e| {
+                // The lock is taken before the Hub is asked, so it is held from here.
+                if matches!(e, PullEvent::Resolved { .. }) {
+                    resolved.send(()).unwrap();
+                }
+                events.lock().unwrap().push(e)
+            });
             (result, events.into_inner().unwrap())
         });
-        first_resolved
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap();
+        first_resolved.recv_timeout(Duration::from_secs(30)).unwrap();
         let second = pull(&store(home.path(), config(&hub)), MINILM);
         (first.join().unwrap(), second)
     });
     first.unwrap();
     second.unwrap();
-    assert!(
-        !first_events
-            .iter()
-            .any(|e| matches!(e, PullEvent::Waiting { .. })),
-        "{first_events:?}"
-    );
-    assert!(
-        matches!(second_events.first(), Some(PullEvent::Waiting { .. })),
-        "the second pull waits for the first: {second_events:?}"
-    );
-    assert!(
-        second_events
-            .iter()
-            .all(|e| !matches!(e, PullEvent::FileStarted { .. })),
-        "then finds every file cached: {second_events:?}"
-    );
+    assert!(!first_events.iter().any(|e| matches!(e, PullEvent::Waiting { .. })), "{first_events:?}");
+    assert!(matches!(second_events.first(), Some(PullEvent::Waiting { .. })), "the second pull waits for the first: {second_events:?}");
+    assert!(second_events.iter().all(|e| !matches!(e, PullEvent::FileStarted { .. })), "then finds every file cached: {second_events:?}");
     assert_clean(&store(home.path(), config(&hub)));
 }
 
@@ -488,10 +327,7 @@ fn rm_refuses_a_model_a_server_holds_and_prune_cleans_up() {
     assert_eq!(store.remove("org/tiny", false).unwrap(), ["org/tiny"]);
     assert!(store.resolve("org/tiny").unwrap().is_none());
     assert!(!record.path.exists());
-    assert!(matches!(
-        store.remove("org/tiny", false),
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.remove("org/tiny", false), Err(StoreError::NotFound(_))));
 
     let blobs = home.path().join("hub/models--org--other/blobs");
     std::fs::write(blobs.join(format!("{}.partial", "ab".repeat(32))), b"half").unwrap();
@@ -521,14 +357,8 @@ fn gguf_repos_need_a_choice_of_quantisation() {
     let home = tempfile::tempdir().unwrap();
     let store = store(home.path(), config(&hub));
     let e = pull(&store, "org/multi-GGUF").0.unwrap_err().to_string();
-    assert!(
-        e.contains("several GGUF files") && e.contains("m-Q4_K_M.gguf, m-Q8_0.gguf"),
-        "{e}"
-    );
-    let e = pull(&store, "org/multi-GGUF:Q2_K")
-        .0
-        .unwrap_err()
-        .to_string();
+    assert!(e.contains("several GGUF files") && e.contains("m-Q4_K_M.gguf, m-Q8_0.gguf"), "{e}");
+    let e = pull(&store, "org/multi-GGUF:Q2_K").0.unwrap_err().to_string();
     assert!(e.contains("no GGUF file"), "{e}");
     let r = pull(&store, "org/multi-GGUF:q8_0").0.unwrap();
     assert!(r.path.ends_with("m-Q8_0.gguf"), "{}", r.path.display());
@@ -541,9 +371,7 @@ fn an_existing_hugging_face_cache_is_used_in_place() {
     // Our layout is huggingface_hub's: a store's hub/ directory is a valid HF cache.
     let record = pull(&store(hf.path(), config(&hub)), "org/tiny").0.unwrap();
     let home = tempfile::tempdir().unwrap();
-    let other = Store::open(home.path(), config(&hub))
-        .unwrap()
-        .with_hf_cache(Some(hf.path().join("hub")));
+    let other = Store::open(home.path(), config(&hub)).unwrap().with_hf_cache(Some(hf.path().join("hub")));
     let found = other.resolve("org/tiny").unwrap().unwrap();
     assert_eq!(found.path, record.path);
     assert!(found.record.is_none());
@@ -556,11 +384,7 @@ fn an_existing_hugging_face_cache_is_used_in_place() {
     std::os::unix::fs::symlink(&weights_target, &weights).unwrap();
     // ... and so is a sharded one missing a shard its index names.
     let index = record.path.join("model.safetensors.index.json");
-    std::fs::write(
-        &index,
-        r#"{"weight_map":{"a":"model.safetensors","b":"model-00002-of-00002.safetensors"}}"#,
-    )
-    .unwrap();
+    std::fs::write(&index, r#"{"weight_map":{"a":"model.safetensors","b":"model-00002-of-00002.safetensors"}}"#).unwrap();
     assert!(other.resolve("org/tiny").unwrap().is_none());
     std::fs::remove_file(&index).unwrap();
     assert!(other.resolve("org/tiny").unwrap().is_some());
@@ -571,20 +395,13 @@ fn an_existing_hugging_face_cache_is_used_in_place() {
     std::fs::remove_file(&config_link).unwrap();
     std::os::unix::fs::symlink(outside.path(), &config_link).unwrap();
     let e = other.resolve("org/tiny").unwrap_err().to_string();
-    assert!(
-        e.contains("config.json: links to") && e.contains("outside the Hugging Face cache"),
-        "{e}"
-    );
+    assert!(e.contains("config.json: links to") && e.contains("outside the Hugging Face cache"), "{e}");
 }
 
 /// A Hub serving `org/tiny`, and the hash naming its weights' blob.
 fn tiny_hub_and_weights_hash() -> (FakeHub, String) {
     let repo = tiny_repo("org/tiny");
-    let weights = repo
-        .file("model.safetensors")
-        .unwrap()
-        .hub_hash()
-        .to_string();
+    let weights = repo.file("model.safetensors").unwrap().hub_hash().to_string();
     (FakeHub::start(vec![repo]), weights)
 }
 
@@ -601,10 +418,7 @@ fn a_symlink_planted_as_a_partial_download_is_refused() {
 
     let store = store(home.path(), config(&hub));
     let e = pull(&store, "org/tiny").0.unwrap_err().to_string();
-    assert!(
-        e.contains(&format!("{}: is a symlink", partial.display())),
-        "{e}"
-    );
+    assert!(e.contains(&format!("{}: is a symlink", partial.display())), "{e}");
     assert_eq!(std::fs::read(outside.path()).unwrap(), b"not the cache's");
     assert!(store.resolve("org/tiny").unwrap().is_none());
     std::fs::remove_file(&partial).unwrap();
@@ -620,24 +434,16 @@ fn a_blob_that_is_a_symlink_is_neither_cached_nor_resolved() {
     pull(&store, "org/tiny").0.unwrap();
 
     // The right content, but outside the cache behind a link.
-    let blob = repo_dir(home.path(), "org/tiny")
-        .join("blobs")
-        .join(&weights);
+    let blob = repo_dir(home.path(), "org/tiny").join("blobs").join(&weights);
     let outside = tempfile::NamedTempFile::new().unwrap();
     std::fs::copy(&blob, outside.path()).unwrap();
     std::fs::remove_file(&blob).unwrap();
     std::os::unix::fs::symlink(outside.path(), &blob).unwrap();
 
     let e = store.resolve("org/tiny").unwrap_err().to_string();
-    assert!(
-        e.contains(&format!("{}: missing, not a regular file", blob.display())),
-        "{e}"
-    );
+    assert!(e.contains(&format!("{}: missing, not a regular file", blob.display())), "{e}");
     let e = pull(&store, "org/tiny").0.unwrap_err().to_string();
-    assert!(
-        e.contains(&format!("{}: is a symlink", blob.display())),
-        "{e}"
-    );
+    assert!(e.contains(&format!("{}: is a symlink", blob.display())), "{e}");
 }
 
 #[test]
@@ -651,28 +457,13 @@ fn resolve_refuses_a_snapshot_link_pointed_elsewhere() {
     std::os::unix::fs::symlink("/etc/hostname", &config_link).unwrap();
 
     let e = store.resolve("org/tiny").unwrap_err().to_string();
-    assert!(
-        e.contains(&format!(
-            "{}: unexpected symlink to /etc/hostname",
-            config_link.display()
-        )),
-        "{e}"
-    );
-    let offline = self::store(
-        home.path(),
-        HubConfig {
-            offline: true,
-            ..config(&hub)
-        },
-    );
+    assert!(e.contains(&format!("{}: unexpected symlink to /etc/hostname", config_link.display())), "{e}");
+    let offline = self::store(home.path(), HubConfig { offline: true, ..config(&hub) });
     let e = pull(&offline, "org/tiny").0.unwrap_err().to_string();
     assert!(e.contains("unexpected symlink"), "{e}");
     // An online pull puts the link back.
     pull(&store, "org/tiny").0.unwrap();
-    assert_eq!(
-        store.resolve("org/tiny").unwrap().unwrap().path,
-        record.path
-    );
+    assert_eq!(store.resolve("org/tiny").unwrap().unwrap().path, record.path);
 }
 
 /// A repo with ONNX exports and no safetensors, so nothing is left out by default.
@@ -696,41 +487,20 @@ fn include_and_exclude_globs_choose_the_files() {
     let files = |spec, include, exclude| pulled_files(&hub, spec, include, exclude).unwrap();
 
     assert_eq!(files("org/onnx-mix", &[], &[]).len(), 6);
-    assert_eq!(
-        files("org/onnx-mix", &["*.json"], &[]),
-        ["config.json", "tokenizer.json"]
-    );
-    assert_eq!(
-        files("org/onnx-mix", &[], &["*.onnx"]),
-        ["README.md", "config.json", "tokenizer.json"]
-    );
-    assert_eq!(
-        files("org/onnx-mix", &[], &["onnx/**"]),
-        ["README.md", "config.json", "model.onnx", "tokenizer.json"]
-    );
-    assert_eq!(
-        files("org/onnx-mix", &["*.json", "onnx/**"], &["*quantized*"]),
-        ["config.json", "onnx/model.onnx", "tokenizer.json"]
-    );
+    assert_eq!(files("org/onnx-mix", &["*.json"], &[]), ["config.json", "tokenizer.json"]);
+    assert_eq!(files("org/onnx-mix", &[], &["*.onnx"]), ["README.md", "config.json", "tokenizer.json"]);
+    assert_eq!(files("org/onnx-mix", &[], &["onnx/**"]), ["README.md", "config.json", "model.onnx", "tokenizer.json"]);
+    assert_eq!(files("org/onnx-mix", &["*.json", "onnx/**"], &["*quantized*"]), ["config.json", "onnx/model.onnx", "tokenizer.json"]);
 
     // One GGUF of several, by name or by excluding the others.
-    assert_eq!(
-        files("org/multi-GGUF", &["m-Q8_0.gguf"], &[]),
-        ["m-Q8_0.gguf"]
-    );
+    assert_eq!(files("org/multi-GGUF", &["m-Q8_0.gguf"], &[]), ["m-Q8_0.gguf"]);
     assert_eq!(files("org/multi-GGUF", &[], &["*Q4_K_M*"]), ["m-Q8_0.gguf"]);
-    let e = pulled_files(&hub, "org/multi-GGUF", &["*.gguf"], &[])
-        .unwrap_err()
-        .to_string();
+    let e = pulled_files(&hub, "org/multi-GGUF", &["*.gguf"], &[]).unwrap_err().to_string();
     assert!(e.contains("several GGUF files"), "{e}");
 
-    let e = pulled_files(&hub, "org/onnx-mix", &["*.bin"], &[])
-        .unwrap_err()
-        .to_string();
+    let e = pulled_files(&hub, "org/onnx-mix", &["*.bin"], &[]).unwrap_err().to_string();
     assert!(e.contains("no files of org/onnx-mix match"), "{e}");
-    let e = pulled_files(&hub, "org/onnx-mix", &[], &["a{b"])
-        .unwrap_err()
-        .to_string();
+    let e = pulled_files(&hub, "org/onnx-mix", &[], &["a{b"]).unwrap_err().to_string();
     assert!(e.contains("bad glob \"a{b\""), "{e}");
 }
 
@@ -740,10 +510,7 @@ fn tags_and_commits_pull_and_resolve_offline() {
     let v1 = FakeRepo::new(
         "org/x",
         vec![
-            FakeFile::in_memory(
-                "config.json",
-                br#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":32}"#,
-            ),
+            FakeFile::in_memory("config.json", br#"{"architectures":["LlamaForCausalLM"],"max_position_embeddings":32}"#),
             FakeFile::in_memory("model.safetensors", &[1u8; 2048]),
         ],
     )
@@ -754,30 +521,14 @@ fn tags_and_commits_pull_and_resolve_offline() {
     let refs = repo_dir(home.path(), "org/x").join("refs");
 
     let tagged = pull(&online, "org/x@v1.0").0.unwrap();
-    assert_eq!(
-        (
-            tagged.name.as_str(),
-            tagged.revision.as_str(),
-            &tagged.commit
-        ),
-        ("org/x@v1.0", "v1.0", &v1.commit)
-    );
+    assert_eq!((tagged.name.as_str(), tagged.revision.as_str(), &tagged.commit), ("org/x@v1.0", "v1.0", &v1.commit));
     assert_eq!(tagged.context_length, Some(32));
     assert!(tagged.path.ends_with(&v1.commit));
-    assert_eq!(
-        std::fs::read_to_string(refs.join("v1.0")).unwrap(),
-        v1.commit
-    );
+    assert_eq!(std::fs::read_to_string(refs.join("v1.0")).unwrap(), v1.commit);
 
     let latest = pull(&online, "org/x").0.unwrap();
-    assert_eq!(
-        (latest.name.as_str(), &latest.commit),
-        ("org/x", &main.commit)
-    );
-    assert_eq!(
-        std::fs::read_to_string(refs.join("main")).unwrap(),
-        main.commit
-    );
+    assert_eq!((latest.name.as_str(), &latest.commit), ("org/x", &main.commit));
+    assert_eq!(std::fs::read_to_string(refs.join("main")).unwrap(), main.commit);
 
     let by_commit = format!("org/x@{}", v1.commit);
     let pinned = pull(&online, &by_commit).0.unwrap();
@@ -786,24 +537,11 @@ fn tags_and_commits_pull_and_resolve_offline() {
     assert_clean(&online);
 
     hub.stop();
-    let offline = store(
-        home.path(),
-        HubConfig {
-            offline: true,
-            ..config(&hub)
-        },
-    );
-    for (spec, path) in [
-        ("org/x@v1.0", &tagged.path),
-        ("org/x", &latest.path),
-        ("org/x@main", &latest.path),
-        (by_commit.as_str(), &tagged.path),
-    ] {
-        assert_eq!(
-            offline.resolve(spec).unwrap().unwrap().path,
-            *path,
-            "{spec}"
-        );
+    let offline = store(home.path(), HubConfig { offline: true, ..config(&hub) });
+    for (spec, path) in
+        [("org/x@v1.0", &tagged.path), ("org/x", &latest.path), ("org/x@main", &latest.path), (by_commit.as_str(), &tagged.path)]
+    {
+        assert_eq!(offline.resolve(spec).unwrap().unwrap().path, *path, "{spec}");
     }
     let record = pull(&offline, "org/x@v1.0").0.unwrap();
     assert_eq!(record.commit, v1.commit);

@@ -31,11 +31,7 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
-    pub fn new(
-        source: &str,
-        bos_token: Option<String>,
-        eos_token: Option<String>,
-    ) -> Result<Self, TokenizerError> {
+    pub fn new(source: &str, bos_token: Option<String>, eos_token: Option<String>) -> Result<Self, TokenizerError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -45,18 +41,10 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source).into_owned())
             .map_err(|e| TokenizerError::TemplateSyntax(error_message(&e)))?;
-        Ok(Self {
-            env,
-            bos_token,
-            eos_token,
-        })
+        Ok(Self { env, bos_token, eos_token })
     }
 
-    pub fn render(
-        &self,
-        messages: &[serde_json::Value],
-        opts: &RenderOptions,
-    ) -> Result<String, TokenizerError> {
+    pub fn render(&self, messages: &[serde_json::Value], opts: &RenderOptions) -> Result<String, TokenizerError> {
         let mut ctx = serde_json::Map::new();
         if let Some(bos) = &self.bos_token {
             ctx.insert("bos_token".into(), bos.clone().into());
@@ -70,17 +58,9 @@ impl ChatTemplate {
         // `tools is not none` or `tools is defined` behave as they do there.
         ctx.insert("tools".into(), opts.tools.clone().into());
         ctx.insert("documents".into(), opts.documents.clone().into());
-        ctx.insert(
-            "add_generation_prompt".into(),
-            opts.add_generation_prompt.into(),
-        );
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| TokenizerError::TemplateRender(error_message(&e)))?;
-        template
-            .render(Value::from_serialize(&ctx))
-            .map_err(|e| TokenizerError::TemplateRender(error_message(&e)))
+        ctx.insert("add_generation_prompt".into(), opts.add_generation_prompt.into());
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| TokenizerError::TemplateRender(error_message(&e)))?;
+        template.render(Value::from_serialize(&ctx)).map_err(|e| TokenizerError::TemplateRender(error_message(&e)))
     }
 }
 
@@ -102,12 +82,8 @@ fn raise_exception(message: String) -> Result<Value, Error> {
 fn strftime_now(format: String) -> Result<String, Error> {
     let mut out = String::new();
     // Writing (not `to_string`) turns a bad format into an error instead of a panic.
-    write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("strftime_now: invalid format {format:?}"),
-        )
-    })?;
+    write!(out, "{}", chrono::Local::now().format(&format))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: invalid format {format:?}")))?;
     Ok(out)
 }
 
@@ -140,8 +116,7 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     opts.sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     opts.ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value)
-        .map_err(|e| invalid(format!("tojson: value is not JSON-serialisable: {e}")))?;
+    let json = serde_json::to_value(&value).map_err(|e| invalid(format!("tojson: value is not JSON-serialisable: {e}")))?;
     Ok(Value::from_safe_string(pyjson::dumps(&json, &opts)))
 }
 
@@ -158,12 +133,8 @@ fn strip_generation_tags(source: &str) -> Cow<'_, str> {
         let (before, tag) = rest.split_at(start);
         out.push_str(before);
         let body = &tag[2..];
-        let lead = body
-            .find(|c: char| !(c == '-' || c == '+' || c.is_whitespace()))
-            .unwrap_or(body.len());
-        let word_len = body[lead..]
-            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .unwrap_or(body.len() - lead);
+        let lead = body.find(|c: char| !(c == '-' || c == '+' || c.is_whitespace())).unwrap_or(body.len());
+        let word_len = body[lead..].find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(body.len() - lead);
         let replacement = match &body[lead..lead + word_len] {
             "generation" => Some("if true"),
             "endgeneration" => Some("endif"),
@@ -190,9 +161,6 @@ mod tests {
     #[test]
     fn generation_tags_become_plain_blocks() {
         let src = "{%- generation -%}x{% endgeneration %}{% if generation %}y{% endif %}";
-        assert_eq!(
-            strip_generation_tags(src),
-            "{%- if true -%}x{% endif %}{% if generation %}y{% endif %}"
-        );
+        assert_eq!(strip_generation_tags(src), "{%- if true -%}x{% endif %}{% if generation %}y{% endif %}");
     }
 }

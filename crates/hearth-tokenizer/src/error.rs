@@ -5,15 +5,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("invalid JSON in {path}: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
     #[error("cannot load tokenizer from {path}: {message}")]
     Load { path: PathBuf, message: String },
     #[error("unsupported GGUF tokenizer model {0:?} (supported: \"gpt2\", \"llama\")")]

@@ -11,9 +11,7 @@ use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
-use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-};
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::TokenizerError;
 
@@ -61,45 +59,17 @@ struct PreTokenizerRules {
 }
 
 fn pre_tokenizer_rules(name: &str) -> Option<PreTokenizerRules> {
-    let rules = |regexes, ignore_merges, add_bos| PreTokenizerRules {
-        regexes,
-        ignore_merges,
-        add_bos,
-    };
+    let rules = |regexes, ignore_merges, add_bos| PreTokenizerRules { regexes, ignore_merges, add_bos };
     Some(match name {
-        "default" => rules(
-            &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
-            false,
-            false,
-        ),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" => rules(&[LLAMA3], true, true),
+        "default" => rules(&[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"], false, false),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" => rules(&[LLAMA3], true, true),
         "dbrx" | "smaug-bpe" => rules(&[LLAMA3], false, false),
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "megrez" | "stablelm2" | "hunyuan" => {
-            rules(&[QWEN2], false, false)
-        }
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-        | "a.x-4.0" | "mellum" | "mpt" | "olmo" | "jais" | "trillion" | "exaone4"
-        | "granite-docling" => rules(&[GPT2], false, false),
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
-            rules(&[r"\p{N}", GPT2], false, false)
-        }
-        "falcon" => rules(
-            &[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"],
-            false,
-            false,
-        ),
-        "deepseek-coder" => rules(
-            &[
-                "[\r\n]",
-                r"\s?\p{L}+",
-                r"\s?\p{P}+",
-                "[一-龥ࠀ-一가-퟿]+",
-                r"\p{N}",
-            ],
-            false,
-            false,
-        ),
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "megrez" | "stablelm2" | "hunyuan" => rules(&[QWEN2], false, false),
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum" | "mpt" | "olmo"
+        | "jais" | "trillion" | "exaone4" | "granite-docling" => rules(&[GPT2], false, false),
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => rules(&[r"\p{N}", GPT2], false, false),
+        "falcon" => rules(&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"], false, false),
+        "deepseek-coder" => rules(&["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[一-龥ࠀ-一가-퟿]+", r"\p{N}"], false, false),
         _ => return None,
     })
 }
@@ -126,14 +96,10 @@ impl GgufVocab {
     fn validate(&self) -> Result<(), TokenizerError> {
         let n = self.tokens.len();
         if n == 0 {
-            return Err(TokenizerError::InvalidVocab(
-                "tokenizer.ggml.tokens is empty".into(),
-            ));
+            return Err(TokenizerError::InvalidVocab("tokenizer.ggml.tokens is empty".into()));
         }
         if u32::try_from(n).is_err() {
-            return Err(TokenizerError::InvalidVocab(format!(
-                "{n} tokens do not fit u32 ids"
-            )));
+            return Err(TokenizerError::InvalidVocab(format!("{n} tokens do not fit u32 ids")));
         }
         if let Some(scores) = &self.scores {
             if scores.len() != n {
@@ -158,9 +124,7 @@ impl GgufVocab {
             ("padding_token_id", self.pad_id),
         ] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
-                return Err(TokenizerError::InvalidVocab(format!(
-                    "tokenizer.ggml.{key} = {id} is out of range ({n} tokens)"
-                )));
+                return Err(TokenizerError::InvalidVocab(format!("tokenizer.ggml.{key} = {id} is out of range ({n} tokens)")));
             }
         }
         Ok(())
@@ -168,17 +132,7 @@ impl GgufVocab {
 
     /// Token texts by id; empty ones get llama.cpp's placeholder so every id keeps a key.
     fn token_texts(&self) -> Vec<String> {
-        self.tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if t.is_empty() {
-                    format!("[EMPTY_{i}]")
-                } else {
-                    t.clone()
-                }
-            })
-            .collect()
+        self.tokens.iter().enumerate().map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { t.clone() }).collect()
     }
 
     fn token_type(&self, id: usize) -> i32 {
@@ -189,8 +143,7 @@ impl GgufVocab {
         // llama.cpp falls back to "default" when the name is missing; an unknown name is an error
         // here because guessing the split rules silently gives wrong ids.
         let pre = self.pre.as_deref().unwrap_or("default");
-        let rules = pre_tokenizer_rules(pre)
-            .ok_or_else(|| TokenizerError::UnknownPreTokenizer(pre.to_string()))?;
+        let rules = pre_tokenizer_rules(pre).ok_or_else(|| TokenizerError::UnknownPreTokenizer(pre.to_string()))?;
         let merges = self
             .merges
             .as_ref()
@@ -207,50 +160,31 @@ impl GgufVocab {
 
         let mut steps = Vec::with_capacity(rules.regexes.len() + 1);
         for regex in rules.regexes {
-            let split = Split::new(
-                SplitPattern::Regex(regex.to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| TokenizerError::InvalidVocab(format!("pre-tokenizer {pre}: {e}")))?;
+            let split = Split::new(SplitPattern::Regex(regex.to_string()), SplitDelimiterBehavior::Isolated, false)
+                .map_err(|e| TokenizerError::InvalidVocab(format!("pre-tokenizer {pre}: {e}")))?;
             steps.push(PreTokenizerWrapper::Split(split));
         }
         // The splits above replace ByteLevel's own GPT-2 regex; it only maps bytes to symbols.
-        steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
-            false, true, false,
-        )));
+        steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)));
 
         let mut tokenizer = tokenizers::Tokenizer::new(model);
-        tokenizer
-            .with_pre_tokenizer(Some(PreTokenizerSequence::new(steps)))
-            .with_decoder(Some(ByteLevel::default()));
+        tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(steps))).with_decoder(Some(ByteLevel::default()));
         Ok((tokenizer, rules.add_bos))
     }
 
     /// SentencePiece as transformers' LlamaConverter rebuilds it: a byte-fallback BPE whose merges
     /// come from the scores. llama.cpp merges the adjacent pair whose joined piece scores highest,
     /// which is what ranking each possible merge by its result's score reproduces.
-    fn build_spm(
-        &self,
-        tokens: &[String],
-        vocab: Vocab,
-    ) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    fn build_spm(&self, tokens: &[String], vocab: Vocab) -> Result<tokenizers::Tokenizer, TokenizerError> {
         let merges = spm_merges(tokens, &vocab, self.scores.as_deref());
-        let mut builder = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .byte_fallback(true)
-            .fuse_unk(true);
+        let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
         if let Some(unk) = self.unk_id {
             builder = builder.unk_token(tokens[unk as usize].clone());
         }
-        let model = builder
-            .build()
-            .map_err(|e| TokenizerError::InvalidVocab(e.to_string()))?;
+        let model = builder.build().map_err(|e| TokenizerError::InvalidVocab(e.to_string()))?;
 
         let add_space_prefix = self.add_space_prefix.unwrap_or(true);
-        let replace = |from: &str, to: &str| {
-            Replace::new(from, to).map_err(|e| TokenizerError::InvalidVocab(e.to_string()))
-        };
+        let replace = |from: &str, to: &str| Replace::new(from, to).map_err(|e| TokenizerError::InvalidVocab(e.to_string()));
         let mut normalizers = Vec::new();
         if add_space_prefix {
             normalizers.push(NormalizerWrapper::Prepend(Prepend::new(SPM_SPACE.into())));
@@ -268,9 +202,7 @@ impl GgufVocab {
         }
 
         let mut tokenizer = tokenizers::Tokenizer::new(model);
-        tokenizer
-            .with_normalizer(Some(NormalizerSequence::new(normalizers)))
-            .with_decoder(Some(DecoderSequence::new(decoders)));
+        tokenizer.with_normalizer(Some(NormalizerSequence::new(normalizers))).with_decoder(Some(DecoderSequence::new(decoders)));
         Ok(tokenizer)
     }
 
@@ -282,12 +214,8 @@ impl GgufVocab {
         let mut user = Vec::new();
         for (id, text) in tokens.iter().enumerate() {
             match self.token_type(id) {
-                TOKEN_TYPE_CONTROL => {
-                    special.push(AddedToken::from(text.clone(), true).normalized(false))
-                }
-                TOKEN_TYPE_USER_DEFINED => {
-                    user.push(AddedToken::from(text.clone(), false).normalized(false))
-                }
+                TOKEN_TYPE_CONTROL => special.push(AddedToken::from(text.clone(), true).normalized(false)),
+                TOKEN_TYPE_USER_DEFINED => user.push(AddedToken::from(text.clone(), false).normalized(false)),
                 _ => {}
             }
         }
@@ -295,12 +223,7 @@ impl GgufVocab {
         tokenizer.add_tokens(&user);
     }
 
-    fn post_processor(
-        &self,
-        tokens: &[String],
-        add_bos: bool,
-        add_eos: bool,
-    ) -> Result<Option<TemplateProcessing>, TokenizerError> {
+    fn post_processor(&self, tokens: &[String], add_bos: bool, add_eos: bool) -> Result<Option<TemplateProcessing>, TokenizerError> {
         let mut template = vec!["$A"];
         let mut specials = Vec::new();
         // Keys "BOS"/"EOS" rather than the token text: a text with spaces or ':' would not parse
@@ -309,14 +232,10 @@ impl GgufVocab {
             if !wanted {
                 return Ok(());
             }
-            let id = id.ok_or_else(|| {
-                TokenizerError::InvalidVocab(format!(
-                    "tokenizer.ggml.{flag} is true but the token id is not set"
-                ))
-            })?;
-            let special =
-                SpecialToken::new(key.into(), vec![id], vec![tokens[id as usize].clone()])
-                    .map_err(|e| TokenizerError::InvalidVocab(e.to_string()))?;
+            let id =
+                id.ok_or_else(|| TokenizerError::InvalidVocab(format!("tokenizer.ggml.{flag} is true but the token id is not set")))?;
+            let special = SpecialToken::new(key.into(), vec![id], vec![tokens[id as usize].clone()])
+                .map_err(|e| TokenizerError::InvalidVocab(e.to_string()))?;
             specials.push(special);
             if key == "BOS" {
                 template.insert(0, key);
@@ -344,9 +263,7 @@ fn vocab_map(tokens: &[String]) -> Result<Vocab, TokenizerError> {
     let mut vocab = Vocab::with_capacity(tokens.len());
     for (id, text) in tokens.iter().enumerate() {
         if let Some(previous) = vocab.insert(text.clone(), id as u32) {
-            return Err(TokenizerError::InvalidVocab(format!(
-                "token {text:?} appears twice (ids {previous} and {id})"
-            )));
+            return Err(TokenizerError::InvalidVocab(format!("token {text:?} appears twice (ids {previous} and {id})")));
         }
     }
     Ok(vocab)
@@ -361,9 +278,7 @@ fn split_merge(index: usize, merge: &str) -> Result<(String, String), TokenizerE
             let pos = first_len + pos;
             Ok((merge[..pos].to_string(), merge[pos + 1..].to_string()))
         }
-        None => Err(TokenizerError::InvalidVocab(format!(
-            "merge #{index} {merge:?} is not two space-separated tokens"
-        ))),
+        None => Err(TokenizerError::InvalidVocab(format!("merge #{index} {merge:?} is not two space-separated tokens"))),
     }
 }
 
@@ -384,12 +299,7 @@ fn spm_merges(tokens: &[String], vocab: &Vocab, scores: Option<&[f32]>) -> Vec<(
         ranked.extend(local.into_iter().map(|(l, r)| (score, l, r)));
     }
     ranked.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(b.1.chars().count().cmp(&a.1.chars().count()))
-            .then(b.2.chars().count().cmp(&a.2.chars().count()))
+        b.0.total_cmp(&a.0).then(b.1.chars().count().cmp(&a.1.chars().count())).then(b.2.chars().count().cmp(&a.2.chars().count()))
     });
-    ranked
-        .into_iter()
-        .map(|(_, l, r)| (l.to_string(), r.to_string()))
-        .collect()
+    ranked.into_iter().map(|(_, l, r)| (l.to_string(), r.to_string())).collect()
 }

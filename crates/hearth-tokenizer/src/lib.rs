@@ -31,15 +31,9 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Loads a HF `tokenizer.json`. BOS/EOS come from a `tokenizer_config.json` next to it, if any.
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
-        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::Load {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io { path: path.to_path_buf(), source })?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|e| TokenizerError::Load { path: path.to_path_buf(), message: e.to_string() })?;
         let special = match path.parent() {
             Some(dir) => read_special_tokens(dir)?,
             None => SpecialTokens::default(),
@@ -56,28 +50,18 @@ impl Tokenizer {
 
     fn wrap(inner: tokenizers::Tokenizer, bos: Option<String>, eos: Option<String>) -> Self {
         let added_ids = inner.get_added_tokens_decoder().into_keys().collect();
-        Self {
-            inner,
-            added_ids,
-            bos,
-            eos,
-        }
+        Self { inner, added_ids, bos, eos }
     }
 
     /// Token ids for `text`. Added/special tokens written in the text always map to their single
     /// id; `add_special_tokens` only controls BOS/EOS insertion by the post-processor.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let encoding = self.inner.encode_fast(text, add_special_tokens).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| TokenizerError::Decode(e.to_string()))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

@@ -19,13 +19,7 @@ impl DumpOptions {
     /// indenting (the newline separates), `": "` between key and value.
     pub fn new(indent: Option<String>) -> Self {
         let item_separator = if indent.is_some() { "," } else { ", " };
-        Self {
-            indent,
-            item_separator: item_separator.into(),
-            key_separator: ": ".into(),
-            sort_keys: false,
-            ensure_ascii: false,
-        }
+        Self { indent, item_separator: item_separator.into(), key_separator: ": ".into(), sort_keys: false, ensure_ascii: false }
     }
 }
 
@@ -45,28 +39,18 @@ fn write_value(value: &Value, opts: &DumpOptions, depth: usize, out: &mut String
         },
         Value::String(s) => write_string(s, opts.ensure_ascii, out),
         Value::Array(items) => {
-            write_container(out, opts, depth, '[', ']', items.iter(), |item, out| {
-                write_value(item, opts, depth + 1, out)
-            })
+            write_container(out, opts, depth, '[', ']', items.iter(), |item, out| write_value(item, opts, depth + 1, out))
         }
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
             if opts.sort_keys {
                 entries.sort_by(|a, b| a.0.cmp(b.0));
             }
-            write_container(
-                out,
-                opts,
-                depth,
-                '{',
-                '}',
-                entries.into_iter(),
-                |(k, v), out| {
-                    write_string(k, opts.ensure_ascii, out);
-                    out.push_str(&opts.key_separator);
-                    write_value(v, opts, depth + 1, out);
-                },
-            )
+            write_container(out, opts, depth, '{', '}', entries.into_iter(), |(k, v), out| {
+                write_string(k, opts.ensure_ascii, out);
+                out.push_str(&opts.key_separator);
+                write_value(v, opts, depth + 1, out);
+            })
         }
     }
 }
@@ -147,11 +131,7 @@ fn float_repr(f: f64) -> String {
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     if !(-4..16).contains(&exp) {
         let (first, rest) = digits.split_at(1);
-        let fraction = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
+        let fraction = if rest.is_empty() { String::new() } else { format!(".{rest}") };
         let exp_sign = if exp < 0 { '-' } else { '+' };
         return format!("{sign}{first}{fraction}e{exp_sign}{:02}", exp.abs());
     }
@@ -194,23 +174,13 @@ mod tests {
 
     #[test]
     fn layout_matches_python() {
-        let v: Value =
-            serde_json::from_str(r#"{"a": [1, 2.0, {}], "é": "x\u0001\"", "b": []}"#).unwrap();
-        assert_eq!(
-            dumps(&v, &DumpOptions::new(None)),
-            r#"{"a": [1, 2.0, {}], "é": "x\u0001\"", "b": []}"#
-        );
+        let v: Value = serde_json::from_str(r#"{"a": [1, 2.0, {}], "é": "x\u0001\"", "b": []}"#).unwrap();
+        assert_eq!(dumps(&v, &DumpOptions::new(None)), r#"{"a": [1, 2.0, {}], "é": "x\u0001\"", "b": []}"#);
         assert_eq!(
             dumps(&v, &DumpOptions::new(Some("  ".into()))),
             "{\n  \"a\": [\n    1,\n    2.0,\n    {}\n  ],\n  \"é\": \"x\\u0001\\\"\",\n  \"b\": []\n}"
         );
-        let ascii = DumpOptions {
-            ensure_ascii: true,
-            ..DumpOptions::new(None)
-        };
-        assert_eq!(
-            dumps(&Value::from("é🚀"), &ascii),
-            r#""\u00e9\ud83d\ude80""#
-        );
+        let ascii = DumpOptions { ensure_ascii: true, ..DumpOptions::new(None) };
+        assert_eq!(dumps(&Value::from("é🚀"), &ascii), r#""\u00e9\ud83d\ude80""#);
     }
 }

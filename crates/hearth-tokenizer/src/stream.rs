@@ -20,12 +20,7 @@ pub struct StreamDecoder<'a> {
 
 impl<'a> StreamDecoder<'a> {
     pub(crate) fn new(tokenizer: &'a Tokenizer, skip_special_tokens: bool) -> Self {
-        Self {
-            tokenizer,
-            skip_special_tokens,
-            window: Vec::new(),
-            read: 0,
-        }
+        Self { tokenizer, skip_special_tokens, window: Vec::new(), read: 0 }
     }
 
     /// Adds one id; returns the text it completes (empty while a character is unfinished).

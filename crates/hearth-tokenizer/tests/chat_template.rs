@@ -1,9 +1,7 @@
 mod common;
 
 use common::*;
-use hearth_tokenizer::{
-    find_chat_template, read_special_tokens, ChatTemplate, RenderOptions, TokenizerError,
-};
+use hearth_tokenizer::{find_chat_template, read_special_tokens, ChatTemplate, RenderOptions, TokenizerError};
 use serde_json::{json, Value};
 
 fn messages(v: &Value) -> Vec<Value> {
@@ -13,22 +11,12 @@ fn messages(v: &Value) -> Vec<Value> {
 #[test]
 fn smollm2_fixture_renders_and_ids() {
     let source = std::fs::read_to_string(testdata("tiny/hf/llama/chat_template.jinja")).unwrap();
-    let template = ChatTemplate::new(
-        &source,
-        Some("<|im_start|>".into()),
-        Some("<|im_end|>".into()),
-    )
-    .unwrap();
+    let template = ChatTemplate::new(&source, Some("<|im_start|>".into()), Some("<|im_end|>".into())).unwrap();
     let tok = smollm2();
     let fixture = read_json(testdata("smollm2/chat_template.json"));
     for case in fixture["cases"].as_array().unwrap() {
-        let opts = RenderOptions {
-            add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
-            ..Default::default()
-        };
-        let rendered = template
-            .render(&messages(&case["messages"]), &opts)
-            .unwrap();
+        let opts = RenderOptions { add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(), ..Default::default() };
+        let rendered = template.render(&messages(&case["messages"]), &opts).unwrap();
         assert_eq!(rendered, case["rendered"].as_str().unwrap());
         assert_eq!(tok.encode(&rendered, false).unwrap(), ids(&case["ids"]));
     }
@@ -48,20 +36,11 @@ fn real_world_templates_with_tools() {
             add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
             tools: case.get("tools").map(messages),
             documents: None,
-            extra: case
-                .get("extra")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
+            extra: case.get("extra").and_then(Value::as_object).cloned().unwrap_or_default(),
         };
-        let rendered = template
-            .render(&messages(&case["messages"]), &opts)
-            .unwrap();
+        let rendered = template.render(&messages(&case["messages"]), &opts).unwrap();
         // The generator pinned strftime_now to 01 Jan 2030; ours gives today.
-        let want = case["rendered"]
-            .as_str()
-            .unwrap()
-            .replace("01 Jan 2030", &today);
+        let want = case["rendered"].as_str().unwrap().replace("01 Jan 2030", &today);
         assert_eq!(rendered, want, "{name}");
     }
 }
@@ -71,26 +50,15 @@ fn raise_exception_is_an_error_with_its_message() {
     let source = std::fs::read_to_string(local_data("llama3_2_chat_template.jinja")).unwrap();
     let template = ChatTemplate::new(&source, None, None).unwrap();
     let call = json!({"function": {"name": "f", "arguments": {}}});
-    let msgs = vec![
-        json!({"role": "user", "content": "hi"}),
-        json!({"role": "assistant", "tool_calls": [call, call]}),
-    ];
-    let err = template
-        .render(&msgs, &RenderOptions::default())
-        .unwrap_err();
+    let msgs = vec![json!({"role": "user", "content": "hi"}), json!({"role": "assistant", "tool_calls": [call, call]})];
+    let err = template.render(&msgs, &RenderOptions::default()).unwrap_err();
     assert!(matches!(err, TokenizerError::TemplateRender(_)), "{err}");
-    assert!(
-        err.to_string()
-            .contains("This model only supports single tool-calls at once!"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("This model only supports single tool-calls at once!"), "{err}");
 }
 
 #[test]
 fn syntax_errors_and_bad_calls_do_not_panic() {
-    let err = ChatTemplate::new("{% for m in messages %}", None, None)
-        .err()
-        .expect("must fail");
+    let err = ChatTemplate::new("{% for m in messages %}", None, None).err().expect("must fail");
     assert!(matches!(err, TokenizerError::TemplateSyntax(_)), "{err}");
 
     let bad_format = ChatTemplate::new("{{ strftime_now('%Q %') }}", None, None).unwrap();
@@ -124,10 +92,7 @@ fn python_features_used_by_templates() {
     let mut extra = serde_json::Map::new();
     extra.insert("enable_thinking".into(), json!(false));
     extra.insert("extra".into(), json!({"z": 1, "y": "two"}));
-    let opts = RenderOptions {
-        extra,
-        ..Default::default()
-    };
+    let opts = RenderOptions { extra, ..Default::default() };
     let out = template.render(&msgs, &opts).unwrap();
     assert_eq!(
         out,
@@ -163,11 +128,7 @@ fn model_dir_lookup() {
     assert_eq!(special.bos.as_deref(), Some("<s>"));
     assert_eq!(special.eos.as_deref(), Some("</s>"));
 
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"chat_template": "S", "bos_token": null}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"chat_template": "S", "bos_token": null}"#).unwrap();
     assert_eq!(find_chat_template(&dir).unwrap().as_deref(), Some("S"));
     assert_eq!(read_special_tokens(&dir).unwrap().bos, None);
 
@@ -175,23 +136,14 @@ fn model_dir_lookup() {
     assert_eq!(find_chat_template(&dir).unwrap().as_deref(), Some("J"));
 
     std::fs::write(dir.join("tokenizer_config.json"), "{oops").unwrap();
-    assert!(matches!(
-        read_special_tokens(&dir),
-        Err(TokenizerError::Json { .. })
-    ));
+    assert!(matches!(read_special_tokens(&dir), Err(TokenizerError::Json { .. })));
     std::fs::write(dir.join("tokenizer_config.json"), r#"{"eos_token": 5}"#).unwrap();
-    assert!(read_special_tokens(&dir)
-        .unwrap_err()
-        .to_string()
-        .contains("eos_token"));
+    assert!(read_special_tokens(&dir).unwrap_err().to_string().contains("eos_token"));
 
     // The fixture directory: chat_template.jinja wins and matches the config's string.
     let hf = testdata("tiny/hf/llama");
     assert_eq!(
         find_chat_template(&hf).unwrap().unwrap().trim_end(),
-        read_json(hf.join("tokenizer_config.json"))["chat_template"]
-            .as_str()
-            .unwrap()
-            .trim_end()
+        read_json(hf.join("tokenizer_config.json"))["chat_template"].as_str().unwrap().trim_end()
     );
 }

@@ -22,11 +22,7 @@ fn smollm2_as_gguf() -> GgufVocab {
         .iter()
         .map(|m| match m {
             Value::String(s) => s.clone(),
-            Value::Array(pair) => format!(
-                "{} {}",
-                pair[0].as_str().unwrap(),
-                pair[1].as_str().unwrap()
-            ),
+            Value::Array(pair) => format!("{} {}", pair[0].as_str().unwrap(), pair[1].as_str().unwrap()),
             other => panic!("merge {other}"),
         })
         .collect();
@@ -56,43 +52,20 @@ fn gguf_gpt2_vocab_matches_tokenizer_json() {
     assert!(tok.is_special(1) && !tok.is_special(100));
     for (text, want, decoded) in tokenize_cases() {
         assert_eq!(tok.encode(&text, false).unwrap(), want, "encode {text:?}");
-        assert_eq!(
-            tok.encode(&text, true).unwrap(),
-            want,
-            "add_bos=false {text:?}"
-        );
-        assert_eq!(
-            tok.decode(&want, false).unwrap(),
-            decoded,
-            "decode {text:?}"
-        );
+        assert_eq!(tok.encode(&text, true).unwrap(), want, "add_bos=false {text:?}");
+        assert_eq!(tok.decode(&want, false).unwrap(), decoded, "decode {text:?}");
     }
     // Digits are split one by one (llama.cpp's smollm rules) even after a space.
-    assert_eq!(
-        tok.encode("x 2024", false).unwrap(),
-        reference.encode("x 2024", false).unwrap()
-    );
+    assert_eq!(tok.encode("x 2024", false).unwrap(), reference.encode("x 2024", false).unwrap());
 }
 
 #[test]
 fn gguf_add_bos_prepends_bos() {
-    let vocab = GgufVocab {
-        add_bos: Some(true),
-        ..smollm2_as_gguf()
-    };
+    let vocab = GgufVocab { add_bos: Some(true), ..smollm2_as_gguf() };
     let tok = Tokenizer::from_gguf(&vocab).unwrap();
-    assert_eq!(
-        tok.encode("Hello, world!", true).unwrap(),
-        vec![1, 19556, 28, 905, 17]
-    );
-    assert_eq!(
-        tok.encode("Hello, world!", false).unwrap(),
-        vec![19556, 28, 905, 17]
-    );
-    let eos = GgufVocab {
-        add_eos: Some(true),
-        ..vocab
-    };
+    assert_eq!(tok.encode("Hello, world!", true).unwrap(), vec![1, 19556, 28, 905, 17]);
+    assert_eq!(tok.encode("Hello, world!", false).unwrap(), vec![19556, 28, 905, 17]);
+    let eos = GgufVocab { add_eos: Some(true), ..vocab };
     let tok = Tokenizer::from_gguf(&eos).unwrap();
     assert_eq!(tok.encode("Hello", true).unwrap(), vec![1, 19556, 2]);
 }
@@ -101,35 +74,15 @@ fn gguf_add_bos_prepends_bos() {
 fn gguf_other_pre_tokenizers_build() {
     // The SmolLM2 vocabulary is only a vehicle here: what matters is that every supported rule
     // set compiles and splits as its regex says.
-    for pre in [
-        "default",
-        "gpt-2",
-        "llama-bpe",
-        "llama3",
-        "qwen2",
-        "deepseek-coder",
-        "falcon",
-        "starcoder",
-    ] {
-        let vocab = GgufVocab {
-            pre: Some(pre.into()),
-            ..smollm2_as_gguf()
-        };
+    for pre in ["default", "gpt-2", "llama-bpe", "llama3", "qwen2", "deepseek-coder", "falcon", "starcoder"] {
+        let vocab = GgufVocab { pre: Some(pre.into()), ..smollm2_as_gguf() };
         let tok = Tokenizer::from_gguf(&vocab).unwrap_or_else(|e| panic!("{pre}: {e}"));
         let text = "Hello, world! It's 2024.\n\n  ok";
         let ids = tok.encode(text, false).unwrap();
         assert_eq!(tok.decode(&ids, false).unwrap(), text, "{pre}");
     }
-    let qwen = Tokenizer::from_gguf(&GgufVocab {
-        pre: Some("qwen2".into()),
-        ..smollm2_as_gguf()
-    })
-    .unwrap();
-    let llama3 = Tokenizer::from_gguf(&GgufVocab {
-        pre: Some("llama-bpe".into()),
-        ..smollm2_as_gguf()
-    })
-    .unwrap();
+    let qwen = Tokenizer::from_gguf(&GgufVocab { pre: Some("qwen2".into()), ..smollm2_as_gguf() }).unwrap();
+    let llama3 = Tokenizer::from_gguf(&GgufVocab { pre: Some("llama-bpe".into()), ..smollm2_as_gguf() }).unwrap();
     // llama3 keeps up to three digits together, qwen2 splits every digit.
     let word_count = |t: &Tokenizer| t.encode("12345", false).unwrap().len();
     assert_eq!(word_count(&qwen), 5);
@@ -140,31 +93,16 @@ fn gguf_other_pre_tokenizers_build() {
 fn gguf_errors_are_clear() {
     let err = |v: GgufVocab| Tokenizer::from_gguf(&v).err().expect("must fail");
 
-    let e = err(GgufVocab {
-        model: "t5".into(),
-        ..smollm2_as_gguf()
-    });
-    assert!(
-        matches!(e, TokenizerError::UnsupportedModel(ref m) if m == "t5"),
-        "{e}"
-    );
+    let e = err(GgufVocab { model: "t5".into(), ..smollm2_as_gguf() });
+    assert!(matches!(e, TokenizerError::UnsupportedModel(ref m) if m == "t5"), "{e}");
 
-    let e = err(GgufVocab {
-        pre: Some("mystery".into()),
-        ..smollm2_as_gguf()
-    });
+    let e = err(GgufVocab { pre: Some("mystery".into()), ..smollm2_as_gguf() });
     assert!(e.to_string().contains("mystery"), "{e}");
 
-    let e = err(GgufVocab {
-        scores: Some(vec![0.0; 3]),
-        ..smollm2_as_gguf()
-    });
+    let e = err(GgufVocab { scores: Some(vec![0.0; 3]), ..smollm2_as_gguf() });
     assert!(e.to_string().contains("scores"), "{e}");
 
-    let e = err(GgufVocab {
-        token_types: Some(vec![1; 3]),
-        ..smollm2_as_gguf()
-    });
+    let e = err(GgufVocab { token_types: Some(vec![1; 3]), ..smollm2_as_gguf() });
     assert!(e.to_string().contains("token_type"), "{e}");
 
     let mut v = smollm2_as_gguf();
@@ -176,23 +114,13 @@ fn gguf_errors_are_clear() {
     v.merges.as_mut().unwrap()[0] = "nospace".into();
     assert!(err(v).to_string().contains("nospace"));
 
-    let e = err(GgufVocab {
-        merges: None,
-        ..smollm2_as_gguf()
-    });
+    let e = err(GgufVocab { merges: None, ..smollm2_as_gguf() });
     assert!(e.to_string().contains("merges"), "{e}");
 
-    let e = err(GgufVocab {
-        bos_id: Some(1_000_000),
-        ..smollm2_as_gguf()
-    });
+    let e = err(GgufVocab { bos_id: Some(1_000_000), ..smollm2_as_gguf() });
     assert!(e.to_string().contains("bos_token_id"), "{e}");
 
-    let e = err(GgufVocab {
-        bos_id: None,
-        add_bos: Some(true),
-        ..smollm2_as_gguf()
-    });
+    let e = err(GgufVocab { bos_id: None, add_bos: Some(true), ..smollm2_as_gguf() });
     assert!(e.to_string().contains("add_bos_token"), "{e}");
 
     let mut v = smollm2_as_gguf();
@@ -248,18 +176,12 @@ fn spm_round_trip_byte_fallback_and_merge_priority() {
 
     // llama.cpp on "▁abc": the best pair is "▁a" (-3); then "bc" (-4) beats "▁ab" (-6), and
     // "▁a"+"bc" is no piece, so the result is [▁a, bc].
-    assert_eq!(
-        tok.encode("abc", false).unwrap(),
-        vec![id("\u{2581}a"), id("bc")]
-    );
+    assert_eq!(tok.encode("abc", false).unwrap(), vec![id("\u{2581}a"), id("bc")]);
     // Without "bc", "▁a"+"b" -> "▁ab" wins instead.
     let no_bc: Vec<_> = pieces.iter().copied().filter(|(p, _)| *p != "bc").collect();
     let tok2 = Tokenizer::from_gguf(&spm_vocab(&no_bc)).unwrap();
     let id2 = |p: &str| tok2.token_to_id(p).unwrap();
-    assert_eq!(
-        tok2.encode("abc", false).unwrap(),
-        vec![id2("\u{2581}ab"), id2("c")]
-    );
+    assert_eq!(tok2.encode("abc", false).unwrap(), vec![id2("\u{2581}ab"), id2("c")]);
 
     // add_bos defaults to true for SentencePiece.
     assert_eq!(tok.encode("a", true).unwrap(), vec![1, id("\u{2581}a")]);
@@ -267,10 +189,7 @@ fn spm_round_trip_byte_fallback_and_merge_priority() {
 
     // Byte fallback: "é" is not a piece, so it becomes its UTF-8 bytes.
     let ids = tok.encode("a é", false).unwrap();
-    assert_eq!(
-        ids,
-        vec![id("\u{2581}a"), id("\u{2581}"), 3 + 0xC3, 3 + 0xA9]
-    );
+    assert_eq!(ids, vec![id("\u{2581}a"), id("\u{2581}"), 3 + 0xC3, 3 + 0xA9]);
 
     for text in ["abc", "a b c", "cab  bca", "é🚀 x", "", " leading"] {
         let ids = tok.encode(text, false).unwrap();
@@ -283,21 +202,8 @@ fn spm_round_trip_byte_fallback_and_merge_priority() {
 
 #[test]
 fn spm_without_space_prefix() {
-    let vocab = GgufVocab {
-        add_space_prefix: Some(false),
-        ..spm_vocab(&[("\u{2581}", -1.0), ("a", -2.0), ("\u{2581}a", -3.0)])
-    };
+    let vocab = GgufVocab { add_space_prefix: Some(false), ..spm_vocab(&[("\u{2581}", -1.0), ("a", -2.0), ("\u{2581}a", -3.0)]) };
     let tok = Tokenizer::from_gguf(&vocab).unwrap();
-    assert_eq!(
-        tok.encode("a a", false).unwrap(),
-        vec![
-            tok.token_to_id("a").unwrap(),
-            tok.token_to_id("\u{2581}a").unwrap()
-        ]
-    );
-    assert_eq!(
-        tok.decode(&tok.encode(" a", false).unwrap(), false)
-            .unwrap(),
-        " a"
-    );
+    assert_eq!(tok.encode("a a", false).unwrap(), vec![tok.token_to_id("a").unwrap(), tok.token_to_id("\u{2581}a").unwrap()]);
+    assert_eq!(tok.decode(&tok.encode(" a", false).unwrap(), false).unwrap(), " a");
 }

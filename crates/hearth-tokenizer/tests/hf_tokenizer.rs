@@ -8,11 +8,7 @@ fn smollm2_fixture_ids_and_decodes() {
     let tok = smollm2();
     for (text, want, decoded) in tokenize_cases() {
         assert_eq!(tok.encode(&text, false).unwrap(), want, "encode {text:?}");
-        assert_eq!(
-            tok.decode(&want, false).unwrap(),
-            decoded,
-            "decode {text:?}"
-        );
+        assert_eq!(tok.decode(&want, false).unwrap(), decoded, "decode {text:?}");
     }
 }
 
@@ -32,10 +28,7 @@ fn smollm2_special_token_info() {
     let ids = tok.encode("<|im_start|>user\nHi<|im_end|>", false).unwrap();
     assert_eq!(tok.decode(&ids, true).unwrap(), "user\nHi");
     // Its post-processor adds nothing, so both modes agree.
-    assert_eq!(
-        tok.encode("Hello", true).unwrap(),
-        tok.encode("Hello", false).unwrap()
-    );
+    assert_eq!(tok.encode("Hello", true).unwrap(), tok.encode("Hello", false).unwrap());
 }
 
 #[test]
@@ -48,9 +41,7 @@ fn malformed_files_are_errors() {
     assert!(matches!(err, TokenizerError::Load { .. }), "{err}");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 
-    let missing = Tokenizer::from_file(&dir.join("nope.json"))
-        .err()
-        .expect("must fail");
+    let missing = Tokenizer::from_file(&dir.join("nope.json")).err().expect("must fail");
     assert!(matches!(missing, TokenizerError::Io { .. }), "{missing}");
 }
 

@@ -20,10 +20,7 @@ fn streaming_equals_full_decode_on_fixtures() {
             assert_eq!(chunks.concat(), full, "{text:?} skip={skip}");
             if !full.contains(char::REPLACEMENT_CHARACTER) {
                 for c in &chunks {
-                    assert!(
-                        !c.contains(char::REPLACEMENT_CHARACTER),
-                        "{text:?}: chunk {c:?}"
-                    );
+                    assert!(!c.contains(char::REPLACEMENT_CHARACTER), "{text:?}: chunk {c:?}");
                 }
             }
         }
@@ -35,18 +32,10 @@ fn emoji_split_across_byte_tokens_is_held_back() {
     let tok = smollm2();
     let text = "🚀🔥";
     let ids = tok.encode(text, false).unwrap();
-    assert!(
-        ids.len() > 2,
-        "emoji should need several byte tokens: {ids:?}"
-    );
+    assert!(ids.len() > 2, "emoji should need several byte tokens: {ids:?}");
     let chunks = stream_all(&tok, &ids, false);
     assert_eq!(chunks.concat(), text);
-    assert!(
-        chunks
-            .iter()
-            .all(|c| !c.contains(char::REPLACEMENT_CHARACTER)),
-        "{chunks:?}"
-    );
+    assert!(chunks.iter().all(|c| !c.contains(char::REPLACEMENT_CHARACTER)), "{chunks:?}");
     // Something was held back: some pushes returned nothing.
     assert!(chunks.iter().any(String::is_empty));
 }
@@ -67,12 +56,8 @@ fn flush_emits_an_unfinished_character() {
 /// spaces between words.
 #[test]
 fn sentencepiece_spaces_survive_streaming() {
-    let mut tokens: Vec<String> = [
-        "<unk>", "<s>", "</s>", "\u{2581}", "H", "e", "l", "o", "w", "r", "d",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut tokens: Vec<String> =
+        ["<unk>", "<s>", "</s>", "\u{2581}", "H", "e", "l", "o", "w", "r", "d"].iter().map(|s| s.to_string()).collect();
     tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
     tokens.extend(
         [

@@ -144,8 +144,15 @@ fn core_title(core_xml: &str) -> Result<Option<String>> {
 
 enum XmlEvent<'e> {
     /// A start tag or an empty element (which is followed by its `Close`).
-    Open { namespace: &'e str, local: &'e str, tag: &'e BytesStart<'e> },
-    Close { namespace: &'e str, local: &'e str },
+    Open {
+        namespace: &'e str,
+        local: &'e str,
+        tag: &'e BytesStart<'e>,
+    },
+    Close {
+        namespace: &'e str,
+        local: &'e str,
+    },
     /// Text with entities and character references resolved, possibly in several pieces.
     Text(&'e str),
 }

@@ -15,8 +15,8 @@ const SCRIPTING: &[&str] = &["script", "style", "noscript", "template", "svg", "
 const FURNITURE: &[&str] = &["nav", "header", "footer", "aside"];
 /// Elements that end where a sibling starts, or have no content: they do not nest.
 const NOT_NESTING: &[&str] = &[
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr", "html", "head", "body", "p", "li", "dt",
-    "dd", "option", "optgroup", "tr", "td", "th", "thead", "tbody", "tfoot", "colgroup", "caption", "rb", "rt", "rp", "rtc",
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr", "html", "head", "body", "p",
+    "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "thead", "tbody", "tfoot", "colgroup", "caption", "rb", "rt", "rp", "rtc",
 ];
 /// How deep elements may nest; deeper start tags (and as many end tags) are dropped, their
 /// text kept. html5ever scans the stack of open elements for most tags, so without a limit a
@@ -24,8 +24,35 @@ const NOT_NESTING: &[&str] = &[
 const MAX_DEPTH: usize = 512;
 /// Elements whose start and end separate blocks of text.
 const BLOCKS: &[&str] = &[
-    "address", "article", "blockquote", "body", "caption", "dd", "details", "dialog", "div", "dl", "dt", "fieldset", "figcaption", "figure",
-    "hr", "html", "legend", "li", "main", "ol", "p", "section", "summary", "table", "tbody", "tfoot", "thead", "tr", "ul",
+    "address",
+    "article",
+    "blockquote",
+    "body",
+    "caption",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "hr",
+    "html",
+    "legend",
+    "li",
+    "main",
+    "ol",
+    "p",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "tfoot",
+    "thead",
+    "tr",
+    "ul",
 ];
 
 /// Keeps the page's content: the first `<main>` or `<article>` if there is one, else the body,

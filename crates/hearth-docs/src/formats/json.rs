@@ -14,7 +14,8 @@ pub(crate) fn extract(json: &str, opts: &ExtractOptions) -> Result<Vec<Document>
     }
     match whole.map_err(|error| DocError::Parse { format: "JSON", message: error.to_string() })? {
         Value::Object(record) => {
-            let document = document(&record, None, opts).map_err(|message| DocError::Record { record: "the JSON object".into(), message })?;
+            let document =
+                document(&record, None, opts).map_err(|message| DocError::Record { record: "the JSON object".into(), message })?;
             Ok(vec![document])
         }
         Value::Array(items) => items
@@ -22,7 +23,8 @@ pub(crate) fn extract(json: &str, opts: &ExtractOptions) -> Result<Vec<Document>
             .enumerate()
             .map(|(i, item)| {
                 let name = format!("item {}", i + 1);
-                let record = item.as_object().ok_or_else(|| DocError::Record { record: name.clone(), message: "not a JSON object".into() })?;
+                let record =
+                    item.as_object().ok_or_else(|| DocError::Record { record: name.clone(), message: "not a JSON object".into() })?;
                 document(record, Some(format!("item:{}", i + 1)), opts).map_err(|message| DocError::Record { record: name, message })
             })
             .collect(),
@@ -48,10 +50,8 @@ fn json_lines(json: &str, opts: &ExtractOptions) -> Result<Vec<Document>> {
 
 /// One record's document; its key is its id, else `position` (none for a lone object).
 fn document(record: &Map<String, Value>, position: Option<String>, opts: &ExtractOptions) -> Result<Document, String> {
-    let text = record
-        .get(&opts.json_text_field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("no string field {:?}", opts.json_text_field))?;
+    let text =
+        record.get(&opts.json_text_field).and_then(Value::as_str).ok_or_else(|| format!("no string field {:?}", opts.json_text_field))?;
     let title = record.get(&opts.json_title_field).and_then(Value::as_str);
     let id = match record.get(&opts.json_id_field) {
         Some(Value::String(id)) => Some(id.clone()),

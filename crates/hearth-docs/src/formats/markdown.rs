@@ -65,6 +65,7 @@ fn is_block(tag: &TagEnd) -> bool {
 /// top-level string.
 fn title_field(yaml: &str) -> Option<String> {
     let value = yaml.lines().find_map(|line| line.strip_prefix("title:"))?.trim();
-    let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
+    let unquoted =
+        value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
     Some(unquoted.unwrap_or(value).to_string()).filter(|title| !title.is_empty())
 }

@@ -35,7 +35,8 @@ fn parse(bytes: &[u8]) -> Result<ParsedPdf> {
         .into_keys()
         .map(|page| {
             let mut text = String::new();
-            pdf_extract::output_doc_page(&pdf, &mut pdf_extract::PlainTextOutput::new(&mut text), page).map_err(|error| failed(format!("page {page}: {error}")))?;
+            pdf_extract::output_doc_page(&pdf, &mut pdf_extract::PlainTextOutput::new(&mut text), page)
+                .map_err(|error| failed(format!("page {page}: {error}")))?;
             Ok((page, text))
         })
         .collect::<Result<_>>()?;

@@ -26,7 +26,12 @@ pub fn pdf(title: Option<&str>, pages: &[&[&str]]) -> Vec<u8> {
     let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
     let mut kids = Vec::new();
     for lines in pages {
-        let mut operations = vec![Operation::new("BT", vec![]), Operation::new("Tf", vec!["F1".into(), 12.into()]), Operation::new("TL", vec![14.into()]), Operation::new("Td", vec![72.into(), 720.into()])];
+        let mut operations = vec![
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec!["F1".into(), 12.into()]),
+            Operation::new("TL", vec![14.into()]),
+            Operation::new("Td", vec![72.into(), 720.into()]),
+        ];
         for line in *lines {
             operations.push(Operation::new("Tj", vec![Object::string_literal(*line)]));
             operations.push(Operation::new("T*", vec![]));
@@ -78,7 +83,9 @@ pub fn docx(core_title: Option<&str>, paragraphs: &[(Option<&str>, &str)]) -> Ve
             format!(r#"<w:p>{properties}<w:r><w:t xml:space="preserve">{text}</w:t></w:r></w:p>"#)
         })
         .collect();
-    let document = format!(r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>"#);
+    let document = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>"#
+    );
     let core = core_title.map(|title| {
         format!(r#"<?xml version="1.0" encoding="UTF-8"?><cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>{title}</dc:title></cp:coreProperties>"#)
     });

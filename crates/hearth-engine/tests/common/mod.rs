@@ -13,8 +13,7 @@ pub fn testdata(rel: &str) -> PathBuf {
 
 pub fn json(rel: &str) -> Value {
     let path = testdata(rel);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .expect("fixture is JSON")
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("fixture is JSON")
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {

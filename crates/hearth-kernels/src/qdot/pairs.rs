@@ -33,10 +33,7 @@ pub unsafe fn q4k(row: &[u8], x: &[Q8KBlock]) -> f32 {
         u[0] &= K1;
         let sc = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(u[0] as i32));
         let sc_hi = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(u[1] as i32));
-        let scales = _mm256_mul_ps(
-            _mm256_cvtepi32_ps(_mm256_set_m128i(sc_hi, sc)),
-            _mm256_set1_ps(d * a.d),
-        );
+        let scales = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(sc_hi, sc)), _mm256_set1_ps(d * a.d));
         let scales = _mm512_castps256_ps512(scales);
         let m = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, u[3] as i32, u[2] as i32));
         let mdot = _mm_madd_epi16(m, _mm_loadu_si128(a.bsums32.as_ptr() as *const __m128i));

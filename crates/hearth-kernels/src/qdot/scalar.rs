@@ -19,17 +19,11 @@ fn nibbles(qs: &[u8]) -> impl Iterator<Item = i32> + '_ {
 }
 
 pub fn q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    row.chunks_exact(18)
-        .zip(x)
-        .map(|(b, a)| f16_at(b, 0) * (a.d * idot(nibbles(&b[2..]), &a.qs) as f32 - 8.0 * a.sum))
-        .sum()
+    row.chunks_exact(18).zip(x).map(|(b, a)| f16_at(b, 0) * (a.d * idot(nibbles(&b[2..]), &a.qs) as f32 - 8.0 * a.sum)).sum()
 }
 
 pub fn q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
-    row.chunks_exact(20)
-        .zip(x)
-        .map(|(b, a)| f16_at(b, 0) * a.d * idot(nibbles(&b[4..]), &a.qs) as f32 + f16_at(b, 2) * a.sum)
-        .sum()
+    row.chunks_exact(20).zip(x).map(|(b, a)| f16_at(b, 0) * a.d * idot(nibbles(&b[4..]), &a.qs) as f32 + f16_at(b, 2) * a.sum).sum()
 }
 
 fn q5_values(qh: u32, qs: &[u8]) -> impl Iterator<Item = i32> + '_ {
@@ -60,10 +54,7 @@ pub fn q5_1(row: &[u8], x: &[Q8Block]) -> f32 {
 }
 
 pub fn q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    row.chunks_exact(34)
-        .zip(x)
-        .map(|(b, a)| f16_at(b, 0) * a.d * idot(b[2..].iter().map(|&v| v as i8 as i32), &a.qs) as f32)
-        .sum()
+    row.chunks_exact(34).zip(x).map(|(b, a)| f16_at(b, 0) * a.d * idot(b[2..].iter().map(|&v| v as i8 as i32), &a.qs) as f32).sum()
 }
 
 /// 6-bit scale and min of sub-block `j` from a K-quant's 12 packed bytes.

@@ -135,10 +135,7 @@ macro_rules! kernels {
                     let mut mins = 0i32;
                     for pair in 0..4 {
                         let q = load(b.as_ptr().add(qs_at + 32 * pair) as *const i8);
-                        for (half, w) in [_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)]
-                            .into_iter()
-                            .enumerate()
-                        {
+                        for (half, w) in [_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)].into_iter().enumerate() {
                             let j = 2 * pair + half;
                             let (sc, m) = super::super::scalar::scale_min_k4(j, &b[4..16]);
                             let w = if five_bit {

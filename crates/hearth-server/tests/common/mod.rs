@@ -36,7 +36,11 @@ impl TestServer {
 
     /// As `start_in`, then `edit_config` applied to the resolved configuration (for what no
     /// option sets, such as the Hub to pull from).
-    pub fn start_configured(home: tempfile::TempDir, edit: impl FnOnce(&mut ServeOptions), edit_config: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    pub fn start_configured(
+        home: tempfile::TempDir,
+        edit: impl FnOnce(&mut ServeOptions),
+        edit_config: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let mut opts = ServeOptions { port: Some(0), model: vec![format!("tiny={}", tiny_model())], ..Default::default() };
         edit(&mut opts);
         let mut cfg = opts.resolve(home.path()).expect("valid options");

@@ -7,15 +7,11 @@ use hearth_tokenizer::Tokenizer;
 use serde_json::Value;
 
 pub fn testdata(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel)
 }
 
 pub fn local_data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
 }
 
 pub fn read_json(path: PathBuf) -> Value {
@@ -28,11 +24,7 @@ pub fn smollm2() -> Tokenizer {
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 /// (text, ids, decoded) for every case of smollm2/tokenize.json plus tiny/prompts.json.
@@ -42,24 +34,12 @@ pub fn tokenize_cases() -> Vec<(String, Vec<u32>, String)> {
         .unwrap()
         .iter()
         .map(|c| {
-            assert_eq!(
-                c["ids"], c["llamacpp_ids"],
-                "fixture: HF and llama.cpp ids differ"
-            );
-            (
-                c["text"].as_str().unwrap().to_string(),
-                ids(&c["ids"]),
-                c["decoded"].as_str().unwrap().to_string(),
-            )
+            assert_eq!(c["ids"], c["llamacpp_ids"], "fixture: HF and llama.cpp ids differ");
+            (c["text"].as_str().unwrap().to_string(), ids(&c["ids"]), c["decoded"].as_str().unwrap().to_string())
         })
         .collect();
     let prompts = read_json(testdata("tiny/prompts.json"));
-    for (text, ids_v) in prompts["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(prompts["ids"].as_array().unwrap())
-    {
+    for (text, ids_v) in prompts["prompts"].as_array().unwrap().iter().zip(prompts["ids"].as_array().unwrap()) {
         let text = text.as_str().unwrap().to_string();
         cases.push((text.clone(), ids(ids_v), text));
     }
