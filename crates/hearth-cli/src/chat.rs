@@ -19,12 +19,12 @@ pub struct ChatArgs {
     verbose: bool,
 }
 
-/// A multi-turn REPL. Each turn renders the whole conversation, and the session reuses the KV
+/// A multi-turn REPL. Each turn renders the whole conversation, and the runtime reuses the KV
 /// cache of everything already seen, so only the new turn is prefilled.
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let model = args.model.load()?;
     let template = model.chat_template.as_ref().context("this model has no chat template; use `hearth generate --raw`")?;
-    let mut session = hearth_engine::Session::new(&model, args.model.context(&model))?;
+    let mut runtime = args.model.runtime(&model);
     let params = args.model.params();
     let system: Vec<Value> = args.system.iter().map(|s| json!({"role": "system", "content": s})).collect();
     let mut messages = system.clone();
@@ -49,7 +49,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         let text = template.render(&messages, &RenderOptions { add_generation_prompt: true, ..Default::default() })?;
         let prompt = model.tokenizer.encode(&text, false)?;
         let mut out = std::io::stdout().lock();
-        let result = session.generate(&prompt, &params, |ev| out.write_all(ev.text.as_bytes()).and_then(|_| out.flush()).is_ok());
+        let request = hearth_runtime::Request::new(prompt, params.clone());
+        let result = runtime.complete(request, |text| out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok());
         writeln!(out)?;
         match result {
             Ok(g) => {

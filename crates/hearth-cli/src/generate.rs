@@ -2,6 +2,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Args;
+use hearth_runtime::{FinishReason, Request};
 use hearth_tokenizer::RenderOptions;
 use serde_json::json;
 
@@ -19,6 +20,9 @@ pub struct GenerateArgs {
     /// Send the prompt as raw text instead of through the chat template.
     #[arg(long)]
     raw: bool,
+    /// Print one JSON object (text, token ids, finish reason, usage) instead of streaming.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -38,15 +42,28 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             model.tokenizer.encode(&args.prompt, true)?
         }
     };
-    let mut session = hearth_engine::Session::new(&model, args.model.context(&model))?;
+    let mut runtime = args.model.runtime(&model);
     let mut out = std::io::stdout().lock();
-    let generation = session
-        .generate(&prompt, &args.model.params(), |ev| {
+    let request = Request::new(prompt, args.model.params());
+    let completion = runtime
+        .complete(request, |text| {
             // A closed stdout (e.g. piped into `head`) stops generation rather than failing.
-            out.write_all(ev.text.as_bytes()).and_then(|_| out.flush()).is_ok()
+            args.json || out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok()
         })
         .context("generation failed")?;
+    if args.json {
+        let finish = match completion.finish_reason {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        };
+        let u = completion.usage;
+        let usage = json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "cached_tokens": u.cached_tokens});
+        let report = json!({"text": completion.text, "tokens": completion.tokens, "finish_reason": finish, "usage": usage});
+        writeln!(out, "{report}")?;
+        return Ok(());
+    }
     writeln!(out)?;
-    crate::stats::print(&generation);
+    crate::stats::print(&completion);
     Ok(())
 }

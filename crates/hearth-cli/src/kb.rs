@@ -285,13 +285,13 @@ fn ask(kb: &Kb, a: AskArgs) -> anyhow::Result<()> {
     let messages = [json!({"role": "system", "content": prompt.system}), json!({"role": "user", "content": prompt.user})];
     let text = template.render(&messages, &RenderOptions { add_generation_prompt: true, ..Default::default() })?;
     let ids = model.tokenizer.encode(&text, false)?;
-    let mut session = hearth_engine::Session::new(&model, context)?;
+    let mut runtime = a.model.runtime(&model);
     let mut out = std::io::stdout().lock();
-    let mut answer_text = String::new();
-    session.generate(&ids, &a.model.params(), |ev| {
-        answer_text.push_str(ev.text);
-        a.json || out.write_all(ev.text.as_bytes()).and_then(|_| out.flush()).is_ok()
-    })?;
+    let answer_text = runtime
+        .complete(hearth_runtime::Request::new(ids, a.model.params()), |text| {
+            a.json || out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok()
+        })?
+        .text;
     let cited = answer::cite(&answer_text, &prompt.sources);
     if a.json {
         writeln!(

@@ -10,7 +10,7 @@ mod stats;
 mod store_cmd;
 
 use clap::{Args, Parser, Subcommand};
-use hearth_engine::{GenerateParams, SamplingParams};
+use hearth_runtime::{GenerateParams, Runtime, RuntimeConfig, SamplingParams};
 
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "A private LLM platform on your own machine")]
@@ -116,6 +116,12 @@ impl ModelArgs {
 
     fn context(&self, model: &hearth_engine::LoadedModel) -> usize {
         self.ctx.unwrap_or_else(|| model.model.config().context_length.min(4096))
+    }
+
+    /// The runtime the command line generates on: one sequence at a time, keeping the last
+    /// conversation's KV cache so a next turn prefills only its new tokens.
+    fn runtime<'m>(&self, model: &'m hearth_engine::LoadedModel) -> Runtime<'m> {
+        Runtime::new(model, RuntimeConfig::single(self.context(model)), std::sync::Arc::new(()), Default::default())
     }
 }
 

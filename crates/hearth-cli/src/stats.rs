@@ -1,6 +1,6 @@
 //! Speed and memory figures printed after generation, like mlx_lm.generate's.
 
-use hearth_engine::Generation;
+use hearth_runtime::Completion;
 
 /// Peak resident memory of this process in bytes (Linux: VmHWM), if the OS tells.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -10,11 +10,16 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub fn print(g: &Generation) {
-    let computed = g.prompt_tokens - g.cached_tokens;
+pub fn print(g: &Completion) {
+    let computed = g.usage.prompt_tokens - g.usage.cached_tokens;
     let rate = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     eprintln!("==========");
-    eprintln!("Prompt: {} tokens ({} cached), {:.1} tokens-per-sec", g.prompt_tokens, g.cached_tokens, rate(computed, g.prompt_secs));
+    eprintln!(
+        "Prompt: {} tokens ({} cached), {:.1} tokens-per-sec",
+        g.usage.prompt_tokens,
+        g.usage.cached_tokens,
+        rate(computed, g.prompt_secs)
+    );
     eprintln!("Generation: {} tokens, {:.1} tokens-per-sec", g.tokens.len(), rate(g.tokens.len(), g.generate_secs));
     match peak_rss_bytes() {
         Some(b) => eprintln!("Peak memory: {:.3} GB", b as f64 / 1e9),

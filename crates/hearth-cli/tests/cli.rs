@@ -50,3 +50,83 @@ fn chat_keeps_the_conversation_across_turns() {
     assert_eq!(cached[0], 0);
     assert!(cached[1] > 10, "the second turn re-used only {} cached tokens", cached[1]);
 }
+
+/// One POST over loopback, answered with the body (HTTP/1.1, the connection closed after).
+fn post_json(port: u16, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = body.to_string();
+    write!(conn, "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    serde_json::from_str(body).unwrap()
+}
+
+/// `hearth serve` on a free loopback port with a scratch database, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    _home: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(model: &str) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let home = tempfile::tempdir().unwrap();
+        let child = hearth()
+            .args(["serve", "--port", &port.to_string(), "--model", model, "--db"])
+            .arg(home.path().join("server.db"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let served = Served { child, port, _home: home };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return served;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("hearth serve did not listen on {port}");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The command line, the server and `bench -b` all generate on the one runtime: for the same
+/// prompt at temperature 0 they produce the same tokens (bench's batched choices included).
+#[test]
+fn generate_serve_and_bench_give_the_same_greedy_tokens() {
+    let prompt = "The capital of France is";
+    let out = hearth()
+        .args(["generate", "--model", "smollm2", "--raw", "--temp", "0", "--max-tokens", "16", "--json", "--prompt", prompt])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tokens: Vec<u64> = generated["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+    assert!(tokens.len() >= 4, "{generated}");
+
+    let out =
+        hearth().args(["bench", "--model", "smollm2", "--text", prompt, "-n", "16", "-b", "3", "-r", "1", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let choices = bench["generated"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for choice in choices {
+        let ids: Vec<u64> = choice.as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+        assert_eq!(ids[..tokens.len()], tokens[..], "bench -b 3 (EOS ignored) vs generate");
+    }
+
+    let server = Served::start("smollm2");
+    let body = serde_json::json!({"model": "smollm2", "prompt": prompt, "max_tokens": 16, "temperature": 0});
+    let reply = post_json(server.port, "/v1/completions", &body);
+    assert_eq!(reply["choices"][0]["text"], generated["text"], "{reply}");
+    assert_eq!(reply["usage"]["completion_tokens"].as_u64(), Some(tokens.len() as u64), "{reply}");
+}

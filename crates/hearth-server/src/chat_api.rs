@@ -14,8 +14,8 @@ use crate::error::ApiError;
 use crate::fields::{parse_object, JsonObject};
 use crate::generation::{self, add_usage, finish_str, usage_json, Started};
 use crate::request::{self, Endpoint, GenRequest};
-use crate::scheduler::{Event, Usage};
 use crate::AppState;
+use hearth_runtime::{Event, Usage};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -91,7 +91,7 @@ fn backend_message(event: Option<Event>, usage: &mut Usage, model: &str) -> (Opt
             add_usage(usage, u);
             (Some(json!({"type": "done", "model": model, "finish_reason": finish_str(reason), "usage": usage_json(usage)})), true)
         }
-        Some(Event::Failed(m)) => (Some(error_message(&ApiError::internal(m))), true),
+        Some(Event::Failed(e)) => (Some(error_message(&e.into())), true),
         None => (Some(error_message(&ApiError::internal("the model's scheduler stopped"))), true),
     }
 }

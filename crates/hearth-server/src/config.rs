@@ -11,7 +11,7 @@ use hearth_engine::DeviceChoice;
 use hearth_store::HubConfig;
 use serde::Deserialize;
 
-use crate::scheduler::SchedulerConfig;
+use hearth_runtime::RuntimeConfig;
 
 #[derive(Args, Deserialize, Default, Debug, Clone)]
 #[serde(default, deny_unknown_fields)]
@@ -123,7 +123,9 @@ pub struct ServerConfig {
     pub memory_budget_bytes: Option<u64>,
     pub keep_alive: Option<Duration>,
     pub device: DeviceChoice,
-    pub scheduler: SchedulerConfig,
+    pub scheduler: RuntimeConfig,
+    /// Requests waiting per model beyond the running batch before new ones get a 429.
+    pub queue: usize,
     pub default_max_tokens: usize,
     /// The store's home: models by name, and the default database.
     pub home: PathBuf,
@@ -188,13 +190,13 @@ impl ServeOptions {
                 Some(d) => d.parse().map_err(|e: String| anyhow::anyhow!("--device: {e}"))?,
                 None => DeviceChoice::Cpu,
             },
-            scheduler: SchedulerConfig {
+            scheduler: RuntimeConfig {
                 max_batch,
                 prefill_chunk: positive("prefill-chunk", self.prefill_chunk.or(file.prefill_chunk).unwrap_or(256))?,
                 context: positive("ctx", self.ctx.or(file.ctx).unwrap_or(4096))?,
                 prompt_cache_bytes: self.prompt_cache_mb.or(file.prompt_cache_mb).unwrap_or(1024) << 20,
-                queue: self.queue.or(file.queue).unwrap_or(64),
             },
+            queue: self.queue.or(file.queue).unwrap_or(64),
             default_max_tokens: positive("default-max-tokens", self.default_max_tokens.or(file.default_max_tokens).unwrap_or(512))?,
             home: home.to_path_buf(),
             db: self.db.or(file.db).unwrap_or_else(|| home.join("server.db")),

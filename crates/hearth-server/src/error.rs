@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hearth_runtime::RuntimeError;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -83,6 +84,20 @@ impl ApiError {
     /// The JSON body (also sent inside SSE streams and WebSocket messages).
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.kind(), "param": self.param, "code": self.code}})
+    }
+}
+
+/// The runtime's refusals and failures, each to its one status.
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        let message = e.to_string();
+        match e {
+            RuntimeError::Invalid { param, .. } => ApiError::invalid(param, message),
+            RuntimeError::ContextOverflow { .. } => ApiError::invalid("max_tokens", message),
+            RuntimeError::QueueFull => ApiError::busy(message),
+            RuntimeError::Stopped | RuntimeError::ShuttingDown => ApiError::unavailable(message),
+            RuntimeError::Model(_) | RuntimeError::Detokenize(_) | RuntimeError::Processor(_) => ApiError::internal(message),
+        }
     }
 }
 

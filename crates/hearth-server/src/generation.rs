@@ -2,17 +2,16 @@
 //! the prompt, check it against the context, queue it; then the ways to consume its events.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use hearth_engine::{FinishReason, GenerateParams, TokenLogprob};
+use hearth_runtime::{Event, FinishReason, GenerateParams, Request, RuntimeError, TokenLogprob, Usage};
 use hearth_tokenizer::RenderOptions;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::ApiError;
 use crate::models::Resident;
 use crate::request::{GenRequest, Prompt};
-use crate::scheduler::{Event, Job, Usage};
 use crate::AppState;
 
 /// A queued job and what responses need to describe it.
@@ -44,18 +43,8 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
         Prompt::Text(text) => (model.tokenizer.encode(text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?, "prompt"),
         Prompt::Tokens(ids) => (ids.clone(), "prompt"),
     };
-    let vocab = model.model.config().vocab_size;
-    if prompt.is_empty() {
-        return Err(ApiError::invalid(param, "the prompt is empty"));
-    }
-    if let Some(id) = prompt.iter().find(|&&id| id as usize >= vocab) {
-        return Err(ApiError::invalid(param, format!("token id {id} is outside the vocabulary of {vocab}")));
-    }
-    if let Some(id) = req.sampling.logit_bias.keys().find(|&&id| id as usize >= vocab) {
-        return Err(ApiError::invalid("logit_bias", format!("token id {id} is outside the vocabulary of {vocab}")));
-    }
     let context = resident.context;
-    if prompt.len() >= context {
+    if !prompt.is_empty() && prompt.len() >= context {
         return Err(ApiError::invalid(param, format!("the prompt has {} tokens; this model's context is {context}", prompt.len())));
     }
     let max_tokens = req.max_tokens.unwrap_or(state.cfg.default_max_tokens.min(context - prompt.len()));
@@ -66,8 +55,12 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
         ));
     }
     let params = GenerateParams { max_tokens, sampling: req.sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
-    let (tx, events) = unbounded_channel();
-    resident.scheduler.submit(Job { prompt, params, n: req.n, events: tx, arrived: Instant::now() })?;
+    let request = Request { prompt, params, n: req.n, processor: None };
+    // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
+    let events = resident.scheduler.submit(request).map_err(|e| match e {
+        RuntimeError::Invalid { param: "prompt", message } => ApiError::invalid(param, message),
+        e => ApiError::from(e),
+    })?;
     resident.touch();
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Ok(Started { resident, events, id: format!("{id_prefix}-{}", unique_suffix()), created, n: req.n })
@@ -94,16 +87,16 @@ pub async fn collect(started: &mut Started) -> Result<(Vec<Choice>, Usage), ApiE
     let mut open = started.n;
     while open > 0 {
         match started.events.recv().await {
-            Some(Event::Token { index, text, logprob }) => {
+            Some(Event::Token { index, text, token }) => {
                 choices[index].text += &text;
-                choices[index].logprobs.extend(logprob);
+                choices[index].logprobs.extend(token.and_then(|t| Some((t.id, t.logprob?))));
             }
             Some(Event::Finished { index, reason, usage: u }) => {
                 choices[index].finish = Some(reason);
                 add_usage(&mut usage, u);
                 open -= 1;
             }
-            Some(Event::Failed(message)) => return Err(ApiError::internal(message)),
+            Some(Event::Failed(e)) => return Err(e.into()),
             None => return Err(ApiError::internal("the model's scheduler stopped")),
         }
     }

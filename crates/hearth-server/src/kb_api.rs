@@ -21,8 +21,8 @@ use crate::fields::{describe, Fields, JsonObject};
 use crate::generation::{self, usage_json};
 use crate::knowledge::{blocking, hit_json, DEFAULT_COLLECTION};
 use crate::request::{GenRequest, Prompt};
-use crate::scheduler::Event;
 use crate::AppState;
+use hearth_runtime::Event;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -431,7 +431,7 @@ async fn ask(State(state): State<AppState>, JsonObject(body): JsonObject) -> Res
         model,
         prompt: Prompt::Chat(vec![json!({"role": "user", "content": question})]),
         max_tokens,
-        sampling: hearth_engine::SamplingParams { temperature, ..Default::default() },
+        sampling: hearth_runtime::SamplingParams { temperature, ..Default::default() },
         stop: Vec::new(),
         n: 1,
         logprobs: None,
@@ -466,7 +466,7 @@ async fn ask(State(state): State<AppState>, JsonObject(body): JsonObject) -> Res
                     merge(&mut last, citations_json(&text, &sources));
                     Some((last.to_string(), (started, text, true)))
                 }
-                Some(Event::Failed(m)) => Some((json!({"type": "error", "message": m}).to_string(), (started, text, true))),
+                Some(Event::Failed(e)) => Some((json!({"type": "error", "message": e.to_string()}).to_string(), (started, text, true))),
                 None => Some((json!({"type": "error", "message": "the model's scheduler stopped"}).to_string(), (started, text, true))),
             }
         }

@@ -1,7 +1,7 @@
 //! `hearth serve`: one process, one port, for the clients of three servers — the
 //! OpenAI-compatible API (`/v1/*`), the chat backend (`/api/*`, with a WebSocket) and the model
 //! registry (`/admin/*`) — with embeddings, reranking and the model store's pulls — plus `/health`, `/metrics` and `/docs`. Each loaded model runs a
-//! continuously batching scheduler on its own thread ([`scheduler`]).
+//! continuously batching `hearth_runtime::Scheduler` on its own thread.
 
 mod admin;
 mod chat_api;
@@ -16,10 +16,8 @@ mod knowledge;
 mod metrics;
 mod models;
 mod openai;
-mod prompt_cache;
 mod registry;
 mod request;
-mod scheduler;
 mod store_api;
 
 use std::future::Future;
@@ -215,7 +213,7 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let residents = state.models.residents();
     let snapshots: Vec<ResidentSnapshot<'_>> =
-        residents.iter().map(|r| ResidentSnapshot { id: &r.id, weight_bytes: r.weight_bytes, gauges: &r.scheduler.gauges }).collect();
+        residents.iter().map(|r| ResidentSnapshot { id: &r.id, weight_bytes: r.weight_bytes, gauges: r.scheduler.gauges() }).collect();
     let embedding_stats = state.models.embedding_stats();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&snapshots, &embedding_stats))
 }

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use hearth_embed::QueueStats;
+use hearth_runtime::{Gauges, Observer};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -50,20 +51,11 @@ impl Histogram {
     }
 }
 
-/// Live numbers of one model's scheduler.
-#[derive(Default)]
-pub struct SchedulerGauges {
-    pub queued: AtomicUsize,
-    pub running: AtomicUsize,
-    pub kv_running_bytes: AtomicUsize,
-    pub kv_prompt_cache_bytes: AtomicUsize,
-}
-
 /// What a scrape reports about one resident model.
 pub struct ResidentSnapshot<'a> {
     pub id: &'a str,
     pub weight_bytes: usize,
-    pub gauges: &'a SchedulerGauges,
+    pub gauges: &'a Gauges,
 }
 
 /// A metric's name, help text, and how to read it from a `T`.
@@ -156,4 +148,27 @@ impl Metrics {
 
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The runtime's reports, counted where a scrape reads them.
+impl Observer for Metrics {
+    fn prompt(&self, tokens: usize, cached: usize) {
+        self.prompt_tokens.fetch_add(tokens as u64, Relaxed);
+        if cached > 0 {
+            self.prompt_cache_hits.fetch_add(1, Relaxed);
+            self.prompt_cache_tokens.fetch_add(cached as u64, Relaxed);
+        }
+    }
+
+    fn first_token(&self, latency: Duration) {
+        self.time_to_first_token.observe(latency);
+    }
+
+    fn next_token(&self, gap: Duration) {
+        self.inter_token_latency.observe(gap);
+    }
+
+    fn generated(&self) {
+        self.generated_tokens.fetch_add(1, Relaxed);
+    }
 }

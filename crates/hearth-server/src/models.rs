@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_engine::{LoadOptions, LoadedModel};
+use hearth_runtime::Scheduler;
 use hearth_store::{InUseGuard, ModelRecord, PullRequest, Store, StoreError};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::{Kind, Registry};
-use crate::scheduler::{Scheduler, SchedulerConfig};
 
 pub struct Resident {
     pub id: String,
@@ -43,12 +43,12 @@ impl Resident {
     }
 
     pub fn idle(&self) -> bool {
-        self.scheduler.gauges.queued.load(Relaxed) == 0 && self.scheduler.gauges.running.load(Relaxed) == 0
+        self.scheduler.gauges().queued.load(Relaxed) == 0 && self.scheduler.gauges().running.load(Relaxed) == 0
     }
 
     /// Weights plus the KV caches held now.
     pub fn memory_bytes(&self) -> usize {
-        let g = &self.scheduler.gauges;
+        let g = self.scheduler.gauges();
         self.weight_bytes + g.kv_running_bytes.load(Relaxed) + g.kv_prompt_cache_bytes.load(Relaxed)
     }
 }
@@ -347,13 +347,13 @@ impl Models {
             .await
             .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
             .map_err(|e| ApiError::internal(format!("loading {} failed: {e}", located.path.display())))?;
-        let context = self.cfg.scheduler.context.min(model.model.config().context_length);
         let weight_bytes = model.model.weight_bytes();
-        let cfg = SchedulerConfig { context, ..self.cfg.scheduler.clone() };
-        let scheduler = Scheduler::start(id, Arc::new(model), cfg, self.metrics.clone(), self.shutdown.clone())
-            .map_err(|e| ApiError::internal(format!("starting the scheduler failed: {e}")))?;
+        let scheduler =
+            Scheduler::start(id, Arc::new(model), self.cfg.scheduler.clone(), self.cfg.queue, self.metrics.clone(), self.shutdown.clone())
+                .map_err(|e| ApiError::internal(format!("starting the scheduler failed: {e}")))?;
         // The thread holds its own reference; this one serves tokenization and templates.
-        let model = scheduler.model.clone();
+        let model = scheduler.model().clone();
+        let context = scheduler.context();
         Ok(Resident {
             id: id.to_string(),
             model,

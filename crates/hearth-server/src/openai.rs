@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use hearth_engine::TokenLogprob;
 use hearth_kb::Hit;
+use hearth_runtime::TokenLogprob;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -18,8 +18,8 @@ use crate::fields::JsonObject;
 use crate::generation::{self, add_usage, chat_logprobs, completion_logprobs, finish_str, usage_json, Started};
 use crate::kb_api;
 use crate::request::{self, Endpoint};
-use crate::scheduler::{Event, Usage};
 use crate::AppState;
+use hearth_runtime::{Event, Usage};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -141,8 +141,11 @@ impl Streaming {
     /// The data lines one scheduler event turns into.
     fn on(&mut self, event: Option<Event>) -> Vec<String> {
         match event {
-            Some(Event::Token { text, logprob: None, .. }) if text.is_empty() => Vec::new(),
-            Some(Event::Token { index, text, logprob }) => {
+            Some(Event::Token { index, text, token }) => {
+                let logprob = token.and_then(|t| Some((t.id, t.logprob?)));
+                if text.is_empty() && logprob.is_none() {
+                    return Vec::new();
+                }
                 if let (0, Some((_, answer))) = (index, &mut self.grounding) {
                     answer.push_str(&text);
                 }
@@ -174,9 +177,9 @@ impl Streaming {
                 }
                 out
             }
-            Some(Event::Failed(message)) => {
+            Some(Event::Failed(e)) => {
                 self.done = true;
-                vec![ApiError::internal(message).body().to_string()]
+                vec![ApiError::from(e).body().to_string()]
             }
             None => {
                 self.done = true;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use hearth_engine::SamplingParams;
+use hearth_runtime::SamplingParams;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hearth_engine::{GenerateParams, LoadOptions, LoadedModel, Precision, SamplingParams, Session};
+use hearth_engine::model::SeqInput;
+use hearth_engine::{LoadOptions, LoadedModel, Precision};
 use serde_json::Value;
 
 pub fn testdata(rel: &str) -> PathBuf {
@@ -37,17 +38,34 @@ pub fn load_exact(path: &Path) -> LoadedModel {
     LoadedModel::load_with(path, LoadOptions { precision: Precision::Exact, ..Default::default() }).unwrap()
 }
 
-/// Last-position logits of a prompt.
+/// Last-position logits of a prompt, prefilled in chunks of 256 as the runtime does.
 pub fn last_logits(model: &LoadedModel, prompt: &[u32]) -> Vec<f32> {
-    let mut s = Session::new(model, 256).unwrap();
-    s.prefill(prompt).unwrap().0
+    let mut cache = model.model.new_cache(256).unwrap();
+    prefill(model, prompt, &mut cache)
 }
 
-/// `n` greedy tokens after `prompt` (EOS not special-cased, as the references record them).
+fn prefill(model: &LoadedModel, prompt: &[u32], cache: &mut hearth_engine::KvCache) -> Vec<f32> {
+    let mut logits = Vec::new();
+    for chunk in prompt.chunks(256) {
+        logits = model.model.forward(&mut [SeqInput { tokens: chunk, cache }], false).unwrap().swap_remove(0);
+    }
+    logits
+}
+
+/// `n` greedy tokens after `prompt` straight from the forward pass (EOS not special-cased, as
+/// the references record them); the runtime's sampling is tested in hearth-runtime.
 pub fn greedy(model: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut s = Session::new(model, 256).unwrap();
-    let params = GenerateParams { max_tokens: n, sampling: SamplingParams::default(), ignore_eos: true, ..Default::default() };
-    s.generate(prompt, &params, |_| true).unwrap().tokens
+    let mut cache = model.model.new_cache(256).unwrap();
+    let mut logits = prefill(model, prompt, &mut cache);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let next = (0..logits.len()).fold(0, |best, i| if logits[i] > logits[best] { i } else { best }) as u32;
+        out.push(next);
+        if out.len() < n {
+            logits = model.model.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache }], false).unwrap().swap_remove(0);
+        }
+    }
+    out
 }
 
 /// Max |ours[id] - reference| over a fixture's `{ids, logits}` record.

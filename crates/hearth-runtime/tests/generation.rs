@@ -1,22 +1,36 @@
 //! Generation behaviour on a tiny model: sampling controls, seeds, stop strings, EOS, log-probs,
 //! context limits and KV-cache reuse across turns.
 
-mod common;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use common::*;
-use hearth_engine::{EngineError, FinishReason, GenerateParams, LoadedModel, SamplingParams, Session};
+use hearth_engine::LoadedModel;
+use hearth_runtime::{Completion, FinishReason, GenerateParams, Request, Runtime, RuntimeConfig, RuntimeError, SamplingParams};
+
+fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel)
+}
 
 fn model() -> LoadedModel {
     LoadedModel::load(&testdata("tiny/hf/llama")).unwrap()
 }
 
 fn prompt() -> Vec<u32> {
-    ids(&json("tiny/prompts.json")["ids"][0])
+    let prompts: serde_json::Value = serde_json::from_slice(&std::fs::read(testdata("tiny/prompts.json")).unwrap()).unwrap();
+    prompts["ids"][0].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
-fn run(model: &LoadedModel, params: &GenerateParams) -> hearth_engine::Generation {
-    let mut s = Session::new(model, 128).unwrap();
-    s.generate(&prompt(), params, |_| true).unwrap()
+/// A runtime of its own for one model, as the command line runs one.
+fn runtime(model: &LoadedModel, context: usize) -> Runtime<'_> {
+    Runtime::new(model, RuntimeConfig::single(context), Arc::new(()), Default::default())
+}
+
+fn generate(rt: &mut Runtime<'_>, prompt: &[u32], params: &GenerateParams) -> Result<Completion, RuntimeError> {
+    rt.complete(Request::new(prompt.to_vec(), params.clone()), |_| true)
+}
+
+fn run(model: &LoadedModel, params: &GenerateParams) -> Completion {
+    generate(&mut runtime(model, 128), &prompt(), params).unwrap()
 }
 
 fn sampled(seed: u64) -> GenerateParams {
@@ -57,10 +71,10 @@ fn stop_strings_cut_the_output_and_never_leak() {
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 4].iter().collect();
     let expected = &full[..full.find(&stop).unwrap()];
     let mut streamed = String::new();
-    let mut s = Session::new(&m, 128).unwrap();
-    let g = s
-        .generate(&prompt(), &GenerateParams { stop: vec![stop.clone()], ..base }, |ev| {
-            streamed.push_str(ev.text);
+    let mut rt = runtime(&m, 128);
+    let g = rt
+        .complete(Request::new(prompt(), GenerateParams { stop: vec![stop.clone()], ..base }), |text| {
+            streamed.push_str(text);
             true
         })
         .unwrap();
@@ -115,16 +129,16 @@ fn logprobs_are_normalised_and_ranked() {
 #[test]
 fn context_overflow_is_a_clear_error() {
     let m = model();
-    let mut s = Session::new(&m, 16).unwrap();
-    let err = s.generate(&prompt(), &GenerateParams { max_tokens: 12, ..Default::default() }, |_| true).err().unwrap();
-    assert!(matches!(err, EngineError::ContextOverflow { prompt: 5, max_tokens: 12, context: 16 }), "{err}");
+    let mut rt = runtime(&m, 16);
+    let err = generate(&mut rt, &prompt(), &GenerateParams { max_tokens: 12, ..Default::default() }).err().unwrap();
+    assert!(matches!(err, RuntimeError::ContextOverflow { prompt: 5, max_tokens: 12, context: 16 }), "{err}");
     assert!(err.to_string().contains("exceeds the context"));
 }
 
 #[test]
 fn invalid_sampling_parameters_are_rejected() {
     let m = model();
-    let mut s = Session::new(&m, 64).unwrap();
+    let mut rt = runtime(&m, 64);
     for sampling in [
         SamplingParams { temperature: -1.0, ..Default::default() },
         SamplingParams { top_p: 0.0, ..Default::default() },
@@ -132,24 +146,71 @@ fn invalid_sampling_parameters_are_rejected() {
         SamplingParams { presence_penalty: 3.0, ..Default::default() },
     ] {
         let p = GenerateParams { max_tokens: 2, sampling, ..Default::default() };
-        assert!(matches!(s.generate(&prompt(), &p, |_| true), Err(EngineError::InvalidRequest(_))));
+        assert!(matches!(generate(&mut rt, &prompt(), &p), Err(RuntimeError::Invalid { .. })));
     }
 }
 
 #[test]
 fn a_follow_up_turn_reuses_the_cached_prefix() {
     let m = model();
-    let mut s = Session::new(&m, 128).unwrap();
+    let mut rt = runtime(&m, 128);
     let params = GenerateParams { max_tokens: 6, ignore_eos: true, ..Default::default() };
-    let first = s.generate(&prompt(), &params, |_| true).unwrap();
-    assert_eq!(first.cached_tokens, 0);
+    let first = generate(&mut rt, &prompt(), &params).unwrap();
+    assert_eq!(first.usage.cached_tokens, 0);
     let mut second_prompt = prompt();
     second_prompt.extend(&first.tokens);
     second_prompt.extend([2, 198, 1]);
-    let second = s.generate(&second_prompt, &params, |_| true).unwrap();
+    let second = generate(&mut rt, &second_prompt, &params).unwrap();
     // Everything but the last generated token (never fed back) comes from the cache.
-    assert_eq!(second.cached_tokens, prompt().len() + first.tokens.len() - 1);
-    // And the result is what a fresh session computes.
-    let mut fresh = Session::new(&m, 128).unwrap();
-    assert_eq!(fresh.generate(&second_prompt, &params, |_| true).unwrap().tokens, second.tokens);
+    assert_eq!(second.usage.cached_tokens, prompt().len() + first.tokens.len() - 1);
+    // And the result is what a fresh runtime computes.
+    assert_eq!(generate(&mut runtime(&m, 128), &second_prompt, &params).unwrap().tokens, second.tokens);
+}
+
+/// Allows one token per step, as a grammar with a single path would.
+struct Script {
+    tokens: Vec<u32>,
+    at: usize,
+}
+
+impl hearth_runtime::LogitsProcessor for Script {
+    fn process(&mut self, logits: &mut [f32]) {
+        let want = self.tokens[self.at] as usize;
+        logits.iter_mut().enumerate().filter(|(i, _)| *i != want).for_each(|(_, l)| *l = f32::NEG_INFINITY);
+    }
+
+    fn accept(&mut self, token: u32) -> Result<(), String> {
+        if token != self.tokens[self.at] {
+            return Err(format!("token {token} is off the script"));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    fn fork(&self) -> Box<dyn hearth_runtime::LogitsProcessor> {
+        Box::new(Script { tokens: self.tokens.clone(), at: self.at })
+    }
+}
+
+#[test]
+fn a_logits_processor_constrains_every_choice() {
+    let m = model();
+    let script = vec![1234, 77, 1234, 5, 9];
+    let mut rt = runtime(&m, 128);
+    let mut req = Request::new(prompt(), GenerateParams { max_tokens: script.len(), ..sampled(11) });
+    req.n = 3;
+    req.processor = Some(Box::new(Script { tokens: script.clone(), at: 0 }));
+    let mut events = rt.submit(req).unwrap();
+    while !rt.is_idle() {
+        rt.step();
+    }
+    let mut tokens = vec![Vec::new(); 3];
+    while let Ok(event) = events.try_recv() {
+        match event {
+            hearth_runtime::Event::Token { index, token: Some(t), .. } => tokens[index].push(t.id),
+            hearth_runtime::Event::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    assert_eq!(tokens, vec![script; 3], "sampling at temperature 1 followed the processor in every choice");
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::{EngineError, Result};
+use crate::RuntimeError;
 
 #[derive(Clone, Debug)]
 pub struct SamplingParams {
@@ -45,27 +45,27 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(EngineError::InvalidRequest(m));
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let bad = |param: &'static str, message: String| Err(RuntimeError::Invalid { param, message });
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!("temperature must be ≥ 0, got {}", self.temperature));
+            return bad("temperature", format!("temperature must be ≥ 0, got {}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+            return bad("top_p", format!("top_p must be in (0, 1], got {}", self.top_p));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+            return bad("min_p", format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
+            return bad("repetition_penalty", format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
         }
         for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
             if !(-2.0..=2.0).contains(&v) {
-                return bad(format!("{name} must be in [-2, 2], got {v}"));
+                return bad(name, format!("{name} must be in [-2, 2], got {v}"));
             }
         }
         if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(*b)) {
-            return bad(format!("logit_bias for token {id} must be in [-100, 100], got {b}"));
+            return bad("logit_bias", format!("logit_bias for token {id} must be in [-100, 100], got {b}"));
         }
         Ok(())
     }
@@ -89,7 +89,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(params: SamplingParams) -> Result<Self> {
+    pub fn new(params: SamplingParams) -> Result<Self, RuntimeError> {
         params.validate()?;
         let rng = match params.seed {
             Some(s) => StdRng::seed_from_u64(s),

@@ -1,0 +1,22 @@
+//! The one generation runtime under every front end (`hearth generate`, `chat`, `bench`, the
+//! knowledge base's answers, every server route). It owns sequences: admission, chunked
+//! prefill, batched decode, sampling, stop strings, incremental detokenisation, log-probs,
+//! the prompt cache, cancellation and the events a sequence emits. Constraints plug in as a
+//! per-sequence [`LogitsProcessor`].
+
+mod batch;
+mod complete;
+mod error;
+mod prompt_cache;
+mod request;
+mod sampler;
+mod scheduler;
+mod sequence;
+mod stop;
+
+pub use batch::{Gauges, Runtime, RuntimeConfig};
+pub use complete::Completion;
+pub use error::RuntimeError;
+pub use request::{Event, FinishReason, GenerateParams, LogitsProcessor, Observer, Request, SampledToken, Usage};
+pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob};
+pub use scheduler::Scheduler;
