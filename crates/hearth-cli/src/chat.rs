@@ -25,7 +25,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let model = args.model.load()?;
     let template = model.chat_template.as_ref().context("this model has no chat template; use `hearth generate --raw`")?;
     let mut runtime = args.model.runtime(&model);
-    let params = args.model.params();
+    let params = args.model.params(&model);
     let system: Vec<Value> = args.system.iter().map(|s| json!({"role": "system", "content": s})).collect();
     let mut messages = system.clone();
     eprintln!("Chatting with {} — /reset starts over, /exit or Ctrl-D quits.", model.path.display());

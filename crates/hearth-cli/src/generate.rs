@@ -44,7 +44,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let mut runtime = args.model.runtime(&model);
     let mut out = std::io::stdout().lock();
-    let request = Request::new(prompt, args.model.params());
+    let request = Request::new(prompt, args.model.params(&model));
     let completion = runtime
         .complete(request, |text| {
             // A closed stdout (e.g. piped into `head`) stops generation rather than failing.

@@ -10,7 +10,7 @@ mod stats;
 mod store_cmd;
 
 use clap::{Args, Parser, Subcommand};
-use hearth_runtime::{GenerateParams, Runtime, RuntimeConfig, SamplingParams};
+use hearth_runtime::{GenerateParams, Runtime, RuntimeConfig, SamplingDefaults, SamplingParams};
 
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "A private LLM platform on your own machine")]
@@ -51,18 +51,21 @@ struct ModelArgs {
     /// Maximum tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = 0.0)]
-    temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// 0 disables.
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
+    /// Sampling temperature; 0 is greedy [default: the model's, else 0.8].
+    #[arg(long = "temp")]
+    temperature: Option<f32>,
+    /// [default: the model's, else 0.95]
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// 0 disables [default: the model's, else 40].
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// [default: the model's, else 0.05]
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// [default: the model's, else 1 (off)]
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
     #[arg(long, default_value_t = 0.0)]
     presence_penalty: f32,
     #[arg(long, default_value_t = 0.0)]
@@ -87,19 +90,23 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn params(&self) -> GenerateParams {
+    /// What to generate with: each sampling flag given, else the model's own setting, else
+    /// llama.cpp's default.
+    fn params(&self, model: &hearth_engine::LoadedModel) -> GenerateParams {
+        let given = SamplingDefaults {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+        };
         GenerateParams {
             max_tokens: self.max_tokens,
             sampling: SamplingParams {
-                temperature: self.temperature,
-                top_k: self.top_k,
-                top_p: self.top_p,
-                min_p: self.min_p,
-                repetition_penalty: self.repetition_penalty,
                 presence_penalty: self.presence_penalty,
                 frequency_penalty: self.frequency_penalty,
-                logit_bias: Default::default(),
                 seed: self.seed,
+                ..SamplingParams::from_settings(given.or(model.sampling))
             },
             stop: self.stop.clone(),
             logprobs: None,

@@ -12,9 +12,11 @@ pub mod lora;
 pub mod model;
 pub mod paths;
 mod rope;
+mod sampling_defaults;
 pub mod weights;
 
 pub use error::{EngineError, Result};
 pub use hearth_kernels::Precision;
 pub use kv_cache::KvCache;
 pub use loader::{DeviceChoice, LoadOptions, LoadedModel, ModelFormat};
+pub use sampling_defaults::SamplingDefaults;

@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use crate::config::{token_ids, ModelConfig};
 use crate::lora::LoraAdapter;
 use crate::model::{Backend, DecoderModel};
+use crate::sampling_defaults::SamplingDefaults;
 use crate::weights::WeightStore;
 use crate::{EngineError, Result};
 
@@ -31,6 +32,8 @@ pub struct LoadedModel {
     pub eos_ids: Vec<u32>,
     pub format: ModelFormat,
     pub path: PathBuf,
+    /// What the model's files say to sample with (each setting it gives).
+    pub sampling: SamplingDefaults,
 }
 
 /// How to run a model once loaded.
@@ -145,7 +148,8 @@ impl LoadedModel {
             None => None,
         };
         let model = DecoderModel::load(cfg, &store, rope_freqs, device, opts.precision, opts.backend, adapter.as_ref())?;
-        Ok(Self::finish(model, tokenizer, chat_template, eos_ids, ModelFormat::Gguf, path))
+        let sampling = SamplingDefaults::from_gguf(&g);
+        Ok(Self::finish(model, tokenizer, chat_template, eos_ids, sampling, ModelFormat::Gguf, path))
     }
 
     fn load_dir(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
@@ -161,15 +165,17 @@ impl LoadedModel {
             None => None,
         };
         let mut eos_ids = cfg.eos_token_ids.clone();
+        let mut sampling = SamplingDefaults::default();
         if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
             eos_ids.extend(token_ids(gen.get("eos_token_id")));
+            sampling = SamplingDefaults::from_generation_config(&gen);
         }
         if let Some(id) = special.eos.and_then(|t| tokenizer.token_to_id(&t)) {
             eos_ids.push(id);
         }
         let format = if config.get("quantization").is_some() { ModelFormat::MlxQuantized } else { ModelFormat::Safetensors };
         let model = DecoderModel::load(cfg, &store, None, device, opts.precision, opts.backend, adapter.as_ref())?;
-        Ok(Self::finish(model, tokenizer, chat_template, eos_ids, format, dir))
+        Ok(Self::finish(model, tokenizer, chat_template, eos_ids, sampling, format, dir))
     }
 
     fn finish(
@@ -177,12 +183,13 @@ impl LoadedModel {
         tokenizer: Tokenizer,
         chat_template: Option<ChatTemplate>,
         mut eos_ids: Vec<u32>,
+        sampling: SamplingDefaults,
         format: ModelFormat,
         path: &Path,
     ) -> Self {
         eos_ids.sort_unstable();
         eos_ids.dedup();
-        LoadedModel { model, tokenizer, chat_template, eos_ids, format, path: path.to_path_buf() }
+        LoadedModel { model, tokenizer, chat_template, eos_ids, format, path: path.to_path_buf(), sampling }
     }
 }
 

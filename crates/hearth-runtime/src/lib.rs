@@ -17,6 +17,7 @@ mod stop;
 pub use batch::{Gauges, Runtime, RuntimeConfig};
 pub use complete::Completion;
 pub use error::RuntimeError;
+pub use hearth_engine::SamplingDefaults;
 pub use request::{Event, FinishReason, GenerateParams, LogitsProcessor, Observer, Request, SampledToken, Usage};
-pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob};
+pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob, LLAMA_CPP_SAMPLING};
 pub use scheduler::Scheduler;

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use hearth_engine::SamplingDefaults;
+
 use crate::RuntimeError;
 
 #[derive(Clone, Debug)]
@@ -44,7 +46,26 @@ impl Default for SamplingParams {
     }
 }
 
+/// llama.cpp's defaults, for what neither a request, the operator nor the model sets.
+pub const LLAMA_CPP_SAMPLING: SamplingDefaults =
+    SamplingDefaults { temperature: Some(0.8), top_p: Some(0.95), top_k: Some(40), min_p: Some(0.05), repetition_penalty: Some(1.0) };
+
 impl SamplingParams {
+    /// Sampling with each setting `settings` gives and llama.cpp's for the rest; no penalties,
+    /// biases or seed.
+    pub fn from_settings(settings: SamplingDefaults) -> Self {
+        let s = settings.or(LLAMA_CPP_SAMPLING);
+        let d = SamplingParams::default();
+        SamplingParams {
+            temperature: s.temperature.unwrap_or(d.temperature),
+            top_k: s.top_k.unwrap_or(d.top_k),
+            top_p: s.top_p.unwrap_or(d.top_p),
+            min_p: s.min_p.unwrap_or(d.min_p),
+            repetition_penalty: s.repetition_penalty.unwrap_or(d.repetition_penalty),
+            ..d
+        }
+    }
+
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let bad = |param: &'static str, message: String| Err(RuntimeError::Invalid { param, message });
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
