@@ -1,6 +1,7 @@
 //! Hearth's transformer runtime: loads decoder LLMs from GGUF, safetensors and MLX-quantised
 //! directories with weights kept in their stored format, and generates text from them.
 
+mod candle;
 pub mod config;
 mod error;
 pub mod generate;
