@@ -141,8 +141,8 @@ pub(crate) trait WeightForm {
 }
 
 /// Projections of the same input, stored as one matrix each or as one with their rows stacked
-/// (Phi-3's `qkv_proj` and `gate_up_proj`). The fused layer is boxed: it would make every
-/// value of the type as large as a layer.
+/// (Phi-3's `qkv_proj` and `gate_up_proj`). The fused layer is boxed so that the separate
+/// form does not pay for its size (clippy's `large_enum_variant`).
 pub(crate) enum Projection<L> {
     Separate(Vec<L>),
     Fused(Box<L>),
