@@ -3,7 +3,7 @@
 
 use hearth_kernels::pool;
 
-pub use hearth_kernels::math::{exp, wide};
+pub use hearth_kernels::math::{exp, gelu_tanh, wide};
 
 /// erf(x) to 1.5e-7 absolute (Abramowitz & Stegun 7.1.26).
 #[inline(always)]
@@ -17,13 +17,6 @@ pub fn erf(x: f32) -> f32 {
 #[inline(always)]
 pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-#[inline(always)]
-pub fn gelu_tanh(x: f32) -> f32 {
-    // tanh(u) = 1 - 2 / (e^{2u} + 1)
-    let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
-    0.5 * x * (2.0 - 2.0 / (exp(2.0 * u) + 1.0))
 }
 
 /// Rows handed to one task: enough work to amortise scheduling.

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
-use crate::Result;
+use crate::{EngineError, Result};
 
 /// Host memory: per layer, keys and values as `[kv_heads, capacity, head_dim]`.
 pub(crate) struct HostKv {
@@ -83,27 +83,31 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub(crate) fn new(cfg: &ModelConfig, capacity: usize, device: Option<&Device>) -> Result<Self> {
+    /// A cache in host memory, for the host decoder. Zeroed allocations stay virtual until
+    /// written, so a long context costs memory only as it fills.
+    pub(crate) fn host(cfg: &ModelConfig, capacity: usize) -> Self {
         let per_layer = cfg.num_kv_heads * capacity * cfg.head_dim;
-        let storage = match device {
-            // Zeroed allocations stay virtual until written, so a long context costs memory
-            // only as it fills.
-            None => Storage::Host(HostKv {
-                keys: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
-                values: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
-                capacity,
-                head_dim: cfg.head_dim,
-            }),
-            Some(device) => {
-                let shape = (cfg.num_kv_heads, capacity, cfg.head_dim);
-                let alloc = || Tensor::zeros(shape, DType::F32, device);
-                Storage::Device(DeviceKv {
-                    keys: (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?,
-                    values: (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?,
-                })
-            }
-        };
-        Ok(KvCache { storage, len: 0, capacity, bytes: 2 * cfg.num_layers * per_layer * 4 })
+        let storage = Storage::Host(HostKv {
+            keys: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+            values: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+            capacity,
+            head_dim: cfg.head_dim,
+        });
+        KvCache { storage, len: 0, capacity, bytes: Self::bytes_for(cfg, capacity) }
+    }
+
+    /// A cache of tensors on `device`, for the candle decoder.
+    pub(crate) fn on_device(cfg: &ModelConfig, capacity: usize, device: &Device) -> Result<Self> {
+        let alloc = || Tensor::zeros((cfg.num_kv_heads, capacity, cfg.head_dim), DType::F32, device);
+        let storage = Storage::Device(DeviceKv {
+            keys: (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?,
+            values: (0..cfg.num_layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?,
+        });
+        Ok(KvCache { storage, len: 0, capacity, bytes: Self::bytes_for(cfg, capacity) })
+    }
+
+    fn bytes_for(cfg: &ModelConfig, capacity: usize) -> usize {
+        2 * cfg.num_layers * cfg.num_kv_heads * capacity * cfg.head_dim * 4
     }
 
     /// Tokens whose keys and values are stored.
@@ -146,24 +150,23 @@ impl KvCache {
         self.len = len;
     }
 
-    pub(crate) fn host(&self) -> &HostKv {
-        match &self.storage {
-            Storage::Host(h) => h,
-            Storage::Device(_) => unreachable!("a host forward pass got a device cache"),
+    /// The host form, for the host decoder; a cache another decoder type made is an error.
+    pub(crate) fn host_mut(&mut self) -> Result<&mut HostKv> {
+        match &mut self.storage {
+            Storage::Host(h) => Ok(h),
+            Storage::Device(_) => Err(wrong_form()),
         }
     }
 
-    pub(crate) fn host_mut(&mut self) -> &mut HostKv {
+    /// The device form, for the candle decoder.
+    pub(crate) fn device_mut(&mut self) -> Result<&mut DeviceKv> {
         match &mut self.storage {
-            Storage::Host(h) => h,
-            Storage::Device(_) => unreachable!("a host forward pass got a device cache"),
+            Storage::Device(d) => Ok(d),
+            Storage::Host(_) => Err(wrong_form()),
         }
     }
+}
 
-    pub(crate) fn device_mut(&mut self) -> &mut DeviceKv {
-        match &mut self.storage {
-            Storage::Device(d) => d,
-            Storage::Host(_) => unreachable!("a device forward pass got a host cache"),
-        }
-    }
+fn wrong_form() -> EngineError {
+    EngineError::InvalidRequest("the KV cache was made by a model on another backend".into())
 }

@@ -2,6 +2,7 @@
 //! directories with weights kept in their stored format, and runs their forward pass
 //! (generation itself is `hearth-runtime`'s).
 
+mod candle;
 pub mod config;
 mod error;
 mod host;

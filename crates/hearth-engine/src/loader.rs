@@ -9,7 +9,9 @@ use hearth_kernels::Precision;
 use hearth_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
 use serde_json::Value as Json;
 
+use crate::candle::CandleDecoder;
 use crate::config::{token_ids, ModelConfig};
+use crate::host::HostDecoder;
 use crate::lora::LoraAdapter;
 use crate::model::{Backend, DecoderModel};
 use crate::sampling_defaults::SamplingDefaults;
@@ -132,7 +134,7 @@ impl LoadedModel {
                     scales: None,
                     biases: None,
                 };
-                Some(t.to_f32_tensor(device)?.flatten_all()?.to_vec1::<f32>()?)
+                Some(t.to_f32_vec()?)
             }
         };
         let tokenizer = Tokenizer::from_gguf(&gguf_vocab(&g)?)?;
@@ -147,7 +149,7 @@ impl LoadedModel {
             Some(src) => Some(ChatTemplate::new(src, name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()))?),
             None => None,
         };
-        let model = DecoderModel::load(cfg, &store, rope_freqs, device, opts.precision, opts.backend, adapter.as_ref())?;
+        let model = decoder(cfg, &store, rope_freqs, device, &opts, adapter.as_ref())?;
         let sampling = SamplingDefaults::from_gguf(&g);
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, sampling, ModelFormat::Gguf, path))
     }
@@ -174,7 +176,7 @@ impl LoadedModel {
             eos_ids.push(id);
         }
         let format = if config.get("quantization").is_some() { ModelFormat::MlxQuantized } else { ModelFormat::Safetensors };
-        let model = DecoderModel::load(cfg, &store, None, device, opts.precision, opts.backend, adapter.as_ref())?;
+        let model = decoder(cfg, &store, None, device, &opts, adapter.as_ref())?;
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, sampling, format, dir))
     }
 
@@ -191,6 +193,21 @@ impl LoadedModel {
         eos_ids.dedup();
         LoadedModel { model, tokenizer, chat_template, eos_ids, format, path: path.to_path_buf(), sampling }
     }
+}
+
+/// The decoder type `opts` asks for, loaded.
+fn decoder(
+    cfg: ModelConfig,
+    store: &WeightStore,
+    rope_freqs: Option<Vec<f32>>,
+    device: &Device,
+    opts: &LoadOptions,
+    adapter: Option<&LoraAdapter>,
+) -> Result<DecoderModel> {
+    Ok(DecoderModel::new(match opts.backend {
+        Backend::Host => Box::new(HostDecoder::load(cfg, store, rope_freqs, opts.precision, adapter)?),
+        Backend::Candle => Box::new(CandleDecoder::load(cfg, store, rope_freqs, device, opts.precision, adapter)?),
+    }))
 }
 
 fn read_json(path: &Path) -> Result<Option<Json>> {

@@ -99,7 +99,7 @@ impl LoraAdapter {
             };
             let stored =
                 StoredTensor { format: RowFormat::Float(format), shape: t.shape.clone(), data: t.data.clone(), scales: None, biases: None };
-            Ok((stored.to_f32_tensor(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1()?, t.shape.clone()))
+            Ok((stored.to_f32_vec()?, t.shape.clone()))
         };
         let mut layers = HashMap::new();
         for name in tensors.keys() {

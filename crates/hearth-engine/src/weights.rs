@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
 use hearth_formats::gguf::Gguf;
 use hearth_formats::safetensors::{self, SafeTensors};
 use hearth_formats::{DType, SharedBytes};
@@ -42,13 +41,13 @@ impl StoredTensor {
         )?)
     }
 
-    /// Fully de-quantised into an f32 tensor: for small tensors (norms, biases) only.
-    pub fn to_f32_tensor(&self, device: &Device) -> Result<Tensor> {
+    /// Every value de-quantised, row-major: for small tensors (norms, biases) only.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         let n: usize = self.shape.iter().product();
         let mut out = vec![0f32; n];
         let as_matrix = StoredTensor { shape: vec![1, n], ..self.clone() };
         as_matrix.matrix()?.row(0, &mut out);
-        Ok(Tensor::from_vec(out, self.shape.clone(), device)?)
+        Ok(out)
     }
 
     pub fn byte_size(&self) -> usize {

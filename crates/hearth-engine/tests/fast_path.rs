@@ -114,8 +114,7 @@ fn smollm2_batched_decode_is_bit_identical_to_decoding_alone() {
     let model = LoadedModel::load(&path).unwrap();
     let m = &model.model;
     let cases = json("smollm2/generate.json");
-    let prompts: Vec<Vec<u32>> =
-        cases["cases"].as_array().unwrap().iter().map(|c| ids(&c["prompt_ids"]).into_iter().map(|i| i as u32).collect()).collect();
+    let prompts: Vec<Vec<u32>> = cases["cases"].as_array().unwrap().iter().map(|c| ids(&c["prompt_ids"])).collect();
     // Decodes `steps` greedy tokens for each prompt, `together` or one sequence at a time.
     let run = |together: bool| -> Vec<Vec<f32>> {
         let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(64).unwrap()).collect();

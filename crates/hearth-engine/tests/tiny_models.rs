@@ -139,6 +139,23 @@ fn host_and_candle_backends_agree() {
     }
 }
 
+/// Each decoder type keeps its caches in its own form: a cache from a model on the other
+/// backend is refused, and the cache is left as it was.
+#[test]
+fn a_cache_from_the_other_backend_is_an_error() {
+    use hearth_engine::model::Backend;
+    use hearth_engine::{EngineError, LoadOptions};
+    let path = testdata("tiny/hf/llama");
+    let load = |backend| LoadedModel::load_with(&path, LoadOptions { backend, ..Default::default() }).unwrap();
+    let (host, candle) = (load(Backend::Host), load(Backend::Candle));
+    for (model, other) in [(&host, &candle), (&candle, &host)] {
+        let mut cache = other.model.new_cache(16).unwrap();
+        let result = model.model.forward(&mut [SeqInput { tokens: &[1, 2, 3], cache: &mut cache }], false);
+        assert!(matches!(result, Err(EngineError::InvalidRequest(_))));
+        assert_eq!(cache.len(), 0);
+    }
+}
+
 #[test]
 fn lora_fused_model_matches_mlx_lm() {
     let refs = json("tiny/refs/lora.json");

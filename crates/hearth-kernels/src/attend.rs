@@ -1,7 +1,11 @@
-//! Attention for one new position: the query heads that share a KV head, together against its
-//! cached keys and values, so each key and value row is read once for the whole group (grouped
-//! query attention) and the products run on full vector registers. Decoding spends its
-//! attention time here.
+//! Attention against a sequence's cached keys and values. For one new position
+//! ([`attend_group`]) the query heads that share a KV head go together, so each key and value
+//! row is read once for the whole group (grouped query attention) and the products run on full
+//! vector registers: decoding spends its attention time there. Many new positions of one head
+//! ([`attend_tiled`]) go sixteen at a time through the tiled float kernel: prefill.
+
+use crate::gemm::{rows_times_tile, TILE};
+use crate::math::exp;
 
 /// Scaling of the raw query·key products before the softmax.
 #[derive(Clone, Copy, Debug)]
@@ -9,6 +13,32 @@ pub struct ScoreScale {
     pub scale: f32,
     /// Gemma 2's `tanh(s / cap) · cap`.
     pub softcap: Option<f32>,
+}
+
+impl ScoreScale {
+    /// One raw product, scaled (and soft-capped).
+    #[inline(always)]
+    fn apply(self, dot: f32) -> f32 {
+        let v = dot * self.scale;
+        match self.softcap {
+            Some(cap) => (v / cap).tanh() * cap,
+            None => v,
+        }
+    }
+}
+
+/// The keys a query sees: all up to its own position or, with a sliding window, the last
+/// `window` of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Causal {
+    pub window: Option<usize>,
+}
+
+impl Causal {
+    /// The first key position `p` attends to (the last is `p`).
+    pub fn visible_from(self, p: usize) -> usize {
+        self.window.map_or(0, |w| (p + 1).saturating_sub(w))
+    }
 }
 
 /// `out[g] = softmax(score(q[g] · Kⱼ)) · V` for the `G = q.len() / hd` query heads in `q`
@@ -83,6 +113,113 @@ fn softmax_rows(scores: &mut [f32], n: usize, score: ScoreScale, inv: &mut [f32]
 fn scale_rows(out: &mut [f32], hd: usize, inv: &[f32]) {
     for (o, &i) in out.chunks_exact_mut(hd).zip(inv) {
         o.iter_mut().for_each(|v| *v *= i);
+    }
+}
+
+/// New queries of one head: query `i` is `data[i · stride..][..head_dim]`, at position
+/// `pos0 + i` of its sequence.
+#[derive(Clone, Copy)]
+pub struct Queries<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub count: usize,
+    pub head_dim: usize,
+    pub pos0: usize,
+}
+
+impl Queries<'_> {
+    fn get(&self, i: usize) -> &[f32] {
+        &self.data[i * self.stride..i * self.stride + self.head_dim]
+    }
+}
+
+/// Buffers of [`attend_tiled`], reused between calls: scores, a query tile, the values
+/// transposed, an output tile and one output row.
+#[derive(Default)]
+pub struct TiledScratch {
+    scores: Vec<f32>,
+    queries: Vec<f32>,
+    values_t: Vec<f32>,
+    out: Vec<f32>,
+    row: Vec<f32>,
+}
+
+/// Causal attention of many new queries of one head against its KV head's cache (`keys` and
+/// `values` `[positions, head_dim]`, holding at least `pos0 + count` positions), sixteen queries
+/// at a time: scores and outputs as products on the tiled float kernel. Calls `emit(i, out)`
+/// with query `i`'s output (`head_dim` values).
+pub fn attend_tiled(
+    q: Queries<'_>,
+    keys: &[f32],
+    values: &[f32],
+    causal: Causal,
+    score: ScoreScale,
+    scratch: &mut TiledScratch,
+    mut emit: impl FnMut(usize, &[f32]),
+) {
+    let (hd, n, pos0) = (q.head_dim, q.count, q.pos0);
+    let total = pos0 + n;
+    assert!(keys.len() >= total * hd && values.len() >= total * hd, "attend_tiled shapes");
+    // Values transposed to [head_dim][positions], the rows of the output product.
+    scratch.values_t.resize(hd * total, 0.0);
+    let vt = &mut scratch.values_t[..];
+    for j in 0..total {
+        for d in 0..hd {
+            vt[d * total + j] = values[j * hd + d];
+        }
+    }
+    scratch.queries.resize(hd * TILE, 0.0);
+    scratch.out.resize(hd * TILE, 0.0);
+    scratch.row.resize(hd, 0.0);
+    for i0 in (0..n).step_by(TILE) {
+        let lanes = TILE.min(n - i0);
+        let qt = &mut scratch.queries[..];
+        for lane in 0..TILE {
+            let qv = q.get(i0 + lane.min(lanes - 1));
+            for d in 0..hd {
+                qt[d * TILE + lane] = if lane < lanes { qv[d] } else { 0.0 };
+            }
+        }
+        let len = pos0 + i0 + lanes;
+        scratch.scores.resize(len * TILE, 0.0);
+        let sc = &mut scratch.scores[..len * TILE];
+        rows_times_tile(keys, hd, len, qt, sc);
+        // Lane-wise softmax over the visible keys; loops run over the 16 lanes innermost.
+        let mut lo = [0usize; TILE];
+        let mut hi = [0usize; TILE];
+        for lane in 0..lanes {
+            let p = pos0 + i0 + lane;
+            (lo[lane], hi[lane]) = (causal.visible_from(p), p + 1);
+        }
+        let mut max = [f32::NEG_INFINITY; TILE];
+        for (j, row) in sc.chunks_exact_mut(TILE).enumerate() {
+            for lane in 0..TILE {
+                let v = if j >= lo[lane] && j < hi[lane] { score.apply(row[lane]) } else { f32::NEG_INFINITY };
+                row[lane] = v;
+                max[lane] = max[lane].max(v);
+            }
+        }
+        max.iter_mut().for_each(|m| *m = if m.is_finite() { *m } else { 0.0 });
+        let mut sum = [0f32; TILE];
+        for row in sc.chunks_exact_mut(TILE) {
+            for lane in 0..TILE {
+                let w = if row[lane] == f32::NEG_INFINITY { 0.0 } else { exp(row[lane] - max[lane]) };
+                row[lane] = w;
+                sum[lane] += w;
+            }
+        }
+        let inv: [f32; TILE] = std::array::from_fn(|lane| if sum[lane] > 0.0 { 1.0 / sum[lane] } else { 0.0 });
+        for row in sc.chunks_exact_mut(TILE) {
+            row.iter_mut().zip(&inv).for_each(|(w, i)| *w *= i);
+        }
+        let ot = &mut scratch.out[..];
+        rows_times_tile(vt, total, hd, sc, ot);
+        for lane in 0..lanes {
+            for (d, o) in scratch.row.iter_mut().enumerate() {
+                *o = ot[d * TILE + lane];
+            }
+            emit(i0 + lane, &scratch.row);
+        }
     }
 }
 
@@ -224,13 +361,18 @@ mod tests {
         out
     }
 
-    #[test]
-    fn matches_a_double_precision_reference_for_every_group_and_head_size() {
-        let mut seed = 7u32;
-        let mut rnd = move || {
+    /// Uniform values in [-0.5, 0.5) from a fixed seed.
+    fn random(seed: u32) -> impl FnMut() -> f32 {
+        let mut seed = seed;
+        move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        }
+    }
+
+    #[test]
+    fn matches_a_double_precision_reference_for_every_group_and_head_size() {
+        let mut rnd = random(7);
         let mut scratch = Vec::new();
         for hd in [16, 64, 80, 128] {
             for heads in [1, 2, 3, 4, 5, 7, 8] {
@@ -248,6 +390,42 @@ mod tests {
                         for ((a, p), b) in fast.iter().zip(&plain).zip(&want) {
                             assert!((a - b).abs() < 2e-5 && (p - b).abs() < 2e-5, "hd {hd}, heads {heads}, n {n}: {a}, {p} vs {b}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each of many new queries (a partial last tile, behind a cached prefix, with and without
+    /// a sliding window and soft-capping) against the reference over the keys it sees.
+    #[test]
+    fn tiled_attention_matches_the_reference_per_query() {
+        let mut rnd = random(11);
+        let mut scratch = TiledScratch::default();
+        for hd in [16, 64, 80] {
+            for (pos0, count) in [(0, 8), (0, 37), (21, 16), (5, 50)] {
+                for window in [None, Some(9)] {
+                    for softcap in [None, Some(2.0)] {
+                        let score = ScoreScale { scale: 1.0 / (hd as f32).sqrt() * 3.0, softcap };
+                        // Queries of several heads interleaved, as in a layer's buffer; this is head 1.
+                        let stride = 3 * hd;
+                        let data: Vec<f32> = (0..count * stride).map(|_| rnd()).collect();
+                        let capacity = pos0 + count + 4;
+                        let keys: Vec<f32> = (0..capacity * hd).map(|_| rnd() * 4.0).collect();
+                        let values: Vec<f32> = (0..capacity * hd).map(|_| rnd()).collect();
+                        let q = Queries { data: &data[hd..], stride, count, head_dim: hd, pos0 };
+                        let causal = Causal { window };
+                        let mut seen = 0;
+                        attend_tiled(q, &keys, &values, causal, score, &mut scratch, |i, out| {
+                            let p = pos0 + i;
+                            let visible = causal.visible_from(p) * hd..(p + 1) * hd;
+                            let want = reference(q.get(i), &keys[visible.clone()], &values[visible], hd, score);
+                            for (a, b) in out.iter().zip(&want) {
+                                assert!((a - b).abs() < 2e-5, "hd {hd}, pos0 {pos0}, query {i}, window {window:?}: {a} vs {b}");
+                            }
+                            seen += 1;
+                        });
+                        assert_eq!(seen, count);
                     }
                 }
             }

@@ -267,7 +267,7 @@ pub fn rows_times_tile(rows: &[f32], stride: usize, count: usize, x: &[f32], out
     let mut res = [[0f32; TILE]; 4];
     for r0 in (0..count).step_by(4) {
         let w: [&[f32]; 4] = std::array::from_fn(|i| row((r0 + i).min(count - 1)));
-        if crate::matmul::float_tiles_ok() {
+        if float_tiles_ok() {
             // SAFETY: the CPU has AVX-512 F; every row is `cols` long.
             #[cfg(target_arch = "x86_64")]
             unsafe {
@@ -282,6 +282,19 @@ pub fn rows_times_tile(rows: &[f32], stride: usize, count: usize, x: &[f32], out
     }
 }
 
+/// Whether the float tile kernels run here: the CPU has AVX-512 F and no weaker instruction
+/// set was forced.
+pub(crate) fn float_tiles_ok() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::qdot::isa().kind != crate::qdot::IsaKind::Scalar && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// One expanded row against one tile: `out[lane]` for the tile's 16 tokens. Portable version,
 /// the reference for the SIMD one.
 pub fn tile_scalar(q: &[u8], a: &[f32], c: &[f32], acts: &PackedActs, tile: usize, out: &mut [f32; TILE]) {
@@ -289,14 +302,14 @@ pub fn tile_scalar(q: &[u8], a: &[f32], c: &[f32], acts: &PackedActs, tile: usiz
     for b in 0..acts.blocks {
         let base = (tile * acts.blocks + b) * 32 * TILE;
         let sb = (tile * acts.blocks + b) * TILE;
-        for lane in 0..TILE {
+        for (lane, o) in out.iter_mut().enumerate() {
             let mut isum = [0i32; 2];
             for g in 0..8 {
                 for k in 0..4 {
                     isum[g / 4] += q[b * 32 + g * 4 + k] as i32 * acts.qs[base + g * 4 * TILE + lane * 4 + k] as i32;
                 }
             }
-            out[lane] += acts.d[sb + lane] * (a[2 * b] * isum[0] as f32 + a[2 * b + 1] * isum[1] as f32)
+            *o += acts.d[sb + lane] * (a[2 * b] * isum[0] as f32 + a[2 * b + 1] * isum[1] as f32)
                 + c[2 * b] * acts.sum_lo[sb + lane]
                 + c[2 * b + 1] * acts.sum_hi[sb + lane];
         }

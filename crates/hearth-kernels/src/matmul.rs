@@ -5,13 +5,8 @@ use std::cell::RefCell;
 use crate::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
 use crate::gemm::{self, PackedActs, PackedF32, TILE};
 use crate::pool::{self, SharedPtr};
-use crate::qdot::{isa, ActFormat};
-use hearth_formats::gguf::GgmlType;
-
+use crate::qdot::{isa, ActFormat, IsaKind};
 use crate::{dequantize_row, FloatFormat, KernelError, RowFormat};
-
-/// A decode kernel over 256-blocks.
-type WideKKernel = fn(&[u8], &[Q8KBlock]) -> f32;
 
 /// How a product treats activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -177,7 +172,7 @@ impl<'a> MatrixRef<'a> {
         let integer = matches!((precision, act), (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K)) && self.gemm_ok();
         match (precision, act) {
             (Precision::Fast, ActFormat::Q8 | ActFormat::Q8K) if m >= GEMM_MIN_TOKENS && self.gemm_ok() => self.matmul_tiles(x, out, m),
-            _ if m >= FLOAT_TILES_MIN_TOKENS && !integer && float_tiles_ok() => self.matmul_float_tiles(x, out, m),
+            _ if m >= FLOAT_TILES_MIN_TOKENS && !integer && gemm::float_tiles_ok() => self.matmul_float_tiles(x, out, m),
             (Precision::Exact, _) | (_, ActFormat::F32) => self.matmul_exact(x, out, m),
             (Precision::Fast, ActFormat::Q8) => ACT_Q8.with_borrow_mut(|q| {
                 q.resize(x.len() / 32, Q8Block::default());
@@ -196,33 +191,16 @@ impl<'a> MatrixRef<'a> {
                 let q = &q[..];
                 let nb = self.cols / 256;
                 let isa = isa();
-                let wide = self.wide_k_kernel();
                 self.for_each_row(out, m, |r| {
                     let (w, _, _) = self.row_bytes_of(r);
-                    move |t| {
-                        let x = &q[t * nb..(t + 1) * nb];
-                        match wide {
-                            Some(kernel) => kernel(w, x),
-                            None => isa.dot_q8k(self.format, w, x),
-                        }
-                    }
+                    move |t| isa.dot_q8k(self.format, w, &q[t * nb..(t + 1) * nb])
                 });
             }),
         }
     }
 
-    /// The 512-bit K-quant decode kernel, where the CPU and format have one.
-    fn wide_k_kernel(&self) -> Option<WideKKernel> {
-        #[cfg(target_arch = "x86_64")]
-        if isa().name == "avx512vnni" && self.format == RowFormat::Ggml(GgmlType::Q4K) {
-            // SAFETY: the ISA check covers the kernel's features.
-            return Some(|w, x| unsafe { crate::qdot::pairs::q4k(w, x) });
-        }
-        None
-    }
-
     fn gemm_ok(&self) -> bool {
-        isa().name == "avx512vnni" && self.cols.is_multiple_of(32) && gemm::supported(self.format)
+        isa().kind == IsaKind::Avx512Vnni && self.cols.is_multiple_of(32) && gemm::supported(self.format)
     }
 
     /// Many tokens in float: rows (in place when stored as f32, else de-quantised exactly)
@@ -247,11 +225,10 @@ impl<'a> MatrixRef<'a> {
                     let mut res = [[0f32; TILE]; 2 * ROWS_PER_CALL];
                     for pair in 0..packed.tiles.div_ceil(2) {
                         let (t0, t1) = (2 * pair, (2 * pair + 1).min(packed.tiles - 1));
-                        // SAFETY: `float_tiles_ok` checked the CPU; rows are `cols` long.
+                        // SAFETY: `gemm::float_tiles_ok` checked the CPU; rows are `cols` long.
                         unsafe { gemm::avx512::tile8x2_f32(w, packed.tile(t0), packed.tile(t1), &mut res) };
                         for (half, tile) in [t0, t1].into_iter().enumerate().take(1 + usize::from(t1 != t0)) {
-                            for lane in 0..TILE.min(m - tile * TILE) {
-                                let t = tile * TILE + lane;
+                            for (lane, t) in (tile * TILE..m.min((tile + 1) * TILE)).enumerate() {
                                 for r in r0..r1 {
                                     // SAFETY: each task owns output columns r0..r1.
                                     unsafe { *out_ptr.get().add(t * self.rows + r) = res[half * ROWS_PER_CALL + r - r0][lane] };
@@ -297,8 +274,7 @@ impl<'a> MatrixRef<'a> {
                     for tile in 0..packed.tiles {
                         // SAFETY: `gemm_ok` checked the CPU's features; shapes match `packed`.
                         unsafe { gemm::avx512::tile(expanded, packed, tile, &mut res) };
-                        for lane in 0..TILE.min(m - tile * TILE) {
-                            let t = tile * TILE + lane;
+                        for (lane, t) in (tile * TILE..m.min((tile + 1) * TILE)).enumerate() {
                             for (k, &r) in rows.iter().enumerate() {
                                 if k == 0 || r != rows[k - 1] {
                                     // SAFETY: tasks own disjoint row groups.
@@ -353,17 +329,6 @@ impl<'a> MatrixRef<'a> {
                 }
             })
         });
-    }
-}
-
-pub(crate) fn float_tiles_ok() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        isa().name != "scalar" && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

@@ -23,7 +23,7 @@ use hearth_formats::gguf::GgmlType;
 
 use crate::act::{quantize_q8, Q8Block};
 use crate::pool::{self, SharedPtr};
-use crate::qdot::isa;
+use crate::qdot::{isa, IsaKind};
 use crate::{dequantize_row, MatrixRef, RowFormat};
 
 /// Rows per panel: one register of f32 results.
@@ -86,7 +86,7 @@ impl QuantPanels {
     pub fn new(w: &MatrixRef<'_>, mut copied: impl FnMut(Range<usize>)) -> Option<Self> {
         let RowFormat::Ggml(t) = w.format() else { return None };
         let format = FORMATS.iter().position(|&f| f == t)? as u8;
-        if isa().name != "avx512vnni" {
+        if isa().kind != IsaKind::Avx512Vnni {
             return None;
         }
         let (rows, cols) = (w.rows(), w.cols());

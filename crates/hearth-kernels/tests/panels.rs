@@ -6,7 +6,7 @@ use half::f16;
 use hearth_formats::gguf::GgmlType;
 use hearth_kernels::act::{quantize_q8, Q8Block};
 use hearth_kernels::panels::QuantPanels;
-use hearth_kernels::qdot::isa;
+use hearth_kernels::qdot::{isa, IsaKind};
 use hearth_kernels::{MatrixRef, RowFormat};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -35,7 +35,7 @@ fn check_against_the_file_layout(t: GgmlType, rows: usize, cols: usize, token_co
     let data = random_blocks(t, rows, cols, rng);
     let w = MatrixRef::new(RowFormat::Ggml(t), rows, cols, &data, &[], &[]).unwrap();
     let Some(panels) = QuantPanels::new(&w, |_| {}) else {
-        assert_ne!(isa().name, "avx512vnni", "panels exist wherever the 512-bit integer kernels do");
+        assert_ne!(isa().kind, IsaKind::Avx512Vnni, "panels exist wherever the 512-bit integer kernels do");
         eprintln!("no AVX-512 VNNI here: only the refusal was checked");
         return false;
     };

@@ -4,7 +4,7 @@
 use half::{bf16, f16};
 use hearth_formats::gguf::GgmlType;
 use hearth_kernels::act::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
-use hearth_kernels::qdot::{available, ActFormat};
+use hearth_kernels::qdot::{available, ActFormat, IsaKind};
 use hearth_kernels::{FloatFormat, MatrixRef, Precision, RowFormat};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -200,7 +200,7 @@ fn batched_decode_gives_each_token_its_own_product() {
 fn many_token_kernel_matches_its_scalar_reference_and_exact_products() {
     use hearth_kernels::gemm::{expand_row, supported, tile_scalar, PackedActs, TILE};
     let mut rng = StdRng::seed_from_u64(3);
-    let has_vnni = available().iter().any(|i| i.name == "avx512vnni");
+    let has_vnni = available().iter().any(|i| i.kind == IsaKind::Avx512Vnni);
     for case in cases(&mut rng).into_iter().filter(|c| supported(c.format) && c.cols % 32 == 0) {
         let m = MatrixRef::new(case.format, case.rows, case.cols, &case.data, &case.scales, &case.biases).unwrap();
         let tokens = 21; // one full tile and a partial one

@@ -2,8 +2,6 @@
 //! run time to the best instruction set the CPU has (`HEARTH_ISA=scalar|avx2|avx512vnni`
 //! forces one, for comparisons and tests).
 
-#[cfg(target_arch = "x86_64")]
-pub mod pairs;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -19,8 +17,34 @@ type Q8Fn = fn(&[u8], &[Q8Block]) -> f32;
 type Q8KFn = fn(&[u8], &[Q8KBlock]) -> f32;
 type MlxFn = fn(u32, usize, FloatFormat, &[u8], &[u8], &[u8], &[Q8Block]) -> f32;
 
+/// The instruction sets with kernels here, weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IsaKind {
+    Scalar,
+    Avx2,
+    /// AVX-512 F/BW/VL with the VNNI integer dot product.
+    Avx512Vnni,
+}
+
+impl IsaKind {
+    /// The name `HEARTH_ISA` takes, also for display.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IsaKind::Scalar => "scalar",
+            IsaKind::Avx2 => "avx2",
+            IsaKind::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<IsaKind> {
+        [IsaKind::Scalar, IsaKind::Avx2, IsaKind::Avx512Vnni].into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// The kernels of one instruction set.
 pub struct Isa {
+    pub kind: IsaKind,
+    /// `kind`'s name, for display.
     pub name: &'static str,
     q4_0: Q8Fn,
     q4_1: Q8Fn,
@@ -34,7 +58,8 @@ pub struct Isa {
 }
 
 const SCALAR: Isa = Isa {
-    name: "scalar",
+    kind: IsaKind::Scalar,
+    name: IsaKind::Scalar.name(),
     q4_0: scalar::q4_0,
     q4_1: scalar::q4_1,
     q5_0: scalar::q5_0,
@@ -48,9 +73,10 @@ const SCALAR: Isa = Isa {
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_isa {
-    ($name:literal, $m:ident) => {
+    ($kind:expr, $m:ident) => {
         Isa {
-            name: $name,
+            kind: $kind,
+            name: $kind.name(),
             // SAFETY (all): only selected after the CPU reported the module's features.
             q4_0: |r, x| unsafe { x86::$m::q4_0(r, x) },
             q4_1: |r, x| unsafe { x86::$m::q4_1(r, x) },
@@ -75,10 +101,10 @@ pub fn available() -> Vec<Isa> {
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx2") && has!("fma") && has!("f16c") && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
-            out.push(x86_isa!("avx512vnni", vnni));
+            out.push(x86_isa!(IsaKind::Avx512Vnni, vnni));
         }
         if has!("avx2") && has!("fma") && has!("f16c") {
-            out.push(x86_isa!("avx2", avx2));
+            out.push(x86_isa!(IsaKind::Avx2, avx2));
         }
     }
     out.push(SCALAR);
@@ -90,8 +116,8 @@ pub fn isa() -> &'static Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     ISA.get_or_init(|| {
         let mut all = available();
-        let wanted = std::env::var("HEARTH_ISA").ok().filter(|w| !w.is_empty());
-        let at = wanted.and_then(|w| all.iter().position(|i| i.name == w)).unwrap_or(0);
+        let wanted = std::env::var("HEARTH_ISA").ok().and_then(|w| IsaKind::from_name(&w));
+        let at = wanted.and_then(|w| all.iter().position(|i| i.kind == w)).unwrap_or(0);
         all.swap_remove(at)
     })
 }
