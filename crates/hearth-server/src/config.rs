@@ -11,7 +11,7 @@ use hearth_engine::DeviceChoice;
 use hearth_store::HubConfig;
 use serde::Deserialize;
 
-use hearth_runtime::RuntimeConfig;
+use hearth_runtime::{RuntimeConfig, SamplingDefaults, SamplingParams};
 
 #[derive(Args, Deserialize, Default, Debug, Clone)]
 #[serde(default, deny_unknown_fields)]
@@ -79,6 +79,21 @@ pub struct ServeOptions {
     /// Prompt-cache size per model in MiB; 0 disables it [default: 1024].
     #[arg(long, env = "HEARTH_PROMPT_CACHE_MB")]
     pub prompt_cache_mb: Option<usize>,
+    /// Sampling temperature for requests that give none [default: the model's, else 0.8].
+    #[arg(long, env = "HEARTH_TEMP")]
+    pub temp: Option<f32>,
+    /// top_p for requests that give none [default: the model's, else 0.95].
+    #[arg(long, env = "HEARTH_TOP_P")]
+    pub top_p: Option<f32>,
+    /// top_k for requests that give none; 0 disables [default: the model's, else 40].
+    #[arg(long, env = "HEARTH_TOP_K")]
+    pub top_k: Option<usize>,
+    /// min_p for requests that give none [default: the model's, else 0.05].
+    #[arg(long, env = "HEARTH_MIN_P")]
+    pub min_p: Option<f32>,
+    /// repetition_penalty for requests that give none [default: the model's, else 1 (off)].
+    #[arg(long, env = "HEARTH_REPEAT_PENALTY")]
+    pub repeat_penalty: Option<f32>,
     /// Tokens generated when a request gives no `max_tokens` [default: 512].
     #[arg(long, env = "HEARTH_DEFAULT_MAX_TOKENS")]
     pub default_max_tokens: Option<usize>,
@@ -127,6 +142,9 @@ pub struct ServerConfig {
     /// Requests waiting per model beyond the running batch before new ones get a 429.
     pub queue: usize,
     pub default_max_tokens: usize,
+    /// Sampling settings the operator gave, for what a request leaves out (before the model's
+    /// own and llama.cpp's).
+    pub sampling: SamplingDefaults,
     /// The store's home: models by name, and the default database.
     pub home: PathBuf,
     pub db: PathBuf,
@@ -197,6 +215,18 @@ impl ServeOptions {
                 prompt_cache_bytes: self.prompt_cache_mb.or(file.prompt_cache_mb).unwrap_or(1024) << 20,
             },
             queue: self.queue.or(file.queue).unwrap_or(64),
+            sampling: {
+                let sampling = SamplingDefaults {
+                    temperature: self.temp.or(file.temp),
+                    top_p: self.top_p.or(file.top_p),
+                    top_k: self.top_k.or(file.top_k),
+                    min_p: self.min_p.or(file.min_p),
+                    repetition_penalty: self.repeat_penalty.or(file.repeat_penalty),
+                };
+                // Checked now: a bad default would fail every request later.
+                SamplingParams::from_settings(sampling).validate().map_err(|e| anyhow::anyhow!("the default sampling settings: {e}"))?;
+                sampling
+            },
             default_max_tokens: positive("default-max-tokens", self.default_max_tokens.or(file.default_max_tokens).unwrap_or(512))?,
             home: home.to_path_buf(),
             db: self.db.or(file.db).unwrap_or_else(|| home.join("server.db")),
