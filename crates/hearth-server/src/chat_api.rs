@@ -46,12 +46,23 @@ async fn models(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"models": models, "default_model": state.models.default_id()}))
 }
 
+/// A model id from an `/api/models/{id}` path. The chat backend writes a repo id's `/` as `__`
+/// (`mlx-community__Llama-3.2-3B-Instruct-4bit`); the id as given wins when it names a model.
+pub fn path_model_id(state: &AppState, id: String) -> String {
+    if !id.contains("__") || state.models.is_loaded(&id) || state.models.locate(&id).is_ok() {
+        return id;
+    }
+    id.replacen("__", "/", 1)
+}
+
 async fn load(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = path_model_id(&state, id);
     let r = state.models.get(&id, None).await?;
     Ok(Json(json!({"status": "loaded", "model_id": r.id, "memory_bytes": r.memory_bytes()})))
 }
 
 async fn unload(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = path_model_id(&state, id);
     if state.models.unload(&id) {
         return Ok(Json(json!({"status": "unloaded", "model_id": id})));
     }

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, StreamExt};
 use hearth_kb::answer;
-use hearth_kb::{Filters, Hit, Mode, NewContent, SearchOptions};
+use hearth_kb::{Filters, Hit, Mode, NewContent, SearchOptions, Stats};
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
@@ -156,22 +156,22 @@ fn parse_mode(name: &str, v: &str) -> Result<Mode, ApiError> {
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let collections = state.knowledge.collections();
-    // Before any content there is nothing to open: the counts are zero.
-    let (documents, chunks) = if collections.iter().any(|c| c == DEFAULT_COLLECTION) {
-        let kb = state.knowledge.collection(DEFAULT_COLLECTION).await?;
-        let stats = blocking(move || kb.stats()).await?;
-        (stats.documents, stats.chunks)
-    } else {
-        (0, 0)
+    let stats = match state.knowledge.collection_or_empty(DEFAULT_COLLECTION).await? {
+        Some(kb) => blocking(move || kb.stats()).await?,
+        None => Stats::default(),
     };
-    Ok(Json(json!({"status": "healthy", "source": "hearth", "documents": documents, "chunks": chunks, "collections": collections})))
+    Ok(Json(
+        json!({"status": "healthy", "source": "hearth", "documents": stats.documents, "chunks": stats.chunks, "collections": collections}),
+    ))
 }
 
 async fn stats(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
     let q = Params(q);
     q.only(&["collection"])?;
-    let kb = state.knowledge.collection(&q.collection()?).await?;
-    let stats = blocking(move || kb.stats()).await?;
+    let stats = match state.knowledge.collection_or_empty(&q.collection()?).await? {
+        Some(kb) => blocking(move || kb.stats()).await?,
+        None => Stats::default(),
+    };
     let types: Map<String, Value> = stats.content_types.iter().map(|(t, n)| (t.clone(), json!(n))).collect();
     Ok(Json(json!({
         "total_documents": stats.documents, "total_chunks": stats.chunks, "embedded_chunks": stats.embedded_chunks,
@@ -204,10 +204,14 @@ async fn search(State(state): State<AppState>, Query(q): Query<Vec<(String, Stri
         opts.vector_weight = parse_num("vector_weight", v, 0.0..=100.0)?;
     }
     opts.filters = Filters { tags: q.all("tag"), content_types: q.all("content_type"), documents: q.all("document") };
-    let kb = state.knowledge.collection(&q.collection()?).await?;
-    let reranker = if opts.rerank { Some(state.knowledge.reranker().await?) } else { None };
-    let q2 = query.clone();
-    let hits = blocking(move || kb.search(&q2, &opts, reranker.as_deref())).await?;
+    let hits = match state.knowledge.collection_or_empty(&q.collection()?).await? {
+        Some(kb) => {
+            let reranker = if opts.rerank { Some(state.knowledge.reranker().await?) } else { None };
+            let q2 = query.clone();
+            blocking(move || kb.search(&q2, &opts, reranker.as_deref())).await?
+        }
+        None => Vec::new(),
+    };
     let results: Vec<Value> = hits.iter().map(hit_json).collect();
     Ok(Json(json!({"results": results, "query": query, "total": results.len(), "source": "hearth"})))
 }
@@ -430,6 +434,8 @@ async fn ask(State(state): State<AppState>, JsonObject(body): JsonObject) -> Res
     let mut req = GenRequest {
         model,
         prompt: Prompt::Chat(vec![json!({"role": "user", "content": question})]),
+        more_prompts: Vec::new(),
+        echo: false,
         max_tokens,
         sampling: hearth_engine::SamplingParams { temperature, ..Default::default() },
         stop: Vec::new(),

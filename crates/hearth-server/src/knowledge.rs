@@ -97,6 +97,15 @@ impl Knowledge {
         self.open(name, false).await
     }
 
+    /// As `collection`, but the default collection before any content is there is `None`
+    /// (empty) rather than missing: clients of a fresh server read it before adding to it.
+    pub async fn collection_or_empty(&self, name: &str) -> Result<Option<Arc<Kb>>, ApiError> {
+        if name == DEFAULT_COLLECTION && !self.collections().iter().any(|c| c == name) {
+            return Ok(None);
+        }
+        self.collection(name).await.map(Some)
+    }
+
     /// The collection `name`, created if new: for routes that add content.
     pub async fn collection_to_write(&self, name: &str) -> Result<Arc<Kb>, ApiError> {
         self.open(name, true).await

@@ -152,6 +152,7 @@ fn router(state: AppState) -> Router {
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/openapi.json", get(docs::openapi))
         .route("/docs", get(docs::swagger_ui))
+        .route("/redoc", get(docs::swagger_ui))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests));

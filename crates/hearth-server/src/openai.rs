@@ -17,7 +17,8 @@ use crate::error::ApiError;
 use crate::fields::JsonObject;
 use crate::generation::{self, add_usage, chat_logprobs, completion_logprobs, finish_str, usage_json, Started};
 use crate::kb_api;
-use crate::request::{self, Endpoint};
+use crate::models::Resident;
+use crate::request::{self, Endpoint, GenRequest, Prompt};
 use crate::scheduler::{Event, Usage};
 use crate::AppState;
 
@@ -65,29 +66,40 @@ async fn complete(state: AppState, mut body: serde_json::Map<String, Value>, end
         Some(_) if !chat => return Err(ApiError::invalid("knowledge_base", "`knowledge_base` is for /v1/chat/completions")),
         Some(rag) => Some(kb_api::augment(&state, &mut req, rag).await?),
     };
-    let mut started = generation::start(&state, req, if chat { "chatcmpl" } else { "cmpl" }).await?;
-    if streaming {
-        return Ok(sse(started, chat, include_usage, sources).into_response());
+    // Each prompt of a batch is its own job; their choices follow in prompt order.
+    let prompts: Vec<Prompt> = std::iter::once(req.prompt.clone()).chain(std::mem::take(&mut req.more_prompts)).collect();
+    let mut jobs = Vec::with_capacity(prompts.len());
+    for prompt in prompts {
+        let echo = req.echo.then(|| prompt.clone());
+        let started = generation::start(&state, GenRequest { prompt, ..req.clone() }, if chat { "chatcmpl" } else { "cmpl" }).await?;
+        let echo = echo.map_or(String::new(), |p| echo_text(&started.resident, &p));
+        jobs.push(Job { started, echo });
     }
-    let (choices, usage) = generation::collect(&mut started).await?;
-    let r = &started.resident;
-    let choices: Vec<Value> = choices
-        .iter()
-        .enumerate()
-        .map(|(index, c)| {
+    if streaming {
+        return Ok(sse(jobs, chat, include_usage, sources).into_response());
+    }
+    let mut choices = Vec::new();
+    let mut usage = Usage::default();
+    for (p, job) in jobs.iter_mut().enumerate() {
+        let (done, job_usage) = generation::collect(&mut job.started).await?;
+        sum_usage(&mut usage, job_usage);
+        let r = &job.started.resident;
+        for (i, c) in done.iter().enumerate() {
+            let index = p * job.started.n + i;
             let finish = c.finish.map(finish_str);
-            if chat {
+            choices.push(if chat {
                 let logprobs = (!c.logprobs.is_empty()).then(|| chat_logprobs(r, &c.logprobs));
                 json!({"index": index, "message": {"role": "assistant", "content": c.text}, "logprobs": logprobs, "finish_reason": finish})
             } else {
                 let logprobs = (!c.logprobs.is_empty()).then(|| completion_logprobs(r, &c.logprobs, 0));
-                json!({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": finish})
-            }
-        })
-        .collect();
+                json!({"index": index, "text": format!("{}{}", job.echo, c.text), "logprobs": logprobs, "finish_reason": finish})
+            });
+        }
+    }
+    let first = &jobs[0].started;
     let object = if chat { "chat.completion" } else { "text_completion" };
     let mut out = json!({
-        "id": started.id, "object": object, "created": started.created, "model": r.id,
+        "id": first.id, "object": object, "created": first.created, "model": first.resident.id,
         "system_fingerprint": null, "choices": choices, "usage": usage_json(&usage),
     });
     if let Some(sources) = sources {
@@ -96,17 +108,44 @@ async fn complete(state: AppState, mut body: serde_json::Map<String, Value>, end
     Ok(Json(out).into_response())
 }
 
+/// One prompt's job, and the text its choices start with (`echo`).
+struct Job {
+    started: Started,
+    echo: String,
+}
+
+/// A prompt as `echo` repeats it.
+fn echo_text(resident: &Resident, prompt: &Prompt) -> String {
+    match prompt {
+        Prompt::Text(text) => text.clone(),
+        Prompt::Tokens(ids) => resident.model.tokenizer.decode(ids, false).unwrap_or_default(),
+        Prompt::Chat(_) => String::new(),
+    }
+}
+
+/// Adds one prompt's usage to a batch's: prompts and completions add up.
+fn sum_usage(total: &mut Usage, job: Usage) {
+    total.prompt_tokens += job.prompt_tokens;
+    total.cached_tokens += job.cached_tokens;
+    total.completion_tokens += job.completion_tokens;
+}
+
 /// The first choice's message text.
 fn choices_text(response: &Value) -> String {
     response["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
 }
 
-/// The state of one SSE response.
+/// The state of one SSE response. A batch's jobs run together; their events are sent one
+/// job after another (each job's channel holds its events meanwhile).
 struct Streaming {
-    started: Started,
+    jobs: Vec<Job>,
+    /// The job whose events are being sent, and its choices still open.
+    current: usize,
+    open: usize,
     chat: bool,
     include_usage: bool,
-    open: usize,
+    /// The current job's usage, and the finished jobs' total.
+    job_usage: Usage,
     usage: Usage,
     /// Per choice, bytes streamed so far (completions' `text_offset`).
     offsets: Vec<usize>,
@@ -119,13 +158,18 @@ struct Streaming {
 impl Streaming {
     fn chunk(&self, choices: Value) -> String {
         let object = if self.chat { "chat.completion.chunk" } else { "text_completion" };
-        let s = &self.started;
+        let s = &self.jobs[0].started;
         json!({"id": s.id, "object": object, "created": s.created, "model": s.resident.id, "system_fingerprint": null, "choices": choices})
             .to_string()
     }
 
+    /// The choice's index in the response: a batch numbers its jobs' choices in order.
+    fn index(&self, index: usize) -> usize {
+        self.current * self.jobs[0].started.n + index
+    }
+
     fn token(&mut self, index: usize, text: String, logprob: Option<(u32, TokenLogprob)>) -> String {
-        let r = &self.started.resident;
+        let r = &self.jobs[self.current].started.resident;
         let lp: Vec<_> = logprob.into_iter().collect();
         let choice = if self.chat {
             let logprobs = (!lp.is_empty()).then(|| chat_logprobs(r, &lp));
@@ -143,13 +187,15 @@ impl Streaming {
         match event {
             Some(Event::Token { text, logprob: None, .. }) if text.is_empty() => Vec::new(),
             Some(Event::Token { index, text, logprob }) => {
+                let index = self.index(index);
                 if let (0, Some((_, answer))) = (index, &mut self.grounding) {
                     answer.push_str(&text);
                 }
                 vec![self.token(index, text, logprob)]
             }
             Some(Event::Finished { index, reason, usage }) => {
-                add_usage(&mut self.usage, usage);
+                add_usage(&mut self.job_usage, usage);
+                let index = self.index(index);
                 self.open -= 1;
                 let finish = finish_str(reason);
                 let choice = if self.chat {
@@ -159,6 +205,12 @@ impl Streaming {
                 };
                 let mut out = vec![self.chunk(json!([choice]))];
                 if self.open == 0 {
+                    sum_usage(&mut self.usage, std::mem::take(&mut self.job_usage));
+                    if self.current + 1 < self.jobs.len() {
+                        self.current += 1;
+                        self.open = self.jobs[self.current].started.n;
+                        return out;
+                    }
                     if let Some((sources, answer)) = &self.grounding {
                         let mut last: Value = serde_json::from_str(&self.chunk(json!([]))).unwrap_or_default();
                         last["knowledge_base"] = kb_api::grounding_json(answer, sources);
@@ -189,14 +241,26 @@ impl Streaming {
 /// Dropping this stream (the client went away) drops the event receiver, which frees the
 /// sequences at the scheduler's next step.
 fn sse(
-    started: Started,
+    jobs: Vec<Job>,
     chat: bool,
     include_usage: bool,
     sources: Option<Vec<Hit>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let n = started.n;
+    let n = jobs[0].started.n;
+    let choices = n * jobs.len();
     let grounding = sources.map(|s| (s, String::new()));
-    let st = Streaming { started, chat, include_usage, open: n, usage: Usage::default(), offsets: vec![0; n], done: false, grounding };
+    let st = Streaming {
+        jobs,
+        current: 0,
+        open: n,
+        chat,
+        include_usage,
+        job_usage: Usage::default(),
+        usage: Usage::default(),
+        offsets: vec![0; choices],
+        done: false,
+        grounding,
+    };
     let head: Vec<String> = if chat {
         (0..n)
             .map(|i| {
@@ -204,13 +268,19 @@ fn sse(
             })
             .collect()
     } else {
-        Vec::new()
+        // `echo`: each choice starts with its prompt.
+        (0..choices)
+            .filter_map(|i| {
+                let echo = &st.jobs[i / n].echo;
+                (!echo.is_empty()).then(|| st.chunk(json!([{"index": i, "text": echo, "logprobs": null, "finish_reason": null}])))
+            })
+            .collect()
     };
     let body = stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
         }
-        let event = st.started.events.recv().await;
+        let event = st.jobs[st.current].started.events.recv().await;
         Some((st.on(event), st))
     });
     let events = stream::iter(head).chain(body.flat_map(stream::iter)).map(|data| Ok(SseEvent::default().data(data)));

@@ -37,6 +37,10 @@ pub enum Prompt {
 pub struct GenRequest {
     pub model: Option<String>,
     pub prompt: Prompt,
+    /// Completions' further prompts, each answered like `prompt` (OpenAI batches a list).
+    pub more_prompts: Vec<Prompt>,
+    /// Completions: each choice's text starts with its prompt.
+    pub echo: bool,
     pub max_tokens: Option<usize>,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
@@ -53,10 +57,11 @@ pub fn parse(body: Map<String, Value>, endpoint: Endpoint) -> Result<GenRequest>
     if model.is_none() && endpoint != Endpoint::Backend {
         return Err(f.missing("model"));
     }
-    let prompt = match endpoint {
-        Endpoint::Chat | Endpoint::Backend => Prompt::Chat(messages(f.take("messages").ok_or_else(|| f.missing("messages"))?)?),
-        Endpoint::Completion => completion_prompt(f.take("prompt").ok_or_else(|| f.missing("prompt"))?)?,
+    let prompts = match endpoint {
+        Endpoint::Chat | Endpoint::Backend => vec![Prompt::Chat(messages(f.take("messages").ok_or_else(|| f.missing("messages"))?)?)],
+        Endpoint::Completion => completion_prompts(f.take("prompt").ok_or_else(|| f.missing("prompt"))?)?,
     };
+    let (prompt, more_prompts) = (prompts[0].clone(), prompts[1..].to_vec());
     let max_tokens = f.int("max_tokens", 1..=1 << 24)?;
     let max_completion_tokens = f.int("max_completion_tokens", 1..=1 << 24)?;
     if max_tokens.is_some() && max_completion_tokens.is_some() {
@@ -108,12 +113,32 @@ pub fn parse(body: Map<String, Value>, endpoint: Endpoint) -> Result<GenRequest>
             include
         }
     };
+    let echo = match endpoint {
+        Endpoint::Completion => f.bool("echo")?.unwrap_or(false),
+        Endpoint::Chat | Endpoint::Backend => false,
+    };
+    if echo && logprobs.is_some() {
+        return Err(ApiError::invalid("echo", "`echo` with `logprobs` is not supported: the prompt's log-probs are not computed"));
+    }
     // An end-user id for abuse monitoring: accepted, nothing to do with it locally.
     f.string("user")?;
+    // Values some clients send by default; they change nothing here. Any other is refused.
+    if let Some(store) = f.bool("store")? {
+        if store {
+            return Err(ApiError::invalid("store", "this server does not store completions; `store` must be false"));
+        }
+    }
+    if let Some(tier) = f.string("service_tier")? {
+        if !["auto", "default"].contains(&tier.as_str()) {
+            return Err(ApiError::invalid("service_tier", format!("`service_tier` must be \"auto\" or \"default\", got {tier:?}")));
+        }
+    }
     f.finish()?;
     Ok(GenRequest {
         model,
         prompt,
+        more_prompts,
+        echo,
         max_tokens: max_tokens.or(max_completion_tokens).map(|m| m as usize),
         sampling,
         stop,
@@ -160,6 +185,8 @@ fn messages(v: Value) -> Result<Vec<Value>> {
             };
             let name = f.string("name")?;
             f.finish()?;
+            // OpenAI's newer name for the system role; templates know only `system`.
+            let role = if role == "developer" { "system".to_string() } else { role };
             let mut out = json!({"role": role, "content": content});
             if let Some(name) = name {
                 out["name"] = name.into();
@@ -188,23 +215,43 @@ fn text_parts(parts: Vec<Value>, path: &str) -> Result<String> {
     Ok(text)
 }
 
-/// A string, a one-string array, or an array of token ids.
-fn completion_prompt(v: Value) -> Result<Prompt> {
+/// Most prompts one completions request may batch.
+pub const MAX_PROMPTS: usize = 64;
+
+/// A string, an array of token ids, or an array of several of either.
+fn completion_prompts(v: Value) -> Result<Vec<Prompt>> {
     let bad = |v: &Value| {
-        ApiError::invalid("prompt", format!("`prompt` must be a string, a one-string array or an array of token ids, got {}", describe(v)))
+        ApiError::invalid(
+            "prompt",
+            format!("`prompt` must be a string, an array of token ids, or an array of strings or of token-id arrays, got {}", describe(v)),
+        )
     };
-    match v {
-        Value::String(s) => Ok(Prompt::Text(s)),
-        Value::Array(ref items) => match items.as_slice() {
-            [Value::String(s)] => Ok(Prompt::Text(s.clone())),
-            [] => Err(ApiError::invalid("prompt", "`prompt` must not be empty")),
-            _ if items.len() > 1 && items.iter().all(Value::is_string) => {
-                Err(ApiError::invalid("prompt", "several prompts in one request are not supported; send one request per prompt"))
-            }
-            _ => token_ids(items).map(Prompt::Tokens).ok_or_else(|| bad(&v)),
-        },
-        _ => Err(bad(&v)),
+    let items = match v {
+        Value::String(s) => return Ok(vec![Prompt::Text(s)]),
+        Value::Array(ref items) if items.is_empty() => return Err(ApiError::invalid("prompt", "`prompt` must not be empty")),
+        Value::Array(ref items) if items.iter().all(Value::is_number) => {
+            return token_ids(items).map(|ids| vec![Prompt::Tokens(ids)]).ok_or_else(|| bad(&v))
+        }
+        Value::Array(items) => items,
+        other => return Err(bad(&other)),
+    };
+    if items.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid("prompt", format!("at most {MAX_PROMPTS} prompts per request")));
     }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(Prompt::Text(s)),
+            Value::Array(ref ids) if !ids.is_empty() => token_ids(ids).map(Prompt::Tokens).ok_or_else(|| bad_item(i, &item)),
+            other => Err(bad_item(i, &other)),
+        })
+        .collect()
+}
+
+fn bad_item(i: usize, v: &Value) -> ApiError {
+    let param = format!("prompt[{i}]");
+    ApiError::invalid(&param, format!("`{param}` must be a string or a non-empty array of token ids, got {}", describe(v)))
 }
 
 fn stop_strings(v: Value) -> Result<Vec<String>> {

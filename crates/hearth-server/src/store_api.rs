@@ -15,6 +15,7 @@ use hearth_store::name::ModelSpec;
 use hearth_store::{PullEvent, PullRequest, StoreError};
 use serde_json::{json, Value};
 
+use crate::chat_api;
 use crate::error::ApiError;
 use crate::fields::{Fields, JsonObject};
 use crate::AppState;
@@ -80,6 +81,7 @@ async fn remove(
         Some("true") => true,
         Some(other) => return Err(ApiError::invalid("force", format!("`force` must be true or false, got {other:?}"))),
     };
+    let id = chat_api::path_model_id(&state, id);
     let store = state.models.store()?;
     let spec = id.clone();
     let removed = tokio::task::spawn_blocking(move || store.remove(&spec, force))

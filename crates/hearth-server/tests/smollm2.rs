@@ -74,3 +74,19 @@ async fn second_turn_reuses_the_first_and_starts_much_sooner() {
     eprintln!("second-turn time to first token: {with_cache:?} with the prompt cache, {without_cache:?} without");
     assert!(without_cache >= with_cache * 5, "{with_cache:?} with the cache vs {without_cache:?} without");
 }
+
+/// OpenAI's `developer` role is the system role: SmolLM2's template adds its own default
+/// system prompt only when there is none.
+#[tokio::test]
+async fn developer_messages_are_system_messages() {
+    let s = TestServer::start(|o| o.model = vec![smollm2()]);
+    let c = reqwest::Client::new();
+    let mut prompt_tokens = Vec::new();
+    for role in ["developer", "system"] {
+        let body = json!({"model": "smol", "max_tokens": 1, "messages": [
+            {"role": role, "content": "Answer in French."}, {"role": "user", "content": "Hello"}]});
+        let res: Value = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap().json().await.unwrap();
+        prompt_tokens.push(res["usage"]["prompt_tokens"].as_u64().expect("a completion"));
+    }
+    assert_eq!(prompt_tokens[0], prompt_tokens[1], "a developer message renders as a system message");
+}
