@@ -6,12 +6,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hearth_engine::{FinishReason, GenerateParams, TokenLogprob};
 use hearth_tokenizer::RenderOptions;
-use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use crate::api::openai as api;
 use crate::error::ApiError;
 use crate::models::Resident;
-use crate::request::{GenRequest, Prompt};
+use crate::request::{sampling_params, GenRequest, Prompt};
 use crate::scheduler::{Event, Job, Usage};
 use crate::AppState;
 
@@ -51,7 +51,8 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
     if let Some(id) = prompt.iter().find(|&&id| id as usize >= vocab) {
         return Err(ApiError::invalid(param, format!("token id {id} is outside the vocabulary of {vocab}")));
     }
-    if let Some(id) = req.sampling.logit_bias.keys().find(|&&id| id as usize >= vocab) {
+    let sampling = sampling_params(&req.sampling)?;
+    if let Some(id) = sampling.logit_bias.keys().find(|&&id| id as usize >= vocab) {
         return Err(ApiError::invalid("logit_bias", format!("token id {id} is outside the vocabulary of {vocab}")));
     }
     let context = resident.context;
@@ -65,7 +66,7 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
             format!("the prompt ({} tokens) plus max_tokens ({max_tokens}) exceeds this model's context of {context}", prompt.len()),
         ));
     }
-    let params = GenerateParams { max_tokens, sampling: req.sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
+    let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
     let (tx, events) = unbounded_channel();
     resident.scheduler.submit(Job { prompt, params, n: req.n, events: tx, arrived: Instant::now() })?;
     resident.touch();
@@ -103,8 +104,7 @@ pub async fn collect(started: &mut Started) -> Result<(Vec<Choice>, Usage), ApiE
                 add_usage(&mut usage, u);
                 open -= 1;
             }
-            Some(Event::Failed(message)) => return Err(ApiError::internal(message)),
-            None => return Err(ApiError::internal("the model's scheduler stopped")),
+            failed @ (Some(Event::Failed(_)) | None) => return Err(failure(failed)),
         }
     }
     Ok((choices, usage))
@@ -117,13 +117,21 @@ pub fn add_usage(total: &mut Usage, choice: Usage) {
     total.completion_tokens += choice.completion_tokens;
 }
 
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
+/// Why a job ended unfinished: its failure, or its scheduler stopping (the channel closed).
+pub fn failure(event: Option<Event>) -> ApiError {
+    match event {
+        Some(Event::Failed(message)) => ApiError::internal(message),
+        _ => ApiError::internal("the model's scheduler stopped"),
+    }
+}
+
+pub fn usage(u: &Usage) -> api::Usage {
+    api::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.prompt_tokens + u.completion_tokens,
+        prompt_tokens_details: api::PromptTokensDetails { cached_tokens: u.cached_tokens },
+    }
 }
 
 pub fn finish_str(r: FinishReason) -> &'static str {
@@ -139,35 +147,31 @@ pub fn token_text(resident: &Resident, id: u32) -> String {
 }
 
 /// `logprobs.content` entries of the chat API.
-pub fn chat_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)]) -> Value {
-    let entry = |id: u32, lp: f32| {
+pub fn chat_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)]) -> api::ChatLogprobs {
+    let entry = |id: u32, logprob: f32| {
         let token = token_text(resident, id);
-        json!({"token": token, "logprob": lp, "bytes": token.as_bytes()})
+        api::TopLogprob { bytes: token.as_bytes().to_vec(), token, logprob }
     };
-    let content: Vec<Value> = items
+    let content = items
         .iter()
         .map(|(id, lp)| {
-            let mut e = entry(*id, lp.logprob);
-            e["top_logprobs"] = lp.top.iter().map(|&(t, l)| entry(t, l)).collect();
-            e
+            let api::TopLogprob { token, logprob, bytes } = entry(*id, lp.logprob);
+            api::TokenLogprob { token, logprob, bytes, top_logprobs: lp.top.iter().map(|&(t, l)| entry(t, l)).collect() }
         })
         .collect();
-    json!({"content": content})
+    api::ChatLogprobs { content }
 }
 
 /// The completions API's log-prob lists; `offset` is where this text starts in the choice.
-pub fn completion_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)], mut offset: usize) -> Value {
-    let mut tokens = Vec::new();
-    let mut token_logprobs = Vec::new();
-    let mut top = Vec::new();
-    let mut offsets = Vec::new();
+pub fn completion_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)], mut offset: usize) -> api::TextLogprobs {
+    let mut out = api::TextLogprobs { tokens: Vec::new(), token_logprobs: Vec::new(), top_logprobs: Vec::new(), text_offset: Vec::new() };
     for (id, lp) in items {
         let text = token_text(resident, *id);
-        offsets.push(offset);
+        out.text_offset.push(offset);
         offset += text.len();
-        tokens.push(text);
-        token_logprobs.push(lp.logprob);
-        top.push(lp.top.iter().map(|&(t, l)| (token_text(resident, t), json!(l))).collect::<serde_json::Map<_, _>>());
+        out.tokens.push(text);
+        out.token_logprobs.push(lp.logprob);
+        out.top_logprobs.push(lp.top.iter().map(|&(t, l)| (token_text(resident, t), l)).collect());
     }
-    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
+    out
 }

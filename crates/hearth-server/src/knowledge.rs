@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use hearth_kb::answer::{self, Prompt};
 use hearth_kb::{Kb, KbError, SearchOptions, TextEmbedder, TextReranker};
-use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::models::{Encoder, EncoderKind, Models, ResidentEncoder};
@@ -186,30 +185,4 @@ impl Knowledge {
         })
         .await
     }
-}
-
-/// A search hit as the knowledge service's clients read it. `span` and `highlights` are byte
-/// ranges (of the document's text and of `chunk_text`); `char_span` and `char_highlights` are
-/// the same ranges in characters (Unicode scalar values), which is how most clients index
-/// strings. Each range is `{"start", "end"}`, as in citations.
-pub fn hit_json(h: &hearth_kb::Hit) -> Value {
-    json!({
-        "content_id": h.document.id,
-        "title": h.document.title,
-        "content_type": h.document.content_type,
-        "score": h.score,
-        "chunk_text": h.chunk.text,
-        "chunk_id": h.chunk.id,
-        "chunk_index": h.chunk.index,
-        "section": h.chunk.section,
-        "page": h.chunk.page,
-        "span": h.chunk.span,
-        "char_span": h.chunk.char_span,
-        "highlights": h.highlights,
-        "char_highlights": h.char_highlights,
-        "source": h.document.source,
-        "tags": h.document.tags,
-        "bm25_rank": h.bm25_rank,
-        "vector_rank": h.vector_rank,
-    })
 }
