@@ -132,8 +132,17 @@ impl ModelArgs {
     }
 }
 
+/// `RUST_LOG` if set, else `default` for every crate.
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+}
+
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Commands print their own results; logs are for warnings unless RUST_LOG asks.
+        tracing_subscriber::fmt().with_env_filter(log_filter("warn")).with_writer(std::io::stderr).init();
+    }
     if let Some(t) = cli.threads {
         // Read once, when the kernels' pool starts.
         std::env::set_var("HEARTH_THREADS", t.to_string());

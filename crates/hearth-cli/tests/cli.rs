@@ -130,3 +130,24 @@ fn generate_serve_and_bench_give_the_same_greedy_tokens() {
     assert_eq!(reply["choices"][0]["text"], generated["text"], "{reply}");
     assert_eq!(reply["usage"]["completion_tokens"].as_u64(), Some(tokens.len() as u64), "{reply}");
 }
+
+/// `hearth serve --log-format json` logs one JSON object per line (filtered by RUST_LOG).
+#[test]
+fn serve_logs_json_lines() {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().unwrap();
+    let mut child = hearth()
+        .args(["serve", "--port", "0", "--log-format", "json", "--db"])
+        .arg(home.path().join("server.db"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(log["level"], "INFO", "{log}");
+    assert!(log["fields"]["message"].as_str().unwrap().starts_with("hearth serving on http://127.0.0.1:"), "{log}");
+}

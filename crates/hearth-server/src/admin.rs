@@ -7,62 +7,66 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::admin::{
+    AdminHealth, Deleted, LoadStatus, ModelStatus, Preloaded, RegisterRequest, RegisteredModel, RegisteredModels, ScanError, ScanReport,
+};
+use crate::api::{in_range, Body, Errors, ModelErrors};
 use crate::error::ApiError;
-use crate::fields::{Fields, JsonObject};
 use crate::registry::{Kind, Registration};
 use crate::AppState;
 
 /// The files of an adapter export bundle.
 const BUNDLE: [&str; 3] = ["adapters.safetensors", "config.json", "metadata.json"];
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/health", get(health))
-        .route("/admin/models", get(list).post(register))
-        .route("/admin/models/{name}", axum::routing::delete(remove))
-        .route("/admin/models/{name}/status", get(status))
-        .route("/admin/models/{name}/preload", post(preload))
-        .route("/admin/scan", post(scan))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(list, register))
+        .routes(routes!(remove))
+        .routes(routes!(status))
+        .routes(routes!(preload))
+        .routes(routes!(scan))
 }
 
 fn db_error(e: rusqlite::Error) -> ApiError {
     ApiError::internal(format!("the registry database failed: {e}"))
 }
 
-async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Registry health.
+#[utoipa::path(get, path = "/admin/health", tag = "registry", responses((status = 200, body = AdminHealth), Errors))]
+async fn health(State(state): State<AppState>) -> Result<Json<AdminHealth>, ApiError> {
     let registered = state.models.registry.list(None).map_err(db_error)?.len();
     let loaded: Vec<String> = state.models.residents().iter().map(|r| r.id.clone()).collect();
-    Ok(Json(json!({"status": "ok", "registered": registered, "loaded": loaded})))
+    Ok(Json(AdminHealth { status: "ok", registered, loaded }))
 }
 
 /// `registered`, `loading` or `loaded`, with the memory a loaded model takes.
-fn status_of(state: &AppState, name: &str) -> Value {
+fn status_of(state: &AppState, name: &str) -> LoadStatus {
     match state.models.resident(name) {
-        Some(r) => json!({"status": "loaded", "memory_bytes": r.memory_bytes()}),
-        None if state.models.is_loading(name) => json!({"status": "loading", "memory_bytes": 0}),
-        None => json!({"status": "registered", "memory_bytes": 0}),
+        Some(r) => LoadStatus { status: "loaded", memory_bytes: r.memory_bytes() },
+        None if state.models.is_loading(name) => LoadStatus { status: "loading", memory_bytes: 0 },
+        None => LoadStatus { status: "registered", memory_bytes: 0 },
     }
 }
 
-fn with_status(state: &AppState, r: &Registration) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    if let (Value::Object(m), Value::Object(s)) = (&mut v, status_of(state, &r.name)) {
-        m.extend(s);
-    }
-    v
+fn with_status(state: &AppState, r: Registration) -> RegisteredModel {
+    RegisteredModel { status: status_of(state, &r.name), registration: r }
 }
 
-async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+/// Registered models.
+#[utoipa::path(get, path = "/admin/models", tag = "registry", params(("registered_by" = Option<String>, Query)),
+    responses((status = 200, body = RegisteredModels), Errors))]
+async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<RegisteredModels>, ApiError> {
     if let Some(k) = q.keys().find(|k| *k != "registered_by") {
         return Err(ApiError::invalid(k, format!("unknown query parameter `{k}`")));
     }
     let regs = state.models.registry.list(q.get("registered_by").map(String::as_str)).map_err(db_error)?;
-    let models: Vec<Value> = regs.iter().map(|r| with_status(&state, r)).collect();
-    Ok(Json(json!({"models": models})))
+    Ok(Json(RegisteredModels { models: regs.into_iter().map(|r| with_status(&state, r)).collect() }))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -80,40 +84,30 @@ fn adapter_file(path: &str) -> Option<PathBuf> {
     file.is_file().then_some(file)
 }
 
-fn lora_config(cfg: Map<String, Value>) -> Result<Value, ApiError> {
-    let mut f = Fields::nested(cfg, "config");
-    let rank = f.int("lora_rank", 1..=65536)?;
-    let alpha = f.number("lora_alpha", |x| x > 0.0, "a positive number")?;
-    f.finish()?;
-    Ok(json!({"lora_rank": rank, "lora_alpha": alpha}))
-}
-
-async fn register(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let mut f = Fields::new(body);
-    let name = f.required_string("name")?;
+/// Register a model or a LoRA adapter.
+#[utoipa::path(post, path = "/admin/models", tag = "registry", request_body = RegisterRequest,
+    responses((status = 201, body = RegisteredModel), (status = 409, description = "The name is taken", body = crate::api::ErrorBody), Errors))]
+async fn register(
+    State(state): State<AppState>,
+    Body(body): Body<RegisterRequest>,
+) -> Result<(StatusCode, Json<RegisteredModel>), ApiError> {
+    let RegisterRequest { name, kind, base_model, adapter_path, model_id, config, metadata, registered_by } = body;
     if !valid_name(&name) {
         return Err(ApiError::invalid("name", "`name` must be 1-128 characters of letters, digits and `._:-`"));
     }
-    let base_model = f.string("base_model")?;
-    let adapter_path = f.string("adapter_path")?;
-    let kind = match f.string("type")?.as_deref() {
-        Some("lora") => Kind::Lora,
-        Some("model") => Kind::Model,
-        None if adapter_path.is_some() => Kind::Lora,
-        None => Kind::Model,
-        Some(other) => return Err(ApiError::invalid("type", format!("`type` must be \"lora\" or \"model\", got {other:?}"))),
-    };
-    let config = f.object("config")?;
+    let kind = kind.unwrap_or(if adapter_path.is_some() { Kind::Lora } else { Kind::Model });
     let config = match (kind, config) {
-        (Kind::Lora, Some(c)) => lora_config(c)?,
-        (Kind::Lora, None) => json!({}),
+        (Kind::Lora, Some(c)) => {
+            in_range("config.lora_rank", c.lora_rank, 1..=65536)?;
+            if c.lora_alpha.is_some_and(|a| a <= 0.0 || !a.is_finite()) {
+                return Err(ApiError::invalid("config.lora_alpha", "`config.lora_alpha` must be a positive number"));
+            }
+            json!(c)
+        }
         (Kind::Model, Some(_)) => return Err(ApiError::invalid("config", "`config` is for LoRA adapters")),
-        (Kind::Model, None) => json!({}),
+        (_, None) => json!({}),
     };
-    let metadata = f.object("metadata")?.map_or(json!({}), Value::Object);
-    let registered_by = f.string("registered_by")?;
-    let model_id = f.string("model_id")?;
-    f.finish()?;
+    let metadata = Value::Object(metadata.unwrap_or_default());
     match kind {
         Kind::Lora if base_model.is_none() => return Err(ApiError::invalid("base_model", "a LoRA adapter needs `base_model`")),
         Kind::Lora if adapter_path.is_none() => return Err(ApiError::invalid("adapter_path", "a LoRA adapter needs `adapter_path`")),
@@ -156,43 +150,49 @@ async fn register(State(state): State<AppState>, JsonObject(body): JsonObject) -
     if !registry.insert(&reg).map_err(db_error)? {
         return Err(ApiError::conflict(format!("a model named `{}` is already registered", reg.name)));
     }
-    Ok((StatusCode::CREATED, Json(with_status(&state, &reg))))
+    Ok((StatusCode::CREATED, Json(with_status(&state, reg))))
 }
 
 fn registered(state: &AppState, name: &str) -> Result<Registration, ApiError> {
     state.models.registry.get(name).map_err(db_error)?.ok_or_else(|| ApiError::not_found(format!("no model named `{name}` is registered")))
 }
 
-async fn status(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `registered`, `loading` or `loaded`, with memory.
+#[utoipa::path(get, path = "/admin/models/{name}/status", tag = "registry", params(("name" = String, Path)),
+    responses((status = 200, body = ModelStatus), Errors))]
+async fn status(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelStatus>, ApiError> {
     let kind = match state.models.registry.get(&name).map_err(db_error)? {
         Some(r) => r.kind,
         None if state.models.is_configured(&name) || state.models.resident(&name).is_some() => Kind::Model,
         None => return Err(ApiError::not_found(format!("no model named `{name}` is registered"))),
     };
-    let mut v = json!({"name": name, "type": kind});
-    if let (Value::Object(m), Value::Object(s)) = (&mut v, status_of(&state, &name)) {
-        m.extend(s);
-    }
-    Ok(Json(v))
+    Ok(Json(ModelStatus { status: status_of(&state, &name), name, kind }))
 }
 
-async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+/// Delete a registration.
+#[utoipa::path(delete, path = "/admin/models/{name}", tag = "registry", params(("name" = String, Path)),
+    responses((status = 200, body = Deleted), Errors))]
+async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Deleted>, ApiError> {
     registered(&state, &name)?;
     state.models.unload(&name);
     state.models.registry.remove(&name).map_err(db_error)?;
-    Ok(Json(json!({"deleted": name})))
+    Ok(Json(Deleted { deleted: name }))
 }
 
-async fn preload(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+/// Load a registered model now.
+#[utoipa::path(post, path = "/admin/models/{name}/preload", tag = "registry", params(("name" = String, Path)),
+    responses((status = 200, body = Preloaded), ModelErrors))]
+async fn preload(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Preloaded>, ApiError> {
     if !state.models.is_configured(&name) {
         registered(&state, &name)?;
     }
     let r = state.models.get(&name, None).await?;
-    Ok(Json(json!({"name": name, "status": "loaded", "memory_bytes": r.memory_bytes()})))
+    Ok(Json(Preloaded { name, status: "loaded", memory_bytes: r.memory_bytes() }))
 }
 
-/// Registers every adapter bundle under the exports directory not registered yet.
-async fn scan(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Register every adapter bundle under the exports directory not registered yet.
+#[utoipa::path(post, path = "/admin/scan", tag = "registry", responses((status = 200, body = ScanReport), Errors))]
+async fn scan(State(state): State<AppState>) -> Result<Json<ScanReport>, ApiError> {
     let dir = state.cfg.exports_dir.clone().ok_or_else(|| ApiError::bad_request("no exports directory is configured (--exports-dir)"))?;
     if !dir.is_dir() {
         return Err(ApiError::not_found(format!("the exports directory {} does not exist", dir.display())));
@@ -204,10 +204,10 @@ async fn scan(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         match register_bundle(&state, &bundle) {
             Ok(Some(name)) => registered.push(name),
             Ok(None) => skipped.push(bundle.display().to_string()),
-            Err(e) => errors.push(json!({"path": bundle.display().to_string(), "error": e})),
+            Err(error) => errors.push(ScanError { path: bundle.display().to_string(), error }),
         }
     }
-    Ok(Json(json!({"registered": registered, "skipped": skipped, "errors": errors})))
+    Ok(Json(ScanReport { registered, skipped, errors }))
 }
 
 fn find_bundles(dir: &FsPath, depth: usize, out: &mut Vec<PathBuf>) {

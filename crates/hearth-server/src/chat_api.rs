@@ -5,107 +5,124 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::backend::{BackendChatRequest, BackendEvent, BackendHealth, BackendModel, BackendModels, BackendReply, Loaded, Unloaded};
+use crate::api::openai::{AssistantMessage, Role};
+use crate::api::{Body, Errors, ModelErrors};
 use crate::error::ApiError;
-use crate::fields::{parse_object, JsonObject};
-use crate::generation::{self, add_usage, finish_str, usage_json, Started};
-use crate::request::{self, Endpoint, GenRequest};
+use crate::generation::{self, add_usage, finish_str, Started};
+use crate::request::{self, GenRequest};
 use crate::AppState;
 use hearth_runtime::{Event, Usage};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/health", get(health))
-        .route("/api/models", get(models))
-        .route("/api/models/{model_id}/load", post(load))
-        .route("/api/models/{model_id}/unload", post(unload))
-        .route("/api/chat/completions", post(chat))
-        .route("/api/chat/completions/stream", post(chat_stream))
-        .route("/api/chat/ws", get(ws))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(models))
+        .routes(routes!(load))
+        .routes(routes!(unload))
+        .routes(routes!(chat))
+        .routes(routes!(chat_stream))
+        .routes(routes!(ws))
 }
 
-async fn health(State(state): State<AppState>) -> Json<Value> {
-    let loaded: Vec<String> = state.models.residents().iter().map(|r| r.id.clone()).collect();
-    Json(json!({"status": "ok", "model_loaded": !loaded.is_empty(), "loaded_models": loaded, "default_model": state.models.default_id()}))
+/// Health and the loaded models.
+#[utoipa::path(get, path = "/api/health", tag = "chat backend", responses((status = 200, body = BackendHealth), Errors))]
+async fn health(State(state): State<AppState>) -> Json<BackendHealth> {
+    let loaded_models: Vec<String> = state.models.residents().iter().map(|r| r.id.clone()).collect();
+    Json(BackendHealth {
+        status: "ok",
+        model_loaded: !loaded_models.is_empty(),
+        loaded_models,
+        default_model: state.models.default_id().map(str::to_string),
+    })
 }
 
-async fn models(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = state
-        .models
-        .known_ids()
-        .into_iter()
-        .map(|id| {
-            let loaded = state.models.is_loaded(&id);
-            json!({"id": id, "name": id, "loaded": loaded})
-        })
-        .collect();
-    Json(json!({"models": models, "default_model": state.models.default_id()}))
+/// Models and whether they are loaded.
+#[utoipa::path(get, path = "/api/models", tag = "chat backend", responses((status = 200, body = BackendModels), Errors))]
+async fn models(State(state): State<AppState>) -> Json<BackendModels> {
+    let models =
+        state.models.known_ids().into_iter().map(|id| BackendModel { loaded: state.models.is_loaded(&id), name: id.clone(), id }).collect();
+    Json(BackendModels { models, default_model: state.models.default_id().map(str::to_string) })
 }
 
-async fn load(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// A model id from an `/api/models/{id}` path. The chat backend writes a repo id's `/` as `__`
+/// (`mlx-community__Llama-3.2-3B-Instruct-4bit`); the id as given wins when it names a model.
+pub fn path_model_id(state: &AppState, id: String) -> String {
+    if !id.contains("__") || state.models.is_loaded(&id) || state.models.locate(&id).is_ok() {
+        return id;
+    }
+    id.replacen("__", "/", 1)
+}
+
+/// Load a model (a repo id's `/` may be written `__`).
+#[utoipa::path(post, path = "/api/models/{model_id}/load", tag = "chat backend", params(("model_id" = String, Path)),
+    responses((status = 200, body = Loaded), ModelErrors))]
+async fn load(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Loaded>, ApiError> {
+    let id = path_model_id(&state, id);
     let r = state.models.get(&id, None).await?;
-    Ok(Json(json!({"status": "loaded", "model_id": r.id, "memory_bytes": r.memory_bytes()})))
+    Ok(Json(Loaded { status: "loaded", model_id: r.id.clone(), memory_bytes: r.memory_bytes() }))
 }
 
-async fn unload(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// Unload a model (a repo id's `/` may be written `__`).
+#[utoipa::path(post, path = "/api/models/{model_id}/unload", tag = "chat backend", params(("model_id" = String, Path)),
+    responses((status = 200, body = Unloaded), Errors))]
+async fn unload(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Unloaded>, ApiError> {
+    let id = path_model_id(&state, id);
     if state.models.unload(&id) {
-        return Ok(Json(json!({"status": "unloaded", "model_id": id})));
+        return Ok(Json(Unloaded { status: "unloaded", model_id: id }));
     }
     state.models.locate(&id)?;
-    Ok(Json(json!({"status": "not_loaded", "model_id": id})))
+    Ok(Json(Unloaded { status: "not_loaded", model_id: id }))
 }
 
-/// A backend chat request: the OpenAI chat fields, one choice.
-fn parse(body: Map<String, Value>) -> Result<GenRequest, ApiError> {
-    let req = request::parse(body, Endpoint::Backend)?;
-    if req.n != 1 {
-        return Err(ApiError::invalid("n", "the chat backend returns one message; use /v1/chat/completions for `n` > 1"));
-    }
-    Ok(req)
-}
-
-async fn chat(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Json<Value>, ApiError> {
-    let mut started = generation::start(&state, parse(body)?, "chat").await?;
+/// Chat reply as one message.
+#[utoipa::path(post, path = "/api/chat/completions", tag = "chat backend", request_body = BackendChatRequest,
+    responses((status = 200, body = BackendReply), ModelErrors))]
+async fn chat(State(state): State<AppState>, Body(body): Body<BackendChatRequest>) -> Result<Json<BackendReply>, ApiError> {
+    let mut started = generation::start(&state, request::backend(body)?, "chat").await?;
     let (choices, usage) = generation::collect(&mut started).await?;
-    let choice = &choices[0];
-    Ok(Json(json!({
-        "id": started.id,
-        "model": started.resident.id,
-        "message": {"role": "assistant", "content": choice.text},
-        "finish_reason": choice.finish.map(finish_str),
-        "usage": usage_json(&usage),
-    })))
+    let choice = choices.into_iter().next().unwrap_or_default();
+    Ok(Json(BackendReply {
+        id: started.id.clone(),
+        model: started.resident.id.clone(),
+        message: AssistantMessage { role: Role::Assistant, content: choice.text },
+        finish_reason: choice.finish.map(finish_str),
+        usage: generation::usage(&usage),
+    }))
 }
 
-/// The backend's streaming messages for one scheduler event; `None` when the reply is over
+/// The backend's streaming message for one scheduler event, and whether the reply is over
 /// (after a `done` or `error` message).
-fn backend_message(event: Option<Event>, usage: &mut Usage, model: &str) -> (Option<Value>, bool) {
+fn backend_message(event: Option<Event>, usage: &mut Usage, model: &str) -> (Option<BackendEvent>, bool) {
     match event {
         Some(Event::Token { text, .. }) if text.is_empty() => (None, false),
-        Some(Event::Token { text, .. }) => (Some(json!({"type": "token", "content": text})), false),
+        Some(Event::Token { text, .. }) => (Some(BackendEvent::Token { content: text }), false),
         Some(Event::Finished { reason, usage: u, .. }) => {
             add_usage(usage, u);
-            (Some(json!({"type": "done", "model": model, "finish_reason": finish_str(reason), "usage": usage_json(usage)})), true)
+            (
+                Some(BackendEvent::Done { model: model.to_string(), finish_reason: finish_str(reason), usage: generation::usage(usage) }),
+                true,
+            )
         }
-        Some(Event::Failed(e)) => (Some(error_message(&e.into())), true),
-        None => (Some(error_message(&ApiError::internal("the model's scheduler stopped"))), true),
+        failed @ (Some(Event::Failed(_)) | None) => (Some(error_message(generation::failure(failed))), true),
     }
 }
 
-fn error_message(e: &ApiError) -> Value {
-    let mut v = e.body();
-    v["type"] = "error".into();
-    v["status"] = e.status.as_u16().into();
-    v["message"] = e.message.clone().into();
-    v
+fn error_message(e: ApiError) -> BackendEvent {
+    BackendEvent::Error { status: e.status.as_u16(), message: e.message.clone(), error: e.detail() }
 }
 
-async fn chat_stream(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
-    let started = generation::start(&state, parse(body)?, "chat").await?;
+/// Chat reply as server-sent token messages, then `done`.
+#[utoipa::path(post, path = "/api/chat/completions/stream", tag = "chat backend", request_body = BackendChatRequest,
+    responses((status = 200, content_type = "text/event-stream", body = BackendEvent), ModelErrors))]
+async fn chat_stream(State(state): State<AppState>, Body(body): Body<BackendChatRequest>) -> Result<Response, ApiError> {
+    let started = generation::start(&state, request::backend(body)?, "chat").await?;
     let events = stream::unfold((started, Usage::default(), false), |(mut s, mut usage, over)| async move {
         if over {
             return None;
@@ -114,12 +131,27 @@ async fn chat_stream(State(state): State<AppState>, JsonObject(body): JsonObject
         let (msg, over) = backend_message(event, &mut usage, &s.resident.id);
         Some((msg, (s, usage, over)))
     })
-    .filter_map(|m| async move { m.map(|m| Ok::<_, std::convert::Infallible>(SseEvent::default().data(m.to_string()))) });
+    .filter_map(|m| async move { m.map(|m| Ok::<_, std::convert::Infallible>(SseEvent::default().data(text(&m)))) });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// WebSocket chat: send `{"type": "chat", …chat fields}` (or `{"type": "ping"}`), receive
+/// token messages then `done`; a bad message gets an `error` message and the socket stays open.
+#[utoipa::path(get, path = "/api/chat/ws", tag = "chat backend",
+    responses((status = 101, description = "Switching to the WebSocket protocol; messages are `BackendEvent`s", body = BackendEvent), Errors))]
 async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(move |socket| serve_socket(state, socket))
+}
+
+/// One chat request of the WebSocket: its `type` taken out, the rest read as a chat request.
+fn socket_request(text: &str) -> Result<Option<GenRequest>, ApiError> {
+    let mut value: Value = serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("the message is not valid JSON: {e}")))?;
+    let kind = value.as_object_mut().and_then(|o| o.remove("type"));
+    match kind.as_ref().and_then(Value::as_str) {
+        Some("ping") => Ok(None),
+        Some("chat") => Ok(Some(request::backend(crate::api::from_value(value)?)?)),
+        _ => Err(ApiError::invalid("type", "`type` must be \"chat\" or \"ping\"")),
+    }
 }
 
 /// One conversation per socket: each `{"type": "chat", …}` message gets token messages then
@@ -131,25 +163,19 @@ async fn serve_socket(state: AppState, mut socket: WebSocket) {
             Message::Close(_) => return,
             _ => continue,
         };
-        let reply = match parse_object(text.as_bytes()) {
-            Err(e) => Err(e),
-            Ok(mut obj) => match obj.remove("type") {
-                Some(Value::String(t)) if t == "ping" => {
-                    if send(&mut socket, json!({"type": "pong"})).await.is_err() {
-                        return;
-                    }
-                    continue;
+        let reply = match socket_request(text.as_str()) {
+            Ok(None) => {
+                if send(&mut socket, BackendEvent::Pong).await.is_err() {
+                    return;
                 }
-                Some(Value::String(t)) if t == "chat" => match parse(obj) {
-                    Ok(req) => generation::start(&state, req, "chat").await,
-                    Err(e) => Err(e),
-                },
-                _ => Err(ApiError::invalid("type", "`type` must be \"chat\" or \"ping\"")),
-            },
+                continue;
+            }
+            Ok(Some(req)) => generation::start(&state, req, "chat").await,
+            Err(e) => Err(e),
         };
         let result = match reply {
             Ok(started) => stream_reply(&mut socket, started).await,
-            Err(e) => send(&mut socket, error_message(&e)).await,
+            Err(e) => send(&mut socket, error_message(e)).await,
         };
         if result.is_err() {
             // The client left; dropping the reply's receiver frees its sequence.
@@ -172,6 +198,10 @@ async fn stream_reply(socket: &mut WebSocket, mut started: Started) -> Result<()
     }
 }
 
-async fn send(socket: &mut WebSocket, v: Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(v.to_string().into())).await
+fn text(event: &BackendEvent) -> String {
+    serde_json::to_string(event).unwrap_or_default()
+}
+
+async fn send(socket: &mut WebSocket, event: BackendEvent) -> Result<(), axum::Error> {
+    socket.send(Message::Text(text(&event).into())).await
 }

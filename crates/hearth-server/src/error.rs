@@ -3,8 +3,10 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
 use hearth_runtime::RuntimeError;
-use serde_json::json;
+
+use crate::api::{ErrorBody, ErrorDetail};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -81,9 +83,13 @@ impl ApiError {
         }
     }
 
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail { message: self.message.clone(), kind: self.kind(), param: self.param.clone(), code: self.code }
+    }
+
     /// The JSON body (also sent inside SSE streams and WebSocket messages).
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind(), "param": self.param, "code": self.code}})
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: self.detail() }
     }
 }
 

@@ -6,12 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hearth_runtime::{Event, FinishReason, GenerateParams, Request, RuntimeError, TokenLogprob, Usage};
 use hearth_tokenizer::RenderOptions;
-use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::api::openai as api;
 use crate::error::ApiError;
 use crate::models::Resident;
-use crate::request::{GenRequest, Prompt};
+use crate::request::{sampling_params, GenRequest, Prompt};
 use crate::AppState;
 
 /// A queued job and what responses need to describe it.
@@ -43,6 +43,7 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
         Prompt::Text(text) => (model.tokenizer.encode(text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?, "prompt"),
         Prompt::Tokens(ids) => (ids.clone(), "prompt"),
     };
+    let sampling = sampling_params(&req.sampling, resident.sampling)?;
     let context = resident.context;
     if !prompt.is_empty() && prompt.len() >= context {
         return Err(ApiError::invalid(param, format!("the prompt has {} tokens; this model's context is {context}", prompt.len())));
@@ -54,7 +55,7 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
             format!("the prompt ({} tokens) plus max_tokens ({max_tokens}) exceeds this model's context of {context}", prompt.len()),
         ));
     }
-    let params = GenerateParams { max_tokens, sampling: req.sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
+    let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
     let request = Request { prompt, params, n: req.n, processor: None };
     // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
     let events = resident.scheduler.submit(request).map_err(|e| match e {
@@ -96,8 +97,7 @@ pub async fn collect(started: &mut Started) -> Result<(Vec<Choice>, Usage), ApiE
                 add_usage(&mut usage, u);
                 open -= 1;
             }
-            Some(Event::Failed(e)) => return Err(e.into()),
-            None => return Err(ApiError::internal("the model's scheduler stopped")),
+            failed @ (Some(Event::Failed(_)) | None) => return Err(failure(failed)),
         }
     }
     Ok((choices, usage))
@@ -110,13 +110,21 @@ pub fn add_usage(total: &mut Usage, choice: Usage) {
     total.completion_tokens += choice.completion_tokens;
 }
 
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
+/// Why a job ended unfinished: its failure, or its scheduler stopping (the channel closed).
+pub fn failure(event: Option<Event>) -> ApiError {
+    match event {
+        Some(Event::Failed(e)) => e.into(),
+        _ => RuntimeError::Stopped.into(),
+    }
+}
+
+pub fn usage(u: &Usage) -> api::Usage {
+    api::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.prompt_tokens + u.completion_tokens,
+        prompt_tokens_details: api::PromptTokensDetails { cached_tokens: u.cached_tokens },
+    }
 }
 
 pub fn finish_str(r: FinishReason) -> &'static str {
@@ -132,35 +140,31 @@ pub fn token_text(resident: &Resident, id: u32) -> String {
 }
 
 /// `logprobs.content` entries of the chat API.
-pub fn chat_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)]) -> Value {
-    let entry = |id: u32, lp: f32| {
+pub fn chat_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)]) -> api::ChatLogprobs {
+    let entry = |id: u32, logprob: f32| {
         let token = token_text(resident, id);
-        json!({"token": token, "logprob": lp, "bytes": token.as_bytes()})
+        api::TopLogprob { bytes: token.as_bytes().to_vec(), token, logprob }
     };
-    let content: Vec<Value> = items
+    let content = items
         .iter()
         .map(|(id, lp)| {
-            let mut e = entry(*id, lp.logprob);
-            e["top_logprobs"] = lp.top.iter().map(|&(t, l)| entry(t, l)).collect();
-            e
+            let api::TopLogprob { token, logprob, bytes } = entry(*id, lp.logprob);
+            api::TokenLogprob { token, logprob, bytes, top_logprobs: lp.top.iter().map(|&(t, l)| entry(t, l)).collect() }
         })
         .collect();
-    json!({"content": content})
+    api::ChatLogprobs { content }
 }
 
 /// The completions API's log-prob lists; `offset` is where this text starts in the choice.
-pub fn completion_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)], mut offset: usize) -> Value {
-    let mut tokens = Vec::new();
-    let mut token_logprobs = Vec::new();
-    let mut top = Vec::new();
-    let mut offsets = Vec::new();
+pub fn completion_logprobs(resident: &Resident, items: &[(u32, TokenLogprob)], mut offset: usize) -> api::TextLogprobs {
+    let mut out = api::TextLogprobs { tokens: Vec::new(), token_logprobs: Vec::new(), top_logprobs: Vec::new(), text_offset: Vec::new() };
     for (id, lp) in items {
         let text = token_text(resident, *id);
-        offsets.push(offset);
+        out.text_offset.push(offset);
         offset += text.len();
-        tokens.push(text);
-        token_logprobs.push(lp.logprob);
-        top.push(lp.top.iter().map(|&(t, l)| (token_text(resident, t), json!(l))).collect::<serde_json::Map<_, _>>());
+        out.tokens.push(text);
+        out.token_logprobs.push(lp.logprob);
+        out.top_logprobs.push(lp.top.iter().map(|&(t, l)| (token_text(resident, t), l)).collect());
     }
-    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
+    out
 }

@@ -9,66 +9,80 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::stream::{self, StreamExt};
-use hearth_kb::answer;
-use hearth_kb::{Filters, Hit, Mode, NewContent, SearchOptions};
-use serde_json::{json, Map, Value};
+use hearth_kb::{Filters, Hit, Mode, NewContent, SearchOptions, Stats};
+use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::knowledge::{
+    self as api, AskEvent, AskRequest, AskResponse, Citations, ContentAdded, ContentDeleted, Document, IngestAccepted, IngestRequest, Job,
+    KbHealth, KnowledgeBaseOptions, NewContentRequest, SearchResponse, StatsResponse, UploadForm,
+};
+use crate::api::{in_range, Body, Errors, ModelErrors, StringOr};
 use crate::error::ApiError;
-use crate::fields::{describe, Fields, JsonObject};
-use crate::generation::{self, usage_json};
-use crate::knowledge::{blocking, hit_json, DEFAULT_COLLECTION};
-use crate::request::{GenRequest, Prompt};
+use crate::generation;
+use crate::knowledge::{blocking, DEFAULT_COLLECTION};
+use crate::request::{self, GenRequest, Prompt};
 use crate::AppState;
 use hearth_runtime::Event;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/search", get(search))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/content", post(add_content))
-        .route("/api/v1/content/{id}", get(get_content).delete(delete_content))
-        .route("/api/v1/ingest", post(ingest))
-        .route("/api/v1/jobs/{id}", get(job))
-        .route("/search/ask", post(ask))
+/// The collection a route reads (`default` unless named).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct Collection {
+    collection: Option<String>,
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(search))
+        .routes(routes!(stats))
+        .routes(routes!(add_content))
+        .routes(routes!(get_content, delete_content))
+        .routes(routes!(ingest))
+        .routes(routes!(job))
+        .routes(routes!(ask))
 }
 
 /// The most a client may raise the per-file limit of an ingest to: extraction holds a whole
 /// file in memory.
 const MAX_INGEST_FILE_BYTES: i64 = 1 << 30;
 
-/// `POST /api/v1/ingest`: `{paths, sync?, tags?, include?, exclude?, max_bytes?,
-/// json_text_field?, collection?}`, paths relative to the configured ingest folder. Answers
-/// 202 with the job's id at once; the job runs in the background (`GET /api/v1/jobs/{id}`
-/// shows its progress) and a restarted server resumes it.
-async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+/// Ingest files under the server's `--kb-ingest-dir` as a background job: answers 202 with
+/// the job's id at once (`GET /api/v1/jobs/{id}` shows its progress); a restarted server
+/// resumes it.
+#[utoipa::path(post, path = "/api/v1/ingest", tag = "knowledge", request_body = IngestRequest,
+    responses((status = 202, body = IngestAccepted), Errors))]
+async fn ingest(State(state): State<AppState>, Body(body): Body<IngestRequest>) -> Result<Response, ApiError> {
     let Some(root) = &state.cfg.kb_ingest_dir else {
         return Err(ApiError::bad_request("ingesting server files is disabled: start the server with --kb-ingest-dir"));
     };
     let root = root.canonicalize().map_err(|e| ApiError::internal(format!("the ingest folder {}: {e}", root.display())))?;
-    let mut f = Fields::new(body);
-    let paths =
-        f.strings("paths")?.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::invalid("paths", "`paths` must list at least one path"))?;
-    let sync = f.bool("sync")?.unwrap_or(false);
+    let paths = body.paths;
+    if paths.is_empty() {
+        return Err(ApiError::invalid("paths", "`paths` must not be empty"));
+    }
     let defaults = hearth_kb::IngestOptions::default();
-    let json_text_field = match f.string("json_text_field")? {
+    let json_text_field = match body.json_text_field {
         Some(name) if name.is_empty() => return Err(ApiError::invalid("json_text_field", "`json_text_field` must name a field")),
         Some(name) => name,
         None => defaults.json_text_field.clone(),
     };
     let options = hearth_kb::IngestOptions {
-        tags: f.strings("tags")?.unwrap_or_default(),
-        include: f.strings("include")?.unwrap_or_default(),
-        exclude: f.strings("exclude")?.unwrap_or_default(),
-        max_bytes: f.int("max_bytes", 1..=MAX_INGEST_FILE_BYTES)?.map_or(defaults.max_bytes, |n| n as u64),
+        tags: body.tags.unwrap_or_default(),
+        include: body.include.unwrap_or_default(),
+        exclude: body.exclude.unwrap_or_default(),
+        max_bytes: in_range("max_bytes", body.max_bytes, 1..=MAX_INGEST_FILE_BYTES)?.map_or(defaults.max_bytes, |n| n as u64),
         json_text_field,
         ..defaults
     };
-    let collection = f.string("collection")?.unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
-    f.finish()?;
+    let sync = body.sync.unwrap_or(false);
+    let collection = body.collection.unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
     // Only what lies inside the folder, after resolving `..` and links.
     let mut resolved = Vec::with_capacity(paths.len());
     for (i, p) in paths.iter().enumerate() {
@@ -83,24 +97,28 @@ async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> 
     let id = blocking(move || kb2.create_job(&spec2)).await?;
     tokio::task::spawn_blocking(move || {
         if let Err(e) = kb.execute(id, &spec, &|_| {}) {
-            eprintln!("knowledge base job {id}: {e}");
+            tracing::error!(job = %id, "knowledge base job failed: {e}");
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(json!({"job_id": id, "collection": collection, "state": "running"}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(IngestAccepted { job_id: id, collection, state: "running" })).into_response())
 }
 
-async fn job(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+/// An ingest job's state and progress.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "knowledge", params(("id" = i64, Path), Collection),
+    responses((status = 200, body = Job), Errors))]
+async fn job(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Job>, ApiError> {
     // Parsed here so a bad id gets the API's error body, not axum's plain-text rejection.
     let id: i64 = id.parse().map_err(|_| ApiError::invalid("id", format!("job ids are integers, got {id:?}")))?;
     let kb = state.knowledge.collection(&collection_param(q)?).await?;
     let job = blocking(move || kb.store().job(id)).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(Json(
-        json!({"job_id": job.id, "kind": job.kind, "state": job.state, "report": job.report, "created_at": job.created_at, "updated_at": job.updated_at}),
-    ))
+    Ok(Json(Job {
+        job_id: job.id,
+        kind: job.kind,
+        state: job.state,
+        report: serde_json::to_value(job.report).unwrap_or_default(),
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+    }))
 }
 
 /// Query parameters, each checked; repeated `tag` and `content_type` are allowed.
@@ -154,32 +172,52 @@ fn parse_mode(name: &str, v: &str) -> Result<Mode, ApiError> {
     v.parse().map_err(|e: hearth_kb::KbError| ApiError::invalid(name, e.to_string()))
 }
 
-async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Health, with the default collection's document and chunk counts.
+#[utoipa::path(get, path = "/api/v1/health", tag = "knowledge", responses((status = 200, body = KbHealth), Errors))]
+async fn health(State(state): State<AppState>) -> Result<Json<KbHealth>, ApiError> {
     let collections = state.knowledge.collections();
-    // Before any content there is nothing to open: the counts are zero.
-    let (documents, chunks) = if collections.iter().any(|c| c == DEFAULT_COLLECTION) {
-        let kb = state.knowledge.collection(DEFAULT_COLLECTION).await?;
-        let stats = blocking(move || kb.stats()).await?;
-        (stats.documents, stats.chunks)
-    } else {
-        (0, 0)
+    let stats = match state.knowledge.collection_or_empty(DEFAULT_COLLECTION).await? {
+        Some(kb) => blocking(move || kb.stats()).await?,
+        None => Stats::default(),
     };
-    Ok(Json(json!({"status": "healthy", "source": "hearth", "documents": documents, "chunks": chunks, "collections": collections})))
+    Ok(Json(KbHealth { status: "healthy", source: "hearth", documents: stats.documents, chunks: stats.chunks, collections }))
 }
 
-async fn stats(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+/// Documents, chunks and content types of a collection.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "knowledge", params(Collection), responses((status = 200, body = StatsResponse), Errors))]
+async fn stats(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<StatsResponse>, ApiError> {
     let q = Params(q);
     q.only(&["collection"])?;
-    let kb = state.knowledge.collection(&q.collection()?).await?;
-    let stats = blocking(move || kb.stats()).await?;
-    let types: Map<String, Value> = stats.content_types.iter().map(|(t, n)| (t.clone(), json!(n))).collect();
-    Ok(Json(json!({
-        "total_documents": stats.documents, "total_chunks": stats.chunks, "embedded_chunks": stats.embedded_chunks,
-        "sources": stats.sources, "bytes": stats.bytes, "content_types": types, "source": "hearth",
-    })))
+    let stats = match state.knowledge.collection_or_empty(&q.collection()?).await? {
+        Some(kb) => blocking(move || kb.stats()).await?,
+        None => Stats::default(),
+    };
+    Ok(Json(StatsResponse {
+        total_documents: stats.documents,
+        total_chunks: stats.chunks,
+        embedded_chunks: stats.embedded_chunks,
+        sources: stats.sources,
+        bytes: stats.bytes,
+        content_types: stats.content_types.into_iter().collect(),
+        source: "hearth",
+    }))
 }
 
-async fn search(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+/// Search a collection.
+#[utoipa::path(get, path = "/api/v1/search", tag = "knowledge", params(
+    ("q" = String, Query, description = "The query (or `query`)"),
+    ("limit" = Option<usize>, Query, description = "In [1, 1000]"),
+    ("mode" = Option<String>, Query, description = "`bm25`, `vector` or `hybrid`"),
+    ("rerank" = Option<bool>, Query),
+    ("tag" = Option<Vec<String>>, Query, description = "Repeatable"),
+    ("content_type" = Option<Vec<String>>, Query, description = "Repeatable"),
+    ("document" = Option<Vec<String>>, Query, description = "Repeatable"),
+    ("bm25_weight" = Option<f32>, Query, description = "In [0, 100]"),
+    ("vector_weight" = Option<f32>, Query, description = "In [0, 100]"),
+    Collection,
+), responses((status = 200, body = SearchResponse), Errors))]
+
+async fn search(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<SearchResponse>, ApiError> {
     let q = Params(q);
     q.only(&["q", "query", "limit", "mode", "rerank", "collection", "tag", "content_type", "document", "bm25_weight", "vector_weight"])?;
     let query = match (q.one("q")?, q.one("query")?) {
@@ -204,36 +242,37 @@ async fn search(State(state): State<AppState>, Query(q): Query<Vec<(String, Stri
         opts.vector_weight = parse_num("vector_weight", v, 0.0..=100.0)?;
     }
     opts.filters = Filters { tags: q.all("tag"), content_types: q.all("content_type"), documents: q.all("document") };
-    let kb = state.knowledge.collection(&q.collection()?).await?;
-    let reranker = if opts.rerank { Some(state.knowledge.reranker().await?) } else { None };
-    let q2 = query.clone();
-    let hits = blocking(move || kb.search(&q2, &opts, reranker.as_deref())).await?;
-    let results: Vec<Value> = hits.iter().map(hit_json).collect();
-    Ok(Json(json!({"results": results, "query": query, "total": results.len(), "source": "hearth"})))
+    let hits = match state.knowledge.collection_or_empty(&q.collection()?).await? {
+        Some(kb) => {
+            let reranker = if opts.rerank { Some(state.knowledge.reranker().await?) } else { None };
+            let q2 = query.clone();
+            blocking(move || kb.search(&q2, &opts, reranker.as_deref())).await?
+        }
+        None => Vec::new(),
+    };
+    let results: Vec<api::Hit> = hits.iter().map(api::Hit::from).collect();
+    Ok(Json(SearchResponse { total: results.len(), results, query, source: "hearth" }))
 }
 
 /// One posted item: `text` (or `content`), optional `id`, `title`, `content_type`, `tags`, `url`.
-fn content_item(map: Map<String, Value>, collection: &mut Option<String>) -> Result<NewContent, ApiError> {
-    let mut f = Fields::new(map);
-    let text = match (f.string("text")?, f.string("content")?) {
+fn content_item(body: NewContentRequest, collection: &mut Option<String>) -> Result<NewContent, ApiError> {
+    let text = match (body.text, body.content) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("content", "give `text` or `content`, not both")),
         (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => return Err(f.missing("text")),
+        (None, None) => return Err(ApiError::invalid("text", "`text` is required")),
     };
-    let item = NewContent {
-        id: f.string("id")?,
-        title: f.string("title")?,
-        content_type: f.string("content_type")?,
-        tags: f.strings("tags")?.unwrap_or_default(),
-        source: f.string("url")?,
+    if body.collection.is_some() {
+        *collection = body.collection;
+    }
+    Ok(NewContent {
+        id: body.id,
+        title: body.title,
+        content_type: body.content_type,
+        tags: body.tags.unwrap_or_default(),
+        source: body.url,
         text,
         bytes: None,
-    };
-    if let Some(c) = f.string("collection")? {
-        *collection = Some(c);
-    }
-    f.finish()?;
-    Ok(item)
+    })
 }
 
 /// A multipart upload: a `file` part (its name's extension gives the type unless
@@ -276,6 +315,11 @@ async fn multipart_item(mut form: Multipart, collection: &mut Option<String>) ->
     Ok(item)
 }
 
+/// Add content: JSON, or a multipart file upload (its extension gives the type unless
+/// `content_type` says); 201, or 200 when the same content was there.
+#[utoipa::path(post, path = "/api/v1/content", tag = "knowledge",
+    request_body(content((NewContentRequest = "application/json"), (UploadForm = "multipart/form-data"))),
+    responses((status = 201, body = ContentAdded), (status = 200, description = "Unchanged", body = ContentAdded), Errors))]
 async fn add_content(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let is_multipart =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"));
@@ -284,7 +328,7 @@ async fn add_content(State(state): State<AppState>, req: Request) -> Result<Resp
         let form = Multipart::from_request(req, &()).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
         multipart_item(form, &mut collection).await?
     } else {
-        let JsonObject(body) = JsonObject::from_request(req, &()).await?;
+        let Body(body) = Body::<NewContentRequest>::from_request(req, &()).await?;
         content_item(body, &mut collection)?
     };
     let kb = state.knowledge.collection_to_write(collection.as_deref().unwrap_or(DEFAULT_COLLECTION)).await?;
@@ -293,8 +337,14 @@ async fn add_content(State(state): State<AppState>, req: Request) -> Result<Resp
         return Err(ApiError::bad_request(e.message.clone()));
     }
     let status = if report.added > 0 { StatusCode::CREATED } else { StatusCode::OK };
-    let id = report.document_ids.first().cloned();
-    Ok((status, Json(json!({"content_id": id, "document_ids": report.document_ids, "chunks": report.chunks, "unchanged": report.unchanged > 0, "source": "hearth"}))).into_response())
+    let added = ContentAdded {
+        content_id: report.document_ids.first().cloned(),
+        document_ids: report.document_ids,
+        chunks: report.chunks,
+        unchanged: report.unchanged > 0,
+        source: "hearth",
+    };
+    Ok((status, Json(added)).into_response())
 }
 
 fn collection_param(q: Vec<(String, String)>) -> Result<String, ApiError> {
@@ -303,32 +353,46 @@ fn collection_param(q: Vec<(String, String)>) -> Result<String, ApiError> {
     q.collection()
 }
 
+/// One document with its extracted text.
+#[utoipa::path(get, path = "/api/v1/content/{id}", tag = "knowledge", params(("id" = String, Path), Collection),
+    responses((status = 200, body = Document), Errors))]
 async fn get_content(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Document>, ApiError> {
     let kb = state.knowledge.collection(&collection_param(q)?).await?;
     let found = blocking(move || kb.document(&id)).await?;
     let (doc, text) = found.ok_or_else(|| ApiError::not_found("no content with that id"))?;
-    Ok(Json(json!({
-        "content_id": doc.id, "title": doc.title, "content_type": doc.content_type, "source": doc.source, "key": doc.key,
-        "tags": doc.tags, "content_hash": doc.content_hash, "chunks": doc.chunk_count, "created_at": doc.created_at,
-        "updated_at": doc.updated_at, "text": text,
-    })))
+    Ok(Json(Document {
+        content_id: doc.id,
+        title: doc.title,
+        content_type: doc.content_type,
+        source: doc.source,
+        key: doc.key,
+        tags: doc.tags,
+        content_hash: doc.content_hash,
+        chunks: doc.chunk_count,
+        created_at: doc.created_at,
+        updated_at: doc.updated_at,
+        text,
+    }))
 }
 
+/// Remove a document.
+#[utoipa::path(delete, path = "/api/v1/content/{id}", tag = "knowledge", params(("id" = String, Path), Collection),
+    responses((status = 200, body = ContentDeleted), Errors))]
 async fn delete_content(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ContentDeleted>, ApiError> {
     let kb = state.knowledge.collection(&collection_param(q)?).await?;
     let id2 = id.clone();
     if !blocking(move || kb.delete(&id2)).await? {
         return Err(ApiError::not_found("no content with that id"));
     }
-    Ok(Json(json!({"deleted": true, "content_id": id})))
+    Ok(Json(ContentDeleted { deleted: true, content_id: id }))
 }
 
 /// Retrieval options of `knowledge_base` (a collection name, or an object).
@@ -337,26 +401,23 @@ pub struct RagOptions {
     pub search: SearchOptions,
 }
 
-pub fn rag_options(v: Value) -> Result<RagOptions, ApiError> {
+pub fn rag_options(v: StringOr<KnowledgeBaseOptions>) -> Result<RagOptions, ApiError> {
+    rag_options_at(v, "knowledge_base.")
+}
+
+/// `prefix` names the options' object in errors.
+fn rag_options_at(v: StringOr<KnowledgeBaseOptions>, prefix: &str) -> Result<RagOptions, ApiError> {
     let mut search = SearchOptions { limit: 5, ..Default::default() };
-    match v {
-        Value::String(collection) => Ok(RagOptions { collection, search }),
-        Value::Object(map) => {
-            let mut f = Fields::nested(map, "knowledge_base");
-            let collection = f.string("collection")?.unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
-            search.limit = f.int("limit", 1..=50)?.map_or(search.limit, |n| n as usize);
-            if let Some(m) = f.string("mode")? {
-                search.mode = parse_mode("knowledge_base.mode", &m)?;
-            }
-            search.rerank = f.bool("rerank")?.unwrap_or(false);
-            f.finish()?;
-            Ok(RagOptions { collection, search })
-        }
-        other => Err(ApiError::invalid(
-            "knowledge_base",
-            format!("`knowledge_base` must be a collection name or an object, got {}", describe(&other)),
-        )),
+    let o = match v {
+        StringOr::String(collection) => return Ok(RagOptions { collection, search }),
+        StringOr::Other(o) => o,
+    };
+    search.limit = in_range(&format!("{prefix}limit"), o.limit, 1..=50)?.map_or(search.limit, |n| n as usize);
+    if let Some(m) = o.mode {
+        search.mode = parse_mode(&format!("{prefix}mode"), &m)?;
     }
+    search.rerank = o.rerank.unwrap_or(false);
+    Ok(RagOptions { collection: o.collection.unwrap_or_else(|| DEFAULT_COLLECTION.to_string()), search })
 }
 
 /// Turns a chat request into one grounded in retrieved sources: the last user message is the
@@ -393,63 +454,36 @@ pub async fn augment(state: &AppState, req: &mut GenRequest, rag: RagOptions) ->
     Ok(prompt.sources)
 }
 
-pub fn citations_json(answer_text: &str, sources: &[Hit]) -> Value {
-    let cited = answer::cite(answer_text, sources);
-    json!({"citations": cited.citations, "unsupported": cited.unsupported, "invalid_markers": cited.invalid_markers})
-}
-
-/// What `/v1/chat/completions` adds under `knowledge_base`: the citations and the sources.
-pub fn grounding_json(answer_text: &str, sources: &[Hit]) -> Value {
-    let mut out = citations_json(answer_text, sources);
-    out["sources"] = sources.iter().map(hit_json).collect();
-    out
-}
-
-/// `POST /search/ask`: `{question, collection?, model?, limit?, mode?, rerank?, max_tokens?,
-/// temperature?, stream?}`.
-async fn ask(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
-    let mut f = Fields::new(body);
-    let question = match (f.string("question")?, f.string("query")?) {
+/// Answer a question from a collection, with citations; server-sent events when `stream`.
+#[utoipa::path(post, path = "/search/ask", tag = "knowledge", request_body = AskRequest, responses(
+    (status = 200, content((AskResponse = "application/json"), (AskEvent = "text/event-stream"))),
+    ModelErrors,
+))]
+async fn ask(State(state): State<AppState>, Body(body): Body<AskRequest>) -> Result<Response, ApiError> {
+    let question = match (body.question, body.query) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("query", "give `question` or `query`, not both")),
         (Some(q), None) | (None, Some(q)) if !q.trim().is_empty() => q,
         _ => return Err(ApiError::invalid("question", "`question` is required")),
     };
-    let mut rag = Map::new();
-    for key in ["collection", "limit", "mode", "rerank"] {
-        if let Some(v) = f.take(key) {
-            rag.insert(key.to_string(), v);
-        }
-    }
-    let model = f.string("model")?;
-    let max_tokens = f.int("max_tokens", 1..=1 << 16)?.map(|n| n as usize);
-    let temperature = f.number("temperature", |x| (0.0..=2.0).contains(&x), "a number in [0, 2]")?.unwrap_or(0.0) as f32;
-    let stream = f.bool("stream")?.unwrap_or(false);
-    f.finish()?;
-    let rag = rag_options(Value::Object(rag))
-        .map_err(|e| ApiError { param: e.param.map(|p| p.trim_start_matches("knowledge_base.").to_string()), ..e })?;
-    let mut req = GenRequest {
-        model,
-        prompt: Prompt::Chat(vec![json!({"role": "user", "content": question})]),
-        max_tokens,
-        sampling: hearth_runtime::SamplingParams { temperature, ..Default::default() },
-        stop: Vec::new(),
-        n: 1,
-        logprobs: None,
-        stream,
-        include_usage: false,
-    };
+    let options = KnowledgeBaseOptions { collection: body.collection, limit: body.limit, mode: body.mode, rerank: body.rerank };
+    let rag = rag_options_at(StringOr::Other(options), "")?;
+    let stream = body.stream.unwrap_or(false);
+    let max_tokens = in_range("max_tokens", body.max_tokens, 1..=1 << 16)?;
+    let mut req = request::question(body.model, question.clone(), max_tokens, body.temperature)?;
     let sources = augment(&state, &mut req, rag).await?;
     let mut started = generation::start(&state, req, "ask").await?;
-    let sources_json: Vec<Value> = sources.iter().map(hit_json).collect();
+    let hits = || sources.iter().map(api::Hit::from).collect::<Vec<_>>();
     if !stream {
         let (choices, usage) = generation::collect(&mut started).await?;
-        let text = choices.into_iter().next().map(|c| c.text).unwrap_or_default();
-        let mut out = json!({"question": question, "answer": text, "sources": sources_json, "model": started.resident.id, "usage": usage_json(&usage)});
-        merge(&mut out, citations_json(&text, &sources));
-        return Ok(Json(out).into_response());
+        let answer = choices.into_iter().next().map(|c| c.text).unwrap_or_default();
+        let citations = Citations::of(&answer, &sources);
+        let usage = generation::usage(&usage);
+        return Ok(
+            Json(AskResponse { question, sources: hits(), model: started.resident.id.clone(), usage, citations, answer }).into_response()
+        );
     }
     // Sources first, then tokens, then the answer's citations.
-    let head = json!({"type": "sources", "sources": sources_json}).to_string();
+    let head = AskEvent::Sources { sources: hits() };
     let body = stream::unfold((started, String::new(), false), move |(mut started, mut text, done)| {
         let sources = sources.clone();
         async move {
@@ -459,24 +493,24 @@ async fn ask(State(state): State<AppState>, JsonObject(body): JsonObject) -> Res
             match started.events.recv().await {
                 Some(Event::Token { text: t, .. }) => {
                     text.push_str(&t);
-                    Some((json!({"type": "token", "text": t}).to_string(), (started, text, false)))
+                    Some((AskEvent::Token { text: t }, (started, text, false)))
                 }
                 Some(Event::Finished { usage, .. }) => {
-                    let mut last = json!({"type": "done", "answer": text, "usage": usage_json(&usage)});
-                    merge(&mut last, citations_json(&text, &sources));
-                    Some((last.to_string(), (started, text, true)))
+                    let last = AskEvent::Done {
+                        citations: Citations::of(&text, &sources),
+                        answer: text.clone(),
+                        usage: generation::usage(&usage),
+                    };
+                    Some((last, (started, text, true)))
                 }
-                Some(Event::Failed(e)) => Some((json!({"type": "error", "message": e.to_string()}).to_string(), (started, text, true))),
-                None => Some((json!({"type": "error", "message": "the model's scheduler stopped"}).to_string(), (started, text, true))),
+                failed @ (Some(Event::Failed(_)) | None) => {
+                    Some((AskEvent::Error { message: generation::failure(failed).message }, (started, text, true)))
+                }
             }
         }
     });
-    let events = stream::iter([head]).chain(body).map(|data| Ok::<_, Infallible>(SseEvent::default().data(data)));
+    let events = stream::iter([head])
+        .chain(body)
+        .map(|event| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&event).unwrap_or_default())));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
-}
-
-fn merge(into: &mut Value, from: Value) {
-    if let (Some(a), Value::Object(b)) = (into.as_object_mut(), from) {
-        a.extend(b);
-    }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use hearth_kb::answer::{self, Prompt};
 use hearth_kb::{Kb, KbError, SearchOptions, TextEmbedder, TextReranker};
-use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::models::{Encoder, EncoderKind, Models, ResidentEncoder};
@@ -97,6 +96,15 @@ impl Knowledge {
         self.open(name, false).await
     }
 
+    /// As `collection`, but the default collection before any content is there is `None`
+    /// (empty) rather than missing: clients of a fresh server read it before adding to it.
+    pub async fn collection_or_empty(&self, name: &str) -> Result<Option<Arc<Kb>>, ApiError> {
+        if name == DEFAULT_COLLECTION && !self.collections().iter().any(|c| c == name) {
+            return Ok(None);
+        }
+        self.collection(name).await.map(Some)
+    }
+
     /// The collection `name`, created if new: for routes that add content.
     pub async fn collection_to_write(&self, name: &str) -> Result<Arc<Kb>, ApiError> {
         self.open(name, true).await
@@ -146,15 +154,15 @@ impl Knowledge {
             let kb = match self.collection(&name).await {
                 Ok(kb) => kb,
                 Err(e) => {
-                    eprintln!("knowledge base {name}: {}", e.message);
+                    tracing::error!(collection = %name, "knowledge base: {}", e.message);
                     continue;
                 }
             };
             match blocking(move || kb.resume_jobs(&|_| {})).await {
                 Ok(done) => done.iter().for_each(|(id, r)| {
-                    eprintln!("knowledge base {name}: resumed job {id}: {} documents, {} chunks", r.documents, r.chunks)
+                    tracing::info!(collection = %name, job = %id, documents = r.documents, chunks = r.chunks, "knowledge base job resumed")
                 }),
-                Err(e) => eprintln!("knowledge base {name}: resuming jobs failed: {}", e.message),
+                Err(e) => tracing::error!(collection = %name, "knowledge base: resuming jobs failed: {}", e.message),
             }
         }
     }
@@ -177,30 +185,4 @@ impl Knowledge {
         })
         .await
     }
-}
-
-/// A search hit as the knowledge service's clients read it. `span` and `highlights` are byte
-/// ranges (of the document's text and of `chunk_text`); `char_span` and `char_highlights` are
-/// the same ranges in characters (Unicode scalar values), which is how most clients index
-/// strings. Each range is `{"start", "end"}`, as in citations.
-pub fn hit_json(h: &hearth_kb::Hit) -> Value {
-    json!({
-        "content_id": h.document.id,
-        "title": h.document.title,
-        "content_type": h.document.content_type,
-        "score": h.score,
-        "chunk_text": h.chunk.text,
-        "chunk_id": h.chunk.id,
-        "chunk_index": h.chunk.index,
-        "section": h.chunk.section,
-        "page": h.chunk.page,
-        "span": h.chunk.span,
-        "char_span": h.chunk.char_span,
-        "highlights": h.highlights,
-        "char_highlights": h.char_highlights,
-        "source": h.document.source,
-        "tags": h.document.tags,
-        "bm25_rank": h.bm25_rank,
-        "vector_rank": h.vector_rank,
-    })
 }

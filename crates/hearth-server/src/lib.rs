@@ -4,12 +4,12 @@
 //! continuously batching `hearth_runtime::Scheduler` on its own thread.
 
 mod admin;
+mod api;
 mod chat_api;
 pub mod config;
 mod docs;
 mod embeddings;
 mod error;
-mod fields;
 mod generation;
 mod kb_api;
 mod knowledge;
@@ -31,10 +31,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::{ServeOptions, ServerConfig};
 use error::ApiError;
@@ -114,7 +116,7 @@ async fn expire_idle_models(models: Arc<Models>) {
 /// Runs `hearth serve` until Ctrl-C or SIGTERM.
 pub async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     let server = Server::bind(cfg).await?;
-    eprintln!("hearth serving on http://{} (docs at /docs)", server.local_addr()?);
+    tracing::info!("hearth serving on http://{} (docs at /docs)", server.local_addr()?);
     server.run_until(shutdown_signal()).await
 }
 
@@ -132,24 +134,35 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    eprintln!("shutting down: finishing in-flight requests");
+    tracing::info!("shutting down: finishing in-flight requests");
 }
 
-fn router(state: AppState) -> Router {
-    let protected = Router::new()
+/// Every route the key guards, each documented as it is routed: the one list both the router
+/// and `/openapi.json` are built from.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(openai::routes())
         .merge(embeddings::routes())
         .merge(chat_api::routes())
         .merge(store_api::routes())
         .merge(kb_api::routes())
         .merge(admin::routes())
-        .route("/metrics", get(metrics_text))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .routes(routes!(metrics_text))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, doc) = api().split_for_parts();
+    docs::finish(doc)
+}
+
+fn router(state: AppState) -> Router {
+    let (protected, doc) = api().route_layer(middleware::from_fn_with_state(state.clone(), require_key)).split_for_parts();
+    let (open, _) = OpenApiRouter::new().routes(routes!(health)).split_for_parts();
     let mut app = Router::new()
         .merge(protected)
-        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/openapi.json", get(docs::openapi))
-        .route("/docs", get(docs::swagger_ui))
+        .merge(open)
+        .merge(docs::viewers(docs::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests));
@@ -157,6 +170,17 @@ fn router(state: AppState) -> Router {
         app = app.layer(cors);
     }
     app.with_state(state)
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// Liveness (no key needed).
+#[utoipa::path(get, path = "/health", tag = "server", security(()), responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -210,6 +234,8 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     res
 }
 
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "server", responses((status = 200, content_type = "text/plain", body = String), api::Errors))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let residents = state.models.residents();
     let snapshots: Vec<ResidentSnapshot<'_>> =

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_engine::{LoadOptions, LoadedModel};
-use hearth_runtime::Scheduler;
+use hearth_runtime::{SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
 use hearth_store::{InUseGuard, ModelRecord, PullRequest, Store, StoreError};
 
 use crate::config::ServerConfig;
@@ -26,6 +26,9 @@ pub struct Resident {
     pub model: Arc<LoadedModel>,
     /// KV-cache tokens per sequence.
     pub context: usize,
+    /// Sampling for what a request leaves out: the operator's settings, then the model's own,
+    /// then llama.cpp's (every field set).
+    pub sampling: SamplingDefaults,
     pub scheduler: Scheduler,
     pub weight_bytes: usize,
     last_used: Mutex<Instant>,
@@ -264,7 +267,7 @@ impl Models {
         let spec = self.cfg.models.iter().find(|m| m.id == id).map_or(id, |m| m.spec.as_str());
         let Ok(req) = PullRequest::new(spec) else { return Err(missing) };
         let store = self.store()?;
-        eprintln!("{spec} is not in the cache: pulling it from the Hub");
+        tracing::info!(model = spec, "not in the cache: pulling it from the Hub");
         tokio::task::spawn_blocking(move || store.pull(&req, &|_| {}))
             .await
             .map_err(|e| ApiError::internal(format!("the pull stopped: {e}")))?
@@ -354,10 +357,23 @@ impl Models {
         // The thread holds its own reference; this one serves tokenization and templates.
         let model = scheduler.model().clone();
         let context = scheduler.context();
+        let sampling = self.cfg.sampling.or(model.sampling).or(LLAMA_CPP_SAMPLING);
+        tracing::info!(
+            model = id,
+            path = %located.path.display(),
+            context,
+            temperature = sampling.temperature,
+            top_p = sampling.top_p,
+            top_k = sampling.top_k,
+            min_p = sampling.min_p,
+            repetition_penalty = sampling.repetition_penalty,
+            "model loaded; sampling defaults for what requests leave out"
+        );
         Ok(Resident {
             id: id.to_string(),
             model,
             context,
+            sampling,
             scheduler,
             weight_bytes,
             last_used: Mutex::new(Instant::now()),

@@ -6,107 +6,169 @@ use std::convert::Infallible;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
 use hearth_kb::Hit;
 use hearth_runtime::TokenLogprob;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::knowledge::Grounding;
+use crate::api::openai::{
+    self as api, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionRequest, Chunk, Completion, CompletionRequest, Delta, Model,
+    ModelList, Role, TextChoice,
+};
+use crate::api::{Body, Errors, ModelErrors};
 use crate::error::ApiError;
-use crate::fields::JsonObject;
-use crate::generation::{self, add_usage, chat_logprobs, completion_logprobs, finish_str, usage_json, Started};
+use crate::generation::{self, add_usage, chat_logprobs, completion_logprobs, finish_str, Started};
 use crate::kb_api;
-use crate::request::{self, Endpoint};
+use crate::models::Resident;
+use crate::request::{self, GenRequest, Prompt};
 use crate::AppState;
 use hearth_runtime::{Event, Usage};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{id}", get(get_model))
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_models))
+        .routes(routes!(get_model))
+        .routes(routes!(chat_completions))
+        .routes(routes!(completions))
 }
 
-fn model_object(id: &str) -> Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": "hearth"})
+/// List models: configured, registered and in the store.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, body = ModelList), Errors))]
+async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList { object: "list", data: state.models.known_ids().into_iter().map(Model::new).collect() })
 }
 
-async fn list_models(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state.models.known_ids().iter().map(|id| model_object(id)).collect();
-    Json(json!({"object": "list", "data": data}))
-}
-
-async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    if state.models.known_ids().contains(&id) || state.models.locate(&id).is_ok() {
-        Ok(Json(model_object(&id)))
+/// One model; once loaded, with the sampling defaults in force.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, body = Model), Errors))]
+async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
+    if let Some(r) = state.models.resident(&id) {
+        Ok(Json(Model { sampling_defaults: Some(r.sampling.into()), ..Model::new(id) }))
+    } else if state.models.known_ids().contains(&id) || state.models.locate(&id).is_ok() {
+        Ok(Json(Model::new(id)))
     } else {
         Err(ApiError::model_not_found(&id))
     }
 }
 
-async fn chat_completions(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
-    complete(state, body, Endpoint::Chat).await
-}
-
-async fn completions(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
-    complete(state, body, Endpoint::Completion).await
-}
-
-async fn complete(state: AppState, mut body: serde_json::Map<String, Value>, endpoint: Endpoint) -> Result<Response, ApiError> {
+/// Chat completion; server-sent chunks when `stream`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatCompletionRequest, responses(
+    (status = 200, content((Completion<ChatChoice> = "application/json"), (Chunk<ChatChunkChoice> = "text/event-stream"))),
+    ModelErrors,
+))]
+async fn chat_completions(State(state): State<AppState>, Body(body): Body<ChatCompletionRequest>) -> Result<Response, ApiError> {
     // Hearth's extension: answer from a knowledge-base collection, with citations.
-    let rag = body.remove("knowledge_base").map(kb_api::rag_options).transpose()?;
-    let mut req = request::parse(body, endpoint)?;
-    let (streaming, include_usage) = (req.stream, req.include_usage);
-    let chat = endpoint == Endpoint::Chat;
+    let rag = body.knowledge_base.clone().map(kb_api::rag_options).transpose()?;
+    let mut req = request::chat(body)?;
     let sources = match rag {
         None => None,
-        Some(_) if !chat => return Err(ApiError::invalid("knowledge_base", "`knowledge_base` is for /v1/chat/completions")),
         Some(rag) => Some(kb_api::augment(&state, &mut req, rag).await?),
     };
-    let mut started = generation::start(&state, req, if chat { "chatcmpl" } else { "cmpl" }).await?;
-    if streaming {
-        return Ok(sse(started, chat, include_usage, sources).into_response());
+    complete(state, req, true, sources).await
+}
+
+/// Text completion of one prompt or several; server-sent chunks when `stream`.
+#[utoipa::path(post, path = "/v1/completions", tag = "openai", request_body = CompletionRequest, responses(
+    (status = 200, content((Completion<TextChoice> = "application/json"), (Chunk<TextChoice> = "text/event-stream"))),
+    ModelErrors,
+))]
+async fn completions(State(state): State<AppState>, Body(body): Body<CompletionRequest>) -> Result<Response, ApiError> {
+    complete(state, request::completion(body)?, false, None).await
+}
+
+async fn complete(state: AppState, mut req: GenRequest, chat: bool, sources: Option<Vec<Hit>>) -> Result<Response, ApiError> {
+    let (streaming, include_usage) = (req.stream, req.include_usage);
+    // Each prompt of a batch is its own job; their choices follow in prompt order.
+    let prompts: Vec<Prompt> = std::iter::once(req.prompt.clone()).chain(std::mem::take(&mut req.more_prompts)).collect();
+    let mut jobs = Vec::with_capacity(prompts.len());
+    for prompt in prompts {
+        let echo = req.echo.then(|| prompt.clone());
+        let started = generation::start(&state, GenRequest { prompt, ..req.clone() }, if chat { "chatcmpl" } else { "cmpl" }).await?;
+        let echo = echo.map_or(String::new(), |p| echo_text(&started.resident, &p));
+        jobs.push(Job { started, echo });
     }
-    let (choices, usage) = generation::collect(&mut started).await?;
-    let r = &started.resident;
-    let choices: Vec<Value> = choices
-        .iter()
-        .enumerate()
-        .map(|(index, c)| {
-            let finish = c.finish.map(finish_str);
+    if streaming {
+        return Ok(sse(jobs, chat, include_usage, sources).into_response());
+    }
+    let mut chat_choices = Vec::new();
+    let mut text_choices = Vec::new();
+    let mut usage = Usage::default();
+    for (p, job) in jobs.iter_mut().enumerate() {
+        let (done, job_usage) = generation::collect(&mut job.started).await?;
+        sum_usage(&mut usage, job_usage);
+        let r = &job.started.resident;
+        for (i, c) in done.into_iter().enumerate() {
+            let index = p * job.started.n + i;
+            let finish_reason = c.finish.map(finish_str);
             if chat {
                 let logprobs = (!c.logprobs.is_empty()).then(|| chat_logprobs(r, &c.logprobs));
-                json!({"index": index, "message": {"role": "assistant", "content": c.text}, "logprobs": logprobs, "finish_reason": finish})
+                let message = AssistantMessage { role: Role::Assistant, content: c.text };
+                chat_choices.push(ChatChoice { index, message, logprobs, finish_reason });
             } else {
                 let logprobs = (!c.logprobs.is_empty()).then(|| completion_logprobs(r, &c.logprobs, 0));
-                json!({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": finish})
+                text_choices.push(TextChoice { index, text: format!("{}{}", job.echo, c.text), logprobs, finish_reason });
             }
-        })
-        .collect();
-    let object = if chat { "chat.completion" } else { "text_completion" };
-    let mut out = json!({
-        "id": started.id, "object": object, "created": started.created, "model": r.id,
-        "system_fingerprint": null, "choices": choices, "usage": usage_json(&usage),
-    });
-    if let Some(sources) = sources {
-        out["knowledge_base"] = kb_api::grounding_json(&choices_text(&out), &sources);
+        }
     }
-    Ok(Json(out).into_response())
+    let first = &jobs[0].started;
+    let usage = generation::usage(&usage);
+    if !chat {
+        return Ok(Json(completion(first, "text_completion", text_choices, usage, None)).into_response());
+    }
+    let answer = chat_choices.first().map(|c| c.message.content.clone()).unwrap_or_default();
+    let grounding = sources.map(|s| Grounding::of(&answer, &s));
+    Ok(Json(completion(first, "chat.completion", chat_choices, usage, grounding)).into_response())
 }
 
-/// The first choice's message text.
-fn choices_text(response: &Value) -> String {
-    response["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
+fn completion<C>(first: &Started, object: &'static str, choices: Vec<C>, usage: api::Usage, grounding: Option<Grounding>) -> Completion<C> {
+    Completion {
+        id: first.id.clone(),
+        object,
+        created: first.created,
+        model: first.resident.id.clone(),
+        system_fingerprint: None,
+        choices,
+        usage,
+        knowledge_base: grounding,
+    }
 }
 
-/// The state of one SSE response.
-struct Streaming {
+/// One prompt's job, and the text its choices start with (`echo`).
+struct Job {
     started: Started,
+    echo: String,
+}
+
+/// A prompt as `echo` repeats it.
+fn echo_text(resident: &Resident, prompt: &Prompt) -> String {
+    match prompt {
+        Prompt::Text(text) => text.clone(),
+        Prompt::Tokens(ids) => resident.model.tokenizer.decode(ids, false).unwrap_or_default(),
+        Prompt::Chat(_) => String::new(),
+    }
+}
+
+/// Adds one prompt's usage to a batch's: prompts and completions add up.
+fn sum_usage(total: &mut Usage, job: Usage) {
+    total.prompt_tokens += job.prompt_tokens;
+    total.cached_tokens += job.cached_tokens;
+    total.completion_tokens += job.completion_tokens;
+}
+
+/// The state of one SSE response. A batch's jobs run together; their events are sent one
+/// job after another (each job's channel holds its events meanwhile).
+struct Streaming {
+    jobs: Vec<Job>,
+    /// The job whose events are being sent, and its choices still open.
+    current: usize,
+    open: usize,
     chat: bool,
     include_usage: bool,
-    open: usize,
+    /// The current job's usage, and the finished jobs' total.
+    job_usage: Usage,
     usage: Usage,
     /// Per choice, bytes streamed so far (completions' `text_offset`).
     offsets: Vec<usize>,
@@ -117,25 +179,38 @@ struct Streaming {
 }
 
 impl Streaming {
-    fn chunk(&self, choices: Value) -> String {
-        let object = if self.chat { "chat.completion.chunk" } else { "text_completion" };
-        let s = &self.started;
-        json!({"id": s.id, "object": object, "created": s.created, "model": s.resident.id, "system_fingerprint": null, "choices": choices})
-            .to_string()
+    fn chunk<C>(&self, choices: Vec<C>) -> Chunk<C> {
+        let s = &self.jobs[0].started;
+        Chunk {
+            id: s.id.clone(),
+            object: if self.chat { "chat.completion.chunk" } else { "text_completion" },
+            created: s.created,
+            model: s.resident.id.clone(),
+            system_fingerprint: None,
+            choices,
+            usage: None,
+            knowledge_base: None,
+        }
+    }
+
+    /// The choice's index in the response: a batch numbers its jobs' choices in order.
+    fn index(&self, index: usize) -> usize {
+        self.current * self.jobs[0].started.n + index
     }
 
     fn token(&mut self, index: usize, text: String, logprob: Option<(u32, TokenLogprob)>) -> String {
-        let r = &self.started.resident;
+        let r = &self.jobs[self.current].started.resident;
         let lp: Vec<_> = logprob.into_iter().collect();
-        let choice = if self.chat {
-            let logprobs = (!lp.is_empty()).then(|| chat_logprobs(r, &lp));
-            json!({"index": index, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": null})
-        } else {
-            let logprobs = (!lp.is_empty()).then(|| completion_logprobs(r, &lp, self.offsets[index]));
-            json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": null})
-        };
+        let offset = self.offsets[index];
         self.offsets[index] += text.len();
-        self.chunk(json!([choice]))
+        if self.chat {
+            let logprobs = (!lp.is_empty()).then(|| chat_logprobs(r, &lp));
+            let delta = Delta { role: None, content: Some(text) };
+            data(self.chunk(vec![ChatChunkChoice { index, delta, logprobs, finish_reason: None }]))
+        } else {
+            let logprobs = (!lp.is_empty()).then(|| completion_logprobs(r, &lp, offset));
+            data(self.chunk(vec![TextChoice { index, text, logprobs, finish_reason: None }]))
+        }
     }
 
     /// The data lines one scheduler event turns into.
@@ -146,74 +221,100 @@ impl Streaming {
                 if text.is_empty() && logprob.is_none() {
                     return Vec::new();
                 }
+                let index = self.index(index);
                 if let (0, Some((_, answer))) = (index, &mut self.grounding) {
                     answer.push_str(&text);
                 }
                 vec![self.token(index, text, logprob)]
             }
             Some(Event::Finished { index, reason, usage }) => {
-                add_usage(&mut self.usage, usage);
+                add_usage(&mut self.job_usage, usage);
+                let index = self.index(index);
                 self.open -= 1;
-                let finish = finish_str(reason);
-                let choice = if self.chat {
-                    json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": finish})
+                let finish_reason = Some(finish_str(reason));
+                let mut out = vec![if self.chat {
+                    data(self.chunk(vec![ChatChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason }]))
                 } else {
-                    json!({"index": index, "text": "", "logprobs": null, "finish_reason": finish})
-                };
-                let mut out = vec![self.chunk(json!([choice]))];
+                    data(self.chunk(vec![TextChoice { index, text: String::new(), logprobs: None, finish_reason }]))
+                }];
                 if self.open == 0 {
+                    sum_usage(&mut self.usage, std::mem::take(&mut self.job_usage));
+                    if self.current + 1 < self.jobs.len() {
+                        self.current += 1;
+                        self.open = self.jobs[self.current].started.n;
+                        return out;
+                    }
                     if let Some((sources, answer)) = &self.grounding {
-                        let mut last: Value = serde_json::from_str(&self.chunk(json!([]))).unwrap_or_default();
-                        last["knowledge_base"] = kb_api::grounding_json(answer, sources);
-                        out.push(last.to_string());
+                        out.push(data(Chunk {
+                            knowledge_base: Some(Grounding::of(answer, sources)),
+                            ..self.chunk::<TextChoice>(Vec::new())
+                        }));
                     }
                     if self.include_usage {
-                        let mut last: Value = serde_json::from_str(&self.chunk(json!([]))).unwrap_or_default();
-                        last["usage"] = usage_json(&self.usage);
-                        out.push(last.to_string());
+                        out.push(data(Chunk { usage: Some(generation::usage(&self.usage)), ..self.chunk::<TextChoice>(Vec::new()) }));
                     }
                     out.push("[DONE]".into());
                     self.done = true;
                 }
                 out
             }
-            Some(Event::Failed(e)) => {
+            failed @ (Some(Event::Failed(_)) | None) => {
                 self.done = true;
-                vec![ApiError::from(e).body().to_string()]
-            }
-            None => {
-                self.done = true;
-                vec![ApiError::internal("the model's scheduler stopped").body().to_string()]
+                vec![data(generation::failure(failed).body())]
             }
         }
     }
 }
 
+fn data(chunk: impl Serialize) -> String {
+    serde_json::to_string(&chunk).unwrap_or_default()
+}
+
 /// Dropping this stream (the client went away) drops the event receiver, which frees the
 /// sequences at the scheduler's next step.
 fn sse(
-    started: Started,
+    jobs: Vec<Job>,
     chat: bool,
     include_usage: bool,
     sources: Option<Vec<Hit>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let n = started.n;
+    let n = jobs[0].started.n;
+    let choices = n * jobs.len();
     let grounding = sources.map(|s| (s, String::new()));
-    let st = Streaming { started, chat, include_usage, open: n, usage: Usage::default(), offsets: vec![0; n], done: false, grounding };
+    let st = Streaming {
+        jobs,
+        current: 0,
+        open: n,
+        chat,
+        include_usage,
+        job_usage: Usage::default(),
+        usage: Usage::default(),
+        offsets: vec![0; choices],
+        done: false,
+        grounding,
+    };
     let head: Vec<String> = if chat {
         (0..n)
             .map(|i| {
-                st.chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))
+                let delta = Delta { role: Some(Role::Assistant), content: Some(String::new()) };
+                data(st.chunk(vec![ChatChunkChoice { index: i, delta, logprobs: None, finish_reason: None }]))
             })
             .collect()
     } else {
-        Vec::new()
+        // `echo`: each choice starts with its prompt.
+        (0..choices)
+            .filter_map(|i| {
+                let echo = &st.jobs[i / n].echo;
+                let choice = TextChoice { index: i, text: echo.clone(), logprobs: None, finish_reason: None };
+                (!echo.is_empty()).then(|| data(st.chunk(vec![choice])))
+            })
+            .collect()
     };
     let body = stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
         }
-        let event = st.started.events.recv().await;
+        let event = st.jobs[st.current].started.events.recv().await;
         Some((st.on(event), st))
     });
     let events = stream::iter(head).chain(body.flat_map(stream::iter)).map(|data| Ok(SseEvent::default().data(data)));

@@ -1,29 +1,23 @@
-//! The generation request shared by `/v1/chat/completions`, `/v1/completions` and the chat
-//! backend's routes: every field parsed, range-checked and named in its error.
+//! From the typed generation requests (`/v1/chat/completions`, `/v1/completions`, the chat
+//! backend's routes, `/search/ask`) to the one request generation runs: ranges checked and
+//! named in their errors, and the engine's sampling parameters built in one place.
 
 use std::collections::HashMap;
 
-use hearth_runtime::SamplingParams;
-use serde_json::{json, Map, Value};
+use hearth_runtime::{SamplingDefaults, SamplingParams};
+use serde_json::{json, Value};
 
+use crate::api::backend::BackendChatRequest;
+use crate::api::openai::{ChatCompletionRequest, ChatMessage, CompletionRequest, Role, Sampling, StreamOptions};
+use crate::api::{in_range, texts_or_tokens, Result, StringOr, TextOrTokens};
 use crate::error::ApiError;
-use crate::fields::{describe, token_ids, Fields, Result};
 
 /// Most choices one request may ask for (they share a batch with everyone else's).
 pub const MAX_N: i64 = 16;
 /// Most alternatives reported per token.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Endpoint {
-    /// OpenAI chat: `messages`, `logprobs` a boolean plus `top_logprobs`.
-    Chat,
-    /// OpenAI completions: `prompt`, `logprobs` the number of alternatives.
-    Completion,
-    /// The chat backend (`/api/chat/*`): chat without `stream` (the route decides), and
-    /// `model` optional.
-    Backend,
-}
+/// Most prompts one completions request may batch.
+pub const MAX_PROMPTS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub enum Prompt {
@@ -37,8 +31,13 @@ pub enum Prompt {
 pub struct GenRequest {
     pub model: Option<String>,
     pub prompt: Prompt,
+    /// Completions' further prompts, each answered like `prompt` (OpenAI batches a list).
+    pub more_prompts: Vec<Prompt>,
+    /// Completions: each choice's text starts with its prompt.
+    pub echo: bool,
     pub max_tokens: Option<usize>,
-    pub sampling: SamplingParams,
+    /// As the request gave them; `sampling_params` makes the engine's.
+    pub sampling: Sampling,
     pub stop: Vec<String>,
     pub n: usize,
     /// Report log-probs with this many alternatives per token.
@@ -47,177 +46,163 @@ pub struct GenRequest {
     pub include_usage: bool,
 }
 
-pub fn parse(body: Map<String, Value>, endpoint: Endpoint) -> Result<GenRequest> {
-    let mut f = Fields::new(body);
-    let model = f.string("model")?;
-    if model.is_none() && endpoint != Endpoint::Backend {
-        return Err(f.missing("model"));
+impl GenRequest {
+    /// The checks every generation request gets; the endpoint fills in the rest.
+    fn new(model: Option<String>, prompts: Vec<Prompt>, sampling: Sampling, n: Option<i64>) -> Result<GenRequest> {
+        let s = &sampling;
+        let max_tokens = in_range("max_tokens", s.max_tokens, 1..=1 << 24)?;
+        let max_completion_tokens = in_range("max_completion_tokens", s.max_completion_tokens, 1..=1 << 24)?;
+        if max_tokens.is_some() && max_completion_tokens.is_some() {
+            return Err(ApiError::invalid("max_tokens", "give `max_tokens` or `max_completion_tokens`, not both"));
+        }
+        // Values some clients send by default; they change nothing here. Any other is refused.
+        if s.store == Some(true) {
+            return Err(ApiError::invalid("store", "this server does not store completions; `store` must be false"));
+        }
+        if let Some(tier) = s.service_tier.as_deref().filter(|t| !["auto", "default"].contains(t)) {
+            return Err(ApiError::invalid("service_tier", format!("`service_tier` must be \"auto\" or \"default\", got {tier:?}")));
+        }
+        // Checked now, so that a bad value is refused before the model loads.
+        sampling_params(s, SamplingDefaults::default())?;
+        let stop = s.stop.clone().map(stop_strings).transpose()?.unwrap_or_default();
+        let mut prompts = prompts.into_iter();
+        let prompt = prompts.next().ok_or_else(|| ApiError::invalid("prompt", "`prompt` must not be empty"))?;
+        Ok(GenRequest {
+            model,
+            prompt,
+            more_prompts: prompts.collect(),
+            echo: false,
+            max_tokens: max_tokens.or(max_completion_tokens).map(|m| m as usize),
+            sampling,
+            stop,
+            n: in_range("n", n, 1..=MAX_N)?.unwrap_or(1) as usize,
+            logprobs: None,
+            stream: false,
+            include_usage: false,
+        })
     }
-    let prompt = match endpoint {
-        Endpoint::Chat | Endpoint::Backend => Prompt::Chat(messages(f.take("messages").ok_or_else(|| f.missing("messages"))?)?),
-        Endpoint::Completion => completion_prompt(f.take("prompt").ok_or_else(|| f.missing("prompt"))?)?,
+
+    fn streaming(mut self, stream: Option<bool>, options: Option<StreamOptions>) -> Result<GenRequest> {
+        self.stream = stream.unwrap_or(false);
+        if options.is_some() && !self.stream {
+            return Err(ApiError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"));
+        }
+        self.include_usage = options.and_then(|o| o.include_usage).unwrap_or(false);
+        Ok(self)
+    }
+
+    /// Chat's `logprobs` (a boolean) and `top_logprobs`.
+    fn chat_logprobs(mut self, wanted: Option<bool>, top: Option<i64>) -> Result<GenRequest> {
+        let top = in_range("top_logprobs", top, 0..=MAX_TOP_LOGPROBS)?;
+        if top.is_some() && wanted != Some(true) {
+            return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true"));
+        }
+        self.logprobs = (wanted == Some(true)).then_some(top.unwrap_or(0) as usize);
+        Ok(self)
+    }
+}
+
+pub fn chat(req: ChatCompletionRequest) -> Result<GenRequest> {
+    let sampling = req.sampling();
+    GenRequest::new(Some(req.model), vec![Prompt::Chat(messages(req.messages)?)], sampling, req.n)?
+        .chat_logprobs(req.logprobs, req.top_logprobs)?
+        .streaming(req.stream, req.stream_options)
+}
+
+/// A chat-backend request: the chat fields for one reply, which the route streams or not.
+pub fn backend(req: BackendChatRequest) -> Result<GenRequest> {
+    let sampling = req.sampling();
+    let gen = GenRequest::new(req.model, vec![Prompt::Chat(messages(req.messages)?)], sampling, req.n)?
+        .chat_logprobs(req.logprobs, req.top_logprobs)?;
+    if gen.n != 1 {
+        return Err(ApiError::invalid("n", "the chat backend returns one message; use /v1/chat/completions for `n` > 1"));
+    }
+    Ok(gen)
+}
+
+pub fn completion(req: CompletionRequest) -> Result<GenRequest> {
+    let sampling = req.sampling();
+    let prompts = texts_or_tokens(req.prompt, "prompt")?;
+    if prompts.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid("prompt", format!("at most {MAX_PROMPTS} prompts per request")));
+    }
+    let prompts = prompts
+        .into_iter()
+        .map(|p| match p {
+            TextOrTokens::Text(s) => Prompt::Text(s),
+            TextOrTokens::Tokens(ids) => Prompt::Tokens(ids),
+            TextOrTokens::Token(id) => Prompt::Tokens(vec![id]),
+        })
+        .collect();
+    let mut gen = GenRequest::new(Some(req.model), prompts, sampling, req.n)?.streaming(req.stream, req.stream_options)?;
+    gen.logprobs = in_range("logprobs", req.logprobs, 0..=MAX_TOP_LOGPROBS)?.map(|k| k as usize);
+    gen.echo = req.echo.unwrap_or(false);
+    if gen.echo && gen.logprobs.is_some() {
+        return Err(ApiError::invalid("echo", "`echo` with `logprobs` is not supported: the prompt's log-probs are not computed"));
+    }
+    Ok(gen)
+}
+
+/// A one-question chat (`/search/ask`), greedy unless `temperature` says otherwise.
+pub fn question(model: Option<String>, question: String, max_tokens: Option<i64>, temperature: Option<f64>) -> Result<GenRequest> {
+    let sampling = Sampling { max_tokens, temperature: Some(temperature.unwrap_or(0.0)), ..Default::default() };
+    GenRequest::new(model, vec![Prompt::Chat(vec![json!({"role": "user", "content": question})])], sampling, None)
+}
+
+/// The runtime's sampling for a request: each value it gives (range-checked, naming the
+/// field), else `defaults` — the operator's, then the model's own, then llama.cpp's.
+pub fn sampling_params(s: &Sampling, defaults: SamplingDefaults) -> Result<SamplingParams> {
+    let number = |param: &str, v: Option<f64>, ok: fn(f64) -> bool, expected: &str| match v {
+        None => Ok(None),
+        Some(x) if x.is_finite() && ok(x) => Ok(Some(x as f32)),
+        Some(x) => Err(ApiError::invalid(param, format!("`{param}` must be {expected}, got {x}"))),
     };
-    let max_tokens = f.int("max_tokens", 1..=1 << 24)?;
-    let max_completion_tokens = f.int("max_completion_tokens", 1..=1 << 24)?;
-    if max_tokens.is_some() && max_completion_tokens.is_some() {
-        return Err(ApiError::invalid("max_tokens", "give `max_tokens` or `max_completion_tokens`, not both"));
-    }
-    let d = SamplingParams::default();
-    let sampling = SamplingParams {
-        temperature: f.number("temperature", |x| (0.0..=2.0).contains(&x), "a number in [0, 2]")?.map_or(1.0, |x| x as f32),
-        top_p: f.number("top_p", |x| x > 0.0 && x <= 1.0, "a number in (0, 1]")?.map_or(d.top_p, |x| x as f32),
-        top_k: f.int("top_k", 0..=1 << 20)?.map_or(d.top_k, |k| k as usize),
-        min_p: f.number("min_p", |x| (0.0..=1.0).contains(&x), "a number in [0, 1]")?.map_or(d.min_p, |x| x as f32),
-        presence_penalty: f
-            .number("presence_penalty", |x| (-2.0..=2.0).contains(&x), "a number in [-2, 2]")?
-            .map_or(d.presence_penalty, |x| x as f32),
-        frequency_penalty: f
-            .number("frequency_penalty", |x| (-2.0..=2.0).contains(&x), "a number in [-2, 2]")?
-            .map_or(d.frequency_penalty, |x| x as f32),
-        repetition_penalty: f
-            .number("repetition_penalty", |x| x > 0.0 && x <= 10.0, "a number in (0, 10]")?
-            .map_or(d.repetition_penalty, |x| x as f32),
-        logit_bias: f.object("logit_bias")?.map(logit_bias).transpose()?.unwrap_or_default(),
+    let penalty = |param: &str, v: Option<f64>| number(param, v, |x| (-2.0..=2.0).contains(&x), "a number in [-2, 2]");
+    let given = SamplingDefaults {
+        temperature: number("temperature", s.temperature, |x| (0.0..=2.0).contains(&x), "a number in [0, 2]")?,
+        top_p: number("top_p", s.top_p, |x| x > 0.0 && x <= 1.0, "a number in (0, 1]")?,
+        top_k: in_range("top_k", s.top_k, 0..=1 << 20)?.map(|k| k as usize),
+        min_p: number("min_p", s.min_p, |x| (0.0..=1.0).contains(&x), "a number in [0, 1]")?,
+        repetition_penalty: number("repetition_penalty", s.repetition_penalty, |x| x > 0.0 && x <= 10.0, "a number in (0, 10]")?,
+    };
+    Ok(SamplingParams {
+        presence_penalty: penalty("presence_penalty", s.presence_penalty)?.unwrap_or(0.0),
+        frequency_penalty: penalty("frequency_penalty", s.frequency_penalty)?.unwrap_or(0.0),
+        logit_bias: s.logit_bias.as_ref().map(logit_bias).transpose()?.unwrap_or_default(),
         // Seeds are any integer; negative ones are reinterpreted, not rejected.
-        seed: f.int("seed", i64::MIN..=i64::MAX)?.map(|s| s as u64),
-    };
-    let stop = f.take("stop").map(stop_strings).transpose()?.unwrap_or_default();
-    let n = f.int("n", 1..=MAX_N)?.unwrap_or(1) as usize;
-    let logprobs = match endpoint {
-        Endpoint::Completion => f.int("logprobs", 0..=MAX_TOP_LOGPROBS)?.map(|k| k as usize),
-        Endpoint::Chat | Endpoint::Backend => {
-            let wanted = f.bool("logprobs")?.unwrap_or(false);
-            let top = f.int("top_logprobs", 0..=MAX_TOP_LOGPROBS)?;
-            if top.is_some() && !wanted {
-                return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true"));
-            }
-            wanted.then_some(top.unwrap_or(0) as usize)
-        }
-    };
-    let stream = match endpoint {
-        Endpoint::Backend => false,
-        _ => f.bool("stream")?.unwrap_or(false),
-    };
-    let include_usage = match f.object("stream_options")? {
-        None => false,
-        Some(_) if !stream => return Err(ApiError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true")),
-        Some(opts) => {
-            let mut o = Fields::nested(opts, "stream_options");
-            let include = o.bool("include_usage")?.unwrap_or(false);
-            o.finish()?;
-            include
-        }
-    };
-    // An end-user id for abuse monitoring: accepted, nothing to do with it locally.
-    f.string("user")?;
-    f.finish()?;
-    Ok(GenRequest {
-        model,
-        prompt,
-        max_tokens: max_tokens.or(max_completion_tokens).map(|m| m as usize),
-        sampling,
-        stop,
-        n,
-        logprobs,
-        stream,
-        include_usage,
+        seed: s.seed.map(|s| s as u64),
+        ..SamplingParams::from_settings(given.or(defaults))
     })
 }
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
-
-fn messages(v: Value) -> Result<Vec<Value>> {
-    let Value::Array(items) = v else {
-        return Err(ApiError::invalid("messages", format!("`messages` must be an array, got {}", describe(&v))));
-    };
+fn messages(items: Vec<ChatMessage>) -> Result<Vec<Value>> {
     if items.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must not be empty"));
     }
-    items
+    Ok(items
         .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let path = format!("messages[{i}]");
-            let Value::Object(obj) = m else {
-                return Err(ApiError::invalid(&path, format!("`{path}` must be an object, got {}", describe(&m))));
+        .map(|m| {
+            let content = match m.content {
+                StringOr::String(s) => s,
+                // Only text parts exist (the type admits no other): their texts are joined.
+                StringOr::Other(parts) => parts.into_iter().map(|p| p.text).collect(),
             };
-            let mut f = Fields::nested(obj, &path);
-            let role = f.required_string("role")?;
-            if !ROLES.contains(&role.as_str()) {
-                return Err(ApiError::invalid(&f.name("role"), format!("`{}` must be one of {ROLES:?}, got {role:?}", f.name("role"))));
-            }
-            let content = match f.take("content") {
-                None => return Err(f.missing("content")),
-                Some(Value::String(s)) => s,
-                Some(Value::Array(parts)) => text_parts(parts, &f.name("content"))?,
-                Some(other) => {
-                    let name = f.name("content");
-                    return Err(ApiError::invalid(
-                        &name,
-                        format!("`{name}` must be a string or an array of parts, got {}", describe(&other)),
-                    ));
-                }
-            };
-            let name = f.string("name")?;
-            f.finish()?;
+            // OpenAI's newer name for the system role; templates know only `system`.
+            let role = if m.role == Role::Developer { Role::System } else { m.role };
             let mut out = json!({"role": role, "content": content});
-            if let Some(name) = name {
+            if let Some(name) = m.name {
                 out["name"] = name.into();
             }
-            Ok(out)
+            out
         })
-        .collect()
+        .collect())
 }
 
-/// Content parts: only text is supported; the texts are joined.
-fn text_parts(parts: Vec<Value>, path: &str) -> Result<String> {
-    let mut text = String::new();
-    for (i, p) in parts.into_iter().enumerate() {
-        let path = format!("{path}[{i}]");
-        let Value::Object(obj) = p else {
-            return Err(ApiError::invalid(&path, format!("`{path}` must be an object, got {}", describe(&p))));
-        };
-        let mut f = Fields::nested(obj, &path);
-        let kind = f.required_string("type")?;
-        if kind != "text" {
-            return Err(ApiError::invalid(&f.name("type"), format!("content parts of type {kind:?} are not supported; only \"text\"")));
-        }
-        text.push_str(&f.required_string("text")?);
-        f.finish()?;
-    }
-    Ok(text)
-}
-
-/// A string, a one-string array, or an array of token ids.
-fn completion_prompt(v: Value) -> Result<Prompt> {
-    let bad = |v: &Value| {
-        ApiError::invalid("prompt", format!("`prompt` must be a string, a one-string array or an array of token ids, got {}", describe(v)))
-    };
-    match v {
-        Value::String(s) => Ok(Prompt::Text(s)),
-        Value::Array(ref items) => match items.as_slice() {
-            [Value::String(s)] => Ok(Prompt::Text(s.clone())),
-            [] => Err(ApiError::invalid("prompt", "`prompt` must not be empty")),
-            _ if items.len() > 1 && items.iter().all(Value::is_string) => {
-                Err(ApiError::invalid("prompt", "several prompts in one request are not supported; send one request per prompt"))
-            }
-            _ => token_ids(items).map(Prompt::Tokens).ok_or_else(|| bad(&v)),
-        },
-        _ => Err(bad(&v)),
-    }
-}
-
-fn stop_strings(v: Value) -> Result<Vec<String>> {
+fn stop_strings(v: StringOr<Vec<String>>) -> Result<Vec<String>> {
     let list = match v {
-        Value::String(s) => vec![s],
-        Value::Array(items) if items.len() <= 16 => items
-            .into_iter()
-            .map(|s| match s {
-                Value::String(s) => Ok(s),
-                other => Err(ApiError::invalid("stop", format!("`stop` entries must be strings, got {}", describe(&other)))),
-            })
-            .collect::<Result<_>>()?,
-        other => return Err(ApiError::invalid("stop", format!("`stop` must be a string or up to 16 strings, got {}", describe(&other)))),
+        StringOr::String(s) => vec![s],
+        StringOr::Other(list) if list.len() <= 16 => list,
+        StringOr::Other(_) => return Err(ApiError::invalid("stop", "`stop` must be a string or up to 16 strings")),
     };
     if list.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "stop strings must not be empty"));
@@ -225,17 +210,35 @@ fn stop_strings(v: Value) -> Result<Vec<String>> {
     Ok(list)
 }
 
-fn logit_bias(map: Map<String, Value>) -> Result<HashMap<u32, f32>> {
-    map.into_iter()
-        .map(|(k, v)| {
+fn logit_bias(map: &HashMap<String, f64>) -> Result<HashMap<u32, f32>> {
+    map.iter()
+        .map(|(k, &b)| {
             let id =
                 k.parse::<u32>().map_err(|_| ApiError::invalid("logit_bias", format!("`logit_bias` keys must be token ids, got {k:?}")))?;
-            match v.as_f64() {
-                Some(b) if (-100.0..=100.0).contains(&b) => Ok((id, b as f32)),
-                _ => {
-                    Err(ApiError::invalid("logit_bias", format!("`logit_bias[{k}]` must be a number in [-100, 100], got {}", describe(&v))))
-                }
+            if !(-100.0..=100.0).contains(&b) {
+                return Err(ApiError::invalid("logit_bias", format!("`logit_bias[{k}]` must be a number in [-100, 100], got {b}")));
             }
+            Ok((id, b as f32))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_runtime::SamplingDefaults;
+
+    use super::sampling_params;
+    use crate::api::openai::Sampling;
+
+    #[test]
+    fn a_request_value_wins_and_defaults_fill_the_rest() {
+        let defaults = SamplingDefaults { temperature: Some(0.6), top_k: Some(20), ..Default::default() };
+        let explicit = Sampling { temperature: Some(1.0), ..Default::default() };
+        let p = sampling_params(&explicit, defaults).unwrap();
+        assert_eq!((p.temperature, p.top_k), (1.0, 20), "an explicit temperature 1 is honoured, top_k is the model's");
+        assert_eq!((p.top_p, p.min_p), (0.95, 0.05), "what neither sets is llama.cpp's");
+        let p = sampling_params(&Sampling::default(), defaults).unwrap();
+        assert_eq!(p.temperature, 0.6);
+        assert!(sampling_params(&Sampling { temperature: Some(3.0), ..Default::default() }, defaults).is_err());
+    }
 }

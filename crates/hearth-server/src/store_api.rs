@@ -8,32 +8,29 @@ use std::convert::Infallible;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::stream::StreamExt;
 use hearth_store::name::ModelSpec;
 use hearth_store::{PullEvent, PullRequest, StoreError};
-use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::store::{PullBody, PullEvent as PullEventBody, Removed};
+use crate::api::{Body, Errors};
+use crate::chat_api;
 use crate::error::ApiError;
-use crate::fields::{Fields, JsonObject};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/models/pull", post(pull)).route("/api/models/{model_id}", delete(remove))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(pull)).routes(routes!(remove))
 }
 
 /// The pull a body asks for: `model` (a repo id or catalogue alias, optionally with
 /// `@revision` and `:QUANT`), `revision` and `quant` that override it, and `include` and
 /// `exclude` globs.
-fn pull_request(body: serde_json::Map<String, Value>) -> Result<PullRequest, ApiError> {
-    let mut f = Fields::new(body);
-    let model = f.required_string("model")?;
-    let revision = f.string("revision")?;
-    let quant = f.string("quant")?;
-    let include = f.strings("include")?.unwrap_or_default();
-    let exclude = f.strings("exclude")?.unwrap_or_default();
-    f.finish()?;
+fn pull_request(body: PullBody) -> Result<PullRequest, ApiError> {
+    let PullBody { model, revision, quant, include, exclude } = body;
+    let (include, exclude) = (include.unwrap_or_default(), exclude.unwrap_or_default());
     let mut req = PullRequest::new(&model).map_err(|e| ApiError::invalid("model", e.to_string()))?;
     req.model.revision = revision.or(req.model.revision);
     req.model.quant = quant.or(req.model.quant);
@@ -44,9 +41,12 @@ fn pull_request(body: serde_json::Map<String, Value>) -> Result<PullRequest, Api
     Ok(req)
 }
 
+/// Pull a model from the Hub into the store, streaming progress as server-sent events.
+#[utoipa::path(post, path = "/api/models/pull", tag = "model store", request_body = PullBody,
+    responses((status = 200, content_type = "text/event-stream", body = PullEventBody), Errors))]
 /// The pull runs on a blocking thread and outlives a client that disconnects (a later pull
 /// would resume it anyway); the stream ends after the store's `done` or `failed` event.
-async fn pull(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+async fn pull(State(state): State<AppState>, Body(body): Body<PullBody>) -> Result<Response, ApiError> {
     let req = pull_request(body)?;
     let store = state.models.store()?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
@@ -67,11 +67,16 @@ async fn pull(State(state): State<AppState>, JsonObject(body): JsonObject) -> Re
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// Remove a model from the store (409 while a server has it loaded, unless `force`); a repo
+/// id's `/` may be written `%2F` or `__`.
+#[utoipa::path(delete, path = "/api/models/{model_id}", tag = "model store",
+    params(("model_id" = String, Path), ("force" = Option<bool>, Query)),
+    responses((status = 200, body = Removed), (status = 409, description = "In use", body = crate::api::ErrorBody), Errors))]
 async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     if let Some(k) = q.keys().find(|k| *k != "force") {
         return Err(ApiError::invalid(k, format!("unknown query parameter `{k}`")));
     }
@@ -80,6 +85,7 @@ async fn remove(
         Some("true") => true,
         Some(other) => return Err(ApiError::invalid("force", format!("`force` must be true or false, got {other:?}"))),
     };
+    let id = chat_api::path_model_id(&state, id);
     let store = state.models.store()?;
     let spec = id.clone();
     let removed = tokio::task::spawn_blocking(move || store.remove(&spec, force))
@@ -93,5 +99,5 @@ async fn remove(
         })?;
     // A forced removal may take models this server has loaded: stop using their files.
     state.models.unload_store_models(&removed);
-    Ok(Json(json!({"deleted": removed})))
+    Ok(Json(Removed { deleted: removed }))
 }

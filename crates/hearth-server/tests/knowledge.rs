@@ -283,3 +283,19 @@ async fn server_files_are_ingested_as_a_background_job() {
     let (status, err) = call(c.post(s2.url("/api/v1/ingest")).json(&json!({"paths": ["docs"]}))).await;
     assert_eq!(status, 400, "disabled without --kb-ingest-dir: {err}");
 }
+
+/// Clients of the knowledge service read the default collection before adding to it.
+#[tokio::test]
+async fn a_fresh_server_has_an_empty_default_collection() {
+    let s = TestServer::start(|_| {});
+    let c = reqwest::Client::new();
+    let (status, res) = call(c.get(s.url("/api/v1/search?q=anything"))).await;
+    assert_eq!((status, &res["results"], &res["total"]), (200, &json!([]), &json!(0)), "{res}");
+    let (status, stats) = call(c.get(s.url("/api/v1/stats"))).await;
+    assert_eq!((status, &stats["total_documents"], &stats["total_chunks"]), (200, &json!(0), &json!(0)), "{stats}");
+    let (status, health) = call(c.get(s.url("/api/v1/health"))).await;
+    assert_eq!((status, &health["documents"]), (200, &json!(0)), "{health}");
+    // Another collection that does not exist is still missing.
+    let (status, err) = call(c.get(s.url("/api/v1/search?q=x&collection=other"))).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (404, Some("collection")), "{err}");
+}

@@ -235,3 +235,78 @@ fn no_key_means_loopback_only() {
     let keyed = hearth_server::ServeOptions { api_key: vec!["k".into()], ..opts };
     assert!(keyed.resolve(home.path()).is_ok());
 }
+
+/// Requests real clients sent that were refused, each as the client sends it.
+#[tokio::test]
+async fn what_real_clients_send_is_accepted() {
+    let tiny = common::tiny_model();
+    let s = TestServer::start(|o| o.model.push(format!("mlx-community/Tiny-Instruct-4bit={tiny}")));
+    let c = reqwest::Client::new();
+    // The chat backend's viewer link.
+    let res = c.get(s.url("/redoc")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("<html"));
+    // The chat backend writes a repo id's `/` as `__`.
+    let (status, loaded) = post(&c, &s.url("/api/models/mlx-community__Tiny-Instruct-4bit/load"), json!({})).await;
+    assert_eq!((status, loaded["model_id"].as_str()), (200, Some("mlx-community/Tiny-Instruct-4bit")), "{loaded}");
+    let (status, unloaded) = post(&c, &s.url("/api/models/mlx-community__Tiny-Instruct-4bit/unload"), json!({})).await;
+    assert_eq!((status, unloaded["status"].as_str()), (200, Some("unloaded")), "{unloaded}");
+
+    // OpenAI SDKs' defaults that change nothing are accepted; other values are still refused.
+    for extra in [json!({"store": false}), json!({"service_tier": "auto"}), json!({"service_tier": "default"})] {
+        let (status, res) = post(&c, &s.url("/v1/chat/completions"), chat("hi", extra.clone())).await;
+        assert_eq!(status, 200, "{extra}: {res}");
+    }
+    for (extra, param) in [(json!({"store": true}), "store"), (json!({"service_tier": "flex"}), "service_tier")] {
+        let (status, err) = post(&c, &s.url("/v1/chat/completions"), chat("hi", extra.clone())).await;
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{extra}: {err}");
+    }
+
+    // Several prompts: one job each, `n` choices per prompt, numbered prompt by prompt.
+    let complete = |prompt: Value, extra: Value| {
+        let mut body = json!({"model": "tiny", "prompt": prompt, "max_tokens": 4, "temperature": 0});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let url = s.url("/v1/completions");
+    let (_, one) = post(&c, &url, complete(json!("Once upon"), json!({}))).await;
+    let (_, other) = post(&c, &url, complete(json!("abc"), json!({}))).await;
+    let (status, both) = post(&c, &url, complete(json!(["abc", "Once upon"]), json!({"n": 2}))).await;
+    assert_eq!(status, 200, "{both}");
+    let choices = both["choices"].as_array().unwrap();
+    assert_eq!(choices.iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(choices[0]["text"], other["choices"][0]["text"]);
+    assert_eq!(choices[3]["text"], one["choices"][0]["text"]);
+    let prompt_tokens = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(prompt_tokens(&both), prompt_tokens(&one) + prompt_tokens(&other));
+    assert_eq!(both["usage"]["completion_tokens"], 16);
+    let body = complete(json!(["abc", "Once upon"]), json!({"stream": true}));
+    let text = c.post(&url).json(&body).send().await.unwrap().text().await.unwrap();
+    let chunks: Vec<Value> = sse_data(&text).iter().filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let streamed = |i: u64| -> String {
+        chunks
+            .iter()
+            .flat_map(|c| c["choices"].as_array().unwrap())
+            .filter(|c| c["index"] == i)
+            .map(|c| c["text"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!((streamed(0), streamed(1)), (text_of(&other), text_of(&one)));
+
+    // `echo`: the prompt, then its continuation.
+    let (status, echoed) = post(&c, &url, complete(json!("Once upon"), json!({"echo": true}))).await;
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(text_of(&echoed), format!("Once upon{}", text_of(&one)));
+    let body = complete(json!("Once upon"), json!({"echo": true, "stream": true}));
+    let text = c.post(&url).json(&body).send().await.unwrap().text().await.unwrap();
+    let streamed: String = sse_data(&text)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(streamed, text_of(&echoed));
+}
+
+fn text_of(completion: &Value) -> String {
+    completion["choices"][0]["text"].as_str().unwrap().to_string()
+}

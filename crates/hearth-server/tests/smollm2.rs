@@ -74,3 +74,53 @@ async fn second_turn_reuses_the_first_and_starts_much_sooner() {
     eprintln!("second-turn time to first token: {with_cache:?} with the prompt cache, {without_cache:?} without");
     assert!(without_cache >= with_cache * 5, "{with_cache:?} with the cache vs {without_cache:?} without");
 }
+
+/// OpenAI's `developer` role is the system role: SmolLM2's template adds its own default
+/// system prompt only when there is none.
+#[tokio::test]
+async fn developer_messages_are_system_messages() {
+    let s = TestServer::start(|o| o.model = vec![smollm2()]);
+    let c = reqwest::Client::new();
+    let mut prompt_tokens = Vec::new();
+    for role in ["developer", "system"] {
+        let body = json!({"model": "smol", "max_tokens": 1, "messages": [
+            {"role": role, "content": "Answer in French."}, {"role": "user", "content": "Hello"}]});
+        let res: Value = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap().json().await.unwrap();
+        prompt_tokens.push(res["usage"]["prompt_tokens"].as_u64().expect("a completion"));
+    }
+    assert_eq!(prompt_tokens[0], prompt_tokens[1], "a developer message renders as a system message");
+}
+
+/// The README's first request, unchanged (it sets no sampling field): the model's own sampling
+/// settings, else llama.cpp's, answer it sensibly; `/v1/models/{id}` shows the defaults in
+/// force, and the operator's flag overrides them.
+#[tokio::test]
+async fn the_readme_request_gets_sane_sampling_defaults() {
+    let path = smollm2().split_once('=').unwrap().1.to_string();
+    let c = reqwest::Client::new();
+    let s = TestServer::start(|o| o.model = vec![format!("smollm2={path}")]);
+    let body = json!({"model":"smollm2","messages":[{"role":"user","content":"What is the capital of France?"}]});
+    for _ in 0..3 {
+        let reply: Value = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap().json().await.unwrap();
+        let text = reply["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(text.contains("Paris"), "{reply}");
+    }
+    let model: Value = c.get(s.url("/v1/models/smollm2")).send().await.unwrap().json().await.unwrap();
+    // The GGUF declares no sampling settings: llama.cpp's apply.
+    let llama_cpp = json!({"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repetition_penalty": 1.0});
+    assert_eq!(model["sampling_defaults"], llama_cpp, "{model}");
+
+    let greedy = TestServer::start(|o| {
+        o.model = vec![format!("smollm2={path}")];
+        o.temp = Some(0.0);
+    });
+    let model: Value = c.get(greedy.url("/v1/models/smollm2")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(model["sampling_defaults"]["temperature"], 0.0, "{model}");
+    let body = json!({"model":"smollm2","messages":[{"role":"user","content":"Name a colour."}],"max_tokens":12});
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let reply: Value = c.post(greedy.url("/v1/chat/completions")).json(&body).send().await.unwrap().json().await.unwrap();
+        replies.push(reply["choices"][0]["message"]["content"].clone());
+    }
+    assert_eq!(replies[0], replies[1], "--temp 0 makes requests without a temperature greedy");
+}

@@ -1,0 +1,334 @@
+//! `/v1/models`, `/v1/chat/completions` and `/v1/completions`: OpenAI's bodies, with Hearth's
+//! `knowledge_base` extension.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::knowledge::{Grounding, KnowledgeBaseOptions};
+use super::{StringOr, TextsOrTokens};
+
+/// Declares a generation request: its own fields, then the ones every generation request has
+/// (`Sampling` is the latter alone).
+macro_rules! generation_request {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Most tokens to generate, in [1, 2^24]; by default the server's `--max-tokens`
+            /// within the context.
+            pub max_tokens: Option<i64>,
+            /// OpenAI's newer name for `max_tokens`; give one of the two.
+            pub max_completion_tokens: Option<i64>,
+            /// In [0, 2]; 0 is greedy.
+            pub temperature: Option<f64>,
+            /// In (0, 1].
+            pub top_p: Option<f64>,
+            /// In [0, 2^20]; 0 turns it off.
+            pub top_k: Option<i64>,
+            /// In [0, 1].
+            pub min_p: Option<f64>,
+            /// In [-2, 2].
+            pub presence_penalty: Option<f64>,
+            /// In [-2, 2].
+            pub frequency_penalty: Option<f64>,
+            /// In (0, 10].
+            pub repetition_penalty: Option<f64>,
+            /// Token id (as a string) to a bias in [-100, 100].
+            pub logit_bias: Option<::std::collections::HashMap<String, f64>>,
+            /// Any integer; the same seed gives the same choices.
+            pub seed: Option<i64>,
+            /// Up to 16 non-empty strings that end a choice (not included in it).
+            #[schema(inline)]
+            pub stop: Option<$crate::api::StringOr<Vec<String>>>,
+            /// An end-user id: accepted, unused.
+            #[allow(dead_code)]
+            pub user: Option<String>,
+            /// Must be `false`: nothing is stored.
+            pub store: Option<bool>,
+            /// `auto` or `default`: there is one tier.
+            pub service_tier: Option<String>,
+        }
+
+        impl $name {
+            /// The fields every generation request has (unused on `Sampling` itself).
+            #[allow(dead_code)]
+            pub fn sampling(&self) -> $crate::api::openai::Sampling {
+                $crate::api::openai::Sampling {
+                    max_tokens: self.max_tokens,
+                    max_completion_tokens: self.max_completion_tokens,
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    top_k: self.top_k,
+                    min_p: self.min_p,
+                    presence_penalty: self.presence_penalty,
+                    frequency_penalty: self.frequency_penalty,
+                    repetition_penalty: self.repetition_penalty,
+                    logit_bias: self.logit_bias.clone(),
+                    seed: self.seed,
+                    stop: self.stop.clone(),
+                    user: self.user.clone(),
+                    store: self.store,
+                    service_tier: self.service_tier.clone(),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use generation_request;
+
+generation_request! {
+    /// The fields every generation request has; unset ones take the server's defaults.
+    #[derive(Default)]
+    pub struct Sampling {}
+}
+
+generation_request! {
+    /// `POST /v1/chat/completions`.
+    pub struct ChatCompletionRequest {
+        pub model: String,
+        pub messages: Vec<ChatMessage>,
+        /// Choices to generate, in [1, 16].
+        pub n: Option<i64>,
+        /// Report each token's log-prob.
+        pub logprobs: Option<bool>,
+        /// Alternatives per token, in [0, 20]; needs `logprobs`.
+        pub top_logprobs: Option<i64>,
+        /// Answer as server-sent events.
+        pub stream: Option<bool>,
+        pub stream_options: Option<StreamOptions>,
+        /// Hearth's extension: answer from a knowledge-base collection (its name, or options),
+        /// with citations.
+        #[schema(inline)]
+        pub knowledge_base: Option<StringOr<KnowledgeBaseOptions>>,
+    }
+}
+
+generation_request! {
+    /// `POST /v1/completions`.
+    pub struct CompletionRequest {
+        pub model: String,
+        /// A string, an array of token ids, or several of either (one job each, their
+        /// choices numbered prompt by prompt).
+        #[schema(inline)]
+        pub prompt: TextsOrTokens,
+        /// Choices per prompt, in [1, 16].
+        pub n: Option<i64>,
+        /// Alternatives reported per token, in [0, 20].
+        pub logprobs: Option<i64>,
+        /// Each choice's text starts with its prompt.
+        pub echo: Option<bool>,
+        pub stream: Option<bool>,
+        pub stream_options: Option<StreamOptions>,
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    /// Send a last chunk with the usage of the whole request.
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    pub role: Role,
+    /// A string, or text parts (joined).
+    #[schema(inline)]
+    pub content: StringOr<Vec<ContentPart>>,
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    /// OpenAI's newer name for `system`, rendered as it.
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentPart {
+    /// Only text parts are supported: the type admits no other, so nothing reads it.
+    #[allow(dead_code)]
+    #[serde(rename = "type")]
+    pub kind: PartType,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PartType {
+    Text,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Model {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+    /// The sampling a request gets for each field it leaves out (the operator's settings, then
+    /// the model's own, then llama.cpp's); known once the model is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling_defaults: Option<SamplingDefaults>,
+}
+
+impl Model {
+    pub fn new(id: String) -> Self {
+        Model { id, object: "model", created: 0, owned_by: "hearth", sampling_defaults: None }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SamplingDefaults {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+}
+
+impl From<hearth_runtime::SamplingDefaults> for SamplingDefaults {
+    fn from(d: hearth_runtime::SamplingDefaults) -> Self {
+        let p = hearth_runtime::SamplingParams::from_settings(d);
+        SamplingDefaults { temperature: p.temperature, top_p: p.top_p, top_k: p.top_k, min_p: p.min_p, repetition_penalty: p.repetition_penalty }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<Model>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, ToSchema)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the prompt cache.
+    pub cached_tokens: usize,
+}
+
+/// `length` (hit `max_tokens`) or `stop` (end of text or a stop string).
+pub type FinishReason = &'static str;
+
+/// A chat completion, or (`object` `text_completion`) a text completion.
+#[derive(Serialize, ToSchema)]
+pub struct Completion<C> {
+    pub id: String,
+    /// `chat.completion` or `text_completion`.
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub system_fingerprint: Option<String>,
+    pub choices: Vec<C>,
+    pub usage: Usage,
+    /// With `knowledge_base`: the answer's citations and its sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knowledge_base: Option<Grounding>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AssistantMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TextChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<TextLogprobs>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatLogprobs {
+    pub content: Vec<TokenLogprob>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// An alternative to a token.
+#[derive(Serialize, ToSchema)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+/// The completions API's parallel lists, one entry per token.
+#[derive(Serialize, ToSchema)]
+pub struct TextLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f32>,
+    pub top_logprobs: Vec<HashMap<String, f32>>,
+    /// Where each token starts in the choice's text, in bytes.
+    pub text_offset: Vec<usize>,
+}
+
+/// One server-sent event of a streamed completion; the last (with `stream_options.include_usage`)
+/// has no choices and the usage. The stream ends with `data: [DONE]`.
+#[derive(Serialize, ToSchema)]
+pub struct Chunk<C> {
+    pub id: String,
+    /// `chat.completion.chunk` or `text_completion`.
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub system_fingerprint: Option<String>,
+    pub choices: Vec<C>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knowledge_base: Option<Grounding>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: Delta,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// What a chunk adds to its choice's message.
+#[derive(Default, Serialize, ToSchema)]
+pub struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
