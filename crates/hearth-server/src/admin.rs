@@ -38,7 +38,7 @@ fn db_error(e: rusqlite::Error) -> ApiError {
 }
 
 /// Registry health.
-#[utoipa::path(get, path = "/admin/health", tag = "registry", responses((status = 200, body = AdminHealth), Errors))]
+#[utoipa::path(get, path = "/admin/health", operation_id = "admin_health", tag = "registry", responses((status = 200, description = "Done", body = AdminHealth), Errors))]
 async fn health(State(state): State<AppState>) -> Result<Json<AdminHealth>, ApiError> {
     let registered = state.models.registry.list(None).map_err(db_error)?.len();
     let loaded: Vec<String> = state.models.residents().iter().map(|r| r.id.clone()).collect();
@@ -60,7 +60,7 @@ fn with_status(state: &AppState, r: Registration) -> RegisteredModel {
 
 /// Registered models.
 #[utoipa::path(get, path = "/admin/models", tag = "registry", params(("registered_by" = Option<String>, Query)),
-    responses((status = 200, body = RegisteredModels), Errors))]
+    responses((status = 200, description = "Done", body = RegisteredModels), Errors))]
 async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<RegisteredModels>, ApiError> {
     if let Some(k) = q.keys().find(|k| *k != "registered_by") {
         return Err(ApiError::invalid(k, format!("unknown query parameter `{k}`")));
@@ -86,7 +86,7 @@ fn adapter_file(path: &str) -> Option<PathBuf> {
 
 /// Register a model or a LoRA adapter.
 #[utoipa::path(post, path = "/admin/models", tag = "registry", request_body = RegisterRequest,
-    responses((status = 201, body = RegisteredModel), (status = 409, description = "The name is taken", body = crate::api::ErrorBody), Errors))]
+    responses((status = 201, description = "Created", body = RegisteredModel), (status = 409, description = "The name is taken", body = crate::api::ErrorBody), Errors))]
 async fn register(
     State(state): State<AppState>,
     Body(body): Body<RegisterRequest>,
@@ -159,7 +159,7 @@ fn registered(state: &AppState, name: &str) -> Result<Registration, ApiError> {
 
 /// `registered`, `loading` or `loaded`, with memory.
 #[utoipa::path(get, path = "/admin/models/{name}/status", tag = "registry", params(("name" = String, Path)),
-    responses((status = 200, body = ModelStatus), Errors))]
+    responses((status = 200, description = "Done", body = ModelStatus), Errors))]
 async fn status(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelStatus>, ApiError> {
     let kind = match state.models.registry.get(&name).map_err(db_error)? {
         Some(r) => r.kind,
@@ -170,8 +170,8 @@ async fn status(State(state): State<AppState>, Path(name): Path<String>) -> Resu
 }
 
 /// Delete a registration.
-#[utoipa::path(delete, path = "/admin/models/{name}", tag = "registry", params(("name" = String, Path)),
-    responses((status = 200, body = Deleted), Errors))]
+#[utoipa::path(delete, path = "/admin/models/{name}", operation_id = "unregister", tag = "registry", params(("name" = String, Path)),
+    responses((status = 200, description = "Done", body = Deleted), Errors))]
 async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Deleted>, ApiError> {
     registered(&state, &name)?;
     state.models.unload(&name);
@@ -181,7 +181,7 @@ async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Resu
 
 /// Load a registered model now.
 #[utoipa::path(post, path = "/admin/models/{name}/preload", tag = "registry", params(("name" = String, Path)),
-    responses((status = 200, body = Preloaded), ModelErrors))]
+    responses((status = 200, description = "Done", body = Preloaded), ModelErrors))]
 async fn preload(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Preloaded>, ApiError> {
     if !state.models.is_configured(&name) {
         registered(&state, &name)?;
@@ -191,7 +191,7 @@ async fn preload(State(state): State<AppState>, Path(name): Path<String>) -> Res
 }
 
 /// Register every adapter bundle under the exports directory not registered yet.
-#[utoipa::path(post, path = "/admin/scan", tag = "registry", responses((status = 200, body = ScanReport), Errors))]
+#[utoipa::path(post, path = "/admin/scan", tag = "registry", responses((status = 200, description = "Done", body = ScanReport), Errors))]
 async fn scan(State(state): State<AppState>) -> Result<Json<ScanReport>, ApiError> {
     let dir = state.cfg.exports_dir.clone().ok_or_else(|| ApiError::bad_request("no exports directory is configured (--exports-dir)"))?;
     if !dir.is_dir() {

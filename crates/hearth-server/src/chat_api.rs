@@ -32,7 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Health and the loaded models.
-#[utoipa::path(get, path = "/api/health", tag = "chat backend", responses((status = 200, body = BackendHealth), Errors))]
+#[utoipa::path(get, path = "/api/health", operation_id = "backend_health", tag = "chat backend", responses((status = 200, description = "Done", body = BackendHealth), Errors))]
 async fn health(State(state): State<AppState>) -> Json<BackendHealth> {
     let loaded_models: Vec<String> = state.models.residents().iter().map(|r| r.id.clone()).collect();
     Json(BackendHealth {
@@ -44,7 +44,7 @@ async fn health(State(state): State<AppState>) -> Json<BackendHealth> {
 }
 
 /// Models and whether they are loaded.
-#[utoipa::path(get, path = "/api/models", tag = "chat backend", responses((status = 200, body = BackendModels), Errors))]
+#[utoipa::path(get, path = "/api/models", tag = "chat backend", responses((status = 200, description = "Done", body = BackendModels), Errors))]
 async fn models(State(state): State<AppState>) -> Json<BackendModels> {
     let models =
         state.models.known_ids().into_iter().map(|id| BackendModel { loaded: state.models.is_loaded(&id), name: id.clone(), id }).collect();
@@ -62,7 +62,7 @@ pub fn path_model_id(state: &AppState, id: String) -> String {
 
 /// Load a model (a repo id's `/` may be written `__`).
 #[utoipa::path(post, path = "/api/models/{model_id}/load", tag = "chat backend", params(("model_id" = String, Path)),
-    responses((status = 200, body = Loaded), ModelErrors))]
+    responses((status = 200, description = "Done", body = Loaded), ModelErrors))]
 async fn load(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Loaded>, ApiError> {
     let id = path_model_id(&state, id);
     let r = state.models.get(&id, None).await?;
@@ -71,7 +71,7 @@ async fn load(State(state): State<AppState>, Path(id): Path<String>) -> Result<J
 
 /// Unload a model (a repo id's `/` may be written `__`).
 #[utoipa::path(post, path = "/api/models/{model_id}/unload", tag = "chat backend", params(("model_id" = String, Path)),
-    responses((status = 200, body = Unloaded), Errors))]
+    responses((status = 200, description = "Done", body = Unloaded), Errors))]
 async fn unload(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Unloaded>, ApiError> {
     let id = path_model_id(&state, id);
     if state.models.unload(&id) {
@@ -83,7 +83,7 @@ async fn unload(State(state): State<AppState>, Path(id): Path<String>) -> Result
 
 /// Chat reply as one message.
 #[utoipa::path(post, path = "/api/chat/completions", tag = "chat backend", request_body = BackendChatRequest,
-    responses((status = 200, body = BackendReply), ModelErrors))]
+    responses((status = 200, description = "Done", body = BackendReply), ModelErrors))]
 async fn chat(State(state): State<AppState>, Body(body): Body<BackendChatRequest>) -> Result<Json<BackendReply>, ApiError> {
     let mut started = generation::start(&state, request::backend(body)?, "chat").await?;
     let (choices, usage) = generation::collect(&mut started).await?;
@@ -120,7 +120,7 @@ fn error_message(e: ApiError) -> BackendEvent {
 
 /// Chat reply as server-sent token messages, then `done`.
 #[utoipa::path(post, path = "/api/chat/completions/stream", tag = "chat backend", request_body = BackendChatRequest,
-    responses((status = 200, content_type = "text/event-stream", body = BackendEvent), ModelErrors))]
+    responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = BackendEvent), ModelErrors))]
 async fn chat_stream(State(state): State<AppState>, Body(body): Body<BackendChatRequest>) -> Result<Response, ApiError> {
     let started = generation::start(&state, request::backend(body)?, "chat").await?;
     let events = stream::unfold((started, Usage::default(), false), |(mut s, mut usage, over)| async move {

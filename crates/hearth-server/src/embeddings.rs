@@ -58,7 +58,7 @@ fn base64_vector(v: &[f32]) -> String {
 
 /// Embeddings, as floats or base64.
 #[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = EmbeddingsRequest,
-    responses((status = 200, body = Embeddings), ModelErrors))]
+    responses((status = 200, description = "Done", body = Embeddings), ModelErrors))]
 async fn embeddings(State(state): State<AppState>, Body(body): Body<EmbeddingsRequest>) -> Result<Json<Embeddings>, ApiError> {
     let inputs = inputs(body.input)?;
     let base64 = body.encoding_format == Some(EncodingFormat::Base64);
@@ -85,7 +85,7 @@ async fn embeddings(State(state): State<AppState>, Body(body): Body<EmbeddingsRe
 
 /// Rerank documents against a query, best first (llama.cpp's and Cohere's shape).
 #[utoipa::path(post, path = "/v1/rerank", tag = "openai", request_body = RerankRequest,
-    responses((status = 200, body = Reranked), ModelErrors))]
+    responses((status = 200, description = "Done", body = Reranked), ModelErrors))]
 async fn rerank(State(state): State<AppState>, Body(body): Body<RerankRequest>) -> Result<Json<Reranked>, ApiError> {
     let RerankRequest { model, query, documents, top_n, truncate } = body;
     if documents.is_empty() {

@@ -57,7 +57,7 @@ const MAX_INGEST_FILE_BYTES: i64 = 1 << 30;
 /// the job's id at once (`GET /api/v1/jobs/{id}` shows its progress); a restarted server
 /// resumes it.
 #[utoipa::path(post, path = "/api/v1/ingest", tag = "knowledge", request_body = IngestRequest,
-    responses((status = 202, body = IngestAccepted), Errors))]
+    responses((status = 202, description = "Accepted: the job runs in the background", body = IngestAccepted), Errors))]
 async fn ingest(State(state): State<AppState>, Body(body): Body<IngestRequest>) -> Result<Response, ApiError> {
     let Some(root) = &state.cfg.kb_ingest_dir else {
         return Err(ApiError::bad_request("ingesting server files is disabled: start the server with --kb-ingest-dir"));
@@ -105,7 +105,7 @@ async fn ingest(State(state): State<AppState>, Body(body): Body<IngestRequest>) 
 
 /// An ingest job's state and progress.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "knowledge", params(("id" = i64, Path), Collection),
-    responses((status = 200, body = Job), Errors))]
+    responses((status = 200, description = "Done", body = Job), Errors))]
 async fn job(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<Job>, ApiError> {
     // Parsed here so a bad id gets the API's error body, not axum's plain-text rejection.
     let id: i64 = id.parse().map_err(|_| ApiError::invalid("id", format!("job ids are integers, got {id:?}")))?;
@@ -173,7 +173,7 @@ fn parse_mode(name: &str, v: &str) -> Result<Mode, ApiError> {
 }
 
 /// Health, with the default collection's document and chunk counts.
-#[utoipa::path(get, path = "/api/v1/health", tag = "knowledge", responses((status = 200, body = KbHealth), Errors))]
+#[utoipa::path(get, path = "/api/v1/health", operation_id = "knowledge_health", tag = "knowledge", responses((status = 200, description = "Done", body = KbHealth), Errors))]
 async fn health(State(state): State<AppState>) -> Result<Json<KbHealth>, ApiError> {
     let collections = state.knowledge.collections();
     let stats = match state.knowledge.collection_or_empty(DEFAULT_COLLECTION).await? {
@@ -184,7 +184,7 @@ async fn health(State(state): State<AppState>) -> Result<Json<KbHealth>, ApiErro
 }
 
 /// Documents, chunks and content types of a collection.
-#[utoipa::path(get, path = "/api/v1/stats", tag = "knowledge", params(Collection), responses((status = 200, body = StatsResponse), Errors))]
+#[utoipa::path(get, path = "/api/v1/stats", tag = "knowledge", params(Collection), responses((status = 200, description = "Done", body = StatsResponse), Errors))]
 async fn stats(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<StatsResponse>, ApiError> {
     let q = Params(q);
     q.only(&["collection"])?;
@@ -215,7 +215,7 @@ async fn stats(State(state): State<AppState>, Query(q): Query<Vec<(String, Strin
     ("bm25_weight" = Option<f32>, Query, description = "In [0, 100]"),
     ("vector_weight" = Option<f32>, Query, description = "In [0, 100]"),
     Collection,
-), responses((status = 200, body = SearchResponse), Errors))]
+), responses((status = 200, description = "Done", body = SearchResponse), Errors))]
 
 async fn search(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Json<SearchResponse>, ApiError> {
     let q = Params(q);
@@ -319,7 +319,7 @@ async fn multipart_item(mut form: Multipart, collection: &mut Option<String>) ->
 /// `content_type` says); 201, or 200 when the same content was there.
 #[utoipa::path(post, path = "/api/v1/content", tag = "knowledge",
     request_body(content((NewContentRequest = "application/json"), (UploadForm = "multipart/form-data"))),
-    responses((status = 201, body = ContentAdded), (status = 200, description = "Unchanged", body = ContentAdded), Errors))]
+    responses((status = 201, description = "Created", body = ContentAdded), (status = 200, description = "Unchanged", body = ContentAdded), Errors))]
 async fn add_content(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let is_multipart =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"));
@@ -355,7 +355,7 @@ fn collection_param(q: Vec<(String, String)>) -> Result<String, ApiError> {
 
 /// One document with its extracted text.
 #[utoipa::path(get, path = "/api/v1/content/{id}", tag = "knowledge", params(("id" = String, Path), Collection),
-    responses((status = 200, body = Document), Errors))]
+    responses((status = 200, description = "Done", body = Document), Errors))]
 async fn get_content(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -381,7 +381,7 @@ async fn get_content(
 
 /// Remove a document.
 #[utoipa::path(delete, path = "/api/v1/content/{id}", tag = "knowledge", params(("id" = String, Path), Collection),
-    responses((status = 200, body = ContentDeleted), Errors))]
+    responses((status = 200, description = "Done", body = ContentDeleted), Errors))]
 async fn delete_content(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -456,7 +456,7 @@ pub async fn augment(state: &AppState, req: &mut GenRequest, rag: RagOptions) ->
 
 /// Answer a question from a collection, with citations; server-sent events when `stream`.
 #[utoipa::path(post, path = "/search/ask", tag = "knowledge", request_body = AskRequest, responses(
-    (status = 200, content((AskResponse = "application/json"), (AskEvent = "text/event-stream"))),
+    (status = 200, description = "JSON, or server-sent events with `stream`", content((AskResponse = "application/json"), (AskEvent = "text/event-stream"))),
     ModelErrors,
 ))]
 async fn ask(State(state): State<AppState>, Body(body): Body<AskRequest>) -> Result<Response, ApiError> {

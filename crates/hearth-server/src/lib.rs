@@ -137,8 +137,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Every route the key guards, each documented as it is routed: the one list both the router
-/// and `/openapi.json` are built from.
+/// Every route the key guards, each documented where it is routed: the router and
+/// `/openapi.json` are built from this one list (and `/health`).
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(openai::routes())
@@ -150,18 +150,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics_text))
 }
 
-/// The OpenAPI document of every route.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, doc) = api().split_for_parts();
-    docs::finish(doc)
-}
-
 fn router(state: AppState) -> Router {
-    let (protected, doc) = api().route_layer(middleware::from_fn_with_state(state.clone(), require_key)).split_for_parts();
-    let (open, _) = OpenApiRouter::new().routes(routes!(health)).split_for_parts();
-    let mut app = Router::new()
-        .merge(protected)
-        .merge(open)
+    let (routes, doc) =
+        api().route_layer(middleware::from_fn_with_state(state.clone(), require_key)).routes(routes!(health)).split_for_parts();
+    let mut app = routes
         .merge(docs::viewers(docs::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
@@ -178,7 +170,7 @@ struct Health {
 }
 
 /// Liveness (no key needed).
-#[utoipa::path(get, path = "/health", tag = "server", security(()), responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "server", security(()), responses((status = 200, description = "Done", body = Health)))]
 async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
@@ -235,7 +227,7 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 }
 
 /// Prometheus metrics, in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "server", responses((status = 200, content_type = "text/plain", body = String), api::Errors))]
+#[utoipa::path(get, path = "/metrics", tag = "server", responses((status = 200, description = "Done", content_type = "text/plain", body = String), api::Errors))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let residents = state.models.residents();
     let snapshots: Vec<ResidentSnapshot<'_>> =

@@ -37,13 +37,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// List models: configured, registered and in the store.
-#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, body = ModelList), Errors))]
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "Done", body = ModelList), Errors))]
 async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList { object: "list", data: state.models.known_ids().into_iter().map(Model::new).collect() })
 }
 
 /// One model; once loaded, with the sampling defaults in force.
-#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, body = Model), Errors))]
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, description = "Done", body = Model), Errors))]
 async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
     if let Some(r) = state.models.resident(&id) {
         Ok(Json(Model { sampling_defaults: Some(r.sampling.into()), ..Model::new(id) }))
@@ -56,7 +56,7 @@ async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Res
 
 /// Chat completion; server-sent chunks when `stream`.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatCompletionRequest, responses(
-    (status = 200, content((Completion<ChatChoice> = "application/json"), (Chunk<ChatChunkChoice> = "text/event-stream"))),
+    (status = 200, description = "JSON, or server-sent events with `stream`", content((Completion<ChatChoice> = "application/json"), (Chunk<ChatChunkChoice> = "text/event-stream"))),
     ModelErrors,
 ))]
 async fn chat_completions(State(state): State<AppState>, Body(body): Body<ChatCompletionRequest>) -> Result<Response, ApiError> {
@@ -72,7 +72,7 @@ async fn chat_completions(State(state): State<AppState>, Body(body): Body<ChatCo
 
 /// Text completion of one prompt or several; server-sent chunks when `stream`.
 #[utoipa::path(post, path = "/v1/completions", tag = "openai", request_body = CompletionRequest, responses(
-    (status = 200, content((Completion<TextChoice> = "application/json"), (Chunk<TextChoice> = "text/event-stream"))),
+    (status = 200, description = "JSON, or server-sent events with `stream`", content((Completion<TextChoice> = "application/json"), (Chunk<TextChoice> = "text/event-stream"))),
     ModelErrors,
 ))]
 async fn completions(State(state): State<AppState>, Body(body): Body<CompletionRequest>) -> Result<Response, ApiError> {

@@ -43,7 +43,7 @@ fn pull_request(body: PullBody) -> Result<PullRequest, ApiError> {
 
 /// Pull a model from the Hub into the store, streaming progress as server-sent events.
 #[utoipa::path(post, path = "/api/models/pull", tag = "model store", request_body = PullBody,
-    responses((status = 200, content_type = "text/event-stream", body = PullEventBody), Errors))]
+    responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = PullEventBody), Errors))]
 /// The pull runs on a blocking thread and outlives a client that disconnects (a later pull
 /// would resume it anyway); the stream ends after the store's `done` or `failed` event.
 async fn pull(State(state): State<AppState>, Body(body): Body<PullBody>) -> Result<Response, ApiError> {
@@ -69,9 +69,9 @@ async fn pull(State(state): State<AppState>, Body(body): Body<PullBody>) -> Resu
 
 /// Remove a model from the store (409 while a server has it loaded, unless `force`); a repo
 /// id's `/` may be written `%2F` or `__`.
-#[utoipa::path(delete, path = "/api/models/{model_id}", tag = "model store",
+#[utoipa::path(delete, path = "/api/models/{model_id}", operation_id = "remove_from_store", tag = "model store",
     params(("model_id" = String, Path), ("force" = Option<bool>, Query)),
-    responses((status = 200, body = Removed), (status = 409, description = "In use", body = crate::api::ErrorBody), Errors))]
+    responses((status = 200, description = "Done", body = Removed), (status = 409, description = "In use", body = crate::api::ErrorBody), Errors))]
 async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
