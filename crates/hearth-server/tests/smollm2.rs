@@ -114,8 +114,6 @@ async fn the_readme_request_gets_sane_sampling_defaults() {
         o.model = vec![format!("smollm2={path}")];
         o.temp = Some(0.0);
     });
-    let model: Value = c.get(greedy.url("/v1/models/smollm2")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(model["sampling_defaults"]["temperature"], 0.0, "{model}");
     let body = json!({"model":"smollm2","messages":[{"role":"user","content":"Name a colour."}],"max_tokens":12});
     let mut replies = Vec::new();
     for _ in 0..2 {
@@ -123,4 +121,6 @@ async fn the_readme_request_gets_sane_sampling_defaults() {
         replies.push(reply["choices"][0]["message"]["content"].clone());
     }
     assert_eq!(replies[0], replies[1], "--temp 0 makes requests without a temperature greedy");
+    let model: Value = c.get(greedy.url("/v1/models/smollm2")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(model["sampling_defaults"]["temperature"], 0.0, "{model}");
 }
