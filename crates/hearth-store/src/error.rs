@@ -30,6 +30,8 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("registry database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("opening the registry: {0}")]
+    Open(#[from] hearth_sqlite::OpenError),
 }
 
 /// Attaches the path to an I/O error, so every message says which file.
