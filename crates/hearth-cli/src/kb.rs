@@ -135,7 +135,7 @@ struct EvalArgs {
 fn open(args: &KbArgs) -> anyhow::Result<Kb> {
     let path = match &args.db {
         Some(p) => p.clone(),
-        None => hearth_kb::collection_path(&hearth_engine::paths::hearth_home(), &args.kb)?,
+        None => hearth_kb::collection_path(&hearth_store::hearth_home(), &args.kb)?,
     };
     open_at(&path, &args.embedding_model)
 }

@@ -10,6 +10,6 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = args.options.resolve(&hearth_engine::paths::hearth_home())?;
+    let cfg = args.options.resolve(&hearth_store::hearth_home())?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(hearth_server::serve(cfg))
 }

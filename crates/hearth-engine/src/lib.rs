@@ -10,7 +10,6 @@ mod linear;
 pub mod loader;
 pub mod lora;
 pub mod model;
-pub mod paths;
 mod rope;
 pub mod sampler;
 pub mod weights;

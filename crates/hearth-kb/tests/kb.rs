@@ -20,7 +20,7 @@ fn minilm() -> Arc<dyn TextEmbedder> {
     static MODEL: OnceLock<Arc<LocalEmbedder>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let dir = hearth_engine::paths::resolve_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
+            let dir = hearth_store::installed_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
             Arc::new(LocalEmbedder::load(MINILM, &dir).expect("MiniLM loads"))
         })
         .clone()

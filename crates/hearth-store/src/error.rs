@@ -22,6 +22,12 @@ pub enum StoreError {
     Offline(String),
     #[error("no such model {0:?}: not in the store (pull it with `hearth pull`)")]
     NotFound(String),
+    #[error(
+        "no such model {spec:?}: not a path, not in the store and not in {} (`hearth pull` downloads a Hub model; \
+         scripts/fetch-test-models.sh installs the small test models)",
+        .models.display()
+    )]
+    NoSuchModel { spec: String, models: PathBuf },
     #[error("model {0:?} is loaded by a running server; stop it or use --force")]
     InUse(String),
     #[error("{0}")]
