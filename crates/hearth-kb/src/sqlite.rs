@@ -312,19 +312,19 @@ impl KbStore for SqliteStore {
             for c in &doc.chunks {
                 insert_chunk.execute(params![
                     d.id,
-                    c.index as i64,
-                    c.text,
-                    serde_json::to_string(&c.section).unwrap_or_default(),
-                    c.page,
-                    c.span.start as i64,
-                    c.span.end as i64,
+                    c.chunk.index as i64,
+                    c.chunk.text,
+                    serde_json::to_string(&c.chunk.section).unwrap_or_default(),
+                    c.chunk.page,
+                    c.chunk.span.start as i64,
+                    c.chunk.span.end as i64,
                     c.char_span.start as i64,
                     c.char_span.end as i64,
                     c.embed_hash,
                     c.embedding.as_deref().map(to_blob)
                 ])?;
-                let context = d.title.iter().chain(&c.section).cloned().collect::<Vec<_>>().join(" ");
-                insert_fts.execute(params![tx.last_insert_rowid(), c.text, context])?;
+                let context = d.title.iter().chain(&c.chunk.section).cloned().collect::<Vec<_>>().join(" ");
+                insert_fts.execute(params![tx.last_insert_rowid(), c.chunk.text, context])?;
             }
         }
         bump_generation(&tx)?;
@@ -517,11 +517,7 @@ mod tests {
         let chunk = |index: usize, word: &str| {
             let start = text.find(word).unwrap();
             NewChunk {
-                index,
-                text: word.into(),
-                section: Vec::new(),
-                page: None,
-                span: start..start + word.len(),
+                chunk: hearth_docs::Chunk { index, text: word.into(), section: Vec::new(), page: None, span: start..start + word.len() },
                 char_span: 0..0,
                 embed_hash: String::new(),
                 embedding: None,

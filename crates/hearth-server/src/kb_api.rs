@@ -57,14 +57,17 @@ async fn ingest(State(state): State<AppState>, JsonObject(body): JsonObject) -> 
     let json_text_field = match f.string("json_text_field")? {
         Some(name) if name.is_empty() => return Err(ApiError::invalid("json_text_field", "`json_text_field` must name a field")),
         Some(name) => name,
-        None => defaults.json_text_field.clone(),
+        None => defaults.extract.json_text_field.clone(),
     };
     let options = hearth_kb::IngestOptions {
         tags: f.strings("tags")?.unwrap_or_default(),
         include: f.strings("include")?.unwrap_or_default(),
         exclude: f.strings("exclude")?.unwrap_or_default(),
-        max_bytes: f.int("max_bytes", 1..=MAX_INGEST_FILE_BYTES)?.map_or(defaults.max_bytes, |n| n as u64),
-        json_text_field,
+        extract: hearth_kb::ExtractOptions {
+            max_bytes: f.int("max_bytes", 1..=MAX_INGEST_FILE_BYTES)?.map_or(defaults.extract.max_bytes, |n| n as u64),
+            json_text_field,
+            ..defaults.extract
+        },
         ..defaults
     };
     let collection = f.string("collection")?.unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
