@@ -12,7 +12,7 @@ use serde_json::json;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Model path or name.
-    #[arg(long, short, default_value = hearth_engine::paths::DEFAULT_MODEL)]
+    #[arg(long, short, default_value = hearth_store::DEFAULT_MODEL)]
     model: String,
     /// Prompt tokens processed in one prefill.
     #[arg(short = 'p', long = "prompt", default_value_t = 512)]
@@ -86,7 +86,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.prompt_tokens > 0 && args.reps > 0, "-p and -r must be positive");
     anyhow::ensure!(args.gen_tokens >= 2, "-n must be at least 2: the first token is sampled from the prompt's logits");
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
-    let path = hearth_engine::paths::resolve_model(&args.model)?;
+    let path = crate::store_cmd::resolve_model(&args.model)?;
     let precision = if args.exact { Precision::Exact } else { Precision::Fast };
     let model = LoadedModel::load_with(&path, LoadOptions { precision, device: args.device, ..Default::default() })?;
     let cfg = model.model.config();

@@ -9,7 +9,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use hearth_kb::{
-    answer, eval, Filters, IngestOptions, IngestReport, JobSpec, Kb, LocalEmbedder, Mode, Progress, SearchOptions, TextReranker,
+    answer, eval, ExtractOptions, Filters, IngestOptions, IngestReport, JobSpec, Kb, LocalEmbedder, Mode, Progress, SearchOptions,
+    TextReranker,
 };
 use hearth_tokenizer::RenderOptions;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -77,7 +78,7 @@ struct IngestArgs {
     #[arg(long, default_value = "text")]
     json_text_field: String,
     /// Files larger than this many bytes are reported and skipped.
-    #[arg(long, default_value_t = IngestOptions::default().max_bytes)]
+    #[arg(long, default_value_t = ExtractOptions::default().max_bytes)]
     max_bytes: u64,
     #[arg(long)]
     json: bool,
@@ -135,7 +136,7 @@ struct EvalArgs {
 fn open(args: &KbArgs) -> anyhow::Result<Kb> {
     let path = match &args.db {
         Some(p) => p.clone(),
-        None => hearth_kb::collection_path(&hearth_engine::paths::hearth_home(), &args.kb)?,
+        None => hearth_kb::collection_path(&hearth_store::hearth_home(), &args.kb)?,
     };
     open_at(&path, &args.embedding_model)
 }
@@ -228,8 +229,7 @@ fn ingest(kb: &Kb, a: IngestArgs, sync: bool) -> anyhow::Result<()> {
         include: a.include,
         exclude: a.exclude,
         embed: !a.no_embed,
-        json_text_field: a.json_text_field,
-        max_bytes: a.max_bytes,
+        extract: ExtractOptions { json_text_field: a.json_text_field, max_bytes: a.max_bytes, ..Default::default() },
         ..Default::default()
     };
     let spec = JobSpec { paths: a.paths, sync, options };

@@ -46,7 +46,7 @@ enum Command {
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// Model path (GGUF file, or HF/MLX directory) or name under $HEARTH_HOME/models.
-    #[arg(long, short, default_value = hearth_engine::paths::DEFAULT_MODEL)]
+    #[arg(long, short, default_value = hearth_store::DEFAULT_MODEL)]
     model: String,
     /// Maximum tokens to generate.
     #[arg(long, default_value_t = 256)]

@@ -24,6 +24,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let cfg = args.options.resolve(&hearth_engine::paths::hearth_home())?;
+    let cfg = args.options.resolve(&hearth_store::hearth_home())?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(hearth_server::serve(cfg))
 }

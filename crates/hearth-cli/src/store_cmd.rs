@@ -2,14 +2,14 @@
 //! resolving `--model` through it (downloading a Hub model on first use).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use hearth_store::catalogue::CATALOGUE;
 use hearth_store::name::ModelSpec;
-use hearth_store::{HubConfig, ModelRecord, PullEvent, PullRequest, Store};
+use hearth_store::{HubConfig, ModelRecord, ModelResolver, PullEvent, PullRequest, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Subcommand)]
@@ -82,7 +82,7 @@ pub enum CacheCommand {
 fn open_store(offline: bool) -> anyhow::Result<Store> {
     let mut hub = HubConfig::from_env();
     hub.offline |= offline;
-    let home = hearth_engine::paths::hearth_home();
+    let home = hearth_store::hearth_home();
     Store::open(&home, hub).with_context(|| format!("opening the model store in {}", home.display()))
 }
 
@@ -123,7 +123,7 @@ fn pull(args: PullArgs) -> anyhow::Result<()> {
 }
 
 /// Pulls with a progress bar on a terminal (indicatif hides it otherwise) and a line per step.
-fn pull_with_progress(store: &Store, req: &PullRequest) -> anyhow::Result<ModelRecord> {
+fn pull_with_progress(store: &Store, req: &PullRequest) -> hearth_store::Result<ModelRecord> {
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .expect("valid template")
@@ -149,7 +149,7 @@ fn pull_with_progress(store: &Store, req: &PullRequest) -> anyhow::Result<ModelR
         PullEvent::FileStarted { .. } | PullEvent::FileVerified { .. } => {}
     });
     bar.finish_and_clear();
-    Ok(record?)
+    record
 }
 
 pub(crate) fn human_bytes(n: u64) -> String {
@@ -268,34 +268,14 @@ fn prune() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--model` for generate and chat: a path, a model in the store or the Hugging Face cache,
-/// a name under $HEARTH_HOME/models, or else a Hub repo (or alias) downloaded now unless
-/// offline.
+/// `--model` for generate, chat, bench, embed and kb: a path, a model in the store or the
+/// Hugging Face cache, a name under $HEARTH_HOME/models, or else a Hub repo (or alias)
+/// downloaded now unless offline.
 pub fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
-    if Path::new(spec).exists() {
-        return Ok(PathBuf::from(spec));
-    }
     let store = open_store(false)?;
-    match store.resolve(spec) {
-        Ok(Some(found)) => {
-            if let Some(record) = &found.record {
-                store.mark_used(record)?;
-            }
-            return Ok(found.path);
-        }
-        // Not a Hub name: perhaps one under $HEARTH_HOME/models.
-        Ok(None) | Err(hearth_store::StoreError::InvalidName { .. }) => {}
-        Err(e) => return Err(e.into()),
+    let found = ModelResolver { store: Some(&store), allow_paths: true }.find_or_pull(spec, pull_with_progress)?;
+    if let Some(record) = &found.record {
+        store.mark_used(record)?;
     }
-    let missing = match hearth_engine::paths::resolve_model(spec) {
-        Ok(path) => return Ok(path),
-        Err(e) => e,
-    };
-    let from_hub = hearth_store::catalogue::lookup(spec).is_some() || (spec.contains('/') && ModelSpec::parse(spec).is_ok());
-    if !from_hub || store.hub_config().offline {
-        return Err(missing.into());
-    }
-    let record = pull_with_progress(&store, &PullRequest::new(spec)?)?;
-    store.mark_used(&record)?;
-    Ok(record.path)
+    Ok(found.path)
 }

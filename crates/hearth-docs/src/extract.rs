@@ -3,12 +3,15 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::document::DocumentBuilder;
 use crate::formats::{docx, html, json, markdown, pdf};
 use crate::{ContentType, DocError, Document, Result};
 
 /// Limits and field names for extraction.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExtractOptions {
     /// A larger file (or posted content) is refused before it is read.
     pub max_bytes: u64,

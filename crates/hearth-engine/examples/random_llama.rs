@@ -56,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("give all five dimensions or none".into()),
     };
     let head_dim = hidden / heads;
-    let tok_src = hearth_engine::paths::resolve_model("smollm2")?;
+    let tok_src = hearth_store::installed_model("smollm2").ok_or("SmolLM2 is not installed: run scripts/fetch-test-models.sh")?;
     let source = Gguf::open(&tok_src)?;
     let vocab = source.get("tokenizer.ggml.tokens").and_then(Value::as_array).map_or(0, <[Value]>::len);
 

@@ -11,7 +11,6 @@ mod linear;
 pub mod loader;
 pub mod lora;
 pub mod model;
-pub mod paths;
 mod rope;
 mod sampling_defaults;
 pub mod weights;

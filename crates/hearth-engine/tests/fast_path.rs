@@ -92,7 +92,7 @@ fn hf_fast_path_matches_transformers() {
 /// (testdata/smollm2/generate.json); the bound is llama.cpp's worst gap plus a quarter.
 #[test]
 fn smollm2_fast_path_stays_close_to_float32() {
-    let path = hearth_engine::paths::resolve_model("smollm2").expect("run scripts/fetch-test-models.sh");
+    let path = hearth_store::installed_model("smollm2").expect("run scripts/fetch-test-models.sh");
     let model = LoadedModel::load(&path).unwrap();
     for c in json("smollm2/generate.json")["cases"].as_array().unwrap() {
         let top = &c["last_logits_top"];
@@ -110,7 +110,7 @@ fn smollm2_fast_path_stays_close_to_float32() {
 #[test]
 fn smollm2_batched_decode_is_bit_identical_to_decoding_alone() {
     use hearth_engine::model::SeqInput;
-    let path = hearth_engine::paths::resolve_model("smollm2").expect("run scripts/fetch-test-models.sh");
+    let path = hearth_store::installed_model("smollm2").expect("run scripts/fetch-test-models.sh");
     let model = LoadedModel::load(&path).unwrap();
     let m = &model.model;
     let cases = json("smollm2/generate.json");

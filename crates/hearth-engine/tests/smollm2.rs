@@ -13,7 +13,7 @@ use hearth_tokenizer::RenderOptions;
 fn smollm2() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = hearth_engine::paths::resolve_model("smollm2").expect("SmolLM2 is not installed: run scripts/fetch-test-models.sh");
+        let path = hearth_store::installed_model("smollm2").expect("SmolLM2 is not installed: run scripts/fetch-test-models.sh");
         load_exact(&path)
     })
 }

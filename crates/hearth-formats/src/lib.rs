@@ -6,6 +6,7 @@ mod bytes;
 mod error;
 pub mod gguf;
 pub mod safetensors;
+pub mod sentence;
 
 pub use bytes::SharedBytes;
 pub use error::FormatError;

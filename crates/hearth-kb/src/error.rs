@@ -5,6 +5,8 @@ pub enum KbError {
     #[error("knowledge base database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{0}")]
+    Open(#[from] hearth_sqlite::OpenError),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("embedding: {0}")]
     Embed(String),

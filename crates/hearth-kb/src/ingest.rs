@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hearth_docs::{ChunkOptions, ContentType, Document, ExtractOptions};
 use serde::{Deserialize, Serialize};
@@ -27,19 +27,14 @@ pub struct IngestOptions {
     pub embed: bool,
     pub max_tokens: Option<usize>,
     pub overlap_tokens: usize,
-    /// A larger file (or posted content) is refused with an error; the batch goes on.
-    pub max_bytes: u64,
-    /// What a DOCX may inflate to (a defence against zip bombs).
-    pub max_unpacked_bytes: u64,
-    /// How long one PDF may take to parse before it is given up on.
-    pub pdf_timeout: Duration,
-    pub json_text_field: String,
-    pub json_title_field: String,
+    /// Limits (a larger file or posted content is refused with an error; the batch goes on)
+    /// and JSON field names for reading each source.
+    #[serde(flatten)]
+    pub extract: ExtractOptions,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        let extract = ExtractOptions::default();
         IngestOptions {
             tags: Vec::new(),
             include: Vec::new(),
@@ -47,11 +42,7 @@ impl Default for IngestOptions {
             embed: true,
             max_tokens: None,
             overlap_tokens: ChunkOptions::default().overlap_tokens,
-            max_bytes: extract.max_bytes,
-            max_unpacked_bytes: extract.max_unpacked_bytes,
-            pdf_timeout: extract.pdf_timeout,
-            json_text_field: extract.json_text_field,
-            json_title_field: extract.json_title_field,
+            extract: ExtractOptions::default(),
         }
     }
 }
@@ -237,19 +228,11 @@ impl Kb {
 
     /// Reads, extracts and chunks a source; `None` if it is unchanged.
     fn prepare(&self, source: &Source, opts: &IngestOptions) -> Result<Option<Prepared>> {
-        let extract = ExtractOptions {
-            max_bytes: opts.max_bytes,
-            max_unpacked_bytes: opts.max_unpacked_bytes,
-            pdf_timeout: opts.pdf_timeout,
-            json_text_field: opts.json_text_field.clone(),
-            json_title_field: opts.json_title_field.clone(),
-            ..Default::default()
-        };
         let (bytes, content_type, posted) = match &source.origin {
             Origin::File(path) => {
                 let size = std::fs::metadata(path)?.len();
-                if size > opts.max_bytes {
-                    return Err(KbError::Invalid(format!("{size} bytes is over the {}-byte limit", opts.max_bytes)));
+                if size > opts.extract.max_bytes {
+                    return Err(KbError::Invalid(format!("{size} bytes is over the {}-byte limit", opts.extract.max_bytes)));
                 }
                 let ty = ContentType::from_path(path).ok_or_else(|| KbError::Invalid("unsupported file type".into()))?;
                 (std::fs::read(path)?, ty, None)
@@ -262,22 +245,27 @@ impl Kb {
                 (item.bytes.clone().unwrap_or_else(|| item.text.as_bytes().to_vec()), ty, Some(item))
             }
         };
-        let settings = serde_json::json!([
+        let mut settings = serde_json::json!([
             opts.tags,
             opts.max_tokens,
             opts.overlap_tokens,
-            opts.json_text_field,
-            opts.json_title_field,
+            opts.extract.json_text_field,
+            opts.extract.json_title_field,
             self.embedder.name(),
             posted.map(|p| (&p.id, &p.title, &p.tags, &p.content_type))
-        ])
-        .to_string();
+        ]);
+        // Settable only since the options took all of ExtractOptions: the default is left out,
+        // so what was ingested before keeps its fingerprint.
+        if opts.extract.json_id_field != ExtractOptions::default().json_id_field {
+            settings.as_array_mut().expect("an array").push(opts.extract.json_id_field.clone().into());
+        }
+        let settings = settings.to_string();
         let fingerprint = sha256_hex(&[&bytes, settings.as_bytes()]);
         let previous = self.store.fingerprint(&source.name)?;
         if previous.as_deref() == Some(fingerprint.as_str()) && self.embedded_enough(&source.name, opts)? {
             return Ok(None);
         }
-        let docs = hearth_docs::extract_bytes(&bytes, content_type, &extract).map_err(|e| KbError::Invalid(e.to_string()))?;
+        let docs = hearth_docs::extract_bytes(&bytes, content_type, &opts.extract).map_err(|e| KbError::Invalid(e.to_string()))?;
         let reusable: HashMap<String, Vec<f32>> = self.store.embeddings_of(&source.name)?.into_iter().collect();
         let mut prepared = Prepared {
             source: source.name.clone(),
@@ -292,7 +280,7 @@ impl Kb {
             let new = self.chunk_document(&source.name, doc, posted, opts);
             for (c, chunk) in new.chunks.iter().enumerate() {
                 if opts.embed && !reusable.contains_key(&chunk.embed_hash) {
-                    prepared.to_embed.push((d, c, embed_text(new.record.title.as_deref(), &chunk.section, &chunk.text)));
+                    prepared.to_embed.push((d, c, embed_text(new.record.title.as_deref(), &chunk.chunk.section, &chunk.chunk.text)));
                 }
             }
             prepared.documents.push(new);
@@ -337,11 +325,7 @@ impl Kb {
             .enumerate()
             .map(|(index, (c, char_span))| NewChunk {
                 embed_hash: sha256_hex(&[self.embedder.name().as_bytes(), embed_text(title.as_deref(), &c.section, &c.text).as_bytes()]),
-                index,
-                text: c.text,
-                section: c.section,
-                page: c.page,
-                span: c.span,
+                chunk: hearth_docs::Chunk { index, ..c },
                 char_span,
                 embedding: None,
             })

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use error::{KbError, Result};
+/// How each source is read ([`IngestOptions::extract`]).
+pub use hearth_docs::ExtractOptions;
 pub use ingest::{IngestOptions, IngestReport, NewContent, Progress, SourceError};
 pub use jobs::JobSpec;
 pub use search::{Hit, Mode, SearchOptions};

@@ -5,15 +5,32 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
+use hearth_sqlite::{Migration, Schema};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 
 use crate::store::{char_ranges, ChunkRecord, DocumentRecord, Filters, JobRecord, KbStore, SourceWrite, Stats, VectorSet};
 use crate::{KbError, Result};
 
-const SCHEMA: &str = "
+/// Versions of a knowledge base's schema (see `hearth_sqlite`).
+const SCHEMA: Schema = Schema {
+    what: "the knowledge base",
+    migrations: &[Migration {
+        name: "documents, chunks, full-text index and jobs",
+        apply: |tx| {
+            tx.execute_batch(TABLES)?;
+            add_char_spans(tx)?;
+            // Names this database for files derived from it (the HNSW graph), so a graph left
+            // beside a recreated database is not mistaken for its own.
+            tx.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('database_id', lower(hex(randomblob(16))))", [])?;
+            Ok(())
+        },
+    }],
+};
+
+/// Version 1's tables.
+const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources(
     source TEXT PRIMARY KEY,
@@ -71,19 +88,9 @@ pub(crate) fn now() -> i64 {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let conn = hearth_sqlite::open(path, &SCHEMA)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        add_char_spans(&conn)?;
-        // Names this database for files derived from it (the HNSW graph), so a graph left
-        // beside a recreated database is not mistaken for its own.
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('database_id', lower(hex(randomblob(16))))", [])?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
@@ -114,34 +121,25 @@ impl SqliteStore {
 }
 
 /// Databases written before chunks had character spans get them, counted from the documents.
-fn add_char_spans(conn: &Connection) -> Result<()> {
-    let has_them = |conn: &Connection| conn.prepare("SELECT char_start FROM chunks LIMIT 0").is_ok();
-    if has_them(conn) {
-        return Ok(());
-    }
-    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    // Another process opening the same database may have added them meanwhile.
-    if has_them(&tx) {
+fn add_char_spans(tx: &Transaction) -> rusqlite::Result<()> {
+    if tx.prepare("SELECT char_start FROM chunks LIMIT 0").is_ok() {
         return Ok(());
     }
     tx.execute_batch("ALTER TABLE chunks ADD COLUMN char_start INTEGER NOT NULL DEFAULT 0; ALTER TABLE chunks ADD COLUMN char_end INTEGER NOT NULL DEFAULT 0;")?;
-    {
-        let mut documents = tx.prepare("SELECT id, text FROM documents")?;
-        let mut spans = tx.prepare("SELECT id, span_start, span_end FROM chunks WHERE doc_id = ? ORDER BY span_start")?;
-        let mut update = tx.prepare("UPDATE chunks SET char_start = ?2, char_end = ?3 WHERE id = ?1")?;
-        let mut rows = documents.query([])?;
-        while let Some(doc) = rows.next()? {
-            let (id, text): (String, String) = (doc.get(0)?, doc.get(1)?);
-            let chunks: Vec<(i64, Range<usize>)> = spans
-                .query_map([&id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize..r.get::<_, i64>(2)? as usize)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let char_spans = char_ranges(&text, chunks.iter().map(|c| c.1.clone()));
-            for ((chunk, _), chars) in chunks.iter().zip(char_spans) {
-                update.execute(params![chunk, chars.start as i64, chars.end as i64])?;
-            }
+    let mut documents = tx.prepare("SELECT id, text FROM documents")?;
+    let mut spans = tx.prepare("SELECT id, span_start, span_end FROM chunks WHERE doc_id = ? ORDER BY span_start")?;
+    let mut update = tx.prepare("UPDATE chunks SET char_start = ?2, char_end = ?3 WHERE id = ?1")?;
+    let mut rows = documents.query([])?;
+    while let Some(doc) = rows.next()? {
+        let (id, text): (String, String) = (doc.get(0)?, doc.get(1)?);
+        let chunks: Vec<(i64, Range<usize>)> = spans
+            .query_map([&id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize..r.get::<_, i64>(2)? as usize)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let char_spans = char_ranges(&text, chunks.iter().map(|c| c.1.clone()));
+        for ((chunk, _), chars) in chunks.iter().zip(char_spans) {
+            update.execute(params![chunk, chars.start as i64, chars.end as i64])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -314,19 +312,19 @@ impl KbStore for SqliteStore {
             for c in &doc.chunks {
                 insert_chunk.execute(params![
                     d.id,
-                    c.index as i64,
-                    c.text,
-                    serde_json::to_string(&c.section).unwrap_or_default(),
-                    c.page,
-                    c.span.start as i64,
-                    c.span.end as i64,
+                    c.chunk.index as i64,
+                    c.chunk.text,
+                    serde_json::to_string(&c.chunk.section).unwrap_or_default(),
+                    c.chunk.page,
+                    c.chunk.span.start as i64,
+                    c.chunk.span.end as i64,
                     c.char_span.start as i64,
                     c.char_span.end as i64,
                     c.embed_hash,
                     c.embedding.as_deref().map(to_blob)
                 ])?;
-                let context = d.title.iter().chain(&c.section).cloned().collect::<Vec<_>>().join(" ");
-                insert_fts.execute(params![tx.last_insert_rowid(), c.text, context])?;
+                let context = d.title.iter().chain(&c.chunk.section).cloned().collect::<Vec<_>>().join(" ");
+                insert_fts.execute(params![tx.last_insert_rowid(), c.chunk.text, context])?;
             }
         }
         bump_generation(&tx)?;
@@ -519,11 +517,7 @@ mod tests {
         let chunk = |index: usize, word: &str| {
             let start = text.find(word).unwrap();
             NewChunk {
-                index,
-                text: word.into(),
-                section: Vec::new(),
-                page: None,
-                span: start..start + word.len(),
+                chunk: hearth_docs::Chunk { index, text: word.into(), section: Vec::new(), page: None, span: start..start + word.len() },
                 char_span: 0..0,
                 embed_hash: String::new(),
                 embedding: None,
@@ -546,8 +540,11 @@ mod tests {
         let documents =
             vec![NewDocument { record, text: text.into(), chunks: vec![chunk(0, "Café au lait."), chunk(1, "東京 is a city.")] }];
         store.write_source(SourceWrite { source: "s".into(), fingerprint: String::new(), documents }).unwrap();
-        // The schema as it was before character spans.
-        store.conn().execute_batch("ALTER TABLE chunks DROP COLUMN char_start; ALTER TABLE chunks DROP COLUMN char_end;").unwrap();
+        // The schema as it was before character spans (and before schema versions).
+        store
+            .conn()
+            .execute_batch("ALTER TABLE chunks DROP COLUMN char_start; ALTER TABLE chunks DROP COLUMN char_end; PRAGMA user_version = 0;")
+            .unwrap();
         drop(store);
 
         let store = SqliteStore::open(&path).unwrap();
@@ -555,5 +552,59 @@ mod tests {
         let spans: Vec<_> = store.chunks(&ids).unwrap().into_iter().map(|(c, _)| (c.span, c.char_span)).collect();
         assert_eq!(spans, [(0..14, 0..13), (16..33, 15..28)]);
         store.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn a_database_from_the_release_before_schema_versions_keeps_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kb.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE sources(source TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                CREATE TABLE documents(
+                    id TEXT PRIMARY KEY, source TEXT NOT NULL REFERENCES sources(source) ON DELETE CASCADE, key TEXT, title TEXT,
+                    content_type TEXT NOT NULL, tags TEXT NOT NULL, content_hash TEXT NOT NULL, bytes INTEGER NOT NULL,
+                    chunk_count INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, text TEXT NOT NULL);
+                CREATE INDEX documents_source ON documents(source);
+                CREATE TABLE chunks(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+                    idx INTEGER NOT NULL, text TEXT NOT NULL, section TEXT NOT NULL, page INTEGER, span_start INTEGER NOT NULL,
+                    span_end INTEGER NOT NULL, char_start INTEGER NOT NULL, char_end INTEGER NOT NULL, embed_hash TEXT NOT NULL,
+                    embedding BLOB);
+                CREATE INDEX chunks_doc ON chunks(doc_id);
+                CREATE VIRTUAL TABLE chunks_fts USING fts5(text, context, tokenize = 'porter unicode61 remove_diacritics 2');
+                CREATE TABLE jobs(
+                    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL, report TEXT NOT NULL,
+                    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+                PRAGMA journal_mode = WAL;
+                INSERT INTO meta VALUES ('database_id', 'd1'), ('generation', '1');
+                INSERT INTO sources VALUES ('s', 'f', 0);
+                INSERT INTO documents VALUES ('d', 's', NULL, 'Bees', 'text', '[]', 'h', 15, 1, 0, 0, 'Bees make honey');
+                INSERT INTO chunks VALUES (1, 'd', 0, 'Bees make honey', '[]', NULL, 0, 15, 0, 15, 'e', NULL);
+                INSERT INTO chunks_fts(rowid, text, context) VALUES (1, 'Bees make honey', 'Bees');",
+            )
+            .unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let version: i64 = store.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(
+            (version, store.meta("database_id").unwrap().as_deref(), store.generation().unwrap()),
+            (SCHEMA.version(), Some("d1"), 1)
+        );
+        let hits = store.bm25("honey", &Filters::default(), 10).unwrap();
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1]);
+        let (chunk, document) = store.chunks(&[1]).unwrap().remove(0);
+        assert_eq!((chunk.text.as_str(), chunk.char_span, document.title.as_deref()), ("Bees make honey", 0..15, Some("Bees")));
+        store.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn a_database_from_a_newer_hearth_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kb.sqlite");
+        Connection::open(&path).unwrap().execute_batch(&format!("PRAGMA user_version = {}", SCHEMA.version() + 1)).unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused");
+        assert!(err.to_string().contains("the knowledge base has schema version 2"), "{err}");
     }
 }

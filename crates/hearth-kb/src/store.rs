@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use hearth_docs::Chunk;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -60,11 +61,8 @@ pub(crate) fn char_ranges(text: &str, ranges: impl IntoIterator<Item = Range<usi
 
 /// A chunk about to be written, with its embedding when embeddings are on.
 pub struct NewChunk {
-    pub index: usize,
-    pub text: String,
-    pub section: Vec<String>,
-    pub page: Option<u32>,
-    pub span: Range<usize>,
+    pub chunk: Chunk,
+    /// `chunk.span` in characters.
     pub char_span: Range<usize>,
     /// SHA-256 of what was embedded: an unchanged chunk keeps its vector on re-ingest.
     pub embed_hash: String,

@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hearth_kb::{
-    Filters, IngestOptions, JobSpec, Kb, KbError, KbStore, LocalEmbedder, Mode, NewContent, SearchOptions, SqliteStore, TextEmbedder,
+    ExtractOptions, Filters, IngestOptions, JobSpec, Kb, KbError, KbStore, LocalEmbedder, Mode, NewContent, SearchOptions, SqliteStore,
+    TextEmbedder,
 };
 use serde_json::{json, Value};
 
@@ -20,7 +21,7 @@ fn minilm() -> Arc<dyn TextEmbedder> {
     static MODEL: OnceLock<Arc<LocalEmbedder>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let dir = hearth_engine::paths::resolve_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
+            let dir = hearth_store::installed_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
             Arc::new(LocalEmbedder::load(MINILM, &dir).expect("MiniLM loads"))
         })
         .clone()
@@ -184,7 +185,7 @@ fn broken_files_are_reported_and_the_rest_of_the_batch_lands() {
     bomb.finish().unwrap();
 
     let kb = Kb::open(&dir.path().join("kb.sqlite"), minilm()).unwrap();
-    let opts = IngestOptions { max_bytes: 64 << 20, ..Default::default() };
+    let opts = IngestOptions { extract: ExtractOptions { max_bytes: 64 << 20, ..Default::default() }, ..Default::default() };
     let report = kb.ingest_paths(std::slice::from_ref(&docs), &opts, &|_| {}).unwrap();
     let failed: Vec<String> =
         report.errors.iter().map(|e| Path::new(&e.source).file_name().unwrap().to_string_lossy().into_owned()).collect();
@@ -283,7 +284,11 @@ fn a_pdf_that_crashes_the_parser_is_reported_and_the_rest_of_the_batch_lands() {
     // The parser's limits come from the ingest options.
     let many_pages: Vec<String> = (0..300).map(|i| format!("Page {i} of a long report.")).collect();
     std::fs::write(docs.join("long.pdf"), pdf(&many_pages.iter().map(String::as_str).collect::<Vec<_>>(), true)).unwrap();
-    let impatient = IngestOptions { pdf_timeout: Duration::from_nanos(1), include: vec!["long.pdf".into()], ..Default::default() };
+    let impatient = IngestOptions {
+        extract: ExtractOptions { pdf_timeout: Duration::from_nanos(1), ..Default::default() },
+        include: vec!["long.pdf".into()],
+        ..Default::default()
+    };
     let report = kb.ingest_paths(std::slice::from_ref(&docs), &impatient, &|_| {}).unwrap();
     assert_eq!(report.errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["PDF parsing timed out after 1ns"], "{report:?}");
 }

@@ -19,7 +19,7 @@ fn hybrid_search_holds_its_recorded_quality_on_vaswani() {
     assert_eq!((collection.documents.len(), collection.topics.len()), (11_429, 93));
 
     let dir = tempfile::tempdir().unwrap();
-    let model = hearth_engine::paths::resolve_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
+    let model = hearth_store::installed_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)");
     let embedder = LocalEmbedder::load("sentence-transformers/all-MiniLM-L6-v2", &model).unwrap();
     let kb = Kb::open(&dir.path().join("vaswani.sqlite"), Arc::new(embedder)).unwrap();
     let report = collection.ingest(&kb, true).unwrap();

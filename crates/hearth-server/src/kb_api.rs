@@ -71,14 +71,17 @@ async fn ingest(State(state): State<AppState>, Body(body): Body<IngestRequest>) 
     let json_text_field = match body.json_text_field {
         Some(name) if name.is_empty() => return Err(ApiError::invalid("json_text_field", "`json_text_field` must name a field")),
         Some(name) => name,
-        None => defaults.json_text_field.clone(),
+        None => defaults.extract.json_text_field.clone(),
     };
     let options = hearth_kb::IngestOptions {
         tags: body.tags.unwrap_or_default(),
         include: body.include.unwrap_or_default(),
         exclude: body.exclude.unwrap_or_default(),
-        max_bytes: in_range("max_bytes", body.max_bytes, 1..=MAX_INGEST_FILE_BYTES)?.map_or(defaults.max_bytes, |n| n as u64),
-        json_text_field,
+        extract: hearth_kb::ExtractOptions {
+            max_bytes: in_range("max_bytes", body.max_bytes, 1..=MAX_INGEST_FILE_BYTES)?.map_or(defaults.extract.max_bytes, |n| n as u64),
+            json_text_field,
+            ..defaults.extract
+        },
         ..defaults
     };
     let sync = body.sync.unwrap_or(false);

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_engine::{LoadOptions, LoadedModel};
 use hearth_runtime::{SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
-use hearth_store::{InUseGuard, ModelRecord, PullRequest, Store, StoreError};
+use hearth_store::{InUseGuard, ModelRecord, ModelResolver, Store, StoreError};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -244,17 +244,15 @@ impl Models {
     /// A model name, alias or repo id (from the store or `$HEARTH_HOME/models`), or a path
     /// when `allow_path` (only for ids the operator configured, never from a request).
     pub fn resolve(&self, spec: &str, allow_path: bool) -> Result<Option<Located>, ApiError> {
-        if Path::new(spec).exists() {
-            return Ok(allow_path.then(|| Located { path: PathBuf::from(spec), record: None, adapter: None }));
-        }
-        match self.store.as_ref().map(|s| s.resolve(spec)) {
-            Some(Ok(Some(found))) => return Ok(Some(Located { path: found.path, record: found.record, adapter: None })),
-            Some(Ok(None) | Err(StoreError::InvalidName { .. })) | None => {}
-            // A cached model failing its checks (a tampered link, a missing blob) is for the
-            // operator to fix, not a model that does not exist.
-            Some(Err(e)) => return Err(ApiError::internal(format!("the cached model `{spec}` cannot be used: {e}"))),
-        }
-        Ok(hearth_engine::paths::resolve_model(spec).ok().map(|path| Located { path, record: None, adapter: None }))
+        let found = self
+            .resolver(allow_path)
+            .find(spec)
+            .map_err(|e| ApiError::internal(format!("the cached model `{spec}` cannot be used: {e}")))?;
+        Ok(found.map(|f| Located { path: f.path, record: f.record, adapter: None }))
+    }
+
+    fn resolver(&self, allow_paths: bool) -> ModelResolver<'_> {
+        ModelResolver { store: self.store.as_deref(), allow_paths }
     }
 
     /// Like `locate`, but with `--auto-pull` a Hub model missing from the cache is downloaded
@@ -265,7 +263,7 @@ impl Models {
             found => return found,
         };
         let spec = self.cfg.models.iter().find(|m| m.id == id).map_or(id, |m| m.spec.as_str());
-        let Ok(req) = PullRequest::new(spec) else { return Err(missing) };
+        let Some(req) = self.resolver(false).pull_request(spec) else { return Err(missing) };
         let store = self.store()?;
         tracing::info!(model = spec, "not in the cache: pulling it from the Hub");
         tokio::task::spawn_blocking(move || store.pull(&req, &|_| {}))

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use hearth_sqlite::{Migration, OpenError, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,7 +43,14 @@ pub struct Registration {
     pub created_at: i64,
 }
 
-const SCHEMA: &str = "
+/// Versions of the registry's schema (see `hearth_sqlite`).
+const SCHEMA: Schema = Schema {
+    what: "the server's registry",
+    migrations: &[Migration { name: "registrations", apply: |tx| tx.execute_batch(REGISTRATIONS) }],
+};
+
+/// Version 1's table.
+const REGISTRATIONS: &str = "
 CREATE TABLE IF NOT EXISTS registrations (
     name TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -62,14 +70,8 @@ pub struct Registry {
 pub type Result<T> = rusqlite::Result<T>;
 
 impl Registry {
-    pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            // A missing directory surfaces as SQLite's own "unable to open" error below.
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path)?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Registry { conn: Mutex::new(conn) })
+    pub fn open(path: &Path) -> std::result::Result<Self, OpenError> {
+        Ok(Registry { conn: Mutex::new(hearth_sqlite::open(path, &SCHEMA)?) })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -129,4 +131,42 @@ fn from_row(row: &Row<'_>) -> Result<Registration> {
         registered_by: row.get(7)?,
         created_at: row.get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_from_the_release_before_schema_versions_keeps_its_registrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE registrations (
+                    name TEXT PRIMARY KEY, kind TEXT NOT NULL, base_model TEXT, adapter_path TEXT, model_id TEXT,
+                    config TEXT NOT NULL, metadata TEXT NOT NULL, registered_by TEXT, created_at INTEGER NOT NULL);
+                INSERT INTO registrations VALUES ('tuned', 'lora', 'smollm2', '/a/adapter.safetensors', NULL,
+                    '{\"lora_rank\":8}', '{}', 'alice', 7);",
+            )
+            .unwrap();
+        let registry = Registry::open(&path).unwrap();
+        let r = registry.get("tuned").unwrap().unwrap();
+        assert_eq!(
+            (r.kind, r.base_model.as_deref(), r.config["lora_rank"].as_u64(), r.created_at),
+            (Kind::Lora, Some("smollm2"), Some(8), 7)
+        );
+        let version: i64 = registry.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA.version());
+    }
+
+    #[test]
+    fn a_registry_from_a_newer_hearth_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        Connection::open(&path).unwrap().execute_batch(&format!("PRAGMA user_version = {}", SCHEMA.version() + 1)).unwrap();
+        let err = Registry::open(&path).err().expect("refused");
+        assert!(matches!(err, OpenError::TooNew { .. }) && err.to_string().contains("the server's registry has schema version 2"), "{err}");
+    }
 }

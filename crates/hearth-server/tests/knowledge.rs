@@ -9,7 +9,7 @@ use common::{sse_data, TestServer};
 use serde_json::{json, Value};
 
 fn smollm2() -> String {
-    let path = hearth_engine::paths::resolve_model("smollm2").expect("SmolLM2 is installed (scripts/fetch-test-models.sh)");
+    let path = hearth_store::installed_model("smollm2").expect("SmolLM2 is installed (scripts/fetch-test-models.sh)");
     format!("smol={}", path.display())
 }
 

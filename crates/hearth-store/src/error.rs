@@ -22,6 +22,12 @@ pub enum StoreError {
     Offline(String),
     #[error("no such model {0:?}: not in the store (pull it with `hearth pull`)")]
     NotFound(String),
+    #[error(
+        "no such model {spec:?}: not a path, not in the store and not in {} (`hearth pull` downloads a Hub model; \
+         scripts/fetch-test-models.sh installs the small test models)",
+        .models.display()
+    )]
+    NoSuchModel { spec: String, models: PathBuf },
     #[error("model {0:?} is loaded by a running server; stop it or use --force")]
     InUse(String),
     #[error("{0}")]
@@ -30,6 +36,8 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("registry database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("opening the registry: {0}")]
+    Open(#[from] hearth_sqlite::OpenError),
 }
 
 /// Attaches the path to an I/O error, so every message says which file.

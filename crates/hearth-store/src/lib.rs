@@ -32,7 +32,9 @@
 //! * [`Store::hold`] takes a shared lock on the model's `.in-use.lock` for as long as the
 //!   returned guard lives: a server holds it while the model is loaded, and
 //!   [`Store::remove`] (`hearth rm`) refuses to delete a held model unless forced.
-//! * [`Store::resolve`] finds a model by name, alias or repo id without any network call.
+//! * [`Store::resolve`] finds a model by name, alias or repo id without any network call;
+//!   [`ModelResolver`] is what the CLI and the server resolve a model name with: a path (where
+//!   allowed), the store, `$HEARTH_HOME/models`, then a pull.
 //!
 //! An existing Hugging Face cache (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`)
 //! is read in place, never copied.
@@ -49,6 +51,7 @@ mod metadata;
 pub mod name;
 mod pull;
 mod registry;
+mod resolve;
 mod store;
 
 pub use error::{Result, StoreError};
@@ -56,4 +59,5 @@ pub use hub::HubConfig;
 pub use metadata::chat_template;
 pub use pull::{PullEvent, PullRequest};
 pub use registry::{ModelRecord, Source};
+pub use resolve::{hearth_home, installed_model, ModelResolver, DEFAULT_MODEL};
 pub use store::{CacheReport, InUseGuard, PruneReport, Resolved, Store};

@@ -83,7 +83,7 @@ fn dir_info(dir: &Path) -> ModelInfo {
     let is_embedding = ["modules.json", "sentence_bert_config.json", "1_Pooling"].iter().any(|f| dir.join(f).exists());
     let context_length = u64_of("max_position_embeddings").or(u64_of("n_positions"));
     // What hearth-embed would run; `None` for a pipeline it does not support.
-    let sentence = is_embedding.then(|| hearth_embed::config::SentenceConfig::load(dir).ok()).flatten();
+    let sentence = is_embedding.then(|| hearth_formats::sentence::SentenceConfig::load(dir).ok()).flatten();
     ModelInfo {
         format: if bits.is_some() { "mlx" } else { "safetensors" }.into(),
         architecture: config.pointer("/architectures/0").or(config.get("model_type")).and_then(Json::as_str).map(str::to_string),

@@ -1,12 +1,11 @@
 //! The registry of known models, in SQLite (`$HEARTH_HOME/hearth.db`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use hearth_sqlite::{Migration, Schema};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
-use crate::error::IoContext;
 use crate::{Result, StoreError};
 
 /// Where a model came from.
@@ -60,7 +59,28 @@ pub struct ModelRecord {
     pub last_used_at: Option<i64>,
 }
 
-const SCHEMA: &str = "
+/// Versions of the registry's schema (see `hearth_sqlite`).
+const SCHEMA: Schema = Schema {
+    what: "the model registry",
+    migrations: &[Migration {
+        name: "models",
+        apply: |tx| {
+            tx.execute_batch(MODELS)?;
+            // Registries from before versioning may lack the columns added after the first release.
+            for (column, kind) in ADDED_COLUMNS {
+                let present: bool =
+                    tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('models') WHERE name = ?1", [column], |row| row.get(0))?;
+                if !present {
+                    tx.execute_batch(&format!("ALTER TABLE models ADD COLUMN {column} {kind}"))?;
+                }
+            }
+            Ok(())
+        },
+    }],
+};
+
+/// Version 1's table.
+const MODELS: &str = "
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY,
     repo TEXT NOT NULL,
@@ -128,49 +148,14 @@ fn from_row(row: &Row) -> rusqlite::Result<ModelRecord> {
 
 impl Registry {
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).at(dir)?;
-        }
-        let mut conn = Connection::open(path)?;
-        // Several processes (pulls, a server) share the file.
-        conn.busy_timeout(Duration::from_secs(10))?;
-        // Switching a new file to WAL can report "locked" without waiting on the busy handler
-        // when another process opens it at the same moment: such a start is retried.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match Self::prepare(&mut conn) {
-                Err(StoreError::Db(rusqlite::Error::SqliteFailure(e, _)))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                other => return other.map(|()| Self { conn }),
-            }
-        }
-    }
-
-    /// WAL mode and the schema, with columns added since older versions.
-    fn prepare(conn: &mut Connection) -> Result<()> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // Write transactions take the write lock up front (IMMEDIATE): a deferred one that
-        // has read fails at once with "database is locked" when another connection wrote
-        // meanwhile, instead of waiting.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(SCHEMA)?;
-        for (column, kind) in ADDED_COLUMNS {
-            let present: bool =
-                tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('models') WHERE name = ?1", [column], |row| row.get(0))?;
-            if !present {
-                tx.execute_batch(&format!("ALTER TABLE models ADD COLUMN {column} {kind}"))?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        Ok(Self { conn: hearth_sqlite::open(path, &SCHEMA)? })
     }
 
     /// Inserts or replaces a record, keeping the original creation time.
     pub fn upsert(&mut self, r: &ModelRecord) -> Result<()> {
         let path = r.path.to_str().ok_or_else(|| StoreError::Invalid(format!("{}: path is not UTF-8", r.path.display())))?;
+        // The write lock is taken up front (IMMEDIATE): a deferred transaction that has read
+        // fails at once with "database is locked" when another connection wrote meanwhile.
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let created: Option<i64> = tx.query_row("SELECT created_at FROM models WHERE name = ?1", [&r.name], |row| row.get(0)).optional()?;
         tx.execute(
@@ -239,25 +224,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn many_processes_may_open_a_new_registry_at_once() {
-        for _ in 0..10 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("hearth.db");
-            std::thread::scope(|s| {
-                let opens: Vec<_> = (0..8).map(|_| s.spawn(|| Registry::open(&path).map(|_| ()))).collect();
-                for o in opens {
-                    o.join().unwrap().unwrap();
-                }
-            });
-        }
-    }
-
-    #[test]
     fn registries_from_before_the_embedding_columns_gain_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hearth.db");
-        let old_schema = SCHEMA.replace(",\n    embedding_max_tokens INTEGER,\n    embedding_pooling TEXT", "");
-        assert_ne!(old_schema, SCHEMA);
+        let old_schema = MODELS.replace(",\n    embedding_max_tokens INTEGER,\n    embedding_pooling TEXT", "");
+        assert_ne!(old_schema, MODELS);
         Connection::open(&path).unwrap().execute_batch(&old_schema).unwrap();
         let mut reg = Registry::open(&path).unwrap();
         let record = ModelRecord {
@@ -285,5 +256,43 @@ mod tests {
         drop(reg);
         let got = Registry::open(&path).unwrap().get("minilm").unwrap().unwrap();
         assert_eq!((got.embedding_max_tokens, got.embedding_pooling.as_deref()), (Some(256), Some("mean")));
+    }
+
+    #[test]
+    fn a_registry_from_the_release_before_schema_versions_keeps_its_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE models (
+                    name TEXT PRIMARY KEY, repo TEXT NOT NULL, revision TEXT NOT NULL, commit_sha TEXT NOT NULL, path TEXT NOT NULL,
+                    format TEXT NOT NULL, architecture TEXT, quantization TEXT, parameter_count INTEGER, size_bytes INTEGER NOT NULL,
+                    context_length INTEGER, embedding_dim INTEGER, recommended_memory_bytes INTEGER NOT NULL, source TEXT NOT NULL,
+                    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_used_at INTEGER, embedding_max_tokens INTEGER,
+                    embedding_pooling TEXT);
+                CREATE INDEX models_repo ON models(repo);
+                INSERT INTO models VALUES ('smollm2', 'HuggingFaceTB/SmolLM2-135M-Instruct-GGUF', 'main', 'abc', '/m/smollm2.gguf',
+                    'gguf', 'llama', 'Q4_1', 135000000, 100, 2048, NULL, 268435456, 'pulled', 1, 2, 3, NULL, NULL);",
+            )
+            .unwrap();
+        let reg = Registry::open(&path).unwrap();
+        let got = reg.get("smollm2").unwrap().unwrap();
+        assert_eq!(
+            (got.repo.as_str(), got.quantization.as_deref(), got.last_used_at),
+            ("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", Some("Q4_1"), Some(3))
+        );
+        let version: i64 = reg.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA.version());
+    }
+
+    #[test]
+    fn a_registry_from_a_newer_hearth_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.db");
+        Connection::open(&path).unwrap().execute_batch(&format!("PRAGMA user_version = {}", SCHEMA.version() + 1)).unwrap();
+        let err = Registry::open(&path).err().expect("refused");
+        assert!(matches!(err, StoreError::Open(hearth_sqlite::OpenError::TooNew { .. })), "{err}");
+        assert!(err.to_string().contains("the model registry has schema version 2"), "{err}");
     }
 }

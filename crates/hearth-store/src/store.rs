@@ -75,7 +75,7 @@ fn file_size(path: &Path) -> u64 {
 }
 
 impl Store {
-    /// Opens (creating) the store under `home` (see `hearth_engine::paths::hearth_home`).
+    /// Opens (creating) the store under `home` (see [`crate::hearth_home`]).
     pub fn open(home: &Path, hub: HubConfig) -> Result<Self> {
         let registry = Registry::open(&home.join("hearth.db"))?;
         Ok(Self { home: home.to_path_buf(), hub, registry: Mutex::new(registry), hf_cache: hf_hub_cache() })

@@ -14,7 +14,7 @@ pub struct Case {
 /// The model's directory; scripts/fetch-test-models.sh installs it (a missing model fails the
 /// test rather than skipping it).
 pub fn model_dir() -> PathBuf {
-    hearth_engine::paths::resolve_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)")
+    hearth_store::installed_model("minilm").expect("all-MiniLM-L6-v2 is installed (scripts/fetch-test-models.sh)")
 }
 
 pub fn reference_cases() -> Vec<Case> {

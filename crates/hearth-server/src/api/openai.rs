@@ -202,7 +202,13 @@ pub struct SamplingDefaults {
 impl From<hearth_runtime::SamplingDefaults> for SamplingDefaults {
     fn from(d: hearth_runtime::SamplingDefaults) -> Self {
         let p = hearth_runtime::SamplingParams::from_settings(d);
-        SamplingDefaults { temperature: p.temperature, top_p: p.top_p, top_k: p.top_k, min_p: p.min_p, repetition_penalty: p.repetition_penalty }
+        SamplingDefaults {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            min_p: p.min_p,
+            repetition_penalty: p.repetition_penalty,
+        }
     }
 }
 
