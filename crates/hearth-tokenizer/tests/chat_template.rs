@@ -114,8 +114,8 @@ fn python_features_used_by_templates() {
 fn model_dir_lookup() {
     let scratch = temp_dir();
     let dir = scratch.path();
-    assert_eq!(find_chat_template(&dir).unwrap(), None);
-    assert_eq!(read_special_tokens(&dir).unwrap(), Default::default());
+    assert_eq!(find_chat_template(dir).unwrap(), None);
+    assert_eq!(read_special_tokens(dir).unwrap(), Default::default());
 
     std::fs::write(
         dir.join("tokenizer_config.json"),
@@ -123,22 +123,22 @@ fn model_dir_lookup() {
             "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
     )
     .unwrap();
-    assert_eq!(find_chat_template(&dir).unwrap().as_deref(), Some("D"));
-    let special = read_special_tokens(&dir).unwrap();
+    assert_eq!(find_chat_template(dir).unwrap().as_deref(), Some("D"));
+    let special = read_special_tokens(dir).unwrap();
     assert_eq!(special.bos.as_deref(), Some("<s>"));
     assert_eq!(special.eos.as_deref(), Some("</s>"));
 
     std::fs::write(dir.join("tokenizer_config.json"), r#"{"chat_template": "S", "bos_token": null}"#).unwrap();
-    assert_eq!(find_chat_template(&dir).unwrap().as_deref(), Some("S"));
-    assert_eq!(read_special_tokens(&dir).unwrap().bos, None);
+    assert_eq!(find_chat_template(dir).unwrap().as_deref(), Some("S"));
+    assert_eq!(read_special_tokens(dir).unwrap().bos, None);
 
     std::fs::write(dir.join("chat_template.jinja"), "J").unwrap();
-    assert_eq!(find_chat_template(&dir).unwrap().as_deref(), Some("J"));
+    assert_eq!(find_chat_template(dir).unwrap().as_deref(), Some("J"));
 
     std::fs::write(dir.join("tokenizer_config.json"), "{oops").unwrap();
-    assert!(matches!(read_special_tokens(&dir), Err(TokenizerError::Json { .. })));
+    assert!(matches!(read_special_tokens(dir), Err(TokenizerError::Json { .. })));
     std::fs::write(dir.join("tokenizer_config.json"), r#"{"eos_token": 5}"#).unwrap();
-    assert!(read_special_tokens(&dir).unwrap_err().to_string().contains("eos_token"));
+    assert!(read_special_tokens(dir).unwrap_err().to_string().contains("eos_token"));
 
     // The fixture directory: chat_template.jinja wins and matches the config's string.
     let hf = testdata("tiny/hf/llama");
