@@ -288,7 +288,7 @@ fn ask(kb: &Kb, a: AskArgs) -> anyhow::Result<()> {
     let mut runtime = a.model.runtime(&model);
     let mut out = std::io::stdout().lock();
     let answer_text = runtime
-        .complete(hearth_runtime::Request::new(ids, a.model.params(&model)), |text| {
+        .complete(hearth_runtime::Request::new(ids, a.model.grounded_params(&model)), |text| {
             a.json || out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok()
         })?
         .text;

@@ -114,6 +114,16 @@ impl ModelArgs {
         }
     }
 
+    /// As `params`, but greedy unless `--temp` is given: an answer from cited sources should be
+    /// reproducible (the knowledge service's ask route does the same).
+    fn grounded_params(&self, model: &hearth_engine::LoadedModel) -> GenerateParams {
+        let mut params = self.params(model);
+        if self.temperature.is_none() {
+            params.sampling.temperature = 0.0;
+        }
+        params
+    }
+
     fn load(&self) -> anyhow::Result<hearth_engine::LoadedModel> {
         let path = store_cmd::resolve_model(&self.model)?;
         let precision = if self.exact { hearth_engine::Precision::Exact } else { hearth_engine::Precision::Fast };
