@@ -33,14 +33,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(scan))
 }
 
-fn db_error(e: rusqlite::Error) -> ApiError {
-    ApiError::internal(format!("the registry database failed: {e}"))
-}
-
 /// Registry health.
 #[utoipa::path(get, path = "/admin/health", operation_id = "admin_health", tag = "registry", responses((status = 200, description = "Done", body = AdminHealth), Errors))]
 async fn health(State(state): State<AppState>) -> Result<Json<AdminHealth>, ApiError> {
-    let registered = state.models.registry.list(None).map_err(db_error)?.len();
+    let registered = state.models.registry.list(None)?.len();
     let loaded: Vec<String> = state.models.residents().iter().map(|r| r.id.clone()).collect();
     Ok(Json(AdminHealth { status: "ok", registered, loaded }))
 }
@@ -65,7 +61,7 @@ async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, Str
     if let Some(k) = q.keys().find(|k| *k != "registered_by") {
         return Err(ApiError::invalid(k, format!("unknown query parameter `{k}`")));
     }
-    let regs = state.models.registry.list(q.get("registered_by").map(String::as_str)).map_err(db_error)?;
+    let regs = state.models.registry.list(q.get("registered_by").map(String::as_str))?;
     Ok(Json(RegisteredModels { models: regs.into_iter().map(|r| with_status(&state, r)).collect() }))
 }
 
@@ -116,7 +112,7 @@ async fn register(
         _ => {}
     }
     let registry = &state.models.registry;
-    if state.models.is_configured(&name) || registry.get(&name).map_err(db_error)?.is_some() {
+    if state.models.is_configured(&name) || registry.get(&name)?.is_some() {
         return Err(ApiError::conflict(format!("a model named `{name}` is already registered")));
     }
     let adapter_path = match kind {
@@ -147,21 +143,21 @@ async fn register(
         }
     };
     let reg = Registration { name, kind, base_model, adapter_path, model_id, config, metadata, registered_by, created_at: now() };
-    if !registry.insert(&reg).map_err(db_error)? {
+    if !registry.insert(&reg)? {
         return Err(ApiError::conflict(format!("a model named `{}` is already registered", reg.name)));
     }
     Ok((StatusCode::CREATED, Json(with_status(&state, reg))))
 }
 
 fn registered(state: &AppState, name: &str) -> Result<Registration, ApiError> {
-    state.models.registry.get(name).map_err(db_error)?.ok_or_else(|| ApiError::not_found(format!("no model named `{name}` is registered")))
+    state.models.registry.get(name)?.ok_or_else(|| ApiError::not_found(format!("no model named `{name}` is registered")))
 }
 
 /// `registered`, `loading` or `loaded`, with memory.
 #[utoipa::path(get, path = "/admin/models/{name}/status", tag = "registry", params(("name" = String, Path)),
     responses((status = 200, description = "Done", body = ModelStatus), Errors))]
 async fn status(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelStatus>, ApiError> {
-    let kind = match state.models.registry.get(&name).map_err(db_error)? {
+    let kind = match state.models.registry.get(&name)? {
         Some(r) => r.kind,
         None if state.models.is_configured(&name) || state.models.resident(&name).is_some() => Kind::Model,
         None => return Err(ApiError::not_found(format!("no model named `{name}` is registered"))),
@@ -175,7 +171,7 @@ async fn status(State(state): State<AppState>, Path(name): Path<String>) -> Resu
 async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Deleted>, ApiError> {
     registered(&state, &name)?;
     state.models.unload(&name);
-    state.models.registry.remove(&name).map_err(db_error)?;
+    state.models.registry.remove(&name)?;
     Ok(Json(Deleted { deleted: name }))
 }
 

@@ -33,15 +33,13 @@ fn inputs(input: crate::api::TextsOrTokens) -> Result<Vec<EmbedInput>, ApiError>
         .collect())
 }
 
-/// A request's fault is a 400, naming the offending item of `list` when there is one; any
-/// other failure is the server's.
+/// An input's fault names the offending item of `list`; the rest is the error's own mapping.
 fn embed_error(e: EmbedError, list: &str) -> ApiError {
     match &e {
         EmbedError::TooLong { index, .. } | EmbedError::BadInput { index, .. } => {
             ApiError::invalid(&format!("{list}[{index}]"), e.to_string())
         }
-        _ if e.is_client_error() => ApiError::bad_request(e.to_string()),
-        _ => ApiError::internal(e.to_string()),
+        _ => e.into(),
     }
 }
 

@@ -122,3 +122,68 @@ impl std::fmt::Display for ApiError {
         f.write_str(&self.message)
     }
 }
+
+/// 400 for a model this server cannot run (an unsupported architecture or encoder): the
+/// request named it.
+fn not_supported(message: String) -> ApiError {
+    ApiError { param: Some("model".into()), code: Some("model_not_supported"), ..ApiError::new(StatusCode::BAD_REQUEST, message) }
+}
+
+impl From<hearth_engine::EngineError> for ApiError {
+    fn from(e: hearth_engine::EngineError) -> Self {
+        use hearth_engine::EngineError as E;
+        match e {
+            E::Unsupported(_) => not_supported(e.to_string()),
+            E::InvalidRequest(_) | E::ContextOverflow { .. } | E::Tokenizer(_) => ApiError::bad_request(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<hearth_embed::EmbedError> for ApiError {
+    fn from(e: hearth_embed::EmbedError) -> Self {
+        use hearth_embed::EmbedError as E;
+        match e {
+            E::Unsupported(_) => not_supported(e.to_string()),
+            E::WorkerStopped => ApiError::unavailable(e.to_string()),
+            _ if e.is_client_error() => ApiError::bad_request(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<hearth_store::StoreError> for ApiError {
+    fn from(e: hearth_store::StoreError) -> Self {
+        use hearth_store::StoreError as E;
+        match e {
+            E::InvalidName { .. } | E::Invalid(_) => ApiError::bad_request(e.to_string()),
+            E::NotFound(_) | E::NotFoundOnHub { .. } => {
+                ApiError { code: Some("model_not_found"), ..ApiError::new(StatusCode::NOT_FOUND, e.to_string()) }
+            }
+            E::InUse(_) => ApiError::conflict(e.to_string()),
+            E::Unauthorized { .. } | E::Http { .. } | E::Timeout { .. } | E::Network { .. } | E::Corrupt { .. } => {
+                ApiError::bad_gateway(e.to_string())
+            }
+            E::Offline(_) => ApiError::unavailable(e.to_string()),
+            E::Io { .. } | E::Db(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<hearth_kb::KbError> for ApiError {
+    fn from(e: hearth_kb::KbError) -> Self {
+        use hearth_kb::KbError as E;
+        match e {
+            E::Invalid(m) => ApiError::bad_request(m),
+            E::NotFound(m) => ApiError::not_found(format!("{m} not found")),
+            E::EmbeddingModelMismatch { .. } => ApiError::conflict(e.to_string()),
+            E::Db(_) | E::Io(_) | E::Embed(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        ApiError::internal(format!("the registry database failed: {e}"))
+    }
+}

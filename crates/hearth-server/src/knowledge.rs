@@ -72,18 +72,12 @@ impl TextReranker for ResidentReranker {
     }
 }
 
-pub fn kb_error(e: KbError) -> ApiError {
-    match e {
-        KbError::Invalid(m) => ApiError::bad_request(m),
-        KbError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
-        e @ KbError::EmbeddingModelMismatch { .. } => ApiError::conflict(e.to_string()),
-        e => ApiError::internal(e.to_string()),
-    }
-}
-
 /// Runs knowledge-base work (SQLite, embedding) off the async runtime.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> hearth_kb::Result<T> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("the knowledge base task stopped: {e}")))?.map_err(kb_error)
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the knowledge base task stopped: {e}")))?
+        .map_err(ApiError::from)
 }
 
 impl Knowledge {

@@ -220,7 +220,7 @@ impl Models {
         if let Some(m) = self.cfg.models.iter().find(|m| m.id == id) {
             return self.resolve(&m.spec, true)?.ok_or_else(|| ApiError::model_not_found(id));
         }
-        match self.registry.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
+        match self.registry.get(id)? {
             Some(r) if r.kind == Kind::Lora => {
                 let base = r.base_model.unwrap_or_default();
                 let located =
@@ -333,7 +333,7 @@ impl Models {
     fn hold(&self, located: &Located) -> Result<Option<Held>, ApiError> {
         match (&self.store, &located.record) {
             (Some(store), Some(record)) => {
-                let guard = store.hold(record).map_err(|e| ApiError::internal(e.to_string()))?;
+                let guard = store.hold(record)?;
                 Ok(Some(Held { name: record.name.clone(), _guard: guard }))
             }
             _ => Ok(None),

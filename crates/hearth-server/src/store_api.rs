@@ -94,8 +94,8 @@ async fn remove(
         .map_err(|e| match e {
             StoreError::NotFound(_) => ApiError::model_not_found(&id),
             StoreError::InUse(_) => ApiError::conflict(format!("`{id}` is loaded by a server; unload it first, or pass ?force=true")),
-            StoreError::InvalidName { .. } => ApiError::invalid("model_id", e.to_string()),
-            e => ApiError::internal(e.to_string()),
+            // The rest as the store's errors map, about the path's id.
+            e => ApiError { param: Some("model_id".into()), ..e.into() },
         })?;
     // A forced removal may take models this server has loaded: stop using their files.
     state.models.unload_store_models(&removed);
