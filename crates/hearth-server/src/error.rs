@@ -157,7 +157,7 @@ impl From<hearth_store::StoreError> for ApiError {
         use hearth_store::StoreError as E;
         match e {
             E::InvalidName { .. } | E::Invalid(_) => ApiError::bad_request(e.to_string()),
-            E::NotFound(_) | E::NotFoundOnHub { .. } => {
+            E::NotFound(_) | E::NotFoundOnHub { .. } | E::NoSuchModel { .. } => {
                 ApiError { code: Some("model_not_found"), ..ApiError::new(StatusCode::NOT_FOUND, e.to_string()) }
             }
             E::InUse(_) => ApiError::conflict(e.to_string()),
@@ -165,7 +165,7 @@ impl From<hearth_store::StoreError> for ApiError {
                 ApiError::bad_gateway(e.to_string())
             }
             E::Offline(_) => ApiError::unavailable(e.to_string()),
-            E::Io { .. } | E::Db(_) => ApiError::internal(e.to_string()),
+            E::Io { .. } | E::Db(_) | E::Open(_) => ApiError::internal(e.to_string()),
         }
     }
 }
@@ -177,7 +177,7 @@ impl From<hearth_kb::KbError> for ApiError {
             E::Invalid(m) => ApiError::bad_request(m),
             E::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             E::EmbeddingModelMismatch { .. } => ApiError::conflict(e.to_string()),
-            E::Db(_) | E::Io(_) | E::Embed(_) => ApiError::internal(e.to_string()),
+            E::Db(_) | E::Io(_) | E::Embed(_) | E::Open(_) => ApiError::internal(e.to_string()),
         }
     }
 }

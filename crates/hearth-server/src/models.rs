@@ -347,7 +347,11 @@ impl Models {
         let model = tokio::task::spawn_blocking(move || LoadedModel::load_with(&path, opts))
             .await
             .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
-            .map_err(|e| ApiError::internal(format!("loading {} failed: {e}", located.path.display())))?;
+            .map_err(|e| {
+                // The engine's error decides the status (an unsupported architecture is a 400).
+                let e = ApiError::from(e);
+                ApiError { message: format!("loading {} failed: {}", located.path.display(), e.message), ..e }
+            })?;
         let weight_bytes = model.model.weight_bytes();
         let scheduler =
             Scheduler::start(id, Arc::new(model), self.cfg.scheduler.clone(), self.cfg.queue, self.metrics.clone(), self.shutdown.clone())

@@ -210,3 +210,19 @@ async fn memory_budget_unloads_the_least_recently_used_idle_model() {
     let (_, health) = call(&c, M::GET, s.url("/api/health"), None).await;
     assert_eq!(health["loaded_models"], json!(["other"]));
 }
+
+/// A model the engine cannot run (an architecture it does not know) is the client's 400
+/// `model_not_supported`, as an unsupported encoder is, not a server error.
+#[tokio::test]
+async fn an_unsupported_architecture_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"architectures": ["MambaForCausalLM"], "model_type": "mamba"}"#).unwrap();
+    let s = TestServer::start(|o| o.model = vec![format!("odd={}", dir.path().display())]);
+    let c = reqwest::Client::new();
+    let body = serde_json::json!({"model": "odd", "messages": [{"role": "user", "content": "hi"}]});
+    let res = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "model_not_supported", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("architecture"), "{err}");
+}
