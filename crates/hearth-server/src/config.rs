@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hearth_engine::DeviceChoice;
 use hearth_store::HubConfig;
 use serde::Deserialize;
 
-use hearth_runtime::{RuntimeConfig, SamplingDefaults, SamplingParams};
+use hearth_runtime::{DeviceChoice, RuntimeConfig, SamplingDefaults, SamplingParams};
 
 #[derive(Args, Deserialize, Default, Debug, Clone)]
 #[serde(default, deny_unknown_fields)]

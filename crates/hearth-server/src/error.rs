@@ -129,9 +129,9 @@ fn not_supported(message: String) -> ApiError {
     ApiError { param: Some("model".into()), code: Some("model_not_supported"), ..ApiError::new(StatusCode::BAD_REQUEST, message) }
 }
 
-impl From<hearth_engine::EngineError> for ApiError {
-    fn from(e: hearth_engine::EngineError) -> Self {
-        use hearth_engine::EngineError as E;
+impl From<hearth_runtime::EngineError> for ApiError {
+    fn from(e: hearth_runtime::EngineError) -> Self {
+        use hearth_runtime::EngineError as E;
         match e {
             E::Unsupported(_) => not_supported(e.to_string()),
             E::InvalidRequest(_) | E::ContextOverflow { .. } | E::Tokenizer(_) => ApiError::bad_request(e.to_string()),

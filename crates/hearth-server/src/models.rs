@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
-use hearth_engine::{LoadOptions, LoadedModel};
-use hearth_runtime::{SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
+use hearth_runtime::{LoadOptions, LoadedModel, SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
 use hearth_store::{InUseGuard, ModelRecord, ModelResolver, Store, StoreError};
 
 use crate::config::ServerConfig;
