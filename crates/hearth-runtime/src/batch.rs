@@ -28,6 +28,11 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// The context capped at the model's: a cache beyond it could never be filled.
+    pub(crate) fn fitted(self, model: &LoadedModel) -> Self {
+        RuntimeConfig { context: self.context.min(model.model.config().context_length), ..self }
+    }
+
     /// One sequence at a time with `context` tokens of cache, keeping the last conversation's
     /// cache so the next turn prefills only what is new (the command line's settings).
     pub fn single(context: usize) -> Self {
@@ -58,8 +63,7 @@ pub struct Runtime<'m> {
 
 impl<'m> Runtime<'m> {
     pub fn new(model: &'m LoadedModel, cfg: RuntimeConfig, observer: Arc<dyn Observer>, gauges: Arc<Gauges>) -> Self {
-        // A cache beyond the model's context could never be filled.
-        let cfg = RuntimeConfig { context: cfg.context.min(model.model.config().context_length), ..cfg };
+        let cfg = cfg.fitted(model);
         Runtime { model, prompt_cache: PromptCache::new(cfg.prompt_cache_bytes), cfg, observer, gauges, seqs: Vec::new() }
     }
 

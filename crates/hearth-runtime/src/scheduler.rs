@@ -41,7 +41,8 @@ impl Scheduler {
         let (jobs, rx) = mpsc::sync_channel(queue);
         let gauges = Arc::new(Gauges::default());
         let (g, shared) = (gauges.clone(), model.clone());
-        let context = cfg.context.min(model.model.config().context_length);
+        let cfg = cfg.fitted(&model);
+        let context = cfg.context;
         std::thread::Builder::new().name(format!("sched-{name}")).spawn(move || {
             let runtime = Runtime::new(&shared, cfg, observer, g.clone());
             run(runtime, &g, rx, &shutdown);
