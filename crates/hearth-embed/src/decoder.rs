@@ -96,7 +96,7 @@ impl Decoder {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(engine)?;
             let mut inputs: Vec<SeqInput<'_>> =
-                batch.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput { tokens: &s.ids, cache }).collect();
+                batch.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput::new(&s.ids, cache)).collect();
             out.extend(self.model.model.last_hidden(&mut inputs).map_err(engine)?);
         }
         Ok(out)

@@ -11,8 +11,8 @@ use hearth_kernels::{Precision, RowFormat};
 
 use crate::config::{Activation, ModelConfig};
 use crate::kv_cache::KvCache;
-use crate::lora::{LoraAdapter, LoraDelta};
-use crate::model::{Decoder, DecoderWeights, Head, Layer, Mlp, Projection, SeqInput, WeightForm};
+use crate::lora::Adapter;
+use crate::model::{Decoder, DecoderWeights, Head, Layer, LinearShape, Mlp, Projection, SeqInput, WeightForm};
 use crate::weights::{StoredTensor, WeightStore};
 use crate::{EngineError, Result};
 
@@ -25,10 +25,7 @@ impl WeightForm for CandleForm {
     type Linear = CandleLinear;
     type Norm = CandleNorm;
 
-    fn linear(&self, weight: StoredTensor, bias: Option<Vec<f32>>, lora: Option<LoraDelta>) -> Result<CandleLinear> {
-        if lora.is_some() {
-            return Err(EngineError::Unsupported("LoRA adapters on the candle backend".into()));
-        }
+    fn linear(&self, weight: StoredTensor, bias: Option<Vec<f32>>, _slot: usize) -> Result<CandleLinear> {
         // f16 halves a GPU's memory and doubles its rate; a CPU has no use for it.
         let dense = if self.device.is_cpu() { DType::F32 } else { DType::F16 };
         let bias = bias.map(|b| vector(b, &self.device)).transpose()?;
@@ -105,10 +102,9 @@ impl CandleDecoder {
         rope_freqs: Option<Vec<f32>>,
         device: &Device,
         precision: Precision,
-        adapter: Option<&LoraAdapter>,
     ) -> Result<Self> {
         let form = CandleForm { device: device.clone() };
-        let weights = DecoderWeights::load(&form, cfg, store, rope_freqs, adapter)?;
+        let weights = DecoderWeights::load(&form, cfg, store, rope_freqs)?;
         Ok(CandleDecoder { weights, device: form.device, precision })
     }
 }
@@ -130,7 +126,24 @@ impl Decoder for CandleDecoder {
         KvCache::on_device(&self.weights.cfg, capacity, &self.device)
     }
 
-    fn run(&self, seqs: &mut [SeqInput<'_>], head: Head, mut trace: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
+    fn linears(&self) -> &[LinearShape] {
+        &self.weights.linears
+    }
+
+    fn runs_adapters(&self) -> bool {
+        false
+    }
+
+    fn run(
+        &self,
+        seqs: &mut [SeqInput<'_>],
+        adapters: &[Option<&Adapter>],
+        head: Head,
+        mut trace: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        if adapters.iter().any(Option::is_some) {
+            return Err(EngineError::Unsupported("LoRA adapters on the candle backend".into()));
+        }
         let w = &self.weights;
         let hid = w.cfg.hidden_size;
         let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();

@@ -12,9 +12,9 @@ use hearth_kernels::Precision;
 
 use crate::config::{Activation, ModelConfig};
 use crate::kv_cache::{HostKv, KvCache};
-use crate::linear::HostLinear;
-use crate::lora::{LoraAdapter, LoraDelta};
-use crate::model::{Decoder, DecoderWeights, Head, Layer, Projection, SeqInput, WeightForm};
+use crate::linear::{AdaptedRows, HostLinear};
+use crate::lora::Adapter;
+use crate::model::{Decoder, DecoderWeights, Head, Layer, LinearShape, Projection, SeqInput, WeightForm};
 use crate::weights::{StoredTensor, WeightStore};
 use crate::Result;
 
@@ -28,8 +28,8 @@ impl WeightForm for HostForm {
     type Linear = HostLinear;
     type Norm = RmsNorm;
 
-    fn linear(&self, weight: StoredTensor, bias: Option<Vec<f32>>, lora: Option<LoraDelta>) -> Result<HostLinear> {
-        HostLinear::new(weight, bias, lora, self.precision)
+    fn linear(&self, weight: StoredTensor, bias: Option<Vec<f32>>, slot: usize) -> Result<HostLinear> {
+        HostLinear::new(weight, bias, slot, self.precision)
     }
 
     fn norm(&self, weight: Vec<f32>, eps: f32) -> Result<RmsNorm> {
@@ -74,14 +74,8 @@ pub(crate) struct HostDecoder {
 }
 
 impl HostDecoder {
-    pub(crate) fn load(
-        cfg: ModelConfig,
-        store: &WeightStore,
-        rope_freqs: Option<Vec<f32>>,
-        precision: Precision,
-        adapter: Option<&LoraAdapter>,
-    ) -> Result<Self> {
-        let weights = DecoderWeights::load(&HostForm { precision }, cfg, store, rope_freqs, adapter)?;
+    pub(crate) fn load(cfg: ModelConfig, store: &WeightStore, rope_freqs: Option<Vec<f32>>, precision: Precision) -> Result<Self> {
+        let weights = DecoderWeights::load(&HostForm { precision }, cfg, store, rope_freqs)?;
         for linear in weights.layers.iter().flat_map(Layer::linears).chain([&weights.lm_head]) {
             linear.release_repacked_source();
         }
@@ -106,10 +100,25 @@ impl Decoder for HostDecoder {
         Ok(KvCache::host(&self.weights.cfg, capacity))
     }
 
-    fn run(&self, seqs: &mut [SeqInput<'_>], head: Head, trace: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
+    fn linears(&self) -> &[LinearShape] {
+        &self.weights.linears
+    }
+
+    fn runs_adapters(&self) -> bool {
+        true
+    }
+
+    fn run(
+        &self,
+        seqs: &mut [SeqInput<'_>],
+        adapters: &[Option<&Adapter>],
+        head: Head,
+        trace: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<Vec<Vec<f32>>> {
         let mut host_seqs = seqs
             .iter_mut()
-            .map(|s| Ok(Seq { tokens: s.tokens, pos: s.cache.len(), kv: s.cache.host_mut()? }))
+            .zip(adapters)
+            .map(|(s, &adapter)| Ok(Seq { tokens: s.tokens, pos: s.cache.len(), kv: s.cache.host_mut()?, adapter }))
             .collect::<Result<Vec<_>>>()?;
         let out = self.forward(&mut host_seqs, head, trace)?;
         for s in seqs.iter_mut() {
@@ -125,6 +134,20 @@ struct Seq<'a> {
     /// Tokens already in the cache: the position of `tokens[0]`.
     pos: usize,
     kv: &'a mut HostKv,
+    adapter: Option<&'a Adapter>,
+}
+
+/// The rows of each sequence with an adapter, given each sequence's count of rows.
+fn adapted_rows<'a>(seqs: &[Seq<'a>], counts: impl Iterator<Item = usize>) -> Vec<AdaptedRows<'a>> {
+    let mut first = 0;
+    let mut rows = Vec::new();
+    for (seq, count) in seqs.iter().zip(counts) {
+        if let Some(adapter) = seq.adapter {
+            rows.push(AdaptedRows { first, count, adapter });
+        }
+        first += count;
+    }
+    rows
 }
 
 #[derive(Default)]
@@ -199,16 +222,24 @@ fn rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32], interl
 
 /// Applies projection `p` to the `tokens` rows of `h`, each part's output into its buffer of
 /// `outs`: separate layers as one group, a fused one through `fused` and split by columns.
-fn project(p: &Projection<HostLinear>, h: &[f32], tokens: usize, outs: &mut [&mut [f32]], fused: &mut Vec<f32>, precision: Precision) {
+fn project(
+    p: &Projection<HostLinear>,
+    h: &[f32],
+    tokens: usize,
+    outs: &mut [&mut [f32]],
+    fused: &mut Vec<f32>,
+    precision: Precision,
+    adapted: &[AdaptedRows],
+) {
     match p {
         Projection::Separate(parts) => {
             let mut group: Vec<_> = parts.iter().zip(outs.iter_mut()).map(|(l, out)| (l, &mut **out)).collect();
-            HostLinear::matmul_group(h, &mut group, precision)
+            HostLinear::matmul_group(h, &mut group, precision, adapted)
         }
         Projection::Fused(w) => {
             let width: usize = outs.iter().map(|o| o.len() / tokens).sum();
             let all = take(fused, tokens * width);
-            w.matmul(h, all, precision);
+            w.matmul(h, all, precision, adapted);
             for (t, row) in all.chunks_exact(width).enumerate() {
                 let mut at = 0;
                 for out in outs.iter_mut() {
@@ -233,6 +264,7 @@ impl HostDecoder {
         // A tied table repacked for the LM head is read from its panels (the same values): the
         // file's pages were released, and each lookup there would map a large folio back in.
         let embed_panels = w.lm_head.panels().filter(|_| w.tied);
+        let adapted = adapted_rows(seqs, seqs.iter().map(|s| s.tokens.len()));
         SCRATCH.with_borrow_mut(|s| {
             let x = take(&mut s.x, total * hid);
             let mut row0 = 0;
@@ -257,7 +289,7 @@ impl HostDecoder {
                 let h = take(&mut s.h, total * hid);
                 layer.input_norm.apply(x, h);
                 let (q, k, v) = (take(&mut s.q, total * qs), take(&mut s.k, total * kvs), take(&mut s.v, total * kvs));
-                project(&layer.attn.qkv, h, total, &mut [&mut *q, &mut *k, &mut *v], &mut s.fused, precision);
+                project(&layer.attn.qkv, h, total, &mut [&mut *q, &mut *k, &mut *v], &mut s.fused, precision, &adapted);
                 if let (Some(qn), Some(kn)) = (&layer.attn.q_norm, &layer.attn.k_norm) {
                     qn.apply_in_place(q);
                     kn.apply_in_place(k);
@@ -273,7 +305,7 @@ impl HostDecoder {
                 let att = take(&mut s.att, total * qs);
                 attention(cfg, li, Causal { window: layer.window }, seqs, units, q, att);
                 let o = take(&mut s.o, total * hid);
-                layer.attn.o.matmul(att, o, precision);
+                layer.attn.o.matmul(att, o, precision, &adapted);
                 let mlp_norm = match &layer.sandwich {
                     Some(sandwich) => {
                         layer.post_attn_norm.apply_in_place(o);
@@ -284,7 +316,7 @@ impl HostDecoder {
                 x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
                 mlp_norm.apply(x, h);
                 let (gate, up) = (take(&mut s.gate, total * inter), take(&mut s.up, total * inter));
-                project(&layer.mlp.gate_up, h, total, &mut [&mut *gate, &mut *up], &mut s.fused, precision);
+                project(&layer.mlp.gate_up, h, total, &mut [&mut *gate, &mut *up], &mut s.fused, precision, &adapted);
                 wide(
                     #[inline(always)]
                     || match cfg.activation {
@@ -292,7 +324,7 @@ impl HostDecoder {
                         Activation::GeluTanh => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
                     },
                 );
-                layer.mlp.down.matmul(gate, o, precision);
+                layer.mlp.down.matmul(gate, o, precision, &adapted);
                 if let Some(sandwich) = &layer.sandwich {
                     sandwich.post_ff.apply_in_place(o);
                 }
@@ -334,7 +366,7 @@ impl HostDecoder {
                 } else {
                     take(&mut s.logits, total * vocab)
                 };
-                w.lm_head.matmul(rows, logits, precision);
+                w.lm_head.matmul(rows, logits, precision, &adapted_rows(seqs, picks.iter().map(|p| p.1)));
                 if let Some(cap) = cfg.final_logit_softcap {
                     logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
                 }

@@ -19,4 +19,5 @@ pub use error::{EngineError, Result};
 pub use hearth_kernels::Precision;
 pub use kv_cache::KvCache;
 pub use loader::{DeviceChoice, LoadOptions, LoadedModel, ModelFormat};
+pub use lora::Adapter;
 pub use sampling_defaults::SamplingDefaults;

@@ -4,7 +4,7 @@
 use hearth_kernels::panels::QuantPanels;
 use hearth_kernels::{MatrixRef, Precision};
 
-use crate::lora::LoraDelta;
+use crate::lora::Adapter;
 use crate::weights::StoredTensor;
 use crate::Result;
 
@@ -14,13 +14,21 @@ pub(crate) struct HostLinear {
     /// file's bytes, whose mapped pages are released.
     panels: Option<QuantPanels>,
     bias: Option<Vec<f32>>,
-    lora: Option<LoraDelta>,
+    /// Where adapters keep this layer's delta.
+    slot: usize,
+}
+
+/// Rows of a forward pass that run with an adapter (one sequence's tokens).
+pub(crate) struct AdaptedRows<'a> {
+    pub(crate) first: usize,
+    pub(crate) count: usize,
+    pub(crate) adapter: &'a Adapter,
 }
 
 impl HostLinear {
-    pub(crate) fn new(weight: StoredTensor, bias: Option<Vec<f32>>, lora: Option<LoraDelta>, precision: Precision) -> Result<Self> {
+    pub(crate) fn new(weight: StoredTensor, bias: Option<Vec<f32>>, slot: usize, precision: Precision) -> Result<Self> {
         let panels = panels_for(&weight, precision)?;
-        Ok(HostLinear { weight, panels, bias, lora })
+        Ok(HostLinear { weight, panels, bias, slot })
     }
 
     /// The repacked weight, where the fast path has one.
@@ -42,34 +50,36 @@ impl HostLinear {
         self.weight.matrix().expect("validated when loaded")
     }
 
-    /// `out[t, :] = x[t, :] · Wᵀ (+ bias)`.
-    pub(crate) fn matmul(&self, x: &[f32], out: &mut [f32], precision: Precision) {
+    /// `out[t, :] = x[t, :] · Wᵀ (+ bias)`, plus each adapted row's delta.
+    pub(crate) fn matmul(&self, x: &[f32], out: &mut [f32], precision: Precision, adapted: &[AdaptedRows]) {
         match &self.panels {
             Some(p) => p.matmul(x, out),
             None => self.matrix().matmul(x, out, precision),
         }
-        self.finish(x, out);
+        self.finish(x, out, adapted);
     }
 
-    /// The bias and the adapter's delta, after the product.
-    fn finish(&self, x: &[f32], out: &mut [f32]) {
+    /// The bias and the adapters' deltas, after the product.
+    fn finish(&self, x: &[f32], out: &mut [f32], adapted: &[AdaptedRows]) {
         if let Some(b) = &self.bias {
             out.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
         }
-        if let Some(l) = &self.lora {
-            l.apply(x, out);
+        for rows in adapted {
+            if let Some(delta) = rows.adapter.delta(self.slot) {
+                delta.apply_rows(x, out, rows.first, rows.count);
+            }
         }
     }
 
     /// Several layers applied to the same input at once (see `MatrixRef::matmul_group`).
-    pub(crate) fn matmul_group(x: &[f32], parts: &mut [(&HostLinear, &mut [f32])], precision: Precision) {
+    pub(crate) fn matmul_group(x: &[f32], parts: &mut [(&HostLinear, &mut [f32])], precision: Precision, adapted: &[AdaptedRows]) {
         if parts.iter().all(|(l, _)| l.panels.is_some()) {
             let mut group: Vec<_> = parts.iter_mut().filter_map(|(l, out)| Some((l.panels.as_ref()?, &mut **out))).collect();
             QuantPanels::matmul_group(x, &mut group);
         } else if parts.iter().any(|(l, _)| l.panels.is_some()) {
             // Mixed formats: each on its own.
             for (l, out) in parts.iter_mut() {
-                l.matmul(x, out, precision);
+                l.matmul(x, out, precision, adapted);
             }
             return;
         } else {
@@ -77,7 +87,7 @@ impl HostLinear {
             MatrixRef::matmul_group(x, &mut group, precision);
         }
         for (l, out) in parts.iter_mut() {
-            l.finish(x, out);
+            l.finish(x, out, adapted);
         }
     }
 }

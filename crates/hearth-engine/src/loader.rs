@@ -12,8 +12,8 @@ use serde_json::Value as Json;
 use crate::candle::CandleDecoder;
 use crate::config::{token_ids, ModelConfig};
 use crate::host::HostDecoder;
-use crate::lora::LoraAdapter;
-use crate::model::{Backend, DecoderModel};
+use crate::lora::{Adapter, LoraAdapter};
+use crate::model::{Backend, Decoder, DecoderModel};
 use crate::sampling_defaults::SamplingDefaults;
 use crate::weights::WeightStore;
 use crate::{EngineError, Result};
@@ -43,7 +43,8 @@ pub struct LoadedModel {
 pub struct LoadOptions {
     pub precision: Precision,
     pub backend: Backend,
-    /// An mlx-lm LoRA adapter directory applied on top of the weights.
+    /// An mlx-lm LoRA adapter directory every sequence runs with unless it names its own
+    /// (see [`LoadedModel::load_adapter`]).
     pub adapter: Option<PathBuf>,
     pub device: DeviceChoice,
 }
@@ -98,6 +99,12 @@ impl DeviceChoice {
 }
 
 impl LoadedModel {
+    /// An mlx-lm LoRA adapter directory (or export bundle) made ready for this model, for
+    /// sequences to name one by one ([`crate::model::SeqInput::adapter`]).
+    pub fn load_adapter(&self, dir: &Path) -> Result<Adapter> {
+        self.model.adapter(&LoraAdapter::load(dir)?)
+    }
+
     /// Loads with the default (fast) options.
     pub fn load(path: &Path) -> Result<Self> {
         Self::load_with(path, LoadOptions::default())
@@ -204,10 +211,11 @@ fn decoder(
     opts: &LoadOptions,
     adapter: Option<&LoraAdapter>,
 ) -> Result<DecoderModel> {
-    Ok(DecoderModel::new(match opts.backend {
-        Backend::Host => Box::new(HostDecoder::load(cfg, store, rope_freqs, opts.precision, adapter)?),
-        Backend::Candle => Box::new(CandleDecoder::load(cfg, store, rope_freqs, device, opts.precision, adapter)?),
-    }))
+    let decoder: Box<dyn Decoder> = match opts.backend {
+        Backend::Host => Box::new(HostDecoder::load(cfg, store, rope_freqs, opts.precision)?),
+        Backend::Candle => Box::new(CandleDecoder::load(cfg, store, rope_freqs, device, opts.precision)?),
+    };
+    DecoderModel::new(decoder, adapter)
 }
 
 fn read_json(path: &Path) -> Result<Option<Json>> {

@@ -1,9 +1,12 @@
 //! LoRA adapters as mlx-lm writes them (`adapter_config.json` + `adapters.safetensors` with
 //! `<layer>.lora_a` `[in, rank]` and `<layer>.lora_b` `[rank, out]`): each adapted layer computes
-//! `W·x + scale · (x·A)·B`, the base weights untouched.
+//! `W·x + scale · (x·A)·B`, the base weights untouched. An [`Adapter`] is such a file made
+//! ready for one loaded model; each sequence of a forward pass names its own (or none), so
+//! several adapters share one base model and one batch.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hearth_formats::safetensors::SafeTensors;
 use hearth_kernels::{FloatFormat, RowFormat};
@@ -29,8 +32,15 @@ impl LoraDelta {
         self.a.len() == cols * self.rank && self.b.len() == rows * self.rank
     }
 
+    /// `out[t] += scale · (x[t]·A)·B` for rows `first..first + count` of a pass's inputs
+    /// and outputs.
+    pub(crate) fn apply_rows(&self, x: &[f32], out: &mut [f32], first: usize, count: usize) {
+        let (inp, outn) = (self.a.len() / self.rank, self.b.len() / self.rank);
+        self.apply(&x[first * inp..(first + count) * inp], &mut out[first * outn..(first + count) * outn]);
+    }
+
     /// `out[t] += scale · (x[t]·A)·B` for every token row.
-    pub(crate) fn apply(&self, x: &[f32], out: &mut [f32]) {
+    fn apply(&self, x: &[f32], out: &mut [f32]) {
         let (inp, r) = (self.a.len() / self.rank, self.rank);
         let outn = self.b.len() / r;
         for (xr, or) in x.chunks_exact(inp).zip(out.chunks_exact_mut(outn)) {
@@ -63,7 +73,8 @@ impl LoraDelta {
     }
 }
 
-/// An adapter: the deltas of every layer it touches, by layer name (`model.layers.0.mlp.up_proj`).
+/// An adapter file's contents: the deltas of every layer it touches, by layer name
+/// (`model.layers.0.mlp.up_proj`).
 #[derive(Debug, Default)]
 pub struct LoraAdapter {
     pub(crate) layers: HashMap<String, LoraDelta>,
@@ -154,5 +165,37 @@ impl LoraAdapter {
             })
             .collect();
         LoraAdapter { layers }
+    }
+}
+
+/// Identities for models and adapters, so an adapter is only ever run on the model it was made
+/// ready for and prompt caches never mix sequences run with different adapters.
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// An adapter made ready for one loaded model (see [`crate::model::DecoderModel::adapter`]):
+/// its deltas by the model's linear-layer slot, in the model's row order.
+#[derive(Debug)]
+pub struct Adapter {
+    id: u64,
+    pub(crate) model: u64,
+    pub(crate) deltas: Vec<Option<LoraDelta>>,
+}
+
+impl Adapter {
+    pub(crate) fn new(model: u64, deltas: Vec<Option<LoraDelta>>) -> Self {
+        Adapter { id: next_id(), model, deltas }
+    }
+
+    /// Unique among the adapters of this process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The delta of the linear layer in `slot`, if the adapter touches it.
+    pub(crate) fn delta(&self, slot: usize) -> Option<&LoraDelta> {
+        self.deltas.get(slot).and_then(Option::as_ref)
     }
 }

@@ -6,14 +6,17 @@
 //! A forward pass takes several sequences at once: their tokens are stacked for the linear
 //! layers (one matrix product per weight for the whole batch) and attention runs per sequence
 //! against that sequence's own KV cache, so sequences of any lengths and positions batch
-//! together without padding.
+//! together without padding. Each sequence may name a LoRA [`Adapter`], applied to its rows
+//! only, so sequences with different adapters (or none) share one batch.
+
+use std::cell::RefCell;
 
 use hearth_kernels::panels::QuantPanels;
 use hearth_kernels::Precision;
 
 use crate::config::{ModelConfig, RopeScaling};
 use crate::kv_cache::KvCache;
-use crate::lora::{LoraAdapter, LoraDelta};
+use crate::lora::{next_id, Adapter, LoraAdapter};
 use crate::rope::Rope;
 use crate::weights::{StoredTensor, WeightStore};
 use crate::{EngineError, Result};
@@ -40,6 +43,23 @@ pub(crate) enum Head {
 pub struct SeqInput<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
+    /// The adapter this sequence runs with; `None` runs the model's default (the one given
+    /// when loading, if any).
+    pub adapter: Option<&'a Adapter>,
+}
+
+impl<'a> SeqInput<'a> {
+    /// `tokens` appended to `cache`, with the model's default adapter.
+    pub fn new(tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
+        SeqInput { tokens, cache, adapter: None }
+    }
+}
+
+/// A linear layer's name and shape, by its slot (the order the decoder loaded them in).
+pub(crate) struct LinearShape {
+    pub(crate) name: String,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
 }
 
 /// A decoder type: its weights, its KV caches and its forward pass.
@@ -54,20 +74,70 @@ pub(crate) trait Decoder: Send + Sync {
     /// A cache in this decoder's form for `capacity` tokens.
     fn new_cache(&self, capacity: usize) -> Result<KvCache>;
 
-    /// The forward pass over sequences already checked to fit their caches; appends their
-    /// tokens to the caches. `trace` receives the hidden states after the embedding, each
-    /// layer and the final norm.
-    fn run(&self, seqs: &mut [SeqInput<'_>], head: Head, trace: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>>;
+    /// Every linear layer, by slot.
+    fn linears(&self) -> &[LinearShape];
+
+    /// Whether sequences may run with LoRA adapters.
+    fn runs_adapters(&self) -> bool;
+
+    /// The forward pass over sequences already checked to fit their caches, each with its
+    /// adapter (`adapters[i]` for `seqs[i]`, made for this model); appends their tokens to the
+    /// caches. `trace` receives the hidden states after the embedding, each layer and the
+    /// final norm.
+    fn run(
+        &self,
+        seqs: &mut [SeqInput<'_>],
+        adapters: &[Option<&Adapter>],
+        head: Head,
+        trace: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<Vec<Vec<f32>>>;
 }
 
 /// A loaded model, whichever decoder type runs it.
 pub struct DecoderModel {
     decoder: Box<dyn Decoder>,
+    id: u64,
+    /// What sequences naming no adapter run with.
+    default_adapter: Option<Adapter>,
 }
 
 impl DecoderModel {
-    pub(crate) fn new(decoder: Box<dyn Decoder>) -> Self {
-        DecoderModel { decoder }
+    /// `adapter`: the default for sequences that name none.
+    pub(crate) fn new(decoder: Box<dyn Decoder>, adapter: Option<&LoraAdapter>) -> Result<Self> {
+        let mut model = DecoderModel { decoder, id: next_id(), default_adapter: None };
+        model.default_adapter = adapter.map(|a| model.adapter(a)).transpose()?;
+        Ok(model)
+    }
+
+    /// `lora` made ready for this model: each of its layers matched to the model's linear
+    /// layer of that name and checked to fit it; Q and K deltas reordered for models that
+    /// keep llama.cpp's interleaved RoPE rows (adapters are trained in Hugging Face order).
+    pub fn adapter(&self, lora: &LoraAdapter) -> Result<Adapter> {
+        if !self.decoder.runs_adapters() {
+            return Err(EngineError::Unsupported("LoRA adapters on the candle backend".into()));
+        }
+        let cfg = self.config();
+        let interleaved = cfg.rope_interleaved.then(|| lora.with_interleaved_rope(cfg.head_dim));
+        let lora = interleaved.as_ref().unwrap_or(lora);
+        let shapes = self.decoder.linears();
+        let mut deltas = vec![None; shapes.len()];
+        for (name, delta) in &lora.layers {
+            let slot = shapes
+                .iter()
+                .position(|s| s.name == *name)
+                .ok_or_else(|| EngineError::Weights(format!("the adapter's {name} is not a linear layer of this model")))?;
+            let LinearShape { rows, cols, .. } = shapes[slot];
+            if !delta.fits(rows, cols) {
+                return Err(EngineError::Weights(format!("the adapter's {name} does not fit the layer ({rows}x{cols})")));
+            }
+            deltas[slot] = Some(delta.clone());
+        }
+        Ok(Adapter::new(self.id, deltas))
+    }
+
+    /// Whether `adapter` was made ready for this model.
+    pub fn made(&self, adapter: &Adapter) -> bool {
+        adapter.model == self.id
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -106,7 +176,7 @@ impl DecoderModel {
     pub fn trace_hidden_states(&self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         let mut cache = self.new_cache(tokens.len())?;
         let mut trace = Vec::new();
-        self.run(&mut [SeqInput { tokens, cache: &mut cache }], Head::LastLogits, Some(&mut trace))?;
+        self.run(&mut [SeqInput::new(tokens, &mut cache)], Head::LastLogits, Some(&mut trace))?;
         Ok(trace)
     }
 
@@ -122,8 +192,12 @@ impl DecoderModel {
                     context: s.cache.capacity(),
                 });
             }
+            if s.adapter.is_some_and(|a| !self.made(a)) {
+                return Err(EngineError::InvalidRequest("the adapter was made ready for another model".into()));
+            }
         }
-        self.decoder.run(seqs, head, trace)
+        let adapters: Vec<_> = seqs.iter().map(|s| s.adapter.or(self.default_adapter.as_ref())).collect();
+        self.decoder.run(seqs, &adapters, head, trace)
     }
 }
 
@@ -132,9 +206,9 @@ pub(crate) trait WeightForm {
     type Linear;
     type Norm;
 
-    /// A linear layer `[out, in]` with its optional bias and adapter delta (already checked to
-    /// fit).
-    fn linear(&self, weight: StoredTensor, bias: Option<Vec<f32>>, lora: Option<LoraDelta>) -> Result<Self::Linear>;
+    /// A linear layer `[out, in]` with its optional bias; `slot` is where adapters keep its
+    /// delta.
+    fn linear(&self, weight: StoredTensor, bias: Option<Vec<f32>>, slot: usize) -> Result<Self::Linear>;
 
     /// An RMSNorm with its (offset-applied) weight.
     fn norm(&self, weight: Vec<f32>, eps: f32) -> Result<Self::Norm>;
@@ -200,26 +274,29 @@ impl<F: WeightForm> Layer<F> {
     }
 }
 
-/// What loading one layer needs: the weights, the form to put them in, the adapter.
+/// What loading one layer needs: the weights and the form to put them in; records each
+/// linear layer's slot.
 struct LayerLoader<'a, F: WeightForm> {
     form: &'a F,
     store: &'a WeightStore,
     cfg: &'a ModelConfig,
-    adapter: Option<&'a LoraAdapter>,
+    linears: RefCell<Vec<LinearShape>>,
 }
 
 impl<F: WeightForm> LayerLoader<'_, F> {
-    /// Layer `prefix`, with the adapter's delta for it if the adapter has one.
+    /// Layer `prefix`.
     fn linear(&self, prefix: &str, bias: bool) -> Result<F::Linear> {
         let weight = self.store.get(&format!("{prefix}.weight"))?.clone();
-        let m = weight.matrix()?;
-        let (rows, cols) = (m.rows(), m.cols());
         let bias = bias.then(|| self.store.get(&format!("{prefix}.bias"))?.to_f32_vec()).transpose()?;
-        let lora = self.adapter.and_then(|a| a.layers.get(prefix)).cloned();
-        if lora.as_ref().is_some_and(|l| !l.fits(rows, cols)) {
-            return Err(EngineError::Weights(format!("the adapter's {prefix} does not fit the layer ({rows}x{cols})")));
-        }
-        self.form.linear(weight, bias, lora)
+        self.slotted(prefix, weight, bias)
+    }
+
+    /// `weight` as the linear layer named `name`, in the next slot.
+    fn slotted(&self, name: &str, weight: StoredTensor, bias: Option<Vec<f32>>) -> Result<F::Linear> {
+        let m = weight.matrix()?;
+        let mut linears = self.linears.borrow_mut();
+        linears.push(LinearShape { name: name.to_string(), rows: m.rows(), cols: m.cols() });
+        self.form.linear(weight, bias, linears.len() - 1)
     }
 
     fn norm(&self, prefix: &str) -> Result<F::Norm> {
@@ -268,18 +345,12 @@ pub(crate) struct DecoderWeights<F: WeightForm> {
     pub(crate) lm_head: F::Linear,
     pub(crate) rope: Rope,
     pub(crate) weight_bytes: usize,
+    /// Every linear layer, by slot.
+    pub(crate) linears: Vec<LinearShape>,
 }
 
 impl<F: WeightForm> DecoderWeights<F> {
-    pub(crate) fn load(
-        form: &F,
-        mut cfg: ModelConfig,
-        store: &WeightStore,
-        rope_freqs: Option<Vec<f32>>,
-        adapter: Option<&LoraAdapter>,
-    ) -> Result<Self> {
-        let interleaved = adapter.filter(|_| cfg.rope_interleaved).map(|a| a.with_interleaved_rope(cfg.head_dim));
-        let adapter = interleaved.as_ref().or(adapter);
+    pub(crate) fn load(form: &F, mut cfg: ModelConfig, store: &WeightStore, rope_freqs: Option<Vec<f32>>) -> Result<Self> {
         if let Some(f) = rope_freqs {
             cfg.rope_scaling = RopeScaling::FreqFactors(f);
         }
@@ -290,18 +361,19 @@ impl<F: WeightForm> DecoderWeights<F> {
                 embed.shape, cfg.vocab_size, cfg.hidden_size
             )));
         }
-        let loader = LayerLoader { form, store, cfg: &cfg, adapter };
+        let loader = LayerLoader { form, store, cfg: &cfg, linears: RefCell::default() };
         let layers = (0..cfg.num_layers).map(|i| loader.layer(i)).collect::<Result<Vec<_>>>()?;
         let tied = cfg.tie_word_embeddings || !store.contains("lm_head.weight");
         let lm_head = if tied {
-            form.linear(embed.clone(), None, None)?
+            loader.slotted("lm_head", embed.clone(), None)?
         } else if store.get("lm_head.weight")?.shape[0] != cfg.vocab_size {
             return Err(EngineError::Weights("lm_head rows differ from the vocabulary size".into()));
         } else {
             loader.linear("lm_head", false)?
         };
         let norm = loader.norm("model.norm")?;
-        Ok(DecoderWeights { rope: Rope::new(&cfg)?, weight_bytes: store.total_bytes(), cfg, embed, tied, layers, norm, lm_head })
+        let linears = loader.linears.into_inner();
+        Ok(DecoderWeights { rope: Rope::new(&cfg)?, weight_bytes: store.total_bytes(), cfg, embed, tied, layers, norm, lm_head, linears })
     }
 
     /// Embedding rows of `tokens` into `out` (`[n, hidden]`). `panels`: the LM head's, where

@@ -121,19 +121,19 @@ fn smollm2_batched_decode_is_bit_identical_to_decoding_alone() {
         let mut last: Vec<Vec<f32>> = prompts
             .iter()
             .zip(&mut caches)
-            .map(|(p, cache)| m.forward(&mut [SeqInput { tokens: p, cache }], false).unwrap().swap_remove(0))
+            .map(|(p, cache)| m.forward(&mut [SeqInput::new(p, cache)], false).unwrap().swap_remove(0))
             .collect();
         for _ in 0..6 {
             let next: Vec<u32> = last.iter().map(|l| argmax(l) as u32).collect();
             last = if together {
                 let mut inputs: Vec<SeqInput> =
-                    caches.iter_mut().zip(&next).map(|(cache, t)| SeqInput { tokens: std::slice::from_ref(t), cache }).collect();
+                    caches.iter_mut().zip(&next).map(|(cache, t)| SeqInput::new(std::slice::from_ref(t), cache)).collect();
                 m.forward(&mut inputs, false).unwrap()
             } else {
                 caches
                     .iter_mut()
                     .zip(&next)
-                    .map(|(cache, t)| m.forward(&mut [SeqInput { tokens: std::slice::from_ref(t), cache }], false).unwrap().swap_remove(0))
+                    .map(|(cache, t)| m.forward(&mut [SeqInput::new(std::slice::from_ref(t), cache)], false).unwrap().swap_remove(0))
                     .collect()
             };
         }

@@ -48,7 +48,7 @@ fn logits_match_float32_reference() {
     let fixture = json("smollm2/logits_full.json");
     let prompt = ids(&fixture["prompt_ids"]);
     let mut cache = model.model.new_cache(64).unwrap();
-    let all = model.model.forward(&mut [SeqInput { tokens: &prompt, cache: &mut cache }], true).unwrap();
+    let all = model.model.forward(&mut [SeqInput::new(&prompt, &mut cache)], true).unwrap();
     let rows: Vec<&[f32]> = all[0].chunks_exact(model.model.config().vocab_size).collect();
     let d = full_diff(rows[rows.len() - 1], &fixture["last_position_logits"]);
     eprintln!("SmolLM2 last-position logits: max |diff| over the vocabulary {d:.2e}");

@@ -35,8 +35,7 @@ fn batched_sequences_match_unbatched() {
         let b = ids(&prompts["ids"][1]);
         let mut ca = model.model.new_cache(64).unwrap();
         let mut cb = model.model.new_cache(64).unwrap();
-        let out =
-            model.model.forward(&mut [SeqInput { tokens: &a, cache: &mut ca }, SeqInput { tokens: &b, cache: &mut cb }], false).unwrap();
+        let out = model.model.forward(&mut [SeqInput::new(&a, &mut ca), SeqInput::new(&b, &mut cb)], false).unwrap();
         for (i, logits) in out.iter().enumerate() {
             let top = &r["batched_left_padded"]["last_logits_top20"][i];
             let d = top_diff(logits, top);
@@ -150,7 +149,7 @@ fn a_cache_from_the_other_backend_is_an_error() {
     let (host, candle) = (load(Backend::Host), load(Backend::Candle));
     for (model, other) in [(&host, &candle), (&candle, &host)] {
         let mut cache = other.model.new_cache(16).unwrap();
-        let result = model.model.forward(&mut [SeqInput { tokens: &[1, 2, 3], cache: &mut cache }], false);
+        let result = model.model.forward(&mut [SeqInput::new(&[1, 2, 3], &mut cache)], false);
         assert!(matches!(result, Err(EngineError::InvalidRequest(_))));
         assert_eq!(cache.len(), 0);
     }
@@ -177,6 +176,85 @@ fn lora_adapter_on_the_base_model_matches_mlx_lm() {
     let p0 = ids(&refs["adapter"]["cases"][0]["ids"]);
     let d = full_diff(&last_logits(&model, &p0), &refs["adapter"]["p0_full_last_logits"]);
     assert!(d <= 1e-3, "adapter: full-vocabulary logits differ by {d}");
+}
+
+/// Sequences naming different adapters (or none) run in one forward pass: each gets its own
+/// adapter's logits (mlx-lm's for the adapter, the plain model's otherwise), as if alone.
+#[test]
+fn adapters_per_sequence_share_one_batch() {
+    let refs = json("tiny/refs/lora.json");
+    let model = load_exact(&testdata("tiny/hf/llama"));
+    let adapter = model.load_adapter(&testdata("tiny/lora/adapters")).unwrap();
+    let cases = refs["adapter"]["cases"].as_array().unwrap();
+    let (p0, p1) = (ids(&cases[0]["ids"]), ids(&cases[1]["ids"]));
+    let mut caches: Vec<_> = (0..3).map(|_| model.model.new_cache(64).unwrap()).collect();
+    let [c0, c1, c2] = &mut caches[..] else { unreachable!() };
+    let mut batch = [
+        SeqInput { adapter: Some(&adapter), ..SeqInput::new(&p0, c0) },
+        SeqInput::new(&p0, c1),
+        SeqInput { adapter: Some(&adapter), ..SeqInput::new(&p1, c2) },
+    ];
+    let out = model.model.forward(&mut batch, false).unwrap();
+    for (i, case) in [(0, &cases[0]), (2, &cases[1])] {
+        let d = top_diff(&out[i], &case["last_logits_top20"]);
+        assert!(d <= 1e-3, "sequence {i} with the adapter: top-20 logits differ from mlx-lm by {d}");
+    }
+    let plain = last_logits(&model, &p0);
+    let d = out[1].iter().zip(&plain).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(d <= 1e-4, "the sequence without an adapter differs from the plain model by {d}");
+    let moved = out[0].iter().zip(&out[1]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(moved > 1e-2, "the adapter changed nothing ({moved})");
+}
+
+/// On the fast path (quantised panels, grouped products), a sequence with an adapter gets
+/// what the model loaded with that adapter gives, and its batch-mate what the plain model does.
+#[test]
+fn adapters_per_sequence_on_the_fast_path_match_load_time_adapters() {
+    use hearth_engine::LoadOptions;
+    let path = testdata("tiny/gguf/llama-Q8_0.gguf");
+    let plain = LoadedModel::load(&path).unwrap();
+    let adapted =
+        LoadedModel::load_with(&path, LoadOptions { adapter: Some(testdata("tiny/lora/adapters")), ..Default::default() }).unwrap();
+    let adapter = plain.load_adapter(&testdata("tiny/lora/adapters")).unwrap();
+    let p = ids(&json("tiny/prompts.json")["ids"][0]);
+    let (mut ca, mut cb) = (plain.model.new_cache(64).unwrap(), plain.model.new_cache(64).unwrap());
+    let out = plain
+        .model
+        .forward(&mut [SeqInput { adapter: Some(&adapter), ..SeqInput::new(&p, &mut ca) }, SeqInput::new(&p, &mut cb)], false)
+        .unwrap();
+    for (i, want) in [(0, last_logits(&adapted, &p)), (1, last_logits(&plain, &p))] {
+        let d = out[i].iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(d <= 1e-3, "sequence {i}: differs from running alone by {d}");
+    }
+}
+
+/// An adapter naming a layer the model lacks, or made for another model, is refused.
+#[test]
+fn adapters_that_do_not_belong_are_refused() {
+    let model = load_exact(&testdata("tiny/hf/llama"));
+    let other = load_exact(&testdata("tiny/hf/llama"));
+    let adapter = other.load_adapter(&testdata("tiny/lora/adapters")).unwrap();
+    let p = [1, 2, 3];
+    let mut cache = model.model.new_cache(16).unwrap();
+    let err =
+        model.model.forward(&mut [SeqInput { adapter: Some(&adapter), ..SeqInput::new(&p, &mut cache) }], false).expect_err("must fail");
+    assert!(err.to_string().contains("another model"), "{err}");
+    assert_eq!(cache.len(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata("tiny/lora/adapters/adapter_config.json"), dir.path().join("adapter_config.json")).unwrap();
+    let (a, b) = (64 * 4, 4 * 64);
+    let header = serde_json::json!({
+        "model.layers.99.self_attn.q_proj.lora_a": {"dtype": "F32", "shape": [64, 4], "data_offsets": [0, 4 * a]},
+        "model.layers.99.self_attn.q_proj.lora_b": {"dtype": "F32", "shape": [4, 64], "data_offsets": [4 * a, 4 * (a + b)]},
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend((0..a + b).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()));
+    std::fs::write(dir.path().join("adapters.safetensors"), bytes).unwrap();
+    let err = model.load_adapter(dir.path()).expect_err("must fail");
+    assert!(err.to_string().contains("model.layers.99.self_attn.q_proj is not a linear layer"), "{err}");
 }
 
 /// The GGUF conversion of the same Llama keeps its Q and K rows in llama.cpp's interleaved

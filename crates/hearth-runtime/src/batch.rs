@@ -94,7 +94,8 @@ impl<'m> Runtime<'m> {
         if events.is_closed() {
             return;
         }
-        let start = match self.prompt_cache.take(&req.prompt) {
+        let adapter_id = req.adapter.as_ref().map(|a| a.id());
+        let start = match self.prompt_cache.take(&req.prompt, adapter_id) {
             Some(hit) => Start { cache: hit.cache, reused: hit.reused, ready: hit.logits },
             None => match self.model.model.new_cache(self.cfg.context) {
                 Ok(cache) => Start { cache, reused: 0, ready: None },
@@ -102,7 +103,7 @@ impl<'m> Runtime<'m> {
             },
         };
         self.observer.prompt(req.prompt.len(), start.reused);
-        let seq = Seq::new(self.model, req.prompt, req.params, req.n, req.processor, start, events.clone(), arrived);
+        let seq = Seq::new(self.model, req, start, events.clone(), arrived);
         match seq {
             Ok(s) => self.seqs.push(s),
             Err(e) => drop(events.send(Event::Failed(e))),
@@ -143,13 +144,13 @@ impl<'m> Runtime<'m> {
         let mut inputs = Vec::with_capacity(self.seqs.len());
         let mut ran = Vec::with_capacity(self.seqs.len());
         for (i, s) in self.seqs.iter_mut().enumerate() {
-            let Seq { cache, tokens, prompt, next, .. } = s;
+            let Seq { cache, tokens, prompt, next, adapter, .. } = s;
             let feed: &[u32] = match next {
                 Some(t) => std::slice::from_ref(&*t),
                 None if Some(i) == prefill => &prompt[tokens.len()..(tokens.len() + chunk).min(prompt.len())],
                 None => continue,
             };
-            inputs.push(SeqInput { tokens: feed, cache });
+            inputs.push(SeqInput { tokens: feed, cache, adapter: adapter.as_deref() });
             ran.push(i);
         }
         // Every sequence may be sampling from logits it already has.

@@ -2,7 +2,7 @@
 //! knowledge base's answers, every server route). It owns sequences: admission, chunked
 //! prefill, batched decode, sampling, stop strings, incremental detokenisation, log-probs,
 //! the prompt cache, cancellation and the events a sequence emits. Constraints plug in as a
-//! per-sequence [`LogitsProcessor`].
+//! per-sequence [`LogitsProcessor`], fine-tunes as a per-sequence LoRA [`Adapter`].
 
 mod batch;
 mod complete;
@@ -18,7 +18,7 @@ pub use batch::{Gauges, Runtime, RuntimeConfig};
 pub use complete::Completion;
 pub use error::RuntimeError;
 // Loading a model to run is part of the API a front end needs; nothing else of the engine is.
-pub use hearth_engine::{DeviceChoice, EngineError, LoadOptions, LoadedModel, SamplingDefaults};
+pub use hearth_engine::{Adapter, DeviceChoice, EngineError, LoadOptions, LoadedModel, SamplingDefaults};
 pub use request::{Event, FinishReason, GenerateParams, LogitsProcessor, Observer, Request, SampledToken, Usage};
 pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob, LLAMA_CPP_SAMPLING};
 pub use scheduler::Scheduler;

@@ -1,8 +1,9 @@
 //! What a front end hands the runtime, and what it gets back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_engine::LoadedModel;
+use hearth_engine::{Adapter, LoadedModel};
 
 use crate::sampler::{SamplingParams, TokenLogprob};
 use crate::RuntimeError;
@@ -35,11 +36,14 @@ pub struct Request {
     pub params: GenerateParams,
     pub n: usize,
     pub processor: Option<Box<dyn LogitsProcessor>>,
+    /// The LoRA adapter this request runs with ([`LoadedModel::load_adapter`]), in the same
+    /// batch as requests with other adapters or none; `None` runs the model as loaded.
+    pub adapter: Option<Arc<Adapter>>,
 }
 
 impl Request {
     pub fn new(prompt: Vec<u32>, params: GenerateParams) -> Self {
-        Request { prompt, params, n: 1, processor: None }
+        Request { prompt, params, n: 1, processor: None, adapter: None }
     }
 
     /// Everything that can be known before running: checked when the request is submitted, so
@@ -58,6 +62,9 @@ impl Request {
         }
         if self.n == 0 {
             return invalid("n", "n must be at least 1".into());
+        }
+        if self.adapter.as_ref().is_some_and(|a| !model.model.made(a)) {
+            return invalid("adapter", "the adapter was made ready for another model".into());
         }
         if self.params.stop.iter().any(String::is_empty) {
             return invalid("stop", "stop strings must not be empty".into());

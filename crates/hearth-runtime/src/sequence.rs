@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hearth_engine::{KvCache, LoadedModel};
+use hearth_engine::{Adapter, KvCache, LoadedModel};
 use hearth_tokenizer::StreamDecoder;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::prompt_cache::PromptCache;
-use crate::request::{Event, FinishReason, GenerateParams, LogitsProcessor, Observer, SampledToken, Usage};
+use crate::request::{Event, FinishReason, GenerateParams, LogitsProcessor, Observer, Request, SampledToken, Usage};
 use crate::sampler::{logprobs, Sampler};
 use crate::stop::StopMatcher;
 use crate::RuntimeError;
@@ -30,6 +30,7 @@ pub(crate) struct Seq<'m> {
     pub ready: Option<Vec<f32>>,
     /// The logits after the prompt, kept for the prompt cache.
     pub prompt_logits: Option<Vec<f32>>,
+    pub adapter: Option<Arc<Adapter>>,
     sampler: Sampler,
     processor: Option<Box<dyn LogitsProcessor>>,
     decoder: StreamDecoder<'m>,
@@ -49,21 +50,19 @@ pub(crate) struct Start {
 }
 
 impl<'m> Seq<'m> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &'m LoadedModel,
-        prompt: Vec<u32>,
-        params: GenerateParams,
-        choices: usize,
-        processor: Option<Box<dyn LogitsProcessor>>,
+        req: Request,
         start: Start,
         events: UnboundedSender<Event>,
         arrived: Instant,
     ) -> Result<Self, RuntimeError> {
+        let Request { prompt, params, n: choices, processor, adapter } = req;
         let sampler = Sampler::new(params.sampling.clone())?;
         Ok(Seq {
             index: 0,
             choices,
+            adapter,
             stops: StopMatcher::new(params.stop.clone()),
             params: Arc::new(params),
             tokens: prompt[..start.reused].to_vec(),
@@ -137,6 +136,7 @@ impl<'m> Seq<'m> {
             ready: None,
             // One copy in the prompt cache is enough: the first choice keeps it.
             prompt_logits: None,
+            adapter: self.adapter.clone(),
             sampler: Sampler::new(sampling)?,
             processor: self.processor.as_ref().map(|p| p.fork()),
             decoder: model.tokenizer.stream_decoder(true),
@@ -198,7 +198,8 @@ impl<'m> Seq<'m> {
     /// Hands the cache to the prompt cache.
     pub fn keep(self, prompt_cache: &mut PromptCache) {
         let prompt_len = self.prompt.len();
-        prompt_cache.insert(self.tokens, self.cache, self.prompt_logits.map(|l| (prompt_len, l)));
+        let adapter = self.adapter.map(|a| a.id());
+        prompt_cache.insert(self.tokens, adapter, self.cache, self.prompt_logits.map(|l| (prompt_len, l)));
     }
 
     /// Releases held-back text and reports the end.

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hearth_engine::LoadedModel;
-use hearth_runtime::{Completion, FinishReason, GenerateParams, Request, Runtime, RuntimeConfig, RuntimeError, SamplingParams};
+use hearth_engine::{LoadOptions, LoadedModel};
+use hearth_runtime::{
+    Completion, Event, FinishReason, GenerateParams, Request, Runtime, RuntimeConfig, RuntimeError, SamplingParams, Usage,
+};
 
 fn testdata(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel)
@@ -213,4 +215,59 @@ fn a_logits_processor_constrains_every_choice() {
         }
     }
     assert_eq!(tokens, vec![script; 3], "sampling at temperature 1 followed the processor in every choice");
+}
+
+/// Runs every submitted request to its end; each one's generated tokens and usage.
+fn drain(rt: &mut Runtime<'_>, mut events: Vec<tokio::sync::mpsc::UnboundedReceiver<hearth_runtime::Event>>) -> Vec<(Vec<u32>, Usage)> {
+    let mut out = vec![(Vec::new(), None); events.len()];
+    while out.iter().any(|(_, u)| u.is_none()) {
+        rt.step();
+        for (rx, (tokens, usage)) in events.iter_mut().zip(&mut out) {
+            while let Ok(event) = rx.try_recv() {
+                match event {
+                    Event::Token { token: Some(t), .. } => tokens.push(t.id),
+                    Event::Token { .. } => {}
+                    Event::Finished { usage: u, .. } => *usage = Some(u),
+                    Event::Failed(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+    out.into_iter().map(|(t, u)| (t, u.unwrap())).collect()
+}
+
+/// Requests naming different adapters (or none) decode in one batch, each as it would alone,
+/// and the prompt cache hands a request only what was computed with its own adapter.
+#[test]
+fn requests_with_different_adapters_share_a_batch() {
+    let m = model();
+    let dir = testdata("tiny/lora/adapters");
+    let adapter = Arc::new(m.load_adapter(&dir).unwrap());
+    let adapted_model =
+        LoadedModel::load_with(&testdata("tiny/hf/llama"), LoadOptions { adapter: Some(dir.clone()), ..Default::default() }).unwrap();
+    let params = GenerateParams { max_tokens: 8, ignore_eos: true, ..Default::default() };
+    let cfg = RuntimeConfig { max_batch: 4, prefill_chunk: 256, context: 128, prompt_cache_bytes: usize::MAX };
+    let mut rt = Runtime::new(&m, cfg, Arc::new(()), Default::default());
+    let with = |a: &Arc<hearth_runtime::Adapter>| Request { adapter: Some(a.clone()), ..Request::new(prompt(), params.clone()) };
+    let events = vec![rt.submit(with(&adapter)).unwrap(), rt.submit(Request::new(prompt(), params.clone())).unwrap()];
+    let got = drain(&mut rt, events);
+    assert_eq!(got[0].0, generate(&mut runtime(&adapted_model, 128), &prompt(), &params).unwrap().tokens);
+    assert_eq!(got[1].0, generate(&mut runtime(&m, 128), &prompt(), &params).unwrap().tokens);
+    assert_ne!(got[0].0, got[1].0, "the adapter changed nothing");
+
+    // Again: each request finds its own adapter's cache; another adapter (even from the same
+    // files) starts from nothing.
+    let other = Arc::new(m.load_adapter(&dir).unwrap());
+    let events = vec![rt.submit(with(&adapter)).unwrap(), rt.submit(Request::new(prompt(), params.clone())).unwrap()];
+    let again = drain(&mut rt, events);
+    assert_eq!(again.iter().map(|(t, _)| t).collect::<Vec<_>>(), got.iter().map(|(t, _)| t).collect::<Vec<_>>());
+    assert!(again.iter().all(|(_, u)| u.cached_tokens == prompt().len()), "{again:?}");
+    let events = vec![rt.submit(with(&other)).unwrap()];
+    let third = drain(&mut rt, events);
+    assert_eq!(third[0].1.cached_tokens, 0);
+    assert_eq!(third[0].0, got[0].0);
+
+    let foreign = Arc::new(adapted_model.load_adapter(&dir).unwrap());
+    let err = rt.submit(with(&foreign)).expect_err("an adapter of another model is refused");
+    assert!(matches!(err, RuntimeError::Invalid { param: "adapter", .. }), "{err:?}");
 }

@@ -56,7 +56,7 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
         ));
     }
     let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
-    let request = Request { prompt, params, n: req.n, processor: None };
+    let request = Request { prompt, params, n: req.n, processor: None, adapter: None };
     // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
     let events = resident.scheduler.submit(request).map_err(|e| match e {
         RuntimeError::Invalid { param: "prompt", message } => ApiError::invalid(param, message),

@@ -47,7 +47,7 @@ pub fn last_logits(model: &LoadedModel, prompt: &[u32]) -> Vec<f32> {
 fn prefill(model: &LoadedModel, prompt: &[u32], cache: &mut hearth_engine::KvCache) -> Vec<f32> {
     let mut logits = Vec::new();
     for chunk in prompt.chunks(256) {
-        logits = model.model.forward(&mut [SeqInput { tokens: chunk, cache }], false).unwrap().swap_remove(0);
+        logits = model.model.forward(&mut [SeqInput::new(chunk, cache)], false).unwrap().swap_remove(0);
     }
     logits
 }
@@ -62,7 +62,7 @@ pub fn greedy(model: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
         let next = (0..logits.len()).fold(0, |best, i| if logits[i] > logits[best] { i } else { best }) as u32;
         out.push(next);
         if out.len() < n {
-            logits = model.model.forward(&mut [SeqInput { tokens: &[next], cache: &mut cache }], false).unwrap().swap_remove(0);
+            logits = model.model.forward(&mut [SeqInput::new(&[next], &mut cache)], false).unwrap().swap_remove(0);
         }
     }
     out
