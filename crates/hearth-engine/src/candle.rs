@@ -180,9 +180,9 @@ impl Decoder for CandleDecoder {
         let mut start = 0;
         for s in seqs.iter_mut() {
             let n = s.tokens.len();
-            let rows = if head == Head::AllLogits { x.narrow(0, start, n)? } else { x.narrow(0, start + n - 1, 1)? };
+            let rows = if head.every_position() { x.narrow(0, start, n)? } else { x.narrow(0, start + n - 1, 1)? };
             let normed = w.norm.forward(&rows)?;
-            if head == Head::LastHidden {
+            if head.hidden() {
                 out.push(normed.flatten_all()?.to_vec1::<f32>()?);
             } else {
                 let mut logits = w.lm_head.forward(&normed)?;

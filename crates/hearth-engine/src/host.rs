@@ -344,7 +344,7 @@ impl HostDecoder {
             let mut row0 = 0;
             for seq in seqs.iter() {
                 let n = seq.tokens.len();
-                picks.push(if head == Head::AllLogits { (row0, n) } else { (row0 + n - 1, 1) });
+                picks.push(if head.every_position() { (row0, n) } else { (row0 + n - 1, 1) });
                 row0 += n;
             }
             let total: usize = picks.iter().map(|p| p.1).sum();
@@ -355,7 +355,7 @@ impl HostDecoder {
                 at += count;
             }
             let mut all_logits = Vec::new();
-            let (width, values): (usize, &[f32]) = if head == Head::LastHidden {
+            let (width, values): (usize, &[f32]) = if head.hidden() {
                 (hid, rows)
             } else {
                 let vocab = cfg.vocab_size;

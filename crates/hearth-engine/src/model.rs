@@ -37,6 +37,19 @@ pub(crate) enum Head {
     LastLogits,
     AllLogits,
     LastHidden,
+    AllHidden,
+}
+
+impl Head {
+    /// Whether every position's output is returned, not only the last one's.
+    pub(crate) fn every_position(self) -> bool {
+        matches!(self, Head::AllLogits | Head::AllHidden)
+    }
+
+    /// Whether the output is the hidden state after the final norm, without the LM head.
+    pub(crate) fn hidden(self) -> bool {
+        matches!(self, Head::LastHidden | Head::AllHidden)
+    }
 }
 
 /// One sequence's part of a forward pass.
@@ -169,6 +182,12 @@ impl DecoderModel {
     /// final norm (`hidden` values), without the LM head: what decoder embedders pool.
     pub fn last_hidden(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>> {
         self.run(seqs, Head::LastHidden, None)
+    }
+
+    /// As [`DecoderModel::last_hidden`], but every position's hidden state (`n · hidden`
+    /// values, row-major): what mean-pooling embedders pool.
+    pub fn all_hidden(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.run(seqs, Head::AllHidden, None)
     }
 
     /// The hidden states of one prompt (`n · hidden` values each): after the embedding, after

@@ -295,3 +295,16 @@ fn a_misshapen_adapter_on_a_gguf_llama_is_an_error() {
     let err = LoadedModel::load_with(&testdata("tiny/gguf/llama-F16.gguf"), opts).err().expect("must fail");
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
+
+/// Every position's final hidden state, of which the last is what `last_hidden` returns.
+#[test]
+fn all_hidden_states_end_with_the_last_one() {
+    let model = load_exact(&testdata("tiny/hf/qwen3"));
+    let p = ids(&json("tiny/prompts.json")["ids"][0]);
+    let hid = model.model.config().hidden_size;
+    let (mut ca, mut cb) = (model.model.new_cache(64).unwrap(), model.model.new_cache(64).unwrap());
+    let all = model.model.all_hidden(&mut [SeqInput::new(&p, &mut ca)]).unwrap().swap_remove(0);
+    let last = model.model.last_hidden(&mut [SeqInput::new(&p, &mut cb)]).unwrap().swap_remove(0);
+    assert_eq!(all.len(), p.len() * hid);
+    assert_eq!(&all[all.len() - hid..], &last[..]);
+}
