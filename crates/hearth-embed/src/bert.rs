@@ -13,10 +13,12 @@ use crate::weights::{LayerNorm, Linear, Matrix, Tensors};
 use crate::{EmbedError, Result};
 
 /// One model input: token ids and their token-type (segment) ids, special tokens included.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Encoded {
     pub ids: Vec<u32>,
     pub types: Vec<u32>,
+    /// Leading tokens that are the prompt's, which a model pooling without its prompt leaves out.
+    pub prompt_tokens: usize,
 }
 
 struct Layer {

@@ -1,6 +1,7 @@
-//! Decoder-based embedders (Qwen3-Embedding and the like): the engine's decoder without its
-//! LM head, pooled at the last token, which with causal attention is the only position that
-//! has seen the whole input.
+//! Decoder-based embedders (Qwen3-Embedding, EmbeddingGemma): the engine's decoder without its
+//! LM head, every position's final state handed to the model's pooling (the last token for a
+//! causal model, the only position that has seen the whole input; the mean for a
+//! bidirectional one).
 
 use std::path::Path;
 
@@ -20,7 +21,7 @@ pub(crate) struct Decoder {
 const TOKEN_BUDGET: usize = 2048;
 
 /// `model_type`s the engine's decoder runs (anything else is left to the BERT encoder).
-const DECODERS: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
+const DECODERS: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gemma3_text"];
 
 impl Decoder {
     /// Whether `dir`'s config names a decoder architecture.
@@ -71,7 +72,7 @@ impl Decoder {
                 *ids.last_mut().expect("limit ≥ 1") = end;
             }
         }
-        Ok(Encoded { types: vec![0; ids.len()], ids })
+        Ok(Encoded { types: vec![0; ids.len()], ids, prompt_tokens: 0 })
     }
 
     pub fn check(&self, seq: &Encoded, index: usize) -> Result<()> {
@@ -83,10 +84,10 @@ impl Decoder {
         }
     }
 
-    /// The final hidden state of each sequence's last token, the sequences run in batches of
-    /// at most [`TOKEN_BUDGET`] tokens (a longer one alone), so a request's size does not set
-    /// the activations' memory.
-    pub fn last_states(&self, seqs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
+    /// Runs checked sequences, whole, in batches of at most [`TOKEN_BUDGET`] tokens (a longer
+    /// one alone), so a request's size does not set the activations' memory, and maps each
+    /// sequence's final states (`[tokens, hidden]`) through `per_seq`.
+    pub fn run<T>(&self, seqs: &[Encoded], mut per_seq: impl FnMut(&[f32]) -> T) -> Result<Vec<T>> {
         let engine = |e: hearth_engine::EngineError| EmbedError::Weights(e.to_string());
         let mut out = Vec::with_capacity(seqs.len());
         for batch in token_batches(seqs, TOKEN_BUDGET) {
@@ -97,7 +98,7 @@ impl Decoder {
                 .map_err(engine)?;
             let mut inputs: Vec<SeqInput<'_>> =
                 batch.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput::new(&s.ids, cache)).collect();
-            out.extend(self.model.model.last_hidden(&mut inputs).map_err(engine)?);
+            out.extend(self.model.model.all_hidden(&mut inputs).map_err(engine)?.iter().map(|states| per_seq(states)));
         }
         Ok(out)
     }

@@ -1,11 +1,14 @@
-//! Sentence embeddings: encoder, then the pooling and normalisation the model declares.
+//! Sentence embeddings: a transformer (a BERT-family encoder or one of the engine's decoders),
+//! then the pooling, Dense layers and normalisation the model declares, with its prompts.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::bert::Encoded;
 use crate::config::{Pooling, SentenceConfig};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
+use crate::pipeline::{normalize, Pipeline};
 use crate::weights::Tensors;
 use crate::{EmbedError, Result};
 
@@ -18,14 +21,26 @@ pub enum EmbedInput {
     Tokens(Vec<u32>),
 }
 
+/// What an input is for, as hosted embedding APIs say it: the model's prompt for that role
+/// (`query`; `document` or `passage`) is applied where it has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputType {
+    Query,
+    Document,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EmbedOptions {
-    /// Keep only the first `dimensions` values (Matryoshka), re-normalised if the model normalises.
+    /// Keep only the first `dimensions` values (Matryoshka). Re-normalised if the model
+    /// normalises, as OpenAI's `dimensions` does (sentence-transformers' `truncate_dim` does
+    /// not: the directions are the same).
     pub dimensions: Option<usize>,
     /// Cut inputs longer than the model's limit instead of rejecting them.
     pub truncate: bool,
-    /// One of the model's named prompts (e.g. `query`), put before every text input.
+    /// One of the model's named prompts (e.g. `query`), put before every text input; else the
+    /// prompt for `input_type`, else the model's default prompt.
     pub prompt_name: Option<String>,
+    pub input_type: Option<InputType>,
 }
 
 /// Vectors in input order, and the tokens they took (for `usage`).
@@ -38,15 +53,19 @@ pub struct Embeddings {
 /// What a client (and the model registry) needs to know about an embedding model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EmbedderInfo {
+    /// The vectors' length (after any Dense layers); `dimensions` may ask for fewer.
     pub dimension: usize,
     pub max_tokens: usize,
     pub pooling: Pooling,
     pub normalize: bool,
+    pub prompts: BTreeMap<String, String>,
+    pub default_prompt_name: Option<String>,
 }
 
 pub struct Embedder {
     backbone: Backbone,
     sentence: SentenceConfig,
+    pipeline: Pipeline,
 }
 
 /// The network under the pooling: a BERT-family encoder, or a decoder (last-token pooling).
@@ -76,26 +95,27 @@ impl Embedder {
     pub fn load(dir: &Path) -> Result<Self> {
         let sentence = SentenceConfig::load(dir)?;
         let backbone = if Decoder::is_decoder(dir) {
-            if sentence.pooling != Pooling::LastToken {
-                return Err(EmbedError::Unsupported(format!(
-                    "{:?} pooling on a decoder (its embedders pool the last token)",
-                    sentence.pooling
-                )));
-            }
             Backbone::Decoder(Box::new(Decoder::load(dir, sentence.max_seq_length)?))
         } else {
             Backbone::Encoder(Box::new(Encoder::load(dir, &Tensors::open(dir)?.with_bf16_products(), "", sentence.max_seq_length)?))
         };
-        Ok(Embedder { backbone, sentence })
+        let pipeline = Pipeline::load(&sentence, backbone.hidden_size())?;
+        Ok(Embedder { backbone, sentence, pipeline })
     }
 
     pub fn info(&self) -> EmbedderInfo {
         EmbedderInfo {
-            dimension: self.backbone.hidden_size(),
+            dimension: self.dimension(),
             max_tokens: self.backbone.limit(),
             pooling: self.sentence.pooling,
-            normalize: self.sentence.normalize,
+            normalize: self.sentence.normalizes(),
+            prompts: self.sentence.prompts.clone(),
+            default_prompt_name: self.sentence.default_prompt_name.clone(),
         }
+    }
+
+    fn dimension(&self) -> usize {
+        self.sentence.dimension(self.backbone.hidden_size())
     }
 
     /// Tokens `text` takes, special tokens excluded (for sizing chunks under the limit).
@@ -115,15 +135,11 @@ impl Embedder {
 
     /// Checks the options and turns every input into model tokens; errors name the input.
     pub(crate) fn prepare(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Encoded>> {
-        let dim = self.backbone.hidden_size();
+        let dim = self.dimension();
         if let Some(d) = opts.dimensions.filter(|&d| d == 0 || d > dim) {
             return Err(EmbedError::InvalidRequest(format!("dimensions must be between 1 and {dim}, got {d}")));
         }
-        let Some(name) = &opts.prompt_name else { return self.tokenize(inputs, opts.truncate) };
-        let prefix = self.sentence.prompts.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.sentence.prompts.keys().map(String::as_str).collect();
-            EmbedError::InvalidRequest(format!("this model has no prompt named {name:?} (it has {known:?})"))
-        })?;
+        let Some(prefix) = self.prompt(opts)?.filter(|p| !p.is_empty()) else { return self.tokenize(inputs, opts.truncate) };
         let prefixed: Vec<EmbedInput> = inputs
             .iter()
             .map(|i| match i {
@@ -131,7 +147,36 @@ impl Embedder {
                 tokens => tokens.clone(),
             })
             .collect();
-        self.tokenize(&prefixed, opts.truncate)
+        // As sentence-transformers counts a prompt's tokens: with special tokens, less one.
+        let prompt_tokens = self.tokenize(&[EmbedInput::Text(prefix.to_string())], true)?[0].ids.len().saturating_sub(1);
+        let mut seqs = self.tokenize(&prefixed, opts.truncate)?;
+        for (seq, input) in seqs.iter_mut().zip(inputs) {
+            if matches!(input, EmbedInput::Text(_)) {
+                seq.prompt_tokens = prompt_tokens;
+            }
+        }
+        Ok(seqs)
+    }
+
+    /// The prompt `opts` asks for: by name (an unknown name is an error), else by role (none if
+    /// the model has no prompt for it), else the model's default.
+    pub fn prompt(&self, opts: &EmbedOptions) -> Result<Option<&str>> {
+        let prompts = &self.sentence.prompts;
+        if let Some(name) = &opts.prompt_name {
+            return match prompts.get(name) {
+                Some(p) => Ok(Some(p)),
+                None => {
+                    let known: Vec<&str> = prompts.keys().map(String::as_str).collect();
+                    Err(EmbedError::InvalidRequest(format!("this model has no prompt named {name:?} (it has {known:?})")))
+                }
+            };
+        }
+        let names: &[&str] = match opts.input_type {
+            Some(InputType::Query) => &["query"],
+            Some(InputType::Document) => &["document", "passage"],
+            None => return Ok(self.sentence.default_prompt_name.as_ref().and_then(|n| prompts.get(n)).map(String::as_str)),
+        };
+        Ok(names.iter().find_map(|n| prompts.get(*n)).map(String::as_str))
     }
 
     /// Whether the model has a prompt named `name`.
@@ -160,7 +205,7 @@ impl Embedder {
                     }
                     EmbedInput::Tokens(ids) => {
                         let ids = ids[..ids.len().min(limit)].to_vec();
-                        Encoded { types: vec![0; ids.len()], ids }
+                        Encoded { types: vec![0; ids.len()], ids, prompt_tokens: 0 }
                     }
                 };
                 match &self.backbone {
@@ -172,40 +217,34 @@ impl Embedder {
             .collect()
     }
 
-    /// Pooled, not yet normalised vectors of checked sequences.
+    /// Pooled vectors of checked sequences, before the modules after the pooling. Runs as
+    /// the embedding queue's worker, so a batch of requests is one pass over the transformer.
     pub(crate) fn pool(&self, seqs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
-        let encoder = match &self.backbone {
-            Backbone::Encoder(e) => e,
-            // Loading checked that a decoder pools its last token.
-            Backbone::Decoder(d) => return d.last_states(seqs),
-        };
-        let (h, pooling) = (encoder.hidden_size(), self.sentence.pooling);
-        Ok(encoder.run(seqs, |states| match pooling {
-            Pooling::Cls => states[..h].to_vec(),
-            Pooling::LastToken => states[states.len() - h..].to_vec(),
-            Pooling::Mean => {
-                let mut sum = vec![0f32; h];
-                for row in states.chunks_exact(h) {
-                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-                }
-                let n = (states.len() / h) as f32;
-                sum.iter_mut().for_each(|s| *s /= n);
-                sum
-            }
-        }))
+        let h = self.backbone.hidden_size();
+        let mut prompt_tokens = seqs.iter().map(|s| s.prompt_tokens);
+        let pool = |states: &[f32]| self.pipeline.pool(states, h, prompt_tokens.next().unwrap_or(0));
+        match &self.backbone {
+            Backbone::Encoder(e) => Ok(e.run(seqs, pool)),
+            Backbone::Decoder(d) => d.run(seqs, pool),
+        }
     }
 
-    pub(crate) fn finish(&self, seqs: &[Encoded], mut vectors: Vec<Vec<f32>>, opts: &EmbedOptions) -> Embeddings {
-        for v in &mut vectors {
-            if let Some(d) = opts.dimensions {
-                v.truncate(d);
-            }
-            if self.sentence.normalize {
-                // As torch's F.normalize: divide by max(‖v‖, 1e-12).
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                v.iter_mut().for_each(|x| *x /= norm);
-            }
-        }
+    /// The Dense layers and normalisation, then the `dimensions` cut (re-normalised where the
+    /// model normalises).
+    pub(crate) fn finish(&self, seqs: &[Encoded], vectors: Vec<Vec<f32>>, opts: &EmbedOptions) -> Embeddings {
+        let vectors = vectors
+            .into_iter()
+            .map(|v| {
+                let mut v = self.pipeline.finish(v);
+                if let Some(d) = opts.dimensions.filter(|&d| d < v.len()) {
+                    v.truncate(d);
+                    if self.sentence.normalizes() {
+                        normalize(&mut v);
+                    }
+                }
+                v
+            })
+            .collect();
         Embeddings { vectors, tokens: seqs.iter().map(|s| s.ids.len()).sum() }
     }
 }

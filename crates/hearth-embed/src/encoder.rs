@@ -33,7 +33,7 @@ impl Encoder {
     /// Runs checked sequences in consecutive groups of at most [`TOKEN_BUDGET`] tokens (a longer
     /// sequence runs alone) and maps each sequence's `[tokens, hidden]` states through `per_seq`.
     /// Nothing is padded, so the order of sequences does not change the work.
-    pub fn run<T>(&self, seqs: &[Encoded], per_seq: impl Fn(&[f32]) -> T) -> Vec<T> {
+    pub fn run<T>(&self, seqs: &[Encoded], mut per_seq: impl FnMut(&[f32]) -> T) -> Vec<T> {
         let h = self.hidden_size();
         let mut out = Vec::with_capacity(seqs.len());
         for batch in token_batches(seqs, TOKEN_BUDGET) {

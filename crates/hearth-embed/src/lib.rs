@@ -13,6 +13,7 @@ mod embedder;
 mod encoder;
 mod error;
 mod math;
+mod pipeline;
 mod queue;
 mod rerank;
 mod text;
@@ -20,7 +21,7 @@ mod weights;
 
 pub use bert::Encoded;
 pub use config::Pooling;
-pub use embedder::{EmbedInput, EmbedOptions, Embedder, EmbedderInfo, Embeddings};
+pub use embedder::{EmbedInput, EmbedOptions, Embedder, EmbedderInfo, Embeddings, InputType};
 pub use error::{EmbedError, Result};
 pub use queue::{EmbedQueue, Pending, QueueStats};
 pub use rerank::{Ranked, RerankOptions, Reranker, Reranking};

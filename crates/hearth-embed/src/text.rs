@@ -37,7 +37,7 @@ impl TextEncoder {
                 Some(p) => tok.encode_fast((text, p), true),
                 None => tok.encode_fast(text, true),
             };
-            enc.map(|e| Encoded { ids: e.get_ids().to_vec(), types: e.get_type_ids().to_vec() })
+            enc.map(|e| Encoded { ids: e.get_ids().to_vec(), types: e.get_type_ids().to_vec(), prompt_tokens: 0 })
                 .map_err(|e| EmbedError::BadInput { index, message: format!("cannot tokenize: {e}") })
         };
         let enc = run(&self.whole)?;

@@ -75,9 +75,15 @@ impl Tensors {
 
     /// `y = x · Wᵀ + b` with W `out × inp`, named `{prefix}.weight` and `{prefix}.bias`.
     pub fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
+        self.dense(prefix, out, inp, true)
+    }
+
+    /// As [`Tensors::linear`], with or without the bias.
+    pub fn dense(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let weight = self.matrix(&format!("{prefix}.weight"), out, inp)?;
         let panels = if self.bf16_products { Bf16Panels::new(&weight.checked()) } else { None };
-        Ok(Linear { weight, panels, bias: self.vector(&format!("{prefix}.bias"), out)? })
+        let bias = bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?;
+        Ok(Linear { weight, panels, bias })
     }
 }
 
@@ -113,18 +119,20 @@ pub(crate) struct Linear {
     weight: Matrix,
     /// The weights as bf16 panels, where asked for and the CPU has bf16 dot products.
     panels: Option<Bf16Panels>,
-    bias: Vec<f32>,
+    bias: Option<Vec<f32>>,
 }
 
 impl Linear {
     /// `out[t] = x[t] · Wᵀ + b` for every token row `t`.
     pub fn forward(&self, x: &[f32], out: &mut [f32]) {
         if let Some(panels) = &self.panels {
-            return panels.matmul(x, Some(&self.bias), out);
+            return panels.matmul(x, self.bias.as_deref(), out);
         }
         self.weight.checked().matmul(x, out, Precision::Fast);
-        for row in out.chunks_exact_mut(self.bias.len()) {
-            row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b);
+        if let Some(bias) = &self.bias {
+            for row in out.chunks_exact_mut(bias.len()) {
+                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            }
         }
     }
 }

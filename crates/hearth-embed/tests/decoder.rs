@@ -70,11 +70,24 @@ fn a_decoder_embeds_its_last_token_state() {
     assert_eq!(cut.tokens, info.max_tokens);
 }
 
+/// Any pooling runs on a decoder: the mean of every position's final state.
 #[test]
-fn a_decoder_refuses_pooling_other_than_the_last_token() {
+fn a_decoder_pools_the_mean_of_its_states() {
     let dir = embedder_dir("mean_tokens");
-    let err = Embedder::load(dir.path()).err().expect("refused");
-    assert!(matches!(err, EmbedError::Unsupported(_)), "{err}");
+    let e = Embedder::load(dir.path()).unwrap();
+    assert_eq!(e.info().pooling, Pooling::Mean);
+    let text = "a longer sentence about embeddings and retrieval";
+    let model = hearth_engine::LoadedModel::load(dir.path()).unwrap();
+    let ids = model.tokenizer.encode(text, true).unwrap();
+    let mut cache = model.model.new_cache(ids.len()).unwrap();
+    let states = model.model.all_hidden(&mut [hearth_engine::model::SeqInput::new(&ids, &mut cache)]).unwrap().swap_remove(0);
+    let h = model.model.config().hidden_size;
+    let mut mean = vec![0f32; h];
+    states.chunks_exact(h).for_each(|row| mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / ids.len() as f32));
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+    for (a, b) in embed(&e, &[text])[0].iter().zip(&mean) {
+        assert!((a - b / norm).abs() < 1e-5, "{a} vs {}", b / norm);
+    }
 }
 
 #[test]

@@ -1,0 +1,162 @@
+//! The tiny stand-ins of testdata/embedders (Qwen3-Embedding, EmbeddingGemma) against
+//! sentence-transformers' own vectors and token ids: every vector within cosine 0.99999.
+
+use std::path::{Path, PathBuf};
+
+use hearth_embed::{EmbedInput, EmbedOptions, Embedder, InputType, Pooling};
+use serde_json::Value;
+
+fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/embedders").join(rel)
+}
+
+fn fixture(name: &str) -> (Embedder, Value) {
+    let refs = serde_json::from_str(&std::fs::read_to_string(testdata(&format!("{name}.json"))).unwrap()).unwrap();
+    (Embedder::load(&testdata(name)).unwrap(), refs)
+}
+
+fn texts(refs: &Value) -> Vec<EmbedInput> {
+    refs["texts"].as_array().unwrap().iter().map(|t| EmbedInput::Text(t.as_str().unwrap().to_string())).collect()
+}
+
+fn cosine(a: &[f32], b: &[Value]) -> f64 {
+    assert_eq!(a.len(), b.len(), "dimension");
+    let b: Vec<f64> = b.iter().map(|v| v.as_f64().unwrap()).collect();
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * y).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Each case of `refs[key]` against what `opts` gives; the worst cosine.
+fn check(e: &Embedder, refs: &Value, key: &str, opts: &EmbedOptions) -> f64 {
+    let got = e.embed(&texts(refs), opts).unwrap().vectors;
+    let want = refs[key].as_array().unwrap();
+    let worst = got.iter().zip(want).map(|(g, w)| cosine(g, w.as_array().unwrap())).fold(1.0, f64::min);
+    assert!(worst >= 0.99999, "{key}: cosine {worst}");
+    worst
+}
+
+#[test]
+fn qwen3_embedding_matches_sentence_transformers() {
+    let (e, refs) = fixture("qwen3-embedding-tiny");
+    let info = e.info();
+    assert_eq!((info.dimension, info.pooling, info.normalize, info.max_tokens), (64, Pooling::LastToken, true, 512));
+    assert!(info.prompts["query"].starts_with("Instruct: "));
+    let ids = e.tokenize(&texts(&refs), false).unwrap();
+    for (got, want) in ids.iter().zip(refs["ids_no_prompt"].as_array().unwrap()) {
+        let want: Vec<u32> = want.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(got.ids, want, "the tokenizer's post-processor appends <|endoftext|>");
+    }
+    check(&e, &refs, "no_prompt", &EmbedOptions::default());
+    check(&e, &refs, "prompt_query", &EmbedOptions { prompt_name: Some("query".into()), ..Default::default() });
+    check(&e, &refs, "prompt_query", &EmbedOptions { input_type: Some(InputType::Query), ..Default::default() });
+    let cut = EmbedOptions { dimensions: Some(32), ..Default::default() };
+    check(&e, &refs, "no_prompt_truncate_dim_32", &cut);
+    // OpenAI's reading of `dimensions`: the same direction, re-normalised.
+    let v = e.embed(&texts(&refs), &cut).unwrap().vectors;
+    assert!(v.iter().all(|v| (v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5));
+}
+
+/// A copy of the tiny Qwen3-Embedding to break.
+fn broken_copy(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = testdata("qwen3-embedding-tiny");
+    for entry in walk(&src) {
+        let to = dir.path().join(entry.strip_prefix(&src).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, to).unwrap();
+    }
+    edit(dir.path());
+    dir
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p]
+            }
+        })
+        .collect()
+}
+
+fn load_error(dir: &Path) -> String {
+    Embedder::load(dir).err().expect("refused").to_string()
+}
+
+#[test]
+fn what_a_model_declares_wrongly_is_a_clear_error() {
+    let modules = |extra: &str| {
+        format!(
+            r#"[{{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}},
+            {{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}}, {extra}]"#
+        )
+    };
+    let unknown = broken_copy(|d| {
+        std::fs::write(
+            d.join("modules.json"),
+            modules(r#"{"idx": 2, "name": "2", "path": "2_X", "type": "sentence_transformers.models.LSTM"}"#),
+        )
+        .unwrap()
+    });
+    assert!(load_error(unknown.path()).contains("unsupported sentence-transformers module \"sentence_transformers.models.LSTM\""));
+
+    let dense = |d: &Path, config: &str| {
+        std::fs::write(
+            d.join("modules.json"),
+            modules(r#"{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}"#),
+        )
+        .unwrap();
+        std::fs::create_dir(d.join("2_Dense")).unwrap();
+        std::fs::write(d.join("2_Dense/config.json"), config).unwrap();
+        // linear.weight [16, 64] in float32.
+        let header = r#"{"linear.weight": {"dtype": "F32", "shape": [16, 64], "data_offsets": [0, 4096]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(vec![0u8; 4096]);
+        std::fs::write(d.join("2_Dense/model.safetensors"), bytes).unwrap();
+    };
+    let unchained = broken_copy(|d| dense(d, r#"{"in_features": 32, "out_features": 16, "bias": false}"#));
+    assert!(load_error(unchained.path()).contains("takes 32 features but the module before it gives 64"));
+    let misshapen = broken_copy(|d| dense(d, r#"{"in_features": 64, "out_features": 8, "bias": false}"#));
+    assert!(load_error(misshapen.path()).contains("linear.weight has shape [16, 64], expected [8, 64]"));
+    let fine = broken_copy(|d| {
+        dense(d, r#"{"in_features": 64, "out_features": 16, "bias": false, "activation_function": "torch.nn.modules.activation.Tanh"}"#)
+    });
+    assert_eq!(Embedder::load(fine.path()).unwrap().info().dimension, 16);
+
+    let (e, _) = fixture("qwen3-embedding-tiny");
+    let x = [EmbedInput::Text("x".into())];
+    let err = e.embed(&x, &EmbedOptions { dimensions: Some(65), ..Default::default() }).expect_err("refused").to_string();
+    assert!(err.contains("dimensions must be between 1 and 64"), "{err}");
+    let err = e.embed(&x, &EmbedOptions { prompt_name: Some("passage".into()), ..Default::default() }).expect_err("refused").to_string();
+    assert!(err.contains("no prompt named \"passage\""), "{err}");
+}
+
+/// `include_prompt: false` pools only the input's own tokens (the prompt's are left out as
+/// sentence-transformers counts them); with the prompt included the vectors differ.
+#[test]
+fn a_model_may_pool_without_its_prompt() {
+    let exclude = broken_copy(|d| {
+        let cfg = r#"{"word_embedding_dimension": 64, "pooling_mode": "mean", "include_prompt": false}"#;
+        std::fs::write(d.join("1_Pooling/config.json"), cfg).unwrap();
+    });
+    let e = Embedder::load(exclude.path()).unwrap();
+    let query = EmbedOptions { prompt_name: Some("query".into()), ..Default::default() };
+    let seqs = e.tokenize(&[EmbedInput::Text(format!("{}hello", e.info().prompts["query"]))], false).unwrap();
+    let prompt_len = e.tokenize(&[EmbedInput::Text(e.info().prompts["query"].clone())], false).unwrap()[0].ids.len() - 1;
+    let model = hearth_engine::LoadedModel::load(exclude.path()).unwrap();
+    let mut cache = model.model.new_cache(64).unwrap();
+    let states = model.model.all_hidden(&mut [hearth_engine::model::SeqInput::new(&seqs[0].ids, &mut cache)]).unwrap().swap_remove(0);
+    let rows: Vec<&[f32]> = states.chunks_exact(64).skip(prompt_len).collect();
+    let mut mean: Vec<f32> = (0..64).map(|i| rows.iter().map(|r| r[i]).sum::<f32>() / rows.len() as f32).collect();
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+    mean.iter_mut().for_each(|x| *x /= norm);
+    let got = e.embed(&[EmbedInput::Text("hello".into())], &query).unwrap().vectors.swap_remove(0);
+    assert!(got.iter().zip(&mean).all(|(a, b)| (a - b).abs() < 1e-5), "{got:?} vs {mean:?}");
+}
