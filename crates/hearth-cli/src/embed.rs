@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use hearth_embed::{EmbedInput, EmbedOptions, Embedder, RerankOptions, Reranker};
+use hearth_embed::{EmbedInput, EmbedOptions, Embedder, InputType, RerankOptions, Reranker};
 use serde_json::json;
 
 #[derive(Args)]
@@ -22,7 +22,7 @@ pub struct EmbedArgs {
     /// Print the OpenAI response shape instead of one line of numbers per input.
     #[arg(long)]
     json: bool,
-    /// Keep only the first N dimensions (re-normalised).
+    /// Keep only the first N dimensions (Matryoshka; re-normalised where the model normalises).
     #[arg(long)]
     dimensions: Option<usize>,
     /// Cut inputs longer than the model's limit instead of failing.
@@ -31,6 +31,9 @@ pub struct EmbedArgs {
     /// Put the model's named prompt before each text (e.g. `query` for Qwen3-Embedding).
     #[arg(long)]
     prompt_name: Option<String>,
+    /// What the texts are for: the model's prompt for that role, where it has one.
+    #[arg(long, value_parser = ["query", "document"])]
+    input_type: Option<String>,
     /// Print speed instead of vectors: all inputs as one request (after a warm-up), then the
     /// median latency of --query embedded alone, and peak memory, as JSON.
     #[arg(long, conflicts_with = "json")]
@@ -75,7 +78,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let model = Embedder::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let texts = inputs(args.texts, args.file.as_deref())?;
     let batch: Vec<EmbedInput> = texts.iter().cloned().map(EmbedInput::Text).collect();
-    let opts = EmbedOptions { dimensions: args.dimensions, truncate: args.truncate, prompt_name: args.prompt_name.clone() };
+    let input_type = args.input_type.as_deref().map(|t| if t == "query" { InputType::Query } else { InputType::Document });
+    let opts = EmbedOptions { dimensions: args.dimensions, truncate: args.truncate, prompt_name: args.prompt_name.clone(), input_type };
     if args.bench {
         return bench(&model, &batch, &EmbedInput::Text(args.query), &opts);
     }

@@ -137,7 +137,10 @@ impl Embedder {
     pub(crate) fn prepare(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Encoded>> {
         let dim = self.dimension();
         if let Some(d) = opts.dimensions.filter(|&d| d == 0 || d > dim) {
-            return Err(EmbedError::InvalidRequest(format!("dimensions must be between 1 and {dim}, got {d}")));
+            return Err(EmbedError::InvalidRequest {
+                param: "dimensions",
+                message: format!("dimensions must be between 1 and {dim}, got {d}"),
+            });
         }
         let Some(prefix) = self.prompt(opts)?.filter(|p| !p.is_empty()) else { return self.tokenize(inputs, opts.truncate) };
         let prefixed: Vec<EmbedInput> = inputs
@@ -167,7 +170,10 @@ impl Embedder {
                 Some(p) => Ok(Some(p)),
                 None => {
                     let known: Vec<&str> = prompts.keys().map(String::as_str).collect();
-                    Err(EmbedError::InvalidRequest(format!("this model has no prompt named {name:?} (it has {known:?})")))
+                    Err(EmbedError::InvalidRequest {
+                        param: "prompt_name",
+                        message: format!("this model has no prompt named {name:?} (it has {known:?})"),
+                    })
                 }
             };
         }
@@ -179,16 +185,11 @@ impl Embedder {
         Ok(names.iter().find_map(|n| prompts.get(*n)).map(String::as_str))
     }
 
-    /// Whether the model has a prompt named `name`.
-    pub fn has_prompt(&self, name: &str) -> bool {
-        self.sentence.prompts.contains_key(name)
-    }
-
     /// The model input of every request input (special tokens included), checked; errors name
     /// the offending input. Inputs over [`EmbedderInfo::max_tokens`] are an error unless `truncate`.
     pub fn tokenize(&self, inputs: &[EmbedInput], truncate: bool) -> Result<Vec<Encoded>> {
         if inputs.is_empty() {
-            return Err(EmbedError::InvalidRequest("no input to embed".into()));
+            return Err(EmbedError::InvalidRequest { param: "input", message: "no input to embed".into() });
         }
         let limit = self.backbone.limit();
         inputs

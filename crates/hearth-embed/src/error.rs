@@ -22,8 +22,9 @@ pub enum EmbedError {
     TooLong { index: usize, tokens: usize, limit: usize },
     #[error("input {index}: {message}")]
     BadInput { index: usize, message: String },
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
+    /// A request option (`param`, as an API names it) is wrong.
+    #[error("invalid {param}: {message}")]
+    InvalidRequest { param: &'static str, message: String },
     #[error("the embedding worker has stopped")]
     WorkerStopped,
     #[error("embedding failed: {0}")]
@@ -33,7 +34,7 @@ pub enum EmbedError {
 impl EmbedError {
     /// Whether the request (not the model or the server) is at fault: HTTP 400 rather than 500.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, EmbedError::TooLong { .. } | EmbedError::BadInput { .. } | EmbedError::InvalidRequest(_))
+        matches!(self, EmbedError::TooLong { .. } | EmbedError::BadInput { .. } | EmbedError::InvalidRequest { .. })
     }
 }
 

@@ -63,7 +63,7 @@ impl Reranker {
     /// Scores every document against `query`; errors name the offending document's index.
     pub fn rerank<S: AsRef<str>>(&self, query: &str, documents: &[S], opts: &RerankOptions) -> Result<Reranking> {
         if documents.is_empty() {
-            return Err(EmbedError::InvalidRequest("no documents to rerank".into()));
+            return Err(EmbedError::InvalidRequest { param: "documents", message: "no documents to rerank".into() });
         }
         let seqs = documents
             .iter()

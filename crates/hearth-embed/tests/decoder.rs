@@ -100,12 +100,12 @@ fn named_prompts_prefix_the_inputs() {
     )
     .unwrap();
     let e = Embedder::load(dir.path()).unwrap();
-    assert!(e.has_prompt("query"));
+    assert!(e.info().prompts.contains_key("query"));
     let with_prompt = EmbedOptions { prompt_name: Some("query".into()), ..Default::default() };
     let prompted = e.embed(&[EmbedInput::Text("what is rust".into())], &with_prompt).unwrap().vectors;
     let spelled_out = embed(&e, &[&format!("{instruction}what is rust")]);
     assert_eq!(prompted, spelled_out);
     let unknown = EmbedOptions { prompt_name: Some("passage".into()), ..Default::default() };
     let err = e.embed(&[EmbedInput::Text("x".into())], &unknown).expect_err("refused");
-    assert!(matches!(err, EmbedError::InvalidRequest(_)) && err.to_string().contains("query"), "{err}");
+    assert!(matches!(err, EmbedError::InvalidRequest { param: "prompt_name", .. }) && err.to_string().contains("query"), "{err}");
 }

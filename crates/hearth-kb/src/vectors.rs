@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use hearth_embed::{EmbedInput, EmbedOptions, Embedder, RerankOptions, Reranker};
+use hearth_embed::{EmbedInput, EmbedOptions, Embedder, InputType, RerankOptions, Reranker};
 use hearth_kernels::dot;
 use instant_distance::{Builder, HnswMap, Point, Search};
 use serde::{Deserialize, Serialize};
@@ -23,23 +23,23 @@ pub trait TextEmbedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> usize;
     /// One vector per text, in order; over-long texts are cut to the model's limit.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
-    /// A search query's vector: with the model's `query` prompt where it has one (as
+    /// A search query's vector: with the model's query prompt where it has one (as
     /// Qwen3-Embedding's instruction), else as a passage.
     fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
         Ok(self.embed(&[query.to_string()])?.pop().unwrap_or_default())
     }
 }
 
-/// Embeds with `embedder`'s options, the `query` prompt for queries when the model has one.
+/// Embeds queries or passages with the model's prompt for that role, where it has one
+/// (Qwen3-Embedding's query instruction; EmbeddingGemma's `query` and `document` prompts).
 pub fn embed_with(
-    embedder: &Embedder,
     texts: &[String],
     query: bool,
     run: impl FnOnce(&[EmbedInput], &EmbedOptions) -> hearth_embed::Result<hearth_embed::Embeddings>,
 ) -> Result<Vec<Vec<f32>>> {
     let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::Text(t.clone())).collect();
-    let prompt_name = (query && embedder.has_prompt("query")).then(|| "query".to_string());
-    let opts = EmbedOptions { truncate: true, prompt_name, ..Default::default() };
+    let input_type = Some(if query { InputType::Query } else { InputType::Document });
+    let opts = EmbedOptions { truncate: true, input_type, ..Default::default() };
     Ok(run(&inputs, &opts).map_err(|e| KbError::Embed(e.to_string()))?.vectors)
 }
 
@@ -83,11 +83,11 @@ impl TextEmbedder for LocalEmbedder {
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        embed_with(&self.embedder, texts, false, |i, o| self.embedder.embed(i, o))
+        embed_with(texts, false, |i, o| self.embedder.embed(i, o))
     }
 
     fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
-        Ok(embed_with(&self.embedder, &[query.to_string()], true, |i, o| self.embedder.embed(i, o))?.pop().unwrap_or_default())
+        Ok(embed_with(&[query.to_string()], true, |i, o| self.embedder.embed(i, o))?.pop().unwrap_or_default())
     }
 }
 

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::embeddings::{
-    Embedding, EmbeddingUsage, Embeddings, EmbeddingsRequest, EncodingFormat, RerankRequest, RerankResult, Reranked, Vector,
+    Embedding, EmbeddingUsage, Embeddings, EmbeddingsRequest, EncodingFormat, InputType, RerankRequest, RerankResult, Reranked, Vector,
 };
 use crate::api::{in_range, texts_or_tokens, Body, ModelErrors, TextOrTokens};
 use crate::error::ApiError;
@@ -63,7 +63,11 @@ async fn embeddings(State(state): State<AppState>, Body(body): Body<EmbeddingsRe
     let dimensions = in_range("dimensions", body.dimensions, 1..=i64::from(u32::MAX))?.map(|d| d as usize);
     let model = body.model;
     let resident = state.models.encoder(&model, EncoderKind::Embedding).await?;
-    let opts = EmbedOptions { dimensions, truncate: body.truncate.unwrap_or(false), prompt_name: body.prompt_name };
+    let input_type = body.input_type.map(|t| match t {
+        InputType::Query => hearth_embed::InputType::Query,
+        InputType::Document => hearth_embed::InputType::Document,
+    });
+    let opts = EmbedOptions { dimensions, truncate: body.truncate.unwrap_or(false), prompt_name: body.prompt_name, input_type };
     let out = off_runtime(move || match &resident.encoder {
         Encoder::Embedding(queue) => queue.embed(&inputs, &opts).map_err(|e| embed_error(e, "input")),
         Encoder::Reranker(_) => Err(ApiError::internal("the model resident for embeddings is a reranker")),

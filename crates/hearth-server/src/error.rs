@@ -146,6 +146,7 @@ impl From<hearth_embed::EmbedError> for ApiError {
         match e {
             E::Unsupported(_) => not_supported(e.to_string()),
             E::WorkerStopped => ApiError::unavailable(e.to_string()),
+            E::InvalidRequest { param, message } => ApiError::invalid(param, message),
             _ if e.is_client_error() => ApiError::bad_request(e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }

@@ -51,13 +51,11 @@ impl TextEmbedder for QueueEmbedder {
         self.queue().embedder().count_tokens(text)
     }
     fn embed(&self, texts: &[String]) -> hearth_kb::Result<Vec<Vec<f32>>> {
-        hearth_kb::embed_with(self.queue().embedder(), texts, false, |i, o| self.queue().embed(i, o))
+        hearth_kb::embed_with(texts, false, |i, o| self.queue().embed(i, o))
     }
 
     fn embed_query(&self, query: &str) -> hearth_kb::Result<Vec<f32>> {
-        Ok(hearth_kb::embed_with(self.queue().embedder(), &[query.to_string()], true, |i, o| self.queue().embed(i, o))?
-            .pop()
-            .unwrap_or_default())
+        Ok(hearth_kb::embed_with(&[query.to_string()], true, |i, o| self.queue().embed(i, o))?.pop().unwrap_or_default())
     }
 }
 

@@ -167,6 +167,14 @@ impl Models {
         self.resident(id).is_some() || self.encoders_map().contains_key(id)
     }
 
+    /// What a loaded embedding model declares (dimension, token limit, pooling, prompts).
+    pub fn embedding_info(&self, id: &str) -> Option<hearth_embed::EmbedderInfo> {
+        match &self.encoders_map().get(id)?.encoder {
+            Encoder::Embedding(queue) => Some(queue.embedder().info()),
+            Encoder::Reranker(_) => None,
+        }
+    }
+
     /// Queue counters of every loaded embedding model, by id.
     pub fn embedding_stats(&self) -> Vec<(String, QueueStats)> {
         let mut all: Vec<_> = self

@@ -42,11 +42,14 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList { object: "list", data: state.models.known_ids().into_iter().map(Model::new).collect() })
 }
 
-/// One model; once loaded, with the sampling defaults in force.
+/// One model; once loaded, with the sampling defaults in force (or, for an embedding model,
+/// what it declares).
 #[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, description = "Done", body = Model), Errors))]
 async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
     if let Some(r) = state.models.resident(&id) {
         Ok(Json(Model { sampling_defaults: Some(r.sampling.into()), ..Model::new(id) }))
+    } else if let Some(info) = state.models.embedding_info(&id) {
+        Ok(Json(Model { embedding: Some(info.into()), ..Model::new(id) }))
     } else if state.models.known_ids().contains(&id) || state.models.locate(&id).is_ok() {
         Ok(Json(Model::new(id)))
     } else {

@@ -323,3 +323,53 @@ async fn auto_pull_downloads_a_model_on_first_use_then_serves_it_offline() {
     let (status, res) = embed(&s, MINILM_REPO).await;
     assert_eq!(status, 200, "{res}");
 }
+
+/// The tiny Qwen3-Embedding stand-in over HTTP: sentence-transformers' vectors without and
+/// with the query prompt (by name and by `input_type`), its `truncate_dim` direction under
+/// `dimensions`, what `/v1/models/{id}` says of it, and its options' errors naming the field.
+#[tokio::test]
+async fn a_decoder_embedder_serves_its_prompts_and_dimensions() {
+    let dir = common::repo_root().join("testdata/embedders/qwen3-embedding-tiny");
+    let refs: Value = serde_json::from_str(&std::fs::read_to_string(dir.with_extension("json")).unwrap()).unwrap();
+    let s = TestServer::start(|o| o.model.push(format!("qwen3-embed={}", dir.display())));
+    let c = reqwest::Client::new();
+    let texts = refs["texts"].clone();
+    let cosine = |a: &[f32], b: &Value| {
+        let b: Vec<f32> = b.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+    };
+    for (extra, key) in [
+        (json!({}), "no_prompt"),
+        (json!({"prompt_name": "query"}), "prompt_query"),
+        (json!({"input_type": "query"}), "prompt_query"),
+        (json!({"dimensions": 32}), "no_prompt_truncate_dim_32"),
+    ] {
+        let mut body = json!({"model": "qwen3-embed", "input": texts});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, out) = post(&c, &s.url("/v1/embeddings"), body).await;
+        assert_eq!(status, 200, "{out}");
+        for (got, want) in out["data"].as_array().unwrap().iter().zip(refs[key].as_array().unwrap()) {
+            let c = cosine(&floats(&got["embedding"]), want);
+            assert!(c >= 0.99999, "{key}: cosine {c}");
+        }
+    }
+    let model: Value = c.get(s.url("/v1/models/qwen3-embed")).send().await.unwrap().json().await.unwrap();
+    let e = &model["embedding"];
+    assert_eq!(
+        (e["dimension"].as_u64(), e["max_tokens"].as_u64(), e["pooling"].as_str()),
+        (Some(64), Some(512), Some("lasttoken")),
+        "{model}"
+    );
+    assert!(e["prompts"]["query"].as_str().unwrap().starts_with("Instruct:"), "{model}");
+    for (extra, param) in [
+        (json!({"dimensions": 65}), "dimensions"),
+        (json!({"prompt_name": "passage"}), "prompt_name"),
+        (json!({"input_type": "summary"}), "input_type"),
+    ] {
+        let mut body = json!({"model": "qwen3-embed", "input": "x"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, err) = post(&c, &s.url("/v1/embeddings"), body).await;
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{err}");
+    }
+}

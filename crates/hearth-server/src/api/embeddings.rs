@@ -15,15 +15,27 @@ pub struct EmbeddingsRequest {
     pub input: TextsOrTokens,
     /// `float` (the default) or `base64` (little-endian f32 bytes).
     pub encoding_format: Option<EncodingFormat>,
-    /// Keep a renormalised prefix of this many dimensions.
+    /// Keep the first this many dimensions (Matryoshka models), re-normalised as OpenAI does
+    /// when the model normalises its vectors.
     pub dimensions: Option<i64>,
     /// Cut inputs longer than the model's limit instead of refusing them.
     pub truncate: Option<bool>,
-    /// Hearth's extension: one of the model's named prompts (`query` for Qwen3-Embedding).
+    /// One of the model's named prompts, put before every text (`query` for
+    /// Qwen3-Embedding), as sentence-transformers and text-embeddings-inference call it.
     pub prompt_name: Option<String>,
+    /// What the inputs are for: the model's prompt for that role is applied where it has one
+    /// (`prompt_name` wins; with neither, the model's default prompt).
+    pub input_type: Option<InputType>,
     /// An end-user id: accepted, unused.
     #[allow(dead_code)]
     pub user: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    Query,
+    Document,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]

@@ -182,11 +182,42 @@ pub struct Model {
     /// the model's own, then llama.cpp's); known once the model is loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling_defaults: Option<SamplingDefaults>,
+    /// An embedding model's declared settings; known once the model is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingModel>,
 }
 
 impl Model {
     pub fn new(id: String) -> Self {
-        Model { id, object: "model", created: 0, owned_by: "hearth", sampling_defaults: None }
+        Model { id, object: "model", created: 0, owned_by: "hearth", sampling_defaults: None, embedding: None }
+    }
+}
+
+/// What an embedding model declares (sentence-transformers' files).
+#[derive(Serialize, ToSchema)]
+pub struct EmbeddingModel {
+    /// The vectors' length; `dimensions` may ask for a prefix.
+    pub dimension: usize,
+    /// The longest input, in tokens (special tokens included).
+    pub max_tokens: usize,
+    /// `cls`, `mean`, `max`, `mean_sqrt_len_tokens`, `weightedmean` or `lasttoken`.
+    pub pooling: &'static str,
+    pub normalized: bool,
+    /// Named prompts, for `prompt_name`.
+    pub prompts: std::collections::BTreeMap<String, String>,
+    pub default_prompt_name: Option<String>,
+}
+
+impl From<hearth_embed::EmbedderInfo> for EmbeddingModel {
+    fn from(i: hearth_embed::EmbedderInfo) -> Self {
+        EmbeddingModel {
+            dimension: i.dimension,
+            max_tokens: i.max_tokens,
+            pooling: i.pooling.name(),
+            normalized: i.normalize,
+            prompts: i.prompts,
+            default_prompt_name: i.default_prompt_name,
+        }
     }
 }
 
