@@ -221,6 +221,16 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         if let (Some(max), Some(pooling)) = (m.embedding_max_tokens, &m.embedding_pooling) {
             println!("embedding:     {pooling} pooling, at most {max} tokens");
         }
+        if let Some(sentence) = hearth_embed::config::SentenceConfig::load(&found.path).ok().filter(|_| m.embedding_dim.is_some()) {
+            println!("normalised:    {}", if sentence.normalizes() { "yes" } else { "no" });
+            for (name, prompt) in &sentence.prompts {
+                let default = if sentence.default_prompt_name.as_ref() == Some(name) { " (default)" } else { "" };
+                println!("prompt {name}{default}: {prompt:?}");
+            }
+        }
+        if let Some(entry) = hearth_store::catalogue::CATALOGUE.iter().find(|e| e.spec.split(':').next() == Some(m.repo.as_str())) {
+            println!("catalogue:     {} — {}", entry.alias, entry.description);
+        }
         println!("size:          {}", human_bytes(m.size_bytes));
         println!("memory:        {} recommended", human_bytes(m.recommended_memory_bytes));
         println!("source:        {}", m.source.as_str());

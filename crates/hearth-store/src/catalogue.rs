@@ -50,6 +50,20 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
     entry("minilm", "sentence-transformers/all-MiniLM-L6-v2", UseCase::Embedding, 1, "fast 384-d sentence embeddings"),
     entry("bge-small", "BAAI/bge-small-en-v1.5", UseCase::Embedding, 1, "384-d English embeddings"),
     entry("bge-m3", "BAAI/bge-m3", UseCase::Embedding, 4, "1024-d multilingual embeddings"),
+    entry(
+        "qwen3-embedding-0.6b-4bit",
+        "mlx-community/Qwen3-Embedding-0.6B-4bit-DWQ",
+        UseCase::Embedding,
+        2,
+        "1024-d multilingual embeddings, 32k tokens, last-token pooling, query instruction prompt (~350 MB)",
+    ),
+    entry(
+        "embeddinggemma-300m-4bit",
+        "mlx-community/embeddinggemma-300m-4bit",
+        UseCase::Embedding,
+        1,
+        "768-d embeddings (Matryoshka 512/256/128), 2k tokens, query/document prompts (~200 MB)",
+    ),
 ];
 
 /// The catalogue entry for an alias (case-insensitive).

@@ -90,7 +90,12 @@ fn dir_info(dir: &Path) -> ModelInfo {
         quantization,
         parameter_count: safetensors_parameters(dir, bits),
         context_length,
-        embedding_dim: if is_embedding { u64_of("hidden_size") } else { None },
+        // The vectors' length: the last Dense layer's outputs where there is one.
+        embedding_dim: if is_embedding {
+            u64_of("hidden_size").map(|h| sentence.as_ref().map_or(h, |s| s.dimension(h as usize) as u64))
+        } else {
+            None
+        },
         embedding_max_tokens: sentence.as_ref().and_then(|s| {
             let declared = s.max_seq_length.map(|m| m as u64);
             match (declared, context_length) {
