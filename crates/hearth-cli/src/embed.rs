@@ -59,6 +59,9 @@ pub struct RerankArgs {
     top_n: Option<usize>,
     #[arg(long)]
     truncate: bool,
+    /// The task, for a causal LM reranker such as Qwen3-Reranker (default: web search).
+    #[arg(long)]
+    instruction: Option<String>,
 }
 
 /// The given texts, else the lines of `file`, else of standard input.
@@ -133,7 +136,11 @@ pub fn rerank(args: RerankArgs) -> anyhow::Result<()> {
     let path = crate::store_cmd::resolve_model(&args.model)?;
     let model = Reranker::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let docs = inputs(args.documents, args.file.as_deref())?;
-    let ranked = model.rerank(&args.query, &docs, &RerankOptions { top_n: args.top_n, truncate: args.truncate })?;
+    let ranked = model.rerank(
+        &args.query,
+        &docs,
+        &RerankOptions { top_n: args.top_n, truncate: args.truncate, instruction: args.instruction.clone() },
+    )?;
     for r in ranked.results {
         println!("{:.6}\t{}\t{}", r.relevance_score, r.index, docs[r.index]);
     }

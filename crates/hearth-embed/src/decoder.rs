@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use hearth_engine::model::SeqInput;
+use hearth_engine::model::{DecoderModel, SeqInput};
 use hearth_engine::LoadedModel;
 
 use crate::bert::Encoded;
@@ -84,12 +84,40 @@ impl Decoder {
         }
     }
 
-    /// Runs checked sequences, whole, in batches of at most [`TOKEN_BUDGET`] tokens (a longer
-    /// one alone), so a request's size does not set the activations' memory, and maps each
-    /// sequence's final states (`[tokens, hidden]`) through `per_seq`.
-    pub fn run<T>(&self, seqs: &[Encoded], mut per_seq: impl FnMut(&[f32]) -> T) -> Result<Vec<T>> {
-        let engine = |e: hearth_engine::EngineError| EmbedError::Weights(e.to_string());
+    /// Token ids of `text`, with the tokenizer's special tokens if `special` (special tokens
+    /// written in the text are always recognised).
+    pub fn tokens(&self, text: &str, special: bool) -> std::result::Result<Vec<u32>, String> {
+        self.model.tokenizer.encode(text, special).map_err(|e| e.to_string())
+    }
+
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.model.tokenizer.token_to_id(token)
+    }
+
+    /// The last position's logits of each checked sequence.
+    pub fn last_logits(&self, seqs: &[Encoded]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(seqs.len());
+        self.batched(seqs, |m, inputs| m.forward(inputs, false), |logits| out.push(logits))?;
+        Ok(out)
+    }
+
+    /// Maps each checked sequence's final states (`[tokens, hidden]`) through `per_seq`.
+    pub fn run<T>(&self, seqs: &[Encoded], mut per_seq: impl FnMut(&[f32]) -> T) -> Result<Vec<T>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        self.batched(seqs, |m, inputs| m.all_hidden(inputs), |states| out.push(per_seq(&states)))?;
+        Ok(out)
+    }
+
+    /// Runs `pass` over the sequences, whole, in batches of at most [`TOKEN_BUDGET`] tokens (a
+    /// longer one alone), handing each sequence's output to `each` in order, so a request's
+    /// size does not set the activations' memory.
+    fn batched(
+        &self,
+        seqs: &[Encoded],
+        pass: impl Fn(&DecoderModel, &mut [SeqInput<'_>]) -> hearth_engine::Result<Vec<Vec<f32>>>,
+        mut each: impl FnMut(Vec<f32>),
+    ) -> Result<()> {
+        let engine = |e: hearth_engine::EngineError| EmbedError::Weights(e.to_string());
         for batch in token_batches(seqs, TOKEN_BUDGET) {
             let mut caches = batch
                 .iter()
@@ -98,8 +126,8 @@ impl Decoder {
                 .map_err(engine)?;
             let mut inputs: Vec<SeqInput<'_>> =
                 batch.iter().zip(caches.iter_mut()).map(|(s, cache)| SeqInput::new(&s.ids, cache)).collect();
-            out.extend(self.model.model.all_hidden(&mut inputs).map_err(engine)?.iter().map(|states| per_seq(states)));
+            pass(&self.model.model, &mut inputs).map_err(engine)?.into_iter().for_each(&mut each);
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -89,13 +89,13 @@ async fn embeddings(State(state): State<AppState>, Body(body): Body<EmbeddingsRe
 #[utoipa::path(post, path = "/v1/rerank", tag = "openai", request_body = RerankRequest,
     responses((status = 200, description = "Done", body = Reranked), ModelErrors))]
 async fn rerank(State(state): State<AppState>, Body(body): Body<RerankRequest>) -> Result<Json<Reranked>, ApiError> {
-    let RerankRequest { model, query, documents, top_n, truncate } = body;
+    let RerankRequest { model, query, documents, top_n, truncate, instruction } = body;
     if documents.is_empty() {
         return Err(ApiError::invalid("documents", "`documents` must not be empty"));
     }
     let top_n = in_range("top_n", top_n, 1..=i64::from(u32::MAX))?.map(|n| n as usize);
     let resident = state.models.encoder(&model, EncoderKind::Reranker).await?;
-    let opts = RerankOptions { top_n, truncate: truncate.unwrap_or(false) };
+    let opts = RerankOptions { top_n, truncate: truncate.unwrap_or(false), instruction };
     let ranked = off_runtime(move || match &resident.encoder {
         Encoder::Reranker(reranker) => reranker.rerank(&query, &documents, &opts).map_err(|e| embed_error(e, "documents")),
         Encoder::Embedding(_) => Err(ApiError::internal("the model resident for reranking is an embedding model")),

@@ -373,3 +373,32 @@ async fn a_decoder_embedder_serves_its_prompts_and_dimensions() {
         assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{err}");
     }
 }
+
+/// A causal LM as a judge reranker (Qwen3-Reranker's recipe) on `/v1/rerank`, with and
+/// without an instruction; a cross-encoder refuses an instruction, naming the field.
+#[tokio::test]
+async fn a_causal_lm_reranks_with_its_instruction() {
+    let root = common::repo_root().join("testdata");
+    let refs: Value = serde_json::from_str(&std::fs::read_to_string(root.join("embedders/qwen3-reranker-tiny.json")).unwrap()).unwrap();
+    let judge = root.join("tiny/hf/qwen3");
+    let s = TestServer::start(|o| {
+        o.model.push(format!("judge={}", judge.display()));
+        o.model.push(format!("rerank={}", cross_encoder().display()));
+    });
+    let c = reqwest::Client::new();
+    for case in refs["cases"].as_array().unwrap() {
+        let mut body = json!({"model": "judge", "query": refs["query"], "documents": refs["documents"]});
+        if let Some(instruction) = case["instruction"].as_str() {
+            body["instruction"] = json!(instruction);
+        }
+        let (status, out) = post(&c, &s.url("/v1/rerank"), body).await;
+        assert_eq!(status, 200, "{out}");
+        for r in out["results"].as_array().unwrap() {
+            let (index, score) = (r["index"].as_u64().unwrap() as usize, r["relevance_score"].as_f64().unwrap());
+            assert!((score - case["scores"][index].as_f64().unwrap()).abs() < 1e-4, "document {index}: {score}");
+        }
+    }
+    let body = json!({"model": "rerank", "query": "q", "documents": ["d"], "instruction": "judge"});
+    let (status, err) = post(&c, &s.url("/v1/rerank"), body).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("instruction")), "{err}");
+}

@@ -55,6 +55,9 @@ pub struct RerankRequest {
     /// Keep the best `top_n`.
     pub top_n: Option<i64>,
     pub truncate: Option<bool>,
+    /// The task, for a causal LM reranker (Qwen3-Reranker's `<Instruct>`; default: web
+    /// search); a cross-encoder refuses it.
+    pub instruction: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
