@@ -34,8 +34,9 @@ pub struct EmbedArgs {
     /// What the texts are for: the model's prompt for that role, where it has one.
     #[arg(long, value_parser = ["query", "document"])]
     input_type: Option<String>,
-    /// Print speed instead of vectors: all inputs as one request (after a warm-up), then the
-    /// median latency of --query embedded alone, and peak memory, as JSON.
+    /// Print speed instead of vectors: all inputs as one request (after a warm-up), the same
+    /// inputs one per call, the median latency of --query embedded alone, and peak memory, as
+    /// JSON.
     #[arg(long, conflicts_with = "json")]
     bench: bool,
     /// The short query whose latency --bench measures.
@@ -108,6 +109,13 @@ fn bench(model: &Embedder, batch: &[EmbedInput], query: &EmbedInput, opts: &Embe
     let t0 = Instant::now();
     let out = model.embed(batch, opts)?;
     let secs = t0.elapsed().as_secs_f64();
+    // The same inputs one per call (at most 200 of them): what batching saves.
+    let alone = &batch[..batch.len().min(200)];
+    let t1 = Instant::now();
+    for input in alone {
+        model.embed(std::slice::from_ref(input), opts)?;
+    }
+    let alone_per_sec = alone.len() as f64 / t1.elapsed().as_secs_f64();
     let query = std::slice::from_ref(query);
     let mut latencies: Vec<f64> = (0..200)
         .map(|_| {
@@ -123,6 +131,7 @@ fn bench(model: &Embedder, batch: &[EmbedInput], query: &EmbedInput, opts: &Embe
             "tokens": out.tokens,
             "seconds": secs,
             "inputs_per_sec": batch.len() as f64 / secs,
+            "one_per_call_inputs_per_sec": alone_per_sec,
             "query_p50_ms": latencies[latencies.len() / 2],
             "query_p90_ms": latencies[latencies.len() * 9 / 10],
             "threads": hearth_kernels::pool::global().threads(),
