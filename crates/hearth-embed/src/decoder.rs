@@ -7,6 +7,7 @@ use std::path::Path;
 
 use hearth_engine::model::{DecoderModel, SeqInput};
 use hearth_engine::LoadedModel;
+use hearth_tokenizer::RenderOptions;
 
 use crate::bert::Encoded;
 use crate::encoder::token_batches;
@@ -71,6 +72,37 @@ impl Decoder {
             if appended {
                 *ids.last_mut().expect("limit ≥ 1") = end;
             }
+        }
+        Ok(Encoded { types: vec![0; ids.len()], ids, prompt_tokens: 0 })
+    }
+
+    /// The model input of a conversation through the model's chat template (without a
+    /// generation prompt, as sentence-transformers renders it). Truncation keeps the start and
+    /// writes the template's closing tokens back over the end.
+    pub fn encode_messages(&self, messages: &[serde_json::Value], truncate: bool, index: usize) -> Result<Encoded> {
+        let template = self
+            .model
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| EmbedError::Unsupported("a model that embeds conversations but has no chat template".into()))?;
+        let bad = |message: String| EmbedError::BadInput { index, message };
+        let render = |messages: &[serde_json::Value]| template.render(messages, &RenderOptions::default()).map_err(|e| bad(e.to_string()));
+        let tokenize = |text: &str| self.model.tokenizer.encode(text, false).map_err(|e| bad(format!("cannot tokenize: {e}")));
+        let mut ids = tokenize(&render(messages)?)?;
+        if ids.len() > self.limit {
+            if !truncate {
+                return Err(EmbedError::TooLong { index, tokens: ids.len(), limit: self.limit });
+            }
+            // What the template writes after the last message's content.
+            const MARK: &str = "\u{e000}";
+            let mut marked = messages.to_vec();
+            if let Some(last) = marked.last_mut() {
+                last["content"] = MARK.into();
+            }
+            let rendered = render(&marked)?;
+            let tail = tokenize(rendered.rsplit_once(MARK).map_or("", |(_, tail)| tail))?;
+            ids.truncate(self.limit.saturating_sub(tail.len()));
+            ids.extend(tail.iter().take(self.limit - ids.len()));
         }
         Ok(Encoded { types: vec![0; ids.len()], ids, prompt_tokens: 0 })
     }

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use crate::bert::Encoded;
 use crate::config::{Pooling, SentenceConfig};
+use hearth_formats::sentence::MessageFormat;
+use serde_json::json;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::pipeline::{normalize, Pipeline};
@@ -142,6 +144,9 @@ impl Embedder {
                 message: format!("dimensions must be between 1 and {dim}, got {d}"),
             });
         }
+        if let Some(format) = self.sentence.messages {
+            return self.conversations(inputs, format, self.prompt(opts)?, opts.truncate);
+        }
         let Some(prefix) = self.prompt(opts)?.filter(|p| !p.is_empty()) else { return self.tokenize(inputs, opts.truncate) };
         let prefixed: Vec<EmbedInput> = inputs
             .iter()
@@ -159,6 +164,35 @@ impl Embedder {
             }
         }
         Ok(seqs)
+    }
+
+    /// Texts as sentence-transformers sends them to a model declaring the message modality: a
+    /// user turn through the chat template, the prompt (if any) a system turn before it; the
+    /// prompt's tokens are not told apart (`include_prompt` does not apply).
+    fn conversations(&self, inputs: &[EmbedInput], format: MessageFormat, prompt: Option<&str>, truncate: bool) -> Result<Vec<Encoded>> {
+        let Backbone::Decoder(d) = &self.backbone else {
+            return Err(EmbedError::Unsupported("conversations (the message modality) on an encoder".into()));
+        };
+        let content = |text: &str| match format {
+            MessageFormat::Flat => json!(text),
+            MessageFormat::Structured => json!([{"type": "text", "text": text}]),
+        };
+        let token_inputs: Vec<EmbedInput> = inputs.iter().filter(|i| matches!(i, EmbedInput::Tokens(_))).cloned().collect();
+        let mut tokenized = if token_inputs.is_empty() { Vec::new() } else { self.tokenize(&token_inputs, truncate)? }.into_iter();
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(index, input)| match input {
+                EmbedInput::Tokens(_) => Ok(tokenized.next().expect("tokenized above")),
+                EmbedInput::Text(text) => {
+                    let system = prompt.map(|p| json!({"role": "system", "content": content(p)}));
+                    let messages: Vec<_> = system.into_iter().chain([json!({"role": "user", "content": content(text)})]).collect();
+                    let seq = d.encode_messages(&messages, truncate, index)?;
+                    d.check(&seq, index)?;
+                    Ok(seq)
+                }
+            })
+            .collect()
     }
 
     /// The prompt `opts` asks for: by name (an unknown name is an error), else by role (none if

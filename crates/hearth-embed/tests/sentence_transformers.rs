@@ -160,3 +160,20 @@ fn a_model_may_pool_without_its_prompt() {
     let got = e.embed(&[EmbedInput::Text("hello".into())], &query).unwrap().vectors.swap_remove(0);
     assert!(got.iter().zip(&mean).all(|(a, b)| (a - b).abs() < 1e-5), "{got:?} vs {mean:?}");
 }
+
+/// EmbeddingGemma's recipe: a bidirectional Gemma 3, mean pooling, two Dense projections,
+/// normalisation; saved by sentence-transformers 6 with the message modality, so texts go in as
+/// a user turn through the chat template and a prompt as a system turn.
+#[test]
+fn embeddinggemma_matches_sentence_transformers() {
+    let (e, refs) = fixture("embeddinggemma-tiny");
+    let info = e.info();
+    assert_eq!((info.dimension, info.pooling, info.normalize), (64, Pooling::Mean, true));
+    check(&e, &refs, "no_prompt", &EmbedOptions::default());
+    for name in ["query", "document", "Clustering"] {
+        check(&e, &refs, &format!("prompt_{name}"), &EmbedOptions { prompt_name: Some(name.into()), ..Default::default() });
+    }
+    check(&e, &refs, "prompt_query", &EmbedOptions { input_type: Some(InputType::Query), ..Default::default() });
+    check(&e, &refs, "prompt_document", &EmbedOptions { input_type: Some(InputType::Document), ..Default::default() });
+    check(&e, &refs, "no_prompt_truncate_dim_32", &EmbedOptions { dimensions: Some(32), ..Default::default() });
+}

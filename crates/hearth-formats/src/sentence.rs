@@ -94,6 +94,17 @@ pub enum Stage {
     Normalize,
 }
 
+/// How a text reaches the transformer when the model declares the `message` modality
+/// (sentence-transformers 6's `modality_config`): as a one-turn conversation through the
+/// tokenizer's chat template, the prompt as a system turn before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// `{"role": "user", "content": "text"}`.
+    Flat,
+    /// `{"role": "user", "content": [{"type": "text", "text": "text"}]}`.
+    Structured,
+}
+
 /// The sentence-transformers pipeline around the transformer. A directory without these files
 /// gets sentence-transformers' own defaults: mean pooling, nothing after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +121,9 @@ pub struct SentenceConfig {
     pub prompts: BTreeMap<String, String>,
     /// The prompt applied when a request names none.
     pub default_prompt_name: Option<String>,
+    /// Texts go through the chat template (sentence-transformers applies it whenever the saved
+    /// `modality_config` has a `message` entry); `None`: tokenized as they are.
+    pub messages: Option<MessageFormat>,
 }
 
 #[derive(Deserialize)]
@@ -129,10 +143,19 @@ impl SentenceConfig {
             max_seq_length: None,
             prompts: BTreeMap::new(),
             default_prompt_name: None,
+            messages: None,
         };
         let st = dir.join("sentence_bert_config.json");
         if st.is_file() {
-            cfg.max_seq_length = read_json(&st)?.get("max_seq_length").and_then(Json::as_u64).map(|v| v as usize);
+            let json = read_json(&st)?;
+            cfg.max_seq_length = json.get("max_seq_length").and_then(Json::as_u64).map(|v| v as usize);
+            if let Some(message) = json.pointer("/modality_config/message") {
+                cfg.messages = Some(match message.get("format").and_then(Json::as_str).unwrap_or("flat") {
+                    "flat" => MessageFormat::Flat,
+                    "structured" => MessageFormat::Structured,
+                    other => return Err(invalid(&st, format!("unknown message format {other:?}"))),
+                });
+            }
         }
         let prompts_path = dir.join("config_sentence_transformers.json");
         if prompts_path.is_file() {
