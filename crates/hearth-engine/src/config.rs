@@ -82,7 +82,7 @@ pub struct ModelConfig {
     /// Bias on the output projection and MLP (some Llama variants).
     pub o_bias: bool,
     pub mlp_bias: bool,
-    /// RMSNorm over each head of q and k before RoPE (Qwen3).
+    /// RMSNorm over each head of q and k before RoPE (Qwen3, Gemma 3).
     pub qk_norm: bool,
     /// The Q and K rows of each head are in llama.cpp's interleaved order (GGUF Llama and
     /// Mistral files): RoPE rotates adjacent pairs instead of the two halves. Used as stored,
@@ -350,5 +350,62 @@ impl ModelConfig {
 
     pub fn kv_size(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn gemma3_text(extra: Json) -> Json {
+        let mut c = json!({
+            "model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 7,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16, "vocab_size": 100,
+            "query_pre_attn_scalar": 64, "sliding_window": 512,
+        });
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    }
+
+    /// transformers 4's top-level settings (window pattern, `rope_local_base_freq`), the same
+    /// under a multimodal `text_config`, and transformers 5's per-layer-type `rope_parameters`
+    /// describe one model.
+    #[test]
+    fn gemma3_configs_old_and_new_agree() {
+        let old = gemma3_text(json!({
+            "rope_theta": 1_000_000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+            "rope_local_base_freq": 10_000.0, "sliding_window_pattern": 6,
+        }));
+        let multimodal = json!({"model_type": "gemma3", "text_config": old.clone(), "eos_token_id": [1, 106]});
+        let mut types = vec!["sliding_attention"; 7];
+        types[5] = "full_attention";
+        let new = gemma3_text(json!({
+            "layer_types": types,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+        }));
+        for c in [old, multimodal.clone(), new] {
+            let cfg = ModelConfig::from_hf(&c).unwrap();
+            assert_eq!(cfg.arch, Arch::Gemma3);
+            assert_eq!(cfg.rope, RopeSettings { theta: 1_000_000.0, scaling: RopeScaling::Linear(8.0) });
+            assert_eq!(cfg.sliding_rope, Some(RopeSettings { theta: 10_000.0, scaling: RopeScaling::None }));
+            let w = Some(512);
+            assert_eq!(cfg.layer_windows, [w, w, w, w, w, None, w]);
+            assert!(cfg.qk_norm && cfg.sandwich_norms && !cfg.bidirectional);
+            assert_eq!(cfg.attn_scale, 0.125);
+        }
+        assert_eq!(ModelConfig::from_hf(&multimodal).unwrap().eos_token_ids, [1, 106]);
+    }
+
+    /// EmbeddingGemma's `sliding_window` spans both sides of a query, as transformers reads it.
+    #[test]
+    fn a_bidirectional_window_reaches_half_each_way() {
+        let cfg = ModelConfig::from_hf(&gemma3_text(json!({"use_bidirectional_attention": true}))).unwrap();
+        assert!(cfg.bidirectional);
+        assert_eq!(cfg.layer_windows[0], Some(257));
     }
 }
