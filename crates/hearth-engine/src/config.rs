@@ -25,7 +25,7 @@ impl Arch {
             "qwen3" | "Qwen3ForCausalLM" => Arch::Qwen3,
             "phi3" | "Phi3ForCausalLM" => Arch::Phi3,
             "gemma2" | "Gemma2ForCausalLM" => Arch::Gemma2,
-            "gemma3_text" | "Gemma3ForCausalLM" | "Gemma3TextModel" => Arch::Gemma3,
+            "gemma3" | "gemma3_text" | "Gemma3ForCausalLM" | "Gemma3TextModel" => Arch::Gemma3,
             other => return Err(EngineError::Unsupported(format!("model architecture {other:?}"))),
         })
     }
@@ -211,7 +211,8 @@ impl ModelConfig {
             Some("gelu_pytorch_tanh") | Some("gelu_tanh") | Some("gelu") => Activation::GeluTanh,
             Some(other) => return Err(EngineError::Unsupported(format!("activation {other:?}"))),
         };
-        let bidirectional = field(c, "use_bidirectional_attention").and_then(Json::as_bool).unwrap_or(false);
+        // transformers honours the flag for Gemma 3 only.
+        let bidirectional = arch == Arch::Gemma3 && field(c, "use_bidirectional_attention").and_then(Json::as_bool).unwrap_or(false);
         // transformers reads a bidirectional model's window as the whole span around a query:
         // keys less than `sliding_window / 2 + 1` away on either side.
         let sliding_window = opt_usize(c, "sliding_window")?.map(|w| if bidirectional { w / 2 + 1 } else { w });

@@ -211,7 +211,7 @@ impl DecoderModel {
                     context: s.cache.capacity(),
                 });
             }
-            if self.config().bidirectional && s.cache.len() > 0 {
+            if self.config().bidirectional && !s.cache.is_empty() {
                 return Err(EngineError::InvalidRequest(
                     "a bidirectional model attends to a sequence whole: all its tokens go in one forward pass, on an empty cache".into(),
                 ));
