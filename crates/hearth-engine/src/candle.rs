@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use hearth_formats::gguf::GgmlType;
+use hearth_kernels::attend::Mask;
 use hearth_kernels::{Precision, RowFormat};
 
 use crate::config::{Activation, ModelConfig};
@@ -147,7 +148,12 @@ impl Decoder for CandleDecoder {
         let w = &self.weights;
         let hid = w.cfg.hidden_size;
         let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
-        let tables = seqs.iter().map(|s| w.rope.tables(s.cache.len(), s.tokens.len(), &self.device)).collect::<Result<Vec<_>>>()?;
+        // Per RoPE, each sequence's tables.
+        let tables = w
+            .ropes
+            .iter()
+            .map(|rope| seqs.iter().map(|s| rope.tables(s.cache.len(), s.tokens.len(), &self.device)).collect::<Result<Vec<_>>>())
+            .collect::<Result<Vec<_>>>()?;
         let mut embedded = vec![0f32; tokens.len() * hid];
         w.embed_into(&tokens, &mut embedded, None)?;
         let mut x = Tensor::from_vec(embedded, (tokens.len(), hid), &self.device)?;
@@ -160,7 +166,7 @@ impl Decoder for CandleDecoder {
         record(&x)?;
         for (li, layer) in w.layers.iter().enumerate() {
             let h = layer.input_norm.forward(&x)?;
-            let attn = self.attention(li, layer, &h, seqs, &tables)?;
+            let attn = self.attention(li, layer, &h, seqs, &tables[layer.rope])?;
             x = match &layer.sandwich {
                 Some(sandwich) => {
                     let x = (x + layer.post_attn_norm.forward(&attn)?)?;
@@ -239,7 +245,7 @@ impl CandleDecoder {
             if let Some(cap) = cfg.attn_logit_softcap {
                 scores = ((scores / cap as f64)?.tanh()? * cap as f64)?;
             }
-            let mask = self.mask(pos, n, total, layer.window)?;
+            let mask = self.mask(pos, n, total, Mask { window: layer.window, bidirectional: cfg.bidirectional })?;
             let scores = scores.reshape((nkv, rep, n, total))?.broadcast_add(&mask)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let o = probs.reshape((nkv, rep * n, total))?.matmul(&values.contiguous()?)?;
@@ -250,15 +256,14 @@ impl CandleDecoder {
         layer.attn.o.forward(&o)
     }
 
-    /// Additive mask `[n, total]`: query `i` (at position `pos + i`) sees keys at positions
-    /// `≤ pos + i`, and with a sliding window only the last `window` of them.
-    fn mask(&self, pos: usize, n: usize, total: usize, window: Option<usize>) -> Result<Tensor> {
+    /// Additive mask `[n, total]`: query `i` (at position `pos + i`) sees the keys `mask`
+    /// makes visible in a sequence of `total`.
+    fn mask(&self, pos: usize, n: usize, total: usize, mask: Mask) -> Result<Tensor> {
         let mut m = vec![0f32; n * total];
         for i in 0..n {
-            let q = pos + i;
+            let visible = mask.visible(pos + i, total);
             for (j, v) in m[i * total..(i + 1) * total].iter_mut().enumerate() {
-                let visible = j <= q && window.is_none_or(|w| q - j < w);
-                if !visible {
+                if !visible.contains(&j) {
                     *v = f32::NEG_INFINITY;
                 }
             }

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use hearth_kernels::attend::{attend_group, attend_tiled, Causal, Queries, ScoreScale, TiledScratch};
+use hearth_kernels::attend::{attend_group, attend_tiled, Mask, Queries, ScoreScale, TiledScratch};
 use hearth_kernels::math::{exp, gelu_tanh, wide};
 use hearth_kernels::pool::{self, SharedPtr};
 use hearth_kernels::Precision;
@@ -275,13 +275,16 @@ impl HostDecoder {
             if let Some(t) = trace.as_deref_mut() {
                 t.push(x.to_vec());
             }
-            let half = hd / 2;
-            let (cos, sin) = (take(&mut s.cos, total * half), take(&mut s.sin, total * half));
-            let mut row0 = 0;
-            for seq in seqs.iter() {
-                let n = seq.tokens.len();
-                w.rope.fill(seq.pos, n, &mut cos[row0 * half..(row0 + n) * half], &mut sin[row0 * half..(row0 + n) * half]);
-                row0 += n;
+            // Each RoPE's tables for every row, one after the other.
+            let table = total * hd / 2;
+            let (cos, sin) = (take(&mut s.cos, w.ropes.len() * table), take(&mut s.sin, w.ropes.len() * table));
+            for (rope, (cos, sin)) in w.ropes.iter().zip(cos.chunks_exact_mut(table).zip(sin.chunks_exact_mut(table))) {
+                let mut at = 0;
+                for seq in seqs.iter() {
+                    let n = seq.tokens.len() * hd / 2;
+                    rope.fill(seq.pos, seq.tokens.len(), &mut cos[at..at + n], &mut sin[at..at + n]);
+                    at += n;
+                }
             }
             let (cos, sin) = (&*cos, &*sin);
             let units = attention_units(cfg, seqs, &mut s.units);
@@ -294,6 +297,8 @@ impl HostDecoder {
                     qn.apply_in_place(q);
                     kn.apply_in_place(k);
                 }
+                let tables = layer.rope * table..(layer.rope + 1) * table;
+                let (cos, sin) = (&cos[tables.clone()], &sin[tables]);
                 rope(q, nh, hd, cos, sin, cfg.rope_interleaved);
                 rope(k, nkv, hd, cos, sin, cfg.rope_interleaved);
                 let mut row0 = 0;
@@ -303,7 +308,7 @@ impl HostDecoder {
                     row0 += n;
                 }
                 let att = take(&mut s.att, total * qs);
-                attention(cfg, li, Causal { window: layer.window }, seqs, units, q, att);
+                attention(cfg, li, Mask { window: layer.window, bidirectional: cfg.bidirectional }, seqs, units, q, att);
                 let o = take(&mut s.o, total * hid);
                 layer.attn.o.matmul(att, o, precision, &adapted);
                 let mlp_norm = match &layer.sandwich {
@@ -398,13 +403,13 @@ fn attention_units<'u>(cfg: &ModelConfig, seqs: &[Seq<'_>], units: &'u mut Vec<A
     units
 }
 
-/// Causal (optionally sliding-window) attention of every query against its sequence's cache;
-/// writes `[tokens, heads · head_dim]` into `out`.
-fn attention(cfg: &ModelConfig, li: usize, causal: Causal, seqs: &[Seq<'_>], units: &[AttnUnit], q: &[f32], out: &mut [f32]) {
+/// Attention of every query against its sequence's cache under `mask`; writes
+/// `[tokens, heads · head_dim]` into `out`.
+fn attention(cfg: &ModelConfig, li: usize, mask: Mask, seqs: &[Seq<'_>], units: &[AttnUnit], q: &[f32], out: &mut [f32]) {
     let out_ptr = SharedPtr(out.as_mut_ptr());
     pool::global().run(units.len(), &|u| {
         let AttnUnit { seq, first_row, head, tiled } = units[u];
-        let job = HeadJob { cfg, li, causal, seq: &seqs[seq], first_row, q, out: out_ptr };
+        let job = HeadJob { cfg, li, mask, seq: &seqs[seq], first_row, q, out: out_ptr };
         ATTN.with_borrow_mut(|scratch| if tiled { job.tiled(head, &mut scratch.tiled) } else { job.grouped(head, &mut scratch.scores) });
     });
 }
@@ -413,7 +418,7 @@ fn attention(cfg: &ModelConfig, li: usize, causal: Causal, seqs: &[Seq<'_>], uni
 struct HeadJob<'a> {
     cfg: &'a ModelConfig,
     li: usize,
-    causal: Causal,
+    mask: Mask,
     seq: &'a Seq<'a>,
     /// Row of the sequence's first new token in `q` and the output.
     first_row: usize,
@@ -461,9 +466,10 @@ impl HeadJob<'_> {
         let (hd, _) = self.dims();
         let g = self.group();
         let (keys, values) = self.kv(kv);
+        let len = self.seq.pos + self.seq.tokens.len();
         for i in 0..self.seq.tokens.len() {
-            let p = self.seq.pos + i;
-            let visible = self.causal.visible_from(p) * hd..(p + 1) * hd;
+            let visible = self.mask.visible(self.seq.pos + i, len);
+            let visible = visible.start * hd..visible.end * hd;
             let (q, out) = (self.queries(i, kv * g, g), self.out(i, kv * g, g));
             attend_group(q, &keys[visible.clone()], &values[visible], hd, self.score_scale(), scores, out);
         }
@@ -475,6 +481,6 @@ impl HeadJob<'_> {
         let (keys, values) = self.kv(head / self.group());
         let data = &self.q[self.first_row * qs + head * hd..];
         let q = Queries { data, stride: qs, count: self.seq.tokens.len(), head_dim: hd, pos0: self.seq.pos };
-        attend_tiled(q, keys, values, self.causal, self.score_scale(), scratch, |i, o| self.out(i, head, 1).copy_from_slice(o));
+        attend_tiled(q, keys, values, self.mask, self.score_scale(), scratch, |i, o| self.out(i, head, 1).copy_from_slice(o));
     }
 }

@@ -211,6 +211,11 @@ impl DecoderModel {
                     context: s.cache.capacity(),
                 });
             }
+            if self.config().bidirectional && !s.cache.is_empty() {
+                return Err(EngineError::InvalidRequest(
+                    "a bidirectional model attends to a sequence whole: all its tokens go in one forward pass, on an empty cache".into(),
+                ));
+            }
             if s.adapter.is_some_and(|a| !self.made(a)) {
                 return Err(EngineError::InvalidRequest("the adapter was made ready for another model".into()));
             }
@@ -279,6 +284,8 @@ pub(crate) struct Layer<F: WeightForm> {
     pub(crate) attn: Attention<F>,
     pub(crate) mlp: Mlp<F>,
     pub(crate) window: Option<usize>,
+    /// Which of [`DecoderWeights::ropes`] turns this layer's queries and keys.
+    pub(crate) rope: usize,
 }
 
 pub(crate) struct SandwichNorms<N> {
@@ -349,6 +356,7 @@ impl<F: WeightForm> LayerLoader<'_, F> {
                 down: self.linear(&format!("{p}.mlp.down_proj"), cfg.mlp_bias)?,
             },
             window: cfg.layer_windows[i],
+            rope: if cfg.layer_windows[i].is_some() && cfg.sliding_rope.is_some() { 1 } else { 0 },
         })
     }
 }
@@ -362,7 +370,8 @@ pub(crate) struct DecoderWeights<F: WeightForm> {
     pub(crate) layers: Vec<Layer<F>>,
     pub(crate) norm: F::Norm,
     pub(crate) lm_head: F::Linear,
-    pub(crate) rope: Rope,
+    /// The model's RoPE, then the sliding-window layers' own where they have one.
+    pub(crate) ropes: Vec<Rope>,
     pub(crate) weight_bytes: usize,
     /// Every linear layer, by slot.
     pub(crate) linears: Vec<LinearShape>,
@@ -371,7 +380,7 @@ pub(crate) struct DecoderWeights<F: WeightForm> {
 impl<F: WeightForm> DecoderWeights<F> {
     pub(crate) fn load(form: &F, mut cfg: ModelConfig, store: &WeightStore, rope_freqs: Option<Vec<f32>>) -> Result<Self> {
         if let Some(f) = rope_freqs {
-            cfg.rope_scaling = RopeScaling::FreqFactors(f);
+            cfg.rope.scaling = RopeScaling::FreqFactors(f);
         }
         let embed = store.get("model.embed_tokens.weight")?.clone();
         if embed.shape != [cfg.vocab_size, cfg.hidden_size] {
@@ -392,7 +401,8 @@ impl<F: WeightForm> DecoderWeights<F> {
         };
         let norm = loader.norm("model.norm")?;
         let linears = loader.linears.into_inner();
-        Ok(DecoderWeights { rope: Rope::new(&cfg)?, weight_bytes: store.total_bytes(), cfg, embed, tied, layers, norm, lm_head, linears })
+        let ropes = std::iter::once(&cfg.rope).chain(&cfg.sliding_rope).map(|r| Rope::new(cfg.head_dim, r)).collect::<Result<_>>()?;
+        Ok(DecoderWeights { ropes, weight_bytes: store.total_bytes(), cfg, embed, tied, layers, norm, lm_head, linears })
     }
 
     /// Embedding rows of `tokens` into `out` (`[n, hidden]`). `panels`: the LM head's, where

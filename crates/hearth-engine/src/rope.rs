@@ -4,7 +4,7 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::config::{ModelConfig, RopeScaling};
+use crate::config::{RopeScaling, RopeSettings};
 use crate::Result;
 
 pub struct Rope {
@@ -13,11 +13,11 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(cfg: &ModelConfig) -> Result<Self> {
-        let dim = cfg.head_dim;
-        let base: Vec<f64> = (0..dim / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64)).collect();
+    /// The rotation of heads of `dim` values.
+    pub fn new(dim: usize, settings: &RopeSettings) -> Result<Self> {
+        let base: Vec<f64> = (0..dim / 2).map(|i| 1.0 / settings.theta.powf((2 * i) as f64 / dim as f64)).collect();
         let mut position_scale = 1.0;
-        let inv_freq: Vec<f64> = match &cfg.rope_scaling {
+        let inv_freq: Vec<f64> = match &settings.scaling {
             RopeScaling::None => base,
             RopeScaling::Linear(f) => {
                 position_scale = 1.0 / *f as f32;

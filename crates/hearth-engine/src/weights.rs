@@ -118,7 +118,7 @@ impl WeightStore {
                 continue;
             }
             let Some(base) = name.strip_suffix(".weight").filter(|b| raw.contains_key(&format!("{b}.scales"))) else {
-                let name = name.strip_prefix("language_model.").unwrap_or(name).to_string();
+                let name = decoder_name(name);
                 let format = row_format(view.dtype)?;
                 tensors
                     .insert(name, StoredTensor { format, shape: view.shape.clone(), data: view.data.clone(), scales: None, biases: None });
@@ -151,7 +151,7 @@ impl WeightStore {
                 biases: Some(biases.data.clone()),
             };
             stored.matrix()?;
-            tensors.insert(format!("{base}.weight"), stored);
+            tensors.insert(decoder_name(&format!("{base}.weight")), stored);
         }
         // A base model saved without its LM head (`Qwen3Model`, `Gemma3TextModel`: what
         // embedders ship) names its tensors without the `model.` prefix.
@@ -160,6 +160,21 @@ impl WeightStore {
         }
         Ok(WeightStore { tensors })
     }
+}
+
+/// The name the decoder loads a safetensors tensor by (`model.…`, `lm_head.…`): multimodal
+/// checkpoints keep the language model under `language_model.` (transformers 4) or
+/// `model.language_model.` (transformers 5); a base model saved without its LM head
+/// (`Gemma3TextModel`, `Qwen3Model`) has no `model.` prefix.
+fn decoder_name(name: &str) -> String {
+    let name = name.strip_prefix("language_model.").unwrap_or(name);
+    if let Some(rest) = name.strip_prefix("model.language_model.") {
+        return format!("model.{rest}");
+    }
+    if ["embed_tokens.", "layers.", "norm."].iter().any(|p| name.starts_with(p)) {
+        return format!("model.{name}");
+    }
+    name.to_string()
 }
 
 /// Bits and group size for one MLX-quantised layer.

@@ -85,6 +85,14 @@ fn hf_fast_path_matches_transformers() {
     }
 }
 
+#[test]
+fn gemma3_fast_path_matches_transformers() {
+    let model = LoadedModel::load(&testdata("tiny/hf/gemma3")).unwrap();
+    for case in json("tiny/refs/gemma3.json")["cases"].as_array().unwrap() {
+        check_case(&format!("hf/gemma3 p{}", case["prompt_index"]), &model, case, 0.05);
+    }
+}
+
 /// A real 135M model is more sensitive than the tiny ones (its activations have outliers that
 /// 8-bit blocks round coarsely). llama.cpp itself (llama-cpp-python 0.3.36, 2 threads, same
 /// file) is 0.27, 0.43, 0.32, 0.60 and 0.24 from the float32 reference on these five prompts'

@@ -308,3 +308,35 @@ fn all_hidden_states_end_with_the_last_one() {
     assert_eq!(all.len(), p.len() * hid);
     assert_eq!(&all[all.len() - hid..], &last[..]);
 }
+
+/// Gemma 3 (tiny/hf/gemma3, made with its reference by scripts/make_gemma3_fixture.py): q/k
+/// norms, sliding layers on the local RoPE base and the global layer on the scaled global one,
+/// a window of 4 that every prompt outgrows.
+#[test]
+fn gemma3_matches_transformers() {
+    let r = json("tiny/refs/gemma3.json");
+    let model = load_exact(&testdata("tiny/hf/gemma3"));
+    for case in r["cases"].as_array().unwrap() {
+        check_case(&format!("hf/gemma3 p{}", case["prompt_index"]), &model, case, 1e-3);
+    }
+    let p0 = ids(&r["cases"][0]["ids"]);
+    let d = full_diff(&last_logits(&model, &p0), &r["p0_full_last_logits"]);
+    eprintln!("hf/gemma3: full-vocabulary logits within {d:.1e}");
+    assert!(d <= 1e-3, "hf/gemma3: full-vocabulary logits differ by {d}");
+}
+
+#[test]
+fn gemma3_host_and_candle_backends_agree() {
+    use hearth_engine::model::Backend;
+    use hearth_engine::{LoadOptions, Precision};
+    let path = testdata("tiny/hf/gemma3");
+    let load = |backend| LoadedModel::load_with(&path, LoadOptions { precision: Precision::Exact, backend, ..Default::default() }).unwrap();
+    let (host, candle) = (load(Backend::Host), load(Backend::Candle));
+    for p in json("tiny/prompts.json")["ids"].as_array().unwrap() {
+        let p = ids(p);
+        let (a, b) = (last_logits(&host, &p), last_logits(&candle, &p));
+        let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(d <= 1e-4, "backends differ by {d}");
+        assert_eq!(greedy(&host, &p, 8), greedy(&candle, &p, 8));
+    }
+}

@@ -4,6 +4,8 @@
 //! vector registers: decoding spends its attention time there. Many new positions of one head
 //! ([`attend_tiled`]) go sixteen at a time through the tiled float kernel: prefill.
 
+use std::ops::Range;
+
 use crate::gemm::{rows_times_tile, TILE};
 use crate::math::exp;
 
@@ -27,17 +29,25 @@ impl ScoreScale {
     }
 }
 
-/// The keys a query sees: all up to its own position or, with a sliding window, the last
-/// `window` of them.
+/// The keys a query sees: causal, all up to its own position; bidirectional, every position of
+/// its sequence. A sliding window keeps only keys less than `window` positions away (in both
+/// directions when bidirectional, as transformers' sliding masks do).
 #[derive(Clone, Copy, Debug)]
-pub struct Causal {
+pub struct Mask {
     pub window: Option<usize>,
+    pub bidirectional: bool,
 }
 
-impl Causal {
-    /// The first key position `p` attends to (the last is `p`).
-    pub fn visible_from(self, p: usize) -> usize {
-        self.window.map_or(0, |w| (p + 1).saturating_sub(w))
+impl Mask {
+    /// The key positions that the query at position `p` of a sequence of `len` attends to.
+    pub fn visible(self, p: usize, len: usize) -> Range<usize> {
+        let start = self.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let end = match (self.bidirectional, self.window) {
+            (false, _) => p + 1,
+            (true, None) => len,
+            (true, Some(w)) => (p + w).min(len),
+        };
+        start..end
     }
 }
 
@@ -144,15 +154,15 @@ pub struct TiledScratch {
     row: Vec<f32>,
 }
 
-/// Causal attention of many new queries of one head against its KV head's cache (`keys` and
-/// `values` `[positions, head_dim]`, holding at least `pos0 + count` positions), sixteen queries
-/// at a time: scores and outputs as products on the tiled float kernel. Calls `emit(i, out)`
-/// with query `i`'s output (`head_dim` values).
+/// Attention of many new queries of one head against its KV head's cache (`keys` and `values`
+/// `[positions, head_dim]`, holding at least the sequence's `pos0 + count` positions), sixteen
+/// queries at a time: scores and outputs as products on the tiled float kernel. Calls
+/// `emit(i, out)` with query `i`'s output (`head_dim` values).
 pub fn attend_tiled(
     q: Queries<'_>,
     keys: &[f32],
     values: &[f32],
-    causal: Causal,
+    mask: Mask,
     score: ScoreScale,
     scratch: &mut TiledScratch,
     mut emit: impl FnMut(usize, &[f32]),
@@ -180,17 +190,18 @@ pub fn attend_tiled(
                 qt[d * TILE + lane] = if lane < lanes { qv[d] } else { 0.0 };
             }
         }
-        let len = pos0 + i0 + lanes;
+        let mut lo = [0usize; TILE];
+        let mut hi = [0usize; TILE];
+        for lane in 0..lanes {
+            let visible = mask.visible(pos0 + i0 + lane, total);
+            (lo[lane], hi[lane]) = (visible.start, visible.end);
+        }
+        // Scores for the keys up to the last one any lane sees (the last lane's, ends only grow).
+        let len = hi[lanes - 1];
         scratch.scores.resize(len * TILE, 0.0);
         let sc = &mut scratch.scores[..len * TILE];
         rows_times_tile(keys, hd, len, qt, sc);
         // Lane-wise softmax over the visible keys; loops run over the 16 lanes innermost.
-        let mut lo = [0usize; TILE];
-        let mut hi = [0usize; TILE];
-        for lane in 0..lanes {
-            let p = pos0 + i0 + lane;
-            (lo[lane], hi[lane]) = (causal.visible_from(p), p + 1);
-        }
         let mut max = [f32::NEG_INFINITY; TILE];
         for (j, row) in sc.chunks_exact_mut(TILE).enumerate() {
             for lane in 0..TILE {
@@ -371,6 +382,18 @@ mod tests {
     }
 
     #[test]
+    fn masks_see_the_keys_transformers_masks_do() {
+        let causal = |window| Mask { window, bidirectional: false };
+        let both_ways = |window| Mask { window, bidirectional: true };
+        assert_eq!(causal(None).visible(5, 10), 0..6);
+        assert_eq!(causal(Some(4)).visible(5, 10), 2..6);
+        assert_eq!(causal(Some(4)).visible(1, 10), 0..2);
+        assert_eq!(both_ways(None).visible(5, 10), 0..10);
+        assert_eq!(both_ways(Some(4)).visible(5, 10), 2..9);
+        assert_eq!(both_ways(Some(4)).visible(8, 10), 5..10);
+    }
+
+    #[test]
     fn matches_a_double_precision_reference_for_every_group_and_head_size() {
         let mut rnd = random(7);
         let mut scratch = Vec::new();
@@ -396,15 +419,17 @@ mod tests {
         }
     }
 
-    /// Each of many new queries (a partial last tile, behind a cached prefix, with and without
-    /// a sliding window and soft-capping) against the reference over the keys it sees.
+    /// Each of many new queries (a partial last tile, behind a cached prefix, causal or
+    /// bidirectional, with and without a sliding window and soft-capping) against the reference
+    /// over the keys it sees.
     #[test]
     fn tiled_attention_matches_the_reference_per_query() {
         let mut rnd = random(11);
         let mut scratch = TiledScratch::default();
         for hd in [16, 64, 80] {
             for (pos0, count) in [(0, 8), (0, 37), (21, 16), (5, 50)] {
-                for window in [None, Some(9)] {
+                for mask in [None, Some(9)].into_iter().flat_map(|window| [false, true].map(|bidirectional| Mask { window, bidirectional }))
+                {
                     for softcap in [None, Some(2.0)] {
                         let score = ScoreScale { scale: 1.0 / (hd as f32).sqrt() * 3.0, softcap };
                         // Queries of several heads interleaved, as in a layer's buffer; this is head 1.
@@ -414,14 +439,13 @@ mod tests {
                         let keys: Vec<f32> = (0..capacity * hd).map(|_| rnd() * 4.0).collect();
                         let values: Vec<f32> = (0..capacity * hd).map(|_| rnd()).collect();
                         let q = Queries { data: &data[hd..], stride, count, head_dim: hd, pos0 };
-                        let causal = Causal { window };
                         let mut seen = 0;
-                        attend_tiled(q, &keys, &values, causal, score, &mut scratch, |i, out| {
-                            let p = pos0 + i;
-                            let visible = causal.visible_from(p) * hd..(p + 1) * hd;
+                        attend_tiled(q, &keys, &values, mask, score, &mut scratch, |i, out| {
+                            let visible = mask.visible(pos0 + i, pos0 + count);
+                            let visible = visible.start * hd..visible.end * hd;
                             let want = reference(q.get(i), &keys[visible.clone()], &values[visible], hd, score);
                             for (a, b) in out.iter().zip(&want) {
-                                assert!((a - b).abs() < 2e-5, "hd {hd}, pos0 {pos0}, query {i}, window {window:?}: {a} vs {b}");
+                                assert!((a - b).abs() < 2e-5, "hd {hd}, pos0 {pos0}, query {i}, {mask:?}: {a} vs {b}");
                             }
                             seen += 1;
                         });
