@@ -6,13 +6,13 @@ use std::path::Path;
 
 use crate::bert::Encoded;
 use crate::config::{Pooling, SentenceConfig};
-use hearth_formats::sentence::MessageFormat;
-use serde_json::json;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::pipeline::{normalize, Pipeline};
 use crate::weights::Tensors;
 use crate::{EmbedError, Result};
+use hearth_formats::sentence::MessageFormat;
+use serde_json::json;
 
 /// One input of an embedding request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -153,11 +153,6 @@ impl WeightStore {
             stored.matrix()?;
             tensors.insert(decoder_name(&format!("{base}.weight")), stored);
         }
-        // A base model saved without its LM head (`Qwen3Model`, `Gemma3TextModel`: what
-        // embedders ship) names its tensors without the `model.` prefix.
-        if !tensors.contains_key("model.embed_tokens.weight") && tensors.contains_key("embed_tokens.weight") {
-            tensors = tensors.into_iter().map(|(name, t)| (format!("model.{name}"), t)).collect();
-        }
         Ok(WeightStore { tensors })
     }
 }
