@@ -151,3 +151,49 @@ fn serve_logs_json_lines() {
     assert_eq!(log["level"], "INFO", "{log}");
     assert!(log["fields"]["message"].as_str().unwrap().starts_with("hearth serving on http://127.0.0.1:"), "{log}");
 }
+
+/// `hearth embed --json` on the tiny Qwen3-Embedding and EmbeddingGemma stand-ins gives
+/// sentence-transformers' vectors, with a prompt by name or by role and a Matryoshka prefix.
+#[test]
+fn embed_gives_sentence_transformers_vectors_for_decoder_embedders() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/embedders");
+    let cosine = |a: &serde_json::Value, b: &serde_json::Value| {
+        let (a, b): (Vec<f64>, Vec<f64>) = (
+            a.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect(),
+            b.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect(),
+        );
+        let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+        dot(&a, &b) / (dot(&a, &a) * dot(&b, &b)).sqrt()
+    };
+    for (model, flags, key) in [
+        ("qwen3-embedding-tiny", &[][..], "no_prompt"),
+        ("qwen3-embedding-tiny", &["--input-type", "query"][..], "prompt_query"),
+        ("embeddinggemma-tiny", &["--prompt-name", "Clustering"][..], "prompt_Clustering"),
+        ("embeddinggemma-tiny", &["--dimensions", "32"][..], "no_prompt_truncate_dim_32"),
+    ] {
+        let refs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("{model}.json"))).unwrap()).unwrap();
+        // Line by line from standard input; the empty text has a line of its own.
+        let texts: Vec<&str> =
+            refs["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).filter(|t| !t.contains('\n')).collect();
+        let mut child = hearth()
+            .args(["embed", "--json", "--model"])
+            .arg(root.join(model))
+            .args(flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(texts.join("\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{model} {flags:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let data = got["data"].as_array().unwrap();
+        assert_eq!(data.len(), texts.len());
+        for (item, text) in data.iter().zip(&texts) {
+            let i = refs["texts"].as_array().unwrap().iter().position(|t| t == text).unwrap();
+            let c = cosine(&item["embedding"], &refs[key][i]);
+            assert!(c >= 0.99999, "{model} {key} {text:?}: cosine {c}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Embeddings and reranking on BERT-family encoders (all-MiniLM, BGE, E5, GTE; ms-marco
-//! cross-encoders) loaded from Hugging Face / sentence-transformers directories.
+//! cross-encoders) and on the engine's decoders (Qwen3-Embedding, EmbeddingGemma;
+//! Qwen3-Reranker as a judge), loaded from Hugging Face / sentence-transformers directories.
 //!
 //! For a server: load an [`Embedder`] once, wrap it in an [`EmbedQueue`] shared by all
 //! request handlers (concurrent requests run as one batch; [`EmbedQueue::stats`] feeds
