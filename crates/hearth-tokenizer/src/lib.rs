@@ -19,6 +19,7 @@ pub use model_dir::{find_chat_template, read_special_tokens, SpecialTokens};
 pub use stream::StreamDecoder;
 
 /// A tokenizer plus what is known about its special tokens.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Ids of added tokens (control and user-defined); these are split out of text before the
@@ -73,6 +74,11 @@ impl Tokenizer {
     }
 
     /// Number of ids, added tokens included.
+    /// The tokenizer as a Hugging Face `tokenizer.json` (GGUF-built ones included).
+    pub fn to_json(&self) -> Result<String, TokenizerError> {
+        self.inner.to_string(false).map_err(|e| TokenizerError::Encode(e.to_string()))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
