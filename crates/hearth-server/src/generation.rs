@@ -55,8 +55,12 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
             format!("the prompt ({} tokens) plus max_tokens ({max_tokens}) exceeds this model's context of {context}", prompt.len()),
         ));
     }
+    let processor = match &req.constraint {
+        None => None,
+        Some(c) => Some(resident.grammars()?.constraint(&c.grammar, max_tokens).map_err(|e| ApiError::invalid(c.param, e.to_string()))?),
+    };
     let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
-    let request = Request { prompt, params, n: req.n, processor: None, adapter: None };
+    let request = Request { prompt, params, n: req.n, processor, adapter: None };
     // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
     let events = resident.scheduler.submit(request).map_err(|e| match e {
         RuntimeError::Invalid { param: "prompt", message } => ApiError::invalid(param, message),

@@ -7,10 +7,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use hearth_constrain::Grammars;
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_runtime::{LoadOptions, LoadedModel, SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
 use hearth_store::{InUseGuard, ModelRecord, ModelResolver, Store, StoreError};
@@ -33,9 +34,23 @@ pub struct Resident {
     last_used: Mutex<Instant>,
     keep_alive: Option<Duration>,
     in_use: Option<Held>,
+    /// The vocabulary made ready for constrained decoding, on the first request that asks.
+    grammars: OnceLock<Result<Grammars, String>>,
 }
 
 impl Resident {
+    /// The model's grammar compiler (built once, on first use).
+    pub fn grammars(&self) -> Result<&Grammars, ApiError> {
+        let built = self.grammars.get_or_init(|| {
+            let model = &self.model;
+            // The end of the output: the tokenizer's end token where it is one of the model's.
+            let named = model.tokenizer.eos_token().and_then(|t| model.tokenizer.token_to_id(&t)).filter(|id| model.eos_ids.contains(id));
+            let eos = named.or(model.eos_ids.first().copied()).ok_or("the model has no end-of-sequence token")?;
+            Grammars::new(model.tokenizer.clone(), eos).map_err(|e| e.to_string())
+        });
+        built.as_ref().map_err(|e| ApiError::internal(format!("constrained decoding is unavailable for this model: {e}")))
+    }
+
     pub fn touch(&self) {
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
@@ -388,6 +403,7 @@ impl Models {
             last_used: Mutex::new(Instant::now()),
             keep_alive,
             in_use,
+            grammars: OnceLock::new(),
         })
     }
 

@@ -8,9 +8,10 @@ use hearth_runtime::{SamplingDefaults, SamplingParams};
 use serde_json::{json, Value};
 
 use crate::api::backend::BackendChatRequest;
-use crate::api::openai::{ChatCompletionRequest, ChatMessage, CompletionRequest, Role, Sampling, StreamOptions};
+use crate::api::openai::{ChatCompletionRequest, ChatMessage, CompletionRequest, ResponseFormat, Role, Sampling, StreamOptions};
 use crate::api::{in_range, texts_or_tokens, Result, StringOr, TextOrTokens};
 use crate::error::ApiError;
+use hearth_constrain::Grammar;
 
 /// Most choices one request may ask for (they share a batch with everyone else's).
 pub const MAX_N: i64 = 16;
@@ -25,6 +26,13 @@ pub enum Prompt {
     Chat(Vec<Value>),
     Text(String),
     Tokens(Vec<u32>),
+}
+
+/// What the output must be, and the request field that said so (errors name it).
+#[derive(Debug, Clone)]
+pub struct Constraint {
+    pub param: &'static str,
+    pub grammar: Grammar,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +52,7 @@ pub struct GenRequest {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    pub constraint: Option<Constraint>,
 }
 
 impl GenRequest {
@@ -65,6 +74,7 @@ impl GenRequest {
         // Checked now, so that a bad value is refused before the model loads.
         sampling_params(s, SamplingDefaults::default())?;
         let stop = s.stop.clone().map(stop_strings).transpose()?.unwrap_or_default();
+        let constraint = constraint(s)?;
         let mut prompts = prompts.into_iter();
         let prompt = prompts.next().ok_or_else(|| ApiError::invalid("prompt", "`prompt` must not be empty"))?;
         Ok(GenRequest {
@@ -79,6 +89,7 @@ impl GenRequest {
             logprobs: None,
             stream: false,
             include_usage: false,
+            constraint,
         })
     }
 
@@ -99,6 +110,47 @@ impl GenRequest {
         }
         self.logprobs = (wanted == Some(true)).then_some(top.unwrap_or(0) as usize);
         Ok(self)
+    }
+}
+
+/// The one constraint among `response_format` and vLLM's `guided_*` fields, if any; giving
+/// two is refused. Grammars are compiled against the model when the job starts.
+fn constraint(s: &Sampling) -> Result<Option<Constraint>> {
+    let mut found = Vec::new();
+    match &s.response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject) => found.push(Constraint { param: "response_format", grammar: Grammar::JsonObject }),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            let name = &json_schema.name;
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                let message = format!("the schema's name must be 1 to 64 letters, digits, `_` or `-`, got {name:?}");
+                return Err(ApiError::invalid("response_format.json_schema.name", message));
+            }
+            let schema = json_schema.schema.clone().unwrap_or_else(|| json!({}));
+            found.push(Constraint { param: "response_format.json_schema.schema", grammar: Grammar::JsonSchema(schema) });
+        }
+    }
+    if let Some(schema) = &s.guided_json {
+        found.push(Constraint { param: "guided_json", grammar: Grammar::JsonSchema(schema.clone()) });
+    }
+    if let Some(rx) = &s.guided_regex {
+        found.push(Constraint { param: "guided_regex", grammar: Grammar::Regex(rx.clone()) });
+    }
+    if let Some(options) = &s.guided_choice {
+        if options.is_empty() {
+            return Err(ApiError::invalid("guided_choice", "`guided_choice` needs at least one string"));
+        }
+        found.push(Constraint { param: "guided_choice", grammar: Grammar::Choice(options.clone()) });
+    }
+    if let Some(lark) = &s.guided_grammar {
+        found.push(Constraint { param: "guided_grammar", grammar: Grammar::Lark(lark.clone()) });
+    }
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        _ => Err(ApiError::invalid(
+            found[1].param,
+            format!("give one of `response_format` and the `guided_*` fields, not both `{}` and `{}`", found[0].param, found[1].param),
+        )),
     }
 }
 

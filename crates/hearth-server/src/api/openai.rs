@@ -51,6 +51,18 @@ macro_rules! generation_request {
             pub store: Option<bool>,
             /// `auto` or `default`: there is one tier.
             pub service_tier: Option<String>,
+            /// What the output must be: `text`, any JSON object, or JSON valid under a schema;
+            /// enforced token by token, so it always parses (see the README).
+            pub response_format: Option<$crate::api::openai::ResponseFormat>,
+            /// vLLM's extension: JSON valid under this schema.
+            #[schema(value_type = Option<Object>)]
+            pub guided_json: Option<::serde_json::Value>,
+            /// vLLM's extension: the output matches this regular expression.
+            pub guided_regex: Option<String>,
+            /// vLLM's extension: the output is one of these strings.
+            pub guided_choice: Option<Vec<String>>,
+            /// vLLM's extension: the output follows this Lark grammar (llguidance's dialect).
+            pub guided_grammar: Option<String>,
         }
 
         impl $name {
@@ -73,6 +85,11 @@ macro_rules! generation_request {
                     user: self.user.clone(),
                     store: self.store,
                     service_tier: self.service_tier.clone(),
+                    response_format: self.response_format.clone(),
+                    guided_json: self.guided_json.clone(),
+                    guided_regex: self.guided_regex.clone(),
+                    guided_choice: self.guided_choice.clone(),
+                    guided_grammar: self.guided_grammar.clone(),
                 }
             }
         }
@@ -125,6 +142,30 @@ generation_request! {
         pub stream: Option<bool>,
         pub stream_options: Option<StreamOptions>,
     }
+}
+
+/// OpenAI's `response_format`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSchemaFormat {
+    /// Letters, digits, `_` and `-`, at most 64.
+    pub name: String,
+    #[allow(dead_code)]
+    pub description: Option<String>,
+    /// The JSON schema; absent: any JSON value.
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<serde_json::Value>,
+    /// Accepted either way: the schema is always enforced in full, or refused.
+    #[allow(dead_code)]
+    pub strict: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
