@@ -167,3 +167,52 @@ def test_embedding_errors():
         client.embeddings.create(model=EMBEDDING_MODEL, input=[])
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model="no-such-model", input="x")
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "colour": {"enum": ["red", "green", "blue"]},
+        "address": {"$ref": "#/$defs/address"},
+        "scores": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "maxItems": 3},
+    },
+    "required": ["name", "colour", "address", "scores"],
+    "additionalProperties": False,
+    "$defs": {"address": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}},
+                          "required": ["city"], "additionalProperties": False}},
+}
+
+
+def test_structured_outputs_parse_and_validate_every_time():
+    # Sampled hot from a random-weight model: only the constraint makes these parse.
+    import jsonschema
+    for seed in range(20):
+        r = client.chat.completions.create(
+            model=MODEL, messages=user("Make up a person."), temperature=1.0, seed=seed, max_tokens=200,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "strict": True, "schema": PERSON}})
+        jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)
+        r = client.chat.completions.create(model=MODEL, messages=user("JSON, please."), temperature=1.0, seed=seed,
+                                           max_tokens=60, response_format={"type": "json_object"})
+        assert isinstance(json.loads(r.choices[0].message.content), dict)
+
+
+def test_parse_with_a_pydantic_model():
+    from pydantic import BaseModel, Field
+
+    class Pet(BaseModel):
+        name: str = Field(max_length=20)
+        age: int = Field(ge=0, le=30)
+        kind: str = Field(pattern="^(cat|dog|fish)$")
+
+    parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+    r = parse(model=MODEL, messages=user("Describe a pet."), response_format=Pet, temperature=1.0, seed=4, max_tokens=80)
+    pet = r.choices[0].message.parsed
+    assert isinstance(pet, Pet) and pet.kind in ("cat", "dog", "fish")
+
+
+def test_a_bad_schema_is_a_400_naming_it():
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=user("x"), max_tokens=4, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}})
+    assert e.value.body["param"] == "response_format.json_schema.schema"
