@@ -1,0 +1,58 @@
+"""Decode speed with and without a JSON-schema constraint, in one run against one Hearth server:
+`batch` concurrent streamed chat requests of SmolLM2 at temperature 1, each forced to run to
+`max_tokens` (the schema asks for a long string; the unconstrained run uses a long-answer
+prompt and counts only the decode phase: tokens after the first / time after the first).
+Prints aggregate decode tokens/s per mode and batch size, and the ratio.
+
+    python3 bench/constrained_decode.py --base http://127.0.0.1:18181 [--max-tokens 128] [--rounds 3]
+"""
+import argparse
+import json
+import statistics
+import threading
+import time
+import urllib.request
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--base", required=True)
+ap.add_argument("--model", default="smollm2")
+ap.add_argument("--max-tokens", type=int, default=128)
+ap.add_argument("--rounds", type=int, default=3)
+a = ap.parse_args()
+
+SCHEMA = {"type": "object", "properties": {"story": {"type": "string", "minLength": 2000}},
+          "required": ["story"], "additionalProperties": False}
+
+
+def one(seed, constrained, out):
+    body = {"model": a.model, "stream": True, "temperature": 1.0, "seed": seed, "max_tokens": a.max_tokens,
+            "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}]}
+    if constrained:
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "story", "schema": SCHEMA}}
+    req = urllib.request.Request(a.base + "/v1/chat/completions", json.dumps(body).encode(),
+                                 {"content-type": "application/json"})
+    times = []
+    with urllib.request.urlopen(req) as r:
+        for line in r:
+            if line.startswith(b"data: {") and b'"content"' in line:
+                times.append(time.perf_counter())
+    out.append((len(times), times[0], times[-1]))
+
+
+def run(batch, constrained):
+    rates = []
+    for round_ in range(a.rounds):
+        out = []
+        threads = [threading.Thread(target=one, args=(round_ * 100 + i, constrained, out)) for i in range(batch)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        tokens = sum(n - 1 for n, _, _ in out)
+        rates.append(tokens / (max(e for _, _, e in out) - min(s for _, s, _ in out)))
+    return statistics.median(rates)
+
+
+for batch in (1, 8):
+    free, bound = run(batch, False), run(batch, True)
+    print(f"batch {batch}: unconstrained {free:.1f} tok/s, json_schema {bound:.1f} tok/s, ratio {bound / free:.2f}")
