@@ -178,6 +178,23 @@ fn lora_adapter_on_the_base_model_matches_mlx_lm() {
     assert!(d <= 1e-3, "adapter: full-vocabulary logits differ by {d}");
 }
 
+/// An mlx-lm adapter directory touching only `layer`: rank 4 over 64 inputs, `outputs` wide.
+fn one_layer_adapter(layer: &str, outputs: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata("tiny/lora/adapters/adapter_config.json"), dir.path().join("adapter_config.json")).unwrap();
+    let (a, b) = (64 * 4, 4 * outputs);
+    let header = serde_json::json!({
+        format!("{layer}.lora_a"): {"dtype": "F32", "shape": [64, 4], "data_offsets": [0, 4 * a]},
+        format!("{layer}.lora_b"): {"dtype": "F32", "shape": [4, outputs], "data_offsets": [4 * a, 4 * (a + b)]},
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend((0..a + b).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()));
+    std::fs::write(dir.path().join("adapters.safetensors"), bytes).unwrap();
+    dir
+}
+
 /// Sequences naming different adapters (or none) run in one forward pass: each gets its own
 /// adapter's logits (mlx-lm's for the adapter, the plain model's otherwise), as if alone.
 #[test]
@@ -241,18 +258,7 @@ fn adapters_that_do_not_belong_are_refused() {
     assert!(err.to_string().contains("another model"), "{err}");
     assert_eq!(cache.len(), 0);
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(testdata("tiny/lora/adapters/adapter_config.json"), dir.path().join("adapter_config.json")).unwrap();
-    let (a, b) = (64 * 4, 4 * 64);
-    let header = serde_json::json!({
-        "model.layers.99.self_attn.q_proj.lora_a": {"dtype": "F32", "shape": [64, 4], "data_offsets": [0, 4 * a]},
-        "model.layers.99.self_attn.q_proj.lora_b": {"dtype": "F32", "shape": [4, 64], "data_offsets": [4 * a, 4 * (a + b)]},
-    })
-    .to_string();
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header.as_bytes());
-    bytes.extend((0..a + b).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()));
-    std::fs::write(dir.path().join("adapters.safetensors"), bytes).unwrap();
+    let dir = one_layer_adapter("model.layers.99.self_attn.q_proj", 64);
     let err = model.load_adapter(dir.path()).expect_err("must fail");
     assert!(err.to_string().contains("model.layers.99.self_attn.q_proj is not a linear layer"), "{err}");
 }
@@ -278,19 +284,8 @@ fn lora_adapter_on_a_gguf_llama_matches_mlx_lm() {
 #[test]
 fn a_misshapen_adapter_on_a_gguf_llama_is_an_error() {
     use hearth_engine::LoadOptions;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(testdata("tiny/lora/adapters/adapter_config.json"), dir.path().join("adapter_config.json")).unwrap();
-    // lora_a [64, 4] and lora_b [4, 50]: 50 outputs, not whole heads of the 64-wide q_proj.
-    let (a, b) = (64 * 4, 4 * 50);
-    let header = serde_json::json!({
-        "model.layers.0.self_attn.q_proj.lora_a": {"dtype": "F32", "shape": [64, 4], "data_offsets": [0, 4 * a]},
-        "model.layers.0.self_attn.q_proj.lora_b": {"dtype": "F32", "shape": [4, 50], "data_offsets": [4 * a, 4 * (a + b)]},
-    })
-    .to_string();
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header.as_bytes());
-    bytes.extend((0..a + b).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()));
-    std::fs::write(dir.path().join("adapters.safetensors"), bytes).unwrap();
+    // 50 outputs: not whole heads of the 64-wide q_proj.
+    let dir = one_layer_adapter("model.layers.0.self_attn.q_proj", 50);
     let opts = LoadOptions { adapter: Some(dir.path().to_path_buf()), ..Default::default() };
     let err = LoadedModel::load_with(&testdata("tiny/gguf/llama-F16.gguf"), opts).err().expect("must fail");
     assert!(err.to_string().contains("does not fit"), "{err}");
