@@ -25,8 +25,11 @@ const TOKEN_BUDGET: usize = 2048;
 const DECODERS: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gemma3_text"];
 
 impl Decoder {
-    /// Whether `dir`'s config names a decoder architecture.
+    /// Whether `dir`'s config names a decoder architecture (a GGUF file always does).
     pub fn is_decoder(dir: &Path) -> bool {
+        if dir.is_file() {
+            return dir.extension().is_some_and(|e| e == "gguf");
+        }
         let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else { return false };
         let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         json["model_type"].as_str().is_some_and(|t| DECODERS.contains(&t))

@@ -11,6 +11,7 @@ use crate::encoder::Encoder;
 use crate::pipeline::{normalize, Pipeline};
 use crate::weights::Tensors;
 use crate::{EmbedError, Result};
+use hearth_formats::gguf::Gguf;
 use hearth_formats::sentence::MessageFormat;
 use serde_json::json;
 
@@ -93,9 +94,10 @@ impl Backbone {
 }
 
 impl Embedder {
-    /// Loads a Hugging Face / sentence-transformers model directory.
+    /// Loads a Hugging Face / sentence-transformers model directory, or a GGUF decoder
+    /// embedder (pooling from its metadata, as llama.cpp reads it).
     pub fn load(dir: &Path) -> Result<Self> {
-        let sentence = SentenceConfig::load(dir)?;
+        let sentence = if dir.is_file() { SentenceConfig::from_gguf(&Gguf::open(dir)?)? } else { SentenceConfig::load(dir)? };
         let backbone = if Decoder::is_decoder(dir) {
             Backbone::Decoder(Box::new(Decoder::load(dir, sentence.max_seq_length)?))
         } else {

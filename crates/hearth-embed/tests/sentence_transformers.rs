@@ -177,3 +177,74 @@ fn embeddinggemma_matches_sentence_transformers() {
     check(&e, &refs, "prompt_document", &EmbedOptions { input_type: Some(InputType::Document), ..Default::default() });
     check(&e, &refs, "no_prompt_truncate_dim_32", &EmbedOptions { dimensions: Some(32), ..Default::default() });
 }
+
+/// The tiny Qwen3-Embedding written as a float32 GGUF the way llama.cpp's converter names it
+/// (SmolLM2's tokenizer with `add_eos_token` for the appended `<|endoftext|>`, pooling type 3 =
+/// last token): the same vectors as sentence-transformers, with llama.cpp's normalisation.
+#[test]
+fn a_gguf_decoder_embedder_matches_sentence_transformers() {
+    use hearth_formats::gguf::{GgmlType, Gguf, GgufWriter, Value as G};
+    use hearth_formats::safetensors::SafeTensors;
+    let (_, refs) = fixture("qwen3-embedding-tiny");
+    let tokenizer = Gguf::open(&testdata("../tiny/gguf/qwen2-F16.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    let u = |v: u32| G::U32(v);
+    w.metadata("general.architecture", G::String("qwen3".into()));
+    for (key, value) in [
+        ("context_length", u(2048)),
+        ("embedding_length", u(64)),
+        ("block_count", u(2)),
+        ("feed_forward_length", u(128)),
+        ("attention.head_count", u(4)),
+        ("attention.head_count_kv", u(2)),
+        ("attention.key_length", u(16)),
+        ("attention.value_length", u(16)),
+        ("rope.freq_base", G::F32(1e6)),
+        ("attention.layer_norm_rms_epsilon", G::F32(1e-6)),
+        ("pooling_type", u(3)),
+    ] {
+        w.metadata(format!("qwen3.{key}"), value);
+    }
+    for (key, value) in tokenizer.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.") && !k.contains("eos")) {
+        w.metadata(key.clone(), value.clone());
+    }
+    w.metadata("tokenizer.ggml.eos_token_id", u(0)).metadata("tokenizer.ggml.add_eos_token", G::Bool(true));
+    let st = SafeTensors::open(&testdata("qwen3-embedding-tiny/model.safetensors")).unwrap();
+    for (name, t) in &st.tensors {
+        let gguf = match name.as_str() {
+            "embed_tokens.weight" => "token_embd.weight".to_string(),
+            "norm.weight" => "output_norm.weight".to_string(),
+            _ => {
+                let (layer, part) = name.strip_prefix("layers.").unwrap().split_once('.').unwrap();
+                let stem = match part.strip_suffix(".weight").unwrap() {
+                    "input_layernorm" => "attn_norm",
+                    "post_attention_layernorm" => "ffn_norm",
+                    "self_attn.q_proj" => "attn_q",
+                    "self_attn.k_proj" => "attn_k",
+                    "self_attn.v_proj" => "attn_v",
+                    "self_attn.o_proj" => "attn_output",
+                    "self_attn.q_norm" => "attn_q_norm",
+                    "self_attn.k_norm" => "attn_k_norm",
+                    "mlp.gate_proj" => "ffn_gate",
+                    "mlp.up_proj" => "ffn_up",
+                    "mlp.down_proj" => "ffn_down",
+                    other => panic!("unexpected tensor {other}"),
+                };
+                format!("blk.{layer}.{stem}.weight")
+            }
+        };
+        w.tensor(gguf, &t.shape, GgmlType::F32, t.data.to_vec()).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qwen3-embedding-tiny-F32.gguf");
+    w.write_file(&path).unwrap();
+
+    let e = Embedder::load(&path).unwrap();
+    assert_eq!((e.info().pooling, e.info().normalize), (Pooling::LastToken, true));
+    let ids = e.tokenize(&texts(&refs), false).unwrap();
+    for (got, want) in ids.iter().zip(refs["ids_no_prompt"].as_array().unwrap()) {
+        let want: Vec<u32> = want.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(got.ids, want);
+    }
+    check(&e, &refs, "no_prompt", &EmbedOptions::default());
+}

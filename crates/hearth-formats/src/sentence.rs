@@ -193,6 +193,32 @@ impl SentenceConfig {
         Ok(cfg)
     }
 
+    /// What a GGUF embedding model declares, as llama.cpp reads it: the pooling in
+    /// `{arch}.pooling_type` (1 mean, 2 CLS, 3 last token; absent: mean), then normalisation
+    /// (llama.cpp's default for embeddings); no prompts.
+    pub fn from_gguf(g: &crate::gguf::Gguf) -> Result<Self, FormatError> {
+        let arch = g.get("general.architecture").and_then(crate::gguf::Value::as_str).unwrap_or_default();
+        let pooling = match g.get(&format!("{arch}.pooling_type")).and_then(crate::gguf::Value::as_u64) {
+            None | Some(1) => Pooling::Mean,
+            Some(2) => Pooling::Cls,
+            Some(3) => Pooling::LastToken,
+            Some(other) => {
+                return Err(FormatError::Invalid(format!(
+                    "{arch}.pooling_type {other} is not an embedding pooling (1 mean, 2 CLS, 3 last)"
+                )))
+            }
+        };
+        Ok(SentenceConfig {
+            pooling,
+            include_prompt: true,
+            stages: vec![Stage::Normalize],
+            max_seq_length: None,
+            prompts: BTreeMap::new(),
+            default_prompt_name: None,
+            messages: None,
+        })
+    }
+
     /// Whether the vectors leave the pipeline normalised (its last module is Normalize).
     pub fn normalizes(&self) -> bool {
         self.stages.last() == Some(&Stage::Normalize)
