@@ -194,12 +194,14 @@ impl SentenceConfig {
     }
 
     /// What a GGUF embedding model declares, as llama.cpp reads it: the pooling in
-    /// `{arch}.pooling_type` (1 mean, 2 CLS, 3 last token; absent: mean), then normalisation
-    /// (llama.cpp's default for embeddings); no prompts.
+    /// `{arch}.pooling_type` (1 mean, 2 CLS, 3 last token), then normalisation (llama.cpp's
+    /// default for embeddings); no prompts. A file without a pooling type is a language
+    /// model, not an embedder.
     pub fn from_gguf(g: &crate::gguf::Gguf) -> Result<Self, FormatError> {
         let arch = g.get("general.architecture").and_then(crate::gguf::Value::as_str).unwrap_or_default();
         let pooling = match g.get(&format!("{arch}.pooling_type")).and_then(crate::gguf::Value::as_u64) {
-            None | Some(1) => Pooling::Mean,
+            None => return Err(FormatError::Invalid(format!("not an embedding model: the GGUF has no {arch}.pooling_type"))),
+            Some(1) => Pooling::Mean,
             Some(2) => Pooling::Cls,
             Some(3) => Pooling::LastToken,
             Some(other) => {
