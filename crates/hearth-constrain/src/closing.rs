@@ -31,49 +31,67 @@ enum State {
     Comma,
 }
 
-/// What completes `prefix`, a prefix of a valid output.
-pub(crate) fn json_closing(prefix: &[u8]) -> String {
-    let mut stack = Vec::new();
-    let mut state = State::Value;
-    for &b in prefix {
-        state = step(state, b, &mut stack);
+/// A `json_object` output followed byte by byte (the state is kept, not re-read from the start
+/// each token), and what completes it.
+#[derive(Clone)]
+pub(crate) struct JsonTail {
+    /// The open containers, `{` or `[`.
+    stack: Vec<u8>,
+    state: State,
+}
+
+impl JsonTail {
+    pub(crate) fn new() -> Self {
+        JsonTail { stack: Vec::new(), state: State::Value }
     }
-    let mut out = String::new();
-    let value = |out: &mut String, stack: &[u8]| out.push_str(if stack.is_empty() { "{}" } else { "null" });
-    match state {
-        State::Value => value(&mut out, &stack),
-        State::ObjectStart => out.push('}'),
-        State::ArrayStart => out.push(']'),
-        State::Key => out.push_str("\"\": null"),
-        State::String { key, escaped, hex } => {
-            out.push_str(&"0".repeat(hex as usize));
-            if escaped {
-                out.push('n');
-            }
-            out.push('"');
-            if key {
-                out.push_str(": null");
-            }
-        }
-        State::AfterKey { colon } => out.push_str(if colon { " null" } else { ": null" }),
-        State::Number { complete } => {
-            if !complete {
-                out.push('0');
-            }
-        }
-        State::Literal(rest) => out.push_str(std::str::from_utf8(rest).unwrap_or_default()),
-        State::AfterValue => {}
-        State::Comma => {
-            out.push(' ');
-            out.push_str(if stack.last() == Some(&b'{') { "\"\": null" } else { "null" });
+
+    /// Follows the output's next bytes.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.state = step(self.state, b, &mut self.stack);
         }
     }
-    // The ObjectStart/ArrayStart closers above closed the innermost container already.
-    let closed = usize::from(matches!(state, State::ObjectStart | State::ArrayStart));
-    for &open in stack.iter().rev().skip(closed) {
-        out.push(if open == b'{' { '}' } else { ']' });
+
+    /// What completes the output so far.
+    pub(crate) fn closing(&self) -> String {
+        let stack = &self.stack;
+        let mut out = String::new();
+        let value = |out: &mut String| out.push_str(if stack.is_empty() { "{}" } else { "null" });
+        match self.state {
+            State::Value => value(&mut out),
+            State::ObjectStart => out.push('}'),
+            State::ArrayStart => out.push(']'),
+            State::Key => out.push_str("\"\": null"),
+            State::String { key, escaped, hex } => {
+                out.push_str(&"0".repeat(hex as usize));
+                if escaped {
+                    out.push('n');
+                }
+                out.push('"');
+                if key {
+                    out.push_str(": null");
+                }
+            }
+            State::AfterKey { colon } => out.push_str(if colon { " null" } else { ": null" }),
+            State::Number { complete } => {
+                if !complete {
+                    out.push('0');
+                }
+            }
+            State::Literal(rest) => out.push_str(std::str::from_utf8(rest).unwrap_or_default()),
+            State::AfterValue => {}
+            State::Comma => {
+                out.push(' ');
+                out.push_str(if stack.last() == Some(&b'{') { "\"\": null" } else { "null" });
+            }
+        }
+        // The ObjectStart/ArrayStart closers above closed the innermost container already.
+        let closed = usize::from(matches!(self.state, State::ObjectStart | State::ArrayStart));
+        for &open in stack.iter().rev().skip(closed) {
+            out.push(if open == b'{' { '}' } else { ']' });
+        }
+        out
     }
-    out
 }
 
 fn step(state: State, b: u8, stack: &mut Vec<u8>) -> State {
@@ -142,14 +160,16 @@ fn step(state: State, b: u8, stack: &mut Vec<u8>) -> State {
 
 #[cfg(test)]
 mod tests {
-    use super::json_closing;
+    use super::JsonTail;
 
     #[test]
     fn every_prefix_of_an_output_closes_into_json() {
         let output = r#"{"a": [1, -2.5e+3, "x\"y\u00e9", true, null, {}], "b": {"c": false, "d": []}, "e": "tail"}"#;
         for end in 0..=output.len() {
             let prefix = &output[..end];
-            let closed = format!("{prefix}{}", json_closing(prefix.as_bytes()));
+            let mut tail = JsonTail::new();
+            tail.push(prefix.as_bytes());
+            let closed = format!("{prefix}{}", tail.closing());
             let v: serde_json::Value = serde_json::from_str(&closed).unwrap_or_else(|e| panic!("{prefix:?} → {closed:?}: {e}"));
             assert!(v.is_object(), "{closed}");
         }

@@ -80,7 +80,8 @@ impl Grammars {
         if let Some(e) = matcher.get_error() {
             return Err(ConstrainError::Grammar(e));
         }
-        let budget = matches!(grammar, Grammar::JsonObject).then(|| Budget { left: max_tokens, text: Vec::new(), closing: false });
+        let budget =
+            matches!(grammar, Grammar::JsonObject).then(|| Budget { left: max_tokens, tail: closing::JsonTail::new(), closing: false });
         Ok(Box::new(Constraint { matcher, eos: self.eos, vocabulary: self.vocabulary.clone(), budget }))
     }
 }
@@ -145,11 +146,12 @@ struct Constraint {
     budget: Option<Budget>,
 }
 
-/// Tokens left before `max_tokens`, and the output so far, for closing a `json_object` in time.
+/// Tokens left before `max_tokens`, and where the output stands, for closing a `json_object`
+/// in time.
 #[derive(Clone)]
 struct Budget {
     left: usize,
-    text: Vec<u8>,
+    tail: closing::JsonTail,
     /// Once closing has begun it goes on: re-tokenising the rest may count differently.
     closing: bool,
 }
@@ -158,7 +160,11 @@ impl Constraint {
     /// The token to force now, if the output must close to parse within the budget.
     fn closing_token(&mut self) -> Option<TokenId> {
         let budget = self.budget.as_mut()?;
-        let closing = closing::json_closing(&budget.text);
+        let closing = budget.tail.closing();
+        // A token holds at least one byte: far from the budget's end nothing is tokenised.
+        if !budget.closing && budget.left > closing.len() + CLOSING_MARGIN {
+            return None;
+        }
         let tokens = self.vocabulary.tokenize_bytes(closing.as_bytes());
         // A few tokens of margin: the rest is re-tokenised after each forced step, and the
         // end-of-turn token should still fit.
@@ -203,7 +209,7 @@ impl LogitsProcessor for Constraint {
         }
         if let Some(budget) = &mut self.budget {
             budget.left = budget.left.saturating_sub(1);
-            budget.text.extend_from_slice(self.vocabulary.trie.token(token));
+            budget.tail.push(self.vocabulary.trie.token(token));
         }
         self.matcher.consume_token(token).map_err(|e| e.to_string())
     }

@@ -110,6 +110,10 @@ fn bad_grammars_are_refused_when_compiled() {
     for bad in [
         Grammar::JsonSchema(json!({"type": "frobnicate"})),
         Grammar::JsonSchema(json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}})),
+        // Keywords llguidance cannot enforce are refused, never ignored.
+        Grammar::JsonSchema(json!({"type": "array", "uniqueItems": true})),
+        Grammar::JsonSchema(json!({"not": {"type": "string"}})),
+        Grammar::JsonSchema(json!({"type": "string", "format": "frobnicate"})),
         Grammar::Regex("(unclosed".into()),
         Grammar::Lark("start: undefined_rule".into()),
     ] {

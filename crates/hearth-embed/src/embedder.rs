@@ -157,9 +157,12 @@ impl Embedder {
                 tokens => tokens.clone(),
             })
             .collect();
+        let mut seqs = self.tokenize(&prefixed, opts.truncate)?;
+        if self.sentence.include_prompt {
+            return Ok(seqs);
+        }
         // As sentence-transformers counts a prompt's tokens: with special tokens, less one.
         let prompt_tokens = self.tokenize(&[EmbedInput::Text(prefix.to_string())], true)?[0].ids.len().saturating_sub(1);
-        let mut seqs = self.tokenize(&prefixed, opts.truncate)?;
         for (seq, input) in seqs.iter_mut().zip(inputs) {
             if matches!(input, EmbedInput::Text(_)) {
                 seq.prompt_tokens = prompt_tokens;

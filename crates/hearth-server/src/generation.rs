@@ -57,7 +57,15 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
     }
     let processor = match &req.constraint {
         None => None,
-        Some(c) => Some(resident.grammars()?.constraint(&c.grammar, max_tokens).map_err(|e| ApiError::invalid(c.param, e.to_string()))?),
+        Some(c) => {
+            // A model whose vocabulary cannot be constrained refuses the field, as an unsupported model does.
+            let unsupported = |e: &str| ApiError {
+                code: Some("model_not_supported"),
+                ..ApiError::invalid(c.param, format!("constrained decoding is unavailable for this model: {e}"))
+            };
+            let grammars = resident.grammars().map_err(unsupported)?;
+            Some(grammars.constraint(&c.grammar, max_tokens).map_err(|e| ApiError::invalid(c.param, e.to_string()))?)
+        }
     };
     let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
     let request = Request { prompt, params, n: req.n, processor, adapter: None };

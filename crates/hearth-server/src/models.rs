@@ -39,8 +39,9 @@ pub struct Resident {
 }
 
 impl Resident {
-    /// The model's grammar compiler (built once, on first use).
-    pub fn grammars(&self) -> Result<&Grammars, ApiError> {
+    /// The model's grammar compiler (built once, on first use); the error says why this
+    /// model's vocabulary cannot be constrained.
+    pub fn grammars(&self) -> Result<&Grammars, &str> {
         let built = self.grammars.get_or_init(|| {
             let model = &self.model;
             // The end of the output: the tokenizer's end token where it is one of the model's.
@@ -48,7 +49,7 @@ impl Resident {
             let eos = named.or(model.eos_ids.first().copied()).ok_or("the model has no end-of-sequence token")?;
             Grammars::new(model.tokenizer.clone(), eos).map_err(|e| e.to_string())
         });
-        built.as_ref().map_err(|e| ApiError::internal(format!("constrained decoding is unavailable for this model: {e}")))
+        built.as_ref().map_err(String::as_str)
     }
 
     pub fn touch(&self) {
