@@ -37,7 +37,7 @@ enum Command {
     /// Knowledge base: ingest documents, search them, answer questions with citations.
     Kb(kb::KbArgs),
     /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
     Store(store_cmd::StoreCommand),
 }
@@ -109,8 +109,7 @@ impl ModelArgs {
                 ..SamplingParams::from_settings(given.or(model.sampling))
             },
             stop: self.stop.clone(),
-            logprobs: None,
-            ignore_eos: false,
+            ..Default::default()
         }
     }
 
@@ -164,7 +163,7 @@ fn main() {
         Command::Embed(args) => embed::run(args),
         Command::Rerank(args) => embed::rerank(args),
         Command::Kb(args) => kb::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };
     if let Err(e) = result {

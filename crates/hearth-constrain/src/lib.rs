@@ -30,6 +30,34 @@ pub enum Grammar {
     Lark(String),
 }
 
+impl Grammar {
+    /// The grammar in Lark (llguidance's dialect), its top rule `start`: for composing it
+    /// into a larger one.
+    pub fn lark(&self) -> String {
+        match self {
+            Grammar::JsonObject => JSON_OBJECT.to_string(),
+            Grammar::JsonSchema(schema) => format!("start: %json {}", compact(schema.clone())),
+            Grammar::Regex(rx) => format!("start: /{}/", escape_slashes(rx)),
+            Grammar::Choice(options) => choice_lark(options),
+            Grammar::Lark(src) => src.clone(),
+        }
+    }
+}
+
+/// A regular expression inside Lark's `/…/`: its unescaped slashes escaped.
+fn escape_slashes(rx: &str) -> String {
+    let mut out = String::with_capacity(rx.len());
+    let mut escaped = false;
+    for c in rx.chars() {
+        if c == '/' && !escaped {
+            out.push('\\');
+        }
+        escaped = c == '\\' && !escaped;
+        out.push(c);
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConstrainError {
     /// The grammar cannot be compiled or enforced (a malformed schema, a keyword llguidance
@@ -89,7 +117,7 @@ impl Grammars {
 /// JSON on one line, `", "` and `": "` between items, unless the schema sets its own layout
 /// (llguidance's `x-guidance`): free whitespace lets a small model pad the output with blank
 /// lines until `max_tokens` runs out.
-fn compact(mut schema: Json) -> Json {
+pub fn compact(mut schema: Json) -> Json {
     if let Some(object) = schema.as_object_mut() {
         object
             .entry("x-guidance")

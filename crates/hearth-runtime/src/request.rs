@@ -17,6 +17,9 @@ pub struct GenerateParams {
     /// Report each token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
     pub ignore_eos: bool,
+    /// Special tokens appear in the text (a tool call's or reasoning block's markers are
+    /// special tokens in some vocabularies, and the reply is read by them).
+    pub special_tokens: bool,
 }
 
 /// A per-sequence hook between the model's logits and sampling: constraints (grammars, JSON

@@ -59,6 +59,7 @@ impl<'m> Seq<'m> {
     ) -> Result<Self, RuntimeError> {
         let Request { prompt, params, n: choices, processor, adapter } = req;
         let sampler = Sampler::new(params.sampling.clone())?;
+        let decoder = model.tokenizer.stream_decoder(!params.special_tokens);
         Ok(Seq {
             index: 0,
             choices,
@@ -73,7 +74,7 @@ impl<'m> Seq<'m> {
             ready: start.ready,
             sampler,
             processor,
-            decoder: model.tokenizer.stream_decoder(true),
+            decoder,
             generated: 0,
             cached_tokens: start.reused,
             arrived,
@@ -139,7 +140,7 @@ impl<'m> Seq<'m> {
             adapter: self.adapter.clone(),
             sampler: Sampler::new(sampling)?,
             processor: self.processor.as_ref().map(|p| p.fork()),
-            decoder: model.tokenizer.stream_decoder(true),
+            decoder: model.tokenizer.stream_decoder(!self.params.special_tokens),
             stops: StopMatcher::new(self.params.stop.clone()),
             generated: 0,
             cached_tokens: self.cached_tokens,

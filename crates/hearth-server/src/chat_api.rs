@@ -12,13 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::backend::{BackendChatRequest, BackendEvent, BackendHealth, BackendModel, BackendModels, BackendReply, Loaded, Unloaded};
-use crate::api::openai::{AssistantMessage, Role};
 use crate::api::{Body, Errors, ModelErrors};
 use crate::error::ApiError;
-use crate::generation::{self, add_usage, finish_str, Started};
+use crate::generation::{self, add_usage, chat_finish, Started};
 use crate::request::{self, GenRequest};
 use crate::AppState;
 use hearth_runtime::{Event, Usage};
+use hearth_tools::{Delta, Reader};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -88,29 +88,63 @@ async fn chat(State(state): State<AppState>, Body(body): Body<BackendChatRequest
     let mut started = generation::start(&state, request::backend(body)?, "chat").await?;
     let (choices, usage) = generation::collect(&mut started).await?;
     let choice = choices.into_iter().next().unwrap_or_default();
+    let (message, finish_reason) = generation::assistant_message(started.reading, choice.text, choice.finish);
     Ok(Json(BackendReply {
         id: started.id.clone(),
         model: started.resident.id.clone(),
-        message: AssistantMessage { role: Role::Assistant, content: choice.text },
-        finish_reason: choice.finish.map(finish_str),
+        message,
+        finish_reason,
         usage: generation::usage(&usage),
     }))
 }
 
-/// The backend's streaming message for one scheduler event, and whether the reply is over
-/// (after a `done` or `error` message).
-fn backend_message(event: Option<Event>, usage: &mut Usage, model: &str) -> (Option<BackendEvent>, bool) {
-    match event {
-        Some(Event::Token { text, .. }) if text.is_empty() => (None, false),
-        Some(Event::Token { text, .. }) => (Some(BackendEvent::Token { content: text }), false),
-        Some(Event::Finished { reason, usage: u, .. }) => {
-            add_usage(usage, u);
-            (
-                Some(BackendEvent::Done { model: model.to_string(), finish_reason: finish_str(reason), usage: generation::usage(usage) }),
-                true,
-            )
+/// A streamed reply's state: its usage so far and, where its text is read back (tool calls,
+/// reasoning), its reader.
+struct Replying {
+    usage: Usage,
+    reader: Option<Reader>,
+}
+
+impl Replying {
+    fn new(started: &Started) -> Self {
+        Replying { usage: Usage::default(), reader: started.reading.map(|r| r.reader()) }
+    }
+
+    /// The backend's streaming messages for one scheduler event, and whether the reply is over
+    /// (after a `done` or `error` message).
+    fn on(&mut self, event: Option<Event>, model: &str) -> (Vec<BackendEvent>, bool) {
+        match event {
+            Some(Event::Token { text, .. }) => match &mut self.reader {
+                Some(reader) => (reader.push(&text).into_iter().filter_map(backend_delta).collect(), false),
+                None if text.is_empty() => (Vec::new(), false),
+                None => (vec![BackendEvent::Token { content: text }], false),
+            },
+            Some(Event::Finished { reason, usage: u, .. }) => {
+                add_usage(&mut self.usage, u);
+                let (mut out, mut called) = (Vec::new(), false);
+                if let Some(reader) = &mut self.reader {
+                    out.extend(reader.finish().into_iter().filter_map(backend_delta));
+                    let calls = reader.reply().calls.clone();
+                    called = !calls.is_empty();
+                    if called {
+                        out.push(BackendEvent::ToolCalls { tool_calls: calls.into_iter().map(generation::tool_call).collect() });
+                    }
+                }
+                let finish_reason = chat_finish(reason, called);
+                out.push(BackendEvent::Done { model: model.to_string(), finish_reason, usage: generation::usage(&self.usage) });
+                (out, true)
+            }
+            failed @ (Some(Event::Failed(_)) | None) => (vec![error_message(generation::failure(failed))], true),
         }
-        failed @ (Some(Event::Failed(_)) | None) => (Some(error_message(generation::failure(failed))), true),
+    }
+}
+
+/// Text and reasoning stream as they come; calls are sent whole at the end.
+fn backend_delta(d: Delta) -> Option<BackendEvent> {
+    match d {
+        Delta::Content(content) => Some(BackendEvent::Token { content }),
+        Delta::Reasoning(content) => Some(BackendEvent::Reasoning { content }),
+        Delta::Call { .. } | Delta::Arguments { .. } => None,
     }
 }
 
@@ -123,15 +157,16 @@ fn error_message(e: ApiError) -> BackendEvent {
     responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = BackendEvent), ModelErrors))]
 async fn chat_stream(State(state): State<AppState>, Body(body): Body<BackendChatRequest>) -> Result<Response, ApiError> {
     let started = generation::start(&state, request::backend(body)?, "chat").await?;
-    let events = stream::unfold((started, Usage::default(), false), |(mut s, mut usage, over)| async move {
+    let replying = Replying::new(&started);
+    let events = stream::unfold((started, replying, false), |(mut s, mut replying, over)| async move {
         if over {
             return None;
         }
         let event = s.events.recv().await;
-        let (msg, over) = backend_message(event, &mut usage, &s.resident.id);
-        Some((msg, (s, usage, over)))
+        let (msgs, over) = replying.on(event, &s.resident.id);
+        Some((msgs, (s, replying, over)))
     })
-    .filter_map(|m| async move { m.map(|m| Ok::<_, std::convert::Infallible>(SseEvent::default().data(text(&m)))) });
+    .flat_map(|msgs| stream::iter(msgs.into_iter().map(|m| Ok::<_, std::convert::Infallible>(SseEvent::default().data(text(&m))))));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -185,11 +220,11 @@ async fn serve_socket(state: AppState, mut socket: WebSocket) {
 }
 
 async fn stream_reply(socket: &mut WebSocket, mut started: Started) -> Result<(), axum::Error> {
-    let mut usage = Usage::default();
+    let mut replying = Replying::new(&started);
     loop {
         let event = started.events.recv().await;
-        let (msg, over) = backend_message(event, &mut usage, &started.resident.id);
-        if let Some(msg) = msg {
+        let (msgs, over) = replying.on(event, &started.resident.id);
+        for msg in msgs {
             send(socket, msg).await?;
         }
         if over {

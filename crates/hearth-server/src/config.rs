@@ -96,6 +96,10 @@ pub struct ServeOptions {
     /// Tokens generated when a request gives no `max_tokens` [default: 512].
     #[arg(long, env = "HEARTH_DEFAULT_MAX_TOKENS")]
     pub default_max_tokens: Option<usize>,
+    /// How models write tool calls: hermes, llama3, mistral, mistral-args, phi4 or generic
+    /// [default: read from each model's chat template].
+    #[arg(long, env = "HEARTH_TOOL_FORMAT")]
+    pub tool_format: Option<String>,
     /// SQLite file of `/admin` registrations [default: $HEARTH_HOME/server.db].
     #[arg(long, env = "HEARTH_DB")]
     pub db: Option<PathBuf>,
@@ -141,6 +145,8 @@ pub struct ServerConfig {
     /// Requests waiting per model beyond the running batch before new ones get a 429.
     pub queue: usize,
     pub default_max_tokens: usize,
+    /// The tool-call format of every model; `None`: each model's, from its chat template.
+    pub tool_format: Option<hearth_tools::Format>,
     /// Sampling settings the operator gave, for what a request leaves out (before the model's
     /// own and llama.cpp's).
     pub sampling: SamplingDefaults,
@@ -225,6 +231,12 @@ impl ServeOptions {
                 // Checked now: a bad default would fail every request later.
                 SamplingParams::from_settings(sampling).validate().map_err(|e| anyhow::anyhow!("the default sampling settings: {e}"))?;
                 sampling
+            },
+            tool_format: match self.tool_format.or(file.tool_format) {
+                None => None,
+                Some(name) => Some(hearth_tools::Format::from_name(&name).ok_or_else(|| {
+                    anyhow::anyhow!("--tool-format must be one of {}, got {name:?}", hearth_tools::Format::NAMES.join(", "))
+                })?),
             },
             default_max_tokens: positive("default-max-tokens", self.default_max_tokens.or(file.default_max_tokens).unwrap_or(512))?,
             home: home.to_path_buf(),

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hearth_constrain::Grammar;
 use hearth_runtime::{Event, FinishReason, GenerateParams, Request, RuntimeError, TokenLogprob, Usage};
 use hearth_tokenizer::RenderOptions;
+use hearth_tools::{Format, Reader, Reasoning, Tool};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::openai as api;
 use crate::error::ApiError;
 use crate::models::Resident;
-use crate::request::{sampling_params, GenRequest, Prompt};
+use crate::request::{sampling_params, Constraint, GenRequest, Prompt};
 use crate::AppState;
 
 /// A queued job and what responses need to describe it.
@@ -21,6 +23,24 @@ pub struct Started {
     pub id: String,
     pub created: u64,
     pub n: usize,
+    /// How a chat reply is read back (`None` for text completions).
+    pub reading: Option<Reading>,
+}
+
+/// How a chat reply is read back: its tool calls in the model's format (when it was offered
+/// tools), its reasoning split off (when its template has a block the prompt left to it).
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    pub format: Option<Format>,
+    pub reasoning: Option<Reasoning>,
+    /// The prompt opened the reasoning block.
+    pub opened: bool,
+}
+
+impl Reading {
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.format, self.reasoning, self.opened)
+    }
 }
 
 pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result<Started, ApiError> {
@@ -30,14 +50,34 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
     };
     let resident = state.models.get(&model_id, None).await?;
     let model = &resident.model;
+    let mut constraint = req.constraint.clone();
+    let mut reading = None;
     let (prompt, param) = match &req.prompt {
         Prompt::Chat(messages) => {
             let template = model
                 .chat_template
                 .as_ref()
                 .ok_or_else(|| ApiError::invalid("model", format!("`{model_id}` has no chat template; use /v1/completions")))?;
-            let opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
-            let text = template.render(messages, &opts).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            let format = state.cfg.tool_format.unwrap_or_else(|| Format::detect(template.source()));
+            let offered = req.tools.as_ref().map(|t| (t.list.as_slice(), &t.choice));
+            let messages =
+                hearth_tools::prepare_messages(format, messages.clone(), offered).map_err(|e| ApiError::invalid(&e.param, e.message))?;
+            let tools = req.tools.as_ref().filter(|_| format.native()).map(|t| t.list.iter().map(Tool::to_openai).collect());
+            let opts = RenderOptions { add_generation_prompt: true, tools, extra: req.template_kwargs.clone(), ..Default::default() };
+            let text = template.render(&messages, &opts).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            // A block the prompt already closed is not in the reply.
+            let reasoning = Reasoning::detect(template.source()).filter(|r| !r.closed_by(&text));
+            let opened = reasoning.is_some_and(|r| r.opened_by(&text));
+            if let Some(t) = &req.tools {
+                let special = |marker: &str| model.tokenizer.token_to_id(marker).filter(|&id| model.tokenizer.is_special(id));
+                constraint = Some(Constraint { param: "tools", grammar: format.grammar(&t.list, &t.choice, t.parallel, &special) });
+            }
+            if let (Some(r), Some(c)) = (reasoning, constraint.as_mut()) {
+                c.grammar = r.then(&c.grammar, opened);
+            }
+            let format = req.tools.as_ref().map(|_| format);
+            // A plain reply is its text as generated.
+            reading = (format.is_some() || reasoning.is_some()).then_some(Reading { format, reasoning, opened });
             (model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?, "messages")
         }
         Prompt::Text(text) => (model.tokenizer.encode(text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?, "prompt"),
@@ -55,7 +95,7 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
             format!("the prompt ({} tokens) plus max_tokens ({max_tokens}) exceeds this model's context of {context}", prompt.len()),
         ));
     }
-    let processor = match &req.constraint {
+    let processor = match &constraint {
         None => None,
         Some(c) => {
             // A model whose vocabulary cannot be constrained refuses the field, as an unsupported model does.
@@ -64,10 +104,19 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
                 ..ApiError::invalid(c.param, format!("constrained decoding is unavailable for this model: {e}"))
             };
             let grammars = resident.grammars().map_err(unsupported)?;
+            if let Some(t) = &req.tools {
+                // Each schema on its own first, so that an error names its tool.
+                for (i, tool) in t.list.iter().enumerate() {
+                    grammars
+                        .constraint(&Grammar::JsonSchema(tool.parameters.clone()), 1)
+                        .map_err(|e| ApiError::invalid(&format!("tools[{i}].function.parameters"), e.to_string()))?;
+                }
+            }
             Some(grammars.constraint(&c.grammar, max_tokens).map_err(|e| ApiError::invalid(c.param, e.to_string()))?)
         }
     };
-    let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false };
+    let special_tokens = reading.is_some_and(|r| r.format.is_some() || r.reasoning.is_some());
+    let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false, special_tokens };
     let request = Request { prompt, params, n: req.n, processor, adapter: None };
     // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
     let events = resident.scheduler.submit(request).map_err(|e| match e {
@@ -76,7 +125,7 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
     })?;
     resident.touch();
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Ok(Started { resident, events, id: format!("{id_prefix}-{}", unique_suffix()), created, n: req.n })
+    Ok(Started { resident, events, id: format!("{id_prefix}-{}", unique_suffix()), created, n: req.n, reading })
 }
 
 fn unique_suffix() -> String {
@@ -136,6 +185,42 @@ pub fn usage(u: &Usage) -> api::Usage {
         completion_tokens: u.completion_tokens,
         total_tokens: u.prompt_tokens + u.completion_tokens,
         prompt_tokens_details: api::PromptTokensDetails { cached_tokens: u.cached_tokens },
+    }
+}
+
+/// A chat choice as the assistant's message, read back as `reading` says, and its finish
+/// reason.
+pub fn assistant_message(
+    reading: Option<Reading>,
+    text: String,
+    finish: Option<FinishReason>,
+) -> (api::AssistantMessage, Option<&'static str>) {
+    let plain = |content| api::AssistantMessage { role: api::Role::Assistant, content, reasoning_content: None, tool_calls: None };
+    let Some(reading) = reading else { return (plain(Some(text)), finish.map(finish_str)) };
+    let mut reader = reading.reader();
+    reader.push(&text);
+    reader.finish();
+    let reply = reader.reply().clone();
+    let called = !reply.calls.is_empty();
+    let message = api::AssistantMessage {
+        // OpenAI's: a reply that only calls has null content.
+        content: (!called || !reply.content.is_empty()).then_some(reply.content),
+        reasoning_content: reply.reasoning,
+        tool_calls: called.then(|| reply.calls.into_iter().map(tool_call).collect()),
+        ..plain(None)
+    };
+    (message, finish.map(|f| chat_finish(f, called)))
+}
+
+pub fn tool_call(c: hearth_tools::Call) -> api::ToolCall {
+    api::ToolCall { id: c.id, kind: api::FunctionType::Function, function: api::FunctionCall { name: c.name, arguments: c.arguments } }
+}
+
+/// A chat choice's finish reason: `tool_calls` when it called, unless cut short.
+pub fn chat_finish(r: FinishReason, called: bool) -> &'static str {
+    match r {
+        FinishReason::Stop if called => "tool_calls",
+        r => finish_str(r),
     }
 }
 

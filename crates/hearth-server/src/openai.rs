@@ -16,17 +16,18 @@ use utoipa_axum::routes;
 
 use crate::api::knowledge::Grounding;
 use crate::api::openai::{
-    self as api, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionRequest, Chunk, Completion, CompletionRequest, Delta, Model,
-    ModelList, Role, TextChoice,
+    self as api, ChatChoice, ChatChunkChoice, ChatCompletionRequest, Chunk, Completion, CompletionRequest, Delta, FunctionCallDelta,
+    FunctionType, Model, ModelList, Role, TextChoice, ToolCallDelta,
 };
 use crate::api::{Body, Errors, ModelErrors};
 use crate::error::ApiError;
-use crate::generation::{self, add_usage, chat_logprobs, completion_logprobs, finish_str, Started};
+use crate::generation::{self, add_usage, assistant_message, chat_finish, chat_logprobs, completion_logprobs, finish_str, Started};
 use crate::kb_api;
 use crate::models::Resident;
 use crate::request::{self, GenRequest, Prompt};
 use crate::AppState;
 use hearth_runtime::{Event, Usage};
+use hearth_tools::Reader;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -105,12 +106,12 @@ async fn complete(state: AppState, mut req: GenRequest, chat: bool, sources: Opt
         let r = &job.started.resident;
         for (i, c) in done.into_iter().enumerate() {
             let index = p * job.started.n + i;
-            let finish_reason = c.finish.map(finish_str);
             if chat {
                 let logprobs = (!c.logprobs.is_empty()).then(|| chat_logprobs(r, &c.logprobs));
-                let message = AssistantMessage { role: Role::Assistant, content: c.text };
+                let (message, finish_reason) = assistant_message(job.started.reading, c.text, c.finish);
                 chat_choices.push(ChatChoice { index, message, logprobs, finish_reason });
             } else {
+                let finish_reason = c.finish.map(finish_str);
                 let logprobs = (!c.logprobs.is_empty()).then(|| completion_logprobs(r, &c.logprobs, 0));
                 text_choices.push(TextChoice { index, text: format!("{}{}", job.echo, c.text), logprobs, finish_reason });
             }
@@ -121,7 +122,7 @@ async fn complete(state: AppState, mut req: GenRequest, chat: bool, sources: Opt
     if !chat {
         return Ok(Json(completion(first, "text_completion", text_choices, usage, None)).into_response());
     }
-    let answer = chat_choices.first().map(|c| c.message.content.clone()).unwrap_or_default();
+    let answer = chat_choices.first().and_then(|c| c.message.content.clone()).unwrap_or_default();
     let grounding = sources.map(|s| Grounding::of(&answer, &s));
     Ok(Json(completion(first, "chat.completion", chat_choices, usage, grounding)).into_response())
 }
@@ -175,6 +176,8 @@ struct Streaming {
     usage: Usage,
     /// Per choice, bytes streamed so far (completions' `text_offset`).
     offsets: Vec<usize>,
+    /// Per chat choice whose reply is read back (tool calls, reasoning), its reader.
+    readers: Vec<Option<Reader>>,
     done: bool,
     /// With `knowledge_base`: the sources, and the first choice's text so far, for the
     /// citations sent after it finishes.
@@ -201,19 +204,26 @@ impl Streaming {
         self.current * self.jobs[0].started.n + index
     }
 
-    fn token(&mut self, index: usize, text: String, logprob: Option<(u32, TokenLogprob)>) -> String {
+    fn token(&mut self, index: usize, text: String, logprob: Option<(u32, TokenLogprob)>) -> Vec<String> {
         let r = &self.jobs[self.current].started.resident;
         let lp: Vec<_> = logprob.into_iter().collect();
         let offset = self.offsets[index];
         self.offsets[index] += text.len();
-        if self.chat {
-            let logprobs = (!lp.is_empty()).then(|| chat_logprobs(r, &lp));
-            let delta = Delta { role: None, content: Some(text) };
-            data(self.chunk(vec![ChatChunkChoice { index, delta, logprobs, finish_reason: None }]))
-        } else {
+        if !self.chat {
             let logprobs = (!lp.is_empty()).then(|| completion_logprobs(r, &lp, offset));
-            data(self.chunk(vec![TextChoice { index, text, logprobs, finish_reason: None }]))
+            return vec![data(self.chunk(vec![TextChoice { index, text, logprobs, finish_reason: None }]))];
         }
+        let mut logprobs = (!lp.is_empty()).then(|| chat_logprobs(r, &lp));
+        let deltas = match &mut self.readers[index] {
+            Some(reader) => reader.push(&text).into_iter().map(delta).collect(),
+            None => vec![Delta { content: Some(text), ..Delta::default() }],
+        };
+        // A token whose text is held back (it may start a call's marker) still reports its log-prob.
+        let deltas = if deltas.is_empty() && logprobs.is_some() { vec![Delta::default()] } else { deltas };
+        deltas
+            .into_iter()
+            .map(|delta| data(self.chunk(vec![ChatChunkChoice { index, delta, logprobs: logprobs.take(), finish_reason: None }])))
+            .collect()
     }
 
     /// The data lines one scheduler event turns into.
@@ -228,18 +238,29 @@ impl Streaming {
                 if let (0, Some((_, answer))) = (index, &mut self.grounding) {
                     answer.push_str(&text);
                 }
-                vec![self.token(index, text, logprob)]
+                self.token(index, text, logprob)
             }
             Some(Event::Finished { index, reason, usage }) => {
                 add_usage(&mut self.job_usage, usage);
                 let index = self.index(index);
                 self.open -= 1;
-                let finish_reason = Some(finish_str(reason));
-                let mut out = vec![if self.chat {
+                let mut out = Vec::new();
+                let finish_reason = match self.readers.get_mut(index).and_then(Option::as_mut) {
+                    Some(reader) => {
+                        let (last, called) = (reader.finish(), !reader.reply().calls.is_empty());
+                        for delta in last.into_iter().map(delta) {
+                            out.push(data(self.chunk(vec![ChatChunkChoice { index, delta, logprobs: None, finish_reason: None }])));
+                        }
+                        chat_finish(reason, called)
+                    }
+                    None => finish_str(reason),
+                };
+                let finish_reason = Some(finish_reason);
+                out.push(if self.chat {
                     data(self.chunk(vec![ChatChunkChoice { index, delta: Delta::default(), logprobs: None, finish_reason }]))
                 } else {
                     data(self.chunk(vec![TextChoice { index, text: String::new(), logprobs: None, finish_reason }]))
-                }];
+                });
                 if self.open == 0 {
                     sum_usage(&mut self.usage, std::mem::take(&mut self.job_usage));
                     if self.current + 1 < self.jobs.len() {
@@ -269,6 +290,21 @@ impl Streaming {
     }
 }
 
+/// A piece of a read-back reply as a chunk's delta.
+fn delta(d: hearth_tools::Delta) -> Delta {
+    use hearth_tools::Delta as D;
+    let call = |index, id: Option<String>, name: Option<String>, arguments| {
+        let kind = id.as_ref().map(|_| FunctionType::Function);
+        Some(vec![ToolCallDelta { index, id, kind, function: FunctionCallDelta { name, arguments } }])
+    };
+    match d {
+        D::Reasoning(r) => Delta { reasoning_content: Some(r), ..Delta::default() },
+        D::Content(c) => Delta { content: Some(c), ..Delta::default() },
+        D::Call { index, id, name } => Delta { tool_calls: call(index, Some(id), Some(name), String::new()), ..Delta::default() },
+        D::Arguments { index, text } => Delta { tool_calls: call(index, None, None, text), ..Delta::default() },
+    }
+}
+
 fn data(chunk: impl Serialize) -> String {
     serde_json::to_string(&chunk).unwrap_or_default()
 }
@@ -284,6 +320,7 @@ fn sse(
     let n = jobs[0].started.n;
     let choices = n * jobs.len();
     let grounding = sources.map(|s| (s, String::new()));
+    let readers = jobs.iter().flat_map(|j| (0..n).map(|_| j.started.reading.map(|r| r.reader()))).collect();
     let st = Streaming {
         jobs,
         current: 0,
@@ -293,13 +330,14 @@ fn sse(
         job_usage: Usage::default(),
         usage: Usage::default(),
         offsets: vec![0; choices],
+        readers,
         done: false,
         grounding,
     };
     let head: Vec<String> = if chat {
         (0..n)
             .map(|i| {
-                let delta = Delta { role: Some(Role::Assistant), content: Some(String::new()) };
+                let delta = Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Delta::default() };
                 data(st.chunk(vec![ChatChunkChoice { index: i, delta, logprobs: None, finish_reason: None }]))
             })
             .collect()

@@ -8,10 +8,13 @@ use hearth_runtime::{SamplingDefaults, SamplingParams};
 use serde_json::{json, Value};
 
 use crate::api::backend::BackendChatRequest;
-use crate::api::openai::{ChatCompletionRequest, ChatMessage, CompletionRequest, ResponseFormat, Role, Sampling, StreamOptions};
+use crate::api::openai::{
+    ChatCompletionRequest, ChatMessage, ChatOptions, CompletionRequest, ResponseFormat, Role, Sampling, StreamOptions,
+};
 use crate::api::{in_range, texts_or_tokens, Result, StringOr, TextOrTokens};
 use crate::error::ApiError;
 use hearth_constrain::Grammar;
+use hearth_tools::{Choice, Tool};
 
 /// Most choices one request may ask for (they share a batch with everyone else's).
 pub const MAX_N: i64 = 16;
@@ -53,6 +56,18 @@ pub struct GenRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub constraint: Option<Constraint>,
+    /// The tools a chat reply may call (none with `tool_choice: "none"`).
+    pub tools: Option<Tools>,
+    /// Further chat-template variables.
+    pub template_kwargs: serde_json::Map<String, Value>,
+}
+
+/// A request's tools and how they may be called.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub list: Vec<Tool>,
+    pub choice: Choice,
+    pub parallel: bool,
 }
 
 impl GenRequest {
@@ -90,7 +105,33 @@ impl GenRequest {
             stream: false,
             include_usage: false,
             constraint,
+            tools: None,
+            template_kwargs: serde_json::Map::new(),
         })
+    }
+
+    /// Chat's tools, reasoning effort and template variables.
+    fn chat_options(mut self, o: ChatOptions) -> Result<GenRequest> {
+        self.template_kwargs = o.chat_template_kwargs.unwrap_or_default();
+        if let Some(effort) = o.reasoning_effort {
+            if !["low", "medium", "high"].contains(&effort.as_str()) {
+                return Err(ApiError::invalid(
+                    "reasoning_effort",
+                    format!("`reasoning_effort` must be low, medium or high, got {effort:?}"),
+                ));
+            }
+            self.template_kwargs.insert("reasoning_effort".into(), effort.into());
+        }
+        self.tools = tools(o.tools, o.tool_choice, o.parallel_tool_calls)?;
+        if self.tools.is_some() {
+            if let Some(c) = &self.constraint {
+                return Err(ApiError::invalid(
+                    c.param,
+                    format!("`{}` cannot be combined with `tools`: the reply is text or calls", c.param),
+                ));
+            }
+        }
+        Ok(self)
     }
 
     fn streaming(mut self, stream: Option<bool>, options: Option<StreamOptions>) -> Result<GenRequest> {
@@ -122,7 +163,7 @@ fn constraint(s: &Sampling) -> Result<Option<Constraint>> {
         Some(ResponseFormat::JsonObject) => found.push(Constraint { param: "response_format", grammar: Grammar::JsonObject }),
         Some(ResponseFormat::JsonSchema { json_schema }) => {
             let name = &json_schema.name;
-            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if !valid_name(name) {
                 let message = format!("the schema's name must be 1 to 64 letters, digits, `_` or `-`, got {name:?}");
                 return Err(ApiError::invalid("response_format.json_schema.name", message));
             }
@@ -154,18 +195,83 @@ fn constraint(s: &Sampling) -> Result<Option<Constraint>> {
     }
 }
 
+/// The tools a request offers, checked; `None` when it offers none or says `none`.
+fn tools(
+    defs: Option<Vec<crate::api::openai::ToolDefinition>>,
+    choice: Option<StringOr<crate::api::openai::NamedToolChoice>>,
+    parallel: Option<bool>,
+) -> Result<Option<Tools>> {
+    let defs = defs.unwrap_or_default();
+    let mut list: Vec<Tool> = Vec::with_capacity(defs.len());
+    for (i, d) in defs.into_iter().enumerate() {
+        let f = d.function;
+        if !valid_name(&f.name) {
+            let message = format!("a function's name must be 1 to 64 letters, digits, `_` or `-`, got {:?}", f.name);
+            return Err(ApiError::invalid(&format!("tools[{i}].function.name"), message));
+        }
+        if list.iter().any(|t| t.name == f.name) {
+            return Err(ApiError::invalid(&format!("tools[{i}].function.name"), format!("two tools are named {:?}", f.name)));
+        }
+        let parameters = f.parameters.unwrap_or_else(hearth_tools::no_parameters);
+        // Arguments are a JSON object: a schema of anything else cannot be called with.
+        let object = parameters.as_object().is_some_and(|o| o.get("type").is_none_or(|t| t == "object"));
+        if !object {
+            let message = "`parameters` must be a JSON schema of an object (`\"type\": \"object\"`)";
+            return Err(ApiError::invalid(&format!("tools[{i}].function.parameters"), message));
+        }
+        list.push(Tool { name: f.name, description: f.description, parameters });
+    }
+    let choice = match choice {
+        None => Choice::Auto,
+        Some(StringOr::String(s)) => match s.as_str() {
+            "none" => return Ok(None),
+            "auto" => Choice::Auto,
+            "required" => Choice::Required,
+            other => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!("`tool_choice` must be none, auto, required or a function, got {other:?}"),
+                ))
+            }
+        },
+        Some(StringOr::Other(named)) => {
+            let name = named.function.name;
+            if !list.iter().any(|t| t.name == name) {
+                return Err(ApiError::invalid("tool_choice", format!("`tool_choice` names {name:?}, which is not in `tools`")));
+            }
+            Choice::Function(name)
+        }
+    };
+    if list.is_empty() {
+        return match choice {
+            Choice::Auto => Ok(None),
+            _ => Err(ApiError::invalid("tool_choice", "`tool_choice` needs `tools`")),
+        };
+    }
+    Ok(Some(Tools { list, choice, parallel: parallel.unwrap_or(true) }))
+}
+
+/// OpenAI's rule for function and schema names.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 pub fn chat(req: ChatCompletionRequest) -> Result<GenRequest> {
     let sampling = req.sampling();
+    let options = req.chat_options();
     GenRequest::new(Some(req.model), vec![Prompt::Chat(messages(req.messages)?)], sampling, req.n)?
         .chat_logprobs(req.logprobs, req.top_logprobs)?
+        .chat_options(options)?
         .streaming(req.stream, req.stream_options)
 }
 
 /// A chat-backend request: the chat fields for one reply, which the route streams or not.
 pub fn backend(req: BackendChatRequest) -> Result<GenRequest> {
     let sampling = req.sampling();
+    let options = req.chat_options();
     let gen = GenRequest::new(req.model, vec![Prompt::Chat(messages(req.messages)?)], sampling, req.n)?
-        .chat_logprobs(req.logprobs, req.top_logprobs)?;
+        .chat_logprobs(req.logprobs, req.top_logprobs)?
+        .chat_options(options)?;
     if gen.n != 1 {
         return Err(ApiError::invalid("n", "the chat backend returns one message; use /v1/chat/completions for `n` > 1"));
     }
@@ -227,17 +333,22 @@ pub fn sampling_params(s: &Sampling, defaults: SamplingDefaults) -> Result<Sampl
     })
 }
 
+/// Chat messages as templates read them: `content` a string (text parts joined) or null,
+/// calls and results kept for the tool-call format to shape.
 fn messages(items: Vec<ChatMessage>) -> Result<Vec<Value>> {
     if items.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must not be empty"));
     }
-    Ok(items
+    items
         .into_iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let content = match m.content {
-                StringOr::String(s) => s,
+                None if m.role == Role::Assistant && m.tool_calls.is_some() => Value::Null,
+                None => return Err(ApiError::invalid(&format!("messages[{i}].content"), "`content` is required")),
+                Some(StringOr::String(s)) => s.into(),
                 // Only text parts exist (the type admits no other): their texts are joined.
-                StringOr::Other(parts) => parts.into_iter().map(|p| p.text).collect(),
+                Some(StringOr::Other(parts)) => parts.into_iter().map(|p| p.text).collect::<String>().into(),
             };
             // OpenAI's newer name for the system role; templates know only `system`.
             let role = if m.role == Role::Developer { Role::System } else { m.role };
@@ -245,9 +356,26 @@ fn messages(items: Vec<ChatMessage>) -> Result<Vec<Value>> {
             if let Some(name) = m.name {
                 out["name"] = name.into();
             }
-            out
+            if let Some(calls) = m.tool_calls {
+                if role != Role::Assistant {
+                    return Err(ApiError::invalid(&format!("messages[{i}].tool_calls"), "only assistant messages make tool calls"));
+                }
+                out["tool_calls"] = serde_json::to_value(calls).unwrap_or_default();
+            }
+            match (role, m.tool_call_id) {
+                (Role::Tool, Some(id)) => out["tool_call_id"] = id.into(),
+                (Role::Tool, None) => {
+                    return Err(ApiError::invalid(&format!("messages[{i}].tool_call_id"), "a tool message needs `tool_call_id`"))
+                }
+                (_, Some(_)) => return Err(ApiError::invalid(&format!("messages[{i}].tool_call_id"), "only tool messages answer a call")),
+                (_, None) => {}
+            }
+            if let Some(r) = m.reasoning_content {
+                out["reasoning_content"] = r.into();
+            }
+            Ok(out)
         })
-        .collect())
+        .collect()
 }
 
 fn stop_strings(v: StringOr<Vec<String>>) -> Result<Vec<String>> {

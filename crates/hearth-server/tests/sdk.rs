@@ -22,7 +22,9 @@ fn required(var: &str) -> String {
 fn official_openai_sdks() {
     let python = required("HEARTH_SDK_PYTHON");
     let node_modules = required("HEARTH_SDK_NODE_MODULES");
-    let server = TestServer::start(|_| {});
+    // SmolLM2 (scripts/fetch-test-models.sh) for what needs a real model: tools.
+    let smollm2 = hearth_store::installed_model("smollm2").expect("SmolLM2 is installed (scripts/fetch-test-models.sh)");
+    let server = TestServer::start(|o| o.model.push(format!("smol={}", smollm2.display())));
     let py = Command::new(python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(sdk_dir().join("test_openai_python.py"))

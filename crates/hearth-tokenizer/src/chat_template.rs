@@ -26,6 +26,8 @@ pub struct RenderOptions {
 /// A model's chat template, compiled once.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template's text, as the model ships it (its family's tool-call format is read from it).
+    source: String,
     bos_token: Option<String>,
     eos_token: Option<String>,
 }
@@ -41,7 +43,11 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source).into_owned())
             .map_err(|e| TokenizerError::TemplateSyntax(error_message(&e)))?;
-        Ok(Self { env, bos_token, eos_token })
+        Ok(Self { env, source: source.to_string(), bos_token, eos_token })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub fn render(&self, messages: &[serde_json::Value], opts: &RenderOptions) -> Result<String, TokenizerError> {

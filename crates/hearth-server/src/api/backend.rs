@@ -4,10 +4,10 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::openai::{generation_request, AssistantMessage, ChatMessage, FinishReason, Usage};
+use super::openai::{chat_request, AssistantMessage, ChatMessage, FinishReason, ToolCall, Usage};
 use super::ErrorDetail;
 
-generation_request! {
+chat_request! {
     /// `POST /api/chat/completions` and `…/stream`, and the WebSocket's `chat` messages (with
     /// `"type": "chat"`): the OpenAI chat fields for one reply.
     pub struct BackendChatRequest {
@@ -71,8 +71,26 @@ pub struct BackendReply {
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendEvent {
-    Token { content: String },
-    Done { model: String, finish_reason: FinishReason, usage: Usage },
-    Error { error: ErrorDetail, status: u16, message: String },
+    Token {
+        content: String,
+    },
+    /// Reasoning before the answer, for models that think aloud.
+    Reasoning {
+        content: String,
+    },
+    /// The reply's tool calls, once it is complete (before `done`).
+    ToolCalls {
+        tool_calls: Vec<ToolCall>,
+    },
+    Done {
+        model: String,
+        finish_reason: FinishReason,
+        usage: Usage,
+    },
+    Error {
+        error: ErrorDetail,
+        status: u16,
+        message: String,
+    },
     Pong,
 }

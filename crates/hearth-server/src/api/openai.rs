@@ -98,13 +98,145 @@ macro_rules! generation_request {
 
 pub(crate) use generation_request;
 
+/// Declares a chat request: a generation request with the fields every chat request has
+/// (tools, reasoning, template variables).
+macro_rules! chat_request {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $crate::api::openai::generation_request! {
+            $(#[$meta])*
+            pub struct $name {
+                $($(#[$fmeta])* pub $field: $ty,)*
+                /// Functions the model may call; each call is held to its `parameters` schema.
+                pub tools: Option<Vec<$crate::api::openai::ToolDefinition>>,
+                /// `none`, `auto` (the default with tools), `required`, or
+                /// `{"type": "function", "function": {"name"}}`.
+                #[schema(inline)]
+                pub tool_choice: Option<$crate::api::StringOr<$crate::api::openai::NamedToolChoice>>,
+                /// Several calls in one reply (default true).
+                pub parallel_tool_calls: Option<bool>,
+                /// Further variables for the chat template (e.g. `enable_thinking`).
+                #[schema(value_type = Option<Object>)]
+                pub chat_template_kwargs: Option<::serde_json::Map<String, ::serde_json::Value>>,
+                /// `low`, `medium` or `high`: passed to templates that read it.
+                pub reasoning_effort: Option<String>,
+            }
+        }
+
+        impl $name {
+            pub fn chat_options(&self) -> $crate::api::openai::ChatOptions {
+                $crate::api::openai::ChatOptions {
+                    tools: self.tools.clone(),
+                    tool_choice: self.tool_choice.clone(),
+                    parallel_tool_calls: self.parallel_tool_calls,
+                    chat_template_kwargs: self.chat_template_kwargs.clone(),
+                    reasoning_effort: self.reasoning_effort.clone(),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use chat_request;
+
+/// The fields every chat request has beyond generation's.
+#[derive(Clone, Debug, Default)]
+pub struct ChatOptions {
+    pub tools: Option<Vec<ToolDefinition>>,
+    pub tool_choice: Option<StringOr<NamedToolChoice>>,
+    pub parallel_tool_calls: Option<bool>,
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    pub reasoning_effort: Option<String>,
+}
+
+/// A function the model may call.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolDefinition {
+    #[serde(rename = "type")]
+    #[allow(dead_code)]
+    pub kind: FunctionType,
+    pub function: FunctionDefinition,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionType {
+    Function,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDefinition {
+    /// Letters, digits, `_` and `-`, at most 64.
+    pub name: String,
+    pub description: Option<String>,
+    /// The arguments' JSON schema (an object); absent: no arguments.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Value>,
+    /// Accepted either way: the schema is always enforced in full, or refused.
+    #[allow(dead_code)]
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice` naming one function.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToolChoice {
+    #[serde(rename = "type")]
+    #[allow(dead_code)]
+    pub kind: FunctionType,
+    pub function: FunctionName,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionName {
+    pub name: String,
+}
+
+/// A call the assistant made (in a reply, or sent back in `messages`).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: FunctionType,
+    pub function: FunctionCall,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments, as JSON text.
+    pub arguments: String,
+}
+
+/// A streamed piece of a call: the first has its id and name, the rest more of its arguments.
+#[derive(Serialize, ToSchema)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FunctionType>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
 generation_request! {
     /// The fields every generation request has; unset ones take the server's defaults.
     #[derive(Default)]
     pub struct Sampling {}
 }
 
-generation_request! {
+chat_request! {
     /// `POST /v1/chat/completions`.
     pub struct ChatCompletionRequest {
         pub model: String,
@@ -179,10 +311,17 @@ pub struct StreamOptions {
 #[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     pub role: Role,
-    /// A string, or text parts (joined).
+    /// A string, or text parts (joined); null in an assistant message that only calls tools.
     #[schema(inline)]
-    pub content: StringOr<Vec<ContentPart>>,
+    #[serde(default)]
+    pub content: Option<StringOr<Vec<ContentPart>>>,
     pub name: Option<String>,
+    /// An assistant message's calls.
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// An assistant message's reasoning, for templates that show it again.
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -305,7 +444,7 @@ pub struct PromptTokensDetails {
     pub cached_tokens: usize,
 }
 
-/// `length` (hit `max_tokens`) or `stop` (end of text or a stop string).
+/// `length` (hit `max_tokens`), `stop` (end of text or a stop string) or `tool_calls`.
 pub type FinishReason = &'static str;
 
 /// A chat completion, or (`object` `text_completion`) a text completion.
@@ -335,7 +474,13 @@ pub struct ChatChoice {
 #[derive(Serialize, ToSchema)]
 pub struct AssistantMessage {
     pub role: Role,
-    pub content: String,
+    /// Null when the reply only calls tools.
+    pub content: Option<String>,
+    /// The reasoning before the answer, for models that think aloud.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -409,4 +554,8 @@ pub struct Delta {
     pub role: Option<Role>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }

@@ -67,3 +67,22 @@ test('embeddings as floats, as base64 (the SDK default, decoded by it) and trunc
   await assert.rejects(client.embeddings.create({ model: embeddingModel, input: 'word '.repeat(400) }), (e) => e.status === 400 && e.param === 'input[0]');
   await assert.rejects(client.embeddings.create({ model: 'no-such-model', input: 'x' }), (e) => e.status === 404);
 });
+
+test('tool calls: required gives calls whose arguments parse; streamed deltas add up to them', async () => {
+  const smol = process.env.HEARTH_TOOLS_MODEL || 'smol';
+  const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 40 } }, required: ['city'], additionalProperties: false } } }];
+  const body = { model: smol, messages: user('What is the weather in Paris?'), tools, tool_choice: 'required', temperature: 1, seed: 5, max_tokens: 120 };
+  const whole = await client.chat.completions.create(body);
+  assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+  const calls = whole.choices[0].message.tool_calls;
+  assert.ok(calls.length >= 1 && calls.every((c) => c.function.name === 'get_weather' && typeof JSON.parse(c.function.arguments).city === 'string'));
+  const streamed = [];
+  for await (const chunk of await client.chat.completions.create({ ...body, stream: true })) {
+    for (const d of chunk.choices[0]?.delta?.tool_calls ?? []) {
+      streamed[d.index] ??= { name: d.function.name, arguments: '' };
+      streamed[d.index].arguments += d.function.arguments ?? '';
+    }
+  }
+  assert.deepEqual(streamed, calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments })));
+});

@@ -17,6 +17,8 @@ BASE = os.environ["HEARTH_BASE_URL"]
 MODEL = os.environ.get("HEARTH_MODEL", "tiny")
 # all-MiniLM-L6-v2, which scripts/fetch-test-models.sh installs.
 EMBEDDING_MODEL = os.environ.get("HEARTH_EMBEDDING_MODEL", "minilm")
+# SmolLM2-135M-Instruct, which scripts/fetch-test-models.sh installs: tools need a real model.
+SMOL = os.environ.get("HEARTH_TOOLS_MODEL", "smol")
 client = openai.OpenAI(base_url=BASE + "/v1", api_key="unused", max_retries=0)
 
 
@@ -216,3 +218,127 @@ def test_a_bad_schema_is_a_400_naming_it():
         client.chat.completions.create(model=MODEL, messages=user("x"), max_tokens=4, response_format={
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}})
     assert e.value.body["param"] == "response_format.json_schema.schema"
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 7}, "maxItems": 3}},
+        "required": ["city", "unit"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "The time in a time zone",
+    "parameters": {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET", "JST"]}},
+                   "required": ["zone"], "additionalProperties": False}}}
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, TIME)}
+ASK = user("What is the weather in Paris, and what time is it in Tokyo?")
+
+
+def valid_calls(message):
+    import jsonschema
+    assert message.tool_calls, message
+    for call in message.tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+    return message.tool_calls
+
+
+def test_required_and_named_tool_calls_validate_every_time():
+    for seed in range(20):
+        r = client.chat.completions.create(model=SMOL, messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
+                                           temperature=1.0, seed=seed, max_tokens=150)
+        assert r.choices[0].finish_reason == "tool_calls"
+        valid_calls(r.choices[0].message)
+        r = client.chat.completions.create(model=SMOL, messages=ASK, tools=[WEATHER, TIME], temperature=1.0, seed=seed,
+                                           tool_choice={"type": "function", "function": {"name": "get_time"}}, max_tokens=150)
+        calls = valid_calls(r.choices[0].message)
+        assert [c.function.name for c in calls] == ["get_time"]
+
+
+def test_parallel_calls_and_their_switch():
+    counts = []
+    for seed in range(12):
+        r = client.chat.completions.create(model=SMOL, messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
+                                           temperature=1.0, seed=seed, max_tokens=200)
+        counts.append(len(valid_calls(r.choices[0].message)))
+        r = client.chat.completions.create(model=SMOL, messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
+                                           parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=200)
+        assert len(valid_calls(r.choices[0].message)) == 1
+    assert max(counts) >= 2, counts
+
+
+def test_auto_calls_stream_as_deltas_that_add_up_to_the_call():
+    called = 0
+    for seed in range(10):
+        kwargs = dict(model=SMOL, messages=user("What is the weather in Paris?"), tools=[WEATHER], temperature=1.0,
+                      seed=seed, max_tokens=150)
+        whole = client.chat.completions.create(**kwargs).choices[0]
+        calls, content, finish = {}, "", None
+        for chunk in client.chat.completions.create(stream=True, **kwargs):
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                content += choice.delta.content or ""
+                for d in choice.delta.tool_calls or []:
+                    entry = calls.setdefault(d.index, {"id": d.id, "name": d.function.name, "arguments": ""})
+                    entry["arguments"] += d.function.arguments or ""
+        assert finish == whole.finish_reason
+        if whole.message.tool_calls:
+            called += 1
+            valid_calls(whole.message)
+            assert [(c["name"], c["arguments"]) for c in calls.values()] == \
+                [(c.function.name, c.function.arguments) for c in whole.message.tool_calls]
+            assert all(c["id"] for c in calls.values())
+        else:
+            assert content == whole.message.content and not calls
+    assert called > 0, "SmolLM2 never called the tool it was invited to"
+
+
+def test_a_call_its_result_and_the_answer():
+    first = client.chat.completions.create(model=SMOL, messages=user("What is the weather in Paris?"), tools=[WEATHER],
+                                           tool_choice="required", temperature=0, max_tokens=100).choices[0].message
+    call = valid_calls(first)[0]
+    history = user("What is the weather in Paris?") + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "22 degrees and sunny"}]
+    answer = client.chat.completions.create(model=SMOL, messages=history, tools=[WEATHER], tool_choice="none",
+                                            temperature=0, max_tokens=40).choices[0]
+    assert answer.message.content and not answer.message.tool_calls and answer.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]}, "tools[0].function.parameters"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "frobnicate"}}}}}]},
+     "tools[0].function.parameters"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_time"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"messages": [{"role": "tool", "tool_call_id": "nope", "content": "1"}], "tools": [WEATHER]}, "messages[0].tool_call_id"),
+])
+def test_bad_tools_are_400s_naming_the_field(kwargs, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**{"model": SMOL, "messages": ASK, "max_tokens": 4, **kwargs})
+    assert e.value.body["param"] == param, e.value.body
+
+
+def test_langchain_binds_tools_and_structures_output():
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel, Field
+
+    llm = ChatOpenAI(base_url=BASE + "/v1", api_key="unused", model=SMOL, temperature=1.0, seed=3, max_tokens=300, max_retries=0)
+
+    def get_weather(city: str, unit: str) -> str:
+        """The current weather in a city, in celsius or fahrenheit."""
+        return "sunny"
+
+    reply = llm.bind_tools([get_weather], tool_choice="required").invoke("What is the weather in Paris?")
+    assert reply.tool_calls and reply.tool_calls[0]["name"] == "get_weather"
+    assert set(reply.tool_calls[0]["args"]) <= {"city", "unit"}
+
+    class City(BaseModel):
+        name: str = Field(max_length=30)
+        country: str = Field(max_length=30)
+        population: int = Field(ge=0, le=10**9)
+
+    for method in ("json_schema", "function_calling"):
+        city = llm.with_structured_output(City, method=method).invoke("Describe Paris.")
+        assert isinstance(city, City), method
