@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/sdk-venv
 node=target/sdk-node
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import openai, websockets, openapi_spec_validator, jsonschema, langchain_openai" 2>/dev/null; then
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import openai, anthropic, websockets, openapi_spec_validator, jsonschema, langchain_openai" 2>/dev/null; then
     python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install --quiet --disable-pip-version-check openai pytest websockets openapi-spec-validator jsonschema pydantic langchain-openai >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest websockets openapi-spec-validator jsonschema pydantic langchain-openai >&2
 fi
 if [ ! -d "$node/node_modules/openai" ]; then
     mkdir -p "$node"

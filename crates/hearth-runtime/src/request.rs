@@ -133,6 +133,8 @@ pub trait Observer: Send + Sync {
     fn next_token(&self, _gap: Duration) {}
     /// A token was generated (EOS, which ends a sequence unseen, is not counted).
     fn generated(&self) {}
+    /// A sequence's logits processor (its constraint) took `took` to mask one position.
+    fn processed(&self, _took: Duration) {}
 }
 
 /// Observes nothing (the command line).

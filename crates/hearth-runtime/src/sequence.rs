@@ -153,7 +153,9 @@ impl<'m> Seq<'m> {
     /// ends, if it does.
     pub fn advance(&mut self, model: &LoadedModel, observer: &dyn Observer, mut logits: Vec<f32>) -> Option<FinishReason> {
         if let Some(p) = &mut self.processor {
+            let start = Instant::now();
             p.process(&mut logits);
+            observer.processed(start.elapsed());
         }
         let raw = self.params.logprobs.map(|k| (logits.clone(), k));
         let id = self.sampler.sample(&mut logits, &self.tokens);

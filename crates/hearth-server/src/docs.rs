@@ -17,7 +17,8 @@ use crate::AppState;
     info(title = "Hearth", description = "A private LLM platform: OpenAI-compatible, chat-backend, registry, knowledge and model-store routes."),
     security(("bearer" = [])),
     tags(
-        (name = "openai", description = "OpenAI-compatible: models, completions, embeddings, reranking"),
+        (name = "openai", description = "OpenAI-compatible: models, chat and text completions, responses, embeddings, reranking"),
+        (name = "anthropic", description = "Anthropic's Messages API"),
         (name = "chat backend", description = "The chat backend's routes, WebSocket included"),
         (name = "model store", description = "Pulls from the Hub and removals"),
         (name = "registry", description = "Registered models and LoRA adapters"),

@@ -23,8 +23,27 @@ pub struct Started {
     pub id: String,
     pub created: u64,
     pub n: usize,
+    pub prompt_tokens: usize,
     /// How a chat reply is read back (`None` for text completions).
     pub reading: Option<Reading>,
+}
+
+/// A request made ready to run: its model, prompt, constraint and how its reply is read.
+pub struct Prepared {
+    resident: Arc<Resident>,
+    prompt: Vec<u32>,
+    /// The request field the prompt came from (`messages` or `prompt`).
+    param: &'static str,
+    processor: Option<Box<dyn hearth_runtime::LogitsProcessor>>,
+    params: GenerateParams,
+    n: usize,
+    reading: Option<Reading>,
+}
+
+impl Prepared {
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
 }
 
 /// How a chat reply is read back: its tool calls in the model's format (when it was offered
@@ -44,6 +63,22 @@ impl Reading {
 }
 
 pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result<Started, ApiError> {
+    let Prepared { resident, prompt, param, processor, params, n, reading } = prepare(state, req).await?;
+    let prompt_tokens = prompt.len();
+    let request = Request { prompt, params, n, processor, adapter: None };
+    // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
+    let events = resident.scheduler.submit(request).map_err(|e| match e {
+        RuntimeError::Invalid { param: "prompt", message } => ApiError::invalid(param, message),
+        e => ApiError::from(e),
+    })?;
+    resident.touch();
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(Started { resident, events, id: format!("{id_prefix}-{}", unique_suffix()), created, n, prompt_tokens, reading })
+}
+
+/// Everything short of queueing: the model loaded, the prompt rendered and tokenized and
+/// checked against the context, the constraint compiled.
+pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiError> {
     let model_id = match req.model.as_deref().or(state.models.default_id()) {
         Some(id) => id.to_string(),
         None => return Err(ApiError::invalid("model", "`model` is required: this server has no default model")),
@@ -106,10 +141,10 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
             let grammars = resident.grammars().map_err(unsupported)?;
             if let Some(t) = &req.tools {
                 // Each schema on its own first, so that an error names its tool.
-                for (i, tool) in t.list.iter().enumerate() {
+                for (tool, path) in t.list.iter().zip(&t.schema_paths) {
                     grammars
                         .constraint(&Grammar::JsonSchema(tool.parameters.clone()), 1)
-                        .map_err(|e| ApiError::invalid(&format!("tools[{i}].function.parameters"), e.to_string()))?;
+                        .map_err(|e| ApiError::invalid(path, e.to_string()))?;
                 }
             }
             Some(grammars.constraint(&c.grammar, max_tokens).map_err(|e| ApiError::invalid(c.param, e.to_string()))?)
@@ -117,15 +152,7 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
     };
     let special_tokens = reading.is_some_and(|r| r.format.is_some() || r.reasoning.is_some());
     let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false, special_tokens };
-    let request = Request { prompt, params, n: req.n, processor, adapter: None };
-    // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
-    let events = resident.scheduler.submit(request).map_err(|e| match e {
-        RuntimeError::Invalid { param: "prompt", message } => ApiError::invalid(param, message),
-        e => ApiError::from(e),
-    })?;
-    resident.touch();
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Ok(Started { resident, events, id: format!("{id_prefix}-{}", unique_suffix()), created, n: req.n, reading })
+    Ok(Prepared { resident, prompt, param, processor, params, n: req.n, reading })
 }
 
 fn unique_suffix() -> String {

@@ -1,9 +1,10 @@
 //! `hearth serve`: one process, one port, for the clients of three servers — the
-//! OpenAI-compatible API (`/v1/*`), the chat backend (`/api/*`, with a WebSocket) and the model
+//! OpenAI-compatible API (`/v1/*`, the Responses API and Anthropic's Messages API included), the chat backend (`/api/*`, with a WebSocket) and the model
 //! registry (`/admin/*`) — with embeddings, reranking and the model store's pulls — plus `/health`, `/metrics` and `/docs`. Each loaded model runs a
 //! continuously batching `hearth_runtime::Scheduler` on its own thread.
 
 mod admin;
+mod anthropic;
 mod api;
 mod chat_api;
 pub mod config;
@@ -18,6 +19,7 @@ mod models;
 mod openai;
 mod registry;
 mod request;
+mod responses;
 mod store_api;
 
 use std::future::Future;
@@ -142,6 +144,8 @@ async fn shutdown_signal() {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(openai::routes())
+        .merge(responses::routes())
+        .merge(anthropic::routes())
         .merge(embeddings::routes())
         .merge(chat_api::routes())
         .merge(store_api::routes())

@@ -15,7 +15,7 @@ const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 pub struct Histogram {
     counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
+    sum_nanos: AtomicU64,
     count: AtomicU64,
 }
 
@@ -23,7 +23,7 @@ impl Histogram {
     fn new() -> Self {
         Histogram {
             counts: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
             count: AtomicU64::new(0),
         }
     }
@@ -33,7 +33,7 @@ impl Histogram {
         if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
             self.counts[i].fetch_add(1, Relaxed);
         }
-        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+        self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
         self.count.fetch_add(1, Relaxed);
     }
 
@@ -46,7 +46,7 @@ impl Histogram {
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_sum {}", self.sum_nanos.load(Relaxed) as f64 / 1e9);
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -65,6 +65,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
+    /// Time a constraint took to mask one position.
+    pub constraint_mask: Histogram,
     pub prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub prompt_cache_hits: AtomicU64,
@@ -77,6 +79,7 @@ impl Default for Metrics {
             requests: Mutex::default(),
             time_to_first_token: Histogram::new(),
             inter_token_latency: Histogram::new(),
+            constraint_mask: Histogram::new(),
             prompt_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             prompt_cache_hits: AtomicU64::new(0),
@@ -104,6 +107,7 @@ impl Metrics {
             "Time from a request's arrival to its first token.",
         );
         self.inter_token_latency.render(&mut out, "hearth_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.");
+        self.constraint_mask.render(&mut out, "hearth_constraint_mask_seconds", "Time a constraint took to mask one token's logits.");
         let counters = [
             ("hearth_prompt_tokens_total", "Prompt tokens received.", &self.prompt_tokens),
             ("hearth_generated_tokens_total", "Tokens generated.", &self.generated_tokens),
@@ -170,5 +174,9 @@ impl Observer for Metrics {
 
     fn generated(&self) {
         self.generated_tokens.fetch_add(1, Relaxed);
+    }
+
+    fn processed(&self, took: Duration) {
+        self.constraint_mask.observe(took);
     }
 }

@@ -1,5 +1,5 @@
-//! Models and LoRA adapters registered through `/admin/models`, persisted in SQLite so they
-//! survive restarts.
+//! The server's database: models and LoRA adapters registered through `/admin/models`, and
+//! the Responses API's stored responses, in SQLite so they survive restarts.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -46,7 +46,10 @@ pub struct Registration {
 /// Versions of the registry's schema (see `hearth_sqlite`).
 const SCHEMA: Schema = Schema {
     what: "the server's registry",
-    migrations: &[Migration { name: "registrations", apply: |tx| tx.execute_batch(REGISTRATIONS) }],
+    migrations: &[
+        Migration { name: "registrations", apply: |tx| tx.execute_batch(REGISTRATIONS) },
+        Migration { name: "responses", apply: |tx| tx.execute_batch(RESPONSES) },
+    ],
 };
 
 /// Version 1's table.
@@ -61,6 +64,15 @@ CREATE TABLE IF NOT EXISTS registrations (
     metadata TEXT NOT NULL,
     registered_by TEXT,
     created_at INTEGER NOT NULL
+);";
+
+/// Version 2: stored responses, each with the conversation it ends (input items).
+const RESPONSES: &str = "
+CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    conversation TEXT NOT NULL
 );";
 
 pub struct Registry {
@@ -131,6 +143,32 @@ fn from_row(row: &Row<'_>) -> Result<Registration> {
         registered_by: row.get(7)?,
         created_at: row.get(8)?,
     })
+}
+
+/// Stored responses (`/v1/responses`).
+impl Registry {
+    pub fn store_response(&self, id: &str, created_at: u64, response: &Value, conversation: &Value) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO responses (id, created_at, response, conversation) VALUES (?1, ?2, ?3, ?4)",
+            params![id, created_at as i64, response.to_string(), conversation.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// A stored response and its conversation.
+    pub fn response(&self, id: &str) -> Result<Option<(Value, Value)>> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row("SELECT response, conversation FROM responses WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let parse = |s: &str| serde_json::from_str(s).unwrap_or(Value::Null);
+        Ok(row.map(|(r, c)| (parse(&r), parse(&c))))
+    }
+
+    /// Whether there was one to delete.
+    pub fn delete_response(&self, id: &str) -> Result<bool> {
+        Ok(self.conn().execute("DELETE FROM responses WHERE id = ?1", [id])? > 0)
+    }
 }
 
 #[cfg(test)]

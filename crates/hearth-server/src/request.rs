@@ -7,10 +7,15 @@ use std::collections::HashMap;
 use hearth_runtime::{SamplingDefaults, SamplingParams};
 use serde_json::{json, Value};
 
+use crate::api::anthropic::{
+    CountTokensRequest, InputBlock, JsonOutputFormat, Message as AnthropicMessage, MessageRole, MessagesRequest, OutputConfig, TextBlock,
+    Thinking, ToolChoice as AnthropicChoice, ToolDefinition as AnthropicTool,
+};
 use crate::api::backend::BackendChatRequest;
 use crate::api::openai::{
     ChatCompletionRequest, ChatMessage, ChatOptions, CompletionRequest, ResponseFormat, Role, Sampling, StreamOptions,
 };
+use crate::api::responses::{CreateResponse, InputItem, ItemType, TextFormat};
 use crate::api::{in_range, texts_or_tokens, Result, StringOr, TextOrTokens};
 use crate::error::ApiError;
 use hearth_constrain::Grammar;
@@ -68,6 +73,8 @@ pub struct Tools {
     pub list: Vec<Tool>,
     pub choice: Choice,
     pub parallel: bool,
+    /// Where each tool's schema is in the request (`tools[0].function.parameters`), for errors.
+    pub schema_paths: Vec<String>,
 }
 
 impl GenRequest {
@@ -195,60 +202,80 @@ fn constraint(s: &Sampling) -> Result<Option<Constraint>> {
     }
 }
 
-/// The tools a request offers, checked; `None` when it offers none or says `none`.
+/// The tools a chat request offers, checked; `None` when it offers none or says `none`.
 fn tools(
     defs: Option<Vec<crate::api::openai::ToolDefinition>>,
     choice: Option<StringOr<crate::api::openai::NamedToolChoice>>,
     parallel: Option<bool>,
 ) -> Result<Option<Tools>> {
-    let defs = defs.unwrap_or_default();
-    let mut list: Vec<Tool> = Vec::with_capacity(defs.len());
-    for (i, d) in defs.into_iter().enumerate() {
+    let mut list = ToolList::default();
+    for (i, d) in defs.unwrap_or_default().into_iter().enumerate() {
         let f = d.function;
-        if !valid_name(&f.name) {
-            let message = format!("a function's name must be 1 to 64 letters, digits, `_` or `-`, got {:?}", f.name);
-            return Err(ApiError::invalid(&format!("tools[{i}].function.name"), message));
+        list.add(&format!("tools[{i}].function"), "parameters", f.name, f.description, f.parameters)?;
+    }
+    let choice = match choice {
+        None => Some(Choice::Auto),
+        Some(StringOr::String(s)) if s == "none" => None,
+        Some(StringOr::String(s)) => Some(named_choice(&s)?),
+        Some(StringOr::Other(named)) => Some(Choice::Function(named.function.name)),
+    };
+    list.offer(choice, parallel.unwrap_or(true))
+}
+
+/// `auto` or `required`.
+fn named_choice(s: &str) -> Result<Choice> {
+    match s {
+        "auto" => Ok(Choice::Auto),
+        "required" => Ok(Choice::Required),
+        other => Err(ApiError::invalid("tool_choice", format!("`tool_choice` must be none, auto, required or a function, got {other:?}"))),
+    }
+}
+
+/// Function definitions as a request lists them, checked one by one.
+#[derive(Default)]
+struct ToolList {
+    list: Vec<Tool>,
+    schema_paths: Vec<String>,
+}
+
+impl ToolList {
+    /// Adds the function at `at` (its path in the request); `schema` names its schema's field.
+    fn add(&mut self, at: &str, schema: &str, name: String, description: Option<String>, parameters: Option<Value>) -> Result<()> {
+        if !valid_name(&name) {
+            let message = format!("`{at}.name` must be 1 to 64 letters, digits, `_` or `-`, got {name:?}");
+            return Err(ApiError::invalid(&format!("{at}.name"), message));
         }
-        if list.iter().any(|t| t.name == f.name) {
-            return Err(ApiError::invalid(&format!("tools[{i}].function.name"), format!("two tools are named {:?}", f.name)));
+        if self.list.iter().any(|t| t.name == name) {
+            return Err(ApiError::invalid(&format!("{at}.name"), format!("`{at}.name`: two tools are named {name:?}")));
         }
-        let parameters = f.parameters.unwrap_or_else(hearth_tools::no_parameters);
+        let parameters = parameters.unwrap_or_else(hearth_tools::no_parameters);
         // Arguments are a JSON object: a schema of anything else cannot be called with.
         let object = parameters.as_object().is_some_and(|o| o.get("type").is_none_or(|t| t == "object"));
         if !object {
-            let message = "`parameters` must be a JSON schema of an object (`\"type\": \"object\"`)";
-            return Err(ApiError::invalid(&format!("tools[{i}].function.parameters"), message));
+            let message = format!("`{at}.{schema}` must be a JSON schema of an object (`\"type\": \"object\"`)");
+            return Err(ApiError::invalid(&format!("{at}.{schema}"), message));
         }
-        list.push(Tool { name: f.name, description: f.description, parameters });
+        self.list.push(Tool { name, description, parameters });
+        self.schema_paths.push(format!("{at}.{schema}"));
+        Ok(())
     }
-    let choice = match choice {
-        None => Choice::Auto,
-        Some(StringOr::String(s)) => match s.as_str() {
-            "none" => return Ok(None),
-            "auto" => Choice::Auto,
-            "required" => Choice::Required,
-            other => {
-                return Err(ApiError::invalid(
-                    "tool_choice",
-                    format!("`tool_choice` must be none, auto, required or a function, got {other:?}"),
-                ))
-            }
-        },
-        Some(StringOr::Other(named)) => {
-            let name = named.function.name;
-            if !list.iter().any(|t| t.name == name) {
+
+    /// The tools under `choice` (`None`: the request said none).
+    fn offer(self, choice: Option<Choice>, parallel: bool) -> Result<Option<Tools>> {
+        let Some(choice) = choice else { return Ok(None) };
+        if let Choice::Function(name) = &choice {
+            if !self.list.iter().any(|t| &t.name == name) {
                 return Err(ApiError::invalid("tool_choice", format!("`tool_choice` names {name:?}, which is not in `tools`")));
             }
-            Choice::Function(name)
         }
-    };
-    if list.is_empty() {
-        return match choice {
-            Choice::Auto => Ok(None),
-            _ => Err(ApiError::invalid("tool_choice", "`tool_choice` needs `tools`")),
-        };
+        if self.list.is_empty() {
+            return match choice {
+                Choice::Auto => Ok(None),
+                _ => Err(ApiError::invalid("tool_choice", "`tool_choice` needs `tools`")),
+            };
+        }
+        Ok(Some(Tools { list: self.list, choice, parallel, schema_paths: self.schema_paths }))
     }
-    Ok(Some(Tools { list, choice, parallel: parallel.unwrap_or(true) }))
 }
 
 /// OpenAI's rule for function and schema names.
@@ -274,6 +301,271 @@ pub fn backend(req: BackendChatRequest) -> Result<GenRequest> {
         .chat_options(options)?;
     if gen.n != 1 {
         return Err(ApiError::invalid("n", "the chat backend returns one message; use /v1/chat/completions for `n` > 1"));
+    }
+    Ok(gen)
+}
+
+/// An Anthropic Messages request as the one chat request.
+pub fn anthropic(req: MessagesRequest) -> Result<GenRequest> {
+    if let Some(tier) = req.service_tier.as_deref().filter(|t| !["auto", "standard_only"].contains(t)) {
+        return Err(ApiError::invalid("service_tier", format!("`service_tier` must be \"auto\" or \"standard_only\", got {tier:?}")));
+    }
+    if let Some(t) = req.temperature.filter(|t| !(0.0..=1.0).contains(t)) {
+        return Err(ApiError::invalid("temperature", format!("`temperature` must be in [0, 1], got {t}")));
+    }
+    let sampling = Sampling {
+        max_tokens: Some(req.max_tokens),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        stop: req.stop_sequences.map(StringOr::Other),
+        ..Default::default()
+    };
+    let messages = anthropic_messages(req.system, req.messages)?;
+    let mut gen = GenRequest::new(Some(req.model), vec![Prompt::Chat(messages)], sampling, None)?;
+    gen.tools = anthropic_tools(req.tools, req.tool_choice)?;
+    gen.template_kwargs = thinking(req.thinking);
+    output_config(&mut gen, req.output_config)?;
+    Ok(gen)
+}
+
+/// `output_config`: the output's schema and the reasoning effort.
+fn output_config(gen: &mut GenRequest, config: Option<OutputConfig>) -> Result<()> {
+    let Some(config) = config else { return Ok(()) };
+    if let Some(effort) = config.effort {
+        let effort = match effort.as_str() {
+            "low" | "medium" | "high" => effort,
+            "xhigh" | "max" => "high".to_string(),
+            _ => {
+                return Err(ApiError::invalid(
+                    "output_config.effort",
+                    format!("`effort` must be low, medium, high, xhigh or max, got {effort:?}"),
+                ))
+            }
+        };
+        gen.template_kwargs.insert("reasoning_effort".into(), effort.into());
+    }
+    if let Some(JsonOutputFormat::JsonSchema { schema }) = config.format {
+        if gen.tools.is_some() {
+            return Err(ApiError::invalid(
+                "output_config.format",
+                "`output_config.format` cannot be combined with `tools`: the reply is text or calls",
+            ));
+        }
+        gen.constraint = Some(Constraint { param: "output_config.format.schema", grammar: Grammar::JsonSchema(schema) });
+    }
+    Ok(())
+}
+
+/// What `/v1/messages/count_tokens` counts: the prompt such a request would have.
+pub fn anthropic_count(req: CountTokensRequest) -> Result<GenRequest> {
+    let messages = anthropic_messages(req.system, req.messages)?;
+    let mut gen = GenRequest::new(Some(req.model), vec![Prompt::Chat(messages)], Sampling::default(), None)?;
+    gen.tools = anthropic_tools(req.tools, req.tool_choice)?;
+    gen.template_kwargs = thinking(req.thinking);
+    output_config(&mut gen, req.output_config)?;
+    Ok(gen)
+}
+
+fn thinking(t: Option<Thinking>) -> serde_json::Map<String, Value> {
+    let mut kwargs = serde_json::Map::new();
+    if let Some(t) = t {
+        kwargs.insert("enable_thinking".into(), (!matches!(t, Thinking::Disabled {})).into());
+    }
+    kwargs
+}
+
+fn anthropic_tools(defs: Option<Vec<AnthropicTool>>, choice: Option<AnthropicChoice>) -> Result<Option<Tools>> {
+    let mut list = ToolList::default();
+    for (i, d) in defs.unwrap_or_default().into_iter().enumerate() {
+        if d.kind.as_deref().is_some_and(|k| k != "custom") {
+            return Err(ApiError::invalid(&format!("tools[{i}].type"), "only custom tools (functions this client runs) are supported"));
+        }
+        list.add(&format!("tools[{i}]"), "input_schema", d.name, d.description, Some(d.input_schema))?;
+    }
+    let (choice, single) = match choice {
+        None => (Some(Choice::Auto), None),
+        Some(AnthropicChoice::Auto { disable_parallel_tool_use }) => (Some(Choice::Auto), disable_parallel_tool_use),
+        Some(AnthropicChoice::Any { disable_parallel_tool_use }) => (Some(Choice::Required), disable_parallel_tool_use),
+        Some(AnthropicChoice::Tool { name, disable_parallel_tool_use }) => (Some(Choice::Function(name)), disable_parallel_tool_use),
+        Some(AnthropicChoice::None {}) => (None, None),
+    };
+    list.offer(choice, !single.unwrap_or(false))
+}
+
+/// Anthropic's system and content blocks as chat messages: tool results become `tool`
+/// messages, an assistant's `tool_use` blocks its calls, `thinking` its reasoning.
+fn anthropic_messages(system: Option<StringOr<Vec<TextBlock>>>, messages: Vec<AnthropicMessage>) -> Result<Vec<Value>> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must not be empty"));
+    }
+    let joined = |v: StringOr<Vec<TextBlock>>| match v {
+        StringOr::String(s) => s,
+        StringOr::Other(blocks) => blocks.into_iter().map(|b| b.text).collect(),
+    };
+    let mut out = Vec::new();
+    if let Some(s) = system {
+        out.push(json!({"role": "system", "content": joined(s)}));
+    }
+    let mut calls = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        let assistant = m.role == MessageRole::Assistant;
+        let role = if assistant { "assistant" } else { "user" };
+        let blocks = match m.content {
+            StringOr::String(text) => {
+                out.push(json!({"role": role, "content": text}));
+                continue;
+            }
+            StringOr::Other(blocks) => blocks,
+        };
+        let (mut text, mut tool_calls, mut reasoning) = (String::new(), Vec::new(), None);
+        for (j, b) in blocks.into_iter().enumerate() {
+            let at = format!("messages[{i}].content[{j}]");
+            match b {
+                InputBlock::Text { text: t, .. } => text.push_str(&t),
+                InputBlock::ToolUse { id, name, input, .. } if assistant => {
+                    calls.push(id.clone());
+                    tool_calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}));
+                }
+                InputBlock::ToolResult { tool_use_id, content, is_error, .. } if !assistant => {
+                    if !calls.contains(&tool_use_id) {
+                        let message = format!("no earlier tool_use block has id {tool_use_id:?}");
+                        return Err(ApiError::invalid(&format!("{at}.tool_use_id"), message));
+                    }
+                    let result = content.map(joined).unwrap_or_default();
+                    let result = if is_error == Some(true) { format!("Error: {result}") } else { result };
+                    out.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": result}));
+                }
+                InputBlock::Thinking { thinking, .. } if assistant => reasoning = Some(thinking),
+                _ => return Err(ApiError::invalid(&at, format!("a {role} message cannot hold this block"))),
+            }
+        }
+        if assistant {
+            let mut message =
+                json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { text.into() }});
+            if !tool_calls.is_empty() {
+                message["tool_calls"] = tool_calls.into();
+            }
+            if let Some(r) = reasoning {
+                message["reasoning_content"] = r.into();
+            }
+            out.push(message);
+        } else if !text.is_empty() {
+            out.push(json!({"role": "user", "content": text}));
+        }
+    }
+    Ok(out)
+}
+
+/// A Responses API request as the one chat request. `items`: the conversation, the stored
+/// one's first (`earlier` of them, which errors name by `previous_response_id`).
+pub fn responses(req: &CreateResponse, items: &[InputItem], earlier: usize) -> Result<GenRequest> {
+    if req.truncation.as_deref().is_some_and(|t| t != "disabled") {
+        return Err(ApiError::invalid(
+            "truncation",
+            "`truncation` must be \"disabled\": a conversation too long for the context is refused",
+        ));
+    }
+    let sampling = Sampling {
+        max_tokens: req.max_output_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        service_tier: req.service_tier.clone(),
+        ..Default::default()
+    };
+    let mut messages = Vec::new();
+    if let Some(instructions) = &req.instructions {
+        messages.push(json!({"role": "system", "content": instructions}));
+    }
+    let mut calls = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = if i < earlier { "previous_response_id".to_string() } else { format!("input[{}]", i - earlier) };
+        let missing = |field: &str| ApiError::invalid(&format!("{at}.{field}"), format!("`{field}` is required"));
+        match item.kind.unwrap_or(ItemType::Message) {
+            ItemType::Message => {
+                let role = item.role.as_deref().ok_or_else(|| missing("role"))?;
+                let role = match role {
+                    "user" | "assistant" | "system" => role,
+                    "developer" => "system",
+                    other => return Err(ApiError::invalid(&format!("{at}.role"), format!("unknown role {other:?}"))),
+                };
+                let content = match item.content.clone().ok_or_else(|| missing("content"))? {
+                    StringOr::String(s) => s,
+                    StringOr::Other(parts) => parts.into_iter().map(|p| p.text).collect(),
+                };
+                messages.push(json!({"role": role, "content": content}));
+            }
+            ItemType::FunctionCall => {
+                let call_id = item.call_id.clone().ok_or_else(|| missing("call_id"))?;
+                let name = item.name.clone().ok_or_else(|| missing("name"))?;
+                let arguments = item.arguments.clone().ok_or_else(|| missing("arguments"))?;
+                let call = json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
+                calls.push(call_id);
+                // Calls after a reply's text belong to the same assistant turn.
+                match messages.last_mut() {
+                    Some(last) if last["role"] == "assistant" => {
+                        if last["tool_calls"].is_null() {
+                            last["tool_calls"] = json!([]);
+                        }
+                        if let Some(list) = last["tool_calls"].as_array_mut() {
+                            list.push(call);
+                        }
+                    }
+                    _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                }
+            }
+            ItemType::FunctionCallOutput => {
+                let call_id = item.call_id.clone().ok_or_else(|| missing("call_id"))?;
+                if !calls.contains(&call_id) {
+                    return Err(ApiError::invalid(&format!("{at}.call_id"), format!("no earlier function_call has call_id {call_id:?}")));
+                }
+                let output = item.output.clone().ok_or_else(|| missing("output"))?;
+                messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
+            }
+            // Earlier reasoning is not shown to the model again.
+            ItemType::Reasoning => {}
+        }
+    }
+    if messages.iter().all(|m| m["role"] == "system") {
+        return Err(ApiError::invalid("input", "`input` must hold a message"));
+    }
+    let mut gen = GenRequest::new(Some(req.model.clone()), vec![Prompt::Chat(messages)], sampling, None)?;
+    if let Some(format) = req.text.as_ref().and_then(|t| t.format.clone()) {
+        gen.constraint = match format {
+            TextFormat::Text => None,
+            TextFormat::JsonObject => Some(Constraint { param: "text.format", grammar: Grammar::JsonObject }),
+            TextFormat::JsonSchema { name, schema, .. } => {
+                if !valid_name(&name) {
+                    return Err(ApiError::invalid(
+                        "text.format.name",
+                        format!("the schema's name must be 1 to 64 letters, digits, `_` or `-`, got {name:?}"),
+                    ));
+                }
+                Some(Constraint { param: "text.format.schema", grammar: Grammar::JsonSchema(schema) })
+            }
+        };
+    }
+    let mut list = ToolList::default();
+    for (i, t) in req.tools.clone().unwrap_or_default().into_iter().enumerate() {
+        list.add(&format!("tools[{i}]"), "parameters", t.name, t.description, t.parameters)?;
+    }
+    let choice = match &req.tool_choice {
+        None => Some(Choice::Auto),
+        Some(StringOr::String(s)) if s == "none" => None,
+        Some(StringOr::String(s)) => Some(named_choice(s)?),
+        Some(StringOr::Other(named)) => Some(Choice::Function(named.name.clone())),
+    };
+    gen.tools = list.offer(choice, req.parallel_tool_calls.unwrap_or(true))?;
+    if gen.tools.is_some() {
+        if let Some(c) = &gen.constraint {
+            return Err(ApiError::invalid(c.param, format!("`{}` cannot be combined with `tools`: the reply is text or calls", c.param)));
+        }
+    }
+    if let Some(effort) = req.reasoning.as_ref().and_then(|r| r.effort.clone()) {
+        if !["low", "medium", "high"].contains(&effort.as_str()) {
+            return Err(ApiError::invalid("reasoning.effort", format!("`reasoning.effort` must be low, medium or high, got {effort:?}")));
+        }
+        gen.template_kwargs.insert("reasoning_effort".into(), effort.into());
     }
     Ok(gen)
 }

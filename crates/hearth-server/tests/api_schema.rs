@@ -44,7 +44,7 @@ async fn every_documented_route_is_served_with_its_body_documented() {
             }
         }
     }
-    assert_eq!(bodies, 11, "every JSON body was probed");
+    assert_eq!(bodies, 14, "every JSON body was probed");
     for (path, method) in [("/health", "get"), ("/metrics", "get"), ("/api/chat/ws", "get"), ("/api/models/{model_id}", "delete")] {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }
@@ -98,7 +98,7 @@ async fn nested_errors_name_their_paths_on_every_route_family() {
         ),
         ("/v1/completions", json!({"model": "tiny", "prompt": ["x", 1.5]}), "prompt[1]", false),
         ("/api/chat/completions", json!({"messages": [user(json!({"name": 3}))]}), "messages[0].name", false),
-        ("/api/chat/completions/stream", json!({"messages": [user(json!({"tool_calls": []}))]}), "messages[0].tool_calls", true),
+        ("/api/chat/completions/stream", json!({"messages": [user(json!({"audio": {}}))]}), "messages[0].audio", true),
         (
             "/admin/models",
             json!({"name": "a", "type": "lora", "base_model": "tiny", "adapter_path": "/x", "config": {"lora_rank": 4, "dropout": 0.1}}),
@@ -113,6 +113,24 @@ async fn nested_errors_name_their_paths_on_every_route_family() {
         ("/api/models/pull", json!({"model": "org/repo", "branch": "main"}), "branch", true),
         ("/v1/embeddings", json!({"model": "m", "input": ["a", [1, -2]]}), "input[1]", false),
         ("/v1/rerank", json!({"model": "m", "query": "q", "documents": ["a", 3]}), "documents[1]", false),
+        (
+            "/v1/responses",
+            json!({"model": "tiny", "input": [{"role": "user", "content": [{"type": "input_text", "text": 2}]}]}),
+            "input[0].content[0].text",
+            false,
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}, "extra": 1}]}]}),
+            "messages[0].content[0].extra",
+            true,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [user(json!({}))], "tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]}),
+            "tools[0].function.parameters",
+            false,
+        ),
     ];
     for (route, body, param, unknown) in cases {
         let res = c.post(s.url(route)).json(&body).send().await.unwrap();

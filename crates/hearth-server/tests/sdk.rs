@@ -1,4 +1,5 @@
-//! The official `openai` SDKs (Python and Node) against a real server. Ignored by a plain
+//! The official `openai` SDKs (Python and Node) and `anthropic` (Python), and LangChain,
+//! against a real server. Ignored by a plain
 //! `cargo test`: scripts/test.sh installs the SDKs (scripts/sdk-env.sh) and runs it with
 //! HEARTH_SDK_PYTHON and HEARTH_SDK_NODE_MODULES set.
 
@@ -27,7 +28,7 @@ fn official_openai_sdks() {
     let server = TestServer::start(|o| o.model.push(format!("smol={}", smollm2.display())));
     let py = Command::new(python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(sdk_dir().join("test_openai_python.py"))
+        .arg(sdk_dir())
         .env("HEARTH_BASE_URL", &server.base)
         .status()
         .expect("pytest runs");

@@ -79,6 +79,7 @@ pub enum BackendEvent {
         content: String,
     },
     /// The reply's tool calls, once it is complete (before `done`).
+    #[serde(rename = "tool_calls")]
     ToolCalls {
         tool_calls: Vec<ToolCall>,
     },

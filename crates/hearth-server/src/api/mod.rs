@@ -3,10 +3,12 @@
 //! document (`/openapi.json`) is generated from these types and the handlers' annotations.
 
 pub mod admin;
+pub mod anthropic;
 pub mod backend;
 pub mod embeddings;
 pub mod knowledge;
 pub mod openai;
+pub mod responses;
 pub mod store;
 
 use std::borrow::Cow;
@@ -139,6 +141,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for StringOr<T> {
             }
         }
         de.deserialize_any(V(PhantomData))
+    }
+}
+
+impl<T: Serialize> Serialize for StringOr<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            StringOr::String(v) => s.serialize_str(v),
+            StringOr::Other(v) => v.serialize(s),
+        }
     }
 }
 

@@ -1,0 +1,221 @@
+//! Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`) on the same
+//! generation: the request becomes the one chat request (tools, reasoning and all), the reply
+//! is read back into text, thinking and tool-use blocks, streamed as Anthropic's events.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use hearth_runtime::{Event, FinishReason, Usage};
+use hearth_tools::{Delta, Reader, Reply};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::anthropic::{
+    BlockDelta, CountTokensRequest, MessageDeltaBody, MessageResponse, MessageUsage, MessagesRequest, OutputBlock, StreamEvent, TokenCount,
+};
+use crate::api::{Body, ModelErrors};
+use crate::error::ApiError;
+use crate::generation::{self, add_usage, Started};
+use crate::request;
+use crate::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(messages)).routes(routes!(count_tokens))
+}
+
+/// A reply to a conversation; server-sent events when `stream`.
+#[utoipa::path(post, path = "/v1/messages", tag = "anthropic", request_body = MessagesRequest, responses(
+    (status = 200, description = "JSON, or server-sent events with `stream`", content((MessageResponse = "application/json"), (StreamEvent = "text/event-stream"))),
+    ModelErrors,
+))]
+async fn messages(State(state): State<AppState>, Body(body): Body<MessagesRequest>) -> Result<Response, ApiError> {
+    let streaming = body.stream.unwrap_or(false);
+    let mut started = generation::start(&state, request::anthropic(body)?, "msg").await?;
+    if streaming {
+        return Ok(sse(started).into_response());
+    }
+    let (choices, usage) = generation::collect(&mut started).await?;
+    let choice = choices.into_iter().next().unwrap_or_default();
+    let mut reader = reader(&started);
+    reader.push(&choice.text);
+    reader.finish();
+    let reply = reader.reply();
+    let content = blocks(reply);
+    let stop = stop_reason(choice.finish.unwrap_or(FinishReason::Stop), !reply.calls.is_empty());
+    Ok(Json(MessageResponse { content, stop_reason: Some(stop), usage: message_usage(&usage), ..message(&started) }).into_response())
+}
+
+/// The prompt's length in tokens, as `/v1/messages` would render it.
+#[utoipa::path(post, path = "/v1/messages/count_tokens", tag = "anthropic", request_body = CountTokensRequest, responses(
+    (status = 200, description = "Done", body = TokenCount),
+    ModelErrors,
+))]
+async fn count_tokens(State(state): State<AppState>, Body(body): Body<CountTokensRequest>) -> Result<Json<TokenCount>, ApiError> {
+    let prepared = generation::prepare(&state, request::anthropic_count(body)?).await?;
+    Ok(Json(TokenCount { input_tokens: prepared.prompt_tokens() }))
+}
+
+fn reader(started: &Started) -> Reader {
+    started.reading.map(|r| r.reader()).unwrap_or_else(|| Reader::new(None, None, false))
+}
+
+/// The reply as content blocks: thinking, text, then each call.
+fn blocks(reply: &Reply) -> Vec<OutputBlock> {
+    let mut out = Vec::new();
+    if let Some(thinking) = &reply.reasoning {
+        out.push(OutputBlock::Thinking { thinking: thinking.clone(), signature: String::new() });
+    }
+    if !reply.content.is_empty() {
+        out.push(OutputBlock::Text { text: reply.content.clone() });
+    }
+    for call in &reply.calls {
+        let input = serde_json::from_str(&call.arguments).unwrap_or(Value::Object(Default::default()));
+        out.push(OutputBlock::ToolUse { id: call.id.clone(), name: call.name.clone(), input });
+    }
+    out
+}
+
+/// A message with no content yet.
+fn message(started: &Started) -> MessageResponse {
+    MessageResponse {
+        id: started.id.clone(),
+        kind: "message",
+        role: "assistant",
+        model: started.resident.id.clone(),
+        content: Vec::new(),
+        stop_reason: None,
+        stop_sequence: None,
+        usage: MessageUsage { input_tokens: started.prompt_tokens, ..Default::default() },
+    }
+}
+
+/// `tool_use` when the reply called, else why it ended. The runtime does not say which stop
+/// string ended a reply, so a stop string reads as `end_turn`.
+fn stop_reason(reason: FinishReason, called: bool) -> &'static str {
+    match reason {
+        FinishReason::Length => "max_tokens",
+        _ if called => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+fn message_usage(u: &Usage) -> MessageUsage {
+    MessageUsage {
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+        cache_read_input_tokens: u.cached_tokens,
+        cache_creation_input_tokens: 0,
+    }
+}
+
+/// A streamed reply: which content block is open, and what each piece adds.
+struct Streaming {
+    started: Started,
+    reader: Reader,
+    usage: Usage,
+    /// The open block's index and kind.
+    open: Option<(usize, Kind)>,
+    blocks: usize,
+    done: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Thinking,
+    Text,
+    ToolUse,
+}
+
+impl Streaming {
+    /// The events a piece of the reply makes: a block opened where its kind changes, then its delta.
+    fn piece(&mut self, d: Delta) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        let (kind, start, delta) = match d {
+            Delta::Reasoning(thinking) => (
+                Kind::Thinking,
+                OutputBlock::Thinking { thinking: String::new(), signature: String::new() },
+                BlockDelta::Thinking { thinking },
+            ),
+            Delta::Content(text) => (Kind::Text, OutputBlock::Text { text: String::new() }, BlockDelta::Text { text }),
+            Delta::Call { id, name, .. } => {
+                // Each call is its own block.
+                out.extend(self.close());
+                let input = Value::Object(Default::default());
+                let index = self.open_block(Kind::ToolUse);
+                out.push(StreamEvent::ContentBlockStart { index, content_block: OutputBlock::ToolUse { id, name, input } });
+                return out;
+            }
+            Delta::Arguments { text, .. } => {
+                (Kind::ToolUse, OutputBlock::Text { text: String::new() }, BlockDelta::InputJson { partial_json: text })
+            }
+        };
+        if self.open.map(|(_, k)| k) != Some(kind) {
+            out.extend(self.close());
+            let index = self.open_block(kind);
+            out.push(StreamEvent::ContentBlockStart { index, content_block: start });
+        }
+        let index = self.open.map_or(0, |(i, _)| i);
+        out.push(StreamEvent::ContentBlockDelta { index, delta });
+        out
+    }
+
+    fn open_block(&mut self, kind: Kind) -> usize {
+        let index = self.blocks;
+        self.blocks += 1;
+        self.open = Some((index, kind));
+        index
+    }
+
+    fn close(&mut self) -> Option<StreamEvent> {
+        self.open.take().map(|(index, _)| StreamEvent::ContentBlockStop { index })
+    }
+
+    fn on(&mut self, event: Option<Event>) -> Vec<StreamEvent> {
+        match event {
+            Some(Event::Token { text, .. }) => self.reader.push(&text).into_iter().flat_map(|d| self.piece(d)).collect(),
+            Some(Event::Finished { reason, usage, .. }) => {
+                add_usage(&mut self.usage, usage);
+                let mut out: Vec<StreamEvent> = self.reader.finish().into_iter().flat_map(|d| self.piece(d)).collect();
+                out.extend(self.close());
+                let stop_reason = Some(stop_reason(reason, !self.reader.reply().calls.is_empty()));
+                let delta = MessageDeltaBody { stop_reason, stop_sequence: None };
+                out.push(StreamEvent::MessageDelta { delta, usage: message_usage(&self.usage) });
+                out.push(StreamEvent::MessageStop);
+                self.done = true;
+                out
+            }
+            failed @ (Some(Event::Failed(_)) | None) => {
+                self.done = true;
+                let e = generation::failure(failed);
+                vec![StreamEvent::Error { error: crate::api::anthropic::AnthropicError { kind: e.detail().kind, message: e.message } }]
+            }
+        }
+    }
+}
+
+fn sse_event(e: &StreamEvent) -> Result<SseEvent, Infallible> {
+    let json = serde_json::to_value(e).unwrap_or_default();
+    let name = json["type"].as_str().unwrap_or("error").to_string();
+    Ok(SseEvent::default().event(name).data(json.to_string()))
+}
+
+/// Dropping the stream (the client went away) drops the receiver, which frees the sequence.
+fn sse(started: Started) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let head = vec![StreamEvent::MessageStart { message: message(&started) }, StreamEvent::Ping];
+    let reader = reader(&started);
+    let st = Streaming { started, reader, usage: Usage::default(), open: None, blocks: 0, done: false };
+    let body = stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let event = st.started.events.recv().await;
+        Some((st.on(event), st))
+    });
+    let events = stream::iter(head).chain(body.flat_map(stream::iter)).map(|e| sse_event(&e));
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,405 @@
+//! OpenAI's Responses API (`/v1/responses`) on the same generation: items become the one chat
+//! request, the reply is read back into reasoning, message and function-call items, streamed
+//! as the API's events; responses are stored in the server's database (unless `store` is
+//! false) for `GET`, `DELETE` and `previous_response_id`.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use hearth_runtime::{Event, FinishReason, Usage};
+use hearth_tools::{Delta, Reader, Reply};
+use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::responses::{
+    CreateResponse, Deleted, IncompleteDetails, InputItem, InputTokensDetails, ItemType, OutputItem, OutputText, OutputTokensDetails,
+    PartType, ResponseObject, ResponseUsage, StreamEvent, TextConfig, TextFormat,
+};
+use crate::api::{Body, Errors, ModelErrors, StringOr};
+use crate::error::ApiError;
+use crate::generation::{self, add_usage, Started};
+use crate::request;
+use crate::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(get, delete))
+}
+
+/// Create a response; server-sent events when `stream`.
+#[utoipa::path(post, path = "/v1/responses", tag = "openai", request_body = CreateResponse, responses(
+    (status = 200, description = "JSON, or server-sent events with `stream`", content((ResponseObject = "application/json"), (StreamEvent = "text/event-stream"))),
+    ModelErrors,
+))]
+async fn create(State(state): State<AppState>, Body(body): Body<CreateResponse>) -> Result<Response, ApiError> {
+    // The stored conversation comes first, then this request's items.
+    let mut items = match &body.previous_response_id {
+        None => Vec::new(),
+        Some(id) => {
+            let (_, conversation) = state
+                .models
+                .registry
+                .response(id)?
+                .ok_or_else(|| ApiError::invalid("previous_response_id", format!("no stored response has id {id:?}")))?;
+            crate::api::from_value::<Vec<InputItem>>(conversation).map_err(|e| ApiError::invalid("previous_response_id", e.message))?
+        }
+    };
+    let earlier = items.len();
+    items.extend(match body.input.clone() {
+        StringOr::String(text) => vec![user_message(text)],
+        StringOr::Other(list) => list,
+    });
+    let req = request::responses(&body, &items, earlier)?;
+    let streaming = body.stream.unwrap_or(false);
+    let started = generation::start(&state, req, "resp").await?;
+    let turn = Turn { state: state.clone(), request: body, items };
+    if streaming {
+        return Ok(sse(turn, started).into_response());
+    }
+    let mut started = started;
+    let (choices, usage) = generation::collect(&mut started).await?;
+    let choice = choices.into_iter().next().unwrap_or_default();
+    let mut reader = reader(&started);
+    reader.push(&choice.text);
+    reader.finish();
+    let response = turn.finish(&started, reader.reply(), choice.finish.unwrap_or(FinishReason::Stop), &usage)?;
+    Ok(Json(response).into_response())
+}
+
+/// A stored response.
+#[utoipa::path(get, path = "/v1/responses/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, description = "Done", body = ResponseObject), Errors))]
+async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (response, _) = state.models.registry.response(&id)?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(response))
+}
+
+/// Delete a stored response.
+#[utoipa::path(delete, path = "/v1/responses/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, description = "Done", body = Deleted), Errors))]
+async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Deleted>, ApiError> {
+    if !state.models.registry.delete_response(&id)? {
+        return Err(not_found(&id));
+    }
+    Ok(Json(Deleted { id, object: "response", deleted: true }))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no stored response has id {id:?}"))
+}
+
+fn user_message(text: String) -> InputItem {
+    InputItem {
+        kind: None,
+        role: Some("user".into()),
+        content: Some(StringOr::String(text)),
+        id: None,
+        status: None,
+        call_id: None,
+        name: None,
+        arguments: None,
+        output: None,
+        summary: None,
+        encrypted_content: None,
+    }
+}
+
+fn reader(started: &Started) -> Reader {
+    started.reading.map(|r| r.reader()).unwrap_or_else(|| Reader::new(None, None, false))
+}
+
+/// What a response needs besides the reply: the request (echoed in the response) and the
+/// conversation so far (stored with it).
+struct Turn {
+    state: AppState,
+    request: CreateResponse,
+    items: Vec<InputItem>,
+}
+
+impl Turn {
+    /// The response before any output.
+    fn response(&self, started: &Started, status: &'static str) -> ResponseObject {
+        let r = &self.request;
+        ResponseObject {
+            id: started.id.clone(),
+            object: "response",
+            created_at: started.created,
+            status,
+            model: started.resident.id.clone(),
+            output: Vec::new(),
+            usage: ResponseUsage::default(),
+            error: None,
+            incomplete_details: None,
+            instructions: r.instructions.clone(),
+            max_output_tokens: r.max_output_tokens,
+            parallel_tool_calls: r.parallel_tool_calls.unwrap_or(true),
+            previous_response_id: r.previous_response_id.clone(),
+            reasoning: r.reasoning.clone(),
+            store: r.store.unwrap_or(true),
+            temperature: r.temperature,
+            top_p: r.top_p,
+            text: r.text.clone().unwrap_or(TextConfig { format: Some(TextFormat::Text), verbosity: None }),
+            tool_choice: match &r.tool_choice {
+                None => json!("auto"),
+                Some(StringOr::String(s)) => json!(s),
+                Some(StringOr::Other(named)) => serde_json::to_value(named).unwrap_or_default(),
+            },
+            tools: r.tools.clone().unwrap_or_default(),
+            metadata: r.metadata.clone().unwrap_or_else(|| json!({})),
+        }
+    }
+
+    /// The finished response, stored unless the request said not to.
+    fn finish(self, started: &Started, reply: &Reply, reason: FinishReason, usage: &Usage) -> Result<ResponseObject, ApiError> {
+        let cut = reason == FinishReason::Length;
+        let mut response = self.response(started, if cut { "incomplete" } else { "completed" });
+        response.incomplete_details = cut.then_some(IncompleteDetails { reason: "max_output_tokens" });
+        response.output = output_items(started, reply);
+        response.usage = ResponseUsage {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+            input_tokens_details: InputTokensDetails { cached_tokens: usage.cached_tokens },
+            output_tokens_details: OutputTokensDetails::default(),
+        };
+        if response.store {
+            // The conversation goes on from this response's items and its output, as input items.
+            let mut conversation = serde_json::to_value(&self.items).unwrap_or_default();
+            if let Value::Array(list) = &mut conversation {
+                list.extend(response.output.iter().map(|o| serde_json::to_value(o).unwrap_or_default()));
+            }
+            let json = serde_json::to_value(&response).unwrap_or_default();
+            self.state.models.registry.store_response(&response.id, response.created_at, &json, &conversation)?;
+        }
+        Ok(response)
+    }
+}
+
+/// The reply as output items: reasoning, the message, then each call. Item ids derive from the
+/// response's, so a stored conversation reads back the same.
+fn output_items(started: &Started, reply: &Reply) -> Vec<OutputItem> {
+    let suffix = started.id.trim_start_matches("resp-");
+    let mut out = Vec::new();
+    if let Some(text) = &reply.reasoning {
+        out.push(OutputItem::Reasoning {
+            id: format!("rs_{suffix}"),
+            summary: Vec::new(),
+            content: vec![part(PartType::ReasoningText, text)],
+        });
+    }
+    if !reply.content.is_empty() || reply.calls.is_empty() {
+        out.push(message_item(suffix, &reply.content));
+    }
+    for (i, c) in reply.calls.iter().enumerate() {
+        out.push(call_item(suffix, i, &c.id, &c.name, &c.arguments));
+    }
+    out
+}
+
+fn part(kind: PartType, text: &str) -> OutputText {
+    OutputText { kind, text: text.to_string(), annotations: (kind == PartType::OutputText).then(Vec::new) }
+}
+
+fn message_item(suffix: &str, text: &str) -> OutputItem {
+    OutputItem::Message {
+        id: format!("msg_{suffix}"),
+        status: "completed",
+        role: "assistant",
+        content: vec![part(PartType::OutputText, text)],
+    }
+}
+
+fn call_item(suffix: &str, index: usize, call_id: &str, name: &str, arguments: &str) -> OutputItem {
+    OutputItem::FunctionCall {
+        id: format!("fc_{suffix}_{index}"),
+        call_id: call_id.to_string(),
+        name: name.to_string(),
+        arguments: arguments.to_string(),
+        status: "completed",
+    }
+}
+
+/// A streamed response: the open output item, and the events each piece makes.
+struct Streaming {
+    turn: Option<Turn>,
+    started: Started,
+    reader: Reader,
+    usage: Usage,
+    sequence: usize,
+    /// The open item: its output index, kind and text so far.
+    open: Option<(usize, ItemType, String)>,
+    items: usize,
+    done: bool,
+}
+
+impl Streaming {
+    fn event(&mut self, kind: &'static str, fields: Value) -> StreamEvent {
+        let fields = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        self.sequence += 1;
+        StreamEvent { kind, sequence_number: self.sequence - 1, fields }
+    }
+
+    fn suffix(&self) -> String {
+        self.started.id.trim_start_matches("resp-").to_string()
+    }
+
+    fn item_id(&self, kind: ItemType, index: usize) -> String {
+        let suffix = self.suffix();
+        match kind {
+            ItemType::Reasoning => format!("rs_{suffix}"),
+            ItemType::FunctionCall => format!("fc_{suffix}_{index}"),
+            _ => format!("msg_{suffix}"),
+        }
+    }
+
+    /// Opens an item of `kind` (closing another) unless one is open.
+    fn ensure(&mut self, kind: ItemType, item: Value) -> Vec<StreamEvent> {
+        if matches!(&self.open, Some((_, k, _)) if *k == kind) {
+            return Vec::new();
+        }
+        let mut out = self.close();
+        let index = self.items;
+        self.items += 1;
+        self.open = Some((index, kind, String::new()));
+        out.push(self.event("response.output_item.added", json!({"output_index": index, "item": item})));
+        if kind == ItemType::Message {
+            let id = self.item_id(kind, 0);
+            let part = json!({"type": "output_text", "text": "", "annotations": []});
+            out.push(
+                self.event("response.content_part.added", json!({"item_id": id, "output_index": index, "content_index": 0, "part": part})),
+            );
+        }
+        out
+    }
+
+    /// The events that end the open item.
+    fn close(&mut self) -> Vec<StreamEvent> {
+        let Some((index, kind, text)) = self.open.take() else { return Vec::new() };
+        let suffix = self.suffix();
+        let mut out = Vec::new();
+        let item = match kind {
+            ItemType::Reasoning => {
+                let id = self.item_id(kind, 0);
+                out.push(self.event(
+                    "response.reasoning_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
+                ));
+                OutputItem::Reasoning { id, summary: Vec::new(), content: vec![part(PartType::ReasoningText, &text)] }
+            }
+            ItemType::FunctionCall => {
+                let n = self.reader.reply().calls.len() - 1;
+                let call = &self.reader.reply().calls[n];
+                let (id, name, call_id) = (self.item_id(kind, n), call.name.clone(), call.id.clone());
+                out.push(
+                    self.event("response.function_call_arguments.done", json!({"item_id": id, "output_index": index, "arguments": text})),
+                );
+                call_item(&suffix, n, &call_id, &name, &text)
+            }
+            _ => {
+                let id = self.item_id(kind, 0);
+                let done = json!({"item_id": id, "output_index": index, "content_index": 0, "text": text});
+                out.push(self.event("response.output_text.done", done));
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                out.push(
+                    self.event(
+                        "response.content_part.done",
+                        json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                    ),
+                );
+                message_item(&suffix, &text)
+            }
+        };
+        out.push(self.event("response.output_item.done", json!({"output_index": index, "item": item})));
+        out
+    }
+
+    fn piece(&mut self, d: Delta) -> Vec<StreamEvent> {
+        let (kind, delta_type, delta, extra) = match d {
+            Delta::Reasoning(text) => {
+                let item = json!({"type": "reasoning", "id": self.item_id(ItemType::Reasoning, 0), "summary": [], "content": []});
+                let mut out = self.ensure(ItemType::Reasoning, item);
+                out.extend(self.delta(ItemType::Reasoning, "response.reasoning_text.delta", text, true));
+                return out;
+            }
+            Delta::Content(text) => (ItemType::Message, "response.output_text.delta", text, true),
+            Delta::Call { index, id, name } => {
+                let mut out = self.close();
+                let item = json!({"type": "function_call", "id": self.item_id(ItemType::FunctionCall, index), "call_id": id, "name": name,
+                                  "arguments": "", "status": "in_progress"});
+                out.extend(self.ensure(ItemType::FunctionCall, item));
+                return out;
+            }
+            Delta::Arguments { text, .. } => (ItemType::FunctionCall, "response.function_call_arguments.delta", text, false),
+        };
+        let item = json!({"type": "message", "id": self.item_id(ItemType::Message, 0), "status": "in_progress", "role": "assistant", "content": []});
+        let mut out = if kind == ItemType::Message { self.ensure(kind, item) } else { Vec::new() };
+        out.extend(self.delta(kind, delta_type, delta, extra));
+        out
+    }
+
+    fn delta(&mut self, kind: ItemType, event: &'static str, delta: String, has_part: bool) -> Vec<StreamEvent> {
+        let Some((index, _, text)) = self.open.as_mut() else { return Vec::new() };
+        text.push_str(&delta);
+        let index = *index;
+        let n = self.reader.reply().calls.len().saturating_sub(1);
+        let id = self.item_id(kind, n);
+        let mut fields = json!({"item_id": id, "output_index": index, "delta": delta});
+        if has_part {
+            fields["content_index"] = 0.into();
+        }
+        vec![self.event(event, fields)]
+    }
+
+    fn on(&mut self, event: Option<Event>) -> Vec<StreamEvent> {
+        match event {
+            Some(Event::Token { text, .. }) => self.reader.push(&text).into_iter().flat_map(|d| self.piece(d)).collect(),
+            Some(Event::Finished { reason, usage, .. }) => {
+                add_usage(&mut self.usage, usage);
+                let mut out: Vec<StreamEvent> = self.reader.finish().into_iter().flat_map(|d| self.piece(d)).collect();
+                out.extend(self.close());
+                self.done = true;
+                let Some(turn) = self.turn.take() else { return out };
+                match turn.finish(&self.started, &self.reader.reply().clone(), reason, &self.usage) {
+                    Ok(response) => {
+                        let kind = if response.status == "completed" { "response.completed" } else { "response.incomplete" };
+                        out.push(self.event(kind, json!({"response": response})));
+                    }
+                    Err(e) => out.push(self.event("error", json!({"code": e.code, "message": e.message, "param": e.param}))),
+                }
+                out
+            }
+            failed @ (Some(Event::Failed(_)) | None) => {
+                self.done = true;
+                let e = generation::failure(failed);
+                vec![self.event("error", json!({"code": e.code, "message": e.message, "param": e.param}))]
+            }
+        }
+    }
+}
+
+fn sse_event(e: &StreamEvent) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().event(e.kind).data(serde_json::to_string(e).unwrap_or_default()))
+}
+
+/// Dropping the stream (the client went away) drops the receiver, which frees the sequence.
+fn sse(turn: Turn, started: Started) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let reader = reader(&started);
+    let created = turn.response(&started, "in_progress");
+    let mut st = Streaming { turn: Some(turn), started, reader, usage: Usage::default(), sequence: 0, open: None, items: 0, done: false };
+    let head =
+        vec![st.event("response.created", json!({"response": created})), st.event("response.in_progress", json!({"response": created}))];
+    let body = stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let event = st.started.events.recv().await;
+        Some((st.on(event), st))
+    });
+    let events = stream::iter(head).chain(body.flat_map(stream::iter)).map(|e| sse_event(&e));
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
