@@ -9,18 +9,19 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
-use hearth_runtime::{Event, FinishReason, Usage};
-use hearth_tools::{Delta, Reader, Reply};
+use hearth_runtime::{FinishReason, Usage};
+use hearth_tools::{Delta, Reply};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::anthropic::{
-    BlockDelta, CountTokensRequest, MessageDeltaBody, MessageResponse, MessageUsage, MessagesRequest, OutputBlock, StreamEvent, TokenCount,
+    AnthropicError, BlockDelta, CountTokensRequest, MessageDeltaBody, MessageResponse, MessageUsage, MessagesRequest, OutputBlock,
+    StreamEvent, TokenCount,
 };
 use crate::api::{Body, ModelErrors};
 use crate::error::ApiError;
-use crate::generation::{self, add_usage, Started};
+use crate::generation::{self, Started};
 use crate::request;
 use crate::AppState;
 
@@ -41,7 +42,7 @@ async fn messages(State(state): State<AppState>, Body(body): Body<MessagesReques
     }
     let (choices, usage) = generation::collect(&mut started).await?;
     let choice = choices.into_iter().next().unwrap_or_default();
-    let mut reader = reader(&started);
+    let mut reader = started.reader();
     reader.push(&choice.text);
     reader.finish();
     let reply = reader.reply();
@@ -58,10 +59,6 @@ async fn messages(State(state): State<AppState>, Body(body): Body<MessagesReques
 async fn count_tokens(State(state): State<AppState>, Body(body): Body<CountTokensRequest>) -> Result<Json<TokenCount>, ApiError> {
     let prepared = generation::prepare(&state, request::anthropic_count(body)?).await?;
     Ok(Json(TokenCount { input_tokens: prepared.prompt_tokens() }))
-}
-
-fn reader(started: &Started) -> Reader {
-    started.reading.map(|r| r.reader()).unwrap_or_else(|| Reader::new(None, None, false))
 }
 
 /// The reply as content blocks: thinking, text, then each call.
@@ -113,15 +110,12 @@ fn message_usage(u: &Usage) -> MessageUsage {
     }
 }
 
-/// A streamed reply: which content block is open, and what each piece adds.
-struct Streaming {
-    started: Started,
-    reader: Reader,
-    usage: Usage,
+/// A streamed reply's content blocks: which is open, and how many there were.
+#[derive(Default)]
+struct Blocks {
     /// The open block's index and kind.
     open: Option<(usize, Kind)>,
-    blocks: usize,
-    done: bool,
+    count: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -131,70 +125,58 @@ enum Kind {
     ToolUse,
 }
 
-impl Streaming {
-    /// The events a piece of the reply makes: a block opened where its kind changes, then its delta.
-    fn piece(&mut self, d: Delta) -> Vec<StreamEvent> {
+impl Blocks {
+    fn open_block(&mut self, kind: Kind, content_block: OutputBlock, out: &mut Vec<StreamEvent>) {
+        out.extend(self.close());
+        let index = self.count;
+        self.count += 1;
+        self.open = Some((index, kind));
+        out.push(StreamEvent::ContentBlockStart { index, content_block });
+    }
+
+    fn close(&mut self) -> Option<StreamEvent> {
+        self.open.take().map(|(index, _)| StreamEvent::ContentBlockStop { index })
+    }
+}
+
+impl generation::ReplyFormat for Blocks {
+    type Message = StreamEvent;
+
+    /// A block opens where the kind of piece changes (each call is its own), then its delta.
+    fn piece(&mut self, _: &Reply, d: Delta) -> Vec<StreamEvent> {
         let mut out = Vec::new();
-        let (kind, start, delta) = match d {
-            Delta::Reasoning(thinking) => (
-                Kind::Thinking,
-                OutputBlock::Thinking { thinking: String::new(), signature: String::new() },
-                BlockDelta::Thinking { thinking },
-            ),
-            Delta::Content(text) => (Kind::Text, OutputBlock::Text { text: String::new() }, BlockDelta::Text { text }),
+        let (kind, delta) = match d {
             Delta::Call { id, name, .. } => {
-                // Each call is its own block.
-                out.extend(self.close());
                 let input = Value::Object(Default::default());
-                let index = self.open_block(Kind::ToolUse);
-                out.push(StreamEvent::ContentBlockStart { index, content_block: OutputBlock::ToolUse { id, name, input } });
+                self.open_block(Kind::ToolUse, OutputBlock::ToolUse { id, name, input }, &mut out);
                 return out;
             }
-            Delta::Arguments { text, .. } => {
-                (Kind::ToolUse, OutputBlock::Text { text: String::new() }, BlockDelta::InputJson { partial_json: text })
-            }
+            Delta::Arguments { text, .. } => (Kind::ToolUse, BlockDelta::InputJson { partial_json: text }),
+            Delta::Reasoning(thinking) => (Kind::Thinking, BlockDelta::Thinking { thinking }),
+            Delta::Content(text) => (Kind::Text, BlockDelta::Text { text }),
         };
         if self.open.map(|(_, k)| k) != Some(kind) {
-            out.extend(self.close());
-            let index = self.open_block(kind);
-            out.push(StreamEvent::ContentBlockStart { index, content_block: start });
+            let start = match kind {
+                Kind::Thinking => OutputBlock::Thinking { thinking: String::new(), signature: String::new() },
+                _ => OutputBlock::Text { text: String::new() },
+            };
+            self.open_block(kind, start, &mut out);
         }
         let index = self.open.map_or(0, |(i, _)| i);
         out.push(StreamEvent::ContentBlockDelta { index, delta });
         out
     }
 
-    fn open_block(&mut self, kind: Kind) -> usize {
-        let index = self.blocks;
-        self.blocks += 1;
-        self.open = Some((index, kind));
-        index
+    fn end(&mut self, _: &Started, reply: &Reply, reason: FinishReason, usage: &Usage) -> Vec<StreamEvent> {
+        let mut out: Vec<StreamEvent> = self.close().into_iter().collect();
+        let delta = MessageDeltaBody { stop_reason: Some(stop_reason(reason, !reply.calls.is_empty())), stop_sequence: None };
+        out.push(StreamEvent::MessageDelta { delta, usage: message_usage(usage) });
+        out.push(StreamEvent::MessageStop);
+        out
     }
 
-    fn close(&mut self) -> Option<StreamEvent> {
-        self.open.take().map(|(index, _)| StreamEvent::ContentBlockStop { index })
-    }
-
-    fn on(&mut self, event: Option<Event>) -> Vec<StreamEvent> {
-        match event {
-            Some(Event::Token { text, .. }) => self.reader.push(&text).into_iter().flat_map(|d| self.piece(d)).collect(),
-            Some(Event::Finished { reason, usage, .. }) => {
-                add_usage(&mut self.usage, usage);
-                let mut out: Vec<StreamEvent> = self.reader.finish().into_iter().flat_map(|d| self.piece(d)).collect();
-                out.extend(self.close());
-                let stop_reason = Some(stop_reason(reason, !self.reader.reply().calls.is_empty()));
-                let delta = MessageDeltaBody { stop_reason, stop_sequence: None };
-                out.push(StreamEvent::MessageDelta { delta, usage: message_usage(&self.usage) });
-                out.push(StreamEvent::MessageStop);
-                self.done = true;
-                out
-            }
-            failed @ (Some(Event::Failed(_)) | None) => {
-                self.done = true;
-                let e = generation::failure(failed);
-                vec![StreamEvent::Error { error: crate::api::anthropic::AnthropicError { kind: e.detail().kind, message: e.message } }]
-            }
-        }
+    fn failed(&mut self, e: ApiError) -> Vec<StreamEvent> {
+        vec![StreamEvent::Error { error: AnthropicError { kind: e.detail().kind, message: e.message } }]
     }
 }
 
@@ -204,18 +186,8 @@ fn sse_event(e: &StreamEvent) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().event(name).data(json.to_string()))
 }
 
-/// Dropping the stream (the client went away) drops the receiver, which frees the sequence.
 fn sse(started: Started) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let head = vec![StreamEvent::MessageStart { message: message(&started) }, StreamEvent::Ping];
-    let reader = reader(&started);
-    let st = Streaming { started, reader, usage: Usage::default(), open: None, blocks: 0, done: false };
-    let body = stream::unfold(st, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        let event = st.started.events.recv().await;
-        Some((st.on(event), st))
-    });
-    let events = stream::iter(head).chain(body.flat_map(stream::iter)).map(|e| sse_event(&e));
+    let events = stream::iter(head).chain(generation::stream_reply(started, Blocks::default())).map(|e| sse_event(&e));
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hearth_constrain::Grammar;
 use hearth_runtime::{Event, FinishReason, GenerateParams, Request, RuntimeError, TokenLogprob, Usage};
 use hearth_tokenizer::RenderOptions;
-use hearth_tools::{Format, Reader, Reasoning, Tool};
+use hearth_tools::{Delta, Format, Reader, Reasoning, Reply, Tool};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::openai as api;
@@ -44,6 +44,65 @@ impl Prepared {
     pub fn prompt_tokens(&self) -> usize {
         self.prompt.len()
     }
+}
+
+impl Started {
+    /// A reader for the reply: its calls and reasoning as `reading` says, else its text.
+    pub fn reader(&self) -> Reader {
+        self.reading.map(|r| r.reader()).unwrap_or_else(|| Reader::new(None, None, false))
+    }
+}
+
+/// How a front end streams one reply (n = 1): the messages each piece of it, its end and a
+/// failure make.
+pub trait ReplyFormat: Send + 'static {
+    type Message: Send + 'static;
+    /// `reply`: what has been read so far, this piece included.
+    fn piece(&mut self, reply: &Reply, piece: Delta) -> Vec<Self::Message>;
+    fn end(&mut self, started: &Started, reply: &Reply, reason: FinishReason, usage: &Usage) -> Vec<Self::Message>;
+    fn failed(&mut self, e: ApiError) -> Vec<Self::Message>;
+}
+
+/// A reply's messages in `format`, event by event, until it is over. Dropping the stream (the
+/// client went away) drops the event receiver, which frees the sequence at the scheduler's
+/// next step.
+pub fn stream_reply<F: ReplyFormat>(started: Started, format: F) -> impl futures_util::Stream<Item = F::Message> + Send {
+    use futures_util::stream::{self, StreamExt};
+    struct State<F> {
+        started: Started,
+        reader: Reader,
+        usage: Usage,
+        format: F,
+        over: bool,
+    }
+    let reader = started.reader();
+    let state = State { started, reader, usage: Usage::default(), format, over: false };
+    stream::unfold(state, |mut s| async move {
+        if s.over {
+            return None;
+        }
+        let (pieces, end) = match s.started.events.recv().await {
+            Some(Event::Token { text, .. }) => (s.reader.push(&text), None),
+            Some(Event::Finished { reason, usage, .. }) => {
+                add_usage(&mut s.usage, usage);
+                (s.reader.finish(), Some(reason))
+            }
+            failed => {
+                s.over = true;
+                return Some((s.format.failed(failure(failed)), s));
+            }
+        };
+        let mut out = Vec::new();
+        for d in pieces {
+            out.extend(s.format.piece(s.reader.reply(), d));
+        }
+        if let Some(reason) = end {
+            out.extend(s.format.end(&s.started, s.reader.reply(), reason, &s.usage));
+            s.over = true;
+        }
+        Some((out, s))
+    })
+    .flat_map(stream::iter)
 }
 
 /// How a chat reply is read back: its tool calls in the model's format (when it was offered

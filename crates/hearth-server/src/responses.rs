@@ -10,8 +10,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
-use hearth_runtime::{Event, FinishReason, Usage};
-use hearth_tools::{Delta, Reader, Reply};
+use hearth_runtime::{FinishReason, Usage};
+use hearth_tools::{Delta, Reply};
 use serde_json::{json, Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,7 +22,7 @@ use crate::api::responses::{
 };
 use crate::api::{Body, Errors, ModelErrors, StringOr};
 use crate::error::ApiError;
-use crate::generation::{self, add_usage, Started};
+use crate::generation::{self, Started};
 use crate::request;
 use crate::AppState;
 
@@ -63,7 +63,7 @@ async fn create(State(state): State<AppState>, Body(body): Body<CreateResponse>)
     let mut started = started;
     let (choices, usage) = generation::collect(&mut started).await?;
     let choice = choices.into_iter().next().unwrap_or_default();
-    let mut reader = reader(&started);
+    let mut reader = started.reader();
     reader.push(&choice.text);
     reader.finish();
     let response = turn.finish(&started, reader.reply(), choice.finish.unwrap_or(FinishReason::Stop), &usage)?;
@@ -104,10 +104,6 @@ fn user_message(text: String) -> InputItem {
         summary: None,
         encrypted_content: None,
     }
-}
-
-fn reader(started: &Started) -> Reader {
-    started.reading.map(|r| r.reader()).unwrap_or_else(|| Reader::new(None, None, false))
 }
 
 /// What a response needs besides the reply: the request (echoed in the response) and the
@@ -221,20 +217,19 @@ fn call_item(suffix: &str, index: usize, call_id: &str, name: &str, arguments: &
     }
 }
 
-/// A streamed response: the open output item, and the events each piece makes.
-struct Streaming {
+/// A streamed response's items: the open one, how many there were, and the events' numbering.
+struct Items {
+    /// Taken when the response ends (it is finished and stored then).
     turn: Option<Turn>,
-    started: Started,
-    reader: Reader,
-    usage: Usage,
+    /// The response id's suffix, which item ids share.
+    suffix: String,
     sequence: usize,
     /// The open item: its output index, kind and text so far.
     open: Option<(usize, ItemType, String)>,
-    items: usize,
-    done: bool,
+    count: usize,
 }
 
-impl Streaming {
+impl Items {
     fn event(&mut self, kind: &'static str, fields: Value) -> StreamEvent {
         let fields = match fields {
             Value::Object(map) => map,
@@ -244,12 +239,8 @@ impl Streaming {
         StreamEvent { kind, sequence_number: self.sequence - 1, fields }
     }
 
-    fn suffix(&self) -> String {
-        self.started.id.trim_start_matches("resp-").to_string()
-    }
-
     fn item_id(&self, kind: ItemType, index: usize) -> String {
-        let suffix = self.suffix();
+        let suffix = &self.suffix;
         match kind {
             ItemType::Reasoning => format!("rs_{suffix}"),
             ItemType::FunctionCall => format!("fc_{suffix}_{index}"),
@@ -258,13 +249,13 @@ impl Streaming {
     }
 
     /// Opens an item of `kind` (closing another) unless one is open.
-    fn ensure(&mut self, kind: ItemType, item: Value) -> Vec<StreamEvent> {
+    fn ensure(&mut self, reply: &Reply, kind: ItemType, item: Value) -> Vec<StreamEvent> {
         if matches!(&self.open, Some((_, k, _)) if *k == kind) {
             return Vec::new();
         }
-        let mut out = self.close();
-        let index = self.items;
-        self.items += 1;
+        let mut out = self.close(reply);
+        let index = self.count;
+        self.count += 1;
         self.open = Some((index, kind, String::new()));
         out.push(self.event("response.output_item.added", json!({"output_index": index, "item": item})));
         if kind == ItemType::Message {
@@ -278,9 +269,9 @@ impl Streaming {
     }
 
     /// The events that end the open item.
-    fn close(&mut self) -> Vec<StreamEvent> {
+    fn close(&mut self, reply: &Reply) -> Vec<StreamEvent> {
         let Some((index, kind, text)) = self.open.take() else { return Vec::new() };
-        let suffix = self.suffix();
+        let suffix = self.suffix.clone();
         let mut out = Vec::new();
         let item = match kind {
             ItemType::Reasoning => {
@@ -292,8 +283,8 @@ impl Streaming {
                 OutputItem::Reasoning { id, summary: Vec::new(), content: vec![part(PartType::ReasoningText, &text)] }
             }
             ItemType::FunctionCall => {
-                let n = self.reader.reply().calls.len() - 1;
-                let call = &self.reader.reply().calls[n];
+                let n = reply.calls.len() - 1;
+                let call = &reply.calls[n];
                 let (id, name, call_id) = (self.item_id(kind, n), call.name.clone(), call.id.clone());
                 out.push(
                     self.event("response.function_call_arguments.done", json!({"item_id": id, "output_index": index, "arguments": text})),
@@ -318,35 +309,35 @@ impl Streaming {
         out
     }
 
-    fn piece(&mut self, d: Delta) -> Vec<StreamEvent> {
+    fn piece_events(&mut self, reply: &Reply, d: Delta) -> Vec<StreamEvent> {
         let (kind, delta_type, delta, extra) = match d {
             Delta::Reasoning(text) => {
                 let item = json!({"type": "reasoning", "id": self.item_id(ItemType::Reasoning, 0), "summary": [], "content": []});
-                let mut out = self.ensure(ItemType::Reasoning, item);
-                out.extend(self.delta(ItemType::Reasoning, "response.reasoning_text.delta", text, true));
+                let mut out = self.ensure(reply, ItemType::Reasoning, item);
+                out.extend(self.delta(reply, ItemType::Reasoning, "response.reasoning_text.delta", text, true));
                 return out;
             }
             Delta::Content(text) => (ItemType::Message, "response.output_text.delta", text, true),
             Delta::Call { index, id, name } => {
-                let mut out = self.close();
+                let mut out = self.close(reply);
                 let item = json!({"type": "function_call", "id": self.item_id(ItemType::FunctionCall, index), "call_id": id, "name": name,
                                   "arguments": "", "status": "in_progress"});
-                out.extend(self.ensure(ItemType::FunctionCall, item));
+                out.extend(self.ensure(reply, ItemType::FunctionCall, item));
                 return out;
             }
             Delta::Arguments { text, .. } => (ItemType::FunctionCall, "response.function_call_arguments.delta", text, false),
         };
         let item = json!({"type": "message", "id": self.item_id(ItemType::Message, 0), "status": "in_progress", "role": "assistant", "content": []});
-        let mut out = if kind == ItemType::Message { self.ensure(kind, item) } else { Vec::new() };
-        out.extend(self.delta(kind, delta_type, delta, extra));
+        let mut out = if kind == ItemType::Message { self.ensure(reply, kind, item) } else { Vec::new() };
+        out.extend(self.delta(reply, kind, delta_type, delta, extra));
         out
     }
 
-    fn delta(&mut self, kind: ItemType, event: &'static str, delta: String, has_part: bool) -> Vec<StreamEvent> {
+    fn delta(&mut self, reply: &Reply, kind: ItemType, event: &'static str, delta: String, has_part: bool) -> Vec<StreamEvent> {
         let Some((index, _, text)) = self.open.as_mut() else { return Vec::new() };
         text.push_str(&delta);
         let index = *index;
-        let n = self.reader.reply().calls.len().saturating_sub(1);
+        let n = reply.calls.len().saturating_sub(1);
         let id = self.item_id(kind, n);
         let mut fields = json!({"item_id": id, "output_index": index, "delta": delta});
         if has_part {
@@ -354,31 +345,31 @@ impl Streaming {
         }
         vec![self.event(event, fields)]
     }
+}
 
-    fn on(&mut self, event: Option<Event>) -> Vec<StreamEvent> {
-        match event {
-            Some(Event::Token { text, .. }) => self.reader.push(&text).into_iter().flat_map(|d| self.piece(d)).collect(),
-            Some(Event::Finished { reason, usage, .. }) => {
-                add_usage(&mut self.usage, usage);
-                let mut out: Vec<StreamEvent> = self.reader.finish().into_iter().flat_map(|d| self.piece(d)).collect();
-                out.extend(self.close());
-                self.done = true;
-                let Some(turn) = self.turn.take() else { return out };
-                match turn.finish(&self.started, &self.reader.reply().clone(), reason, &self.usage) {
-                    Ok(response) => {
-                        let kind = if response.status == "completed" { "response.completed" } else { "response.incomplete" };
-                        out.push(self.event(kind, json!({"response": response})));
-                    }
-                    Err(e) => out.push(self.event("error", json!({"code": e.code, "message": e.message, "param": e.param}))),
-                }
-                out
+impl generation::ReplyFormat for Items {
+    type Message = StreamEvent;
+
+    fn piece(&mut self, reply: &Reply, d: Delta) -> Vec<StreamEvent> {
+        self.piece_events(reply, d)
+    }
+
+    /// The last item closed, then the finished (and stored) response.
+    fn end(&mut self, started: &Started, reply: &Reply, reason: FinishReason, usage: &Usage) -> Vec<StreamEvent> {
+        let mut out = self.close(reply);
+        let Some(turn) = self.turn.take() else { return out };
+        match turn.finish(started, reply, reason, usage) {
+            Ok(response) => {
+                let kind = if response.status == "completed" { "response.completed" } else { "response.incomplete" };
+                out.push(self.event(kind, json!({"response": response})));
             }
-            failed @ (Some(Event::Failed(_)) | None) => {
-                self.done = true;
-                let e = generation::failure(failed);
-                vec![self.event("error", json!({"code": e.code, "message": e.message, "param": e.param}))]
-            }
+            Err(e) => out.extend(self.failed(e)),
         }
+        out
+    }
+
+    fn failed(&mut self, e: ApiError) -> Vec<StreamEvent> {
+        vec![self.event("error", json!({"code": e.code, "message": e.message, "param": e.param}))]
     }
 }
 
@@ -386,20 +377,14 @@ fn sse_event(e: &StreamEvent) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().event(e.kind).data(serde_json::to_string(e).unwrap_or_default()))
 }
 
-/// Dropping the stream (the client went away) drops the receiver, which frees the sequence.
 fn sse(turn: Turn, started: Started) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let reader = reader(&started);
     let created = turn.response(&started, "in_progress");
-    let mut st = Streaming { turn: Some(turn), started, reader, usage: Usage::default(), sequence: 0, open: None, items: 0, done: false };
-    let head =
-        vec![st.event("response.created", json!({"response": created})), st.event("response.in_progress", json!({"response": created}))];
-    let body = stream::unfold(st, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        let event = st.started.events.recv().await;
-        Some((st.on(event), st))
-    });
-    let events = stream::iter(head).chain(body.flat_map(stream::iter)).map(|e| sse_event(&e));
+    let suffix = started.id.trim_start_matches("resp-").to_string();
+    let mut items = Items { turn: Some(turn), suffix, sequence: 0, open: None, count: 0 };
+    let head = vec![
+        items.event("response.created", json!({"response": created})),
+        items.event("response.in_progress", json!({"response": created})),
+    ];
+    let events = stream::iter(head).chain(generation::stream_reply(started, items)).map(|e| sse_event(&e));
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -91,3 +91,55 @@ async fn the_tool_format_can_be_set_by_flag() {
     assert!(raw.starts_with("<tool_call>\n{\"name\": \"get_weather\""), "{raw:?}");
     assert!(!city(&out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]).is_empty(), "{out}");
 }
+
+/// The tiny random-weight Qwen3 with Qwen3's real chat template (testdata/chat-templates), in a
+/// temporary copy: the served model's format and reasoning block come from that template.
+fn qwen3_with_its_template() -> (tempfile::TempDir, String) {
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(root.join("testdata/tiny/hf/qwen3")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let template = std::fs::read_to_string(root.join("testdata/chat-templates/Qwen-Qwen3-0.6B.jinja")).unwrap();
+    std::fs::write(dir.path().join("chat_template.jinja"), &template).unwrap();
+    let config_path = dir.path().join("tokenizer_config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["chat_template"] = template.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let spec = format!("q3={}", dir.path().display());
+    (dir, spec)
+}
+
+/// Qwen3's template renders the tools itself and teaches Hermes' `<tool_call>`: calls follow it;
+/// with `enable_thinking` false (passed through `chat_template_kwargs`) the prompt closes the
+/// reasoning block, so a constrained reply starts with its answer.
+#[tokio::test]
+async fn a_qwen3_template_sets_the_call_format_and_the_reasoning_block() {
+    let (_dir, spec) = qwen3_with_its_template();
+    let s = TestServer::start(|o| o.model = vec![spec]);
+    let c = reqwest::Client::new();
+    let url = s.url("/v1/chat/completions");
+    for seed in 0..5 {
+        let body = json!({"model": "q3", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": weather(),
+                          "tool_choice": "required", "temperature": 1.0, "seed": seed, "max_tokens": 120, "logprobs": true,
+                          "chat_template_kwargs": {"enable_thinking": false}});
+        let out: Value = c.post(&url).json(&body).send().await.unwrap().json().await.unwrap();
+        let raw: String =
+            out["choices"][0]["logprobs"]["content"].as_array().unwrap().iter().map(|t| t["token"].as_str().unwrap()).collect();
+        assert!(raw.starts_with("<tool_call>\n{\"name\": \"get_weather\""), "{raw:?}");
+        let call = &out["choices"][0]["message"]["tool_calls"][0]["function"];
+        assert_eq!(call["name"], "get_weather", "{out}");
+        city(&call["arguments"]);
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["n"],
+                            "additionalProperties": false});
+        let body = json!({"model": "q3", "messages": [{"role": "user", "content": "A digit?"}], "temperature": 1.0, "seed": seed,
+                          "max_tokens": 30, "chat_template_kwargs": {"enable_thinking": false},
+                          "response_format": {"type": "json_schema", "json_schema": {"name": "digit", "schema": schema}}});
+        let out: Value = c.post(&url).json(&body).send().await.unwrap().json().await.unwrap();
+        let message = &out["choices"][0]["message"];
+        let v: Value = serde_json::from_str(message["content"].as_str().unwrap()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(v["n"].as_i64().is_some_and(|n| (0..=9).contains(&n)), "{v}");
+        assert!(message.get("reasoning_content").is_none(), "{out}");
+    }
+}
