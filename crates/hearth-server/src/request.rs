@@ -208,6 +208,9 @@ fn tools(
     choice: Option<StringOr<crate::api::openai::NamedToolChoice>>,
     parallel: Option<bool>,
 ) -> Result<Option<Tools>> {
+    if defs.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid("tools", "`tools` must hold at least one function (or be left out)"));
+    }
     let mut list = ToolList::default();
     for (i, d) in defs.unwrap_or_default().into_iter().enumerate() {
         let f = d.function;
