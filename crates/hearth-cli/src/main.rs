@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod convert;
 mod embed;
 mod generate;
 mod kb;
@@ -36,6 +37,8 @@ enum Command {
     Rerank(embed::RerankArgs),
     /// Knowledge base: ingest documents, search them, answer questions with citations.
     Kb(kb::KbArgs),
+    /// Write a model in another format (today: MLX, float or affine-quantised).
+    Convert(convert::ConvertArgs),
     /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
     Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
@@ -164,6 +167,7 @@ fn main() {
         Command::Rerank(args) => embed::rerank(args),
         Command::Kb(args) => kb::run(args),
         Command::Serve(args) => serve::run(*args),
+        Command::Convert(args) => convert::run(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };
     if let Err(e) = result {

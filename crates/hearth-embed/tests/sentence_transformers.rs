@@ -249,75 +249,52 @@ fn a_gguf_decoder_embedder_matches_sentence_transformers() {
     check(&e, &refs, "no_prompt", &EmbedOptions::default());
 }
 
-/// Writes `tensors` (name → shape, dtype name, bytes) as one safetensors file.
-fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &str, Vec<u8>)]) {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0;
-    for (name, shape, dtype, bytes) in tensors {
-        header.insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}));
-        offset += bytes.len();
-    }
-    let header = Value::Object(header).to_string();
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend(header.as_bytes());
-    tensors.iter().for_each(|(_, _, _, bytes)| out.extend(bytes));
-    std::fs::write(path, out).unwrap();
-}
-
-/// The tiny Qwen3-Embedding converted to MLX affine 4-bit, group 32, as `mlx_lm.convert -q`
-/// lays it out (every matrix whose rows split into groups; norms stay float): it loads as an
-/// MLX model and embeds as the float model of its de-quantised weights does (the default fast
-/// path, 8-bit activations: cosine 0.9995 measured). Against the original float weights 4-bit
-/// rounding moves this random-weight model's vectors far (cosine ≈ 0.78): not the loader's doing.
+/// The tiny Qwen3-Embedding converted to MLX affine 4-bit, group 32, by `hearth convert`
+/// (`hearth_convert::to_mlx`, bit-identical to `mlx_lm.convert -q` on the decoder fixtures;
+/// the sentence-transformers folders travel with it): it loads as an MLX model and embeds as
+/// the float model of its de-quantised weights does (the default fast path, 8-bit
+/// activations: cosine 0.9995 measured). Against the original float weights 4-bit rounding
+/// moves this random-weight model's vectors far (cosine ≈ 0.78): not the loader's doing.
 #[test]
 fn an_mlx_4bit_decoder_embedder_embeds_as_its_dequantised_weights() {
-    use hearth_formats::safetensors::SafeTensors;
-    use hearth_kernels::quant::quantize_mlx_affine;
+    use hearth_convert::{to_mlx, Affine, MlxOptions};
+    use hearth_formats::safetensors::{SafeTensors, SafeTensorsWriter, TensorSpec};
+    use hearth_formats::DType;
     let (_, refs) = fixture("qwen3-embedding-tiny");
     let src = testdata("qwen3-embedding-tiny");
-    let (mlx, dequantised) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for entry in walk(&src).into_iter().filter(|p| !p.ends_with("model.safetensors")) {
-        for dir in [mlx.path(), dequantised.path()] {
-            let to = dir.join(entry.strip_prefix(&src).unwrap());
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(&entry, to).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mlx, dequantised) = (tmp.path().join("mlx"), tmp.path().join("float"));
+    to_mlx(&src, &mlx, &MlxOptions { quantize: Some(Affine { bits: 4, group_size: 32 }), ..MlxOptions::default() }).unwrap();
+    // The float twin: the same files, each quantised matrix replaced by its de-quantised values.
+    to_mlx(&src, &dequantised, &MlxOptions::default()).unwrap();
+    let quantised = SafeTensors::open(&mlx.join("model.safetensors")).unwrap().tensors;
+    let float32 = |b: &[u8]| b.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<f32>>();
+    let mut specs = Vec::new();
+    let mut data = Vec::new();
+    for (name, t) in &quantised {
+        let base = name.strip_suffix(".weight").unwrap_or(name);
+        if name.ends_with(".scales") || name.ends_with(".biases") {
+            continue;
         }
-    }
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["quantization"] = serde_json::json!({"group_size": 32, "bits": 4, "mode": "affine"});
-    std::fs::write(mlx.path().join("config.json"), config.to_string()).unwrap();
-    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (mut quantised, mut float) = (Vec::new(), Vec::new());
-    let st = SafeTensors::open(&src.join("model.safetensors")).unwrap();
-    for (name, t) in &st.tensors {
-        let values: Vec<f32> = t.data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-        let [rows, cols] = t.shape[..] else {
-            quantised.push((name.clone(), t.shape.clone(), "F32", t.data.to_vec()));
-            float.push((name.clone(), t.shape.clone(), "F32", t.data.to_vec()));
+        let Some(scales) = quantised.get(&format!("{base}.scales")) else {
+            specs.push(TensorSpec { name: name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+            data.push(t.data.to_vec());
             continue;
         };
-        let (mut packed, mut scales, mut biases, mut back) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for row in values.chunks_exact(cols) {
-            let q = quantize_mlx_affine(row, 4, 32);
-            for (i, pair) in q.packed.iter().enumerate() {
-                back.push(q.scales[i * 2 / 32] * (pair & 15) as f32 + q.biases[i * 2 / 32]);
-                back.push(q.scales[(i * 2 + 1) / 32] * (pair >> 4) as f32 + q.biases[(i * 2 + 1) / 32]);
-            }
-            packed.extend(q.packed);
-            scales.extend(q.scales);
-            biases.extend(q.biases);
-        }
-        let base = name.strip_suffix(".weight").unwrap();
-        quantised.push((name.clone(), vec![rows, cols / 8], "U32", packed));
-        quantised.push((format!("{base}.scales"), vec![rows, cols / 32], "F32", bytes(&scales)));
-        quantised.push((format!("{base}.biases"), vec![rows, cols / 32], "F32", bytes(&biases)));
-        float.push((name.clone(), t.shape.clone(), "F32", bytes(&back)));
+        let (scales, biases) = (float32(&scales.data), float32(&quantised[&format!("{base}.biases")].data));
+        let values: Vec<f32> =
+            t.data.iter().flat_map(|b| [b & 15, b >> 4]).enumerate().map(|(i, q)| scales[i / 32] * q as f32 + biases[i / 32]).collect();
+        specs.push(TensorSpec { name: name.clone(), dtype: DType::F32, shape: vec![t.shape[0], t.shape[1] * 8] });
+        data.push(values.iter().flat_map(|v| v.to_le_bytes()).collect());
     }
-    write_safetensors(&mlx.path().join("model.safetensors"), &quantised);
-    write_safetensors(&dequantised.path().join("model.safetensors"), &float);
+    let mut w = SafeTensorsWriter::create(&dequantised.join("model.safetensors"), &Default::default(), &specs).unwrap();
+    for (spec, bytes) in specs.iter().zip(&data) {
+        w.write(&spec.name, bytes).unwrap();
+    }
+    w.finish().unwrap();
 
-    let e = Embedder::load(mlx.path()).unwrap();
-    let reference = Embedder::load(dequantised.path()).unwrap();
+    let e = Embedder::load(&mlx).unwrap();
+    let reference = Embedder::load(&dequantised).unwrap();
     let (got, want) =
         (e.embed(&texts(&refs), &EmbedOptions::default()).unwrap(), reference.embed(&texts(&refs), &EmbedOptions::default()).unwrap());
     let cos = |a: &[f32], b: &[f32]| {

@@ -152,3 +152,94 @@ pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>, FormatError> {
     }
     Ok(found)
 }
+
+/// The name safetensors gives a dtype.
+pub fn dtype_name(dtype: DType) -> Result<&'static str, FormatError> {
+    Ok(match dtype {
+        DType::F32 => "F32",
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        DType::F64 => "F64",
+        DType::I8 => "I8",
+        DType::U8 => "U8",
+        DType::I16 => "I16",
+        DType::I32 => "I32",
+        DType::I64 => "I64",
+        DType::U32 => "U32",
+        DType::Ggml(t) => return Err(FormatError::Invalid(format!("safetensors cannot hold {t:?} blocks"))),
+    })
+}
+
+/// A tensor a [`SafeTensorsWriter`] will write: its name, dtype and shape.
+#[derive(Clone, Debug)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    pub fn bytes(&self) -> Result<u64, FormatError> {
+        let row = self.shape.last().copied().unwrap_or(1) as u64;
+        let rows = self.shape.iter().rev().skip(1).product::<usize>() as u64;
+        crate::tensor_bytes(self.dtype, row, rows)
+    }
+}
+
+/// Writes a safetensors file a tensor at a time: the header goes first (every tensor's size
+/// is known from its spec), then each tensor's bytes in the order the specs gave, so memory
+/// stays bounded by one tensor.
+pub struct SafeTensorsWriter {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    sizes: Vec<(String, u64)>,
+    next: usize,
+}
+
+impl SafeTensorsWriter {
+    pub fn create(path: &Path, metadata: &BTreeMap<String, String>, tensors: &[TensorSpec]) -> Result<Self, FormatError> {
+        let io = |e| FormatError::io(path, e);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+        let mut header = serde_json::Map::new();
+        if !metadata.is_empty() {
+            header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| FormatError::Invalid(e.to_string()))?);
+        }
+        let (mut offset, mut sizes) = (0u64, Vec::with_capacity(tensors.len()));
+        for t in tensors {
+            let bytes = t.bytes()?;
+            let entry = serde_json::json!({"dtype": dtype_name(t.dtype)?, "shape": t.shape, "data_offsets": [offset, offset + bytes]});
+            header.insert(t.name.clone(), entry);
+            sizes.push((t.name.clone(), bytes));
+            offset += bytes;
+        }
+        let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+        // The data starts 8-byte aligned, as the reference writer pads it.
+        text.resize(text.len().next_multiple_of(8), b' ');
+        std::io::Write::write_all(&mut out, &(text.len() as u64).to_le_bytes()).map_err(io)?;
+        std::io::Write::write_all(&mut out, &text).map_err(io)?;
+        Ok(SafeTensorsWriter { path: path.to_path_buf(), out, sizes, next: 0 })
+    }
+
+    /// The next tensor's bytes.
+    pub fn write(&mut self, name: &str, data: &[u8]) -> Result<(), FormatError> {
+        let Some((expected, bytes)) = self.sizes.get(self.next) else {
+            return Err(FormatError::Invalid(format!("{name}: more tensors than the header names")));
+        };
+        if expected != name || *bytes != data.len() as u64 {
+            return Err(FormatError::Invalid(format!("{name}: expected {expected} of {bytes} bytes, got {} bytes", data.len())));
+        }
+        std::io::Write::write_all(&mut self.out, data).map_err(|e| FormatError::io(&self.path, e))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks that every tensor was written, and puts the file on disk (synced).
+    pub fn finish(self) -> Result<(), FormatError> {
+        if self.next != self.sizes.len() {
+            return Err(FormatError::Invalid(format!("{} of {} tensors written", self.next, self.sizes.len())));
+        }
+        let io = |e| FormatError::io(&self.path, e);
+        let file = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)
+    }
+}

@@ -1,0 +1,292 @@
+//! Writing models in other formats. Today: a Hugging Face or MLX float model directory to an
+//! MLX directory, cast (`--dtype`) and optionally affine-quantised (`-q`) as `mlx_lm.convert`
+//! writes it, bit for bit. Tensors are read, converted and written one at a time into a
+//! temporary directory that is renamed into place once complete, so memory is bounded by the
+//! largest tensor and a crash never leaves a half-written model under the final name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use hearth_formats::safetensors::{model_files, SafeTensors, SafeTensorsWriter, TensorSpec, TensorView};
+use hearth_formats::{DType, FormatError};
+use hearth_kernels::quant::quantize_mlx_affine;
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The request cannot be carried out on this source (named in the message).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0} exists; pass --force to replace it")]
+    Exists(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
+    move |source| ConvertError::Io { path: path.to_path_buf(), source }
+}
+
+/// The float type weights are stored in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl FloatType {
+    pub fn parse(name: &str) -> Option<FloatType> {
+        match name {
+            "float32" => Some(FloatType::F32),
+            "float16" => Some(FloatType::F16),
+            "bfloat16" => Some(FloatType::BF16),
+            _ => None,
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            FloatType::F32 => DType::F32,
+            FloatType::F16 => DType::F16,
+            FloatType::BF16 => DType::BF16,
+        }
+    }
+
+    fn of(dtype: DType) -> Option<FloatType> {
+        match dtype {
+            DType::F32 => Some(FloatType::F32),
+            DType::F16 => Some(FloatType::F16),
+            DType::BF16 => Some(FloatType::BF16),
+            _ => None,
+        }
+    }
+
+    /// `v` as this type holds it.
+    fn round(self, v: f32) -> f32 {
+        match self {
+            FloatType::F32 => v,
+            FloatType::F16 => f16::from_f32(v).to_f32(),
+            FloatType::BF16 => bf16::from_f32(v).to_f32(),
+        }
+    }
+
+    fn bytes(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            FloatType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            FloatType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+            FloatType::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// MLX's affine quantisation: `bits` in {2, 3, 4, 5, 6, 8}, groups of `group_size` along rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affine {
+    pub bits: u32,
+    pub group_size: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MlxOptions {
+    /// Cast every float tensor to this type first (`None`: each keeps its own).
+    pub dtype: Option<FloatType>,
+    pub quantize: Option<Affine>,
+    /// Replace an existing output.
+    pub force: bool,
+}
+
+/// What a conversion wrote.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub tensors: usize,
+    pub quantized: usize,
+    pub bytes: u64,
+}
+
+/// A float model directory (Hugging Face or MLX: `config.json` and safetensors) as an MLX
+/// directory at `out`.
+pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, ConvertError> {
+    if let Some(q) = opts.quantize {
+        if !matches!(q.bits, 2..=6 | 8) || !matches!(q.group_size, 32 | 64 | 128) {
+            return Err(ConvertError::Unsupported(format!(
+                "MLX quantises to 2-6 or 8 bits in groups of 32, 64 or 128, not {} bits in {}",
+                q.bits, q.group_size
+            )));
+        }
+    }
+    if out.exists() && !opts.force {
+        return Err(ConvertError::Exists(out.to_path_buf()));
+    }
+    let config_path = src.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(io(&config_path))?)
+        .map_err(|e| ConvertError::Unsupported(format!("{}: {e}", config_path.display())))?;
+    if config.get("quantization").is_some() || config.get("quantization_config").is_some() {
+        return Err(ConvertError::Unsupported(format!(
+            "{} is already quantised; converting a quantised model is not supported yet",
+            src.display()
+        )));
+    }
+    let files = model_files(src)?;
+    let sources: Vec<SafeTensors> = files.iter().map(|f| SafeTensors::open(f)).collect::<Result<_, _>>()?;
+    let tensors: BTreeMap<&str, &TensorView> = sources.iter().flat_map(|s| s.tensors.iter().map(|(n, t)| (n.as_str(), t))).collect();
+
+    // Every output tensor's spec first: the header is written before the data.
+    let mut plan = Vec::new();
+    let mut parameters = 0u64;
+    for (&name, t) in &tensors {
+        let float = FloatType::of(t.dtype)
+            .ok_or_else(|| ConvertError::Unsupported(format!("{name}: {:?} tensors cannot be converted", t.dtype)))?;
+        let ty = opts.dtype.unwrap_or(float);
+        parameters += t.shape.iter().product::<usize>() as u64;
+        let quantized = opts.quantize.filter(|q| quantizable(name, &t.shape, q.group_size));
+        plan.push(Planned { name, ty, quantized });
+    }
+    let mut specs = Vec::new();
+    for p in &plan {
+        let shape = &tensors[p.name].shape;
+        match p.quantized {
+            None => specs.push(TensorSpec { name: p.name.to_string(), dtype: p.ty.dtype(), shape: shape.clone() }),
+            Some(q) => {
+                let (rows, cols) = (shape[0], shape[1]);
+                let base = p.name.strip_suffix(".weight").unwrap_or(p.name);
+                let groups = vec![rows, cols / q.group_size];
+                specs.push(TensorSpec { name: format!("{base}.biases"), dtype: p.ty.dtype(), shape: groups.clone() });
+                specs.push(TensorSpec { name: format!("{base}.scales"), dtype: p.ty.dtype(), shape: groups });
+                specs.push(TensorSpec { name: p.name.to_string(), dtype: DType::U32, shape: vec![rows, cols * q.bits as usize / 32] });
+            }
+        }
+    }
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let tmp =
+        out.with_file_name(format!(".{}.partial-{}", out.file_name().and_then(|n| n.to_str()).unwrap_or("model"), std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = write_mlx(src, &tmp, &tensors, &plan, &specs, &mut config, opts, parameters);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(io(out))?;
+    }
+    std::fs::rename(&tmp, out).map_err(io(out))?;
+    Ok(report)
+}
+
+struct Planned<'a> {
+    name: &'a str,
+    ty: FloatType,
+    quantized: Option<Affine>,
+}
+
+/// What `mlx_lm`'s `nn.quantize` quantises: linear and embedding weights (the 2-D ones here)
+/// whose rows split into whole groups.
+fn quantizable(name: &str, shape: &[usize], group_size: usize) -> bool {
+    name.ends_with(".weight") && shape.len() == 2 && shape[1].is_multiple_of(group_size)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_mlx(
+    src: &Path,
+    dir: &Path,
+    tensors: &BTreeMap<&str, &TensorView>,
+    plan: &[Planned],
+    specs: &[TensorSpec],
+    config: &mut Value,
+    opts: &MlxOptions,
+    parameters: u64,
+) -> Result<Report, ConvertError> {
+    let weights = dir.join("model.safetensors");
+    let metadata = BTreeMap::from([("format".to_string(), "mlx".to_string())]);
+    let mut writer = SafeTensorsWriter::create(&weights, &metadata, specs)?;
+    // Each planned tensor makes its outputs; they are written in the header's (name) order.
+    let mut pending: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut next = 0;
+    let mut report = Report::default();
+    for p in plan {
+        let t = tensors[p.name];
+        let values: Vec<f32> = floats(t).into_iter().map(|v| p.ty.round(v)).collect();
+        match p.quantized {
+            None => {
+                pending.insert(p.name.to_string(), p.ty.bytes(&values));
+            }
+            Some(q) => {
+                let (mut packed, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+                for row in values.chunks_exact(t.shape[1]) {
+                    let r = quantize_mlx_affine(row, q.bits, q.group_size);
+                    packed.extend(r.packed);
+                    scales.extend(r.scales);
+                    biases.extend(r.biases);
+                }
+                let base = p.name.strip_suffix(".weight").unwrap_or(p.name);
+                pending.insert(format!("{base}.scales"), p.ty.bytes(&scales));
+                pending.insert(format!("{base}.biases"), p.ty.bytes(&biases));
+                pending.insert(p.name.to_string(), packed);
+                report.quantized += 1;
+            }
+        }
+        // Write what the header's order allows now.
+        while let Some(data) = specs.get(next).and_then(|s| pending.remove(&s.name)) {
+            writer.write(&specs[next].name, &data)?;
+            report.bytes += data.len() as u64;
+            next += 1;
+        }
+    }
+    writer.finish()?;
+    report.tensors = specs.len();
+
+    if let Some(q) = opts.quantize {
+        let quantization = json!({"group_size": q.group_size, "bits": q.bits, "mode": "affine"});
+        config["quantization"] = quantization.clone();
+        config["quantization_config"] = quantization;
+    }
+    write_json(&dir.join("config.json"), config)?;
+    let weight_map: BTreeMap<&str, &str> = specs.iter().map(|s| (s.name.as_str(), "model.safetensors")).collect();
+    let index = json!({"metadata": {"total_size": report.bytes, "total_parameters": parameters}, "weight_map": weight_map});
+    write_json(&dir.join("model.safetensors.index.json"), &index)?;
+    // The tokenizer, chat template, generation settings and any module folders (a
+    // sentence-transformers model's pooling and dense layers) travel unchanged.
+    copy_rest(src, dir, true)?;
+    Ok(report)
+}
+
+/// Copies what is not the model's own weights or config (at the top level) from `from` to `to`.
+fn copy_rest(from: &Path, to: &Path, top: bool) -> Result<(), ConvertError> {
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let path = entry.map_err(io(from))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let target = to.join(name);
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).map_err(io(&target))?;
+            copy_rest(&path, &target, false)?;
+        } else if !(top && (name.ends_with(".safetensors") || name == "model.safetensors.index.json" || name == "config.json")) {
+            std::fs::copy(&path, &target).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), ConvertError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
+    std::fs::write(path, text).map_err(io(path))
+}
+
+/// A float tensor's values.
+fn floats(t: &TensorView) -> Vec<f32> {
+    match t.dtype {
+        DType::F32 => t.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        DType::F16 => t.data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        DType::BF16 => t.data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,85 @@
+//! `to_mlx` against what `mlx_lm.convert` wrote for the tiny fixtures (testdata/tiny/mlx, from
+//! testdata/tiny/hf; their README says how): every tensor the same, bit for bit, and the
+//! config's quantisation the same; the converted model loads and runs as the fixture does.
+
+use std::path::{Path, PathBuf};
+
+use hearth_convert::{to_mlx, Affine, ConvertError, FloatType, MlxOptions};
+use hearth_formats::safetensors::SafeTensors;
+use serde_json::Value;
+
+fn tiny(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(dir)
+}
+
+fn config(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn quantised_conversions_equal_mlx_lm_convert() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (source, fixture, dtype, bits, group_size) in [
+        ("hf/qwen3", "mlx/qwen3-q4g32-f16", FloatType::F16, 4, 32),
+        ("hf/qwen3", "mlx/qwen3-q8g64-f16", FloatType::F16, 8, 64),
+        ("hf/llama", "mlx/llama-q4g32-bf16", FloatType::BF16, 4, 32),
+        ("hf/llama", "mlx/llama-q8g64-bf16", FloatType::BF16, 8, 64),
+    ] {
+        let out = tmp.path().join(fixture.replace('/', "-"));
+        let opts = MlxOptions { dtype: Some(dtype), quantize: Some(Affine { bits, group_size }), force: false };
+        let report = to_mlx(&tiny(source), &out, &opts).unwrap();
+        let got = SafeTensors::open(&out.join("model.safetensors")).unwrap();
+        let want = SafeTensors::open(&tiny(fixture).join("model.safetensors")).unwrap();
+        assert_eq!(got.tensors.keys().collect::<Vec<_>>(), want.tensors.keys().collect::<Vec<_>>(), "{fixture}: tensor names");
+        for (name, w) in &want.tensors {
+            let g = &got.tensors[name];
+            assert_eq!((g.dtype, &g.shape), (w.dtype, &w.shape), "{fixture} {name}");
+            assert!(g.data[..] == w.data[..], "{fixture} {name}: bytes differ");
+        }
+        assert_eq!(got.metadata.get("format").map(String::as_str), Some("mlx"));
+        assert_eq!(config(&out)["quantization"], config(&tiny(fixture))["quantization"], "{fixture}");
+        assert!(report.quantized > 10 && report.tensors == want.tensors.len(), "{report:?}");
+        // The tokenizer and template travel with it.
+        assert!(out.join("tokenizer.json").is_file() && out.join("tokenizer_config.json").is_file());
+    }
+}
+
+#[test]
+fn bad_requests_are_refused_and_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let plain = MlxOptions::default();
+    assert!(matches!(to_mlx(&tiny("hf/qwen3"), &out, &plain), Err(ConvertError::Exists(_))), "an existing output needs --force");
+    let forced = MlxOptions { force: true, ..MlxOptions::default() };
+    to_mlx(&tiny("hf/qwen3"), &out, &forced).unwrap();
+    let odd = MlxOptions { quantize: Some(Affine { bits: 7, group_size: 32 }), force: true, ..MlxOptions::default() };
+    assert!(matches!(to_mlx(&tiny("hf/qwen3"), &out, &odd), Err(ConvertError::Unsupported(_))));
+    let again = tmp.path().join("again");
+    let quantised = to_mlx(&tiny("mlx/qwen3-q4g32-f16"), &again, &plain).unwrap_err();
+    assert!(quantised.to_string().contains("already quantised"), "{quantised}");
+    assert!(!again.exists());
+    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "no partial outputs are left: {names:?}");
+}
+
+/// Cast to float16 without quantising: the MLX directory loads and gives the source's logits
+/// within float16's rounding of the weights.
+#[test]
+fn a_float_conversion_runs_as_its_source() {
+    use hearth_engine::model::SeqInput;
+    use hearth_engine::LoadedModel;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("f16");
+    let opts = MlxOptions { dtype: Some(FloatType::F16), ..MlxOptions::default() };
+    to_mlx(&tiny("hf/llama"), &out, &opts).unwrap();
+    let logits = |dir: &Path| {
+        let m = LoadedModel::load(dir).unwrap();
+        let ids = m.tokenizer.encode("The capital of France is", false).unwrap();
+        let mut cache = m.model.new_cache(64).unwrap();
+        m.model.forward(&mut [SeqInput::new(&ids, &mut cache)], false).unwrap().swap_remove(0)
+    };
+    let (a, b) = (logits(&tiny("hf/llama")), logits(&out));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 2e-2, "largest logit difference {worst}");
+}
