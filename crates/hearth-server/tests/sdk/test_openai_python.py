@@ -342,3 +342,16 @@ def test_langchain_binds_tools_and_structures_output():
     for method in ("json_schema", "function_calling"):
         city = llm.with_structured_output(City, method=method).invoke("Describe Paris.")
         assert isinstance(city, City), method
+
+
+def test_websocket_chat_with_tools_sends_the_calls_before_done():
+    with connect(BASE.replace("http://", "ws://") + "/api/chat/ws") as ws:
+        ws.send(json.dumps({"type": "chat", "model": SMOL, "messages": ASK, "tools": [WEATHER], "tool_choice": "required",
+                            "temperature": 0, "max_tokens": 100}))
+        events = []
+        while not events or events[-1]["type"] not in ("done", "error"):
+            events.append(json.loads(ws.recv()))
+        assert [e["type"] for e in events[-2:]] == ["tool_calls", "done"], events
+        assert events[-1]["finish_reason"] == "tool_calls"
+        valid = [c for c in events[-2]["tool_calls"] if c["function"]["name"] in SCHEMAS]
+        assert valid and len(valid) == len(events[-2]["tool_calls"])
