@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{metric, sse_data, TestServer};
-use hearth_store::fake_hub::{minilm_repo, FakeHub};
+use hearth_store::fake_hub::{minilm_repo, FakeHub, FakeRepo};
 use hearth_store::HubConfig;
 use minilm::{model_dir, reference_cases};
 use serde_json::{json, Value};
@@ -401,4 +401,33 @@ async fn a_causal_lm_reranks_with_its_instruction() {
     let body = json!({"model": "rerank", "query": "q", "documents": ["d"], "instruction": "judge"});
     let (status, err) = post(&c, &s.url("/v1/rerank"), body).await;
     assert_eq!((status, err["error"]["param"].as_str()), (400, Some("instruction")), "{err}");
+}
+
+/// The catalogue's seed embedder by its alias, downloaded on first use: the tiny
+/// Qwen3-Embedding, converted to MLX 4-bit by `hearth convert`, stands in on a fake Hub for
+/// `mlx-community/Qwen3-Embedding-0.6B-4bit-DWQ`; it embeds, and `/v1/models/{alias}` then says
+/// what it declares.
+#[tokio::test]
+async fn a_catalogued_embedder_is_pulled_by_its_alias_on_first_use() {
+    use hearth_convert::{to_mlx, Affine, MlxOptions};
+    let alias = "qwen3-embedding-0.6b-4bit";
+    let entry = hearth_store::catalogue::lookup(alias).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let converted = tmp.path().join("mlx");
+    let opts = MlxOptions { quantize: Some(Affine { bits: 4, group_size: 32 }), ..MlxOptions::default() };
+    to_mlx(&common::repo_root().join("testdata/embedders/qwen3-embedding-tiny"), &converted, &opts).unwrap();
+    let mut hub = FakeHub::start(vec![FakeRepo::from_dir(entry.spec, &converted).unwrap()]);
+    let hub_config =
+        HubConfig { endpoint: hub.endpoint(), token: None, offline: false, timeout: Duration::from_secs(10), attempts: 3, parallel: 4 };
+    let s = TestServer::start_configured(tempfile::tempdir().unwrap(), |o| o.auto_pull = true, |cfg| cfg.hub = hub_config);
+    let c = reqwest::Client::new();
+    let (status, res) =
+        post(&c, &s.url("/v1/embeddings"), json!({"model": alias, "input": ["first use", "again"], "input_type": "query"})).await;
+    assert_eq!(status, 200, "{res}");
+    let dimension = res["data"][0]["embedding"].as_array().unwrap().len();
+    let info: Value = c.get(s.url(&format!("/v1/models/{alias}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["embedding"]["dimension"], dimension, "{info}");
+    assert_eq!(info["embedding"]["pooling"], "lasttoken", "{info}");
+    assert!(info["embedding"]["prompts"]["query"].as_str().is_some_and(|p| !p.is_empty()), "{info}");
+    hub.stop();
 }
