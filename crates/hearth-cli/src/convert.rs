@@ -1,9 +1,10 @@
-//! `hearth convert`: a model in another format (today: a float Hugging Face or MLX directory
-//! to an MLX directory, cast and optionally affine-quantised as `mlx_lm.convert` does).
+//! `hearth convert`: a model in another format (today: a float Hugging Face or MLX directory,
+//! or a GGUF file, to an MLX directory, cast and optionally affine-quantised as
+//! `mlx_lm.convert` does).
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hearth_convert::{Affine, FloatType, MlxOptions};
 
@@ -14,7 +15,8 @@ pub enum Target {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Source model: a Hugging Face or MLX directory, or a name under $HEARTH_HOME/models.
+    /// Source model: a Hugging Face or MLX float directory, a GGUF file (Llama, Mistral, Qwen2,
+    /// Qwen3), or a name the store resolves.
     #[arg(long, short)]
     model: String,
     /// Output format.
@@ -42,8 +44,8 @@ pub struct ConvertArgs {
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let src = crate::store_cmd::resolve_model(&args.model)?;
-    if !src.is_dir() {
-        bail!("{}: converting a GGUF file is not supported yet; give a Hugging Face or MLX directory", src.display());
+    if src.is_file() {
+        eprintln!("{}: GGUF blocks are de-quantised to float32 first", src.display());
     }
     let dtype = match args.dtype.as_deref() {
         None => None,

@@ -1,8 +1,10 @@
-//! Writing models in other formats. Today: a Hugging Face or MLX float model directory to an
-//! MLX directory, cast (`--dtype`) and optionally affine-quantised (`-q`) as `mlx_lm.convert`
-//! writes it, bit for bit. Tensors are read, converted and written one at a time into a
+//! Writing models in other formats. Today: a Hugging Face or MLX float model directory, or a
+//! GGUF file (de-quantised), to an MLX directory, cast (`--dtype`) and optionally
+//! affine-quantised (`-q`) as `mlx_lm.convert` writes it (bit for bit from the same floats). Tensors are read, converted and written one at a time into a
 //! temporary directory that is renamed into place once complete, so memory is bounded by the
 //! largest tensor and a crash never leaves a half-written model under the final name.
+
+mod gguf;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ pub enum ConvertError {
     Exists(PathBuf),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
     move |source| ConvertError::Io { path: path.to_path_buf(), source }
 }
 
@@ -107,8 +109,76 @@ pub struct Report {
     pub bytes: u64,
 }
 
-/// A float model directory (Hugging Face or MLX: `config.json` and safetensors) as an MLX
-/// directory at `out`.
+/// Where a conversion reads.
+enum Source {
+    /// A safetensors directory (Hugging Face or MLX float): tensors as stored.
+    Dir { dir: PathBuf, config: Value, tensors: BTreeMap<String, TensorView> },
+    /// A GGUF file: tensors de-quantised to float32 under Hugging Face names.
+    Gguf(Box<gguf::GgufSource>),
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Source, ConvertError> {
+        if path.is_file() {
+            return Ok(Source::Gguf(Box::new(gguf::GgufSource::open(path)?)));
+        }
+        let config_path = path.join("config.json");
+        let config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(io(&config_path))?)
+            .map_err(|e| ConvertError::Unsupported(format!("{}: {e}", config_path.display())))?;
+        if config.get("quantization").is_some() || config.get("quantization_config").is_some() {
+            return Err(ConvertError::Unsupported(format!(
+                "{} is already quantised; converting a quantised MLX model is not supported yet",
+                path.display()
+            )));
+        }
+        let mut tensors = BTreeMap::new();
+        for file in model_files(path)? {
+            tensors.extend(SafeTensors::open(&file)?.tensors);
+        }
+        Ok(Source::Dir { dir: path.to_path_buf(), config, tensors })
+    }
+
+    fn config(&self) -> Value {
+        match self {
+            Source::Dir { config, .. } => config.clone(),
+            Source::Gguf(g) => g.config(),
+        }
+    }
+
+    /// Every tensor's name, shape and float type, by name.
+    fn tensors(&self) -> Result<Vec<(String, Vec<usize>, FloatType)>, ConvertError> {
+        let mut out = match self {
+            Source::Dir { tensors, .. } => tensors
+                .iter()
+                .map(|(name, t)| {
+                    let ty = FloatType::of(t.dtype)
+                        .ok_or_else(|| ConvertError::Unsupported(format!("{name}: {:?} tensors cannot be converted", t.dtype)))?;
+                    Ok((name.clone(), t.shape.clone(), ty))
+                })
+                .collect::<Result<Vec<_>, ConvertError>>()?,
+            Source::Gguf(g) => g.tensors().into_iter().map(|(name, shape)| (name, shape, FloatType::F32)).collect(),
+        };
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
+        match self {
+            Source::Dir { tensors, .. } => Ok(floats(&tensors[name])),
+            Source::Gguf(g) => g.values(name),
+        }
+    }
+
+    /// What travels beside the weights: a directory's other files, a GGUF's tokenizer.
+    fn write_rest(&self, out: &Path) -> Result<(), ConvertError> {
+        match self {
+            Source::Dir { dir, .. } => copy_rest(dir, out, true),
+            Source::Gguf(g) => g.write_tokenizer(out),
+        }
+    }
+}
+
+/// A model (a Hugging Face or MLX float directory, or a GGUF file) as an MLX directory at `out`.
 pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, ConvertError> {
     if let Some(q) = opts.quantize {
         if !matches!(q.bits, 2..=6 | 8) || !matches!(q.group_size, 32 | 64 | 128) {
@@ -121,37 +191,23 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
     if out.exists() && !opts.force {
         return Err(ConvertError::Exists(out.to_path_buf()));
     }
-    let config_path = src.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(io(&config_path))?)
-        .map_err(|e| ConvertError::Unsupported(format!("{}: {e}", config_path.display())))?;
-    if config.get("quantization").is_some() || config.get("quantization_config").is_some() {
-        return Err(ConvertError::Unsupported(format!(
-            "{} is already quantised; converting a quantised model is not supported yet",
-            src.display()
-        )));
-    }
-    let files = model_files(src)?;
-    let sources: Vec<SafeTensors> = files.iter().map(|f| SafeTensors::open(f)).collect::<Result<_, _>>()?;
-    let tensors: BTreeMap<&str, &TensorView> = sources.iter().flat_map(|s| s.tensors.iter().map(|(n, t)| (n.as_str(), t))).collect();
+    let source = Source::open(src)?;
+    let tensors = source.tensors()?;
 
     // Every output tensor's spec first: the header is written before the data.
     let mut plan = Vec::new();
     let mut parameters = 0u64;
-    for (&name, t) in &tensors {
-        let float = FloatType::of(t.dtype)
-            .ok_or_else(|| ConvertError::Unsupported(format!("{name}: {:?} tensors cannot be converted", t.dtype)))?;
-        let ty = opts.dtype.unwrap_or(float);
-        parameters += t.shape.iter().product::<usize>() as u64;
-        let quantized = opts.quantize.filter(|q| quantizable(name, &t.shape, q.group_size));
-        plan.push(Planned { name, ty, quantized });
+    for (name, shape, float) in &tensors {
+        parameters += shape.iter().product::<usize>() as u64;
+        let quantized = opts.quantize.filter(|q| quantizable(name, shape, q.group_size));
+        plan.push(Planned { name, shape, ty: opts.dtype.unwrap_or(*float), quantized });
     }
     let mut specs = Vec::new();
     for p in &plan {
-        let shape = &tensors[p.name].shape;
         match p.quantized {
-            None => specs.push(TensorSpec { name: p.name.to_string(), dtype: p.ty.dtype(), shape: shape.clone() }),
+            None => specs.push(TensorSpec { name: p.name.to_string(), dtype: p.ty.dtype(), shape: p.shape.clone() }),
             Some(q) => {
-                let (rows, cols) = (shape[0], shape[1]);
+                let (rows, cols) = (p.shape[0], p.shape[1]);
                 let base = p.name.strip_suffix(".weight").unwrap_or(p.name);
                 let groups = vec![rows, cols / q.group_size];
                 specs.push(TensorSpec { name: format!("{base}.biases"), dtype: p.ty.dtype(), shape: groups.clone() });
@@ -168,8 +224,7 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = write_mlx(src, &tmp, &tensors, &plan, &specs, &mut config, opts, parameters);
-    let report = match result {
+    let report = match write_mlx(&source, &tmp, &plan, &specs, opts, parameters) {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -185,6 +240,7 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
 
 struct Planned<'a> {
     name: &'a str,
+    shape: &'a Vec<usize>,
     ty: FloatType,
     quantized: Option<Affine>,
 }
@@ -195,14 +251,11 @@ fn quantizable(name: &str, shape: &[usize], group_size: usize) -> bool {
     name.ends_with(".weight") && shape.len() == 2 && shape[1].is_multiple_of(group_size)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_mlx(
-    src: &Path,
+    source: &Source,
     dir: &Path,
-    tensors: &BTreeMap<&str, &TensorView>,
     plan: &[Planned],
     specs: &[TensorSpec],
-    config: &mut Value,
     opts: &MlxOptions,
     parameters: u64,
 ) -> Result<Report, ConvertError> {
@@ -214,15 +267,14 @@ fn write_mlx(
     let mut next = 0;
     let mut report = Report::default();
     for p in plan {
-        let t = tensors[p.name];
-        let values: Vec<f32> = floats(t).into_iter().map(|v| p.ty.round(v)).collect();
+        let values: Vec<f32> = source.values(p.name)?.into_iter().map(|v| p.ty.round(v)).collect();
         match p.quantized {
             None => {
                 pending.insert(p.name.to_string(), p.ty.bytes(&values));
             }
             Some(q) => {
                 let (mut packed, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
-                for row in values.chunks_exact(t.shape[1]) {
+                for row in values.chunks_exact(p.shape[1]) {
                     let r = quantize_mlx_affine(row, q.bits, q.group_size);
                     packed.extend(r.packed);
                     scales.extend(r.scales);
@@ -245,18 +297,19 @@ fn write_mlx(
     writer.finish()?;
     report.tensors = specs.len();
 
+    let mut config = source.config();
     if let Some(q) = opts.quantize {
         let quantization = json!({"group_size": q.group_size, "bits": q.bits, "mode": "affine"});
         config["quantization"] = quantization.clone();
         config["quantization_config"] = quantization;
     }
-    write_json(&dir.join("config.json"), config)?;
+    write_json(&dir.join("config.json"), &config)?;
     let weight_map: BTreeMap<&str, &str> = specs.iter().map(|s| (s.name.as_str(), "model.safetensors")).collect();
     let index = json!({"metadata": {"total_size": report.bytes, "total_parameters": parameters}, "weight_map": weight_map});
     write_json(&dir.join("model.safetensors.index.json"), &index)?;
     // The tokenizer, chat template, generation settings and any module folders (a
     // sentence-transformers model's pooling and dense layers) travel unchanged.
-    copy_rest(src, dir, true)?;
+    source.write_rest(dir)?;
     Ok(report)
 }
 
@@ -276,7 +329,7 @@ fn copy_rest(from: &Path, to: &Path, top: bool) -> Result<(), ConvertError> {
     Ok(())
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<(), ConvertError> {
+pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ConvertError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
     std::fs::write(path, text).map_err(io(path))
 }

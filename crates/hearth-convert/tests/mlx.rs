@@ -83,3 +83,42 @@ fn a_float_conversion_runs_as_its_source() {
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(worst < 2e-2, "largest logit difference {worst}");
 }
+
+/// SmolLM2's real GGUF (Q4_1; scripts/fetch-test-models.sh) as an MLX float32 directory: the
+/// same token ids and chat template, and the same logits on the exact path (the blocks
+/// de-quantised exactly, Q/K rows back in Hugging Face's order). As MLX 4-bit (its blocks
+/// de-quantised, then re-quantised: the 8-bit tensors lose most) it still ranks the same
+/// next token near the top.
+#[test]
+fn a_gguf_becomes_an_mlx_model_with_the_same_logits() {
+    use hearth_engine::model::SeqInput;
+    use hearth_engine::{LoadOptions, LoadedModel, Precision};
+    let gguf = hearth_store::installed_model("smollm2").expect("SmolLM2 is installed (scripts/fetch-test-models.sh)");
+    let tmp = tempfile::tempdir().unwrap();
+    let (float, q4) = (tmp.path().join("f32"), tmp.path().join("q4"));
+    to_mlx(&gguf, &float, &MlxOptions::default()).unwrap();
+    to_mlx(&gguf, &q4, &MlxOptions { quantize: Some(Affine { bits: 4, group_size: 32 }), ..MlxOptions::default() }).unwrap();
+    let exact = || LoadOptions { precision: Precision::Exact, ..LoadOptions::default() };
+    let run = |path: &Path| {
+        let m = LoadedModel::load_with(path, exact()).unwrap();
+        let chat = [serde_json::json!({"role": "user", "content": "What is the capital of France?"})];
+        let opts = hearth_tokenizer::RenderOptions { add_generation_prompt: true, ..Default::default() };
+        let text = m.chat_template.as_ref().unwrap().render(&chat, &opts).unwrap();
+        let ids = m.tokenizer.encode(&text, false).unwrap();
+        let mut cache = m.model.new_cache(256).unwrap();
+        let logits = m.model.forward(&mut [SeqInput::new(&ids, &mut cache)], false).unwrap().swap_remove(0);
+        (text, ids, logits)
+    };
+    let (text, ids, want) = run(&gguf);
+    let (float_text, float_ids, got) = run(&float);
+    assert_eq!((float_text, float_ids), (text, ids.clone()), "the template and the tokenizer travel with the weights");
+    let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-3, "float32 MLX against its GGUF: largest logit difference {worst}");
+    let (_, q4_ids, q4_logits) = run(&q4);
+    assert_eq!(q4_ids, ids);
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+    let mut ranked: Vec<usize> = (0..want.len()).collect();
+    ranked.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
+    let pick = argmax(&q4_logits);
+    assert!(ranked[..5].contains(&pick), "4-bit MLX's next token {pick} is not among the GGUF's top 5 {:?}", &ranked[..5]);
+}

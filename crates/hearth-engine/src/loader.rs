@@ -227,7 +227,7 @@ fn read_json(path: &Path) -> Result<Option<Json>> {
 }
 
 /// The tokenizer description in a GGUF file's `tokenizer.ggml.*` metadata.
-fn gguf_vocab(g: &Gguf) -> Result<GgufVocab> {
+pub fn gguf_vocab(g: &Gguf) -> Result<GgufVocab> {
     let get = |k: &str| g.get(&format!("tokenizer.ggml.{k}"));
     let strings = |k: &str| -> Result<Option<Vec<String>>> {
         get(k)

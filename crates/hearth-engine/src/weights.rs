@@ -86,6 +86,11 @@ impl WeightStore {
         self.tensors.contains_key(name)
     }
 
+    /// Every tensor, under its Hugging Face name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &StoredTensor)> {
+        self.tensors.iter()
+    }
+
     pub fn total_bytes(&self) -> usize {
         self.tensors.values().map(StoredTensor::byte_size).sum()
     }
