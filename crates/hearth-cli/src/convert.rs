@@ -56,10 +56,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let report = hearth_convert::to_mlx(&src, &args.out, &MlxOptions { dtype, quantize, force: args.force })?;
     eprintln!(
-        "wrote {} ({} tensors, {} quantised, {:.1} MB) in {:.1} s",
+        "wrote {} ({} tensors, {} quantised, {} of them GGUF blocks kept exactly, {:.1} MB) in {:.1} s",
         args.out.display(),
         report.tensors,
         report.quantized,
+        report.kept,
         report.bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );

@@ -4,13 +4,15 @@
 
 use std::path::Path;
 
+use half::f16;
 use hearth_engine::config::{Arch, ModelConfig, RopeScaling};
 use hearth_engine::weights::WeightStore;
-use hearth_formats::gguf::Gguf;
+use hearth_formats::gguf::{GgmlType, Gguf};
+use hearth_kernels::RowFormat;
 use hearth_tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
-use crate::{io, ConvertError};
+use crate::{io, Affine, ConvertError, QuantizedRows};
 
 pub(crate) struct GgufSource {
     gguf: Gguf,
@@ -49,18 +51,69 @@ impl GgufSource {
     /// A tensor's values, de-quantised, in Hugging Face's row order.
     pub fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
         let t = self.store.get(name).map_err(engine)?;
-        let values = t.to_f32_vec().map_err(engine)?;
-        let heads = if name.ends_with("self_attn.q_proj.weight") {
+        let cols = t.shape.iter().skip(1).product();
+        Ok(self.hf_rows(name, t.to_f32_vec().map_err(engine)?, cols))
+    }
+
+    /// The tensor as MLX affine codes, scales and biases taken from its blocks as they are, where
+    /// that is exact: Q4_0 and Q4_1 as 4-bit groups of 32, Q8_0 as 8-bit groups of 32 (a block's
+    /// scale and minimum are the group's scale and bias; Q4_0's bias is −8·d, Q8_0's −128·d).
+    /// `None` where the tensor's blocks are of another kind or `q` asks for another layout.
+    pub fn exact_affine(&self, name: &str, q: Affine) -> Option<QuantizedRows> {
+        let t = self.store.get(name).ok()?;
+        let RowFormat::Ggml(ty) = t.format else { return None };
+        let (block, bits) = match ty {
+            GgmlType::Q4_0 => (18, 4),
+            GgmlType::Q4_1 => (20, 4),
+            GgmlType::Q8_0 => (34, 8),
+            _ => return None,
+        };
+        if q != (Affine { bits, group_size: 32 }) || t.shape.len() != 2 {
+            return None;
+        }
+        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mut out = QuantizedRows { packed: Vec::with_capacity(t.data.len()), scales: Vec::new(), biases: Vec::new() };
+        for b in t.data.chunks_exact(block) {
+            let d = half(b);
+            match ty {
+                GgmlType::Q8_0 => {
+                    out.scales.push(d);
+                    out.biases.push(-128.0 * d);
+                    out.packed.extend(b[2..].iter().map(|&v| (v as i8 as i16 + 128) as u8));
+                }
+                _ => {
+                    let (bias, qs) = if ty == GgmlType::Q4_1 { (half(&b[2..]), &b[4..]) } else { (-8.0 * d, &b[2..]) };
+                    out.scales.push(d);
+                    out.biases.push(bias);
+                    // llama.cpp keeps element j in the low nibble of byte j and element j + 16 in
+                    // its high nibble; MLX packs elements in order, two to a byte, low first.
+                    let code = |k: usize| if k < 16 { qs[k] & 15 } else { qs[k - 16] >> 4 };
+                    out.packed.extend((0..16).map(|k| code(2 * k) | (code(2 * k + 1) << 4)));
+                }
+            }
+        }
+        let (rows, groups) = (t.shape[0], t.shape[1] / 32);
+        let row_bytes = out.packed.len() / rows;
+        Some(QuantizedRows {
+            packed: self.hf_rows(name, out.packed, row_bytes),
+            scales: self.hf_rows(name, out.scales, groups),
+            biases: self.hf_rows(name, out.biases, groups),
+        })
+    }
+
+    /// `values` (rows of `row` items) in Hugging Face's row order: Llama and Mistral Q/K heads
+    /// back from llama.cpp's interleaving, other tensors as they are.
+    fn hf_rows<T: Copy + Default>(&self, name: &str, values: Vec<T>, row: usize) -> Vec<T> {
+        let heads = if !self.cfg.rope_interleaved {
+            return values;
+        } else if name.ends_with("self_attn.q_proj.weight") {
             self.cfg.num_heads
         } else if name.ends_with("self_attn.k_proj.weight") {
             self.cfg.num_kv_heads
         } else {
-            return Ok(values);
+            return values;
         };
-        if !self.cfg.rope_interleaved {
-            return Ok(values);
-        }
-        Ok(uninterleave(&values, heads, self.cfg.head_dim, t.shape.iter().skip(1).product()))
+        uninterleave(&values, heads, self.cfg.head_dim, row)
     }
 
     /// `config.json` as transformers writes it for this architecture.
@@ -129,9 +182,9 @@ impl GgufSource {
 
 /// Rows of each head back from llama.cpp's order (RoPE pairs adjacent) to Hugging Face's (the
 /// two halves): HF row `j · half + i` of a head is llama.cpp's row `2i + j`.
-fn uninterleave(values: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+fn uninterleave<T: Copy + Default>(values: &[T], heads: usize, head_dim: usize, cols: usize) -> Vec<T> {
     let half = head_dim / 2;
-    let mut out = vec![0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {

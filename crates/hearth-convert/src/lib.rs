@@ -106,6 +106,8 @@ pub struct MlxOptions {
 pub struct Report {
     pub tensors: usize,
     pub quantized: usize,
+    /// Quantised matrices whose GGUF blocks were kept as they are (exact), not re-quantised.
+    pub kept: usize,
     pub bytes: u64,
 }
 
@@ -162,10 +164,19 @@ impl Source {
         Ok(out)
     }
 
+    /// A tensor's values, cast to nothing yet.
     fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
         match self {
             Source::Dir { tensors, .. } => Ok(floats(&tensors[name])),
             Source::Gguf(g) => g.values(name),
+        }
+    }
+
+    /// The tensor's MLX affine rows where its stored blocks map onto `q` exactly.
+    fn exact_affine(&self, name: &str, q: Affine) -> Option<QuantizedRows> {
+        match self {
+            Source::Dir { .. } => None,
+            Source::Gguf(g) => g.exact_affine(name, q),
         }
     }
 
@@ -238,6 +249,13 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
     Ok(report)
 }
 
+/// A matrix as MLX affine rows: packed codes, and per group a scale and a bias.
+pub(crate) struct QuantizedRows {
+    pub packed: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub biases: Vec<f32>,
+}
+
 struct Planned<'a> {
     name: &'a str,
     shape: &'a Vec<usize>,
@@ -267,23 +285,23 @@ fn write_mlx(
     let mut next = 0;
     let mut report = Report::default();
     for p in plan {
-        let values: Vec<f32> = source.values(p.name)?.into_iter().map(|v| p.ty.round(v)).collect();
         match p.quantized {
             None => {
+                let values: Vec<f32> = source.values(p.name)?;
                 pending.insert(p.name.to_string(), p.ty.bytes(&values));
             }
             Some(q) => {
-                let (mut packed, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
-                for row in values.chunks_exact(p.shape[1]) {
-                    let r = quantize_mlx_affine(row, q.bits, q.group_size);
-                    packed.extend(r.packed);
-                    scales.extend(r.scales);
-                    biases.extend(r.biases);
-                }
+                let rows = match source.exact_affine(p.name, q) {
+                    Some(rows) => {
+                        report.kept += 1;
+                        rows
+                    }
+                    None => quantize(&source.values(p.name)?, p, q),
+                };
                 let base = p.name.strip_suffix(".weight").unwrap_or(p.name);
-                pending.insert(format!("{base}.scales"), p.ty.bytes(&scales));
-                pending.insert(format!("{base}.biases"), p.ty.bytes(&biases));
-                pending.insert(p.name.to_string(), packed);
+                pending.insert(format!("{base}.scales"), p.ty.bytes(&rows.scales));
+                pending.insert(format!("{base}.biases"), p.ty.bytes(&rows.biases));
+                pending.insert(p.name.to_string(), rows.packed);
                 report.quantized += 1;
             }
         }
@@ -327,6 +345,19 @@ fn copy_rest(from: &Path, to: &Path, top: bool) -> Result<(), ConvertError> {
         }
     }
     Ok(())
+}
+
+/// `values` cast to the planned type, then quantised row by row (MLX's quantiser).
+fn quantize(values: &[f32], p: &Planned, q: Affine) -> QuantizedRows {
+    let mut out = QuantizedRows { packed: Vec::new(), scales: Vec::new(), biases: Vec::new() };
+    for row in values.chunks_exact(p.shape[1]) {
+        let rounded: Vec<f32> = row.iter().map(|&v| p.ty.round(v)).collect();
+        let r = quantize_mlx_affine(&rounded, q.bits, q.group_size);
+        out.packed.extend(r.packed);
+        out.scales.extend(r.scales);
+        out.biases.extend(r.biases);
+    }
+    out
 }
 
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ConvertError> {

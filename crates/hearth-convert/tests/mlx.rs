@@ -86,9 +86,9 @@ fn a_float_conversion_runs_as_its_source() {
 
 /// SmolLM2's real GGUF (Q4_1; scripts/fetch-test-models.sh) as an MLX float32 directory: the
 /// same token ids and chat template, and the same logits on the exact path (the blocks
-/// de-quantised exactly, Q/K rows back in Hugging Face's order). As MLX 4-bit (its blocks
-/// de-quantised, then re-quantised: the 8-bit tensors lose most) it still ranks the same
-/// next token near the top.
+/// de-quantised exactly, Q/K rows back in Hugging Face's order). As MLX 4-bit in groups of 32
+/// its Q4 blocks are kept exactly and the rest re-quantised (the 8-bit tensors lose most): it
+/// still ranks the same next token near the top.
 #[test]
 fn a_gguf_becomes_an_mlx_model_with_the_same_logits() {
     use hearth_engine::model::SeqInput;
@@ -97,7 +97,20 @@ fn a_gguf_becomes_an_mlx_model_with_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let (float, q4) = (tmp.path().join("f32"), tmp.path().join("q4"));
     to_mlx(&gguf, &float, &MlxOptions::default()).unwrap();
-    to_mlx(&gguf, &q4, &MlxOptions { quantize: Some(Affine { bits: 4, group_size: 32 }), ..MlxOptions::default() }).unwrap();
+    let report = to_mlx(&gguf, &q4, &MlxOptions { quantize: Some(Affine { bits: 4, group_size: 32 }), ..MlxOptions::default() }).unwrap();
+    // Q4_0/Q4_1 blocks are MLX 4-bit groups of 32 as they are: those matrices de-quantise to
+    // exactly the float32 conversion's values.
+    assert!(report.kept > 100, "{report:?}");
+    let store = |dir: &Path| hearth_engine::weights::WeightStore::from_safetensors_dir(dir, &config(dir)).unwrap();
+    let (exact, quantised) = (store(&float), store(&q4));
+    let mut same = 0;
+    for (name, t) in quantised.iter() {
+        let values = t.to_f32_vec().unwrap();
+        if values == exact.get(name).unwrap().to_f32_vec().unwrap() {
+            same += 1;
+        }
+    }
+    assert_eq!(same, report.kept + (report.tensors - 3 * report.quantized), "kept blocks and unquantised tensors are exact");
     let exact = || LoadOptions { precision: Precision::Exact, ..LoadOptions::default() };
     let run = |path: &Path| {
         let m = LoadedModel::load_with(path, exact()).unwrap();
