@@ -135,3 +135,32 @@ fn a_gguf_becomes_an_mlx_model_with_the_same_logits() {
     let pick = argmax(&q4_logits);
     assert!(ranked[..5].contains(&pick), "4-bit MLX's next token {pick} is not among the GGUF's top 5 {:?}", &ranked[..5]);
 }
+
+/// Every legacy block type of the tiny GGUF fixtures (made by llama.cpp), Llama (Q/K rows
+/// interleaved) and Qwen2 (not): as MLX groups of 32 of the same width, each block-quantised
+/// matrix is kept and de-quantises to exactly what the float32 conversion holds; the F16 file
+/// keeps nothing and quantises everything.
+#[test]
+fn legacy_gguf_blocks_are_kept_exactly() {
+    use hearth_engine::weights::WeightStore;
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, bits) in
+        [("llama-Q4_0", 4), ("llama-Q4_1", 4), ("llama-Q8_0", 8), ("qwen2-Q4_0", 4), ("qwen2-Q4_1", 4), ("qwen2-Q8_0", 8), ("llama-F16", 4)]
+    {
+        let gguf = tiny(&format!("gguf/{file}.gguf"));
+        let (float, quantised) = (tmp.path().join(format!("{file}-f32")), tmp.path().join(format!("{file}-q")));
+        to_mlx(&gguf, &float, &MlxOptions::default()).unwrap();
+        let report =
+            to_mlx(&gguf, &quantised, &MlxOptions { quantize: Some(Affine { bits, group_size: 32 }), ..MlxOptions::default() }).unwrap();
+        let store = |dir: &Path| WeightStore::from_safetensors_dir(dir, &config(dir)).unwrap();
+        let (exact, got) = (store(&float), store(&quantised));
+        let same = got.iter().filter(|(name, t)| t.to_f32_vec().unwrap() == exact.get(name).unwrap().to_f32_vec().unwrap()).count();
+        let unquantised = report.tensors - 3 * report.quantized;
+        if file.ends_with("F16") {
+            assert_eq!(report.kept, 0, "{file}");
+        } else {
+            assert!(report.kept > 0, "{file}: {report:?}");
+        }
+        assert_eq!(same, report.kept + unquantised, "{file}: {report:?}");
+    }
+}
