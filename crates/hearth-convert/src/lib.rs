@@ -13,6 +13,7 @@ use half::{bf16, f16};
 use hearth_formats::safetensors::{model_files, SafeTensors, SafeTensorsWriter, TensorSpec, TensorView};
 use hearth_formats::{DType, FormatError};
 use hearth_kernels::quant::quantize_mlx_affine;
+use hearth_kernels::{dequantize_row, FloatFormat, RowFormat};
 use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +168,12 @@ impl Source {
     /// A tensor's values, cast to nothing yet.
     fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
         match self {
-            Source::Dir { tensors, .. } => Ok(floats(&tensors[name])),
+            Source::Dir { tensors, .. } => {
+                let t = &tensors[name];
+                // `tensors()` refused any other type before a value was read.
+                let ty = FloatType::of(t.dtype).ok_or_else(|| ConvertError::Unsupported(format!("{name}: {:?}", t.dtype)))?;
+                Ok(floats(t, ty))
+            }
             Source::Gguf(g) => g.values(name),
         }
     }
@@ -197,6 +203,15 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
                 "MLX quantises to 2-6 or 8 bits in groups of 32, 64 or 128, not {} bits in {}",
                 q.bits, q.group_size
             )));
+        }
+    }
+    let old = aside(out, "replaced");
+    if old.exists() {
+        // A run that crashed between setting the old output aside and renaming the new one.
+        if out.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        } else {
+            std::fs::rename(&old, out).map_err(io(out))?;
         }
     }
     if out.exists() && !opts.force {
@@ -242,11 +257,36 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
             return Err(e);
         }
     };
+    // On disk before it takes the final name; an output it replaces steps aside until then, so
+    // a crash leaves the old model (at worst set aside, and put back by the next run) or the
+    // new one, never a half-written one.
+    sync_tree(&tmp)?;
     if out.exists() {
-        std::fs::remove_dir_all(out).map_err(io(out))?;
+        std::fs::rename(out, &old).map_err(io(out))?;
     }
     std::fs::rename(&tmp, out).map_err(io(out))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
     Ok(report)
+}
+
+/// `.<name>.<what>` beside `out`.
+fn aside(out: &Path, what: &str) -> PathBuf {
+    out.with_file_name(format!(".{}.{what}", out.file_name().and_then(|n| n.to_str()).unwrap_or("model")))
+}
+
+/// Every file under `dir`, and `dir` itself, synced to disk.
+fn sync_tree(dir: &Path) -> Result<(), ConvertError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+        }
+    }
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
 }
 
 /// A matrix as MLX affine rows: packed codes, and per group a scale and a bias.
@@ -366,11 +406,13 @@ pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ConvertError>
 }
 
 /// A float tensor's values.
-fn floats(t: &TensorView) -> Vec<f32> {
-    match t.dtype {
-        DType::F32 => t.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        DType::F16 => t.data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        DType::BF16 => t.data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        _ => Vec::new(),
-    }
+fn floats(t: &TensorView, ty: FloatType) -> Vec<f32> {
+    let format = match ty {
+        FloatType::F32 => FloatFormat::F32,
+        FloatType::F16 => FloatFormat::F16,
+        FloatType::BF16 => FloatFormat::BF16,
+    };
+    let mut out = vec![0f32; t.shape.iter().product()];
+    dequantize_row(RowFormat::Float(format), &t.data, &[], &[], &mut out);
+    out
 }

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,11 +14,11 @@ use utoipa_axum::routes;
 use crate::api::backend::{BackendChatRequest, BackendEvent, BackendHealth, BackendModel, BackendModels, BackendReply, Loaded, Unloaded};
 use crate::api::{Body, Errors, ModelErrors};
 use crate::error::ApiError;
-use crate::generation::{self, add_usage, chat_finish, Started};
+use crate::generation::{self, chat_finish, Started};
 use crate::request::{self, GenRequest};
 use crate::AppState;
-use hearth_runtime::{Event, Usage};
-use hearth_tools::{Delta, Reader};
+use hearth_runtime::{FinishReason, Usage};
+use hearth_tools::{Delta, Reply};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -98,53 +98,33 @@ async fn chat(State(state): State<AppState>, Body(body): Body<BackendChatRequest
     }))
 }
 
-/// A streamed reply's state: its usage so far and, where its text is read back (tool calls,
-/// reasoning), its reader.
-struct Replying {
-    usage: Usage,
-    reader: Option<Reader>,
-}
+/// The backend's streamed messages: text and reasoning as they come, the calls whole at the
+/// end, then `done` (or an `error`).
+struct Backend;
 
-impl Replying {
-    fn new(started: &Started) -> Self {
-        Replying { usage: Usage::default(), reader: started.reading.map(|r| r.reader()) }
-    }
+impl generation::ReplyFormat for Backend {
+    type Message = BackendEvent;
 
-    /// The backend's streaming messages for one scheduler event, and whether the reply is over
-    /// (after a `done` or `error` message).
-    fn on(&mut self, event: Option<Event>, model: &str) -> (Vec<BackendEvent>, bool) {
-        match event {
-            Some(Event::Token { text, .. }) => match &mut self.reader {
-                Some(reader) => (reader.push(&text).into_iter().filter_map(backend_delta).collect(), false),
-                None if text.is_empty() => (Vec::new(), false),
-                None => (vec![BackendEvent::Token { content: text }], false),
-            },
-            Some(Event::Finished { reason, usage: u, .. }) => {
-                add_usage(&mut self.usage, u);
-                let (mut out, mut called) = (Vec::new(), false);
-                if let Some(reader) = &mut self.reader {
-                    out.extend(reader.finish().into_iter().filter_map(backend_delta));
-                    let calls = reader.reply().calls.clone();
-                    called = !calls.is_empty();
-                    if called {
-                        out.push(BackendEvent::ToolCalls { tool_calls: calls.into_iter().map(generation::tool_call).collect() });
-                    }
-                }
-                let finish_reason = chat_finish(reason, called);
-                out.push(BackendEvent::Done { model: model.to_string(), finish_reason, usage: generation::usage(&self.usage) });
-                (out, true)
-            }
-            failed @ (Some(Event::Failed(_)) | None) => (vec![error_message(generation::failure(failed))], true),
+    fn piece(&mut self, _: &Reply, d: Delta) -> Vec<BackendEvent> {
+        match d {
+            Delta::Content(content) => vec![BackendEvent::Token { content }],
+            Delta::Reasoning(content) => vec![BackendEvent::Reasoning { content }],
+            Delta::Call { .. } | Delta::Arguments { .. } => Vec::new(),
         }
     }
-}
 
-/// Text and reasoning stream as they come; calls are sent whole at the end.
-fn backend_delta(d: Delta) -> Option<BackendEvent> {
-    match d {
-        Delta::Content(content) => Some(BackendEvent::Token { content }),
-        Delta::Reasoning(content) => Some(BackendEvent::Reasoning { content }),
-        Delta::Call { .. } | Delta::Arguments { .. } => None,
+    fn end(&mut self, started: &Started, reply: &Reply, reason: FinishReason, usage: &Usage) -> Vec<BackendEvent> {
+        let mut out = Vec::new();
+        if !reply.calls.is_empty() {
+            out.push(BackendEvent::ToolCalls { tool_calls: reply.calls.iter().cloned().map(generation::tool_call).collect() });
+        }
+        let finish_reason = chat_finish(reason, !reply.calls.is_empty());
+        out.push(BackendEvent::Done { model: started.resident.id.clone(), finish_reason, usage: generation::usage(usage) });
+        out
+    }
+
+    fn failed(&mut self, e: ApiError) -> Vec<BackendEvent> {
+        vec![error_message(e)]
     }
 }
 
@@ -157,16 +137,7 @@ fn error_message(e: ApiError) -> BackendEvent {
     responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = BackendEvent), ModelErrors))]
 async fn chat_stream(State(state): State<AppState>, Body(body): Body<BackendChatRequest>) -> Result<Response, ApiError> {
     let started = generation::start(&state, request::backend(body)?, "chat").await?;
-    let replying = Replying::new(&started);
-    let events = stream::unfold((started, replying, false), |(mut s, mut replying, over)| async move {
-        if over {
-            return None;
-        }
-        let event = s.events.recv().await;
-        let (msgs, over) = replying.on(event, &s.resident.id);
-        Some((msgs, (s, replying, over)))
-    })
-    .flat_map(|msgs| stream::iter(msgs.into_iter().map(|m| Ok::<_, std::convert::Infallible>(SseEvent::default().data(text(&m))))));
+    let events = generation::stream_reply(started, Backend).map(|m| Ok::<_, std::convert::Infallible>(SseEvent::default().data(text(&m))));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -219,18 +190,12 @@ async fn serve_socket(state: AppState, mut socket: WebSocket) {
     }
 }
 
-async fn stream_reply(socket: &mut WebSocket, mut started: Started) -> Result<(), axum::Error> {
-    let mut replying = Replying::new(&started);
-    loop {
-        let event = started.events.recv().await;
-        let (msgs, over) = replying.on(event, &started.resident.id);
-        for msg in msgs {
-            send(socket, msg).await?;
-        }
-        if over {
-            return Ok(());
-        }
+async fn stream_reply(socket: &mut WebSocket, started: Started) -> Result<(), axum::Error> {
+    let mut messages = std::pin::pin!(generation::stream_reply(started, Backend));
+    while let Some(msg) = messages.next().await {
+        send(socket, msg).await?;
     }
+    Ok(())
 }
 
 fn text(event: &BackendEvent) -> String {

@@ -24,8 +24,8 @@ pub struct Started {
     pub created: u64,
     pub n: usize,
     pub prompt_tokens: usize,
-    /// How a chat reply is read back (`None` for text completions).
-    pub reading: Option<Reading>,
+    /// How the reply is read back (as plain text for text completions).
+    pub reading: Reading,
 }
 
 /// A request made ready to run: its model, prompt, constraint and how its reply is read.
@@ -37,7 +37,7 @@ pub struct Prepared {
     processor: Option<Box<dyn hearth_runtime::LogitsProcessor>>,
     params: GenerateParams,
     n: usize,
-    reading: Option<Reading>,
+    reading: Reading,
 }
 
 impl Prepared {
@@ -49,7 +49,7 @@ impl Prepared {
 impl Started {
     /// A reader for the reply: its calls and reasoning as `reading` says, else its text.
     pub fn reader(&self) -> Reader {
-        self.reading.map(|r| r.reader()).unwrap_or_else(|| Reader::new(None, None, false))
+        self.reading.reader()
     }
 }
 
@@ -105,9 +105,10 @@ pub fn stream_reply<F: ReplyFormat>(started: Started, format: F) -> impl futures
     .flat_map(stream::iter)
 }
 
-/// How a chat reply is read back: its tool calls in the model's format (when it was offered
-/// tools), its reasoning split off (when its template has a block the prompt left to it).
-#[derive(Clone, Copy, Debug)]
+/// How a reply is read back: its tool calls in the model's format (when it was offered
+/// tools), its reasoning split off (when its template has a block the prompt left to it);
+/// by default, as the text it is.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Reading {
     pub format: Option<Format>,
     pub reasoning: Option<Reasoning>,
@@ -145,7 +146,7 @@ pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiE
     let resident = state.models.get(&model_id, None).await?;
     let model = &resident.model;
     let mut constraint = req.constraint.clone();
-    let mut reading = None;
+    let mut reading = Reading::default();
     let (prompt, param) = match &req.prompt {
         Prompt::Chat(messages) => {
             let template = model
@@ -169,9 +170,7 @@ pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiE
             if let (Some(r), Some(c)) = (reasoning, constraint.as_mut()) {
                 c.grammar = r.then(&c.grammar, opened);
             }
-            let format = req.tools.as_ref().map(|_| format);
-            // A plain reply is its text as generated.
-            reading = (format.is_some() || reasoning.is_some()).then_some(Reading { format, reasoning, opened });
+            reading = Reading { format: req.tools.as_ref().map(|_| format), reasoning, opened };
             (model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?, "messages")
         }
         Prompt::Text(text) => (model.tokenizer.encode(text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?, "prompt"),
@@ -198,18 +197,23 @@ pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiE
                 ..ApiError::invalid(c.param, format!("constrained decoding is unavailable for this model: {e}"))
             };
             let grammars = resident.grammars().map_err(unsupported)?;
-            if let Some(t) = &req.tools {
-                // Each schema on its own first, so that an error names its tool.
-                for (tool, path) in t.list.iter().zip(&t.schema_paths) {
-                    grammars
-                        .constraint(&Grammar::JsonSchema(tool.parameters.clone()), 1)
-                        .map_err(|e| ApiError::invalid(path, e.to_string()))?;
+            match grammars.constraint(&c.grammar, max_tokens) {
+                Ok(processor) => Some(processor),
+                Err(e) => {
+                    // The tools' grammar failed: the schema at fault is found alone, so that the
+                    // error names its tool.
+                    let tools = req.tools.iter().flat_map(|t| t.list.iter().zip(&t.schema_paths));
+                    for (tool, path) in tools {
+                        grammars
+                            .constraint(&Grammar::JsonSchema(tool.parameters.clone()), 1)
+                            .map_err(|e| ApiError::invalid(path, e.to_string()))?;
+                    }
+                    return Err(ApiError::invalid(c.param, e.to_string()));
                 }
             }
-            Some(grammars.constraint(&c.grammar, max_tokens).map_err(|e| ApiError::invalid(c.param, e.to_string()))?)
         }
     };
-    let special_tokens = reading.is_some_and(|r| r.format.is_some() || r.reasoning.is_some());
+    let special_tokens = reading.format.is_some() || reading.reasoning.is_some();
     let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false, special_tokens };
     Ok(Prepared { resident, prompt, param, processor, params, n: req.n, reading })
 }
@@ -276,24 +280,18 @@ pub fn usage(u: &Usage) -> api::Usage {
 
 /// A chat choice as the assistant's message, read back as `reading` says, and its finish
 /// reason.
-pub fn assistant_message(
-    reading: Option<Reading>,
-    text: String,
-    finish: Option<FinishReason>,
-) -> (api::AssistantMessage, Option<&'static str>) {
-    let plain = |content| api::AssistantMessage { role: api::Role::Assistant, content, reasoning_content: None, tool_calls: None };
-    let Some(reading) = reading else { return (plain(Some(text)), finish.map(finish_str)) };
+pub fn assistant_message(reading: Reading, text: String, finish: Option<FinishReason>) -> (api::AssistantMessage, Option<&'static str>) {
     let mut reader = reading.reader();
     reader.push(&text);
     reader.finish();
     let reply = reader.reply().clone();
     let called = !reply.calls.is_empty();
     let message = api::AssistantMessage {
+        role: api::Role::Assistant,
         // OpenAI's: a reply that only calls has null content.
         content: (!called || !reply.content.is_empty()).then_some(reply.content),
         reasoning_content: reply.reasoning,
         tool_calls: called.then(|| reply.calls.into_iter().map(tool_call).collect()),
-        ..plain(None)
     };
     (message, finish.map(|f| chat_finish(f, called)))
 }

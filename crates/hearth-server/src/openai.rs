@@ -176,8 +176,8 @@ struct Streaming {
     usage: Usage,
     /// Per choice, bytes streamed so far (completions' `text_offset`).
     offsets: Vec<usize>,
-    /// Per chat choice whose reply is read back (tool calls, reasoning), its reader.
-    readers: Vec<Option<Reader>>,
+    /// Per chat choice, its reader (tool calls, reasoning, or the text as it is).
+    readers: Vec<Reader>,
     done: bool,
     /// With `knowledge_base`: the sources, and the first choice's text so far, for the
     /// citations sent after it finishes.
@@ -214,10 +214,7 @@ impl Streaming {
             return vec![data(self.chunk(vec![TextChoice { index, text, logprobs, finish_reason: None }]))];
         }
         let mut logprobs = (!lp.is_empty()).then(|| chat_logprobs(r, &lp));
-        let deltas = match &mut self.readers[index] {
-            Some(reader) => reader.push(&text).into_iter().map(delta).collect(),
-            None => vec![Delta { content: Some(text), ..Delta::default() }],
-        };
+        let deltas: Vec<Delta> = self.readers[index].push(&text).into_iter().map(delta).collect();
         // A token whose text is held back (it may start a call's marker) still reports its log-prob.
         let deltas = if deltas.is_empty() && logprobs.is_some() { vec![Delta::default()] } else { deltas };
         deltas
@@ -245,15 +242,15 @@ impl Streaming {
                 let index = self.index(index);
                 self.open -= 1;
                 let mut out = Vec::new();
-                let finish_reason = match self.readers.get_mut(index).and_then(Option::as_mut) {
-                    Some(reader) => {
-                        let (last, called) = (reader.finish(), !reader.reply().calls.is_empty());
-                        for delta in last.into_iter().map(delta) {
-                            out.push(data(self.chunk(vec![ChatChunkChoice { index, delta, logprobs: None, finish_reason: None }])));
-                        }
-                        chat_finish(reason, called)
+                let finish_reason = if self.chat {
+                    let reader = &mut self.readers[index];
+                    let (last, called) = (reader.finish(), !reader.reply().calls.is_empty());
+                    for delta in last.into_iter().map(delta) {
+                        out.push(data(self.chunk(vec![ChatChunkChoice { index, delta, logprobs: None, finish_reason: None }])));
                     }
-                    None => finish_str(reason),
+                    chat_finish(reason, called)
+                } else {
+                    finish_str(reason)
                 };
                 let finish_reason = Some(finish_reason);
                 out.push(if self.chat {
@@ -320,7 +317,7 @@ fn sse(
     let n = jobs[0].started.n;
     let choices = n * jobs.len();
     let grounding = sources.map(|s| (s, String::new()));
-    let readers = jobs.iter().flat_map(|j| (0..n).map(|_| j.started.reading.map(|r| r.reader()))).collect();
+    let readers = jobs.iter().flat_map(|j| (0..n).map(|_| j.started.reader())).collect();
     let st = Streaming {
         jobs,
         current: 0,

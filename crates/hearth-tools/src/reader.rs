@@ -80,7 +80,8 @@ pub struct Reply {
     pub calls: Vec<Call>,
 }
 
-/// Reads one reply as its text arrives.
+/// Reads one reply as its text arrives. With neither a call format nor a reasoning block, the
+/// text passes through as it comes.
 pub struct Reader {
     /// Tool calls are read in this format; `None`: the reply is text.
     format: Option<Format>,
@@ -98,12 +99,19 @@ impl Reader {
 
     /// The pieces `more` makes certain.
     pub fn push(&mut self, more: &str) -> Vec<Delta> {
+        if self.format.is_none() && self.reasoning.is_none() {
+            self.sent.content.push_str(more);
+            return if more.is_empty() { Vec::new() } else { vec![Delta::Content(more.to_string())] };
+        }
         self.text.push_str(more);
         self.advance(false)
     }
 
     /// The pieces the end of the reply makes certain.
     pub fn finish(&mut self) -> Vec<Delta> {
+        if self.format.is_none() && self.reasoning.is_none() {
+            return Vec::new();
+        }
         self.advance(true)
     }
 
