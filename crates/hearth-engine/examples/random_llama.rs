@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use hearth_formats::gguf::{GgmlType, Gguf, GgufWriter, Value};
-use hearth_kernels::quant::quantize_q4k;
+use hearth_kernels::quant::quantize_ggml;
 
 /// xorshift64*: fast, reproducible, plenty for random weights.
 struct Rng(u64);
@@ -35,7 +35,7 @@ fn q4k_matrix(rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u8> {
                     let mut row = vec![0f32; cols];
                     for _ in r0..r1 {
                         row.iter_mut().for_each(|v| *v = rng.uniform() * scale);
-                        quantize_q4k(&row, &mut out);
+                        quantize_ggml(GgmlType::Q4K, &row, &mut out);
                     }
                     out
                 })

@@ -358,7 +358,11 @@ mod tests {
         let (rows, cols, tokens) = (40, 512, 3);
         let ggml = |t| RowFormat::Ggml(t);
         let mut q4k = Vec::new();
-        hearth_kernels::quant::quantize_q4k(&(0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect::<Vec<f32>>(), &mut q4k);
+        hearth_kernels::quant::quantize_ggml(
+            GgmlType::Q4K,
+            &(0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect::<Vec<f32>>(),
+            &mut q4k,
+        );
         let groups = rows * cols / 64;
         let weights = [
             stored(ggml(GgmlType::Q4_0), rows, cols, blocks(&mut rng, rows * cols / 32, 18, 1), None),
