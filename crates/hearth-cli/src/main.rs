@@ -37,8 +37,10 @@ enum Command {
     Rerank(embed::RerankArgs),
     /// Knowledge base: ingest documents, search them, answer questions with citations.
     Kb(kb::KbArgs),
-    /// Write a model in another format (today: MLX, float or affine-quantised).
+    /// Write a model in another format: MLX (float or affine-quantised), Hugging Face, or GGUF.
     Convert(convert::ConvertArgs),
+    /// Quantise a model in its own format: a GGUF to another type, a float directory to MLX affine.
+    Quantize(convert::QuantizeArgs),
     /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
     Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
@@ -168,6 +170,7 @@ fn main() {
         Command::Kb(args) => kb::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Convert(args) => convert::run(args),
+        Command::Quantize(args) => convert::quantize(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };
     if let Err(e) = result {

@@ -1,10 +1,18 @@
-//! Writing models in other formats. Today: a Hugging Face or MLX float model directory, or a
-//! GGUF file (de-quantised), to an MLX directory, cast (`--dtype`) and optionally
-//! affine-quantised (`-q`) as `mlx_lm.convert` writes it (bit for bit from the same floats). Tensors are read, converted and written one at a time into a
-//! temporary directory that is renamed into place once complete, so memory is bounded by the
-//! largest tensor and a crash never leaves a half-written model under the final name.
+//! Writing models in other formats, from a Hugging Face or MLX float directory or a GGUF file:
+//! an MLX directory cast (`--dtype`) and optionally affine-quantised as `mlx_lm.convert` writes
+//! it (bit for bit from the same floats), a Hugging Face directory, or a GGUF file of any of
+//! llama.cpp's common types as `convert_hf_to_gguf.py` and `llama-quantize` write it
+//! ([`write_gguf`]). Tensors are read, converted and written one at a time into a temporary
+//! name that is renamed into place once complete, so memory is bounded by the largest tensor
+//! and a crash never leaves a half-written model under the final name.
 
 mod gguf;
+mod gguf_meta;
+pub mod gguf_types;
+mod write_gguf;
+
+pub use gguf_types::GgufFileType;
+pub use write_gguf::{to_gguf, GgufOptions};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,6 +205,17 @@ impl Source {
 
 /// A model (a Hugging Face or MLX float directory, or a GGUF file) as an MLX directory at `out`.
 pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, ConvertError> {
+    write_dir(src, out, opts, "mlx")
+}
+
+/// A model as a Hugging Face (transformers) directory: float weights in `model.safetensors`
+/// (`dtype`, or each tensor's own type), config, tokenizer and chat template.
+pub fn to_hf(src: &Path, out: &Path, dtype: Option<FloatType>, force: bool) -> Result<Report, ConvertError> {
+    write_dir(src, out, &MlxOptions { dtype, quantize: None, force }, "pt")
+}
+
+/// A safetensors directory whose metadata says `format`.
+fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<Report, ConvertError> {
     if let Some(q) = opts.quantize {
         if !matches!(q.bits, 2..=6 | 8) || !matches!(q.group_size, 32 | 64 | 128) {
             return Err(ConvertError::Unsupported(format!(
@@ -250,7 +269,7 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let report = match write_mlx(&source, &tmp, &plan, &specs, opts, parameters) {
+    let report = match write_safetensors(&source, &tmp, &plan, &specs, opts, parameters, format) {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -309,16 +328,17 @@ fn quantizable(name: &str, shape: &[usize], group_size: usize) -> bool {
     name.ends_with(".weight") && shape.len() == 2 && shape[1].is_multiple_of(group_size)
 }
 
-fn write_mlx(
+fn write_safetensors(
     source: &Source,
     dir: &Path,
     plan: &[Planned],
     specs: &[TensorSpec],
     opts: &MlxOptions,
     parameters: u64,
+    format: &str,
 ) -> Result<Report, ConvertError> {
     let weights = dir.join("model.safetensors");
-    let metadata = BTreeMap::from([("format".to_string(), "mlx".to_string())]);
+    let metadata = BTreeMap::from([("format".to_string(), format.to_string())]);
     let mut writer = SafeTensorsWriter::create(&weights, &metadata, specs)?;
     // Each planned tensor makes its outputs; they are written in the header's (name) order.
     let mut pending: BTreeMap<String, Vec<u8>> = BTreeMap::new();

@@ -303,7 +303,8 @@ impl ModelConfig {
             None => return Err(EngineError::Weights("GGUF file has no token_embd.weight".into())),
         };
         let gemma = arch == Arch::Gemma2;
-        let window = req("attention.sliding_window").ok();
+        // llama.cpp writes 0 for "no window" (Phi-3 with `sliding_window: null`).
+        let window = req("attention.sliding_window").ok().filter(|&w| w > 0);
         let layer_windows =
             if gemma { (0..num_layers).map(|i| (i % 2 == 0).then_some(window).flatten()).collect() } else { vec![window; num_layers] };
         let rope_scaling = match g.get(&key("rope.scaling.type")).and_then(Value::as_str) {

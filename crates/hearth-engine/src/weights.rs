@@ -191,24 +191,34 @@ fn mlx_params(quant: Option<&Json>, layer: &str) -> Result<(u32, usize)> {
     Ok(q.get(layer).and_then(read).unwrap_or(defaults))
 }
 
-/// The Hugging Face name of a GGUF tensor; `None` for tensors the model does not use as
-/// weights (`rope_freqs` is read separately).
-fn hf_name(arch: &str, gguf: &str) -> Option<String> {
-    let top = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        "rope_freqs.weight" => return None,
-        _ => None,
-    };
-    if let Some(t) = top {
-        return Some(t.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let (stem, suffix) = part.rsplit_once('.')?;
+/// Tensors outside the blocks: GGUF name, Hugging Face name.
+const TOP_NAMES: [(&str, &str); 3] =
+    [("token_embd.weight", "model.embed_tokens.weight"), ("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight")];
+
+/// The stems of GGUF block tensors (`blk.N.<stem>.weight`), in the order a Hugging Face name
+/// is looked up (`ffn_norm` before `post_attention_norm`: both name Llama's second norm).
+const LAYER_STEMS: [&str; 14] = [
+    "attn_norm",
+    "ffn_norm",
+    "post_attention_norm",
+    "post_ffw_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_qkv",
+    "attn_output",
+    "attn_q_norm",
+    "attn_k_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+/// A GGUF block tensor stem's Hugging Face name within `model.layers.N.`, for GGUF
+/// architecture `arch`.
+fn layer_stem(arch: &str, stem: &str) -> Option<&'static str> {
     let gemma = arch.starts_with("gemma");
-    let mapped = match stem {
+    Some(match stem {
         "attn_norm" => "input_layernorm",
         "ffn_norm" if gemma => "pre_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
@@ -226,6 +236,53 @@ fn hf_name(arch: &str, gguf: &str) -> Option<String> {
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
         _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{mapped}.{suffix}"))
+    })
+}
+
+/// The Hugging Face name of a GGUF tensor; `None` for tensors the model does not use as
+/// weights (`rope_freqs` is read separately).
+fn hf_name(arch: &str, gguf: &str) -> Option<String> {
+    if let Some((_, hf)) = TOP_NAMES.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (stem, suffix) = part.rsplit_once('.')?;
+    Some(format!("model.layers.{layer}.{}.{suffix}", layer_stem(arch, stem)?))
+}
+
+/// The GGUF name of a Hugging Face tensor in a model of GGUF architecture `arch` (the
+/// inverse of the names the loader reads).
+pub fn gguf_name(arch: &str, hf: &str) -> Option<String> {
+    if let Some((gguf, _)) = TOP_NAMES.iter().find(|(_, h)| *h == hf) {
+        return Some(gguf.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (stem, suffix) = part.rsplit_once('.')?;
+    let gguf = LAYER_STEMS.iter().find(|g| layer_stem(arch, g) == Some(stem))?;
+    Some(format!("blk.{layer}.{gguf}.{suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tensor name the loader maps from GGUF maps back to the same GGUF name.
+    #[test]
+    fn gguf_names_round_trip() {
+        for arch in ["llama", "qwen2", "qwen3", "phi3", "gemma2"] {
+            let mut names: Vec<String> = TOP_NAMES.iter().map(|(g, _)| g.to_string()).collect();
+            names.extend(LAYER_STEMS.iter().map(|s| format!("blk.3.{s}.weight")));
+            names.push("blk.0.attn_q.bias".into());
+            for gguf in names {
+                // Llama's `post_attention_norm` is not a Llama tensor; its name is `ffn_norm`'s.
+                if !arch.starts_with("gemma") && gguf.contains("post_") {
+                    continue;
+                }
+                let hf = hf_name(arch, &gguf).unwrap();
+                assert_eq!(gguf_name(arch, &hf).as_deref(), Some(gguf.as_str()), "{arch}: {hf}");
+            }
+        }
+    }
 }

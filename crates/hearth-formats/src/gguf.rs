@@ -430,7 +430,7 @@ impl<'a> Reader<'a> {
 #[derive(Default)]
 pub struct GgufWriter {
     metadata: Vec<(String, Value)>,
-    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    tensors: Vec<(GgufTensorSpec, Vec<u8>)>,
 }
 
 impl GgufWriter {
@@ -445,61 +445,26 @@ impl GgufWriter {
 
     /// Adds a tensor; `shape` is row-major (outermost first), `data` its encoded bytes.
     pub fn tensor(&mut self, name: impl Into<String>, shape: &[usize], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, FormatError> {
-        let name = name.into();
-        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let Some((&row_len, outer)) = dims.split_first() else {
-            return Err(FormatError::Invalid(format!("tensor {name}: GGUF tensors need at least one dimension")));
-        };
-        let rows = outer
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| FormatError::Invalid(format!("tensor {name}: dimensions overflow")))?;
-        let expected = crate::tensor_bytes(ty.dtype(), row_len, rows)?;
+        let spec = GgufTensorSpec::new(name, shape, ty);
+        let expected = spec.bytes()?;
         if expected != data.len() as u64 {
             return Err(FormatError::Invalid(format!(
-                "tensor {name}: {} bytes given, shape {shape:?} of {ty:?} needs {expected}",
+                "tensor {}: {} bytes given, shape {shape:?} of {ty:?} needs {expected}",
+                spec.name,
                 data.len()
             )));
         }
-        self.tensors.push((name, dims, ty, data));
+        self.tensors.push((spec, data));
         Ok(self)
     }
 
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
-        // Readers align data to the file's own `general.alignment` (the last one, as the parser
-        // keeps it), so the writer must too.
-        let requested = self.metadata.iter().rev().find(|(k, _)| k == "general.alignment").map(|(_, v)| v);
-        let alignment = alignment(requested).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let mut header = Vec::new();
-        header.extend_from_slice(&MAGIC);
-        header.extend_from_slice(&3u32.to_le_bytes());
-        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            write_string(&mut header, key);
-            header.extend_from_slice(&value.type_id().to_le_bytes());
-            write_value(&mut header, value);
+        let specs = self.tensors.iter().map(|(spec, _)| spec.clone()).collect();
+        let mut stream = GgufStream::new(out, &self.metadata, specs)?;
+        for (spec, data) in &self.tensors {
+            stream.write(&spec.name, data)?;
         }
-        let align = |n: u64| n.div_ceil(alignment) * alignment;
-        let mut offset = 0u64;
-        for (name, dims, ty, data) in &self.tensors {
-            write_string(&mut header, name);
-            header.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
-                header.extend_from_slice(&d.to_le_bytes());
-            }
-            header.extend_from_slice(&ty.id().to_le_bytes());
-            header.extend_from_slice(&offset.to_le_bytes());
-            offset = align(offset + data.len() as u64);
-        }
-        header.resize(align(header.len() as u64) as usize, 0);
-        out.write_all(&header)?;
-        for (_, _, _, data) in &self.tensors {
-            out.write_all(data)?;
-            let pad = align(data.len() as u64) - data.len() as u64;
-            out.write_all(&vec![0u8; pad as usize])?;
-        }
-        Ok(())
+        stream.finish().map(|_| ())
     }
 
     /// Writes atomically: a temporary file beside the target, renamed into place when complete.
@@ -515,6 +480,107 @@ impl GgufWriter {
             let _ = std::fs::remove_file(&tmp);
             FormatError::io(path, e)
         })
+    }
+}
+
+/// A tensor as a GGUF header declares it, before its bytes are written.
+#[derive(Clone, Debug)]
+pub struct GgufTensorSpec {
+    pub name: String,
+    /// Dimensions as GGUF stores them: innermost (contiguous) first.
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+}
+
+impl GgufTensorSpec {
+    /// A tensor of row-major `shape` (outermost first).
+    pub fn new(name: impl Into<String>, shape: &[usize], ty: GgmlType) -> Self {
+        GgufTensorSpec { name: name.into(), dims: shape.iter().rev().map(|&d| d as u64).collect(), ty }
+    }
+
+    /// Bytes its data takes.
+    pub fn bytes(&self) -> Result<u64, FormatError> {
+        let Some((&row_len, outer)) = self.dims.split_first() else {
+            return Err(FormatError::Invalid(format!("tensor {}: GGUF tensors need at least one dimension", self.name)));
+        };
+        let rows = outer
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| FormatError::Invalid(format!("tensor {}: dimensions overflow", self.name)))?;
+        crate::tensor_bytes(self.ty.dtype(), row_len, rows)
+    }
+}
+
+/// Writes a GGUF v3 file front to back: the header (metadata and every tensor's place) first,
+/// then each tensor's bytes in the declared order, so a converter holds one tensor at a time.
+pub struct GgufStream<W: Write> {
+    out: W,
+    tensors: Vec<(String, u64)>,
+    next: usize,
+    alignment: u64,
+}
+
+impl<W: Write> GgufStream<W> {
+    pub fn new(mut out: W, metadata: &[(String, Value)], tensors: Vec<GgufTensorSpec>) -> std::io::Result<Self> {
+        let invalid = |e: FormatError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
+        // Readers align data to the file's own `general.alignment` (the last one, as the parser
+        // keeps it), so the writer must too.
+        let requested = metadata.iter().rev().find(|(k, _)| k == "general.alignment").map(|(_, v)| v);
+        let alignment = alignment(requested).map_err(invalid)?;
+        let align = |n: u64| n.div_ceil(alignment) * alignment;
+        let mut header = Vec::new();
+        header.extend_from_slice(&MAGIC);
+        header.extend_from_slice(&3u32.to_le_bytes());
+        header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+        for (key, value) in metadata {
+            write_string(&mut header, key);
+            header.extend_from_slice(&value.type_id().to_le_bytes());
+            write_value(&mut header, value);
+        }
+        let mut offset = 0u64;
+        let mut sizes = Vec::with_capacity(tensors.len());
+        for t in &tensors {
+            let size = t.bytes().map_err(invalid)?;
+            write_string(&mut header, &t.name);
+            header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&t.ty.id().to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            offset = align(offset + size);
+            sizes.push((t.name.clone(), size));
+        }
+        header.resize(align(header.len() as u64) as usize, 0);
+        out.write_all(&header)?;
+        Ok(GgufStream { out, tensors: sizes, next: 0, alignment })
+    }
+
+    /// The next declared tensor's bytes.
+    pub fn write(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        let Some((expected, size)) = self.tensors.get(self.next) else {
+            return Err(invalid(format!("tensor {name} was not declared")));
+        };
+        if expected != name || *size != data.len() as u64 {
+            return Err(invalid(format!("tensor {name} ({} bytes) written where {expected} ({size} bytes) was declared", data.len())));
+        }
+        self.out.write_all(data)?;
+        let pad = data.len() as u64 % self.alignment;
+        if pad != 0 {
+            self.out.write_all(&vec![0u8; (self.alignment - pad) as usize])?;
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// The writer back once every declared tensor is written.
+    pub fn finish(self) -> std::io::Result<W> {
+        if let Some((name, _)) = self.tensors.get(self.next) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("tensor {name} was declared but not written")));
+        }
+        Ok(self.out)
     }
 }
 

@@ -1,0 +1,312 @@
+//! A model (Hugging Face or MLX float directory, or a GGUF file) as a GGUF file of a chosen
+//! type, as llama.cpp's `convert_hf_to_gguf.py` and `llama-quantize` write them: tensor names,
+//! Q/K row order, `rope_freqs`, the per-tensor block types of the file type, and block bytes
+//! equal to llama.cpp's reference quantisers. Written front to back into a temporary file, one
+//! tensor in memory at a time, and renamed into place when complete.
+
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use hearth_engine::config::{Arch, ModelConfig, RopeScaling};
+use hearth_engine::weights::gguf_name;
+use hearth_formats::gguf::{GgmlType, Gguf, GgufStream, GgufTensorSpec, Value};
+use hearth_kernels::quant::quantize_ggml;
+use hearth_kernels::{dequantize_row, RowFormat};
+
+use crate::gguf_meta;
+use crate::gguf_types::{llama_order, GgufFileType, TypePolicy};
+use crate::{io, ConvertError, Report, Source};
+
+#[derive(Clone, Debug)]
+pub struct GgufOptions {
+    pub file_type: GgufFileType,
+    /// Every matrix in the file type's default block type (`llama-quantize --pure`).
+    pub pure: bool,
+    /// Replace an existing output.
+    pub force: bool,
+}
+
+/// Writes `src` as a GGUF file at `out`.
+pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, ConvertError> {
+    if out.exists() && !opts.force {
+        return Err(ConvertError::Exists(out.to_path_buf()));
+    }
+    let model = Model::open(src)?;
+    let mut names = model.names();
+    llama_order(&mut names);
+    let policy = TypePolicy::new(opts.file_type, opts.pure, &names, model.layers());
+    let mut specs = Vec::with_capacity(names.len());
+    for name in &names {
+        let (shape, stored) = model.shape_and_type(name)?;
+        specs.push(GgufTensorSpec::new(name.clone(), &shape, policy.choose(name, &shape, stored)?));
+    }
+    let metadata = model.metadata(opts.file_type)?;
+
+    let tmp = partial(out);
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut stream = GgufStream::new(std::io::BufWriter::new(file), &metadata, specs.clone()).map_err(io(&tmp))?;
+        let mut report = Report::default();
+        for spec in &specs {
+            let bytes = model.encode(&spec.name, spec.ty)?;
+            if !matches!(spec.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+                report.quantized += 1;
+            }
+            report.bytes += bytes.len() as u64;
+            stream.write(&spec.name, &bytes).map_err(io(&tmp))?;
+        }
+        let file =
+            stream.finish().map_err(io(&tmp))?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
+        // On disk before it takes the final name: a crash leaves the old file or the new one.
+        file.sync_all().map_err(io(&tmp))?;
+        report.tensors = specs.len();
+        Ok(report)
+    })();
+    match result {
+        Ok(report) => {
+            std::fs::rename(&tmp, out).map_err(io(out))?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// `.<name>.partial-<pid>` beside `out`.
+fn partial(out: &Path) -> PathBuf {
+    out.with_file_name(format!(".{}.partial-{}", out.file_name().and_then(|n| n.to_str()).unwrap_or("model"), std::process::id()))
+}
+
+/// The source seen under GGUF tensor names.
+enum Model {
+    /// A GGUF file: its tensors and metadata as they are (`llama-quantize`).
+    Gguf(Gguf),
+    /// A Hugging Face or MLX directory, renamed and reordered as `convert_hf_to_gguf.py` does.
+    Dir(Box<DirModel>),
+}
+
+struct DirModel {
+    source: Source,
+    cfg: ModelConfig,
+    /// GGUF architecture name.
+    arch: &'static str,
+    /// GGUF name → Hugging Face name, for every tensor.
+    names: Vec<(String, String)>,
+    /// llama.cpp's per-frequency RoPE factors for Llama 3 scaling (`rope_freqs.weight`).
+    rope_freqs: Option<Vec<f32>>,
+}
+
+impl Model {
+    fn open(src: &Path) -> Result<Model, ConvertError> {
+        if src.is_file() {
+            return Ok(Model::Gguf(Gguf::open(src)?));
+        }
+        let source = Source::open(src)?;
+        let config = source.config();
+        let cfg = ModelConfig::from_hf(&config).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
+        let arch = match cfg.arch {
+            // convert_hf_to_gguf.py writes Mistral's Hugging Face checkpoints as Llama.
+            Arch::Llama | Arch::Mistral => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Phi3 => "phi3",
+            Arch::Gemma2 => "gemma2",
+            other => return Err(ConvertError::Unsupported(format!("writing {other:?} as GGUF is not supported yet"))),
+        };
+        let mut names = Vec::new();
+        for (hf, _, _) in source.tensors()? {
+            let gguf = gguf_name(arch, &hf)
+                .ok_or_else(|| ConvertError::Unsupported(format!("{hf}: no GGUF name for this tensor of a {arch} model")))?;
+            names.push((gguf, hf));
+        }
+        let rope_freqs = match cfg.rope.scaling {
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
+                Some(llama3_rope_factors(cfg.head_dim, cfg.rope.theta, factor, low_freq_factor, high_freq_factor, original_context))
+            }
+            _ => None,
+        };
+        Ok(Model::Dir(Box::new(DirModel { source, cfg, arch, names, rope_freqs })))
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Model::Gguf(g) => g.tensors.iter().map(|t| t.name.clone()).collect(),
+            Model::Dir(d) => {
+                let mut names: Vec<String> = d.names.iter().map(|(g, _)| g.clone()).collect();
+                if d.rope_freqs.is_some() {
+                    names.push("rope_freqs.weight".into());
+                }
+                names
+            }
+        }
+    }
+
+    fn layers(&self) -> usize {
+        match self {
+            Model::Gguf(g) => {
+                let arch = g.architecture().unwrap_or_default();
+                g.get(&format!("{arch}.block_count")).and_then(Value::as_u64).unwrap_or(0) as usize
+            }
+            Model::Dir(d) => d.cfg.num_layers,
+        }
+    }
+
+    /// A tensor's row-major shape and the type it keeps when not given a block type.
+    fn shape_and_type(&self, name: &str) -> Result<(Vec<usize>, GgmlType), ConvertError> {
+        match self {
+            Model::Gguf(g) => {
+                let t = g.tensor(name).ok_or_else(|| ConvertError::Unsupported(format!("{name}: no such tensor")))?;
+                Ok((t.dims.iter().rev().map(|&d| d as usize).collect(), t.ggml_type))
+            }
+            // Vectors are written as float32, as the converter does.
+            Model::Dir(d) => Ok((d.shape(name)?, GgmlType::F32)),
+        }
+    }
+
+    fn metadata(&self, file_type: GgufFileType) -> Result<Vec<(String, Value)>, ConvertError> {
+        let mut kv = match self {
+            Model::Gguf(g) => g
+                .metadata
+                .iter()
+                .filter(|(k, _)| !k.starts_with("split.") && *k != "general.file_type" && *k != "general.quantization_version")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Model::Dir(d) => gguf_meta::hf_metadata(&d.source, &d.cfg, d.arch)?,
+        };
+        kv.push(("general.quantization_version".into(), Value::U32(2)));
+        kv.push(("general.file_type".into(), Value::U32(file_type.id())));
+        Ok(kv)
+    }
+
+    /// Tensor `name`'s bytes as `ty`: as stored where that is its type already, otherwise its
+    /// float32 values converted or quantised.
+    fn encode(&self, name: &str, ty: GgmlType) -> Result<Vec<u8>, ConvertError> {
+        let (shape, values) = match self {
+            Model::Gguf(g) => {
+                let t = g.tensor(name).ok_or_else(|| ConvertError::Unsupported(format!("{name}: no such tensor")))?;
+                let data = g.tensor_data(t)?;
+                if t.ggml_type == ty {
+                    return Ok(data.to_vec());
+                }
+                let n: u64 = t.dims.iter().product();
+                let mut values = vec![0f32; n as usize];
+                dequantize_row(RowFormat::Ggml(t.ggml_type), &data, &[], &[], &mut values);
+                (t.dims.iter().rev().map(|&d| d as usize).collect::<Vec<_>>(), values)
+            }
+            Model::Dir(d) => (d.shape(name)?, d.values(name)?),
+        };
+        Ok(encode_values(&values, *shape.last().unwrap_or(&1), ty))
+    }
+}
+
+impl DirModel {
+    fn hf(&self, name: &str) -> Result<&str, ConvertError> {
+        self.names
+            .iter()
+            .find(|(g, _)| g == name)
+            .map(|(_, h)| h.as_str())
+            .ok_or_else(|| ConvertError::Unsupported(format!("{name}: no such tensor")))
+    }
+
+    fn shape(&self, name: &str) -> Result<Vec<usize>, ConvertError> {
+        if name == "rope_freqs.weight" {
+            return Ok(vec![self.cfg.head_dim / 2]);
+        }
+        let Source::Dir { tensors, .. } = &self.source else { unreachable!("a directory model reads a directory") };
+        Ok(tensors[self.hf(name)?].shape.clone())
+    }
+
+    /// The values llama.cpp's converter stores: Llama's Q/K rows interleaved per head (its RoPE
+    /// rotates adjacent pairs), Gemma's norm weights with the 1 its `(1 + w)` adds.
+    fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
+        if name == "rope_freqs.weight" {
+            return Ok(self.rope_freqs.clone().unwrap_or_default());
+        }
+        let hf = self.hf(name)?;
+        let mut values = self.source.values(hf)?;
+        if self.arch == "llama" {
+            let heads = if hf.contains("self_attn.q_proj.") {
+                Some(self.cfg.num_heads)
+            } else if hf.contains("self_attn.k_proj.") {
+                Some(self.cfg.num_kv_heads)
+            } else {
+                None
+            };
+            if let Some(heads) = heads {
+                let cols = values.len() / (heads * self.cfg.head_dim);
+                values = interleave(&values, heads, self.cfg.head_dim, cols);
+            }
+        }
+        if self.arch == "gemma2" && name.ends_with("norm.weight") {
+            values.iter_mut().for_each(|v| *v += 1.0);
+        }
+        Ok(values)
+    }
+}
+
+/// Rows of each head from Hugging Face's order (the two halves) to llama.cpp's (RoPE pairs
+/// adjacent): llama.cpp row `2i + j` of a head is Hugging Face's row `j · half + i`.
+fn interleave(values: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let (to, from) = (h * head_dim + 2 * i + j, h * head_dim + j * half + i);
+                out[to * cols..(to + 1) * cols].copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// `rope_freqs.weight` as convert_hf_to_gguf.py computes it for Llama 3 scaling: the base
+/// frequencies in float32, each wavelength's divisor in double precision.
+fn llama3_rope_factors(head_dim: usize, theta: f64, factor: f64, low: f64, high: f64, original: f64) -> Vec<f32> {
+    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}
+
+/// `values` (rows of `cols`) as `ty`'s bytes; block types are quantised on every core.
+pub(crate) fn encode_values(values: &[f32], cols: usize, ty: GgmlType) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+        GgmlType::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+        _ => {
+            let rows = values.len() / cols.max(1);
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.max(1));
+            let per = rows.div_ceil(threads);
+            let parts: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let handles: Vec<_> = values
+                    .chunks(per * cols)
+                    .map(|chunk| {
+                        s.spawn(move || {
+                            let mut out = Vec::new();
+                            quantize_ggml(ty, chunk, &mut out);
+                            out
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("quantiser thread")).collect()
+            });
+            parts.concat()
+        }
+    }
+}

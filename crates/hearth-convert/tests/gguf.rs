@@ -1,0 +1,127 @@
+//! `to_gguf` against what llama.cpp wrote for the tiny fixtures (testdata/tiny/gguf, MANIFEST.md):
+//! `convert_hf_to_gguf.py` made the F16 files from testdata/tiny/hf, `llama_model_quantize` the
+//! Q8_0/Q4_0/Q4_1 files from those. Hearth's files hold the same tensors, bit for bit, and the
+//! metadata llama.cpp reads.
+
+use std::path::{Path, PathBuf};
+
+use hearth_convert::{to_gguf, ConvertError, GgufFileType, GgufOptions};
+use hearth_formats::gguf::Gguf;
+
+fn tiny(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(path)
+}
+
+fn opts(file_type: GgufFileType, pure: bool) -> GgufOptions {
+    GgufOptions { file_type, pure, force: false }
+}
+
+/// Same tensors (names, types, shapes, bytes) and the same value for every metadata key of
+/// `want` but the model's display name and size label.
+fn assert_same(got: &Path, want: &Path) {
+    let (g, w) = (Gguf::open(got).unwrap(), Gguf::open(want).unwrap());
+    let label = want.file_name().unwrap().to_string_lossy().to_string();
+    let mut names: Vec<_> = g.tensors.iter().map(|t| &t.name).collect();
+    let mut wanted: Vec<_> = w.tensors.iter().map(|t| &t.name).collect();
+    names.sort();
+    wanted.sort();
+    assert_eq!(names, wanted, "{label}: tensor names");
+    for t in &w.tensors {
+        let ours = g.tensor(&t.name).unwrap();
+        assert_eq!((ours.ggml_type, &ours.dims), (t.ggml_type, &t.dims), "{label} {}", t.name);
+        assert!(g.tensor_data(ours).unwrap()[..] == w.tensor_data(t).unwrap()[..], "{label} {}: bytes differ", t.name);
+    }
+    for (key, value) in &w.metadata {
+        if key == "general.name" || key == "general.size_label" {
+            continue;
+        }
+        assert_eq!(g.get(key), Some(value), "{label}: {key}");
+    }
+}
+
+#[test]
+fn hugging_face_models_become_llama_cpp_s_f16_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in ["llama", "qwen2"] {
+        let out = tmp.path().join(format!("{model}-F16.gguf"));
+        let report = to_gguf(&tiny(&format!("hf/{model}")), &out, &opts(GgufFileType::F16, false)).unwrap();
+        assert!(report.tensors >= 21 && report.quantized == 0, "{report:?}");
+        assert_same(&out, &tiny(&format!("gguf/{model}-F16.gguf")));
+    }
+}
+
+#[test]
+fn quantising_a_gguf_equals_llama_quantize() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in ["llama", "qwen2"] {
+        // The fixtures' recipe: Q8_0 with llama-quantize's per-tensor rules, Q4_0 and Q4_1 `--pure`.
+        for (file_type, pure) in [(GgufFileType::Q8_0, false), (GgufFileType::Q4_0, true), (GgufFileType::Q4_1, true)] {
+            let name = format!("{model}-{}.gguf", file_type.name());
+            let out = tmp.path().join(&name);
+            to_gguf(&tiny(&format!("gguf/{model}-F16.gguf")), &out, &opts(file_type, pure)).unwrap();
+            assert_same(&out, &tiny(&format!("gguf/{name}")));
+        }
+    }
+}
+
+/// Rows of 64 values do not split into K-quant blocks of 256: llama-quantize's fallbacks
+/// (Q4_K → Q5_0, Q6_K → Q8_0) apply, as they do with `--pure`.
+#[test]
+fn k_quants_fall_back_on_short_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.gguf");
+    to_gguf(&tiny("hf/qwen2"), &out, &opts(GgufFileType::Q4KM, false)).unwrap();
+    let g = Gguf::open(&out).unwrap();
+    let ty = |n: &str| format!("{:?}", g.tensor(n).unwrap().ggml_type);
+    assert_eq!(ty("token_embd.weight"), "Q8_0");
+    assert_eq!(ty("blk.0.attn_q.weight"), "Q5_0");
+    assert_eq!(ty("blk.0.attn_v.weight"), "Q5_0");
+    assert_eq!(ty("blk.1.attn_v.weight"), "Q8_0", "use_more_bits picks the last layer: Q6_K, falling back");
+    assert_eq!(ty("blk.0.attn_norm.weight"), "F32");
+    assert_eq!(g.get("general.file_type").and_then(|v| v.as_u64()), Some(15));
+}
+
+#[test]
+fn bad_requests_are_refused_and_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model.gguf");
+    std::fs::write(&out, b"keep me").unwrap();
+    let err = to_gguf(&tiny("hf/qwen2"), &out, &opts(GgufFileType::F16, false)).unwrap_err();
+    assert!(matches!(err, ConvertError::Exists(_)), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    let err = to_gguf(&tiny("hf/gemma3"), &tmp.path().join("g.gguf"), &opts(GgufFileType::F16, false)).unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
+
+/// Every architecture the engine runs from GGUF, written as GGUF F32 from its Hugging Face
+/// directory, loads and gives the directory's logits (float path, ≤ 1e-3), tokenizer and chat
+/// template included; Gemma 2's tiny fixture is refused, since llama.cpp would ignore its query
+/// scale.
+#[test]
+fn converted_models_run_as_their_sources() {
+    use hearth_engine::model::SeqInput;
+    use hearth_engine::{LoadOptions, LoadedModel, Precision};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |path: &Path| {
+        let m = LoadedModel::load_with(path, LoadOptions { precision: Precision::Exact, ..LoadOptions::default() }).unwrap();
+        let chat = [serde_json::json!({"role": "user", "content": "What is the capital of France?"})];
+        let opts = hearth_tokenizer::RenderOptions { add_generation_prompt: true, ..Default::default() };
+        let text = m.chat_template.as_ref().unwrap().render(&chat, &opts).unwrap();
+        let ids = m.tokenizer.encode(&text, true).unwrap();
+        let mut cache = m.model.new_cache(128).unwrap();
+        let logits = m.model.forward(&mut [SeqInput::new(&ids, &mut cache)], false).unwrap().swap_remove(0);
+        (ids, logits)
+    };
+    for model in ["llama", "mistral", "qwen2", "qwen3", "phi3"] {
+        let out = tmp.path().join(format!("{model}.gguf"));
+        to_gguf(&tiny(&format!("hf/{model}")), &out, &opts(GgufFileType::F32, false)).unwrap();
+        let ((want_ids, want), (ids, got)) = (run(&tiny(&format!("hf/{model}"))), run(&out));
+        assert_eq!(ids, want_ids, "{model}: token ids");
+        let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{model}: largest logit difference {worst}");
+    }
+    let err = to_gguf(&tiny("hf/gemma2"), &tmp.path().join("gemma2.gguf"), &opts(GgufFileType::F32, false)).unwrap_err();
+    assert!(err.to_string().contains("query scale"), "{err}");
+}
