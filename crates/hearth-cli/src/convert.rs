@@ -1,4 +1,4 @@
-//! `hearth convert` and `hearth quantize`: a model in another format or precision — MLX
+//! `hearth convert`, `hearth fuse` and `hearth quantize`: a model in another format or precision — MLX
 //! (float or affine-quantised, as `mlx_lm.convert`), Hugging Face, or GGUF of llama.cpp's
 //! common types (as `convert_hf_to_gguf.py` + `llama-quantize`).
 
@@ -52,6 +52,9 @@ pub struct ConvertArgs {
     /// GGUF: every matrix in the type's own block type (llama-quantize --pure).
     #[arg(long)]
     pure: bool,
+    /// Merge this LoRA adapter (an mlx-lm adapter directory) into the weights (`hearth fuse`).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
@@ -109,15 +112,16 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             }
             if let Target::Hf = args.to {
                 anyhow::ensure!(!args.quantize, "--quantize applies to MLX output; Hugging Face output is float");
-                hearth_convert::to_hf(&src, &args.out, dtype, args.force)?
+                let opts = MlxOptions { dtype, quantize: None, force: args.force, adapter: args.adapter };
+                hearth_convert::to_hf(&src, &args.out, &opts)?
             } else {
                 let quantize = args.quantize.then_some(Affine { bits: args.mlx.q_bits, group_size: args.mlx.q_group_size });
-                hearth_convert::to_mlx(&src, &args.out, &MlxOptions { dtype, quantize, force: args.force })?
+                hearth_convert::to_mlx(&src, &args.out, &MlxOptions { dtype, quantize, force: args.force, adapter: args.adapter })?
             }
         }
         Target::Gguf => {
             anyhow::ensure!(!args.quantize && dtype.is_none(), "GGUF output takes --type, not --quantize or --dtype");
-            let opts = GgufOptions { file_type: file_type(&args.file_type)?, pure: args.pure, force: args.force };
+            let opts = GgufOptions { file_type: file_type(&args.file_type)?, pure: args.pure, force: args.force, adapter: args.adapter };
             hearth_convert::to_gguf(&src, &args.out, &opts)?
         }
     };
@@ -125,16 +129,22 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `hearth fuse`: a conversion with an adapter merged in, as `mlx_lm.fuse` does.
+pub fn fuse(args: ConvertArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.adapter.is_some(), "hearth fuse needs --adapter <dir>");
+    run(args)
+}
+
 /// A same-format conversion: a GGUF re-quantised, or an MLX/Hugging Face directory quantised.
 pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     let src = crate::store_cmd::resolve_model(&args.model)?;
     let started = std::time::Instant::now();
     let report = if src.is_file() {
-        let opts = GgufOptions { file_type: file_type(&args.file_type)?, pure: args.pure, force: args.force };
+        let opts = GgufOptions { file_type: file_type(&args.file_type)?, pure: args.pure, force: args.force, adapter: None };
         hearth_convert::to_gguf(&src, &args.out, &opts)?
     } else {
         let quantize = Some(Affine { bits: args.mlx.q_bits, group_size: args.mlx.q_group_size });
-        hearth_convert::to_mlx(&src, &args.out, &MlxOptions { dtype: None, quantize, force: args.force })?
+        hearth_convert::to_mlx(&src, &args.out, &MlxOptions { quantize, force: args.force, ..MlxOptions::default() })?
     };
     done(&args.out, &report, started);
     Ok(())

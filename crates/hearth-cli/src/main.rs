@@ -39,6 +39,8 @@ enum Command {
     Kb(kb::KbArgs),
     /// Write a model in another format: MLX (float or affine-quantised), Hugging Face, or GGUF.
     Convert(convert::ConvertArgs),
+    /// Merge a LoRA adapter into its base model and write the result (any format, as `convert`).
+    Fuse(convert::ConvertArgs),
     /// Quantise a model in its own format: a GGUF to another type, a float directory to MLX affine.
     Quantize(convert::QuantizeArgs),
     /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
@@ -170,6 +172,7 @@ fn main() {
         Command::Kb(args) => kb::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Convert(args) => convert::run(args),
+        Command::Fuse(args) => convert::fuse(args),
         Command::Quantize(args) => convert::quantize(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
+use hearth_engine::lora::LoraAdapter;
 use hearth_formats::safetensors::{model_files, SafeTensors, SafeTensorsWriter, TensorSpec, TensorView};
 use hearth_formats::{DType, FormatError};
 use hearth_kernels::quant::quantize_mlx_affine;
@@ -108,6 +109,8 @@ pub struct MlxOptions {
     pub quantize: Option<Affine>,
     /// Replace an existing output.
     pub force: bool,
+    /// Merge this LoRA adapter directory (mlx-lm's layout) into the weights first (`hearth fuse`).
+    pub adapter: Option<PathBuf>,
 }
 
 /// What a conversion wrote.
@@ -122,15 +125,22 @@ pub struct Report {
 
 /// Where a conversion reads.
 enum Source {
-    /// A safetensors directory (Hugging Face or MLX float): tensors as stored.
-    Dir { dir: PathBuf, config: Value, tensors: BTreeMap<String, TensorView> },
+    /// A safetensors directory (Hugging Face or MLX float): tensors as stored, with a LoRA
+    /// adapter's updates merged in where one is given.
+    Dir { dir: PathBuf, config: Value, tensors: BTreeMap<String, TensorView>, adapter: Option<LoraAdapter> },
     /// A GGUF file: tensors de-quantised to float32 under Hugging Face names.
     Gguf(Box<gguf::GgufSource>),
 }
 
 impl Source {
-    fn open(path: &Path) -> Result<Source, ConvertError> {
+    /// The model at `path`, with `adapter`'s updates merged into its weights.
+    fn open(path: &Path, adapter: Option<&Path>) -> Result<Source, ConvertError> {
         if path.is_file() {
+            if adapter.is_some() {
+                return Err(ConvertError::Unsupported(
+                    "fusing an adapter into a GGUF base is not supported yet; convert the base first".into(),
+                ));
+            }
             return Ok(Source::Gguf(Box::new(gguf::GgufSource::open(path)?)));
         }
         let config_path = path.join("config.json");
@@ -146,7 +156,15 @@ impl Source {
         for file in model_files(path)? {
             tensors.extend(SafeTensors::open(&file)?.tensors);
         }
-        Ok(Source::Dir { dir: path.to_path_buf(), config, tensors })
+        let adapter = adapter
+            .map(|dir| LoraAdapter::load(dir).map_err(|e| ConvertError::Unsupported(format!("{}: {e}", dir.display()))))
+            .transpose()?;
+        if let Some(a) = &adapter {
+            if let Some(missing) = a.layer_names().find(|l| !tensors.contains_key(&format!("{l}.weight"))) {
+                return Err(ConvertError::Unsupported(format!("the adapter updates {missing}, which this model does not have")));
+            }
+        }
+        Ok(Source::Dir { dir: path.to_path_buf(), config, tensors, adapter })
     }
 
     fn config(&self) -> Value {
@@ -176,11 +194,15 @@ impl Source {
     /// A tensor's values, cast to nothing yet.
     fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
         match self {
-            Source::Dir { tensors, .. } => {
+            Source::Dir { tensors, adapter, .. } => {
                 let t = &tensors[name];
                 // `tensors()` refused any other type before a value was read.
                 let ty = FloatType::of(t.dtype).ok_or_else(|| ConvertError::Unsupported(format!("{name}: {:?}", t.dtype)))?;
-                Ok(floats(t, ty))
+                let mut values = floats(t, ty);
+                if let (Some(a), Some(layer), &[rows, cols]) = (adapter, name.strip_suffix(".weight"), &t.shape[..]) {
+                    a.fuse_into(layer, &mut values, rows, cols).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
+                }
+                Ok(values)
             }
             Source::Gguf(g) => g.values(name),
         }
@@ -210,8 +232,12 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
 
 /// A model as a Hugging Face (transformers) directory: float weights in `model.safetensors`
 /// (`dtype`, or each tensor's own type), config, tokenizer and chat template.
-pub fn to_hf(src: &Path, out: &Path, dtype: Option<FloatType>, force: bool) -> Result<Report, ConvertError> {
-    write_dir(src, out, &MlxOptions { dtype, quantize: None, force }, "pt")
+/// (`opts.quantize` must be `None`).
+pub fn to_hf(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, ConvertError> {
+    if opts.quantize.is_some() {
+        return Err(ConvertError::Unsupported("Hugging Face output is float; quantise to MLX or GGUF".into()));
+    }
+    write_dir(src, out, opts, "pt")
 }
 
 /// A safetensors directory whose metadata says `format`.
@@ -236,7 +262,7 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
     if out.exists() && !opts.force {
         return Err(ConvertError::Exists(out.to_path_buf()));
     }
-    let source = Source::open(src)?;
+    let source = Source::open(src, opts.adapter.as_deref())?;
     let tensors = source.tensors()?;
 
     // Every output tensor's spec first: the header is written before the data.

@@ -24,6 +24,8 @@ pub struct GgufOptions {
     pub pure: bool,
     /// Replace an existing output.
     pub force: bool,
+    /// Merge this LoRA adapter directory (mlx-lm's layout) into the weights first (`hearth fuse`).
+    pub adapter: Option<PathBuf>,
 }
 
 /// Writes `src` as a GGUF file at `out`.
@@ -31,7 +33,7 @@ pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, Con
     if out.exists() && !opts.force {
         return Err(ConvertError::Exists(out.to_path_buf()));
     }
-    let model = Model::open(src)?;
+    let model = Model::open(src, opts.adapter.as_deref())?;
     let mut names = model.names();
     llama_order(&mut names);
     let policy = TypePolicy::new(opts.file_type, opts.pure, &names, model.layers());
@@ -99,11 +101,11 @@ struct DirModel {
 }
 
 impl Model {
-    fn open(src: &Path) -> Result<Model, ConvertError> {
-        if src.is_file() {
+    fn open(src: &Path, adapter: Option<&Path>) -> Result<Model, ConvertError> {
+        if src.is_file() && adapter.is_none() {
             return Ok(Model::Gguf(Gguf::open(src)?));
         }
-        let source = Source::open(src)?;
+        let source = Source::open(src, adapter)?;
         let config = source.config();
         let cfg = ModelConfig::from_hf(&config).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
         let arch = match cfg.arch {

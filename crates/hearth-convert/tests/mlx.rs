@@ -26,7 +26,7 @@ fn quantised_conversions_equal_mlx_lm_convert() {
         ("hf/llama", "mlx/llama-q8g64-bf16", FloatType::BF16, 8, 64),
     ] {
         let out = tmp.path().join(fixture.replace('/', "-"));
-        let opts = MlxOptions { dtype: Some(dtype), quantize: Some(Affine { bits, group_size }), force: false };
+        let opts = MlxOptions { dtype: Some(dtype), quantize: Some(Affine { bits, group_size }), ..MlxOptions::default() };
         let report = to_mlx(&tiny(source), &out, &opts).unwrap();
         let got = SafeTensors::open(&out.join("model.safetensors")).unwrap();
         let want = SafeTensors::open(&tiny(fixture).join("model.safetensors")).unwrap();

@@ -138,6 +138,32 @@ impl LoraAdapter {
 }
 
 impl LoraAdapter {
+    /// Adds layer `layer`'s update into its weight `[rows, cols]` (row-major, Hugging Face
+    /// order) as mlx-lm's `fuse` does: `W + (scale · Bᵀ) · Aᵀ`. False if the adapter does not
+    /// touch the layer; an error if its shape does not fit.
+    pub fn fuse_into(&self, layer: &str, weight: &mut [f32], rows: usize, cols: usize) -> Result<bool> {
+        let Some(d) = self.layers.get(layer) else { return Ok(false) };
+        if !d.fits(rows, cols) || weight.len() != rows * cols {
+            return Err(EngineError::Weights(format!("{layer}: the adapter's update does not fit a [{rows}, {cols}] weight")));
+        }
+        let r = d.rank;
+        let scaled_b: Vec<f32> = d.b.iter().map(|&v| d.scale * v).collect();
+        for (o, row) in weight.chunks_exact_mut(cols).enumerate() {
+            for (i, w) in row.iter_mut().enumerate() {
+                let a = &d.a[i * r..(i + 1) * r];
+                *w += (0..r).map(|k| scaled_b[k * rows + o] * a[k]).sum::<f32>();
+            }
+        }
+        Ok(true)
+    }
+
+    /// The layers the adapter touches.
+    pub fn layer_names(&self) -> impl Iterator<Item = &str> {
+        self.layers.keys().map(String::as_str)
+    }
+}
+
+impl LoraAdapter {
     /// The adapter for a model whose Q and K rows are in llama.cpp's interleaved RoPE order
     /// (adapters are trained in Hugging Face order): the outputs of every q and k delta are
     /// reordered the same way, row `2i + j` of a head taking Hugging Face row `j · head_dim/2 + i`.
