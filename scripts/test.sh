@@ -9,3 +9,5 @@ cargo test --workspace --locked "$@"
 sdk_env=$(scripts/sdk-env.sh)
 export ${sdk_env?}
 cargo test --locked -p hearth-server --test sdk -- --ignored
+# The GGUF files hearth convert writes, read by llama.cpp's own Python package.
+cargo test --locked -p hearth-convert --test gguf -- --ignored

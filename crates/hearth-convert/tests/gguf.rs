@@ -171,3 +171,74 @@ fn fusing_an_adapter_equals_mlx_lm_fuse() {
     assert!(err.to_string().contains("does not have"), "{err}");
     assert!(!tmp.path().join("phi3.gguf").exists());
 }
+
+/// llama.cpp's own Python package (gguf-py, installed by scripts/sdk-env.sh; `HEARTH_SDK_PYTHON`)
+/// reads every type of file Hearth writes — SmolLM2's real weights, whose 1536-wide rows take
+/// K-quant blocks — with the tensor types Hearth chose, and its de-quantiser gives values
+/// within each type's error of the float32 conversion.
+#[test]
+#[ignore = "needs gguf-py: scripts/test.sh runs it after scripts/sdk-env.sh"]
+fn gguf_py_reads_every_file_written() {
+    let python = std::env::var("HEARTH_SDK_PYTHON").expect("HEARTH_SDK_PYTHON (scripts/sdk-env.sh)");
+    let smol = hearth_store::installed_model("smollm2").expect("SmolLM2 is installed (scripts/fetch-test-models.sh)");
+    let tmp = tempfile::tempdir().unwrap();
+    let float = tmp.path().join("F32.gguf");
+    to_gguf(&smol, &float, &opts(GgufFileType::F32, false)).unwrap();
+    // Root-mean-square error over the weights' spread each type may show.
+    let types = [
+        ("F16", 1e-3),
+        ("BF16", 5e-3),
+        ("Q8_0", 0.02),
+        ("Q5_1", 0.1),
+        ("Q5_0", 0.1),
+        ("Q4_1", 0.2),
+        ("Q4_0", 0.2),
+        ("Q6_K", 0.05),
+        ("Q5_K_M", 0.1),
+        ("Q4_K_M", 0.2),
+    ];
+    let mut files = Vec::new();
+    for (name, bound) in types {
+        let out = tmp.path().join(format!("{name}.gguf"));
+        to_gguf(&float, &out, &opts(GgufFileType::parse(name).unwrap(), false)).unwrap();
+        let g = Gguf::open(&out).unwrap();
+        let listing: Vec<String> = g.tensors.iter().map(|t| format!("{}={:?}", t.name, t.ggml_type)).collect();
+        files.push(serde_json::json!({"path": out, "bound": bound, "types": listing}));
+    }
+    let script = r#"
+import json, sys
+import numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+spec = json.load(sys.stdin)
+ref = {t.name: np.array(t.data, dtype=np.float32) for t in GGUFReader(spec["float"]).tensors}
+for f in spec["files"]:
+    r = GGUFReader(f["path"])
+    assert r.fields["tokenizer.ggml.pre"].contents() == "smollm"
+    names = {t.name: t.tensor_type.name for t in r.tensors}
+    want = dict(x.split("=") for x in f["types"])
+    for name, ty in want.items():
+        got = names[name]
+        assert got.replace("_", "") == ty.replace("_", "").upper(), (f["path"], name, got, ty)
+    for t in r.tensors:
+        x = ref[t.name].reshape(-1)
+        y = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(-1)
+        rel = float(np.sqrt(np.mean((x - y) ** 2)) / (np.std(x) + 1e-12))
+        assert rel <= f["bound"], (f["path"], t.name, t.tensor_type.name, rel)
+    print(f["path"].split("/")[-1], len(r.tensors), "tensors ok")
+"#;
+    let input = serde_json::json!({"float": float, "files": files}).to_string();
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "gguf-py: {text}");
+    assert_eq!(text.matches("tensors ok").count(), types.len(), "{text}");
+}
