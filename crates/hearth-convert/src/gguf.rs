@@ -113,7 +113,7 @@ impl GgufSource {
         } else {
             return values;
         };
-        uninterleave(&values, heads, self.cfg.head_dim, row)
+        permute_heads(&values, heads, self.cfg.head_dim, row, false)
     }
 
     /// `config.json` as transformers writes it for this architecture.
@@ -180,15 +180,17 @@ impl GgufSource {
     }
 }
 
-/// Rows of each head back from llama.cpp's order (RoPE pairs adjacent) to Hugging Face's (the
-/// two halves): HF row `j · half + i` of a head is llama.cpp's row `2i + j`.
-fn uninterleave<T: Copy + Default>(values: &[T], heads: usize, head_dim: usize, cols: usize) -> Vec<T> {
+/// Rows of each head between Hugging Face's order (the two halves) and llama.cpp's (RoPE pairs
+/// adjacent): llama.cpp's row `2i + j` of a head is Hugging Face's row `j · half + i`.
+/// `to_llama` goes from Hugging Face's order to llama.cpp's, otherwise back.
+pub(crate) fn permute_heads<T: Copy + Default>(values: &[T], heads: usize, head_dim: usize, cols: usize, to_llama: bool) -> Vec<T> {
     let half = head_dim / 2;
     let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let (to, from) = (h * head_dim + j * half + i, h * head_dim + 2 * i + j);
+                let (llama, hf) = (h * head_dim + 2 * i + j, h * head_dim + j * half + i);
+                let (to, from) = if to_llama { (llama, hf) } else { (hf, llama) };
                 out[to * cols..(to + 1) * cols].copy_from_slice(&values[from * cols..(from + 1) * cols]);
             }
         }

@@ -13,6 +13,7 @@ use hearth_formats::gguf::{GgmlType, Gguf, GgufStream, GgufTensorSpec, Value};
 use hearth_kernels::quant::quantize_ggml;
 use hearth_kernels::{dequantize_row, RowFormat};
 
+use crate::gguf::permute_heads;
 use crate::gguf_meta;
 use crate::gguf_types::{llama_order, GgufFileType, TypePolicy};
 use crate::{io, ConvertError, Report, Source};
@@ -238,7 +239,7 @@ impl DirModel {
             };
             if let Some(heads) = heads {
                 let cols = values.len() / (heads * self.cfg.head_dim);
-                values = interleave(&values, heads, self.cfg.head_dim, cols);
+                values = permute_heads(&values, heads, self.cfg.head_dim, cols, true);
             }
         }
         if self.arch == "gemma2" && name.ends_with("norm.weight") {
@@ -246,22 +247,6 @@ impl DirModel {
         }
         Ok(values)
     }
-}
-
-/// Rows of each head from Hugging Face's order (the two halves) to llama.cpp's (RoPE pairs
-/// adjacent): llama.cpp row `2i + j` of a head is Hugging Face's row `j · half + i`.
-fn interleave(values: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
-    let half = head_dim / 2;
-    let mut out = vec![0f32; values.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let (to, from) = (h * head_dim + 2 * i + j, h * head_dim + j * half + i);
-                out[to * cols..(to + 1) * cols].copy_from_slice(&values[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    out
 }
 
 /// `rope_freqs.weight` as convert_hf_to_gguf.py computes it for Llama 3 scaling: the base
