@@ -69,14 +69,18 @@ pub struct QuantizeArgs {
     /// Output file or directory.
     #[arg(long)]
     out: PathBuf,
-    /// GGUF file type (see `hearth convert --help`).
-    #[arg(long = "type", default_value = "Q4_K_M")]
-    file_type: String,
+    /// GGUF source: the file type (see `hearth convert --help`) [default: Q4_K_M].
+    #[arg(long = "type")]
+    file_type: Option<String>,
     /// GGUF: every matrix in the type's own block type.
     #[arg(long)]
     pure: bool,
-    #[command(flatten)]
-    mlx: MlxQuant,
+    /// Directory source: bits per weight for MLX affine quantisation: 2, 3, 4, 5, 6 or 8.
+    #[arg(long, default_value_t = 4)]
+    q_bits: u32,
+    /// Directory source: weights per scale and bias: 32, 64 or 128.
+    #[arg(long, default_value_t = 64)]
+    q_group_size: usize,
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
@@ -140,10 +144,16 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     let src = crate::store_cmd::resolve_model(&args.model)?;
     let started = std::time::Instant::now();
     let report = if src.is_file() {
-        let opts = GgufOptions { file_type: file_type(&args.file_type)?, pure: args.pure, force: args.force, adapter: None };
+        let file_type = file_type(args.file_type.as_deref().unwrap_or("Q4_K_M"))?;
+        let opts = GgufOptions { file_type, pure: args.pure, force: args.force, adapter: None };
         hearth_convert::to_gguf(&src, &args.out, &opts)?
     } else {
-        let quantize = Some(Affine { bits: args.mlx.q_bits, group_size: args.mlx.q_group_size });
+        // A directory becomes MLX affine: GGUF's options do not apply.
+        anyhow::ensure!(
+            args.file_type.is_none() && !args.pure,
+            "--type and --pure apply to a GGUF source; a directory is quantised to MLX (--q-bits, --q-group-size)"
+        );
+        let quantize = Some(Affine { bits: args.q_bits, group_size: args.q_group_size });
         hearth_convert::to_mlx(&src, &args.out, &MlxOptions { quantize, force: args.force, ..MlxOptions::default() })?
     };
     done(&args.out, &report, started);

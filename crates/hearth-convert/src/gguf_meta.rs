@@ -11,7 +11,7 @@ use hearth_tokenizer::Tokenizer;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::{io, ConvertError, Source};
+use crate::{io, ConvertError};
 
 /// llama.cpp's pre-tokenizer probe (`chktxt` in convert_hf_to_gguf.py).
 const CHECK_TEXT: &str = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\u{1F680} (normal) \u{1F636}\u{200D}\u{1F32B}\u{FE0F} (multiple emojis concatenated) \u{2705} \u{1F999}\u{1F999} 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 \u{1780}\u{17B6}\u{1793}\u{17CB}\u{178F}\u{17C2}\u{1796}\u{17B7}\u{179F}\u{17C1}\u{179F}\u{17A2}\u{17B6}\u{1785}\u{1F601} ?\u{6211}\u{60F3}\u{5728}apple\u{5DE5}\u{4F5C}1314151\u{5929}\u{FF5E} ------======= \u{043D}\u{0435}\u{0449}\u{043E} \u{043D}\u{0430} \u{0411}\u{044A}\u{043B}\u{0433}\u{0430}\u{0440}\u{0441}\u{043A}\u{0438} ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL";
@@ -51,8 +51,7 @@ fn read_json(path: &Path) -> Result<Option<Json>, ConvertError> {
 }
 
 /// Everything but the file type: `general.*`, `{arch}.*` and `tokenizer.*`.
-pub(crate) fn hf_metadata(source: &Source, cfg: &ModelConfig, arch: &str) -> Result<Vec<(String, Value)>, ConvertError> {
-    let Source::Dir { dir, config, .. } = source else { unreachable!("metadata is built for directories") };
+pub(crate) fn hf_metadata(dir: &Path, config: &Json, cfg: &ModelConfig, arch: &str) -> Result<Vec<(String, Value)>, ConvertError> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
     let mut kv: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),

@@ -86,7 +86,7 @@ impl FloatType {
         }
     }
 
-    fn bytes(self, values: &[f32]) -> Vec<u8> {
+    pub(crate) fn bytes(self, values: &[f32]) -> Vec<u8> {
         match self {
             FloatType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             FloatType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
@@ -289,8 +289,7 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
     }
     specs.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let tmp =
-        out.with_file_name(format!(".{}.partial-{}", out.file_name().and_then(|n| n.to_str()).unwrap_or("model"), std::process::id()));
+    let tmp = aside(out, &format!("partial-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
@@ -309,7 +308,13 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
     if out.exists() {
         std::fs::rename(out, &old).map_err(io(out))?;
     }
-    std::fs::rename(&tmp, out).map_err(io(out))?;
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if old.exists() {
+            let _ = std::fs::rename(&old, out);
+        }
+        return Err(io(out)(e));
+    }
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
@@ -317,7 +322,7 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
 }
 
 /// `.<name>.<what>` beside `out`.
-fn aside(out: &Path, what: &str) -> PathBuf {
+pub(crate) fn aside(out: &Path, what: &str) -> PathBuf {
     out.with_file_name(format!(".{}.{what}", out.file_name().and_then(|n| n.to_str()).unwrap_or("model")))
 }
 

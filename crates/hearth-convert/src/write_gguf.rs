@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use hearth_engine::config::{Arch, ModelConfig, RopeScaling};
 use hearth_engine::weights::gguf_name;
 use hearth_formats::gguf::{GgmlType, Gguf, GgufStream, GgufTensorSpec, Value};
@@ -16,7 +15,7 @@ use hearth_kernels::{dequantize_row, RowFormat};
 use crate::gguf::permute_heads;
 use crate::gguf_meta;
 use crate::gguf_types::{llama_order, GgufFileType, TypePolicy};
-use crate::{io, ConvertError, Report, Source};
+use crate::{aside, io, ConvertError, FloatType, Report, Source};
 
 #[derive(Clone, Debug)]
 pub struct GgufOptions {
@@ -41,11 +40,18 @@ pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, Con
     let mut specs = Vec::with_capacity(names.len());
     for name in &names {
         let (shape, stored) = model.shape_and_type(name)?;
-        specs.push(GgufTensorSpec::new(name.clone(), &shape, policy.choose(name, &shape, stored)?));
+        let ty = policy.choose(name, &shape, stored)?;
+        if ty != stored {
+            // Validated here so that nothing is written for a source that cannot be converted.
+            RowFormat::Ggml(stored)
+                .row_bytes(*shape.last().unwrap_or(&1))
+                .map_err(|e| ConvertError::Unsupported(format!("{name}: {stored:?} tensors cannot be re-encoded ({e})")))?;
+        }
+        specs.push(GgufTensorSpec::new(name.clone(), &shape, ty));
     }
     let metadata = model.metadata(opts.file_type)?;
 
-    let tmp = partial(out);
+    let tmp = aside(out, &format!("partial-{}", std::process::id()));
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         let mut stream = GgufStream::new(std::io::BufWriter::new(file), &metadata, specs.clone()).map_err(io(&tmp))?;
@@ -60,26 +66,19 @@ pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, Con
         }
         let file =
             stream.finish().map_err(io(&tmp))?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
-        // On disk before it takes the final name: a crash leaves the old file or the new one.
+        // On disk before it takes the final name.
         file.sync_all().map_err(io(&tmp))?;
         report.tensors = specs.len();
         Ok(report)
     })();
-    match result {
-        Ok(report) => {
-            std::fs::rename(&tmp, out).map_err(io(out))?;
-            Ok(report)
-        }
+    // The rename replaces an existing file atomically: a crash leaves the old file or the new one.
+    match result.and_then(|report| std::fs::rename(&tmp, out).map(|_| report).map_err(io(out))) {
+        Ok(report) => Ok(report),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
     }
-}
-
-/// `.<name>.partial-<pid>` beside `out`.
-fn partial(out: &Path) -> PathBuf {
-    out.with_file_name(format!(".{}.partial-{}", out.file_name().and_then(|n| n.to_str()).unwrap_or("model"), std::process::id()))
 }
 
 /// The source seen under GGUF tensor names.
@@ -95,8 +94,8 @@ struct DirModel {
     cfg: ModelConfig,
     /// GGUF architecture name.
     arch: &'static str,
-    /// GGUF name → Hugging Face name, for every tensor.
-    names: Vec<(String, String)>,
+    /// GGUF name, Hugging Face name and shape of every tensor.
+    names: Vec<(String, String, Vec<usize>)>,
     /// llama.cpp's per-frequency RoPE factors for Llama 3 scaling (`rope_freqs.weight`).
     rope_freqs: Option<Vec<f32>>,
 }
@@ -119,10 +118,10 @@ impl Model {
             other => return Err(ConvertError::Unsupported(format!("writing {other:?} as GGUF is not supported yet"))),
         };
         let mut names = Vec::new();
-        for (hf, _, _) in source.tensors()? {
+        for (hf, shape, _) in source.tensors()? {
             let gguf = gguf_name(arch, &hf)
                 .ok_or_else(|| ConvertError::Unsupported(format!("{hf}: no GGUF name for this tensor of a {arch} model")))?;
-            names.push((gguf, hf));
+            names.push((gguf, hf, shape));
         }
         let rope_freqs = match cfg.rope.scaling {
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
@@ -137,7 +136,7 @@ impl Model {
         match self {
             Model::Gguf(g) => g.tensors.iter().map(|t| t.name.clone()).collect(),
             Model::Dir(d) => {
-                let mut names: Vec<String> = d.names.iter().map(|(g, _)| g.clone()).collect();
+                let mut names: Vec<String> = d.names.iter().map(|(g, _, _)| g.clone()).collect();
                 if d.rope_freqs.is_some() {
                     names.push("rope_freqs.weight".into());
                 }
@@ -176,7 +175,10 @@ impl Model {
                 .filter(|(k, _)| !k.starts_with("split.") && *k != "general.file_type" && *k != "general.quantization_version")
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            Model::Dir(d) => gguf_meta::hf_metadata(&d.source, &d.cfg, d.arch)?,
+            Model::Dir(d) => {
+                let Source::Dir { dir, config, .. } = &d.source else { unreachable!("Model::open reads a GGUF file itself") };
+                gguf_meta::hf_metadata(dir, config, &d.cfg, d.arch)?
+            }
         };
         kv.push(("general.quantization_version".into(), Value::U32(2)));
         kv.push(("general.file_type".into(), Value::U32(file_type.id())));
@@ -205,11 +207,12 @@ impl Model {
 }
 
 impl DirModel {
-    fn hf(&self, name: &str) -> Result<&str, ConvertError> {
+    /// Tensor `name`'s Hugging Face name and shape.
+    fn find(&self, name: &str) -> Result<(&str, &[usize]), ConvertError> {
         self.names
             .iter()
-            .find(|(g, _)| g == name)
-            .map(|(_, h)| h.as_str())
+            .find(|(g, _, _)| g == name)
+            .map(|(_, h, shape)| (h.as_str(), shape.as_slice()))
             .ok_or_else(|| ConvertError::Unsupported(format!("{name}: no such tensor")))
     }
 
@@ -217,8 +220,7 @@ impl DirModel {
         if name == "rope_freqs.weight" {
             return Ok(vec![self.cfg.head_dim / 2]);
         }
-        let Source::Dir { tensors, .. } = &self.source else { unreachable!("a directory model reads a directory") };
-        Ok(tensors[self.hf(name)?].shape.clone())
+        Ok(self.find(name)?.1.to_vec())
     }
 
     /// The values llama.cpp's converter stores: Llama's Q/K rows interleaved per head (its RoPE
@@ -227,7 +229,7 @@ impl DirModel {
         if name == "rope_freqs.weight" {
             return Ok(self.rope_freqs.clone().unwrap_or_default());
         }
-        let hf = self.hf(name)?;
+        let hf = self.find(name)?.0;
         let mut values = self.source.values(hf)?;
         if self.arch == "llama" {
             let heads = if hf.contains("self_attn.q_proj.") {
@@ -249,33 +251,34 @@ impl DirModel {
     }
 }
 
-/// `rope_freqs.weight` as convert_hf_to_gguf.py computes it for Llama 3 scaling: the base
-/// frequencies in float32, each wavelength's divisor in double precision.
+/// `rope_freqs.weight` as convert_hf_to_gguf.py computes it for Llama 3 scaling: in float32,
+/// as its torch tensors do.
 fn llama3_rope_factors(head_dim: usize, theta: f64, factor: f64, low: f64, high: f64, original: f64) -> Vec<f32> {
+    let (factor, low, high, original) = (factor as f32, low as f32, high as f32, original as f32);
     let (low_wavelen, high_wavelen) = (original / low, original / high);
     (0..head_dim / 2)
         .map(|i| {
             let freq = 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
-            let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
-            let f = if wavelen < high_wavelen {
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
                 1.0
             } else if wavelen > low_wavelen {
                 factor
             } else {
                 let smooth = (original / wavelen - low) / (high - low);
                 1.0 / ((1.0 - smooth) / factor + smooth)
-            };
-            f as f32
+            }
         })
         .collect()
 }
 
 /// `values` (rows of `cols`) as `ty`'s bytes; block types are quantised on every core.
-pub(crate) fn encode_values(values: &[f32], cols: usize, ty: GgmlType) -> Vec<u8> {
+fn encode_values(values: &[f32], cols: usize, ty: GgmlType) -> Vec<u8> {
     match ty {
-        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-        GgmlType::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+        GgmlType::F32 => FloatType::F32.bytes(values),
+        GgmlType::F16 => FloatType::F16.bytes(values),
+        GgmlType::BF16 => FloatType::BF16.bytes(values),
+        _ if values.is_empty() => Vec::new(),
         _ => {
             let rows = values.len() / cols.max(1);
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.max(1));

@@ -91,6 +91,15 @@ fn bad_requests_are_refused_and_leave_nothing_behind() {
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     let err = to_gguf(&tiny("hf/gemma3"), &tmp.path().join("g.gguf"), &opts(GgufFileType::F16, false)).unwrap_err();
     assert!(err.to_string().contains("not supported"), "{err}");
+    // A block type Hearth cannot de-quantise (Q2_K) is refused before anything is written.
+    let q2k = tmp.path().join("q2k.gguf");
+    let mut w = hearth_formats::gguf::GgufWriter::new();
+    w.metadata("general.architecture", hearth_formats::gguf::Value::String("llama".into()));
+    w.tensor("blk.0.attn_q.weight", &[4, 256], hearth_formats::gguf::GgmlType::Q2K, vec![0; 4 * 84]).unwrap();
+    w.write_file(&q2k).unwrap();
+    let err = to_gguf(&q2k, &tmp.path().join("f16.gguf"), &opts(GgufFileType::F16, false)).unwrap_err();
+    assert!(err.to_string().contains("cannot be re-encoded"), "{err}");
+    std::fs::remove_file(&q2k).unwrap();
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 1, "{left:?}");
 }
