@@ -28,34 +28,33 @@ pub enum Grammar {
     Choice(Vec<String>),
     /// A Lark grammar (llguidance's dialect).
     Lark(String),
+    /// Text matching the rule named `lead` in the Lark definitions `lead` (or nothing, if
+    /// `optional`), then `answer`, compiled as a grammar of its own (its own rules, lexer and
+    /// options): a reasoning block before a constrained answer.
+    After { lead: String, optional: bool, answer: Box<Grammar> },
 }
 
 impl Grammar {
-    /// The grammar in Lark (llguidance's dialect), its top rule `start`: for composing it
-    /// into a larger one.
-    pub fn lark(&self) -> String {
+    /// llguidance's form of the grammar.
+    fn top_level(&self) -> TopLevelGrammar {
         match self {
-            Grammar::JsonObject => JSON_OBJECT.to_string(),
-            Grammar::JsonSchema(schema) => format!("start: %json {}", compact(schema.clone())),
-            Grammar::Regex(rx) => format!("start: /{}/", escape_slashes(rx)),
-            Grammar::Choice(options) => choice_lark(options),
-            Grammar::Lark(src) => src.clone(),
+            Grammar::JsonObject => TopLevelGrammar::from_lark(JSON_OBJECT.to_string()),
+            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(compact(schema.clone())),
+            Grammar::Regex(rx) => TopLevelGrammar::from_regex(rx),
+            Grammar::Choice(options) => TopLevelGrammar::from_lark(choice_lark(options)),
+            Grammar::Lark(src) => TopLevelGrammar::from_lark(src.clone()),
+            Grammar::After { lead, optional, answer } => {
+                // The answer is referenced by name (`@answer`), not pasted in: its rules, lexer and
+                // options stay its own.
+                let mut answer = answer.top_level();
+                answer.grammars[0].name = Some("answer".into());
+                let optional = if *optional { "?" } else { "" };
+                let mut top = TopLevelGrammar::from_lark(format!("%llguidance {{}}\nstart: lead{optional} @answer\n{lead}\n"));
+                top.grammars.append(&mut answer.grammars);
+                top
+            }
         }
     }
-}
-
-/// A regular expression inside Lark's `/…/`: its unescaped slashes escaped.
-fn escape_slashes(rx: &str) -> String {
-    let mut out = String::with_capacity(rx.len());
-    let mut escaped = false;
-    for c in rx.chars() {
-        if c == '/' && !escaped {
-            out.push('\\');
-        }
-        escaped = c == '\\' && !escaped;
-        out.push(c);
-    }
-    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,16 +93,10 @@ impl Grammars {
 
     /// A fresh constraint for one request of at most `max_tokens`, compiled now so a bad
     /// grammar is refused at the door. A `json_object` output is closed in time: when the
-    /// tokens left are about what completing it takes, the completion is forced.
+    /// tokens left are about what completing it takes, the completion is forced (not after a
+    /// lead: the budget's tracker would read the lead as JSON).
     pub fn constraint(&self, grammar: &Grammar, max_tokens: usize) -> Result<Box<dyn LogitsProcessor>, ConstrainError> {
-        let top = match grammar {
-            Grammar::JsonObject => TopLevelGrammar::from_lark(JSON_OBJECT.to_string()),
-            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(compact(schema.clone())),
-            Grammar::Regex(rx) => TopLevelGrammar::from_regex(rx),
-            Grammar::Choice(options) => TopLevelGrammar::from_lark(choice_lark(options)),
-            Grammar::Lark(src) => TopLevelGrammar::from_lark(src.clone()),
-        };
-        let parser = self.factory.create_parser(top).map_err(|e| ConstrainError::Grammar(e.to_string()))?;
+        let parser = self.factory.create_parser(grammar.top_level()).map_err(|e| ConstrainError::Grammar(e.to_string()))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(ConstrainError::Grammar(e));

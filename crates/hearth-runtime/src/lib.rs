@@ -22,3 +22,4 @@ pub use hearth_engine::{Adapter, DeviceChoice, EngineError, LoadOptions, LoadedM
 pub use request::{Event, FinishReason, GenerateParams, LogitsProcessor, Observer, Request, SampledToken, Usage};
 pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob, LLAMA_CPP_SAMPLING};
 pub use scheduler::Scheduler;
+pub use stop::partial_suffix;

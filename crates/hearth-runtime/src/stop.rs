@@ -1,6 +1,15 @@
 //! Stop strings found across token boundaries: text is released only once no stop string can
 //! still begin inside it, so a stream never shows any part of one.
 
+/// How many bytes at the end of `text` could begin `marker` (a proper prefix of it): text a
+/// stream holds back until what follows shows whether the marker is there.
+pub fn partial_suffix(text: &str, marker: &str) -> usize {
+    (1..marker.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| text.is_char_boundary(text.len() - n) && marker.starts_with(&text[text.len() - n..]))
+        .unwrap_or(0)
+}
+
 pub struct StopMatcher {
     stops: Vec<String>,
     /// Text not yet released: it may be the start of a stop string.
@@ -30,14 +39,7 @@ impl StopMatcher {
             return (self.release(self.pending.len()), true);
         }
         // Hold back the longest suffix that is a prefix of some stop string.
-        let held = self
-            .stops
-            .iter()
-            .flat_map(|s| (1..s.len()).rev().filter(|&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
-            .filter(|prefix| self.pending.ends_with(prefix))
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
+        let held = self.stops.iter().map(|s| partial_suffix(&self.pending, s)).max().unwrap_or(0);
         (self.release(self.pending.len() - held), false)
     }
 

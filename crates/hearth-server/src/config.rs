@@ -235,7 +235,10 @@ impl ServeOptions {
             tool_format: match self.tool_format.or(file.tool_format) {
                 None => None,
                 Some(name) => Some(hearth_tools::Format::from_name(&name).ok_or_else(|| {
-                    anyhow::anyhow!("--tool-format must be one of {}, got {name:?}", hearth_tools::Format::NAMES.join(", "))
+                    anyhow::anyhow!(
+                        "--tool-format must be one of {}, got {name:?}",
+                        hearth_tools::Format::names().collect::<Vec<_>>().join(", ")
+                    )
                 })?),
             },
             default_max_tokens: positive("default-max-tokens", self.default_max_tokens.or(file.default_max_tokens).unwrap_or(512))?,

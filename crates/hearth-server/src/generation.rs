@@ -163,12 +163,12 @@ pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiE
             // A block the prompt already closed is not in the reply.
             let reasoning = Reasoning::detect(template.source()).filter(|r| !r.closed_by(&text));
             let opened = reasoning.is_some_and(|r| r.opened_by(&text));
+            let special = |marker: &str| model.tokenizer.token_to_id(marker).filter(|&id| model.tokenizer.is_special(id));
             if let Some(t) = &req.tools {
-                let special = |marker: &str| model.tokenizer.token_to_id(marker).filter(|&id| model.tokenizer.is_special(id));
                 constraint = Some(Constraint { param: "tools", grammar: format.grammar(&t.list, &t.choice, t.parallel, &special) });
             }
             if let (Some(r), Some(c)) = (reasoning, constraint.as_mut()) {
-                c.grammar = r.then(&c.grammar, opened);
+                c.grammar = r.then(&c.grammar, opened, &special);
             }
             reading = Reading { format: req.tools.as_ref().map(|_| format), reasoning, opened };
             (model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?, "messages")

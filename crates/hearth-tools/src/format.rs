@@ -2,6 +2,7 @@
 //! text in it is read back.
 
 use hearth_constrain::{compact, Grammar};
+use hearth_runtime::partial_suffix;
 use serde_json::{json, Value as Json};
 
 use crate::scan::{self, CallObject};
@@ -40,16 +41,27 @@ struct Layout {
     list_close: &'static str,
 }
 
+/// Every format and its name (`--tool-format`).
+const ALL: [(Format, &str); 6] = [
+    (Format::Hermes, "hermes"),
+    (Format::Llama3, "llama3"),
+    (Format::Mistral, "mistral"),
+    (Format::MistralArgs, "mistral-args"),
+    (Format::Phi4, "phi4"),
+    (Format::Generic, "generic"),
+];
+
 impl Format {
-    pub const NAMES: [&'static str; 6] = ["hermes", "llama3", "mistral", "mistral-args", "phi4", "generic"];
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        ALL.iter().map(|(_, n)| *n)
+    }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
+        ALL.iter().find(|(f, _)| *f == self).map_or("generic", |(_, n)| n)
     }
 
     pub fn from_name(name: &str) -> Option<Format> {
-        let all = [Format::Hermes, Format::Llama3, Format::Mistral, Format::MistralArgs, Format::Phi4, Format::Generic];
-        all.into_iter().find(|f| f.name() == name)
+        ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
     }
 
     /// The format a chat template teaches its model, from the markers it writes.
@@ -135,12 +147,15 @@ impl Format {
                 let opening = format!("{}{}", l.list_open, l.call_open);
                 let after = lit(&opening[trigger.len()..]);
                 let calls_after = format!("after_trigger: {after} call {} {more} {}", lit(l.call_close), lit(l.list_close));
+                let rx = regex_escape(trigger);
                 match special(trigger) {
                     // No text produces a special token: free text is anything, then the token.
-                    Some(id) => format!("start: TEXT? | TEXT? <[{id}]> after_trigger\nTEXT: /(.|\\n)+/\n{calls_after}"),
+                    // Nor may the text spell the marker out: the reader would take it for a call.
+                    Some(id) => {
+                        format!("start: TEXT? | TEXT? <[{id}]> after_trigger\nTEXT: /(.|\\n)+/ & ~/(.|\\n)*{rx}(.|\\n)*/\n{calls_after}")
+                    }
                     // Free text up to the marker, lazily: a greedy lexeme would run past it.
                     None => {
-                        let rx = regex_escape(trigger);
                         format!(
                             "start: TEXT | prefix after_trigger\nTEXT: /(.|\\n)*/ & ~/(.|\\n)*{rx}(.|\\n)*/\nprefix[lazy]: /(.|\\n)*{rx}/\n{calls_after}"
                         )
@@ -175,46 +190,62 @@ impl Format {
     }
 
     /// Splits a reply (after any reasoning) into its text and its calls so far. Unless
-    /// `finished`, text that may yet turn into a call's marker is held back.
-    pub(crate) fn read(self, text: &str, finished: bool) -> Answer {
-        let start = match self {
-            Format::Llama3 => {
-                let body = text.trim_start();
-                let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim_start();
-                if body.starts_with('{') {
-                    Some(text.len() - body.len())
-                } else if body.is_empty() && !finished {
-                    // Nothing yet says whether this is a call.
-                    return Answer::default();
-                } else {
-                    None
+    /// `finished`, text that may yet turn into a call's marker is held back. `p` carries what
+    /// earlier reads of the same (grown) text found, so each read only looks at what is new.
+    pub(crate) fn read<'t>(self, text: &'t str, finished: bool, p: &mut Progress) -> Answer<'t> {
+        if self == Format::Generic {
+            return read_generic(text, finished, p);
+        }
+        if p.calls_at.is_none() {
+            match self.trigger() {
+                // Llama: the reply is a call if it starts as one (after `<|python_tag|>`).
+                None => {
+                    let body = text.trim_start();
+                    let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim_start();
+                    if body.starts_with('{') {
+                        p.calls_at = Some(text.len() - text.trim_start().len());
+                    } else if body.is_empty() && !finished {
+                        // Nothing yet says whether this is a call.
+                        return Answer::default();
+                    } else {
+                        return Answer { content: Content::Text(text), ..Answer::default() };
+                    }
                 }
-            }
-            Format::Generic => return read_generic(text, finished),
-            _ => {
-                let trigger = self.trigger().unwrap_or_default();
-                match text.find(trigger) {
-                    Some(at) => Some(at),
-                    None => {
-                        let keep = if finished { text.len() } else { text.len() - partial_suffix(text, trigger) };
-                        return Answer { content: text[..keep].to_string(), calls: Vec::new() };
+                Some(trigger) => {
+                    let from = floor_boundary(text, p.searched.saturating_sub(trigger.len() - 1));
+                    match text[from..].find(trigger) {
+                        Some(at) => p.calls_at = Some(from + at),
+                        None => {
+                            p.searched = text.len();
+                            let keep = if finished { text.len() } else { text.len() - partial_suffix(text, trigger) };
+                            return Answer { content: Content::Text(&text[..keep]), ..Answer::default() };
+                        }
                     }
                 }
             }
-        };
-        let Some(at) = start else { return Answer { content: text.to_string(), calls: Vec::new() } };
+        }
+        let at = p.calls_at.unwrap_or_default();
         let mut rest = text[at..].trim_start();
         if self == Format::Llama3 {
             rest = rest.strip_prefix("<|python_tag|>").unwrap_or(rest);
         }
-        Answer { content: text[..at].trim_end().to_string(), calls: self.read_calls(rest) }
+        let (calls_from, calls) = self.read_calls(rest, p);
+        Answer { content: Content::Text(text[..at].trim_end()), calls_from, calls }
     }
 
-    /// The calls laid out from the start of `text`, the last maybe incomplete.
-    fn read_calls(self, text: &str) -> Vec<CallObject> {
+    /// The calls laid out from the start of `text`, the last maybe incomplete: those after the
+    /// ones `p` has seen complete, and the index of the first.
+    fn read_calls<'t>(self, text: &'t str, p: &mut Progress) -> (usize, Vec<CallObject<'t>>) {
         let l = self.layout();
+        let first = p.calls_done;
         let mut calls = Vec::new();
-        let Some(mut rest) = strip(text, l.list_open) else { return calls };
+        let mut rest = match p.calls_resume {
+            Some(at) => &text[at..],
+            None => match strip(text, l.list_open) {
+                Some(rest) => rest,
+                None => return (first, calls),
+            },
+        };
         while let Some(after) = strip(rest.trim_start(), l.call_open).map(str::trim_start).filter(|a| !a.is_empty()) {
             let call = if self == Format::MistralArgs { mistral_args(after) } else { scan::call_object(after) };
             let Some(call) = call else { break };
@@ -224,17 +255,58 @@ impl Format {
             rest = &after[len..];
             let Some(r) = strip(rest.trim_start(), l.call_close) else { break };
             let Some(r) = strip(r.trim_start(), l.separator) else { break };
+            // Text after the separator: this call and its separator are whole, and later reads
+            // start after them.
+            if !r.is_empty() {
+                p.calls_done = first + calls.len();
+                p.calls_resume = Some(text.len() - r.len());
+            }
             rest = r;
         }
-        calls
+        (first, calls)
     }
 }
 
 /// A reply's text and calls so far.
 #[derive(Debug, Default)]
-pub(crate) struct Answer {
-    pub content: String,
-    pub calls: Vec<CallObject>,
+pub(crate) struct Answer<'t> {
+    pub content: Content<'t>,
+    /// The index of the first of `calls` (those before it are complete and were read before).
+    pub calls_from: usize,
+    pub calls: Vec<CallObject<'t>>,
+}
+
+/// A reply's text so far: a part of it, or (a generic reply's) the decoded response string,
+/// kept in [`Progress::decoded`].
+#[derive(Debug, Default)]
+pub(crate) enum Content<'t> {
+    #[default]
+    None,
+    Text(&'t str),
+    Decoded,
+}
+
+/// What reading a growing reply has found so far, so that each read only looks at new text.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Where the calls start, once found.
+    calls_at: Option<usize>,
+    /// How much of the reply was searched for them.
+    searched: usize,
+    /// Calls read complete, and where (in the calls' text) the next one starts.
+    calls_done: usize,
+    calls_resume: Option<usize>,
+    /// A generic reply's response string decoded so far, and the bytes of its body decoded.
+    pub decoded: String,
+    decoded_bytes: usize,
+}
+
+/// The nearest character boundary at or before `at`.
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// `s` after `prefix` (ignoring whitespace in the prefix, which models vary); `None` when `s`
@@ -248,7 +320,7 @@ fn strip<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 }
 
 /// `name[ARGS]{…}` (Mistral Small 3.2), with `[CALL_ID]…` before `[ARGS]` where a model writes one.
-fn mistral_args(s: &str) -> Option<CallObject> {
+fn mistral_args(s: &str) -> Option<CallObject<'_>> {
     let Some(at) = s.find('[') else {
         return Some(CallObject::default());
     };
@@ -259,61 +331,89 @@ fn mistral_args(s: &str) -> Option<CallObject> {
     };
     let args = &rest[args_at + "[ARGS]".len()..];
     let (arguments, len) = match scan::value(args) {
-        scan::Extent::Complete(n) => (args[..n].to_string(), Some(at + args_at + "[ARGS]".len() + n)),
-        scan::Extent::Partial => (args.to_string(), None),
+        scan::Extent::Complete(n) => (&args[..n], Some(at + args_at + "[ARGS]".len() + n)),
+        scan::Extent::Partial => (args, None),
         scan::Extent::Invalid => return None,
     };
     Some(CallObject { name: Some(name), arguments, len })
 }
 
 /// `{"tool_calls": [...]}` or `{"response": "..."}`, the response's text decoded as it grows.
-fn read_generic(text: &str, finished: bool) -> Answer {
+fn read_generic<'t>(text: &'t str, finished: bool, p: &mut Progress) -> Answer<'t> {
     const RESPONSE: &str = "{\"response\": ";
     let body = text.trim_start();
     if let Some(rest) = body.strip_prefix(RESPONSE) {
-        return Answer { content: partial_string(rest.trim_start()), calls: Vec::new() };
+        if let Some(string) = rest.trim_start().strip_prefix('"') {
+            p.decoded_bytes = decode_string(string, p.decoded_bytes, &mut p.decoded);
+        }
+        return Answer { content: Content::Decoded, ..Answer::default() };
     }
     if body.starts_with("{\"tool_calls\"") {
-        return Answer { content: String::new(), calls: Format::Generic.read_calls(body) };
+        let (calls_from, calls) = Format::Generic.read_calls(body, p);
+        return Answer { calls_from, calls, ..Answer::default() };
     }
     // Not yet telling which (or not the format at all: the text as it is).
     let undecided = !finished && (RESPONSE.starts_with(body) || "{\"tool_calls\"".starts_with(body));
-    Answer { content: if undecided { String::new() } else { text.to_string() }, calls: Vec::new() }
+    Answer { content: if undecided { Content::None } else { Content::Text(text) }, ..Answer::default() }
 }
 
-/// The decoded text of a JSON string so far (escapes cut short wait for their end).
-fn partial_string(s: &str) -> String {
-    let Some(body) = s.strip_prefix('"') else { return String::new() };
-    let mut out = String::new();
-    let mut chars = body.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => break,
-            '\\' => {
-                let escape = &body[i..];
-                let len = if escape[1..].starts_with('u') { 6 } else { 2 };
-                let Some(code) = escape.get(..len) else { break };
-                match serde_json::from_str::<String>(&format!("\"{code}\"")) {
-                    Ok(s) => out.push_str(&s),
-                    // A surrogate half waits for its pair.
-                    Err(_) => break,
+/// Decodes more of a JSON string's body (what follows its opening quote) from byte `at`:
+/// whole characters and escapes (a surrogate pair as one) are appended to `out`. Returns where
+/// it stopped: the closing quote, the text's end, or an escape not yet complete.
+fn decode_string(body: &str, mut at: usize, out: &mut String) -> usize {
+    let hex = |from: usize| body.get(from..from + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+    let bytes = body.as_bytes();
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'"' => break,
+            b'\\' => {
+                let simple = match bytes.get(at + 1) {
+                    None => break,
+                    Some(b'u') => None,
+                    Some(b'n') => Some('\n'),
+                    Some(b't') => Some('\t'),
+                    Some(b'r') => Some('\r'),
+                    Some(b'b') => Some('\u{8}'),
+                    Some(b'f') => Some('\u{c}'),
+                    Some(&c @ (b'"' | b'\\' | b'/')) => Some(c as char),
+                    // Not JSON (the grammar allows none): the text ends here.
+                    Some(_) => break,
+                };
+                if let Some(c) = simple {
+                    out.push(c);
+                    at += 2;
+                    continue;
                 }
-                for _ in 1..len {
-                    chars.next();
+                let Some(high) = hex(at + 2) else { break };
+                if !(0xD800..0xDC00).contains(&high) {
+                    out.push(char::from_u32(high).unwrap_or('\u{FFFD}'));
+                    at += 6;
+                    continue;
+                }
+                // A high surrogate: its low half follows as another \uXXXX.
+                if body.len() < at + 12 {
+                    break;
+                }
+                let low = (body.get(at + 6..at + 8) == Some("\\u")).then(|| hex(at + 8)).flatten().filter(|l| (0xDC00..0xE000).contains(l));
+                match low {
+                    Some(low) => {
+                        out.push(char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)).unwrap_or('\u{FFFD}'));
+                        at += 12;
+                    }
+                    None => {
+                        out.push('\u{FFFD}');
+                        at += 6;
+                    }
                 }
             }
-            c => out.push(c),
+            _ => {
+                let c = body[at..].chars().next().unwrap_or_default();
+                out.push(c);
+                at += c.len_utf8();
+            }
         }
     }
-    out
-}
-
-/// How many bytes at the end of `text` could begin `marker`.
-pub(crate) fn partial_suffix(text: &str, marker: &str) -> usize {
-    (1..marker.len().min(text.len() + 1))
-        .rev()
-        .find(|&n| text.is_char_boundary(text.len() - n) && marker.starts_with(&text[text.len() - n..]))
-        .unwrap_or(0)
+    at
 }
 
 /// A Lark expression matching `s`: quoted text, with markers the vocabulary holds as special

@@ -28,12 +28,15 @@ pub fn prepare_messages(format: Format, messages: Vec<Json>, offered: Option<(&[
         if let Some(list) = m.get_mut("tool_calls").and_then(Json::as_array_mut) {
             for (j, call) in list.iter_mut().enumerate() {
                 let function = &mut call["function"];
-                let text = function["arguments"].as_str().unwrap_or("{}");
+                let param = || format!("messages[{i}].tool_calls[{j}].function.arguments");
                 // Templates write the arguments with `tojson`: they need the object, not its text.
-                let arguments: Json = serde_json::from_str(text).map_err(|e| MessageError {
-                    param: format!("messages[{i}].tool_calls[{j}].function.arguments"),
-                    message: format!("the arguments must be JSON: {e}"),
-                })?;
+                let arguments: Json = match &function["arguments"] {
+                    Json::String(text) => serde_json::from_str(text)
+                        .map_err(|e| MessageError { param: param(), message: format!("the arguments must be JSON: {e}") })?,
+                    Json::Null => json!({}),
+                    object @ Json::Object(_) => object.clone(),
+                    _ => return Err(MessageError { param: param(), message: "the arguments must be a JSON object or its text".into() }),
+                };
                 function["arguments"] = arguments;
                 let name = function["name"].as_str().unwrap_or_default().to_string();
                 calls.push((call["id"].as_str().unwrap_or_default().to_string(), name));
@@ -82,7 +85,13 @@ fn as_text(mut m: Json) -> Json {
     if let Some(list) = m.get("tool_calls").and_then(Json::as_array) {
         let calls: Vec<Json> =
             list.iter().map(|c| json!({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})).collect();
-        return json!({"role": "assistant", "content": json!({"tool_calls": calls}).to_string()});
+        let text = json!({"tool_calls": calls}).to_string();
+        // Text the turn had besides its calls comes first.
+        let content = match m["content"].as_str().filter(|c| !c.is_empty()) {
+            Some(c) => format!("{c}\n{text}"),
+            None => text,
+        };
+        return json!({"role": "assistant", "content": content});
     }
     if m["role"] == "tool" {
         let result = json!({"tool_response": {"name": m["name"], "content": m["content"]}});

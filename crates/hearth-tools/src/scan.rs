@@ -84,17 +84,17 @@ fn nested(bytes: &[u8]) -> Extent {
 /// A call object `{"name": …, "arguments": …}` read so far (keys in any order; `parameters`
 /// is Llama's name for the arguments).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct CallObject {
+pub struct CallObject<'a> {
     /// Once its string is complete.
     pub name: Option<String>,
     /// The arguments' text so far, as written.
-    pub arguments: String,
+    pub arguments: &'a str,
     /// Bytes of the whole object, once it is complete.
     pub len: Option<usize>,
 }
 
 /// Reads the call object at the start of `s`; `None` if it is not one.
-pub fn call_object(s: &str) -> Option<CallObject> {
+pub fn call_object(s: &str) -> Option<CallObject<'_>> {
     let mut out = CallObject::default();
     let mut at = expect(s, 0, b'{')?;
     loop {
@@ -122,7 +122,7 @@ pub fn call_object(s: &str) -> Option<CallObject> {
         };
         match key.as_str() {
             "name" => out.name = len.and_then(|n| serde_json::from_str(&rest[..n]).ok()),
-            "arguments" | "parameters" => out.arguments = rest[..len.unwrap_or(rest.len())].to_string(),
+            "arguments" | "parameters" => out.arguments = &rest[..len.unwrap_or(rest.len())],
             _ => {}
         }
         let Some(n) = len else { return Some(out) };
@@ -171,7 +171,7 @@ mod tests {
         let mut last = CallObject::default();
         for end in 1..=full.len() {
             let now = call_object(&full[..end]).unwrap_or_else(|| panic!("{:?}", &full[..end]));
-            assert!(now.arguments.starts_with(&last.arguments), "the arguments only grow");
+            assert!(now.arguments.starts_with(last.arguments), "the arguments only grow");
             assert!(last.name.is_none() || now.name == last.name);
             last = now;
         }
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(last.arguments, r#"{"city": "Paris", "days": [1, 2]}"#);
         assert_eq!(last.len, Some(full.len()));
         let llama = call_object(r#"{"parameters": {}, "name": "f", "id": "x"} rest"#).unwrap();
-        assert_eq!((llama.name.as_deref(), llama.arguments.as_str(), llama.len), (Some("f"), "{}", Some(42)));
+        assert_eq!((llama.name.as_deref(), llama.arguments, llama.len), (Some("f"), "{}", Some(42)));
         assert!(call_object("[1]").is_none());
     }
 }

@@ -111,16 +111,33 @@ fn a_constraint_holds_after_the_reasoning_block() {
     let schema = Grammar::JsonSchema(
         json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": false}),
     );
-    let after = think.then(&schema, false);
+    let after = think.then(&schema, false, &|_| None);
     assert!(takes(&vocab, &after, "<think>\nThe user wants {a}; 3 {will} do.\n</think>\n\n{\"a\": 3}"));
     assert!(takes(&vocab, &after, "{\"a\": 3}"), "the block is optional");
     assert!(!takes(&vocab, &after, "<think>x</think>\n\nplain text"));
     assert!(!takes(&vocab, &after, "<think>x</think>{\"a\": 3}</think>"));
     // The prompt opened the block: the reply starts inside it.
-    let opened = think.then(&schema, true);
+    let opened = think.then(&schema, true, &|_| None);
     assert!(takes(&vocab, &opened, "Some thought.\n</think>\n\n{\"a\": 1}"));
     assert!(!takes(&vocab, &opened, "{\"a\": 1}"));
     let tools = Format::Hermes.grammar(&tools(), &Choice::Required, true, &|_| None);
     let call = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}\n</tool_call>";
-    assert!(takes(&vocab, &think.then(&tools, false), &format!("<think>time?</think>\n{call}")));
+    assert!(takes(&vocab, &think.then(&tools, false, &|_| None), &format!("<think>time?</think>\n{call}")));
+}
+
+/// A vocabulary holding `<think>`/`</think>` as special tokens: the block's markers are matched
+/// as those tokens, and the answer after it is still held to its grammar (a user's Lark grammar
+/// keeps its own rules, here one named like the block's).
+#[test]
+fn a_reasoning_block_of_special_tokens_is_matched_as_tokens() {
+    let vocab = vocabulary(&["<think>", "</think>"]);
+    let special = |m: &str| vocab.0.token_to_id(m).filter(|&id| vocab.0.is_special(id));
+    let think = hearth_tools::Reasoning::detect("</think>").unwrap();
+    let user = Grammar::Lark("%llguidance {}\nstart: lead \"!\"\nlead: \"yes\" | \"no\"".into());
+    let after = think.then(&user, false, &special);
+    assert!(takes(&vocab, &after, "<think>Let me see.</think>\nyes!"));
+    assert!(takes(&vocab, &after, "no!"), "the block is optional");
+    assert!(!takes(&vocab, &after, "<think>Let me see.</think>\nmaybe!"));
+    let opened = think.then(&user, true, &special);
+    assert!(takes(&vocab, &opened, "Hmm.</think>yes!"));
 }

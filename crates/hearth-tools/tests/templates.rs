@@ -195,3 +195,39 @@ fn a_tool_result_must_answer_a_call() {
     bad[1]["tool_calls"][0]["function"]["arguments"] = "{oops".into();
     assert_eq!(prepare_messages(Format::Hermes, bad, None).unwrap_err().param, "messages[1].tool_calls[0].function.arguments");
 }
+
+/// Characters outside the Basic Multilingual Plane come as surrogate pairs in JSON: a generic
+/// reply decodes them whole, however the pieces fall.
+#[test]
+fn generic_replies_decode_surrogate_pairs() {
+    let text = "{\"response\": \"Nice \\ud83d\\ude00 day \\u00e9\"}";
+    for step in [1, 2, 5, 64] {
+        let (_, reply) = read(Format::Generic, None, text, step);
+        assert_eq!(reply.content, "Nice 😀 day é", "pieces of {step}");
+    }
+}
+
+/// Llama's `<|python_tag|>` belongs to the call, not to the text.
+#[test]
+fn a_python_tag_is_not_content() {
+    let (_, reply) = read(Format::Llama3, None, "<|python_tag|>{\"name\": \"get_time\", \"parameters\": {\"zone\": \"UTC\"}}", 3);
+    assert_eq!((reply.content.as_str(), reply.calls.len()), ("", 1));
+}
+
+/// Earlier calls given with their arguments as an object are taken as they are; a turn's text
+/// beside its calls is kept when the calls are written as text.
+#[test]
+fn earlier_calls_keep_their_arguments_and_text() {
+    let messages = vec![
+        json!({"role": "user", "content": "hi"}),
+        json!({"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]}),
+        json!({"role": "tool", "tool_call_id": "a", "content": "1"}),
+    ];
+    let native = prepare_messages(Format::Hermes, messages.clone(), None).unwrap();
+    assert_eq!(native[1]["tool_calls"][0]["function"]["arguments"], json!({"x": 1}));
+    let text = prepare_messages(Format::Generic, messages.clone(), None).unwrap();
+    assert!(text[1]["content"].as_str().unwrap().starts_with("Checking.\n{\"tool_calls\""), "{}", text[1]);
+    let mut bad = messages;
+    bad[1]["tool_calls"][0]["function"]["arguments"] = json!(3);
+    assert_eq!(prepare_messages(Format::Hermes, bad, None).unwrap_err().param, "messages[1].tool_calls[0].function.arguments");
+}
