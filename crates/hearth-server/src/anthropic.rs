@@ -40,14 +40,9 @@ async fn messages(State(state): State<AppState>, Body(body): Body<MessagesReques
     if streaming {
         return Ok(sse(started).into_response());
     }
-    let (choices, usage) = generation::collect(&mut started).await?;
-    let choice = choices.into_iter().next().unwrap_or_default();
-    let mut reader = started.reader();
-    reader.push(&choice.text);
-    reader.finish();
-    let reply = reader.reply();
-    let content = blocks(reply);
-    let stop = stop_reason(choice.finish.unwrap_or(FinishReason::Stop), !reply.calls.is_empty());
+    let (reply, reason, usage) = generation::collect_reply(&mut started).await?;
+    let content = blocks(&reply);
+    let stop = stop_reason(reason, !reply.calls.is_empty());
     Ok(Json(MessageResponse { content, stop_reason: Some(stop), usage: message_usage(&usage), ..message(&started) }).into_response())
 }
 
@@ -57,8 +52,9 @@ async fn messages(State(state): State<AppState>, Body(body): Body<MessagesReques
     ModelErrors,
 ))]
 async fn count_tokens(State(state): State<AppState>, Body(body): Body<CountTokensRequest>) -> Result<Json<TokenCount>, ApiError> {
-    let prepared = generation::prepare(&state, request::anthropic_count(body)?).await?;
-    Ok(Json(TokenCount { input_tokens: prepared.prompt_tokens() }))
+    // Rendered only: a count compiles no grammar and is not refused for exceeding the context.
+    let rendered = generation::render(&state, request::anthropic_count(body)?).await?;
+    Ok(Json(TokenCount { input_tokens: rendered.prompt_tokens() }))
 }
 
 /// The reply as content blocks: thinking, text, then each call.
@@ -176,14 +172,12 @@ impl generation::ReplyFormat for Blocks {
     }
 
     fn failed(&mut self, e: ApiError) -> Vec<StreamEvent> {
-        vec![StreamEvent::Error { error: AnthropicError { kind: e.detail().kind, message: e.message } }]
+        vec![StreamEvent::Error { error: AnthropicError { kind: e.kind(), message: e.message } }]
     }
 }
 
 fn sse_event(e: &StreamEvent) -> Result<SseEvent, Infallible> {
-    let json = serde_json::to_value(e).unwrap_or_default();
-    let name = json["type"].as_str().unwrap_or("error").to_string();
-    Ok(SseEvent::default().event(name).data(json.to_string()))
+    Ok(SseEvent::default().event(e.name()).data(serde_json::to_string(e).unwrap_or_default()))
 }
 
 fn sse(started: Started) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {

@@ -73,7 +73,7 @@ impl ApiError {
         ApiError { code: Some("internal_error"), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, message) }
     }
 
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::NOT_FOUND => "not_found_error",
@@ -89,7 +89,7 @@ impl ApiError {
 
     /// The JSON body (also sent inside SSE streams and WebSocket messages).
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: self.detail() }
+        ErrorBody { kind: "error", error: self.detail() }
     }
 }
 

@@ -40,12 +40,6 @@ pub struct Prepared {
     reading: Reading,
 }
 
-impl Prepared {
-    pub fn prompt_tokens(&self) -> usize {
-        self.prompt.len()
-    }
-}
-
 impl Started {
     /// A reader for the reply: its calls and reasoning as `reading` says, else its text.
     pub fn reader(&self) -> Reader {
@@ -136,59 +130,90 @@ pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result
     Ok(Started { resident, events, id: format!("{id_prefix}-{}", unique_suffix()), created, n, prompt_tokens, reading })
 }
 
-/// Everything short of queueing: the model loaded, the prompt rendered and tokenized and
-/// checked against the context, the constraint compiled.
-pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiError> {
+/// A request's prompt made for its model: rendered and tokenized, its constraint's grammar
+/// (tools, and the reasoning block before it) built, and how its reply will be read.
+pub struct Rendered {
+    resident: Arc<Resident>,
+    prompt: Vec<u32>,
+    /// The request field the prompt came from.
+    param: &'static str,
+    reading: Reading,
+    /// The rest of the request, its constraint now the one to compile.
+    req: GenRequest,
+    /// Whether a marker the reply is read by is a special token, so special tokens stay in its text.
+    special_markers: bool,
+}
+
+impl Rendered {
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+}
+
+/// The model loaded and the prompt rendered and tokenized: what counting a prompt's tokens needs.
+pub async fn render(state: &AppState, mut req: GenRequest) -> Result<Rendered, ApiError> {
     let model_id = match req.model.as_deref().or(state.models.default_id()) {
         Some(id) => id.to_string(),
         None => return Err(ApiError::invalid("model", "`model` is required: this server has no default model")),
     };
     let resident = state.models.get(&model_id, None).await?;
     let model = &resident.model;
-    let mut constraint = req.constraint.clone();
     let mut reading = Reading::default();
-    let (prompt, param) = match &req.prompt {
+    let mut special_markers = false;
+    let (prompt, param) = match std::mem::replace(&mut req.prompt, Prompt::Tokens(Vec::new())) {
         Prompt::Chat(messages) => {
+            let param = req.fields.prompt;
             let template = model
                 .chat_template
                 .as_ref()
                 .ok_or_else(|| ApiError::invalid("model", format!("`{model_id}` has no chat template; use /v1/completions")))?;
             let format = state.cfg.tool_format.unwrap_or_else(|| Format::detect(template.source()));
             let offered = req.tools.as_ref().map(|t| (t.list.as_slice(), &t.choice));
-            let messages =
-                hearth_tools::prepare_messages(format, messages.clone(), offered).map_err(|e| ApiError::invalid(&e.param, e.message))?;
+            let messages = hearth_tools::prepare_messages(format, messages, offered).map_err(|e| ApiError::invalid(&e.param, e.message))?;
             let tools = req.tools.as_ref().filter(|_| format.native()).map(|t| t.list.iter().map(Tool::to_openai).collect());
-            let opts = RenderOptions { add_generation_prompt: true, tools, extra: req.template_kwargs.clone(), ..Default::default() };
-            let text = template.render(&messages, &opts).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            let opts =
+                RenderOptions { add_generation_prompt: true, tools, extra: std::mem::take(&mut req.template_kwargs), ..Default::default() };
+            let text = template.render(&messages, &opts).map_err(|e| ApiError::invalid(param, e.to_string()))?;
             // A block the prompt already closed is not in the reply.
             let reasoning = Reasoning::detect(template.source()).filter(|r| !r.closed_by(&text));
             let opened = reasoning.is_some_and(|r| r.opened_by(&text));
             let special = |marker: &str| model.tokenizer.token_to_id(marker).filter(|&id| model.tokenizer.is_special(id));
             if let Some(t) = &req.tools {
-                constraint = Some(Constraint { param: "tools", grammar: format.grammar(&t.list, &t.choice, t.parallel, &special) });
+                req.constraint = Some(Constraint { param: "tools", grammar: format.grammar(&t.list, &t.choice, t.parallel, &special) });
             }
-            if let (Some(r), Some(c)) = (reasoning, constraint.as_mut()) {
+            if let (Some(r), Some(c)) = (reasoning, req.constraint.as_mut()) {
                 c.grammar = r.then(&c.grammar, opened, &special);
             }
-            reading = Reading { format: req.tools.as_ref().map(|_| format), reasoning, opened };
-            (model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?, "messages")
+            let format = req.tools.as_ref().map(|_| format);
+            let markers = format.iter().flat_map(|f| f.markers().iter().copied()).chain(reasoning.iter().flat_map(|r| [r.open, r.close]));
+            special_markers = markers.into_iter().any(|m| special(m).is_some());
+            reading = Reading { format, reasoning, opened };
+            (model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid(param, e.to_string()))?, param)
         }
-        Prompt::Text(text) => (model.tokenizer.encode(text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?, "prompt"),
-        Prompt::Tokens(ids) => (ids.clone(), "prompt"),
+        Prompt::Text(text) => (model.tokenizer.encode(&text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?, "prompt"),
+        Prompt::Tokens(ids) => (ids, "prompt"),
     };
+    Ok(Rendered { resident, prompt, param, reading, req, special_markers })
+}
+
+/// Everything short of queueing: the prompt rendered, checked against the context, the
+/// constraint compiled.
+pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiError> {
+    let Rendered { resident, prompt, param, reading, req, special_markers } = render(state, req).await?;
     let sampling = sampling_params(&req.sampling, resident.sampling)?;
     let context = resident.context;
     if !prompt.is_empty() && prompt.len() >= context {
         return Err(ApiError::invalid(param, format!("the prompt has {} tokens; this model's context is {context}", prompt.len())));
     }
+    let limit = req.fields.max_tokens;
     let max_tokens = req.max_tokens.unwrap_or(state.cfg.default_max_tokens.min(context - prompt.len()));
     if prompt.len() + max_tokens > context {
         return Err(ApiError::invalid(
-            "max_tokens",
-            format!("the prompt ({} tokens) plus max_tokens ({max_tokens}) exceeds this model's context of {context}", prompt.len()),
+            limit,
+            format!("the prompt ({} tokens) plus {limit} ({max_tokens}) exceeds this model's context of {context}", prompt.len()),
         ));
     }
-    let processor = match &constraint {
+    let processor = match &req.constraint {
         None => None,
         Some(c) => {
             // A model whose vocabulary cannot be constrained refuses the field, as an unsupported model does.
@@ -213,16 +238,16 @@ pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiE
             }
         }
     };
-    let special_tokens = reading.format.is_some() || reading.reasoning.is_some();
-    let params = GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false, special_tokens };
+    let params =
+        GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false, special_tokens: special_markers };
     Ok(Prepared { resident, prompt, param, processor, params, n: req.n, reading })
 }
 
+/// 24 random letters and digits: ids stay unique across restarts (stored responses are keyed
+/// by them).
 fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed), nanos)
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 24)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -252,6 +277,16 @@ pub async fn collect(started: &mut Started) -> Result<(Vec<Choice>, Usage), ApiE
         }
     }
     Ok((choices, usage))
+}
+
+/// Waits for a one-choice reply and reads it back: the reply, why it ended, and its usage.
+pub async fn collect_reply(started: &mut Started) -> Result<(Reply, FinishReason, Usage), ApiError> {
+    let (choices, usage) = collect(started).await?;
+    let choice = choices.into_iter().next().unwrap_or_default();
+    let mut reader = started.reader();
+    reader.push(&choice.text);
+    reader.finish();
+    Ok((reader.reply().clone(), choice.finish.unwrap_or(FinishReason::Stop), usage))
 }
 
 /// Adds one choice's usage: the prompt is shared, completions add up.

@@ -12,17 +12,21 @@ use hearth_runtime::{Gauges, Observer};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Per-token work (a constraint's mask) takes microseconds to milliseconds.
+const MICRO_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
 pub struct Histogram {
+    bounds: &'static [f64],
     counts: Vec<AtomicU64>,
     sum_nanos: AtomicU64,
     count: AtomicU64,
 }
 
 impl Histogram {
-    fn new() -> Self {
+    fn new(bounds: &'static [f64]) -> Self {
         Histogram {
-            counts: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
             sum_nanos: AtomicU64::new(0),
             count: AtomicU64::new(0),
         }
@@ -30,7 +34,7 @@ impl Histogram {
 
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
             self.counts[i].fetch_add(1, Relaxed);
         }
         self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
@@ -40,7 +44,7 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (bound, c) in LATENCY_BUCKETS.iter().zip(&self.counts) {
+        for (bound, c) in self.bounds.iter().zip(&self.counts) {
             cumulative += c.load(Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
@@ -77,9 +81,9 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: Mutex::default(),
-            time_to_first_token: Histogram::new(),
-            inter_token_latency: Histogram::new(),
-            constraint_mask: Histogram::new(),
+            time_to_first_token: Histogram::new(LATENCY_BUCKETS),
+            inter_token_latency: Histogram::new(LATENCY_BUCKETS),
+            constraint_mask: Histogram::new(MICRO_BUCKETS),
             prompt_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             prompt_cache_hits: AtomicU64::new(0),

@@ -179,9 +179,9 @@ struct Streaming {
     /// Per chat choice, its reader (tool calls, reasoning, or the text as it is).
     readers: Vec<Reader>,
     done: bool,
-    /// With `knowledge_base`: the sources, and the first choice's text so far, for the
-    /// citations sent after it finishes.
-    grounding: Option<(Vec<Hit>, String)>,
+    /// With `knowledge_base`: the sources, for the citations of the first choice's answer sent
+    /// after it finishes.
+    grounding: Option<Vec<Hit>>,
 }
 
 impl Streaming {
@@ -232,9 +232,6 @@ impl Streaming {
                     return Vec::new();
                 }
                 let index = self.index(index);
-                if let (0, Some((_, answer))) = (index, &mut self.grounding) {
-                    answer.push_str(&text);
-                }
                 self.token(index, text, logprob)
             }
             Some(Event::Finished { index, reason, usage }) => {
@@ -265,7 +262,9 @@ impl Streaming {
                         self.open = self.jobs[self.current].started.n;
                         return out;
                     }
-                    if let Some((sources, answer)) = &self.grounding {
+                    if let Some(sources) = &self.grounding {
+                        // The answer as read back: its content, not reasoning or call markup.
+                        let answer = self.readers.first().map_or("", |r| r.reply().content.as_str());
                         out.push(data(Chunk {
                             knowledge_base: Some(Grounding::of(answer, sources)),
                             ..self.chunk::<TextChoice>(Vec::new())
@@ -316,7 +315,7 @@ fn sse(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let n = jobs[0].started.n;
     let choices = n * jobs.len();
-    let grounding = sources.map(|s| (s, String::new()));
+    let grounding = sources;
     let readers = jobs.iter().flat_map(|j| (0..n).map(|_| j.started.reader())).collect();
     let st = Streaming {
         jobs,

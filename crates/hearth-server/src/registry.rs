@@ -49,6 +49,7 @@ const SCHEMA: Schema = Schema {
     migrations: &[
         Migration { name: "registrations", apply: |tx| tx.execute_batch(REGISTRATIONS) },
         Migration { name: "responses", apply: |tx| tx.execute_batch(RESPONSES) },
+        Migration { name: "response chains", apply: |tx| tx.execute_batch(RESPONSE_PARENTS) },
     ],
 };
 
@@ -74,6 +75,15 @@ CREATE TABLE responses (
     response TEXT NOT NULL,
     conversation TEXT NOT NULL
 );";
+
+/// Version 3: a response stores only its own turn (its request's items and its output) and the
+/// response it continues; a conversation is read back along the chain, so storage grows with
+/// the turns, not with their square. Rows of version 2 hold their whole conversation and no
+/// parent, and read back as before.
+const RESPONSE_PARENTS: &str = "ALTER TABLE responses ADD COLUMN parent TEXT;";
+
+/// Longest chain of `previous_response_id`s read back (a guard against a cycle in a damaged file).
+const MAX_CHAIN: usize = 100_000;
 
 pub struct Registry {
     conn: Mutex<Connection>,
@@ -147,28 +157,57 @@ fn from_row(row: &Row<'_>) -> Result<Registration> {
 
 /// Stored responses (`/v1/responses`).
 impl Registry {
-    pub fn store_response(&self, id: &str, created_at: u64, response: &Value, conversation: &Value) -> Result<()> {
+    /// Stores a response and its turn's items, continuing `parent`'s conversation. An id is
+    /// stored once: a second response with the same id is refused, not written over the first.
+    pub fn store_response(&self, id: &str, created_at: u64, response: &Value, turn: &Value, parent: Option<&str>) -> Result<()> {
         self.conn().execute(
-            "INSERT OR REPLACE INTO responses (id, created_at, response, conversation) VALUES (?1, ?2, ?3, ?4)",
-            params![id, created_at as i64, response.to_string(), conversation.to_string()],
+            "INSERT INTO responses (id, created_at, response, conversation, parent) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, created_at as i64, response.to_string(), turn.to_string(), parent],
         )?;
         Ok(())
     }
 
-    /// A stored response and its conversation.
-    pub fn response(&self, id: &str) -> Result<Option<(Value, Value)>> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .query_row("SELECT response, conversation FROM responses WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let parse = |s: &str| serde_json::from_str(s).unwrap_or(Value::Null);
-        Ok(row.map(|(r, c)| (parse(&r), parse(&c))))
+    /// A stored response.
+    pub fn response(&self, id: &str) -> Result<Option<Value>> {
+        let row: Option<String> = self.conn().query_row("SELECT response FROM responses WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        row.map(|text| parse_json(&text)).transpose()
+    }
+
+    /// The conversation a stored response ends: the items of every turn along its chain, first
+    /// turn first. `Err(missing id)` inside when an earlier response of the chain was deleted.
+    pub fn conversation(&self, id: &str) -> Result<Option<std::result::Result<Vec<Value>, String>>> {
+        let conn = self.conn();
+        let mut turns = Vec::new();
+        let mut next = Some(id.to_string());
+        while let Some(at) = next.take() {
+            let row: Option<(String, Option<String>)> = conn
+                .query_row("SELECT conversation, parent FROM responses WHERE id = ?1", [&at], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((items, parent)) = row else {
+                return Ok(if turns.is_empty() { None } else { Some(Err(at)) });
+            };
+            turns.push(parse_json(&items)?);
+            if turns.len() > MAX_CHAIN {
+                return Err(rusqlite::Error::InvalidQuery);
+            }
+            next = parent;
+        }
+        let items = turns.into_iter().rev().flat_map(|t| match t {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        });
+        Ok(Some(Ok(items.collect())))
     }
 
     /// Whether there was one to delete.
     pub fn delete_response(&self, id: &str) -> Result<bool> {
         Ok(self.conn().execute("DELETE FROM responses WHERE id = ?1", [id])? > 0)
     }
+}
+
+/// A JSON column's value; text that is not JSON (a damaged file) is an error, not a null.
+fn parse_json(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 #[cfg(test)]

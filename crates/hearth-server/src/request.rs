@@ -65,6 +65,23 @@ pub struct GenRequest {
     pub tools: Option<Tools>,
     /// Further chat-template variables.
     pub template_kwargs: serde_json::Map<String, Value>,
+    /// What the front end calls the prompt and the output limit, for errors found later.
+    pub fields: Fields,
+}
+
+/// The request fields that hold the prompt, the output limit and the stop strings, as a front
+/// end names them.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    pub prompt: &'static str,
+    pub max_tokens: &'static str,
+    pub stop: &'static str,
+}
+
+impl Fields {
+    const CHAT: Fields = Fields { prompt: "messages", max_tokens: "max_tokens", stop: "stop" };
+    const RESPONSES: Fields = Fields { prompt: "input", max_tokens: "max_output_tokens", stop: "stop" };
+    const ANTHROPIC: Fields = Fields { prompt: "messages", max_tokens: "max_tokens", stop: "stop_sequences" };
 }
 
 /// A request's tools and how they may be called.
@@ -95,7 +112,7 @@ impl GenRequest {
         }
         // Checked now, so that a bad value is refused before the model loads.
         sampling_params(s, SamplingDefaults::default())?;
-        let stop = s.stop.clone().map(stop_strings).transpose()?.unwrap_or_default();
+        let stop = s.stop.clone().map(|v| stop_strings(v, "stop")).transpose()?.unwrap_or_default();
         let constraint = constraint(s)?;
         let mut prompts = prompts.into_iter();
         let prompt = prompts.next().ok_or_else(|| ApiError::invalid("prompt", "`prompt` must not be empty"))?;
@@ -114,29 +131,51 @@ impl GenRequest {
             constraint,
             tools: None,
             template_kwargs: serde_json::Map::new(),
+            fields: Fields::CHAT,
         })
     }
 
     /// Chat's tools, reasoning effort and template variables.
     fn chat_options(mut self, o: ChatOptions) -> Result<GenRequest> {
         self.template_kwargs = o.chat_template_kwargs.unwrap_or_default();
-        if let Some(effort) = o.reasoning_effort {
-            if !["low", "medium", "high"].contains(&effort.as_str()) {
-                return Err(ApiError::invalid(
-                    "reasoning_effort",
-                    format!("`reasoning_effort` must be low, medium or high, got {effort:?}"),
-                ));
+        self.effort("reasoning_effort", o.reasoning_effort, &[])?;
+        let defs = o.tools.map(|defs| defs.into_iter().map(|d| (d.function.name, d.function.description, d.function.parameters)).collect());
+        let choice = o.tool_choice.map(|c| c.map(|named| named.function.name));
+        self.tools = tools(defs, "tools[{i}].function", choice, o.parallel_tool_calls)?;
+        self.with_tools()
+    }
+
+    /// A reasoning effort (`param`), as the chat template's `reasoning_effort`: low, medium or
+    /// high, or one of `aliases` (a name and the level it means).
+    fn effort(&mut self, param: &str, effort: Option<String>, aliases: &[(&str, &str)]) -> Result<()> {
+        let Some(effort) = effort else { return Ok(()) };
+        let level = match aliases.iter().find(|(alias, _)| *alias == effort) {
+            Some((_, level)) => level,
+            None if ["low", "medium", "high"].contains(&effort.as_str()) => effort.as_str(),
+            None => {
+                let names: Vec<&str> = ["low", "medium", "high"].into_iter().chain(aliases.iter().map(|(a, _)| *a)).collect();
+                return Err(ApiError::invalid(param, format!("`{param}` must be one of {}, got {effort:?}", names.join(", "))));
             }
-            self.template_kwargs.insert("reasoning_effort".into(), effort.into());
+        };
+        self.template_kwargs.insert("reasoning_effort".into(), level.into());
+        Ok(())
+    }
+
+    /// The checks a request offering tools gets once they are known: a reply is text or calls,
+    /// so no other constraint; and no stop strings, which could cut a call's arguments short.
+    fn with_tools(self) -> Result<GenRequest> {
+        if self.tools.is_none() {
+            return Ok(self);
         }
-        self.tools = tools(o.tools, o.tool_choice, o.parallel_tool_calls)?;
-        if self.tools.is_some() {
-            if let Some(c) = &self.constraint {
-                return Err(ApiError::invalid(
-                    c.param,
-                    format!("`{}` cannot be combined with `tools`: the reply is text or calls", c.param),
-                ));
-            }
+        if let Some(c) = &self.constraint {
+            return Err(ApiError::invalid(c.param, format!("`{}` cannot be combined with `tools`: the reply is text or calls", c.param)));
+        }
+        if !self.stop.is_empty() {
+            let param = self.fields.stop;
+            return Err(ApiError::invalid(
+                param,
+                format!("`{param}` cannot be combined with `tools`: a stop string could cut a call short"),
+            ));
         }
         Ok(self)
     }
@@ -169,11 +208,7 @@ fn constraint(s: &Sampling) -> Result<Option<Constraint>> {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) => found.push(Constraint { param: "response_format", grammar: Grammar::JsonObject }),
         Some(ResponseFormat::JsonSchema { json_schema }) => {
-            let name = &json_schema.name;
-            if !valid_name(name) {
-                let message = format!("the schema's name must be 1 to 64 letters, digits, `_` or `-`, got {name:?}");
-                return Err(ApiError::invalid("response_format.json_schema.name", message));
-            }
+            schema_name("response_format.json_schema.name", &json_schema.name)?;
             let schema = json_schema.schema.clone().unwrap_or_else(|| json!({}));
             found.push(Constraint { param: "response_format.json_schema.schema", grammar: Grammar::JsonSchema(schema) });
         }
@@ -202,36 +237,35 @@ fn constraint(s: &Sampling) -> Result<Option<Constraint>> {
     }
 }
 
-/// The tools a chat request offers, checked; `None` when it offers none or says `none`.
-fn tools(
-    defs: Option<Vec<crate::api::openai::ToolDefinition>>,
-    choice: Option<StringOr<crate::api::openai::NamedToolChoice>>,
-    parallel: Option<bool>,
-) -> Result<Option<Tools>> {
+/// A function as OpenAI's chat and Responses APIs define one: name, description, parameters.
+type FunctionDef = (String, Option<String>, Option<Value>);
+
+/// The tools a request offers (each at `at(i)` in it), checked; `None` when it offers none or
+/// says `none`. `choice`: `none`, `auto`, `required` or a function's name.
+fn tools(defs: Option<Vec<FunctionDef>>, at: &str, choice: Option<StringOr<String>>, parallel: Option<bool>) -> Result<Option<Tools>> {
     if defs.as_ref().is_some_and(Vec::is_empty) {
         return Err(ApiError::invalid("tools", "`tools` must hold at least one function (or be left out)"));
     }
     let mut list = ToolList::default();
-    for (i, d) in defs.unwrap_or_default().into_iter().enumerate() {
-        let f = d.function;
-        list.add(&format!("tools[{i}].function"), "parameters", f.name, f.description, f.parameters)?;
+    for (i, (name, description, parameters)) in defs.unwrap_or_default().into_iter().enumerate() {
+        list.add(&at.replace("{i}", &i.to_string()), "parameters", name, description, parameters)?;
     }
     let choice = match choice {
         None => Some(Choice::Auto),
-        Some(StringOr::String(s)) if s == "none" => None,
-        Some(StringOr::String(s)) => Some(named_choice(&s)?),
-        Some(StringOr::Other(named)) => Some(Choice::Function(named.function.name)),
+        Some(StringOr::String(s)) => match s.as_str() {
+            "none" => None,
+            "auto" => Some(Choice::Auto),
+            "required" => Some(Choice::Required),
+            other => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!("`tool_choice` must be none, auto, required or a function, got {other:?}"),
+                ))
+            }
+        },
+        Some(StringOr::Other(name)) => Some(Choice::Function(name)),
     };
     list.offer(choice, parallel.unwrap_or(true))
-}
-
-/// `auto` or `required`.
-fn named_choice(s: &str) -> Result<Choice> {
-    match s {
-        "auto" => Ok(Choice::Auto),
-        "required" => Ok(Choice::Required),
-        other => Err(ApiError::invalid("tool_choice", format!("`tool_choice` must be none, auto, required or a function, got {other:?}"))),
-    }
 }
 
 /// Function definitions as a request lists them, checked one by one.
@@ -286,7 +320,15 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-pub fn chat(req: ChatCompletionRequest) -> Result<GenRequest> {
+/// A JSON schema's name (`param`), checked by that rule.
+fn schema_name(param: &str, name: &str) -> Result<()> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(param, format!("the schema's name must be 1 to 64 letters, digits, `_` or `-`, got {name:?}")))
+}
+
+pub fn chat(mut req: ChatCompletionRequest) -> Result<GenRequest> {
     let sampling = req.sampling();
     let options = req.chat_options();
     GenRequest::new(Some(req.model), vec![Prompt::Chat(messages(req.messages)?)], sampling, req.n)?
@@ -296,7 +338,7 @@ pub fn chat(req: ChatCompletionRequest) -> Result<GenRequest> {
 }
 
 /// A chat-backend request: the chat fields for one reply, which the route streams or not.
-pub fn backend(req: BackendChatRequest) -> Result<GenRequest> {
+pub fn backend(mut req: BackendChatRequest) -> Result<GenRequest> {
     let sampling = req.sampling();
     let options = req.chat_options();
     let gen = GenRequest::new(req.model, vec![Prompt::Chat(messages(req.messages)?)], sampling, req.n)?
@@ -313,61 +355,50 @@ pub fn anthropic(req: MessagesRequest) -> Result<GenRequest> {
     if let Some(tier) = req.service_tier.as_deref().filter(|t| !["auto", "standard_only"].contains(t)) {
         return Err(ApiError::invalid("service_tier", format!("`service_tier` must be \"auto\" or \"standard_only\", got {tier:?}")));
     }
-    if let Some(t) = req.temperature.filter(|t| !(0.0..=1.0).contains(t)) {
-        return Err(ApiError::invalid("temperature", format!("`temperature` must be in [0, 1], got {t}")));
-    }
+    // Anthropic's range, narrower than OpenAI's.
+    in_range("temperature", req.temperature, 0.0..=1.0)?;
     let sampling = Sampling {
         max_tokens: Some(req.max_tokens),
         temperature: req.temperature,
         top_p: req.top_p,
         top_k: req.top_k,
-        stop: req.stop_sequences.map(StringOr::Other),
         ..Default::default()
     };
-    let messages = anthropic_messages(req.system, req.messages)?;
-    let mut gen = GenRequest::new(Some(req.model), vec![Prompt::Chat(messages)], sampling, None)?;
-    gen.tools = anthropic_tools(req.tools, req.tool_choice)?;
-    gen.template_kwargs = thinking(req.thinking);
-    output_config(&mut gen, req.output_config)?;
-    Ok(gen)
-}
-
-/// `output_config`: the output's schema and the reasoning effort.
-fn output_config(gen: &mut GenRequest, config: Option<OutputConfig>) -> Result<()> {
-    let Some(config) = config else { return Ok(()) };
-    if let Some(effort) = config.effort {
-        let effort = match effort.as_str() {
-            "low" | "medium" | "high" => effort,
-            "xhigh" | "max" => "high".to_string(),
-            _ => {
-                return Err(ApiError::invalid(
-                    "output_config.effort",
-                    format!("`effort` must be low, medium, high, xhigh or max, got {effort:?}"),
-                ))
-            }
-        };
-        gen.template_kwargs.insert("reasoning_effort".into(), effort.into());
-    }
-    if let Some(JsonOutputFormat::JsonSchema { schema }) = config.format {
-        if gen.tools.is_some() {
-            return Err(ApiError::invalid(
-                "output_config.format",
-                "`output_config.format` cannot be combined with `tools`: the reply is text or calls",
-            ));
-        }
-        gen.constraint = Some(Constraint { param: "output_config.format.schema", grammar: Grammar::JsonSchema(schema) });
-    }
-    Ok(())
+    let mut gen =
+        anthropic_request(req.model, req.system, req.messages, sampling, req.tools, req.tool_choice, req.thinking, req.output_config)?;
+    gen.stop = req.stop_sequences.map(|s| stop_strings(StringOr::Other(s), "stop_sequences")).transpose()?.unwrap_or_default();
+    gen.with_tools()
 }
 
 /// What `/v1/messages/count_tokens` counts: the prompt such a request would have.
 pub fn anthropic_count(req: CountTokensRequest) -> Result<GenRequest> {
-    let messages = anthropic_messages(req.system, req.messages)?;
-    let mut gen = GenRequest::new(Some(req.model), vec![Prompt::Chat(messages)], Sampling::default(), None)?;
-    gen.tools = anthropic_tools(req.tools, req.tool_choice)?;
-    gen.template_kwargs = thinking(req.thinking);
-    output_config(&mut gen, req.output_config)?;
-    Ok(gen)
+    anthropic_request(req.model, req.system, req.messages, Sampling::default(), req.tools, req.tool_choice, req.thinking, req.output_config)
+}
+
+/// The fields a Messages request and a token count share.
+#[allow(clippy::too_many_arguments)]
+fn anthropic_request(
+    model: String,
+    system: Option<StringOr<Vec<TextBlock>>>,
+    messages: Vec<AnthropicMessage>,
+    sampling: Sampling,
+    tools: Option<Vec<AnthropicTool>>,
+    tool_choice: Option<AnthropicChoice>,
+    thinking_config: Option<Thinking>,
+    config: Option<OutputConfig>,
+) -> Result<GenRequest> {
+    let messages = anthropic_messages(system, messages)?;
+    let mut gen = GenRequest::new(Some(model), vec![Prompt::Chat(messages)], sampling, None)?;
+    gen.fields = Fields::ANTHROPIC;
+    gen.tools = anthropic_tools(tools, tool_choice)?;
+    gen.template_kwargs = thinking(thinking_config);
+    if let Some(config) = config {
+        gen.effort("output_config.effort", config.effort, &[("xhigh", "high"), ("max", "high")])?;
+        if let Some(JsonOutputFormat::JsonSchema { schema }) = config.format {
+            gen.constraint = Some(Constraint { param: "output_config.format.schema", grammar: Grammar::JsonSchema(schema) });
+        }
+    }
+    gen.with_tools()
 }
 
 fn thinking(t: Option<Thinking>) -> serde_json::Map<String, Value> {
@@ -421,7 +452,7 @@ fn anthropic_messages(system: Option<StringOr<Vec<TextBlock>>>, messages: Vec<An
             }
             StringOr::Other(blocks) => blocks,
         };
-        let (mut text, mut tool_calls, mut reasoning) = (String::new(), Vec::new(), None);
+        let (mut text, mut tool_calls, mut reasoning, mut has_results) = (String::new(), Vec::new(), None, false);
         for (j, b) in blocks.into_iter().enumerate() {
             let at = format!("messages[{i}].content[{j}]");
             match b {
@@ -438,6 +469,7 @@ fn anthropic_messages(system: Option<StringOr<Vec<TextBlock>>>, messages: Vec<An
                     let result = content.map(joined).unwrap_or_default();
                     let result = if is_error == Some(true) { format!("Error: {result}") } else { result };
                     out.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": result}));
+                    has_results = true;
                 }
                 InputBlock::Thinking { thinking, .. } if assistant => reasoning = Some(thinking),
                 _ => return Err(ApiError::invalid(&at, format!("a {role} message cannot hold this block"))),
@@ -455,6 +487,8 @@ fn anthropic_messages(system: Option<StringOr<Vec<TextBlock>>>, messages: Vec<An
             out.push(message);
         } else if !text.is_empty() {
             out.push(json!({"role": "user", "content": text}));
+        } else if !has_results {
+            return Err(ApiError::invalid(&format!("messages[{i}].content"), "a user message needs text or a tool result"));
         }
     }
     Ok(out)
@@ -470,7 +504,7 @@ pub fn responses(req: &CreateResponse, items: &[InputItem], earlier: usize) -> R
         ));
     }
     let sampling = Sampling {
-        max_tokens: req.max_output_tokens,
+        max_tokens: in_range("max_output_tokens", req.max_output_tokens, 1..=1 << 24)?,
         temperature: req.temperature,
         top_p: req.top_p,
         service_tier: req.service_tier.clone(),
@@ -502,6 +536,9 @@ pub fn responses(req: &CreateResponse, items: &[InputItem], earlier: usize) -> R
                 let call_id = item.call_id.clone().ok_or_else(|| missing("call_id"))?;
                 let name = item.name.clone().ok_or_else(|| missing("name"))?;
                 let arguments = item.arguments.clone().ok_or_else(|| missing("arguments"))?;
+                if let Err(e) = serde_json::from_str::<Value>(&arguments) {
+                    return Err(ApiError::invalid(&format!("{at}.arguments"), format!("the arguments must be JSON: {e}")));
+                }
                 let call = json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
                 calls.push(call_id);
                 // Calls after a reply's text belong to the same assistant turn.
@@ -533,44 +570,22 @@ pub fn responses(req: &CreateResponse, items: &[InputItem], earlier: usize) -> R
         return Err(ApiError::invalid("input", "`input` must hold a message"));
     }
     let mut gen = GenRequest::new(Some(req.model.clone()), vec![Prompt::Chat(messages)], sampling, None)?;
+    gen.fields = Fields::RESPONSES;
     if let Some(format) = req.text.as_ref().and_then(|t| t.format.clone()) {
         gen.constraint = match format {
             TextFormat::Text => None,
             TextFormat::JsonObject => Some(Constraint { param: "text.format", grammar: Grammar::JsonObject }),
             TextFormat::JsonSchema { name, schema, .. } => {
-                if !valid_name(&name) {
-                    return Err(ApiError::invalid(
-                        "text.format.name",
-                        format!("the schema's name must be 1 to 64 letters, digits, `_` or `-`, got {name:?}"),
-                    ));
-                }
+                schema_name("text.format.name", &name)?;
                 Some(Constraint { param: "text.format.schema", grammar: Grammar::JsonSchema(schema) })
             }
         };
     }
-    let mut list = ToolList::default();
-    for (i, t) in req.tools.clone().unwrap_or_default().into_iter().enumerate() {
-        list.add(&format!("tools[{i}]"), "parameters", t.name, t.description, t.parameters)?;
-    }
-    let choice = match &req.tool_choice {
-        None => Some(Choice::Auto),
-        Some(StringOr::String(s)) if s == "none" => None,
-        Some(StringOr::String(s)) => Some(named_choice(s)?),
-        Some(StringOr::Other(named)) => Some(Choice::Function(named.name.clone())),
-    };
-    gen.tools = list.offer(choice, req.parallel_tool_calls.unwrap_or(true))?;
-    if gen.tools.is_some() {
-        if let Some(c) = &gen.constraint {
-            return Err(ApiError::invalid(c.param, format!("`{}` cannot be combined with `tools`: the reply is text or calls", c.param)));
-        }
-    }
-    if let Some(effort) = req.reasoning.as_ref().and_then(|r| r.effort.clone()) {
-        if !["low", "medium", "high"].contains(&effort.as_str()) {
-            return Err(ApiError::invalid("reasoning.effort", format!("`reasoning.effort` must be low, medium or high, got {effort:?}")));
-        }
-        gen.template_kwargs.insert("reasoning_effort".into(), effort.into());
-    }
-    Ok(gen)
+    let defs = req.tools.clone().map(|defs| defs.into_iter().map(|t| (t.name, t.description, t.parameters)).collect());
+    let choice = req.tool_choice.clone().map(|c| c.map(|named| named.name));
+    gen.tools = tools(defs, "tools[{i}]", choice, req.parallel_tool_calls)?;
+    gen.effort("reasoning.effort", req.reasoning.as_ref().and_then(|r| r.effort.clone()), &[])?;
+    gen.with_tools()
 }
 
 pub fn completion(req: CompletionRequest) -> Result<GenRequest> {
@@ -673,14 +688,14 @@ fn messages(items: Vec<ChatMessage>) -> Result<Vec<Value>> {
         .collect()
 }
 
-fn stop_strings(v: StringOr<Vec<String>>) -> Result<Vec<String>> {
+fn stop_strings(v: StringOr<Vec<String>>, param: &str) -> Result<Vec<String>> {
     let list = match v {
         StringOr::String(s) => vec![s],
         StringOr::Other(list) if list.len() <= 16 => list,
-        StringOr::Other(_) => return Err(ApiError::invalid("stop", "`stop` must be a string or up to 16 strings")),
+        StringOr::Other(_) => return Err(ApiError::invalid(param, format!("`{param}` must be a string or up to 16 strings"))),
     };
     if list.iter().any(String::is_empty) {
-        return Err(ApiError::invalid("stop", "stop strings must not be empty"));
+        return Err(ApiError::invalid(param, "stop strings must not be empty"));
     }
     Ok(list)
 }

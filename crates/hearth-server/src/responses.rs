@@ -39,14 +39,17 @@ async fn create(State(state): State<AppState>, Body(body): Body<CreateResponse>)
     // The stored conversation comes first, then this request's items.
     let mut items = match &body.previous_response_id {
         None => Vec::new(),
-        Some(id) => {
-            let (_, conversation) = state
-                .models
-                .registry
-                .response(id)?
-                .ok_or_else(|| ApiError::invalid("previous_response_id", format!("no stored response has id {id:?}")))?;
-            crate::api::from_value::<Vec<InputItem>>(conversation).map_err(|e| ApiError::invalid("previous_response_id", e.message))?
-        }
+        Some(id) => match state.models.registry.conversation(id)? {
+            None => return Err(ApiError::invalid("previous_response_id", format!("no stored response has id {id:?}"))),
+            Some(Err(gone)) => {
+                return Err(ApiError::invalid(
+                    "previous_response_id",
+                    format!("the conversation of {id:?} continues {gone:?}, which was deleted"),
+                ))
+            }
+            Some(Ok(conversation)) => crate::api::from_value::<Vec<InputItem>>(Value::Array(conversation))
+                .map_err(|e| ApiError::internal(format!("a stored conversation does not read back: {}", e.message)))?,
+        },
     };
     let earlier = items.len();
     items.extend(match body.input.clone() {
@@ -56,25 +59,20 @@ async fn create(State(state): State<AppState>, Body(body): Body<CreateResponse>)
     let req = request::responses(&body, &items, earlier)?;
     let streaming = body.stream.unwrap_or(false);
     let started = generation::start(&state, req, "resp").await?;
-    let turn = Turn { state: state.clone(), request: body, items };
+    let turn = Turn { state: state.clone(), request: body, items: items.split_off(earlier) };
     if streaming {
         return Ok(sse(turn, started).into_response());
     }
     let mut started = started;
-    let (choices, usage) = generation::collect(&mut started).await?;
-    let choice = choices.into_iter().next().unwrap_or_default();
-    let mut reader = started.reader();
-    reader.push(&choice.text);
-    reader.finish();
-    let response = turn.finish(&started, reader.reply(), choice.finish.unwrap_or(FinishReason::Stop), &usage)?;
+    let (reply, reason, usage) = generation::collect_reply(&mut started).await?;
+    let response = turn.finish(&started, &reply, reason, &usage)?;
     Ok(Json(response).into_response())
 }
 
 /// A stored response.
 #[utoipa::path(get, path = "/v1/responses/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, description = "Done", body = ResponseObject), Errors))]
 async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (response, _) = state.models.registry.response(&id)?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(response))
+    Ok(Json(state.models.registry.response(&id)?.ok_or_else(|| not_found(&id))?))
 }
 
 /// Delete a stored response.
@@ -106,8 +104,8 @@ fn user_message(text: String) -> InputItem {
     }
 }
 
-/// What a response needs besides the reply: the request (echoed in the response) and the
-/// conversation so far (stored with it).
+/// What a response needs besides the reply: the request (echoed in the response) and its
+/// input items (stored with it; the conversation before them is its parent's).
 struct Turn {
     state: AppState,
     request: CreateResponse,
@@ -161,13 +159,14 @@ impl Turn {
             output_tokens_details: OutputTokensDetails::default(),
         };
         if response.store {
-            // The conversation goes on from this response's items and its output, as input items.
-            let mut conversation = serde_json::to_value(&self.items).unwrap_or_default();
-            if let Value::Array(list) = &mut conversation {
+            // The conversation goes on from this turn's items and its output, as input items.
+            let mut turn = serde_json::to_value(&self.items).unwrap_or_default();
+            if let Value::Array(list) = &mut turn {
                 list.extend(response.output.iter().map(|o| serde_json::to_value(o).unwrap_or_default()));
             }
             let json = serde_json::to_value(&response).unwrap_or_default();
-            self.state.models.registry.store_response(&response.id, response.created_at, &json, &conversation)?;
+            let parent = self.request.previous_response_id.as_deref();
+            self.state.models.registry.store_response(&response.id, response.created_at, &json, &turn, parent)?;
         }
         Ok(response)
     }
@@ -217,6 +216,13 @@ fn call_item(suffix: &str, index: usize, call_id: &str, name: &str, arguments: &
     }
 }
 
+struct Open {
+    output_index: usize,
+    kind: ItemType,
+    text: String,
+    call: usize,
+}
+
 /// A streamed response's items: the open one, how many there were, and the events' numbering.
 struct Items {
     /// Taken when the response ends (it is finished and stored then).
@@ -224,9 +230,11 @@ struct Items {
     /// The response id's suffix, which item ids share.
     suffix: String,
     sequence: usize,
-    /// The open item: its output index, kind and text so far.
-    open: Option<(usize, ItemType, String)>,
+    /// The open item: its output index, kind, text so far and (a call's) index among the calls.
+    open: Option<Open>,
     count: usize,
+    /// Each call's id and name, as they began.
+    calls: Vec<(String, String)>,
 }
 
 impl Items {
@@ -248,15 +256,15 @@ impl Items {
         }
     }
 
-    /// Opens an item of `kind` (closing another) unless one is open.
-    fn ensure(&mut self, reply: &Reply, kind: ItemType, item: Value) -> Vec<StreamEvent> {
-        if matches!(&self.open, Some((_, k, _)) if *k == kind) {
+    /// Opens an item of `kind` (closing another) unless one is open; `call`: a call's index.
+    fn ensure(&mut self, kind: ItemType, call: usize, item: Value) -> Vec<StreamEvent> {
+        if matches!(&self.open, Some(o) if o.kind == kind && o.call == call) {
             return Vec::new();
         }
-        let mut out = self.close(reply);
+        let mut out = self.close();
         let index = self.count;
         self.count += 1;
-        self.open = Some((index, kind, String::new()));
+        self.open = Some(Open { output_index: index, kind, text: String::new(), call });
         out.push(self.event("response.output_item.added", json!({"output_index": index, "item": item})));
         if kind == ItemType::Message {
             let id = self.item_id(kind, 0);
@@ -269,8 +277,8 @@ impl Items {
     }
 
     /// The events that end the open item.
-    fn close(&mut self, reply: &Reply) -> Vec<StreamEvent> {
-        let Some((index, kind, text)) = self.open.take() else { return Vec::new() };
+    fn close(&mut self) -> Vec<StreamEvent> {
+        let Some(Open { output_index: index, kind, text, call }) = self.open.take() else { return Vec::new() };
         let suffix = self.suffix.clone();
         let mut out = Vec::new();
         let item = match kind {
@@ -283,13 +291,12 @@ impl Items {
                 OutputItem::Reasoning { id, summary: Vec::new(), content: vec![part(PartType::ReasoningText, &text)] }
             }
             ItemType::FunctionCall => {
-                let n = reply.calls.len() - 1;
-                let call = &reply.calls[n];
-                let (id, name, call_id) = (self.item_id(kind, n), call.name.clone(), call.id.clone());
+                let id = self.item_id(kind, call);
                 out.push(
                     self.event("response.function_call_arguments.done", json!({"item_id": id, "output_index": index, "arguments": text})),
                 );
-                call_item(&suffix, n, &call_id, &name, &text)
+                let (call_id, name) = self.calls.get(call).cloned().unwrap_or_default();
+                call_item(&suffix, call, &call_id, &name, &text)
             }
             _ => {
                 let id = self.item_id(kind, 0);
@@ -309,54 +316,59 @@ impl Items {
         out
     }
 
-    fn piece_events(&mut self, reply: &Reply, d: Delta) -> Vec<StreamEvent> {
-        let (kind, delta_type, delta, extra) = match d {
-            Delta::Reasoning(text) => {
-                let item = json!({"type": "reasoning", "id": self.item_id(ItemType::Reasoning, 0), "summary": [], "content": []});
-                let mut out = self.ensure(reply, ItemType::Reasoning, item);
-                out.extend(self.delta(reply, ItemType::Reasoning, "response.reasoning_text.delta", text, true));
-                return out;
-            }
+    fn piece_events(&mut self, d: Delta) -> Vec<StreamEvent> {
+        let (kind, delta_type, delta, has_part) = match d {
+            Delta::Reasoning(text) => (ItemType::Reasoning, "response.reasoning_text.delta", text, true),
             Delta::Content(text) => (ItemType::Message, "response.output_text.delta", text, true),
             Delta::Call { index, id, name } => {
-                let mut out = self.close(reply);
                 let item = json!({"type": "function_call", "id": self.item_id(ItemType::FunctionCall, index), "call_id": id, "name": name,
                                   "arguments": "", "status": "in_progress"});
-                out.extend(self.ensure(reply, ItemType::FunctionCall, item));
-                return out;
+                self.calls.push((id, name));
+                return self.ensure(ItemType::FunctionCall, index, item);
             }
             Delta::Arguments { text, .. } => (ItemType::FunctionCall, "response.function_call_arguments.delta", text, false),
         };
-        let item = json!({"type": "message", "id": self.item_id(ItemType::Message, 0), "status": "in_progress", "role": "assistant", "content": []});
-        let mut out = if kind == ItemType::Message { self.ensure(reply, kind, item) } else { Vec::new() };
-        out.extend(self.delta(reply, kind, delta_type, delta, extra));
-        out
-    }
-
-    fn delta(&mut self, reply: &Reply, kind: ItemType, event: &'static str, delta: String, has_part: bool) -> Vec<StreamEvent> {
-        let Some((index, _, text)) = self.open.as_mut() else { return Vec::new() };
-        text.push_str(&delta);
-        let index = *index;
-        let n = reply.calls.len().saturating_sub(1);
-        let id = self.item_id(kind, n);
+        let mut out = match kind {
+            ItemType::Reasoning => {
+                let item = json!({"type": "reasoning", "id": self.item_id(kind, 0), "summary": [], "content": []});
+                self.ensure(kind, 0, item)
+            }
+            ItemType::Message => {
+                let item =
+                    json!({"type": "message", "id": self.item_id(kind, 0), "status": "in_progress", "role": "assistant", "content": []});
+                self.ensure(kind, 0, item)
+            }
+            _ => Vec::new(),
+        };
+        let Some(open) = self.open.as_mut() else { return out };
+        open.text.push_str(&delta);
+        let (index, call) = (open.output_index, open.call);
+        let id = self.item_id(kind, call);
         let mut fields = json!({"item_id": id, "output_index": index, "delta": delta});
         if has_part {
             fields["content_index"] = 0.into();
         }
-        vec![self.event(event, fields)]
+        out.push(self.event(delta_type, fields));
+        out
     }
 }
 
 impl generation::ReplyFormat for Items {
     type Message = StreamEvent;
 
-    fn piece(&mut self, reply: &Reply, d: Delta) -> Vec<StreamEvent> {
-        self.piece_events(reply, d)
+    fn piece(&mut self, _: &Reply, d: Delta) -> Vec<StreamEvent> {
+        self.piece_events(d)
     }
 
     /// The last item closed, then the finished (and stored) response.
     fn end(&mut self, started: &Started, reply: &Reply, reason: FinishReason, usage: &Usage) -> Vec<StreamEvent> {
-        let mut out = self.close(reply);
+        // A reply with neither text nor calls still has its (empty) message, as `output_items` says.
+        let mut out = Vec::new();
+        if reply.content.is_empty() && reply.calls.is_empty() {
+            let item = json!({"type": "message", "id": self.item_id(ItemType::Message, 0), "status": "in_progress", "role": "assistant", "content": []});
+            out.extend(self.ensure(ItemType::Message, 0, item));
+        }
+        out.extend(self.close());
         let Some(turn) = self.turn.take() else { return out };
         match turn.finish(started, reply, reason, usage) {
             Ok(response) => {
@@ -380,11 +392,44 @@ fn sse_event(e: &StreamEvent) -> Result<SseEvent, Infallible> {
 fn sse(turn: Turn, started: Started) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let created = turn.response(&started, "in_progress");
     let suffix = started.id.trim_start_matches("resp-").to_string();
-    let mut items = Items { turn: Some(turn), suffix, sequence: 0, open: None, count: 0 };
+    let mut items = Items { turn: Some(turn), suffix, sequence: 0, open: None, count: 0, calls: Vec::new() };
     let head = vec![
         items.event("response.created", json!({"response": created})),
         items.event("response.in_progress", json!({"response": created})),
     ];
     let events = stream::iter(head).chain(generation::stream_reply(started, items)).map(|e| sse_event(&e));
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two calls streamed one after the other: each call's closing events carry its own item
+    /// id, call id and name, and each output index is used once.
+    #[test]
+    fn each_streamed_call_closes_as_itself() {
+        let mut items = Items { turn: None, suffix: "x".into(), sequence: 0, open: None, count: 0, calls: Vec::new() };
+        let mut events = Vec::new();
+        for (i, (id, name)) in [("call_a", "f"), ("call_b", "g")].into_iter().enumerate() {
+            events.extend(items.piece_events(Delta::Call { index: i, id: id.into(), name: name.into() }));
+            events.extend(items.piece_events(Delta::Arguments { index: i, text: format!("{{\"n\": {i}}}") }));
+        }
+        events.extend(items.close());
+        let done: Vec<&StreamEvent> = events.iter().filter(|e| e.kind == "response.output_item.done").collect();
+        assert_eq!(done.len(), 2);
+        for (i, e) in done.iter().enumerate() {
+            let item = &e.fields["item"];
+            let (id, name) = [("call_a", "f"), ("call_b", "g")][i];
+            assert_eq!(
+                (item["id"].as_str(), item["call_id"].as_str(), item["name"].as_str()),
+                (Some(format!("fc_x_{i}").as_str()), Some(id), Some(name))
+            );
+            assert_eq!(item["arguments"], format!("{{\"n\": {i}}}"));
+            assert_eq!(e.fields["output_index"], i);
+        }
+        let args_done: Vec<&Value> =
+            events.iter().filter(|e| e.kind == "response.function_call_arguments.done").map(|e| &e.fields["item_id"]).collect();
+        assert_eq!(args_done, [&json!("fc_x_0"), &json!("fc_x_1")]);
+    }
 }

@@ -81,6 +81,18 @@ impl Format {
         }
     }
 
+    /// The markers its calls are written with (which a vocabulary may hold as special tokens).
+    pub fn markers(self) -> &'static [&'static str] {
+        match self {
+            Format::Hermes => &["<tool_call>", "</tool_call>"],
+            Format::Llama3 => &["<|python_tag|>"],
+            Format::Mistral => &["[TOOL_CALLS]"],
+            Format::MistralArgs => &["[TOOL_CALLS]", "[ARGS]"],
+            Format::Phi4 => &["<|tool_call|>", "<|/tool_call|>"],
+            Format::Generic => &[],
+        }
+    }
+
     /// Whether the template itself renders `tools`, calls and results (else
     /// [`prepare_messages`](crate::prepare_messages) writes them as text).
     pub fn native(self) -> bool {

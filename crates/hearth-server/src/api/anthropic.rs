@@ -266,6 +266,22 @@ pub enum StreamEvent {
     Error { error: AnthropicError },
 }
 
+impl StreamEvent {
+    /// Its `type`, which is its SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamEvent::MessageStart { .. } => "message_start",
+            StreamEvent::ContentBlockStart { .. } => "content_block_start",
+            StreamEvent::ContentBlockDelta { .. } => "content_block_delta",
+            StreamEvent::ContentBlockStop { .. } => "content_block_stop",
+            StreamEvent::MessageDelta { .. } => "message_delta",
+            StreamEvent::MessageStop => "message_stop",
+            StreamEvent::Ping => "ping",
+            StreamEvent::Error { .. } => "error",
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "type")]
 pub enum BlockDelta {

@@ -122,6 +122,16 @@ pub enum StringOr<T> {
     Other(T),
 }
 
+impl<T> StringOr<T> {
+    /// The same string, or `f` of the other value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> StringOr<U> {
+        match self {
+            StringOr::String(s) => StringOr::String(s),
+            StringOr::Other(t) => StringOr::Other(f(t)),
+        }
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for StringOr<T> {
     fn deserialize<D: Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
         struct V<T>(PhantomData<T>);
@@ -248,9 +258,13 @@ pub fn texts_or_tokens(v: TextsOrTokens, param: &str) -> Result<Vec<TextOrTokens
     Ok(items)
 }
 
-/// OpenAI's error body, as every route's errors have it.
+/// OpenAI's error body, as every route's errors have it; its top-level `type` is what
+/// Anthropic's clients look for (OpenAI's ignore it).
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
     pub error: ErrorDetail,
 }
 

@@ -123,13 +123,14 @@ macro_rules! chat_request {
         }
 
         impl $name {
-            pub fn chat_options(&self) -> $crate::api::openai::ChatOptions {
+            /// The chat fields, taken out of the request.
+            pub fn chat_options(&mut self) -> $crate::api::openai::ChatOptions {
                 $crate::api::openai::ChatOptions {
-                    tools: self.tools.clone(),
-                    tool_choice: self.tool_choice.clone(),
+                    tools: self.tools.take(),
+                    tool_choice: self.tool_choice.take(),
                     parallel_tool_calls: self.parallel_tool_calls,
-                    chat_template_kwargs: self.chat_template_kwargs.clone(),
-                    reasoning_effort: self.reasoning_effort.clone(),
+                    chat_template_kwargs: self.chat_template_kwargs.take(),
+                    reasoning_effort: self.reasoning_effort.take(),
                 }
             }
         }

@@ -89,7 +89,8 @@ def test_responses_stream_function_call_arguments():
     ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]}, "input[0].call_id"),
     ({"input": "x", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "frobnicate"}}}}, "text.format.schema"),
     ({"input": "x", "tools": [{"type": "function", "name": "f", "parameters": {"type": "array"}}]}, "tools[0].parameters"),
-    ({"input": "x", "max_output_tokens": 0}, "max_tokens"),
+    ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"input": [{"type": "function_call", "call_id": "a", "name": "f", "arguments": "{oops"}]}, "input[0].arguments"),
 ])
 def test_responses_errors_name_the_field(kwargs, param):
     with pytest.raises(openai.BadRequestError) as e:
@@ -153,8 +154,19 @@ def test_anthropic_stream_adds_up_to_the_message():
     ({"tools": TOOLS, "tool_choice": {"type": "tool", "name": "nope"}}, "tool_choice"),
     ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "1"}]}]},
      "messages[0].content[0].tool_use_id"),
+    ({"stop_sequences": [""]}, "stop_sequences"),
+    ({"tools": TOOLS, "stop_sequences": ["."]}, "stop_sequences"),
+    ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
 ])
 def test_anthropic_errors_name_the_field(kwargs, param):
     with pytest.raises(anthropic.BadRequestError) as e:
         claude.messages.create(**{"model": SMOL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}], **kwargs})
     assert e.value.body["error"]["param"] == param, e.value.body
+    # Anthropic's error shape: a top-level type.
+    assert e.value.body["type"] == "error", e.value.body
+
+
+def test_counting_tokens_is_not_refused_for_the_context():
+    long = "word " * 9000  # beyond the model's context of 8192
+    count = claude.messages.count_tokens(model=SMOL, messages=[{"role": "user", "content": long}])
+    assert count.input_tokens > 8192
