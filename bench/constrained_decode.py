@@ -43,8 +43,13 @@ def one(seed, mode, out):
     times = []
     with urllib.request.urlopen(req) as r:
         for line in r:
-            if line.startswith(b"data: {") and b'"logprobs":{"content"' in line:
+            if not line.startswith(b"data: {"):
+                continue
+            choices = json.loads(line[len(b"data: "):]).get("choices") or [{}]
+            if choices[0].get("logprobs"):
                 times.append(time.perf_counter())
+    if len(times) < 2:
+        raise SystemExit(f"{mode}: the reply streamed {len(times)} tokens; nothing to time")
     out.append((len(times), times[0], times[-1]))
 
 
