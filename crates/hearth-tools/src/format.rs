@@ -212,8 +212,13 @@ impl Format {
             match self.trigger() {
                 // Llama: the reply is a call if it starts as one (after `<|python_tag|>`).
                 None => {
+                    const TAG: &str = "<|python_tag|>";
                     let body = text.trim_start();
-                    let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim_start();
+                    if !finished && TAG.starts_with(body) {
+                        // Maybe the tag, not yet whole.
+                        return Answer::default();
+                    }
+                    let body = body.strip_prefix(TAG).unwrap_or(body).trim_start();
                     if body.starts_with('{') {
                         p.calls_at = Some(text.len() - text.trim_start().len());
                     } else if body.is_empty() && !finished {
@@ -239,7 +244,7 @@ impl Format {
         let at = p.calls_at.unwrap_or_default();
         let mut rest = text[at..].trim_start();
         if self == Format::Llama3 {
-            rest = rest.strip_prefix("<|python_tag|>").unwrap_or(rest);
+            rest = rest.strip_prefix("<|python_tag|>").unwrap_or(rest).trim_start();
         }
         let (calls_from, calls) = self.read_calls(rest, p);
         Answer { content: Content::Text(text[..at].trim_end()), calls_from, calls }
