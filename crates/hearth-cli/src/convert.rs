@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use hearth_convert::{Affine, FloatType, GgufFileType, GgufOptions, MlxOptions, Report};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use hearth_convert::{Affine, FloatType, GgufFileType, GgufOptions, MlxOptions, Progress, Recipe, Report};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Target {
@@ -24,6 +27,23 @@ pub struct MlxQuant {
     /// Weights per scale and bias for MLX affine quantisation: 32, 64 or 128.
     #[arg(long, default_value_t = 64)]
     q_group_size: usize,
+    /// MLX: mlx-lm's mixed-precision recipe (mixed_2_6, mixed_3_4, mixed_3_6, mixed_4_6).
+    #[arg(long)]
+    quant_predicate: Option<String>,
+}
+
+impl MlxQuant {
+    fn options(&self, quantize: bool) -> anyhow::Result<(Option<Affine>, Option<Recipe>)> {
+        let recipe = match self.quant_predicate.as_deref() {
+            None => None,
+            Some(name) => Some(
+                Recipe::parse(name)
+                    .with_context(|| format!("--quant-predicate must be one of {}, got {name:?}", Recipe::NAMES.join(", ")))?,
+            ),
+        };
+        anyhow::ensure!(quantize || recipe.is_none(), "--quant-predicate needs --quantize");
+        Ok((quantize.then_some(Affine { bits: self.q_bits, group_size: self.q_group_size }), recipe))
+    }
 }
 
 #[derive(Args)]
@@ -46,15 +66,21 @@ pub struct ConvertArgs {
     /// MLX/Hugging Face: cast weights to float16, bfloat16 or float32 first [default: each keeps its own].
     #[arg(long)]
     dtype: Option<String>,
-    /// GGUF: the file type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K).
-    #[arg(long = "type", default_value = "F16")]
-    file_type: String,
+    /// GGUF: the file type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K)
+    /// [default: a GGUF source's tensors keep their types; a directory is written as F16].
+    #[arg(long = "type")]
+    file_type: Option<String>,
     /// GGUF: every matrix in the type's own block type (llama-quantize --pure).
     #[arg(long)]
     pure: bool,
-    /// Merge this LoRA adapter (an mlx-lm adapter directory) into the weights (`hearth fuse`).
+    /// Merge this adapter (an mlx-lm or PEFT adapter directory, LoRA or DoRA) into the weights
+    /// (`hearth fuse`).
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Write float weights where the source is quantised (by default a quantised base keeps
+    /// its quantisation: what an adapter changes is re-quantised the same way).
+    #[arg(long)]
+    dequantize: bool,
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
@@ -75,12 +101,9 @@ pub struct QuantizeArgs {
     /// GGUF: every matrix in the type's own block type.
     #[arg(long)]
     pure: bool,
-    /// Directory source: bits per weight for MLX affine quantisation: 2, 3, 4, 5, 6 or 8.
-    #[arg(long, default_value_t = 4)]
-    q_bits: u32,
-    /// Directory source: weights per scale and bias: 32, 64 or 128.
-    #[arg(long, default_value_t = 64)]
-    q_group_size: usize,
+    /// Directory source: MLX affine quantisation.
+    #[command(flatten)]
+    mlx: MlxQuant,
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
@@ -88,6 +111,21 @@ pub struct QuantizeArgs {
 
 fn file_type(name: &str) -> anyhow::Result<GgufFileType> {
     GgufFileType::parse(name).with_context(|| format!("--type must be one of {}, got {name:?}", GgufFileType::all_names().join(", ")))
+}
+
+/// A progress line on a terminal (nothing when stderr is a log).
+fn progress() -> Option<Progress> {
+    std::io::stderr().is_terminal().then(|| {
+        Progress(Arc::new(|done, total| {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!("\r[{}{}] {done}/{total} tensors", "#".repeat(filled), " ".repeat(width - filled));
+            if done == total {
+                eprint!("\r{}\r", " ".repeat(width + 30));
+            }
+            let _ = std::io::stderr().flush();
+        }))
+    })
 }
 
 fn done(out: &Path, report: &Report, started: std::time::Instant) {
@@ -111,21 +149,41 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let report = match args.to {
         Target::Mlx | Target::Hf => {
+            anyhow::ensure!(args.file_type.is_none() && !args.pure, "--type and --pure apply to GGUF output");
+            let (quantize, recipe) = args.mlx.options(args.quantize)?;
             if src.is_file() {
-                eprintln!("{}: GGUF blocks are de-quantised to float32 first", src.display());
+                let kept = if quantize.is_some_and(|q| q.group_size == 32) && recipe.is_none() {
+                    " (Q4_0, Q4_1 and Q8_0 blocks are kept exactly as 4- and 8-bit groups of 32)"
+                } else {
+                    ""
+                };
+                eprintln!("{}: GGUF blocks are de-quantised to float32{kept}", src.display());
             }
+            let opts = MlxOptions {
+                dtype,
+                quantize,
+                recipe,
+                dequantize: args.dequantize,
+                force: args.force,
+                adapter: args.adapter,
+                progress: progress(),
+                ..MlxOptions::default()
+            };
             if let Target::Hf = args.to {
                 anyhow::ensure!(!args.quantize, "--quantize applies to MLX output; Hugging Face output is float");
-                let opts = MlxOptions { dtype, quantize: None, force: args.force, adapter: args.adapter };
                 hearth_convert::to_hf(&src, &args.out, &opts)?
             } else {
-                let quantize = args.quantize.then_some(Affine { bits: args.mlx.q_bits, group_size: args.mlx.q_group_size });
-                hearth_convert::to_mlx(&src, &args.out, &MlxOptions { dtype, quantize, force: args.force, adapter: args.adapter })?
+                hearth_convert::to_mlx(&src, &args.out, &opts)?
             }
         }
         Target::Gguf => {
             anyhow::ensure!(!args.quantize && dtype.is_none(), "GGUF output takes --type, not --quantize or --dtype");
-            let opts = GgufOptions { file_type: file_type(&args.file_type)?, pure: args.pure, force: args.force, adapter: args.adapter };
+            let file_type = match (args.file_type.as_deref(), args.dequantize) {
+                (Some(name), _) => Some(file_type(name)?),
+                (None, true) => Some(GgufFileType::F16),
+                (None, false) => None,
+            };
+            let opts = GgufOptions { file_type, pure: args.pure, force: args.force, adapter: args.adapter, progress: progress() };
             hearth_convert::to_gguf(&src, &args.out, &opts)?
         }
     };
@@ -145,7 +203,7 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let report = if src.is_file() {
         let file_type = file_type(args.file_type.as_deref().unwrap_or("Q4_K_M"))?;
-        let opts = GgufOptions { file_type, pure: args.pure, force: args.force, adapter: None };
+        let opts = GgufOptions { file_type: Some(file_type), pure: args.pure, force: args.force, adapter: None, progress: progress() };
         hearth_convert::to_gguf(&src, &args.out, &opts)?
     } else {
         // A directory becomes MLX affine: GGUF's options do not apply.
@@ -153,8 +211,9 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
             args.file_type.is_none() && !args.pure,
             "--type and --pure apply to a GGUF source; a directory is quantised to MLX (--q-bits, --q-group-size)"
         );
-        let quantize = Some(Affine { bits: args.q_bits, group_size: args.q_group_size });
-        hearth_convert::to_mlx(&src, &args.out, &MlxOptions { quantize, force: args.force, ..MlxOptions::default() })?
+        let (quantize, recipe) = args.mlx.options(true)?;
+        let opts = MlxOptions { quantize, recipe, force: args.force, progress: progress(), ..MlxOptions::default() };
+        hearth_convert::to_mlx(&src, &args.out, &opts)?
     };
     done(&args.out, &report, started);
     Ok(())

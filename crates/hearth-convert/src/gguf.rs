@@ -2,30 +2,30 @@
 //! de-quantised to float32 (Llama and Mistral Q/K rows put back from llama.cpp's interleaved
 //! order), `config.json` from the metadata, the tokenizer and chat template as files.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use half::f16;
 use hearth_engine::config::{Arch, ModelConfig, RopeScaling};
-use hearth_engine::weights::WeightStore;
-use hearth_formats::gguf::{GgmlType, Gguf};
+use hearth_engine::weights::{StoredTensor, WeightStore};
+use hearth_formats::gguf::Gguf;
 use hearth_kernels::RowFormat;
 use hearth_tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
-use crate::{io, Affine, ConvertError, QuantizedRows};
+use crate::{exact, io, ConvertError, QuantizedRows};
 
 pub(crate) struct GgufSource {
     gguf: Gguf,
-    store: WeightStore,
     cfg: ModelConfig,
 }
 
-fn engine(e: hearth_engine::EngineError) -> ConvertError {
+pub(crate) fn engine(e: hearth_engine::EngineError) -> ConvertError {
     ConvertError::Unsupported(e.to_string())
 }
 
 impl GgufSource {
-    pub fn open(path: &Path) -> Result<Self, ConvertError> {
+    /// The file, and its tensors under their Hugging Face names.
+    pub fn open(path: &Path) -> Result<(Self, BTreeMap<String, StoredTensor>), ConvertError> {
         let gguf = Gguf::open(path)?;
         let cfg = ModelConfig::from_gguf(&gguf).map_err(engine)?;
         if !matches!(cfg.arch, Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3) {
@@ -39,61 +39,18 @@ impl GgufSource {
                 "a GGUF with rope_freqs (per-frequency RoPE factors) cannot be described in config.json yet".into(),
             ));
         }
-        let store = WeightStore::from_gguf(&gguf).map_err(engine)?;
-        Ok(GgufSource { gguf, store, cfg })
+        let tensors = WeightStore::from_gguf(&gguf).map_err(engine)?.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
+        Ok((GgufSource { gguf, cfg }, tensors))
     }
 
-    /// Every tensor's Hugging Face name and shape.
-    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
-        self.store.iter().map(|(name, t)| (name.clone(), t.shape.clone())).collect()
-    }
-
-    /// A tensor's values, de-quantised, in Hugging Face's row order.
-    pub fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
-        let t = self.store.get(name).map_err(engine)?;
-        let cols = t.shape.iter().skip(1).product();
-        Ok(self.hf_rows(name, t.to_f32_vec().map_err(engine)?, cols))
-    }
-
-    /// The tensor as MLX affine codes, scales and biases taken from its blocks as they are, where
-    /// that is exact: Q4_0 and Q4_1 as 4-bit groups of 32, Q8_0 as 8-bit groups of 32 (a block's
-    /// scale and minimum are the group's scale and bias; Q4_0's bias is −8·d, Q8_0's −128·d).
-    /// `None` where the tensor's blocks are of another kind or `q` asks for another layout.
-    pub fn exact_affine(&self, name: &str, q: Affine) -> Option<QuantizedRows> {
-        let t = self.store.get(name).ok()?;
+    /// The tensor as MLX affine codes, scales and biases taken from its blocks as they are
+    /// ([`exact::ggml_to_affine`]), in Hugging Face's row order; `None` where its block type
+    /// has no exact mapping.
+    pub fn exact_affine(&self, name: &str, t: &StoredTensor) -> Option<QuantizedRows> {
         let RowFormat::Ggml(ty) = t.format else { return None };
-        let (block, bits) = match ty {
-            GgmlType::Q4_0 => (18, 4),
-            GgmlType::Q4_1 => (20, 4),
-            GgmlType::Q8_0 => (34, 8),
-            _ => return None,
-        };
-        if q != (Affine { bits, group_size: 32 }) || t.shape.len() != 2 {
-            return None;
-        }
-        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let mut out = QuantizedRows { packed: Vec::with_capacity(t.data.len()), scales: Vec::new(), biases: Vec::new() };
-        for b in t.data.chunks_exact(block) {
-            let d = half(b);
-            match ty {
-                GgmlType::Q8_0 => {
-                    out.scales.push(d);
-                    out.biases.push(-128.0 * d);
-                    out.packed.extend(b[2..].iter().map(|&v| (v as i8 as i16 + 128) as u8));
-                }
-                _ => {
-                    let (bias, qs) = if ty == GgmlType::Q4_1 { (half(&b[2..]), &b[4..]) } else { (-8.0 * d, &b[2..]) };
-                    out.scales.push(d);
-                    out.biases.push(bias);
-                    // llama.cpp keeps element j in the low nibble of byte j and element j + 16 in
-                    // its high nibble; MLX packs elements in order, two to a byte, low first.
-                    let code = |k: usize| if k < 16 { qs[k] & 15 } else { qs[k - 16] >> 4 };
-                    out.packed.extend((0..16).map(|k| code(2 * k) | (code(2 * k + 1) << 4)));
-                }
-            }
-        }
-        let (rows, groups) = (t.shape[0], t.shape[1] / 32);
-        let row_bytes = out.packed.len() / rows;
+        let out = exact::ggml_to_affine(ty, &t.data)?;
+        let rows = t.shape[0];
+        let (row_bytes, groups) = (out.packed.len() / rows, out.scales.len() / rows);
         Some(QuantizedRows {
             packed: self.hf_rows(name, out.packed, row_bytes),
             scales: self.hf_rows(name, out.scales, groups),
@@ -103,7 +60,16 @@ impl GgufSource {
 
     /// `values` (rows of `row` items) in Hugging Face's row order: Llama and Mistral Q/K heads
     /// back from llama.cpp's interleaving, other tensors as they are.
-    fn hf_rows<T: Copy + Default>(&self, name: &str, values: Vec<T>, row: usize) -> Vec<T> {
+    pub fn hf_rows<T: Copy + Default>(&self, name: &str, values: Vec<T>, row: usize) -> Vec<T> {
+        self.reorder(name, values, row, false)
+    }
+
+    /// The inverse of [`Self::hf_rows`]: Hugging Face's rows in the file's order.
+    pub fn stored_rows<T: Copy + Default>(&self, name: &str, values: Vec<T>, row: usize) -> Vec<T> {
+        self.reorder(name, values, row, true)
+    }
+
+    fn reorder<T: Copy + Default>(&self, name: &str, values: Vec<T>, row: usize, to_llama: bool) -> Vec<T> {
         let heads = if !self.cfg.rope_interleaved {
             return values;
         } else if name.ends_with("self_attn.q_proj.weight") {
@@ -113,7 +79,7 @@ impl GgufSource {
         } else {
             return values;
         };
-        permute_heads(&values, heads, self.cfg.head_dim, row, false)
+        permute_heads(&values, heads, self.cfg.head_dim, row, to_llama)
     }
 
     /// `config.json` as transformers writes it for this architecture.
@@ -166,11 +132,18 @@ impl GgufSource {
         let path = dir.join("tokenizer.json");
         std::fs::write(&path, json).map_err(io(&path))?;
         let name = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+        let id = |key: &str| self.gguf.get(&format!("tokenizer.ggml.{key}_token_id")).and_then(|v| v.as_u64()).map(|v| v as u32);
         let mut config = json!({
             "bos_token": name(self.cfg.bos_token_id),
             "eos_token": name(self.cfg.eos_token_ids.first().copied()),
             "tokenizer_class": "PreTrainedTokenizerFast",
         });
+        // Only where the file names them: transformers reads a null as "none".
+        for (key, field) in [("unknown", "unk_token"), ("padding", "pad_token")] {
+            if let Some(token) = name(id(key)) {
+                config[field] = token.into();
+            }
+        }
         if let Some(template) = self.gguf.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
             config["chat_template"] = template.into();
         }

@@ -6,9 +6,11 @@
 //! name that is renamed into place once complete, so memory is bounded by the largest tensor
 //! and a crash never leaves a half-written model under the final name.
 
+mod exact;
 mod gguf;
 mod gguf_meta;
 pub mod gguf_types;
+mod source;
 mod write_gguf;
 
 pub use gguf_types::GgufFileType;
@@ -18,12 +20,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
-use hearth_engine::lora::LoraAdapter;
-use hearth_formats::safetensors::{model_files, SafeTensors, SafeTensorsWriter, TensorSpec, TensorView};
+use hearth_formats::safetensors::{SafeTensorsWriter, TensorSpec};
 use hearth_formats::{DType, FormatError};
 use hearth_kernels::quant::quantize_mlx_affine;
-use hearth_kernels::{dequantize_row, FloatFormat, RowFormat};
 use serde_json::{json, Value};
+use source::Source;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -68,17 +69,8 @@ impl FloatType {
         }
     }
 
-    fn of(dtype: DType) -> Option<FloatType> {
-        match dtype {
-            DType::F32 => Some(FloatType::F32),
-            DType::F16 => Some(FloatType::F16),
-            DType::BF16 => Some(FloatType::BF16),
-            _ => None,
-        }
-    }
-
     /// `v` as this type holds it.
-    fn round(self, v: f32) -> f32 {
+    pub(crate) fn round(self, v: f32) -> f32 {
         match self {
             FloatType::F32 => v,
             FloatType::F16 => f16::from_f32(v).to_f32(),
@@ -102,15 +94,116 @@ pub struct Affine {
     pub group_size: usize,
 }
 
+impl Affine {
+    fn check(self) -> Result<Affine, ConvertError> {
+        if !matches!(self.bits, 2..=6 | 8) || !matches!(self.group_size, 32 | 64 | 128) {
+            return Err(ConvertError::Unsupported(format!(
+                "MLX quantises to 2-6 or 8 bits in groups of 32, 64 or 128, not {} bits in {}",
+                self.bits, self.group_size
+            )));
+        }
+        Ok(self)
+    }
+
+    fn json(self) -> Value {
+        json!({"group_size": self.group_size, "bits": self.bits, "mode": "affine"})
+    }
+}
+
+/// mlx-lm's mixed-precision recipes (`--quant-predicate`): most layers at the low width; the
+/// value and down projections of the first and last eighth of the blocks and of every third
+/// block between, and the output head, at the high one (after llama.cpp's Q4_K_M).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipe {
+    Mixed2_6,
+    Mixed3_4,
+    Mixed3_6,
+    Mixed4_6,
+}
+
+impl Recipe {
+    pub const NAMES: [&'static str; 4] = ["mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"];
+
+    pub fn parse(name: &str) -> Option<Recipe> {
+        let all = [Recipe::Mixed2_6, Recipe::Mixed3_4, Recipe::Mixed3_6, Recipe::Mixed4_6];
+        Self::NAMES.iter().position(|n| *n == name).map(|i| all[i])
+    }
+
+    /// (low, high) bits.
+    fn bits(self) -> (u32, u32) {
+        match self {
+            Recipe::Mixed2_6 => (2, 6),
+            Recipe::Mixed3_4 => (3, 4),
+            Recipe::Mixed3_6 => (3, 6),
+            Recipe::Mixed4_6 => (4, 6),
+        }
+    }
+}
+
+/// A recipe applied to one model: where the block index sits in a tensor's path, and how many
+/// blocks there are.
+struct Mixed {
+    recipe: Recipe,
+    index_at: usize,
+    layers: usize,
+}
+
+impl Mixed {
+    fn new(recipe: Recipe, names: &[&str]) -> Result<Mixed, ConvertError> {
+        let down = names
+            .iter()
+            .find(|n| n.contains("down_proj"))
+            .ok_or_else(|| ConvertError::Unsupported("the mixed recipes need a model with down_proj layers".into()))?;
+        let index_at = down.split('.').position(|p| p.parse::<usize>().is_ok()).unwrap_or(usize::MAX);
+        let index = |name: &str| name.split('.').nth(index_at).and_then(|p| p.parse::<usize>().ok());
+        let layers = names.iter().filter(|n| n.contains(".layers.")).filter_map(|n| index(n)).max().map_or(0, |m| m + 1);
+        Ok(Mixed { recipe, index_at, layers })
+    }
+
+    /// The layout of layer `path` (a tensor name without `.weight`), as mlx-lm's predicate.
+    fn layout(&self, path: &str, group_size: usize) -> Affine {
+        let (low, high) = self.recipe.bits();
+        let n = self.layers;
+        let index = path.split('.').nth(self.index_at).and_then(|p| p.parse::<usize>().ok()).unwrap_or(0);
+        let more = index < n / 8 || index >= 7 * n / 8 || (index as i64 - (n / 8) as i64).rem_euclid(3) == 2;
+        let high_here =
+            (more && ["v_proj", "v_a_proj", "v_b_proj", "down_proj"].iter().any(|k| path.contains(k))) || path.contains("lm_head");
+        Affine { bits: if high_here { high } else { low }, group_size }
+    }
+}
+
+/// Called after each tensor is written, with how many are done and how many there are.
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+/// mlx-lm's largest safetensors file (`MAX_FILE_SIZE_GB`): bigger models are sharded.
+pub const SHARD_BYTES: u64 = 5 << 30;
+
 #[derive(Clone, Debug, Default)]
 pub struct MlxOptions {
     /// Cast every float tensor to this type first (`None`: each keeps its own).
     pub dtype: Option<FloatType>,
+    /// Quantise the linear and embedding weights (with `recipe`: the recipe's widths in these
+    /// groups). Without it an MLX-quantised source keeps its layout (re-quantised after a
+    /// fuse) unless `dequantize`.
     pub quantize: Option<Affine>,
+    pub recipe: Option<Recipe>,
+    /// Write float weights even where the source is MLX-quantised.
+    pub dequantize: bool,
     /// Replace an existing output.
     pub force: bool,
-    /// Merge this LoRA adapter directory (mlx-lm's layout) into the weights first (`hearth fuse`).
+    /// Merge this adapter directory (mlx-lm or PEFT, LoRA or DoRA) into the weights first
+    /// (`hearth fuse`).
     pub adapter: Option<PathBuf>,
+    /// The largest safetensors file to write before starting another (0: [`SHARD_BYTES`]).
+    pub shard_bytes: u64,
+    pub progress: Option<Progress>,
 }
 
 /// What a conversion wrote.
@@ -118,114 +211,13 @@ pub struct MlxOptions {
 pub struct Report {
     pub tensors: usize,
     pub quantized: usize,
-    /// Quantised matrices whose GGUF blocks were kept as they are (exact), not re-quantised.
+    /// Quantised matrices whose codes were moved across exactly, not re-quantised.
     pub kept: usize,
     pub bytes: u64,
 }
 
-/// Where a conversion reads.
-enum Source {
-    /// A safetensors directory (Hugging Face or MLX float): tensors as stored, with a LoRA
-    /// adapter's updates merged in where one is given.
-    Dir { dir: PathBuf, config: Value, tensors: BTreeMap<String, TensorView>, adapter: Option<LoraAdapter> },
-    /// A GGUF file: tensors de-quantised to float32 under Hugging Face names.
-    Gguf(Box<gguf::GgufSource>),
-}
-
-impl Source {
-    /// The model at `path`, with `adapter`'s updates merged into its weights.
-    fn open(path: &Path, adapter: Option<&Path>) -> Result<Source, ConvertError> {
-        if path.is_file() {
-            if adapter.is_some() {
-                return Err(ConvertError::Unsupported(
-                    "fusing an adapter into a GGUF base is not supported yet; convert the base first".into(),
-                ));
-            }
-            return Ok(Source::Gguf(Box::new(gguf::GgufSource::open(path)?)));
-        }
-        let config_path = path.join("config.json");
-        let config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(io(&config_path))?)
-            .map_err(|e| ConvertError::Unsupported(format!("{}: {e}", config_path.display())))?;
-        if config.get("quantization").is_some() || config.get("quantization_config").is_some() {
-            return Err(ConvertError::Unsupported(format!(
-                "{} is already quantised; converting a quantised MLX model is not supported yet",
-                path.display()
-            )));
-        }
-        let mut tensors = BTreeMap::new();
-        for file in model_files(path)? {
-            tensors.extend(SafeTensors::open(&file)?.tensors);
-        }
-        let adapter = adapter
-            .map(|dir| LoraAdapter::load(dir).map_err(|e| ConvertError::Unsupported(format!("{}: {e}", dir.display()))))
-            .transpose()?;
-        if let Some(a) = &adapter {
-            if let Some(missing) = a.layer_names().find(|l| !tensors.contains_key(&format!("{l}.weight"))) {
-                return Err(ConvertError::Unsupported(format!("the adapter updates {missing}, which this model does not have")));
-            }
-        }
-        Ok(Source::Dir { dir: path.to_path_buf(), config, tensors, adapter })
-    }
-
-    fn config(&self) -> Value {
-        match self {
-            Source::Dir { config, .. } => config.clone(),
-            Source::Gguf(g) => g.config(),
-        }
-    }
-
-    /// Every tensor's name, shape and float type, by name.
-    fn tensors(&self) -> Result<Vec<(String, Vec<usize>, FloatType)>, ConvertError> {
-        let mut out = match self {
-            Source::Dir { tensors, .. } => tensors
-                .iter()
-                .map(|(name, t)| {
-                    let ty = FloatType::of(t.dtype)
-                        .ok_or_else(|| ConvertError::Unsupported(format!("{name}: {:?} tensors cannot be converted", t.dtype)))?;
-                    Ok((name.clone(), t.shape.clone(), ty))
-                })
-                .collect::<Result<Vec<_>, ConvertError>>()?,
-            Source::Gguf(g) => g.tensors().into_iter().map(|(name, shape)| (name, shape, FloatType::F32)).collect(),
-        };
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
-    }
-
-    /// A tensor's values, cast to nothing yet.
-    fn values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
-        match self {
-            Source::Dir { tensors, adapter, .. } => {
-                let t = &tensors[name];
-                // `tensors()` refused any other type before a value was read.
-                let ty = FloatType::of(t.dtype).ok_or_else(|| ConvertError::Unsupported(format!("{name}: {:?}", t.dtype)))?;
-                let mut values = floats(t, ty);
-                if let (Some(a), Some(layer), &[rows, cols]) = (adapter, name.strip_suffix(".weight"), &t.shape[..]) {
-                    a.fuse_into(layer, &mut values, rows, cols).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
-                }
-                Ok(values)
-            }
-            Source::Gguf(g) => g.values(name),
-        }
-    }
-
-    /// The tensor's MLX affine rows where its stored blocks map onto `q` exactly.
-    fn exact_affine(&self, name: &str, q: Affine) -> Option<QuantizedRows> {
-        match self {
-            Source::Dir { .. } => None,
-            Source::Gguf(g) => g.exact_affine(name, q),
-        }
-    }
-
-    /// What travels beside the weights: a directory's other files, a GGUF's tokenizer.
-    fn write_rest(&self, out: &Path) -> Result<(), ConvertError> {
-        match self {
-            Source::Dir { dir, .. } => copy_rest(dir, out, true),
-            Source::Gguf(g) => g.write_tokenizer(out),
-        }
-    }
-}
-
-/// A model (a Hugging Face or MLX float directory, or a GGUF file) as an MLX directory at `out`.
+/// A model (a Hugging Face or MLX directory, float or quantised, or a GGUF file) as an MLX
+/// directory at `out`.
 pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, ConvertError> {
     write_dir(src, out, opts, "mlx")
 }
@@ -234,21 +226,18 @@ pub fn to_mlx(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, Conve
 /// (`dtype`, or each tensor's own type), config, tokenizer and chat template.
 /// (`opts.quantize` must be `None`).
 pub fn to_hf(src: &Path, out: &Path, opts: &MlxOptions) -> Result<Report, ConvertError> {
-    if opts.quantize.is_some() {
+    if opts.quantize.is_some() || opts.recipe.is_some() {
         return Err(ConvertError::Unsupported("Hugging Face output is float; quantise to MLX or GGUF".into()));
     }
-    write_dir(src, out, opts, "pt")
+    write_dir(src, out, &MlxOptions { dequantize: true, ..opts.clone() }, "pt")
 }
 
 /// A safetensors directory whose metadata says `format`.
 fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<Report, ConvertError> {
     if let Some(q) = opts.quantize {
-        if !matches!(q.bits, 2..=6 | 8) || !matches!(q.group_size, 32 | 64 | 128) {
-            return Err(ConvertError::Unsupported(format!(
-                "MLX quantises to 2-6 or 8 bits in groups of 32, 64 or 128, not {} bits in {}",
-                q.bits, q.group_size
-            )));
-        }
+        q.check()?;
+    } else if opts.recipe.is_some() {
+        return Err(ConvertError::Unsupported("a mixed recipe needs quantisation (-q)".into()));
     }
     let old = aside(out, "replaced");
     if old.exists() {
@@ -262,15 +251,28 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
     if out.exists() && !opts.force {
         return Err(ConvertError::Exists(out.to_path_buf()));
     }
-    let source = Source::open(src, opts.adapter.as_deref())?;
-    let tensors = source.tensors()?;
+    let mut source = Source::open(src, opts.adapter.as_deref())?;
+    source.compute_type = opts.dtype;
+    let tensors = source.tensors();
+    let names: Vec<&str> = tensors.iter().map(|(n, ..)| n.as_str()).collect();
+    let mixed = opts.recipe.map(|r| Mixed::new(r, &names)).transpose()?;
 
-    // Every output tensor's spec first: the header is written before the data.
+    // Every output tensor's layout and spec first: the header is written before the data.
     let mut plan = Vec::new();
     let mut parameters = 0u64;
     for (name, shape, float) in &tensors {
         parameters += shape.iter().product::<usize>() as u64;
-        let quantized = opts.quantize.filter(|q| quantizable(name, shape, q.group_size));
+        let path = name.strip_suffix(".weight").unwrap_or(name);
+        let quantized = match opts.quantize {
+            Some(q) if quantizable(name, shape, q.group_size) => Some(match &mixed {
+                Some(m) => m.layout(path, q.group_size),
+                // GGUF blocks that are exactly MLX groups of this size are kept as they are.
+                None => source.exact_layout(name).filter(|l| l.group_size == q.group_size).unwrap_or(q),
+            }),
+            Some(_) => None,
+            None if opts.dequantize => None,
+            None => source.affine(name),
+        };
         plan.push(Planned { name, shape, ty: opts.dtype.unwrap_or(*float), quantized });
     }
     let mut specs = Vec::new();
@@ -288,13 +290,28 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
         }
     }
     specs.sort_by(|a, b| a.name.cmp(&b.name));
+    let quantization = quantization_config(&plan, opts.quantize.or(source.stored_quantization()), mixed.is_some());
 
     let tmp = aside(out, &format!("partial-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let report = match write_safetensors(&source, &tmp, &plan, &specs, opts, parameters, format) {
+    let written = write_safetensors(&source, &tmp, &plan, &specs, opts, format).and_then(|report| {
+        let mut config = source.config();
+        if let Some(q) = &quantization {
+            config["quantization"] = q.clone();
+            config["quantization_config"] = q.clone();
+        }
+        write_json(&tmp.join("config.json"), &config)?;
+        // The tokenizer, chat template, generation settings and any module folders (a
+        // sentence-transformers model's pooling and dense layers) travel unchanged.
+        source.write_rest(&tmp)?;
+        let index = json!({"metadata": {"total_size": report.bytes, "total_parameters": parameters}, "weight_map": report.weight_map});
+        write_json(&tmp.join("model.safetensors.index.json"), &index)?;
+        Ok(report.report)
+    });
+    let report = match written {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -319,6 +336,23 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(report)
+}
+
+/// config.json's `quantization` block as mlx-lm writes it: the default layout, and an entry for
+/// each layer stored otherwise (for every quantised layer under a recipe). `None` if nothing
+/// is quantised.
+fn quantization_config(plan: &[Planned], default: Option<Affine>, per_layer: bool) -> Option<Value> {
+    let default = default.or_else(|| plan.iter().find_map(|p| p.quantized))?;
+    let mut block = default.json();
+    let mut any = false;
+    for p in plan {
+        let Some(q) = p.quantized else { continue };
+        any = true;
+        if per_layer || q != default {
+            block[p.name.strip_suffix(".weight").unwrap_or(p.name)] = q.json();
+        }
+    }
+    any.then_some(block)
 }
 
 /// `.<name>.<what>` beside `out`.
@@ -359,23 +393,49 @@ fn quantizable(name: &str, shape: &[usize], group_size: usize) -> bool {
     name.ends_with(".weight") && shape.len() == 2 && shape[1].is_multiple_of(group_size)
 }
 
+/// The weights as written: the report, and which file holds each tensor.
+struct Written {
+    report: Report,
+    bytes: u64,
+    weight_map: BTreeMap<String, String>,
+}
+
+/// Writes the planned tensors in the specs' (name) order, into one `model.safetensors` or, past
+/// `opts.shard_bytes`, shards named as mlx-lm names them.
 fn write_safetensors(
     source: &Source,
     dir: &Path,
     plan: &[Planned],
     specs: &[TensorSpec],
     opts: &MlxOptions,
-    parameters: u64,
     format: &str,
-) -> Result<Report, ConvertError> {
-    let weights = dir.join("model.safetensors");
+) -> Result<Written, ConvertError> {
+    let limit = if opts.shard_bytes == 0 { SHARD_BYTES } else { opts.shard_bytes };
+    let shards = shard(specs, limit)?;
+    let file_name = |i: usize| {
+        if shards.len() == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{:05}.safetensors", i + 1, shards.len())
+        }
+    };
     let metadata = BTreeMap::from([("format".to_string(), format.to_string())]);
-    let mut writer = SafeTensorsWriter::create(&weights, &metadata, specs)?;
+    let mut weight_map = BTreeMap::new();
+    let mut shard_of = Vec::new();
+    for (i, range) in shards.iter().enumerate() {
+        for s in &specs[range.clone()] {
+            weight_map.insert(s.name.clone(), file_name(i));
+            shard_of.push(i);
+        }
+    }
+    let open = |i: usize| SafeTensorsWriter::create(&dir.join(file_name(i)), &metadata, &specs[shards[i].clone()]);
+    let mut writer = open(0)?;
+    let mut current = 0;
     // Each planned tensor makes its outputs; they are written in the header's (name) order.
     let mut pending: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut next = 0;
-    let mut report = Report::default();
-    for p in plan {
+    let mut written = Written { report: Report::default(), bytes: 0, weight_map };
+    for (done, p) in plan.iter().enumerate() {
         match p.quantized {
             None => {
                 let values: Vec<f32> = source.values(p.name)?;
@@ -384,7 +444,7 @@ fn write_safetensors(
             Some(q) => {
                 let rows = match source.exact_affine(p.name, q) {
                     Some(rows) => {
-                        report.kept += 1;
+                        written.report.kept += 1;
                         rows
                     }
                     None => quantize(&source.values(p.name)?, p, q),
@@ -393,37 +453,54 @@ fn write_safetensors(
                 pending.insert(format!("{base}.scales"), p.ty.bytes(&rows.scales));
                 pending.insert(format!("{base}.biases"), p.ty.bytes(&rows.biases));
                 pending.insert(p.name.to_string(), rows.packed);
-                report.quantized += 1;
+                written.report.quantized += 1;
             }
         }
         // Write what the header's order allows now.
         while let Some(data) = specs.get(next).and_then(|s| pending.remove(&s.name)) {
+            if shard_of[next] != current {
+                writer.finish()?;
+                current = shard_of[next];
+                writer = open(current)?;
+            }
             writer.write(&specs[next].name, &data)?;
-            report.bytes += data.len() as u64;
+            written.bytes += data.len() as u64;
             next += 1;
+        }
+        if let Some(progress) = &opts.progress {
+            (progress.0)(done + 1, plan.len());
         }
     }
     writer.finish()?;
-    report.tensors = specs.len();
+    written.report.tensors = specs.len();
+    written.report.bytes = written.bytes;
+    Ok(written)
+}
 
-    let mut config = source.config();
-    if let Some(q) = opts.quantize {
-        let quantization = json!({"group_size": q.group_size, "bits": q.bits, "mode": "affine"});
-        config["quantization"] = quantization.clone();
-        config["quantization_config"] = quantization;
+/// Consecutive runs of `specs` of at most `limit` bytes each (a bigger tensor alone), as
+/// mlx-lm's `make_shards` splits them.
+fn shard(specs: &[TensorSpec], limit: u64) -> Result<Vec<std::ops::Range<usize>>, ConvertError> {
+    let mut shards: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut size = 0u64;
+    for (i, s) in specs.iter().enumerate() {
+        let bytes = s.bytes()?;
+        match shards.last_mut() {
+            Some(last) if size + bytes <= limit => last.end = i + 1,
+            _ => {
+                shards.push(i..i + 1);
+                size = 0;
+            }
+        }
+        size += bytes;
     }
-    write_json(&dir.join("config.json"), &config)?;
-    let weight_map: BTreeMap<&str, &str> = specs.iter().map(|s| (s.name.as_str(), "model.safetensors")).collect();
-    let index = json!({"metadata": {"total_size": report.bytes, "total_parameters": parameters}, "weight_map": weight_map});
-    write_json(&dir.join("model.safetensors.index.json"), &index)?;
-    // The tokenizer, chat template, generation settings and any module folders (a
-    // sentence-transformers model's pooling and dense layers) travel unchanged.
-    source.write_rest(dir)?;
-    Ok(report)
+    if shards.is_empty() {
+        shards.push(0..0);
+    }
+    Ok(shards)
 }
 
 /// Copies what is not the model's own weights or config (at the top level) from `from` to `to`.
-fn copy_rest(from: &Path, to: &Path, top: bool) -> Result<(), ConvertError> {
+pub(crate) fn copy_rest(from: &Path, to: &Path, top: bool) -> Result<(), ConvertError> {
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let path = entry.map_err(io(from))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -454,16 +531,4 @@ fn quantize(values: &[f32], p: &Planned, q: Affine) -> QuantizedRows {
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ConvertError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
     std::fs::write(path, text).map_err(io(path))
-}
-
-/// A float tensor's values.
-fn floats(t: &TensorView, ty: FloatType) -> Vec<f32> {
-    let format = match ty {
-        FloatType::F32 => FloatFormat::F32,
-        FloatType::F16 => FloatFormat::F16,
-        FloatType::BF16 => FloatFormat::BF16,
-    };
-    let mut out = vec![0f32; t.shape.iter().product()];
-    dequantize_row(RowFormat::Float(format), &t.data, &[], &[], &mut out);
-    out
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use hearth_engine::config::{Arch, ModelConfig, RopeScaling};
-use hearth_engine::weights::gguf_name;
+use hearth_engine::weights::{gguf_name, hf_name};
 use hearth_formats::gguf::{GgmlType, Gguf, GgufStream, GgufTensorSpec, Value};
 use hearth_kernels::quant::quantize_ggml;
 use hearth_kernels::{dequantize_row, RowFormat};
@@ -15,17 +15,22 @@ use hearth_kernels::{dequantize_row, RowFormat};
 use crate::gguf::permute_heads;
 use crate::gguf_meta;
 use crate::gguf_types::{llama_order, GgufFileType, TypePolicy};
-use crate::{aside, io, ConvertError, FloatType, Report, Source};
+use crate::source::{Origin, Source};
+use crate::{aside, io, ConvertError, FloatType, Progress, Report};
 
 #[derive(Clone, Debug)]
 pub struct GgufOptions {
-    pub file_type: GgufFileType,
+    /// `None`: a GGUF source's tensors keep their types (those an adapter changes are
+    /// re-quantised to theirs); a directory is written as F16, as `convert_hf_to_gguf.py` does.
+    pub file_type: Option<GgufFileType>,
     /// Every matrix in the file type's default block type (`llama-quantize --pure`).
     pub pure: bool,
     /// Replace an existing output.
     pub force: bool,
-    /// Merge this LoRA adapter directory (mlx-lm's layout) into the weights first (`hearth fuse`).
+    /// Merge this adapter directory (mlx-lm or PEFT, LoRA or DoRA) into the weights first
+    /// (`hearth fuse`).
     pub adapter: Option<PathBuf>,
+    pub progress: Option<Progress>,
 }
 
 /// Writes `src` as a GGUF file at `out`.
@@ -36,11 +41,19 @@ pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, Con
     let model = Model::open(src, opts.adapter.as_deref())?;
     let mut names = model.names();
     llama_order(&mut names);
-    let policy = TypePolicy::new(opts.file_type, opts.pure, &names, model.layers());
+    let file_type = match (opts.file_type, &model) {
+        (Some(t), _) => Some(t),
+        (None, Model::Gguf { .. }) => None,
+        (None, Model::Dir(_)) => Some(GgufFileType::F16),
+    };
+    let policy = file_type.map(|t| TypePolicy::new(t, opts.pure, &names, model.layers()));
     let mut specs = Vec::with_capacity(names.len());
     for name in &names {
         let (shape, stored) = model.shape_and_type(name)?;
-        let ty = policy.choose(name, &shape, stored)?;
+        let ty = match &policy {
+            Some(p) => p.choose(name, &shape, stored)?,
+            None => stored,
+        };
         if ty != stored {
             // Validated here so that nothing is written for a source that cannot be converted.
             RowFormat::Ggml(stored)
@@ -49,20 +62,24 @@ pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, Con
         }
         specs.push(GgufTensorSpec::new(name.clone(), &shape, ty));
     }
-    let metadata = model.metadata(opts.file_type)?;
+    let metadata = model.metadata(file_type)?;
 
     let tmp = aside(out, &format!("partial-{}", std::process::id()));
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         let mut stream = GgufStream::new(std::io::BufWriter::new(file), &metadata, specs.clone()).map_err(io(&tmp))?;
         let mut report = Report::default();
-        for spec in &specs {
-            let bytes = model.encode(&spec.name, spec.ty)?;
+        for (done, spec) in specs.iter().enumerate() {
+            let (bytes, kept) = model.encode(&spec.name, spec.ty)?;
             if !matches!(spec.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
                 report.quantized += 1;
+                report.kept += kept as usize;
             }
             report.bytes += bytes.len() as u64;
             stream.write(&spec.name, &bytes).map_err(io(&tmp))?;
+            if let Some(progress) = &opts.progress {
+                (progress.0)(done + 1, specs.len());
+            }
         }
         let file =
             stream.finish().map_err(io(&tmp))?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
@@ -83,8 +100,9 @@ pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, Con
 
 /// The source seen under GGUF tensor names.
 enum Model {
-    /// A GGUF file: its tensors and metadata as they are (`llama-quantize`).
-    Gguf(Gguf),
+    /// A GGUF file: its tensors and metadata as they are (`llama-quantize`); with an adapter,
+    /// the tensors it changes read through a [`Source`] that merges it.
+    Gguf { gguf: Gguf, fused: Option<Box<Source>> },
     /// A Hugging Face or MLX directory, renamed and reordered as `convert_hf_to_gguf.py` does.
     Dir(Box<DirModel>),
 }
@@ -102,8 +120,9 @@ struct DirModel {
 
 impl Model {
     fn open(src: &Path, adapter: Option<&Path>) -> Result<Model, ConvertError> {
-        if src.is_file() && adapter.is_none() {
-            return Ok(Model::Gguf(Gguf::open(src)?));
+        if src.is_file() {
+            let fused = adapter.map(|a| Source::open(src, Some(a)).map(Box::new)).transpose()?;
+            return Ok(Model::Gguf { gguf: Gguf::open(src)?, fused });
         }
         let source = Source::open(src, adapter)?;
         let config = source.config();
@@ -118,7 +137,7 @@ impl Model {
             other => return Err(ConvertError::Unsupported(format!("writing {other:?} as GGUF is not supported yet"))),
         };
         let mut names = Vec::new();
-        for (hf, shape, _) in source.tensors()? {
+        for (hf, shape, _) in source.tensors() {
             let gguf = gguf_name(arch, &hf)
                 .ok_or_else(|| ConvertError::Unsupported(format!("{hf}: no GGUF name for this tensor of a {arch} model")))?;
             names.push((gguf, hf, shape));
@@ -134,7 +153,7 @@ impl Model {
 
     fn names(&self) -> Vec<String> {
         match self {
-            Model::Gguf(g) => g.tensors.iter().map(|t| t.name.clone()).collect(),
+            Model::Gguf { gguf, .. } => gguf.tensors.iter().map(|t| t.name.clone()).collect(),
             Model::Dir(d) => {
                 let mut names: Vec<String> = d.names.iter().map(|(g, _, _)| g.clone()).collect();
                 if d.rope_freqs.is_some() {
@@ -147,7 +166,7 @@ impl Model {
 
     fn layers(&self) -> usize {
         match self {
-            Model::Gguf(g) => {
+            Model::Gguf { gguf: g, .. } => {
                 let arch = g.architecture().unwrap_or_default();
                 g.get(&format!("{arch}.block_count")).and_then(Value::as_u64).unwrap_or(0) as usize
             }
@@ -158,7 +177,7 @@ impl Model {
     /// A tensor's row-major shape and the type it keeps when not given a block type.
     fn shape_and_type(&self, name: &str) -> Result<(Vec<usize>, GgmlType), ConvertError> {
         match self {
-            Model::Gguf(g) => {
+            Model::Gguf { gguf: g, .. } => {
                 let t = g.tensor(name).ok_or_else(|| ConvertError::Unsupported(format!("{name}: no such tensor")))?;
                 Ok((t.dims.iter().rev().map(|&d| d as usize).collect(), t.ggml_type))
             }
@@ -167,42 +186,56 @@ impl Model {
         }
     }
 
-    fn metadata(&self, file_type: GgufFileType) -> Result<Vec<(String, Value)>, ConvertError> {
-        let mut kv = match self {
-            Model::Gguf(g) => g
-                .metadata
-                .iter()
-                .filter(|(k, _)| !k.starts_with("split.") && *k != "general.file_type" && *k != "general.quantization_version")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+    /// The file's metadata; `file_type` `None` keeps the source's.
+    fn metadata(&self, file_type: Option<GgufFileType>) -> Result<Vec<(String, Value)>, ConvertError> {
+        let replaced = |k: &str| k == "general.quantization_version" || (file_type.is_some() && k == "general.file_type");
+        let mut kv: Vec<(String, Value)> = match self {
+            Model::Gguf { gguf: g, .. } => {
+                g.metadata.iter().filter(|(k, _)| !k.starts_with("split.") && !replaced(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
             Model::Dir(d) => {
-                let Source::Dir { dir, config, .. } = &d.source else { unreachable!("Model::open reads a GGUF file itself") };
+                let Origin::Dir { dir, config } = &d.source.origin else { unreachable!("Model::open reads a GGUF file itself") };
                 gguf_meta::hf_metadata(dir, config, &d.cfg, d.arch)?
             }
         };
         kv.push(("general.quantization_version".into(), Value::U32(2)));
-        kv.push(("general.file_type".into(), Value::U32(file_type.id())));
+        if let Some(t) = file_type {
+            kv.push(("general.file_type".into(), Value::U32(t.id())));
+        }
         Ok(kv)
     }
 
-    /// Tensor `name`'s bytes as `ty`: as stored where that is its type already, otherwise its
-    /// float32 values converted or quantised.
-    fn encode(&self, name: &str, ty: GgmlType) -> Result<Vec<u8>, ConvertError> {
+    /// Tensor `name`'s bytes as `ty`, and whether they are the source's codes moved across
+    /// exactly: as stored where that is its type already (and no adapter changes it), an MLX
+    /// tensor's groups where they are `ty`'s blocks exactly, otherwise its float32 values
+    /// converted or quantised.
+    fn encode(&self, name: &str, ty: GgmlType) -> Result<(Vec<u8>, bool), ConvertError> {
         let (shape, values) = match self {
-            Model::Gguf(g) => {
+            Model::Gguf { gguf: g, fused } => {
                 let t = g.tensor(name).ok_or_else(|| ConvertError::Unsupported(format!("{name}: no such tensor")))?;
-                let data = g.tensor_data(t)?;
-                if t.ggml_type == ty {
-                    return Ok(data.to_vec());
+                let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+                let arch = g.architecture()?;
+                match fused.as_ref().zip(hf_name(arch, name)).filter(|(s, hf)| s.fused(hf)) {
+                    Some((source, hf)) => (shape, source.stored_values(&hf)?),
+                    None => {
+                        let data = g.tensor_data(t)?;
+                        if t.ggml_type == ty {
+                            return Ok((data.to_vec(), true));
+                        }
+                        let mut values = vec![0f32; shape.iter().product()];
+                        dequantize_row(RowFormat::Ggml(t.ggml_type), &data, &[], &[], &mut values);
+                        (shape, values)
+                    }
                 }
-                let n: u64 = t.dims.iter().product();
-                let mut values = vec![0f32; n as usize];
-                dequantize_row(RowFormat::Ggml(t.ggml_type), &data, &[], &[], &mut values);
-                (t.dims.iter().rev().map(|&d| d as usize).collect::<Vec<_>>(), values)
             }
-            Model::Dir(d) => (d.shape(name)?, d.values(name)?),
+            Model::Dir(d) => {
+                if let Some(blocks) = d.exact_blocks(name, ty)? {
+                    return Ok((blocks, true));
+                }
+                (d.shape(name)?, d.values(name)?)
+            }
         };
-        Ok(encode_values(&values, *shape.last().unwrap_or(&1), ty))
+        Ok((encode_values(&values, *shape.last().unwrap_or(&1), ty), false))
     }
 }
 
@@ -230,24 +263,32 @@ impl DirModel {
             return Ok(self.rope_freqs.clone().unwrap_or_default());
         }
         let hf = self.find(name)?.0;
-        let mut values = self.source.values(hf)?;
-        if self.arch == "llama" {
-            let heads = if hf.contains("self_attn.q_proj.") {
-                Some(self.cfg.num_heads)
-            } else if hf.contains("self_attn.k_proj.") {
-                Some(self.cfg.num_kv_heads)
-            } else {
-                None
-            };
-            if let Some(heads) = heads {
-                let cols = values.len() / (heads * self.cfg.head_dim);
-                values = permute_heads(&values, heads, self.cfg.head_dim, cols, true);
-            }
-        }
+        let mut values = self.llama_rows(hf, self.source.values(hf)?);
         if self.arch == "gemma2" && name.ends_with("norm.weight") {
             values.iter_mut().for_each(|v| *v += 1.0);
         }
         Ok(values)
+    }
+
+    /// An MLX-quantised tensor's groups as `ty`'s blocks, where they are exactly.
+    fn exact_blocks(&self, name: &str, ty: GgmlType) -> Result<Option<Vec<u8>>, ConvertError> {
+        if name == "rope_freqs.weight" {
+            return Ok(None);
+        }
+        let hf = self.find(name)?.0;
+        Ok(self.source.exact_blocks(hf, ty).map(|blocks| self.llama_rows(hf, blocks)))
+    }
+
+    /// Rows of Hugging Face tensor `hf` in llama.cpp's order: Llama's Q/K rows interleaved per
+    /// head, other tensors as they are.
+    fn llama_rows<T: Copy + Default>(&self, hf: &str, rows: Vec<T>) -> Vec<T> {
+        let heads = match self.arch {
+            "llama" if hf.contains("self_attn.q_proj.") => self.cfg.num_heads,
+            "llama" if hf.contains("self_attn.k_proj.") => self.cfg.num_kv_heads,
+            _ => return rows,
+        };
+        let cols = rows.len() / (heads * self.cfg.head_dim);
+        permute_heads(&rows, heads, self.cfg.head_dim, cols, true)
     }
 }
 

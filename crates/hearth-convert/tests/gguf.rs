@@ -3,17 +3,17 @@
 //! Q8_0/Q4_0/Q4_1 files from those. Hearth's files hold the same tensors, bit for bit, and the
 //! metadata llama.cpp reads.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::*;
 
 use hearth_convert::{to_gguf, ConvertError, GgufFileType, GgufOptions};
 use hearth_formats::gguf::Gguf;
 
-fn tiny(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(path)
-}
-
 fn opts(file_type: GgufFileType, pure: bool) -> GgufOptions {
-    GgufOptions { file_type, pure, force: false, adapter: None }
+    GgufOptions { file_type: Some(file_type), pure, force: false, adapter: None, progress: None }
 }
 
 /// Same tensors (names, types, shapes, bytes) and the same value for every metadata key of
@@ -104,24 +104,6 @@ fn bad_requests_are_refused_and_leave_nothing_behind() {
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
-/// A chat prompt's token ids and last logits on the float path.
-fn run(path: &Path) -> (Vec<u32>, Vec<f32>) {
-    use hearth_engine::model::SeqInput;
-    use hearth_engine::{LoadOptions, LoadedModel, Precision};
-    let m = LoadedModel::load_with(path, LoadOptions { precision: Precision::Exact, ..LoadOptions::default() }).unwrap();
-    let chat = [serde_json::json!({"role": "user", "content": "What is the capital of France?"})];
-    let opts = hearth_tokenizer::RenderOptions { add_generation_prompt: true, ..Default::default() };
-    let text = m.chat_template.as_ref().unwrap().render(&chat, &opts).unwrap();
-    let ids = m.tokenizer.encode(&text, true).unwrap();
-    let mut cache = m.model.new_cache(128).unwrap();
-    let logits = m.model.forward(&mut [SeqInput::new(&ids, &mut cache)], false).unwrap().swap_remove(0);
-    (ids, logits)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
-}
-
 /// Every architecture the engine runs from GGUF, written as GGUF F32 from its Hugging Face
 /// directory, loads and gives the directory's logits (float path, ≤ 1e-3), tokenizer and chat
 /// template included; Gemma 2's tiny fixture is refused, since llama.cpp would ignore its query
@@ -139,46 +121,6 @@ fn converted_models_run_as_their_sources() {
     }
     let err = to_gguf(&tiny("hf/gemma2"), &tmp.path().join("gemma2.gguf"), &opts(GgufFileType::F32, false)).unwrap_err();
     assert!(err.to_string().contains("query scale"), "{err}");
-}
-
-/// `hearth fuse`: the fixtures' mlx-lm adapter merged into hf/llama equals what `mlx_lm.fuse`
-/// wrote (testdata/tiny/lora/fused) within 1e-6, written as a Hugging Face directory; the same
-/// fuse written as GGUF runs with the fused directory's logits.
-#[test]
-fn fusing_an_adapter_equals_mlx_lm_fuse() {
-    use hearth_formats::safetensors::SafeTensors;
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("fused");
-    let adapter = Some(tiny("lora/adapters"));
-    hearth_convert::to_mlx(&tiny("hf/llama"), &out, &hearth_convert::MlxOptions { adapter: adapter.clone(), ..Default::default() })
-        .unwrap();
-    let got = SafeTensors::open(&out.join("model.safetensors")).unwrap();
-    let want = SafeTensors::open(&tiny("lora/fused/model.safetensors")).unwrap();
-    let floats = |t: &hearth_formats::safetensors::TensorView| -> Vec<f32> {
-        t.data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    };
-    let mut changed = 0;
-    for (name, w) in &want.tensors {
-        let (g, w) = (floats(&got.tensors[name]), floats(w));
-        let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst <= 1e-6, "{name}: {worst}");
-        changed += usize::from(name.contains("proj"));
-    }
-    assert!(changed >= 14, "{changed}");
-    let gguf = tmp.path().join("fused.gguf");
-    to_gguf(&tiny("hf/llama"), &gguf, &GgufOptions { adapter, ..opts(GgufFileType::F32, false) }).unwrap();
-    // (lora/fused ships without its tokenizer; `out` holds the same weights within 1e-6.)
-    let worst = max_diff(&run(&gguf).1, &run(&out).1);
-    assert!(worst < 1e-3, "fused GGUF against the fused directory: {worst}");
-    // Phi-3's attention is one fused qkv_proj: an adapter of q_proj/k_proj/v_proj does not fit it.
-    let err = to_gguf(
-        &tiny("hf/phi3"),
-        &tmp.path().join("phi3.gguf"),
-        &GgufOptions { adapter: Some(tiny("lora/adapters")), ..opts(GgufFileType::F16, false) },
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("does not have"), "{err}");
-    assert!(!tmp.path().join("phi3.gguf").exists());
 }
 
 /// llama.cpp's own Python package (gguf-py, installed by scripts/sdk-env.sh; `HEARTH_SDK_PYTHON`)

@@ -2,18 +2,26 @@
 //! testdata/tiny/hf; their README says how): every tensor the same, bit for bit, and the
 //! config's quantisation the same; the converted model loads and runs as the fixture does.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use hearth_convert::{to_mlx, Affine, ConvertError, FloatType, MlxOptions};
+use std::path::Path;
+
+use common::*;
+
+use hearth_convert::{to_gguf, to_hf, to_mlx, Affine, ConvertError, FloatType, GgufFileType, GgufOptions, MlxOptions, Recipe};
+use hearth_formats::gguf::Gguf;
 use hearth_formats::safetensors::SafeTensors;
-use serde_json::Value;
 
-fn tiny(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(dir)
-}
-
-fn config(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+/// Same tensor names, dtypes, shapes and bytes as the fixture's.
+fn assert_same_tensors(got: &Path, fixture: &str) {
+    let got = SafeTensors::open(&got.join("model.safetensors")).unwrap();
+    let want = SafeTensors::open(&tiny(fixture).join("model.safetensors")).unwrap();
+    assert_eq!(got.tensors.keys().collect::<Vec<_>>(), want.tensors.keys().collect::<Vec<_>>(), "{fixture}: tensor names");
+    for (name, w) in &want.tensors {
+        let g = &got.tensors[name];
+        assert_eq!((g.dtype, &g.shape), (w.dtype, &w.shape), "{fixture} {name}");
+        assert!(g.data[..] == w.data[..], "{fixture} {name}: bytes differ");
+    }
 }
 
 #[test]
@@ -28,17 +36,11 @@ fn quantised_conversions_equal_mlx_lm_convert() {
         let out = tmp.path().join(fixture.replace('/', "-"));
         let opts = MlxOptions { dtype: Some(dtype), quantize: Some(Affine { bits, group_size }), ..MlxOptions::default() };
         let report = to_mlx(&tiny(source), &out, &opts).unwrap();
+        assert_same_tensors(&out, fixture);
         let got = SafeTensors::open(&out.join("model.safetensors")).unwrap();
-        let want = SafeTensors::open(&tiny(fixture).join("model.safetensors")).unwrap();
-        assert_eq!(got.tensors.keys().collect::<Vec<_>>(), want.tensors.keys().collect::<Vec<_>>(), "{fixture}: tensor names");
-        for (name, w) in &want.tensors {
-            let g = &got.tensors[name];
-            assert_eq!((g.dtype, &g.shape), (w.dtype, &w.shape), "{fixture} {name}");
-            assert!(g.data[..] == w.data[..], "{fixture} {name}: bytes differ");
-        }
         assert_eq!(got.metadata.get("format").map(String::as_str), Some("mlx"));
         assert_eq!(config(&out)["quantization"], config(&tiny(fixture))["quantization"], "{fixture}");
-        assert!(report.quantized > 10 && report.tensors == want.tensors.len(), "{report:?}");
+        assert!(report.quantized > 10 && report.tensors == got.tensors.len(), "{report:?}");
         // The tokenizer and template travel with it.
         assert!(out.join("tokenizer.json").is_file() && out.join("tokenizer_config.json").is_file());
     }
@@ -55,10 +57,8 @@ fn bad_requests_are_refused_and_leave_nothing_behind() {
     to_mlx(&tiny("hf/qwen3"), &out, &forced).unwrap();
     let odd = MlxOptions { quantize: Some(Affine { bits: 7, group_size: 32 }), force: true, ..MlxOptions::default() };
     assert!(matches!(to_mlx(&tiny("hf/qwen3"), &out, &odd), Err(ConvertError::Unsupported(_))));
-    let again = tmp.path().join("again");
-    let quantised = to_mlx(&tiny("mlx/qwen3-q4g32-f16"), &again, &plain).unwrap_err();
-    assert!(quantised.to_string().contains("already quantised"), "{quantised}");
-    assert!(!again.exists());
+    let mixed = MlxOptions { recipe: Some(Recipe::Mixed3_6), force: true, ..MlxOptions::default() };
+    assert!(to_mlx(&tiny("hf/qwen3"), &out, &mixed).unwrap_err().to_string().contains("needs quantisation"));
     let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "no partial outputs are left: {names:?}");
 }
@@ -84,15 +84,13 @@ fn a_float_conversion_runs_as_its_source() {
     assert!(worst < 2e-2, "largest logit difference {worst}");
 }
 
-/// SmolLM2's real GGUF (Q4_1; scripts/fetch-test-models.sh) as an MLX float32 directory: the
-/// same token ids and chat template, and the same logits on the exact path (the blocks
-/// de-quantised exactly, Q/K rows back in Hugging Face's order). As MLX 4-bit in groups of 32
-/// its Q4 blocks are kept exactly and the rest re-quantised (the 8-bit tensors lose most): it
-/// still ranks the same next token near the top.
+/// SmolLM2's real GGUF (Q4_1 and a Q8_0 embedding; scripts/fetch-test-models.sh) as an MLX
+/// float32 directory: the same token ids and chat template, and the same logits on the exact
+/// path (the blocks de-quantised exactly, Q/K rows back in Hugging Face's order). As MLX groups
+/// of 32 every block is kept exactly (the embedding as 8 bits), so it computes the same logits;
+/// and written back as GGUF Q4_1 it gives the original file's tensors, byte for byte.
 #[test]
-fn a_gguf_becomes_an_mlx_model_with_the_same_logits() {
-    use hearth_engine::model::SeqInput;
-    use hearth_engine::{LoadOptions, LoadedModel, Precision};
+fn a_gguf_becomes_an_mlx_model_and_back_losslessly() {
     let gguf = hearth_store::installed_model("smollm2").expect("SmolLM2 is installed (scripts/fetch-test-models.sh)");
     let tmp = tempfile::tempdir().unwrap();
     let (float, q4) = (tmp.path().join("f32"), tmp.path().join("q4"));
@@ -101,7 +99,6 @@ fn a_gguf_becomes_an_mlx_model_with_the_same_logits() {
     // Q4_0/Q4_1 blocks are MLX 4-bit groups of 32 as they are: those matrices de-quantise to
     // exactly the float32 conversion's values.
     assert!(report.kept > 100, "{report:?}");
-    let store = |dir: &Path| hearth_engine::weights::WeightStore::from_safetensors_dir(dir, &config(dir)).unwrap();
     let (exact, quantised) = (store(&float), store(&q4));
     let mut same = 0;
     for (name, t) in quantised.iter() {
@@ -111,29 +108,30 @@ fn a_gguf_becomes_an_mlx_model_with_the_same_logits() {
         }
     }
     assert_eq!(same, report.kept + (report.tensors - 3 * report.quantized), "kept blocks and unquantised tensors are exact");
-    let exact = || LoadOptions { precision: Precision::Exact, ..LoadOptions::default() };
-    let run = |path: &Path| {
-        let m = LoadedModel::load_with(path, exact()).unwrap();
-        let chat = [serde_json::json!({"role": "user", "content": "What is the capital of France?"})];
-        let opts = hearth_tokenizer::RenderOptions { add_generation_prompt: true, ..Default::default() };
-        let text = m.chat_template.as_ref().unwrap().render(&chat, &opts).unwrap();
-        let ids = m.tokenizer.encode(&text, false).unwrap();
-        let mut cache = m.model.new_cache(256).unwrap();
-        let logits = m.model.forward(&mut [SeqInput::new(&ids, &mut cache)], false).unwrap().swap_remove(0);
-        (text, ids, logits)
-    };
-    let (text, ids, want) = run(&gguf);
-    let (float_text, float_ids, got) = run(&float);
-    assert_eq!((float_text, float_ids), (text, ids.clone()), "the template and the tokenizer travel with the weights");
-    let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let (ids, want) = run(&gguf);
+    let (float_ids, got) = run(&float);
+    assert_eq!(float_ids, ids, "the template and the tokenizer travel with the weights");
+    let worst = max_diff(&want, &got);
     assert!(worst < 1e-3, "float32 MLX against its GGUF: largest logit difference {worst}");
-    let (_, q4_ids, q4_logits) = run(&q4);
+    // Every matrix kept exactly: the 4-bit MLX model computes what the GGUF does.
+    assert_eq!(report.kept, report.quantized, "{report:?}");
+    let (q4_ids, q4_logits) = run(&q4);
     assert_eq!(q4_ids, ids);
-    let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
-    let mut ranked: Vec<usize> = (0..want.len()).collect();
-    ranked.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
-    let pick = argmax(&q4_logits);
-    assert!(ranked[..5].contains(&pick), "4-bit MLX's next token {pick} is not among the GGUF's top 5 {:?}", &ranked[..5]);
+    let worst = max_diff(&want, &q4_logits);
+    assert!(worst < 1e-3, "4-bit MLX against its GGUF: largest logit difference {worst}");
+    assert_eq!(config(&q4)["quantization"]["model.embed_tokens"]["bits"], 8);
+
+    // Back to GGUF Q4_1: the same file's tensors, byte for byte (lossless round trip).
+    let back = tmp.path().join("back.gguf");
+    let opts = GgufOptions { file_type: Some(GgufFileType::Q4_1), pure: false, force: false, adapter: None, progress: None };
+    to_gguf(&q4, &back, &opts).unwrap();
+    let (a, b) = (Gguf::open(&gguf).unwrap(), Gguf::open(&back).unwrap());
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &a.tensors {
+        let u = b.tensor(&t.name).unwrap();
+        assert_eq!((u.ggml_type, &u.dims), (t.ggml_type, &t.dims), "{}", t.name);
+        assert!(a.tensor_data(t).unwrap()[..] == b.tensor_data(u).unwrap()[..], "{}: bytes differ", t.name);
+    }
 }
 
 /// Every legacy block type of the tiny GGUF fixtures (made by llama.cpp), Llama (Q/K rows
@@ -163,4 +161,67 @@ fn legacy_gguf_blocks_are_kept_exactly() {
         }
         assert_eq!(same, report.kept + unquantised, "{file}: {report:?}");
     }
+}
+
+/// mlx-lm's mixed recipes: hf/llama with `--quant-predicate mixed_3_6 --q-group-size 32
+/// --dtype bfloat16` equals what `mlx_lm.convert` wrote (3-bit layers, the 6-bit value and down
+/// projections of the last block), bit for bit, with the same per-layer config.
+#[test]
+fn mixed_recipes_equal_mlx_lm_convert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mixed");
+    let opts = MlxOptions {
+        dtype: Some(FloatType::BF16),
+        quantize: Some(Affine { bits: 4, group_size: 32 }),
+        recipe: Some(Recipe::Mixed3_6),
+        ..MlxOptions::default()
+    };
+    to_mlx(&tiny("hf/llama"), &out, &opts).unwrap();
+    let fixture = "mlx/llama-mixed_3_6-g32-bf16";
+    assert_same_tensors(&out, fixture);
+    assert_eq!(config(&out)["quantization"], config(&tiny(fixture))["quantization"]);
+    assert_eq!(config(&out)["quantization"]["model.layers.1.mlp.down_proj"]["bits"], 6);
+    // It loads and runs as the fixture does.
+    let fixture = with_tokenizer(fixture, "hf/llama", tmp.path());
+    assert_eq!(max_diff(&run(&out).1, &run(&fixture).1), 0.0);
+}
+
+/// An MLX-quantised model as a source: kept as it is (no `-q`), re-quantised to another layout,
+/// de-quantised to Hugging Face float32, and written as GGUF Q4_1 with its 4-bit groups moved
+/// across as blocks: every conversion runs with the source's logits (the 8-bit re-quantisation
+/// within its rounding).
+#[test]
+fn quantised_mlx_models_convert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = with_tokenizer("mlx/llama-q4g32-bf16", "hf/llama", tmp.path());
+    let (_, want) = run(&source);
+
+    let same = tmp.path().join("same");
+    let report = to_mlx(&source, &same, &MlxOptions::default()).unwrap();
+    assert_eq!(report.kept, report.quantized, "{report:?}");
+    assert_same_tensors(&same, "mlx/llama-q4g32-bf16");
+    assert_eq!(config(&same)["quantization"], config(&source)["quantization"]);
+
+    let hf = tmp.path().join("hf");
+    to_hf(&source, &hf, &MlxOptions { dtype: Some(FloatType::F32), ..MlxOptions::default() }).unwrap();
+    assert!(config(&hf).get("quantization").is_none());
+    assert!(store(&hf).iter().all(|(_, t)| matches!(t.format, hearth_kernels::RowFormat::Float(_))));
+    let worst = max_diff(&want, &run(&hf).1);
+    assert!(worst < 1e-3, "de-quantised: {worst}");
+
+    let q8 = tmp.path().join("q8");
+    let opts = MlxOptions { dtype: Some(FloatType::F32), quantize: Some(Affine { bits: 8, group_size: 64 }), ..MlxOptions::default() };
+    let report = to_mlx(&source, &q8, &opts).unwrap();
+    assert_eq!(report.kept, 0);
+    // Within what 8-bit groups cost this random-weight model when mlx-lm quantises its floats.
+    let mlx_q8 = max_diff(&run(&tiny("hf/llama")).1, &run(&with_tokenizer("mlx/llama-q8g64-bf16", "hf/llama", tmp.path())).1);
+    let worst = max_diff(&want, &run(&q8).1);
+    assert!(worst <= mlx_q8, "re-quantised to 8 bits: {worst} (mlx-lm's 8 bits of the floats: {mlx_q8})");
+
+    let gguf = tmp.path().join("q4_1.gguf");
+    let opts = GgufOptions { file_type: Some(GgufFileType::Q4_1), pure: true, force: false, adapter: None, progress: None };
+    let report = to_gguf(&source, &gguf, &opts).unwrap();
+    assert_eq!(report.kept, report.quantized, "every 4-bit group is a Q4_1 block: {report:?}");
+    let worst = max_diff(&want, &run(&gguf).1);
+    assert!(worst < 1e-3, "as Q4_1 blocks: {worst}");
 }

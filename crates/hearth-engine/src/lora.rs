@@ -1,14 +1,16 @@
 //! LoRA adapters as mlx-lm writes them (`adapter_config.json` + `adapters.safetensors` with
-//! `<layer>.lora_a` `[in, rank]` and `<layer>.lora_b` `[rank, out]`): each adapted layer computes
-//! `W·x + scale · (x·A)·B`, the base weights untouched. An [`Adapter`] is such a file made
+//! `<layer>.lora_a` `[in, rank]` and `<layer>.lora_b` `[rank, out]`) or PEFT does
+//! (`adapter_model.safetensors`, `lora_A` `[rank, in]`, `lora_B` `[out, rank]`, read into mlx-lm's
+//! layout): each adapted layer computes `W·x + scale · (x·A)·B`, the base weights untouched.
+//! DoRA adapters (a per-output magnitude beside A and B) are read for fusing only. An [`Adapter`] is such a file made
 //! ready for one loaded model; each sequence of a forward pass names its own (or none), so
 //! several adapters share one base model and one batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hearth_formats::safetensors::SafeTensors;
+use hearth_formats::safetensors::{SafeTensors, TensorView};
 use hearth_kernels::{FloatFormat, RowFormat};
 use serde_json::Value as Json;
 
@@ -24,6 +26,8 @@ pub struct LoraDelta {
     b: Vec<f32>,
     rank: usize,
     scale: f32,
+    /// DoRA's magnitude `m` `[out]`: the fused row `o` is `m[o] · w_o / ‖w_o‖`.
+    magnitude: Option<Vec<f32>>,
 }
 
 impl LoraDelta {
@@ -81,46 +85,34 @@ pub struct LoraAdapter {
 }
 
 impl LoraAdapter {
-    /// Loads `dir`'s `adapters.safetensors` with its settings from `adapter_config.json`
-    /// (mlx-lm) or, in an export bundle, `config.json`.
+    /// Loads an adapter directory: PEFT's where `adapter_model.safetensors` is there, otherwise
+    /// mlx-lm's `adapters.safetensors` with its settings from `adapter_config.json` or, in an
+    /// export bundle, `config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
+        if dir.join("adapter_model.safetensors").is_file() {
+            return Self::load_peft(dir);
+        }
         let cfg_path = ["adapter_config.json", "config.json"]
             .iter()
             .map(|f| dir.join(f))
             .find(|p| p.is_file())
             .unwrap_or_else(|| dir.join("adapter_config.json"));
-        let text = std::fs::read_to_string(&cfg_path).map_err(|source| EngineError::Io { path: cfg_path.clone(), source })?;
-        let cfg: Json = serde_json::from_str(&text).map_err(|e| EngineError::Config(format!("{}: {e}", cfg_path.display())))?;
-        match cfg.get("fine_tune_type").and_then(Json::as_str).unwrap_or("lora") {
-            "lora" => {}
-            other => return Err(EngineError::Unsupported(format!("adapter type {other:?} (only lora)"))),
-        }
+        let cfg = read_config(&cfg_path)?;
+        let dora = match cfg.get("fine_tune_type").and_then(Json::as_str).unwrap_or("lora") {
+            "lora" => false,
+            "dora" => true,
+            other => return Err(EngineError::Unsupported(format!("adapter type {other:?} (lora and dora are)"))),
+        };
         let scale = cfg
             .pointer("/lora_parameters/scale")
             .and_then(Json::as_f64)
             .ok_or_else(|| EngineError::Config(format!("{}: no lora_parameters.scale", cfg_path.display())))? as f32;
         let tensors = SafeTensors::open(&dir.join("adapters.safetensors"))?.tensors;
-        let to_f32 = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
-            let t = &tensors[name];
-            let format = match t.dtype {
-                hearth_formats::DType::F32 => FloatFormat::F32,
-                hearth_formats::DType::F16 => FloatFormat::F16,
-                hearth_formats::DType::BF16 => FloatFormat::BF16,
-                other => return Err(EngineError::Weights(format!("{name}: {other:?} adapter weights"))),
-            };
-            let stored =
-                StoredTensor { format: RowFormat::Float(format), shape: t.shape.clone(), data: t.data.clone(), scales: None, biases: None };
-            Ok((stored.to_f32_vec()?, t.shape.clone()))
-        };
         let mut layers = HashMap::new();
         for name in tensors.keys() {
             let Some(layer) = name.strip_suffix(".lora_a") else { continue };
-            let b_name = format!("{layer}.lora_b");
-            if !tensors.contains_key(&b_name) {
-                return Err(EngineError::Weights(format!("{name} has no matching {b_name}")));
-            }
-            let (a, a_shape) = to_f32(name)?;
-            let (b, b_shape) = to_f32(&b_name)?;
+            let (a, a_shape) = float_tensor(&tensors, name)?;
+            let (b, b_shape) = float_tensor(&tensors, &format!("{layer}.lora_b"))?;
             let (rank, rank_b) = match (&a_shape[..], &b_shape[..]) {
                 ([_, r], [rb, _]) => (*r, *rb),
                 _ => (0, 1),
@@ -128,20 +120,108 @@ impl LoraAdapter {
             if rank == 0 || rank != rank_b {
                 return Err(EngineError::Weights(format!("{layer}: lora_a {a_shape:?} and lora_b {b_shape:?} do not chain")));
             }
-            layers.insert(layer.to_string(), LoraDelta { a, b, rank, scale });
+            let magnitude = dora.then(|| float_tensor(&tensors, &format!("{layer}.m")).map(|(m, _)| m)).transpose()?;
+            layers.insert(layer.to_string(), LoraDelta { a, b, rank, scale, magnitude });
         }
+        Self::checked(dir, layers)
+    }
+
+    /// PEFT's layout: `base_model.model.<layer>.lora_A.weight` `[rank, in]` and `lora_B.weight`
+    /// `[out, rank]`, scale `lora_alpha / r` (`/ √r` with `use_rslora`), DoRA's magnitude as
+    /// `lora_magnitude_vector`.
+    fn load_peft(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("adapter_config.json");
+        let cfg = read_config(&cfg_path)?;
+        let bad = |what: &str| EngineError::Unsupported(format!("{}: {what}", cfg_path.display()));
+        if cfg.get("peft_type").and_then(Json::as_str).is_some_and(|t| t != "LORA") {
+            return Err(bad("only PEFT's LORA adapters are read"));
+        }
+        if cfg.get("fan_in_fan_out").and_then(Json::as_bool) == Some(true) {
+            return Err(bad("fan_in_fan_out (Conv1D) layers are not supported"));
+        }
+        for key in ["rank_pattern", "alpha_pattern"] {
+            if cfg.get(key).and_then(Json::as_object).is_some_and(|m| !m.is_empty()) {
+                return Err(bad(&format!("a per-layer {key} is not supported")));
+            }
+        }
+        let number = |key: &str| cfg.get(key).and_then(Json::as_f64).ok_or_else(|| bad(&format!("no {key}")));
+        let (r, alpha) = (number("r")?, number("lora_alpha")?);
+        let rslora = cfg.get("use_rslora").and_then(Json::as_bool).unwrap_or(false);
+        let scale = (if rslora { alpha / r.sqrt() } else { alpha / r }) as f32;
+        let tensors = SafeTensors::open(&dir.join("adapter_model.safetensors"))?.tensors;
+        let mut layers = HashMap::new();
+        for name in tensors.keys() {
+            let Some(layer) = name.strip_suffix(".lora_A.weight") else { continue };
+            let (a, a_shape) = float_tensor(&tensors, name)?;
+            let (b, b_shape) = float_tensor(&tensors, &format!("{layer}.lora_B.weight"))?;
+            let (&[rank, inputs], &[outputs, rank_b]) = (&a_shape[..], &b_shape[..]) else {
+                return Err(EngineError::Weights(format!("{layer}: lora_A {a_shape:?} and lora_B {b_shape:?} are not matrices")));
+            };
+            if rank == 0 || rank != rank_b {
+                return Err(EngineError::Weights(format!("{layer}: lora_A {a_shape:?} and lora_B {b_shape:?} do not chain")));
+            }
+            let magnitude = ["lora_magnitude_vector", "lora_magnitude_vector.weight"]
+                .iter()
+                .map(|suffix| format!("{layer}.{suffix}"))
+                .find(|m| tensors.contains_key(m))
+                .map(|m| float_tensor(&tensors, &m).map(|(m, _)| m))
+                .transpose()?;
+            let layer = layer.strip_prefix("base_model.model.").unwrap_or(layer);
+            let delta = LoraDelta { a: transpose(&a, rank, inputs), b: transpose(&b, outputs, rank), rank, scale, magnitude };
+            layers.insert(layer.to_string(), delta);
+        }
+        Self::checked(dir, layers)
+    }
+
+    fn checked(dir: &Path, layers: HashMap<String, LoraDelta>) -> Result<Self> {
         if layers.is_empty() {
-            return Err(EngineError::Weights(format!("{} holds no lora_a/lora_b pairs", dir.display())));
+            return Err(EngineError::Weights(format!("{} holds no LoRA A/B pairs", dir.display())));
+        }
+        for (name, d) in &layers {
+            let outputs = d.b.len() / d.rank;
+            if d.magnitude.as_ref().is_some_and(|m| m.len() != outputs) {
+                return Err(EngineError::Weights(format!("{name}: the DoRA magnitude does not have {outputs} values")));
+            }
         }
         Ok(LoraAdapter { layers })
     }
+
+    /// Whether the adapter is DoRA (its updates are only fused, not served beside the base).
+    pub fn is_dora(&self) -> bool {
+        self.layers.values().any(|d| d.magnitude.is_some())
+    }
+}
+
+fn read_config(path: &Path) -> Result<Json> {
+    let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_str(&text).map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))
+}
+
+/// A float tensor of an adapter file, as float32, with its shape.
+fn float_tensor(tensors: &BTreeMap<String, TensorView>, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let t = tensors.get(name).ok_or_else(|| EngineError::Weights(format!("the adapter has no {name}")))?;
+    let format = match t.dtype {
+        hearth_formats::DType::F32 => FloatFormat::F32,
+        hearth_formats::DType::F16 => FloatFormat::F16,
+        hearth_formats::DType::BF16 => FloatFormat::BF16,
+        other => return Err(EngineError::Weights(format!("{name}: {other:?} adapter weights"))),
+    };
+    let stored =
+        StoredTensor { format: RowFormat::Float(format), shape: t.shape.clone(), data: t.data.clone(), scales: None, biases: None };
+    Ok((stored.to_f32_vec()?, t.shape.clone()))
+}
+
+/// A row-major `[rows, cols]` matrix transposed.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols).flat_map(|c| (0..rows).map(move |r| m[r * cols + c])).collect()
 }
 
 impl LoraAdapter {
-    /// Adds layer `layer`'s update into its weight `[rows, cols]` (row-major, Hugging Face
-    /// order) as mlx-lm's `fuse` does: `W + (scale · Bᵀ) · Aᵀ`. False if the adapter does not
-    /// touch the layer; an error if its shape does not fit.
-    pub fn fuse_into(&self, layer: &str, weight: &mut [f32], rows: usize, cols: usize) -> Result<bool> {
+    /// Merges layer `layer`'s update into its weight `[rows, cols]` (row-major, Hugging Face
+    /// order) as mlx-lm's `fuse` does: `W + round(scale · Bᵀ · Aᵀ)`, each sum rounded by `round`
+    /// (the weight's float type); for DoRA each row `o` then becomes `m[o] · w_o / ‖w_o‖`.
+    /// False if the adapter does not touch the layer; an error if its shape does not fit.
+    pub fn fuse_into(&self, layer: &str, weight: &mut [f32], rows: usize, cols: usize, round: impl Fn(f32) -> f32) -> Result<bool> {
         let Some(d) = self.layers.get(layer) else { return Ok(false) };
         if !d.fits(rows, cols) || weight.len() != rows * cols {
             return Err(EngineError::Weights(format!("{layer}: the adapter's update does not fit a [{rows}, {cols}] weight")));
@@ -151,7 +231,11 @@ impl LoraAdapter {
         for (o, row) in weight.chunks_exact_mut(cols).enumerate() {
             for (i, w) in row.iter_mut().enumerate() {
                 let a = &d.a[i * r..(i + 1) * r];
-                *w += (0..r).map(|k| scaled_b[k * rows + o] * a[k]).sum::<f32>();
+                *w = round(*w + round((0..r).map(|k| scaled_b[k * rows + o] * a[k]).sum::<f32>()));
+            }
+            if let Some(m) = &d.magnitude {
+                let norm = row.iter().map(|&w| w * w).sum::<f32>().sqrt();
+                row.iter_mut().for_each(|w| *w = round(m[o] / norm * *w));
             }
         }
         Ok(true)

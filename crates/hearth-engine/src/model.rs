@@ -129,6 +129,9 @@ impl DecoderModel {
         if !self.decoder.runs_adapters() {
             return Err(EngineError::Unsupported("LoRA adapters on the candle backend".into()));
         }
+        if lora.is_dora() {
+            return Err(EngineError::Unsupported("serving a DoRA adapter beside its base (fuse it with hearth fuse)".into()));
+        }
         let cfg = self.config();
         let interleaved = cfg.rope_interleaved.then(|| lora.with_interleaved_rope(cfg.head_dim));
         let lora = interleaved.as_ref().unwrap_or(lora);

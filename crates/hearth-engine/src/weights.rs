@@ -2,7 +2,7 @@
 //! directory (plain or MLX-quantised). Names are normalised to the Hugging Face scheme so one
 //! model implementation serves every format.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use hearth_formats::gguf::Gguf;
@@ -108,58 +108,65 @@ impl WeightStore {
         Ok(WeightStore { tensors })
     }
 
-    /// Loads a safetensors model directory. A tensor is MLX-quantised iff `<name>.scales`
-    /// exists; its bits and group size come from config.json's `quantization` block (with
-    /// per-layer overrides) and are checked against the tensor shapes.
+    /// Loads a safetensors model directory under the decoder's names (see [`read_safetensors_dir`]).
     pub fn from_safetensors_dir(dir: &Path, config: &Json) -> Result<Self> {
-        let mut raw = HashMap::new();
-        for file in safetensors::model_files(dir)? {
-            raw.extend(SafeTensors::open(&file)?.tensors);
-        }
-        let quant = config.get("quantization").or_else(|| config.get("quantization_config"));
-        let mut tensors = HashMap::new();
-        for (name, view) in &raw {
-            if name.ends_with(".scales") || name.ends_with(".biases") {
-                continue;
-            }
-            let Some(base) = name.strip_suffix(".weight").filter(|b| raw.contains_key(&format!("{b}.scales"))) else {
-                let name = decoder_name(name);
-                let format = row_format(view.dtype)?;
-                tensors
-                    .insert(name, StoredTensor { format, shape: view.shape.clone(), data: view.data.clone(), scales: None, biases: None });
-                continue;
-            };
-            let scales = &raw[&format!("{base}.scales")];
-            let biases = raw
-                .get(&format!("{base}.biases"))
-                .ok_or_else(|| EngineError::Weights(format!("{base} has scales but no biases (only MLX affine mode is supported)")))?;
-            let (bits, group_size) = mlx_params(quant, base)?;
-            let [rows, packed] = view.shape[..] else {
-                return Err(EngineError::Weights(format!("quantised {name} is not a matrix")));
-            };
-            let cols = packed * 32 / bits as usize;
-            if view.dtype != DType::U32 || scales.shape != [rows, cols / group_size] || biases.shape != scales.shape {
-                return Err(EngineError::Weights(format!(
-                    "{base}: shapes {:?}/{:?} do not match {bits}-bit groups of {group_size}",
-                    view.shape, scales.shape
-                )));
-            }
-            let params = float_format(scales.dtype)?;
-            if float_format(biases.dtype)? != params {
-                return Err(EngineError::Weights(format!("{base}: scales and biases differ in dtype")));
-            }
-            let stored = StoredTensor {
-                format: RowFormat::MlxAffine { bits, group_size, params },
-                shape: vec![rows, cols],
-                data: view.data.clone(),
-                scales: Some(scales.data.clone()),
-                biases: Some(biases.data.clone()),
-            };
-            stored.matrix()?;
-            tensors.insert(decoder_name(&format!("{base}.weight")), stored);
-        }
+        let tensors = read_safetensors_dir(dir, config)?.into_iter().map(|(name, t)| (decoder_name(&name), t)).collect();
         Ok(WeightStore { tensors })
     }
+}
+
+/// Every tensor of a safetensors model directory, under the names it is stored by. A tensor is
+/// MLX-quantised iff `<name>.scales` exists; its bits and group size come from config.json's
+/// `quantization` block (with per-layer overrides) and are checked against the tensor shapes.
+pub fn read_safetensors_dir(dir: &Path, config: &Json) -> Result<BTreeMap<String, StoredTensor>> {
+    let mut raw = HashMap::new();
+    for file in safetensors::model_files(dir)? {
+        raw.extend(SafeTensors::open(&file)?.tensors);
+    }
+    let quant = config.get("quantization").or_else(|| config.get("quantization_config"));
+    let mut tensors = BTreeMap::new();
+    for (name, view) in &raw {
+        if name.ends_with(".scales") || name.ends_with(".biases") {
+            continue;
+        }
+        let Some(base) = name.strip_suffix(".weight").filter(|b| raw.contains_key(&format!("{b}.scales"))) else {
+            let format = row_format(view.dtype)?;
+            tensors.insert(
+                name.clone(),
+                StoredTensor { format, shape: view.shape.clone(), data: view.data.clone(), scales: None, biases: None },
+            );
+            continue;
+        };
+        let scales = &raw[&format!("{base}.scales")];
+        let biases = raw
+            .get(&format!("{base}.biases"))
+            .ok_or_else(|| EngineError::Weights(format!("{base} has scales but no biases (only MLX affine mode is supported)")))?;
+        let (bits, group_size) = mlx_params(quant, base)?;
+        let [rows, packed] = view.shape[..] else {
+            return Err(EngineError::Weights(format!("quantised {name} is not a matrix")));
+        };
+        let cols = packed * 32 / bits as usize;
+        if view.dtype != DType::U32 || scales.shape != [rows, cols / group_size] || biases.shape != scales.shape {
+            return Err(EngineError::Weights(format!(
+                "{base}: shapes {:?}/{:?} do not match {bits}-bit groups of {group_size}",
+                view.shape, scales.shape
+            )));
+        }
+        let params = float_format(scales.dtype)?;
+        if float_format(biases.dtype)? != params {
+            return Err(EngineError::Weights(format!("{base}: scales and biases differ in dtype")));
+        }
+        let stored = StoredTensor {
+            format: RowFormat::MlxAffine { bits, group_size, params },
+            shape: vec![rows, cols],
+            data: view.data.clone(),
+            scales: Some(scales.data.clone()),
+            biases: Some(biases.data.clone()),
+        };
+        stored.matrix()?;
+        tensors.insert(name.clone(), stored);
+    }
+    Ok(tensors)
 }
 
 /// The name the decoder loads a safetensors tensor by (`model.…`, `lm_head.…`): multimodal
@@ -241,7 +248,7 @@ fn layer_stem(arch: &str, stem: &str) -> Option<&'static str> {
 
 /// The Hugging Face name of a GGUF tensor; `None` for tensors the model does not use as
 /// weights (`rope_freqs` is read separately).
-fn hf_name(arch: &str, gguf: &str) -> Option<String> {
+pub fn hf_name(arch: &str, gguf: &str) -> Option<String> {
     if let Some((_, hf)) = TOP_NAMES.iter().find(|(g, _)| *g == gguf) {
         return Some(hf.to_string());
     }

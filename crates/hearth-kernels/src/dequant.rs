@@ -155,16 +155,19 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 fn mlx_row(bits: u32, group_size: usize, params: FloatFormat, data: &[u8], scales: &[u8], biases: &[u8], out: &mut [f32]) {
-    let per_word = (32 / bits) as usize;
-    let mask = (1u32 << bits) - 1;
     for (g, group) in out.chunks_exact_mut(group_size).enumerate() {
         let (s, b) = (params.read(scales, g), params.read(biases, g));
         for (i, o) in group.iter_mut().enumerate() {
-            let idx = g * group_size + i;
-            let w = idx / per_word;
-            let word = u32::from_le_bytes(data[4 * w..4 * w + 4].try_into().unwrap());
-            let q = (word >> ((idx % per_word) as u32 * bits)) & mask;
-            *o = s * q as f32 + b;
+            *o = s * mlx_code(data, g * group_size + i, bits) as f32 + b;
         }
     }
+}
+
+/// Code `idx` of an MLX affine row: `bits`-wide codes packed LSB first into a little-endian
+/// stream (for 2, 4 and 8 bits the same as packing whole codes into u32 words).
+#[inline]
+pub(crate) fn mlx_code(row: &[u8], idx: usize, bits: u32) -> u32 {
+    let bit = idx * bits as usize;
+    let pair = u16::from_le_bytes([row[bit / 8], row.get(bit / 8 + 1).copied().unwrap_or(0)]);
+    (pair as u32 >> (bit % 8)) & ((1 << bits) - 1)
 }

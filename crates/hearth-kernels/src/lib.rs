@@ -85,7 +85,7 @@ impl RowFormat {
                 Ok(cols / t.block_len() * t.block_bytes())
             }
             RowFormat::MlxAffine { bits, group_size, .. } => {
-                if !matches!(bits, 2 | 4 | 8) {
+                if !matches!(bits, 2..=6 | 8) {
                     return Err(KernelError::Unsupported(self));
                 }
                 if group_size == 0 || !cols.is_multiple_of(group_size) || !(cols * bits as usize).is_multiple_of(32) {

@@ -139,8 +139,6 @@ pub fn q6k(row: &[u8], x: &[Q8KBlock]) -> f32 {
 
 /// MLX affine rows (group a multiple of 32): Σ w·x = Σ_groups s·Σ q·x + b·Σ x.
 pub fn mlx(bits: u32, group: usize, params: FloatFormat, row: &[u8], scales: &[u8], biases: &[u8], x: &[Q8Block]) -> f32 {
-    let per_word = (32 / bits) as usize;
-    let mask = (1u32 << bits) - 1;
     let blocks_per_group = group / 32;
     x.chunks_exact(blocks_per_group)
         .enumerate()
@@ -150,11 +148,7 @@ pub fn mlx(bits: u32, group: usize, params: FloatFormat, row: &[u8], scales: &[u
             let mut sum = 0f32;
             for (k, a) in blocks.iter().enumerate() {
                 let base = (g * blocks_per_group + k) * 32;
-                let q = (0..32).map(|i| {
-                    let idx = base + i;
-                    let word = u32::from_le_bytes(row[4 * (idx / per_word)..][..4].try_into().unwrap());
-                    ((word >> ((idx % per_word) as u32 * bits)) & mask) as i32
-                });
+                let q = (0..32).map(|i| crate::dequant::mlx_code(row, base + i, bits) as i32);
                 acc += a.d * idot(q, &a.qs) as f32;
                 sum += a.sum;
             }
