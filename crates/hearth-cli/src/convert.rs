@@ -46,6 +46,39 @@ impl MlxQuant {
     }
 }
 
+/// Recording the output in the model store.
+#[derive(Args)]
+pub struct Register {
+    /// Register the output in the store as `local/<NAME>` [default: the output's file or
+    /// directory name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Do not register the output in the store.
+    #[arg(long, conflicts_with = "name")]
+    no_register: bool,
+}
+
+impl Register {
+    /// Records `out` as a local model (`hearth list` shows it), unless asked not to.
+    fn record(&self, out: &Path) -> anyhow::Result<()> {
+        if self.no_register {
+            return Ok(());
+        }
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => {
+                let stem = if out.is_file() { out.file_stem() } else { out.file_name() };
+                stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            }
+        };
+        let record = crate::store_cmd::open_store(false)?
+            .register_local(&name, out, hearth_store::Source::Converted)
+            .context("registering the output (choose another --name, or --no-register)")?;
+        eprintln!("registered as {} ({}, {})", record.name, record.format, crate::store_cmd::human_bytes(record.size_bytes));
+        Ok(())
+    }
+}
+
 #[derive(Args)]
 pub struct ConvertArgs {
     /// Source model: a Hugging Face or MLX float directory, a GGUF file, or a name the store
@@ -84,6 +117,8 @@ pub struct ConvertArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    register: Register,
 }
 
 #[derive(Args)]
@@ -107,6 +142,8 @@ pub struct QuantizeArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    register: Register,
 }
 
 fn file_type(name: &str) -> anyhow::Result<GgufFileType> {
@@ -188,7 +225,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         }
     };
     done(&args.out, &report, started);
-    Ok(())
+    args.register.record(&args.out)
 }
 
 /// `hearth fuse`: a conversion with an adapter merged in, as `mlx_lm.fuse` does.
@@ -216,5 +253,5 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
         hearth_convert::to_mlx(&src, &args.out, &opts)?
     };
     done(&args.out, &report, started);
-    Ok(())
+    args.register.record(&args.out)
 }

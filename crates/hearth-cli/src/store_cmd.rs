@@ -79,7 +79,7 @@ pub enum CacheCommand {
     Prune,
 }
 
-fn open_store(offline: bool) -> anyhow::Result<Store> {
+pub(crate) fn open_store(offline: bool) -> anyhow::Result<Store> {
     let mut hub = HubConfig::from_env();
     hub.offline |= offline;
     let home = hearth_store::hearth_home();
@@ -92,8 +92,13 @@ pub fn run(cmd: StoreCommand) -> anyhow::Result<()> {
         StoreCommand::List(args) => list(args),
         StoreCommand::Show(args) => show(args),
         StoreCommand::Rm(args) => {
-            for name in open_store(false)?.remove(&args.model, args.force)? {
+            let store = open_store(false)?;
+            let local = store.get(&args.model)?.filter(|r| r.is_local());
+            for name in store.remove(&args.model, args.force)? {
                 println!("removed {name}");
+            }
+            if let Some(r) = local {
+                println!("(unregistered only: its files at {} are left in place)", r.path.display());
             }
             Ok(())
         }

@@ -225,3 +225,33 @@ fn quantised_mlx_models_convert() {
     let worst = max_diff(&want, &run(&gguf).1);
     assert!(worst < 1e-3, "as Q4_1 blocks: {worst}");
 }
+
+/// Past the shard size, weights are split as mlx-lm splits them (`model-0000i-of-0000n`, in
+/// name order, a tensor larger than the limit alone), the index names each tensor's file, and
+/// the sharded model runs as the single file does.
+#[test]
+fn large_outputs_are_sharded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, sharded) = (tmp.path().join("one"), tmp.path().join("sharded"));
+    to_mlx(&tiny("hf/llama"), &one, &MlxOptions::default()).unwrap();
+    // The embedding (49152 × 64 float16, 6 MB) is bigger than the limit: a shard of its own.
+    to_mlx(&tiny("hf/llama"), &sharded, &MlxOptions { shard_bytes: 100_000, ..MlxOptions::default() }).unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&sharded)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 2 && files[0] == format!("model-00001-of-{:05}.safetensors", files.len()), "{files:?}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sharded.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    for file in &files {
+        let shard = SafeTensors::open(&sharded.join(file)).unwrap();
+        let bytes: usize = shard.tensors.values().map(|t| t.data.len()).sum();
+        assert!(bytes <= 100_000 || shard.tensors.len() == 1, "{file}: {bytes} bytes in {} tensors", shard.tensors.len());
+        assert!(shard.tensors.keys().all(|name| map[name] == file.as_str()), "{file}");
+    }
+    assert_eq!(map.len(), SafeTensors::open(&one.join("model.safetensors")).unwrap().tensors.len());
+    assert_eq!(max_diff(&run(&one).1, &run(&sharded).1), 0.0);
+}

@@ -59,6 +59,14 @@ pub struct ModelRecord {
     pub last_used_at: Option<i64>,
 }
 
+impl ModelRecord {
+    /// Written on this machine (a conversion or a fine-tune) and read where it lies, not a
+    /// snapshot in the cache: no manifest, and removing it leaves its files alone.
+    pub fn is_local(&self) -> bool {
+        matches!(self.source, Source::Converted | Source::Trained)
+    }
+}
+
 /// Versions of the registry's schema (see `hearth_sqlite`).
 const SCHEMA: Schema = Schema {
     what: "the model registry",

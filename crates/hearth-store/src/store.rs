@@ -220,14 +220,15 @@ impl Store {
         // The registry row alone is not trusted: each file must still be a link to its blob
         // inside the cache.
         let repo = self.repo_dir(&record.repo);
-        for f in &manifest.files {
+        for f in manifest.iter().flat_map(|m| &m.files) {
             repo.check_file(&record.commit, f)?;
         }
         Ok(Some(Resolved { path: record.path.clone(), record: Some(record) }))
     }
 
-    /// The registered model `spec` names whose snapshot is complete, with its manifest.
-    fn find_registered(&self, spec: &ModelSpec) -> Result<Option<(ModelRecord, Manifest)>> {
+    /// The registered model `spec` names whose snapshot is complete, with its manifest (`None`
+    /// for a local model whose files are there).
+    fn find_registered(&self, spec: &ModelSpec) -> Result<Option<(ModelRecord, Option<Manifest>)>> {
         let candidates = {
             let registry = self.registry();
             match (registry.get(&spec.name())?, &spec.quant) {
@@ -241,15 +242,63 @@ impl Store {
         let commit = spec.revision.as_deref().and_then(|rev| repo.read_ref(rev));
         let wanted = |r: &ModelRecord| spec.revision.as_ref().is_none_or(|v| *v == r.revision || commit.as_ref() == Some(&r.commit));
         for record in candidates.into_iter().filter(wanted) {
+            if record.is_local() {
+                if record.path.exists() {
+                    return Ok(Some((record, None)));
+                }
+                continue;
+            }
             // The manifest, not the registry row, is what says "complete". The entry is not
             // followed: where its link leads is for `check_file` to judge.
             if let Some(manifest) = repo.read_manifest(&record.commit)? {
                 if fs::symlink_metadata(&record.path).is_ok() {
-                    return Ok(Some((record, manifest)));
+                    return Ok(Some((record, Some(manifest))));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Registers a model written on this machine (`source`: a conversion or a fine-tune) as
+    /// `local/<name>`, read where it lies at `path`; replaces an earlier local model of that
+    /// name.
+    pub fn register_local(&self, name: &str, path: &Path, source: Source) -> Result<ModelRecord> {
+        let full = format!("local/{name}");
+        let spec = ModelSpec::parse(&full)?;
+        if spec.name() != full || spec.quant.is_some() || spec.revision.is_some() {
+            return Err(StoreError::Invalid(format!("{name:?} is not a usable model name (letters, digits, '.', '-', '_')")));
+        }
+        if let Some(old) = self.registry().get(&full)? {
+            if !old.is_local() {
+                return Err(StoreError::Invalid(format!("{full} names a downloaded model")));
+            }
+        }
+        let path = fs::canonicalize(path).at(path)?;
+        let info = read_model_info(&path);
+        let size = local_files(&path).iter().map(|(_, size)| size).sum();
+        let record = ModelRecord {
+            name: full.clone(),
+            repo: full,
+            revision: "local".into(),
+            commit: "local".into(),
+            path,
+            format: info.format,
+            architecture: info.architecture,
+            quantization: info.quantization,
+            parameter_count: info.parameter_count,
+            size_bytes: size,
+            context_length: info.context_length,
+            embedding_dim: info.embedding_dim,
+            embedding_max_tokens: info.embedding_max_tokens,
+            embedding_pooling: info.embedding_pooling,
+            recommended_memory_bytes: recommended_memory(size),
+            source,
+            created_at: now(),
+            updated_at: now(),
+            last_used_at: None,
+        };
+        self.registry().upsert(&record)?;
+        Ok(record)
     }
 
     /// A snapshot `huggingface_hub` downloaded, read in place. It links each file into the
@@ -285,8 +334,11 @@ impl Store {
         self.registry().list()
     }
 
-    /// The files of a registered model's snapshot, with sizes.
+    /// The files of a registered model's snapshot (or a local model's files), with sizes.
     pub fn files(&self, record: &ModelRecord) -> Result<Vec<(String, u64)>> {
+        if record.is_local() {
+            return Ok(local_files(&record.path));
+        }
         let manifest = self.repo_dir(&record.repo).read_manifest(&record.commit)?;
         Ok(manifest.map_or_else(Vec::new, |m| m.files.into_iter().map(|f| (f.path, f.size)).collect()))
     }
@@ -302,19 +354,27 @@ impl Store {
     }
 
     /// Removes a model's snapshot, every registry name that uses it, and the blobs no other
-    /// snapshot needs. Refuses while a server holds the model, unless `force`.
-    /// Returns the registry names removed.
+    /// snapshot needs; a local model is only unregistered (its files stay where they are).
+    /// Refuses while a server holds the model, unless `force`. Returns the registry names
+    /// removed.
     pub fn remove(&self, spec: &str, force: bool) -> Result<Vec<String>> {
         // Not `resolve`: a model whose links were tampered with must still be removable.
         let (record, _) = self
             .find_registered(&ModelSpec::parse(crate::catalogue::canonical(spec))?)?
             .ok_or_else(|| StoreError::NotFound(spec.to_string()))?;
         let repo = self.repo_dir(&record.repo);
+        // A local model's lock folder exists only once a server has held it.
+        fs::create_dir_all(&repo.root).at(&repo.root)?;
         let in_use = FileLock::try_acquire(&repo.in_use_path(), LockKind::Exclusive)?;
         if in_use.is_none() && !force {
             return Err(StoreError::InUse(record.name));
         }
         let _lock = FileLock::acquire(&repo.lock_path(), LockKind::Exclusive)?;
+        if record.is_local() {
+            self.registry().remove(&record.name)?;
+            remove_path(&repo.root)?;
+            return Ok(vec![record.name]);
+        }
         // Unpublish first: once the manifest is gone nothing treats the snapshot as complete.
         repo.remove_manifest(&record.commit)?;
         let names: Vec<String> = {
@@ -435,8 +495,11 @@ impl Store {
                 report.removed.push(path);
             }
         }
-        let stale: Vec<ModelRecord> =
-            self.list()?.into_iter().filter(|r| self.repo_dir(&r.repo).read_manifest(&r.commit).ok().flatten().is_none()).collect();
+        let stale = |r: &ModelRecord| match r.is_local() {
+            true => !r.path.exists(),
+            false => self.repo_dir(&r.repo).read_manifest(&r.commit).ok().flatten().is_none(),
+        };
+        let stale: Vec<ModelRecord> = self.list()?.into_iter().filter(stale).collect();
         let mut registry = self.registry();
         for r in stale {
             registry.remove(&r.name)?;
@@ -444,6 +507,29 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// A local model's files (the file itself, or every file under its directory) with sizes.
+fn local_files(path: &Path) -> Vec<(String, u64)> {
+    if path.is_file() {
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        return vec![(name, file_size(path))];
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let rel = p.strip_prefix(path).unwrap_or(&p).to_string_lossy().into_owned();
+                files.push((rel, file_size(&p)));
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 /// The files of a Hugging Face cache snapshot whose links resolve, as paths relative to it.
