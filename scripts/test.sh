@@ -11,3 +11,5 @@ export ${sdk_env?}
 cargo test --locked -p hearth-server --test sdk -- --ignored
 # The GGUF files hearth convert writes, read by llama.cpp's own Python package.
 cargo test --locked -p hearth-convert --test gguf -- --ignored
+# The safetensors directories it writes, read by the safetensors package.
+cargo test --locked -p hearth-convert --test outside_tools safetensors -- --ignored

@@ -119,7 +119,7 @@ impl Source {
         };
         release(t);
         if let Origin::Gguf(g) = &self.origin {
-            values = g.hf_rows(name, values, t.shape.iter().skip(1).product());
+            values = g.hf_values(name, g.hf_rows(name, values, t.shape.iter().skip(1).product()));
         }
         if let (Some(a), Some(layer), &[rows, cols]) = (&self.adapter, name.strip_suffix(".weight"), &t.shape[..]) {
             a.fuse_into(layer, &mut values, rows, cols, |v| ty.round(v)).map_err(engine)?;
@@ -131,7 +131,7 @@ impl Source {
     pub fn stored_values(&self, name: &str) -> Result<Vec<f32>, ConvertError> {
         let values = self.values(name)?;
         Ok(match &self.origin {
-            Origin::Gguf(g) => g.stored_rows(name, values, self.get(name)?.shape.iter().skip(1).product()),
+            Origin::Gguf(g) => g.stored_values(name, g.stored_rows(name, values, self.get(name)?.shape.iter().skip(1).product())),
             Origin::Dir { .. } => values,
         })
     }

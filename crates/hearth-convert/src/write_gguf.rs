@@ -12,7 +12,7 @@ use hearth_formats::gguf::{GgmlType, Gguf, GgufStream, GgufTensorSpec, Value};
 use hearth_kernels::quant::quantize_ggml;
 use hearth_kernels::{dequantize_row, RowFormat};
 
-use crate::gguf::permute_heads;
+use crate::gguf::{llama3_rope_factors, permute_heads};
 use crate::gguf_meta;
 use crate::gguf_types::{llama_order, GgufFileType, TypePolicy};
 use crate::source::{Origin, Source};
@@ -290,27 +290,6 @@ impl DirModel {
         let cols = rows.len() / (heads * self.cfg.head_dim);
         permute_heads(&rows, heads, self.cfg.head_dim, cols, true)
     }
-}
-
-/// `rope_freqs.weight` as convert_hf_to_gguf.py computes it for Llama 3 scaling: in float32,
-/// as its torch tensors do.
-fn llama3_rope_factors(head_dim: usize, theta: f64, factor: f64, low: f64, high: f64, original: f64) -> Vec<f32> {
-    let (factor, low, high, original) = (factor as f32, low as f32, high as f32, original as f32);
-    let (low_wavelen, high_wavelen) = (original / low, original / high);
-    (0..head_dim / 2)
-        .map(|i| {
-            let freq = 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
-            let wavelen = 2.0 * std::f32::consts::PI / freq;
-            if wavelen < high_wavelen {
-                1.0
-            } else if wavelen > low_wavelen {
-                factor
-            } else {
-                let smooth = (original / wavelen - low) / (high - low);
-                1.0 / ((1.0 - smooth) / factor + smooth)
-            }
-        })
-        .collect()
 }
 
 /// `values` (rows of `cols`) as `ty`'s bytes; block types are quantised on every core.

@@ -193,3 +193,46 @@ for f in spec["files"]:
     assert!(out.status.success(), "gguf-py: {text}");
     assert_eq!(text.matches("tensors ok").count(), types.len(), "{text}");
 }
+
+/// Every architecture written to GGUF comes back as a Hugging Face directory that runs as the
+/// original (float path ≤ 1e-3): Phi-3's fused projections, Gemma 2's (1 + w) norms, soft-caps
+/// and sliding window described again in config.json. (Gemma 2 with the query scale llama.cpp
+/// assumes, 1/√head_dim: the fixture's own is refused above.)
+#[test]
+fn gguf_files_become_hugging_face_models_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gemma2 = tmp.path().join("gemma2-src");
+    std::fs::create_dir(&gemma2).unwrap();
+    for entry in std::fs::read_dir(tiny("hf/gemma2")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, gemma2.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut gemma2_config = config(&gemma2);
+    gemma2_config["query_pre_attn_scalar"] = 16.into();
+    std::fs::write(gemma2.join("config.json"), gemma2_config.to_string()).unwrap();
+    for (arch, src) in ["llama", "mistral", "qwen2", "qwen3", "phi3"]
+        .map(|a| (a, tiny(&format!("hf/{a}"))))
+        .into_iter()
+        .chain([("gemma2", gemma2.clone())])
+    {
+        let gguf = tmp.path().join(format!("{arch}.gguf"));
+        to_gguf(&src, &gguf, &opts(GgufFileType::F32, false)).unwrap();
+        let hf = tmp.path().join(format!("{arch}-hf"));
+        hearth_convert::to_hf(&gguf, &hf, &hearth_convert::MlxOptions::default()).unwrap();
+        // llama.cpp writes Mistral's checkpoints as Llama.
+        assert_eq!(config(&hf)["model_type"], if arch == "mistral" { "llama" } else { arch });
+        if arch == "llama" {
+            // Llama 3 scaling recovered from rope_freqs: the fixture's own parameters.
+            let scaling = &config(&hf)["rope_scaling"];
+            assert_eq!(
+                (scaling["factor"].as_f64(), scaling["original_max_position_embeddings"].as_f64()),
+                (Some(8.0), Some(256.0)),
+                "{scaling}"
+            );
+        }
+        let ((want_ids, want), (ids, got)) = (run(&src), run(&hf));
+        assert_eq!(ids, want_ids, "{arch}: token ids");
+        let worst = max_diff(&want, &got);
+        assert!(worst < 1e-3, "{arch}: largest logit difference {worst}");
+    }
+}
