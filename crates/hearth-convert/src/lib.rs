@@ -292,11 +292,8 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
     specs.sort_by(|a, b| a.name.cmp(&b.name));
     let quantization = quantization_config(&plan, opts.quantize.or(source.stored_quantization()), mixed.is_some());
 
-    let tmp = aside(out, &format!("partial-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let partial = Partial::new(out, true)?;
+    let tmp = partial.path.clone();
     let written = write_safetensors(&source, &tmp, &plan, &specs, opts, format).and_then(|report| {
         let mut config = source.config();
         if let Some(q) = &quantization {
@@ -311,13 +308,7 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
         write_json(&tmp.join("model.safetensors.index.json"), &index)?;
         Ok(report.report)
     });
-    let report = match written {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
+    let report = written?;
     // On disk before it takes the final name; an output it replaces steps aside until then, so
     // a crash leaves the old model (at worst set aside, and put back by the next run) or the
     // new one, never a half-written one.
@@ -326,16 +317,88 @@ fn write_dir(src: &Path, out: &Path, opts: &MlxOptions, format: &str) -> Result<
         std::fs::rename(out, &old).map_err(io(out))?;
     }
     if let Err(e) = std::fs::rename(&tmp, out) {
-        let _ = std::fs::remove_dir_all(&tmp);
         if old.exists() {
             let _ = std::fs::rename(&old, out);
         }
         return Err(io(out)(e));
     }
+    partial.done();
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(report)
+}
+
+/// A conversion's output under a temporary name beside the final one (`.<name>.partial-<pid>`),
+/// locked while this process writes it: removed if dropped before [`Partial::done`], and, should
+/// the process die, by the next conversion to the same name (which finds its lock free).
+pub(crate) struct Partial {
+    pub path: PathBuf,
+    lock_path: PathBuf,
+    _lock: std::fs::File,
+    done: bool,
+}
+
+impl Partial {
+    /// A fresh temporary for `out`: a directory if `dir`, else a path for a file.
+    pub fn new(out: &Path, dir: bool) -> Result<Partial, ConvertError> {
+        remove_stale_partials(out)?;
+        let tag = format!("partial-{}", std::process::id());
+        let (path, lock_path) = (aside(out, &tag), aside(out, &format!("{tag}.lock")));
+        let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+        lock.lock().map_err(io(&lock_path))?;
+        let partial = Partial { path, lock_path, _lock: lock, done: false };
+        remove_any(&partial.path)?;
+        if dir {
+            std::fs::create_dir_all(&partial.path).map_err(io(&partial.path))?;
+        }
+        Ok(partial)
+    }
+
+    /// The output has taken its final name.
+    pub fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = remove_any(&self.path);
+        }
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Temporaries beside `out` whose writer is gone: their lock can be taken.
+fn remove_stale_partials(out: &Path) -> Result<(), ConvertError> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = aside(out, "partial-").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stale) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".lock")).map(|_| entry.path()) else {
+            continue;
+        };
+        let free = std::fs::File::open(&stale).is_ok_and(|f| f.try_lock().is_ok());
+        if free {
+            remove_any(&stale.with_extension(""))?;
+            std::fs::remove_file(&stale).map_err(io(&stale))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file or a directory tree; nothing there is fine.
+fn remove_any(path: &Path) -> Result<(), ConvertError> {
+    let result = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// config.json's `quantization` block as mlx-lm writes it: the default layout, and an entry for
@@ -515,17 +578,39 @@ pub(crate) fn copy_rest(from: &Path, to: &Path, top: bool) -> Result<(), Convert
     Ok(())
 }
 
-/// `values` cast to the planned type, then quantised row by row (MLX's quantiser).
+/// `values` cast to the planned type, then quantised row by row (MLX's quantiser), rows shared
+/// among the cores.
 fn quantize(values: &[f32], p: &Planned, q: Affine) -> QuantizedRows {
+    let parts = on_every_core(values, p.shape[1], |rows| {
+        let mut out = QuantizedRows { packed: Vec::new(), scales: Vec::new(), biases: Vec::new() };
+        for row in rows.chunks_exact(p.shape[1]) {
+            let rounded: Vec<f32> = row.iter().map(|&v| p.ty.round(v)).collect();
+            let r = quantize_mlx_affine(&rounded, q.bits, q.group_size);
+            out.packed.extend(r.packed);
+            out.scales.extend(r.scales);
+            out.biases.extend(r.biases);
+        }
+        out
+    });
     let mut out = QuantizedRows { packed: Vec::new(), scales: Vec::new(), biases: Vec::new() };
-    for row in values.chunks_exact(p.shape[1]) {
-        let rounded: Vec<f32> = row.iter().map(|&v| p.ty.round(v)).collect();
-        let r = quantize_mlx_affine(&rounded, q.bits, q.group_size);
-        out.packed.extend(r.packed);
-        out.scales.extend(r.scales);
-        out.biases.extend(r.biases);
+    for part in parts {
+        out.packed.extend(part.packed);
+        out.scales.extend(part.scales);
+        out.biases.extend(part.biases);
     }
     out
+}
+
+/// `f` on `values`' rows (of `cols` each) split into one run per core; the results in order.
+pub(crate) fn on_every_core<T: Send>(values: &[f32], cols: usize, f: impl Fn(&[f32]) -> T + Sync) -> Vec<T> {
+    let rows = values.len() / cols.max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.max(1));
+    let per = rows.div_ceil(threads).max(1) * cols.max(1);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = values.chunks(per).map(|chunk| s.spawn(move || f(chunk))).collect();
+        handles.into_iter().map(|h| h.join().expect("conversion thread")).collect()
+    })
 }
 
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<(), ConvertError> {

@@ -16,7 +16,7 @@ use crate::gguf::{llama3_rope_factors, permute_heads};
 use crate::gguf_meta;
 use crate::gguf_types::{llama_order, GgufFileType, TypePolicy};
 use crate::source::{Origin, Source};
-use crate::{aside, io, ConvertError, FloatType, Progress, Report};
+use crate::{io, on_every_core, ConvertError, FloatType, Partial, Progress, Report};
 
 #[derive(Clone, Debug)]
 pub struct GgufOptions {
@@ -64,38 +64,32 @@ pub fn to_gguf(src: &Path, out: &Path, opts: &GgufOptions) -> Result<Report, Con
     }
     let metadata = model.metadata(file_type)?;
 
-    let tmp = aside(out, &format!("partial-{}", std::process::id()));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let mut stream = GgufStream::new(std::io::BufWriter::new(file), &metadata, specs.clone()).map_err(io(&tmp))?;
-        let mut report = Report::default();
-        for (done, spec) in specs.iter().enumerate() {
-            let (bytes, kept) = model.encode(&spec.name, spec.ty)?;
-            if !matches!(spec.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
-                report.quantized += 1;
-                report.kept += kept as usize;
-            }
-            report.bytes += bytes.len() as u64;
-            stream.write(&spec.name, &bytes).map_err(io(&tmp))?;
-            if let Some(progress) = &opts.progress {
-                (progress.0)(done + 1, specs.len());
-            }
+    let partial = Partial::new(out, false)?;
+    let tmp = partial.path.clone();
+    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut stream = GgufStream::new(std::io::BufWriter::new(file), &metadata, specs.clone()).map_err(io(&tmp))?;
+    let mut report = Report::default();
+    for (done, spec) in specs.iter().enumerate() {
+        let (bytes, kept) = model.encode(&spec.name, spec.ty)?;
+        if !matches!(spec.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            report.quantized += 1;
+            report.kept += kept as usize;
         }
-        let file =
-            stream.finish().map_err(io(&tmp))?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
-        // On disk before it takes the final name.
-        file.sync_all().map_err(io(&tmp))?;
-        report.tensors = specs.len();
-        Ok(report)
-    })();
-    // The rename replaces an existing file atomically: a crash leaves the old file or the new one.
-    match result.and_then(|report| std::fs::rename(&tmp, out).map(|_| report).map_err(io(out))) {
-        Ok(report) => Ok(report),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
+        report.bytes += bytes.len() as u64;
+        stream.write(&spec.name, &bytes).map_err(io(&tmp))?;
+        if let Some(progress) = &opts.progress {
+            (progress.0)(done + 1, specs.len());
         }
     }
+    let file =
+        stream.finish().map_err(io(&tmp))?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
+    // On disk before it takes the final name.
+    file.sync_all().map_err(io(&tmp))?;
+    report.tensors = specs.len();
+    // The rename replaces an existing file atomically: a crash leaves the old file or the new one.
+    std::fs::rename(&tmp, out).map_err(io(out))?;
+    partial.done();
+    Ok(report)
 }
 
 /// The source seen under GGUF tensor names.
@@ -298,25 +292,11 @@ fn encode_values(values: &[f32], cols: usize, ty: GgmlType) -> Vec<u8> {
         GgmlType::F32 => FloatType::F32.bytes(values),
         GgmlType::F16 => FloatType::F16.bytes(values),
         GgmlType::BF16 => FloatType::BF16.bytes(values),
-        _ if values.is_empty() => Vec::new(),
-        _ => {
-            let rows = values.len() / cols.max(1);
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.max(1));
-            let per = rows.div_ceil(threads);
-            let parts: Vec<Vec<u8>> = std::thread::scope(|s| {
-                let handles: Vec<_> = values
-                    .chunks(per * cols)
-                    .map(|chunk| {
-                        s.spawn(move || {
-                            let mut out = Vec::new();
-                            quantize_ggml(ty, chunk, &mut out);
-                            out
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("quantiser thread")).collect()
-            });
-            parts.concat()
-        }
+        _ => on_every_core(values, cols, |rows| {
+            let mut out = Vec::new();
+            quantize_ggml(ty, rows, &mut out);
+            out
+        })
+        .concat(),
     }
 }

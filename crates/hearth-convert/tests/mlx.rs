@@ -255,3 +255,24 @@ fn large_outputs_are_sharded() {
     assert_eq!(map.len(), SafeTensors::open(&one.join("model.safetensors")).unwrap().tensors.len());
     assert_eq!(max_diff(&run(&one).1, &run(&sharded).1), 0.0);
 }
+
+/// A conversion that died leaves its temporary output (`.<name>.partial-<pid>`, with a lock
+/// file nobody holds any more): the next conversion to that name removes it. One whose writer
+/// still holds the lock is left alone.
+#[test]
+fn a_dead_conversion_s_leftovers_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model");
+    let dead = tmp.path().join(".model.partial-999999");
+    std::fs::create_dir(&dead).unwrap();
+    std::fs::write(dead.join("model.safetensors"), b"half").unwrap();
+    std::fs::write(tmp.path().join(".model.partial-999999.lock"), b"").unwrap();
+    let alive_lock = std::fs::File::create(tmp.path().join(".model.partial-1.lock")).unwrap();
+    alive_lock.lock().unwrap();
+    std::fs::create_dir(tmp.path().join(".model.partial-1")).unwrap();
+    to_mlx(&tiny("hf/qwen3"), &out, &MlxOptions::default()).unwrap();
+    let mut left: Vec<String> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, [".model.partial-1", ".model.partial-1.lock", "model"]);
+}
