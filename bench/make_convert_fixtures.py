@@ -11,7 +11,12 @@ with, from the tiny fixtures in testdata/tiny. Stages (run each in an environmen
                                                          initial norms) on hf/llama, and
                                                          merge_and_unload()'s weights for the layers they touch
 
-usage: python bench/make_convert_fixtures.py mlx|peft
+  spm   (sentencepiece):  spm/tokenizer.model, spm/encoded.json
+                                                         a 400-piece byte-fallback BPE SentencePiece model
+                                                         (Llama 2 style: identity normaliser, spaces kept) trained on testdata's
+                                                         Vaswani abstracts, and its ids for a few texts
+
+usage: python bench/make_convert_fixtures.py mlx|peft|spm
 """
 
 import json
@@ -117,5 +122,35 @@ def peft_stage():
         (out / "adapter" / "README.md").unlink(missing_ok=True)
 
 
+SPM_TEXTS = [
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "  leading spaces, 12345 digits and\ttabs\nnew lines",
+    "<|im_start|>user\nWhat is attention?<|im_end|>",
+    "Ünïcödé and emoji 🚀 fall back to bytes",
+]
+
+
+def spm_stage():
+    import sentencepiece as spm
+
+    out = TINY / "spm"
+    out.mkdir(exist_ok=True)
+    text = (TINY.parent / "vaswani" / "doc-text.trec").read_text()[:200_000]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text(text)
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(Path(tmp) / "m"), vocab_size=400, model_type="bpe", byte_fallback=True,
+            character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            user_defined_symbols=["<|im_start|>", "<|im_end|>"], split_digits=True, normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            minloglevel=2)
+        shutil.copy(Path(tmp) / "m.model", out / "tokenizer.model")
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    cases = [{"text": t, "ids": sp.encode(t)} for t in SPM_TEXTS]
+    (out / "encoded.json").write_text(json.dumps({"sentencepiece": spm.__version__, "cases": cases}, ensure_ascii=False, indent=1))
+
+
 if __name__ == "__main__":
-    {"mlx": mlx_stage, "peft": peft_stage}[sys.argv[1]]()
+    {"mlx": mlx_stage, "peft": peft_stage, "spm": spm_stage}[sys.argv[1]]()

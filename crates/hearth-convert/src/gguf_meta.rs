@@ -11,6 +11,7 @@ use hearth_tokenizer::Tokenizer;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
+use crate::sentencepiece::{self, PieceType};
 use crate::{io, ConvertError};
 
 /// llama.cpp's pre-tokenizer probe (`chktxt` in convert_hf_to_gguf.py).
@@ -116,14 +117,87 @@ pub(crate) fn hf_metadata(dir: &Path, config: &Json, cfg: &ModelConfig, arch: &s
     Ok(kv)
 }
 
-/// `tokenizer.ggml.*` and the chat template from `tokenizer.json`, `tokenizer_config.json` and
-/// `config.json`, as `_set_vocab_gpt2` and gguf-py's `SpecialVocab` write them.
+/// `tokenizer.ggml.*` and the chat template from `tokenizer.model` or `tokenizer.json`,
+/// `tokenizer_config.json` and `config.json`, as `_set_vocab_sentencepiece` (Llama, Mistral,
+/// Phi-3 and Gemma checkpoints that ship a SentencePiece model) or `_set_vocab_gpt2` and gguf-py's
+/// `SpecialVocab` write them.
 fn tokenizer_metadata(dir: &Path, config: &Json, cfg: &ModelConfig, arch: &str) -> Result<Vec<(String, Value)>, ConvertError> {
-    let json_path = dir.join("tokenizer.json");
-    let tokenizer_json = read_json(&json_path)?.ok_or_else(|| unsupported(format!("{} has no tokenizer.json", dir.display())))?;
+    let tokenizer_json = read_json(&dir.join("tokenizer.json"))?;
+    let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Json::Null);
+    let spm = dir.join("tokenizer.model");
+    let mut kv = if spm.is_file() && matches!(arch, "llama" | "phi3" | "gemma2") {
+        sentencepiece_vocab(&spm, &tokenizer_config, cfg)?
+    } else {
+        let tokenizer_json = tokenizer_json.as_ref().ok_or_else(|| unsupported(format!("{} has no tokenizer.json", dir.display())))?;
+        bpe_vocab(dir, tokenizer_json, cfg)?
+    };
+    if arch == "gemma2" {
+        kv.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)));
+    }
+    // Added tokens, by text: tokenizer.json's, else tokenizer_config.json's.
+    let mut added: Vec<(String, u64)> = tokenizer_json
+        .as_ref()
+        .and_then(|t| t["added_tokens"].as_array())
+        .map(|a| a.iter().filter_map(|t| Some((t["content"].as_str()?.to_string(), t["id"].as_u64()?))).collect())
+        .unwrap_or_default();
+    if let Some(decoder) = tokenizer_config["added_tokens_decoder"].as_object() {
+        added.extend(decoder.iter().filter_map(|(id, t)| Some((t["content"].as_str()?.to_string(), id.parse().ok()?))));
+    }
+    // A special token named in tokenizer_config.json is found among the added tokens; config.json's
+    // ids fill what is still missing.
+    let named = |typ: &str| -> Option<u64> {
+        let entry = &tokenizer_config[format!("{typ}_token")];
+        let text = entry.as_str().or_else(|| entry["content"].as_str())?;
+        added.iter().find(|(t, _)| t == text).map(|(_, id)| *id)
+    };
+    let id = |typ: &str| named(typ).or_else(|| config[format!("{typ}_token_id")].as_u64());
+    for (typ, key) in [
+        ("bos", "bos_token_id"),
+        ("eos", "eos_token_id"),
+        ("unk", "unknown_token_id"),
+        ("sep", "seperator_token_id"),
+        ("pad", "padding_token_id"),
+    ] {
+        let found = id(typ).or(match typ {
+            "bos" => id("cls"),
+            "eos" => id("sep"),
+            _ => None,
+        });
+        if let Some(v) = found {
+            kv.push((format!("tokenizer.ggml.{key}"), Value::U32(v as u32)));
+        }
+    }
+    let template = match tokenizer_config["chat_template"].as_str() {
+        Some(t) => Some(t.to_string()),
+        None => {
+            let jinja = dir.join("chat_template.jinja");
+            jinja.is_file().then(|| std::fs::read_to_string(&jinja).map_err(io(&jinja))).transpose()?
+        }
+    };
+    if let Some(t) = template.filter(|t| !t.is_empty()) {
+        kv.push(("tokenizer.chat_template".into(), Value::String(t)));
+    }
+    for flag in ["add_bos_token", "add_eos_token"] {
+        if let Some(b) = tokenizer_config[flag].as_bool() {
+            kv.push((format!("tokenizer.ggml.{flag}"), Value::Bool(b)));
+        }
+    }
+    // convert_hf_to_gguf.py's Llama class: a 49,152-token vocabulary (SmolLM's) adds no BOS.
+    if arch == "llama" && cfg.vocab_size == 49152 {
+        kv.retain(|(k, _)| k != "tokenizer.ggml.add_bos_token");
+        kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
+    }
+    Ok(kv)
+}
+
+/// A byte-level BPE vocabulary as `_set_vocab_gpt2` writes it: tokens padded to the model's
+/// vocabulary with `[PADi]`, token types, merges and the pre-tokenizer's name.
+fn bpe_vocab(dir: &Path, tokenizer_json: &Json, cfg: &ModelConfig) -> Result<Vec<(String, Value)>, ConvertError> {
     let model = &tokenizer_json["model"];
     if model["type"].as_str() != Some("BPE") || model["byte_fallback"].as_bool() == Some(true) {
-        return Err(unsupported("only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen, SmolLM style) are written to GGUF yet"));
+        return Err(unsupported(
+            "only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen, SmolLM style) or a SentencePiece tokenizer.model are written to GGUF",
+        ));
     }
     let added: Vec<&Json> = tokenizer_json["added_tokens"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     let mut by_id: Vec<Option<(String, i32)>> = vec![None; cfg.vocab_size];
@@ -165,60 +239,49 @@ fn tokenizer_metadata(dir: &Path, config: &Json, cfg: &ModelConfig, arch: &str) 
                 .collect()
         })
         .unwrap_or_default();
-
-    let mut kv: Vec<(String, Value)> = vec![
+    Ok(vec![
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String(pre_tokenizer(&json_path)?.into())),
+        ("tokenizer.ggml.pre".into(), Value::String(pre_tokenizer(&dir.join("tokenizer.json"))?.into())),
         ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
         ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         ("tokenizer.ggml.merges".into(), Value::Array(merges)),
-    ];
-    let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Json::Null);
-    // A special token named in tokenizer_config.json is found among the added tokens; config.json's
-    // ids fill what is still missing.
-    let named = |typ: &str| -> Option<u64> {
-        let entry = &tokenizer_config[format!("{typ}_token")];
-        let text = entry.as_str().or_else(|| entry["content"].as_str())?;
-        added.iter().find(|t| t["content"].as_str() == Some(text)).and_then(|t| t["id"].as_u64())
-    };
-    let id = |typ: &str| named(typ).or_else(|| config[format!("{typ}_token_id")].as_u64());
-    for (typ, key) in [
-        ("bos", "bos_token_id"),
-        ("eos", "eos_token_id"),
-        ("unk", "unknown_token_id"),
-        ("sep", "seperator_token_id"),
-        ("pad", "padding_token_id"),
-    ] {
-        let found = id(typ).or(match typ {
-            "bos" => id("cls"),
-            "eos" => id("sep"),
-            _ => None,
-        });
-        if let Some(v) = found {
-            kv.push((format!("tokenizer.ggml.{key}"), Value::U32(v as u32)));
+    ])
+}
+
+/// A SentencePiece vocabulary as `_create_vocab_sentencepiece` builds it: the model's pieces
+/// with their scores and types, tokenizer_config.json's added tokens over them (score −1000;
+/// special ones as control tokens, others user-defined with `▁` spelled as a space), padded to
+/// the model's vocabulary with unused `[PADi]`.
+fn sentencepiece_vocab(path: &Path, tokenizer_config: &Json, cfg: &ModelConfig) -> Result<Vec<(String, Value)>, ConvertError> {
+    let pieces = sentencepiece::pieces(path)?;
+    let n = cfg.vocab_size;
+    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000f32; n];
+    let mut types = vec![PieceType::Unused as i32; n];
+    for (i, p) in pieces.into_iter().enumerate().take(n) {
+        (tokens[i], scores[i], types[i]) = (p.text, p.score, p.kind as i32);
+    }
+    if let Some(decoder) = tokenizer_config["added_tokens_decoder"].as_object() {
+        for (id, t) in decoder {
+            let (Ok(id), Some(text)) = (id.parse::<usize>(), t["content"].as_str()) else { continue };
+            if id >= n {
+                continue;
+            }
+            let special = t["special"].as_bool().unwrap_or(false) || looks_special(text);
+            (tokens[id], types[id]) = match special {
+                true => (text.to_string(), PieceType::Control as i32),
+                false => (text.replace('\u{2581}', " "), PieceType::UserDefined as i32),
+            };
+            scores[id] = -1000.0;
         }
     }
-    let template = match tokenizer_config["chat_template"].as_str() {
-        Some(t) => Some(t.to_string()),
-        None => {
-            let jinja = dir.join("chat_template.jinja");
-            jinja.is_file().then(|| std::fs::read_to_string(&jinja).map_err(io(&jinja))).transpose()?
-        }
-    };
-    if let Some(t) = template.filter(|t| !t.is_empty()) {
-        kv.push(("tokenizer.chat_template".into(), Value::String(t)));
-    }
-    for flag in ["add_bos_token", "add_eos_token"] {
-        if let Some(b) = tokenizer_config[flag].as_bool() {
-            kv.push((format!("tokenizer.ggml.{flag}"), Value::Bool(b)));
-        }
-    }
-    // convert_hf_to_gguf.py's Llama class: a 49,152-token vocabulary (SmolLM's) adds no BOS.
-    if arch == "llama" && cfg.vocab_size == 49152 {
-        kv.retain(|(k, _)| k != "tokenizer.ggml.add_bos_token");
-        kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
-    }
-    Ok(kv)
+    Ok(vec![
+        ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("default".into())),
+        ("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::String).collect())),
+        ("tokenizer.ggml.scores".into(), Value::Array(scores.into_iter().map(Value::F32).collect())),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types.into_iter().map(Value::I32).collect())),
+    ])
 }
 
 /// gguf-py's `does_token_look_special`.

@@ -10,6 +10,7 @@ mod exact;
 mod gguf;
 mod gguf_meta;
 pub mod gguf_types;
+mod sentencepiece;
 mod source;
 mod write_gguf;
 

@@ -236,3 +236,42 @@ fn gguf_files_become_hugging_face_models_again() {
         assert!(worst < 1e-3, "{arch}: largest logit difference {worst}");
     }
 }
+
+/// A Llama 2 / Mistral style checkpoint ships a SentencePiece `tokenizer.model` (here a
+/// 400-piece byte-fallback BPE model trained by sentencepiece: testdata/tiny/spm): written as
+/// llama.cpp's SentencePiece vocabulary (`llama` model, pieces with scores and types, added
+/// tokens as control tokens, padded to the model's vocabulary), which tokenizes as
+/// sentencepiece itself does.
+#[test]
+fn sentencepiece_vocabularies_are_written_as_llama_cpp_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = spm_model(tmp.path());
+    let out = tmp.path().join("spm.gguf");
+    to_gguf(&src, &out, &opts(GgufFileType::F16, false)).unwrap();
+    let g = Gguf::open(&out).unwrap();
+    assert_eq!(g.get("tokenizer.ggml.model").and_then(|v| v.as_str()), Some("llama"));
+    let vocab = hearth_engine::loader::gguf_vocab(&g).unwrap();
+    assert_eq!(vocab.tokens.len(), 49152, "padded to the model's vocabulary");
+    let types = vocab.token_types.as_ref().unwrap();
+    assert_eq!((vocab.tokens[5].as_str(), types[5]), ("<0x00>", 6), "byte pieces");
+    assert_eq!((vocab.tokens[3].as_str(), types[3]), ("<|im_start|>", 3), "added special tokens are control tokens");
+    assert_eq!(vocab.tokens[400], "[PAD400]");
+    let tokenizer = hearth_tokenizer::Tokenizer::from_gguf(&vocab).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tiny("spm/encoded.json")).unwrap()).unwrap();
+    for case in reference["cases"].as_array().unwrap() {
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let text = case["text"].as_str().unwrap();
+        // Around special tokens llama.cpp (and Hearth after it) splits the text first, where
+        // sentencepiece's own encoder does not: the outside-tools check compares that case
+        // with llama.cpp.
+        if !text.contains("<|") {
+            assert_eq!(tokenizer.encode(text, false).unwrap(), want, "{text:?}");
+        }
+    }
+    // A damaged model file is refused with the file named, and nothing is written.
+    std::fs::write(src.join("tokenizer.model"), b"\x0a\xff\xff\xff\xff\x0f not protobuf").unwrap();
+    let bad = tmp.path().join("bad.gguf");
+    let err = to_gguf(&src, &bad, &opts(GgufFileType::F16, false)).unwrap_err();
+    assert!(err.to_string().contains("not a SentencePiece model"), "{err}");
+    assert!(!bad.exists());
+}

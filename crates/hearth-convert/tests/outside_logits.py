@@ -3,7 +3,9 @@
 Reads JSON lines on stdin, each {"tool": "transformers"|"mlx"|"llama_cpp", "model": PATH, "ids": [...],
 "nll": bool}, and prints one JSON line per request: {"logits": [...]} (the last position), or with
 "nll" {"nll": mean negative log-likelihood of ids[1:]} (for perplexity). A request
-{"quantize": PATH, "out": PATH, "type": "Q8_0"} runs llama.cpp's own quantiser (llama-quantize).
+{"quantize": PATH, "out": PATH, "type": "Q8_0"} runs llama.cpp's own quantiser (llama-quantize);
+{"tokenize": PATH, "texts": [...]} gives llama.cpp's token ids of each text (special tokens
+parsed, no BOS).
 """
 
 import json
@@ -52,6 +54,12 @@ def llama_quantize(src, out, type_name):
 
 for line in sys.stdin:
     req = json.loads(line)
+    if "tokenize" in req:
+        from llama_cpp import Llama
+
+        llm = Llama(req["tokenize"], vocab_only=True, verbose=False)
+        print(json.dumps({"ids": [llm.tokenize(t.encode(), add_bos=False, special=True) for t in req["texts"]]}), flush=True)
+        continue
     if "quantize" in req:
         llama_quantize(req["quantize"], req["out"], req["type"])
         print(json.dumps({"done": True}), flush=True)

@@ -213,4 +213,24 @@ fn outside_tools_agree_with_hearth() {
     );
     assert!((ours / llama - 1.0).abs() < 0.01, "{ours} vs {llama}");
     eprintln!("worst per tool and output: {worst_by_kind:#?}");
+
+    // A SentencePiece vocabulary (testdata/tiny/spm) as llama.cpp reads it: its ids for each
+    // text are Hearth's on the same file, and sentencepiece's own where no special token is in
+    // the text (around one, llama.cpp splits first).
+    let out = tmp.path().join("spm.gguf");
+    to_gguf(&spm_model(tmp.path()), &out, &gguf_opts(GgufFileType::F16)).unwrap();
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(tiny("spm/encoded.json")).unwrap()).unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let theirs = peer.ask(json!({"tokenize": out, "texts": texts}));
+    let m = hearth_engine::LoadedModel::load(&out).unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let ids: Vec<u64> = theirs["ids"][i].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let ours: Vec<u64> = m.tokenizer.encode(text, false).unwrap().into_iter().map(u64::from).collect();
+        assert_eq!(ours, ids, "{text:?}: Hearth against llama.cpp");
+        if !text.contains("<|") {
+            assert_eq!(json!(ids), cases[i]["ids"], "{text:?}: llama.cpp against sentencepiece");
+        }
+    }
+    eprintln!("llama_cpp    sentencepiece vocabulary: {} texts tokenized as Hearth does", texts.len());
 }

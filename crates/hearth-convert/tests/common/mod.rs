@@ -51,3 +51,21 @@ pub fn with_tokenizer(fixture: &str, source: &str, into: &Path) -> PathBuf {
     std::fs::copy(tiny(source).join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     dir
 }
+
+/// hf/llama with testdata/tiny/spm's SentencePiece model in place of its tokenizer (and a
+/// tokenizer_config.json that names its special tokens), in `dir`.
+pub fn spm_model(dir: &Path) -> PathBuf {
+    let src = dir.join("tiny-spm");
+    std::fs::create_dir(&src).unwrap();
+    for file in ["config.json", "model.safetensors", "generation_config.json"] {
+        std::fs::copy(tiny("hf/llama").join(file), src.join(file)).unwrap();
+    }
+    std::fs::copy(tiny("spm/tokenizer.model"), src.join("tokenizer.model")).unwrap();
+    let special = |text: &str| serde_json::json!({"content": text, "special": true});
+    let config = serde_json::json!({
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true, "add_eos_token": false,
+        "added_tokens_decoder": {"0": special("<unk>"), "1": special("<s>"), "2": special("</s>"), "3": special("<|im_start|>"), "4": special("<|im_end|>")},
+    });
+    std::fs::write(src.join("tokenizer_config.json"), config.to_string()).unwrap();
+    src
+}
