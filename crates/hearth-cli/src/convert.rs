@@ -150,6 +150,14 @@ fn file_type(name: &str) -> anyhow::Result<GgufFileType> {
     GgufFileType::parse(name).with_context(|| format!("--type must be one of {}, got {name:?}", GgufFileType::all_names().join(", ")))
 }
 
+/// Whether `dir` is an MLX-quantised model.
+fn mlx_quantized(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|c| c.get("quantization").is_some())
+}
+
 /// A progress line on a terminal (nothing when stderr is a log).
 fn progress() -> Option<Progress> {
     std::io::stderr().is_terminal().then(|| {
@@ -195,6 +203,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
                     ""
                 };
                 eprintln!("{}: GGUF blocks are de-quantised to float32{kept}", src.display());
+            } else if mlx_quantized(&src) && (quantize.is_some() || args.dequantize || matches!(args.to, Target::Hf)) {
+                let to = dtype.map_or("the scales' float type", FloatType::name);
+                eprintln!("{}: MLX groups are de-quantised to {to} (as mx.dequantize does)", src.display());
             }
             let opts = MlxOptions {
                 dtype,

@@ -54,11 +54,15 @@ pub enum FloatType {
 
 impl FloatType {
     pub fn parse(name: &str) -> Option<FloatType> {
-        match name {
-            "float32" => Some(FloatType::F32),
-            "float16" => Some(FloatType::F16),
-            "bfloat16" => Some(FloatType::BF16),
-            _ => None,
+        [FloatType::F32, FloatType::F16, FloatType::BF16].into_iter().find(|t| t.name() == name)
+    }
+
+    /// As mlx-lm and transformers name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatType::F32 => "float32",
+            FloatType::F16 => "float16",
+            FloatType::BF16 => "bfloat16",
         }
     }
 
