@@ -28,13 +28,15 @@ echo "== peers on Hearth's files"
 HEARTH_OUTSIDE_PYTHON="$python" cargo test --locked -q -p hearth-convert --test outside_tools outside_tools_agree -- --ignored --nocapture 2>&1 |
   grep -E "max \|Δlogit\||perplexity|test result|panicked|assert"
 
-echo "== timings ($runs runs, medians; $(grep -m1 -o -E 'avx512_vnni|avx2' /proc/cpuinfo | head -1 || uname -m), $(nproc) cores)"
+isa=$(uname -m)
+if grep -q avx512_vnni /proc/cpuinfo; then isa="AVX-512 VNNI"; elif grep -q avx2 /proc/cpuinfo; then isa="AVX2"; fi
+echo "== timings ($runs runs, medians; $isa, $(nproc) cores)"
 cargo build --release --locked -q -p hearth-cli
 hearth="$PWD/target/release/hearth"
+smol="$(scripts/fetch-test-models.sh | head -1)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export HEARTH_HOME="$work/home"
-smol="$(scripts/fetch-test-models.sh | head -1)"
 "$hearth" convert -m "$smol" --to hf --out "$work/hf" --no-register 2>/dev/null
 "$hearth" convert -m "$work/hf" --to gguf --type F32 --out "$work/f32.gguf" --no-register 2>/dev/null
 

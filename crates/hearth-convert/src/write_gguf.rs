@@ -213,11 +213,17 @@ impl Model {
                     Some((source, hf)) => (shape, source.stored_values(&hf)?),
                     None => {
                         let data = g.tensor_data(t)?;
+                        // Its mapped pages are dropped once read: memory stays bounded by the
+                        // tensor in hand, not the file.
+                        let release = || data.release_pages(0..data.len());
                         if t.ggml_type == ty {
-                            return Ok((data.to_vec(), true));
+                            let bytes = data.to_vec();
+                            release();
+                            return Ok((bytes, true));
                         }
                         let mut values = vec![0f32; shape.iter().product()];
                         dequantize_row(RowFormat::Ggml(t.ggml_type), &data, &[], &[], &mut values);
+                        release();
                         (shape, values)
                     }
                 }

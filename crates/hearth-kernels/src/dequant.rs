@@ -20,11 +20,10 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// [`crate::MatrixRef`]) has validated the sizes.
 pub fn dequantize_row(format: RowFormat, data: &[u8], scales: &[u8], biases: &[u8], out: &mut [f32]) {
     match format {
-        RowFormat::Float(f) => {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = f.read(data, i);
-            }
-        }
+        RowFormat::Float(f) => float_row(f, data, out),
+        RowFormat::Ggml(GgmlType::F32) => float_row(FloatFormat::F32, data, out),
+        RowFormat::Ggml(GgmlType::F16) => float_row(FloatFormat::F16, data, out),
+        RowFormat::Ggml(GgmlType::BF16) => float_row(FloatFormat::BF16, data, out),
         RowFormat::Ggml(t) => {
             let (n, bb) = (t.block_len(), t.block_bytes());
             for (block, o) in data.chunks_exact(bb).zip(out.chunks_exact_mut(n)) {
@@ -35,11 +34,9 @@ pub fn dequantize_row(format: RowFormat, data: &[u8], scales: &[u8], biases: &[u
     }
 }
 
+/// One block of a GGUF block type (float tensors are read as rows: `float_row`).
 fn ggml_block(t: GgmlType, b: &[u8], y: &mut [f32]) {
     match t {
-        GgmlType::F32 => y[0] = f32::from_le_bytes(b[..4].try_into().unwrap()),
-        GgmlType::F16 => y[0] = f16_at(b, 0),
-        GgmlType::BF16 => y[0] = FloatFormat::BF16.read(b, 0),
         GgmlType::Q4_0 => {
             let d = f16_at(b, 0);
             for j in 0..16 {
@@ -151,6 +148,17 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
         (q[j] & 63, q[j + 4] & 63)
     } else {
         ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// A float row, one loop per format (a per-value format dispatch cost more than the copy).
+fn float_row(f: FloatFormat, data: &[u8], out: &mut [f32]) {
+    match f {
+        FloatFormat::F32 => out.iter_mut().zip(data.chunks_exact(4)).for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        FloatFormat::F16 => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, b)| *o = f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        FloatFormat::BF16 => {
+            out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, b)| *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+        }
     }
 }
 

@@ -101,7 +101,7 @@ fn q8_0_block(x: &[f32], out: &mut Vec<u8>) {
 /// are searched (`nstep` candidates around the min/max fit) by weighted least squares. Returns
 /// the scale and the (positive) minimum.
 #[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants(nmax: i32, x: &[f32], weights: &[f32], l_out: &mut [u8], rmin: f32, rdelta: f32, nstep: i32) -> (f32, f32) {
+fn make_qkx2_quants(nmax: i32, x: &[f32; 32], weights: &[f32; 32], l_out: &mut [u8; 32], rmin: f32, rdelta: f32, nstep: i32) -> (f32, f32) {
     let n = x.len();
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = weights[0];
@@ -172,11 +172,12 @@ fn k_block(x: &[f32], nmax: i32, out: &mut Vec<u8>) {
     let (mut max_scale, mut max_min) = (0f32, 0f32);
     let (rmin, nstep) = if nmax == 15 { (-1.0, 20) } else { (-0.5, 15) };
     for j in 0..8 {
-        let sub = &x[32 * j..32 * j + 32];
+        let sub: &[f32; 32] = x[32 * j..32 * j + 32].try_into().expect("a sub-block of 32");
         let sum_x2 = sub.iter().fold(0f32, |s, v| s + v * v);
         let av_x = (sum_x2 / 32.0).sqrt();
-        let weights: Vec<f32> = sub.iter().map(|v| av_x + v.abs()).collect();
-        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut l[32 * j..32 * j + 32], rmin, 0.1, nstep);
+        let weights: [f32; 32] = std::array::from_fn(|i| av_x + sub[i].abs());
+        let codes: &mut [u8; 32] = (&mut l[32 * j..32 * j + 32]).try_into().expect("a sub-block of 32");
+        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, codes, rmin, 0.1, nstep);
         max_scale = max_scale.max(scales[j]);
         max_min = max_min.max(mins[j]);
     }
