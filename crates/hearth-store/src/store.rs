@@ -172,29 +172,10 @@ impl Store {
         let snapshot = repo.snapshot(&listing.commit);
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         let entry = model_entry(&snapshot, &paths);
-        let info = read_model_info(&entry);
         let size = files.iter().map(|f| f.size).sum();
-        let record = ModelRecord {
-            name: name.clone(),
-            repo: repo_id.clone(),
-            revision: req.revision().to_string(),
-            commit: listing.commit.clone(),
-            path: entry,
-            format: info.format,
-            architecture: info.architecture,
-            quantization: info.quantization,
-            parameter_count: info.parameter_count,
-            size_bytes: size,
-            context_length: info.context_length,
-            embedding_dim: info.embedding_dim,
-            embedding_max_tokens: info.embedding_max_tokens,
-            embedding_pooling: info.embedding_pooling,
-            recommended_memory_bytes: recommended_memory(size),
-            source: Source::Pulled,
-            created_at: now(),
-            updated_at: now(),
-            last_used_at: None,
-        };
+        let where_from =
+            Origin { name: name.clone(), repo: repo_id.clone(), revision: req.revision().to_string(), commit: listing.commit.clone() };
+        let record = new_record(where_from, entry, size, Source::Pulled);
         self.registry().upsert(&record)?;
         emit(PullEvent::Done { name, path: record.path.display().to_string(), offline: false });
         Ok(record)
@@ -274,29 +255,9 @@ impl Store {
             }
         }
         let path = fs::canonicalize(path).at(path)?;
-        let info = read_model_info(&path);
         let size = local_files(&path).iter().map(|(_, size)| size).sum();
-        let record = ModelRecord {
-            name: full.clone(),
-            repo: full,
-            revision: "local".into(),
-            commit: "local".into(),
-            path,
-            format: info.format,
-            architecture: info.architecture,
-            quantization: info.quantization,
-            parameter_count: info.parameter_count,
-            size_bytes: size,
-            context_length: info.context_length,
-            embedding_dim: info.embedding_dim,
-            embedding_max_tokens: info.embedding_max_tokens,
-            embedding_pooling: info.embedding_pooling,
-            recommended_memory_bytes: recommended_memory(size),
-            source,
-            created_at: now(),
-            updated_at: now(),
-            last_used_at: None,
-        };
+        let where_from = Origin { name: full.clone(), repo: full, revision: "local".into(), commit: "local".into() };
+        let record = new_record(where_from, path, size, source);
         self.registry().upsert(&record)?;
         Ok(record)
     }
@@ -506,6 +467,40 @@ impl Store {
             report.removed.push(PathBuf::from(format!("registry:{}", r.name)));
         }
         Ok(report)
+    }
+}
+
+/// A model's registry name and where it came from.
+struct Origin {
+    name: String,
+    repo: String,
+    revision: String,
+    commit: String,
+}
+
+/// A new registry row for the model at `path` (`size` bytes), its details read from its files.
+fn new_record(origin: Origin, path: PathBuf, size: u64, source: Source) -> ModelRecord {
+    let info = read_model_info(&path);
+    ModelRecord {
+        name: origin.name,
+        repo: origin.repo,
+        revision: origin.revision,
+        commit: origin.commit,
+        path,
+        format: info.format,
+        architecture: info.architecture,
+        quantization: info.quantization,
+        parameter_count: info.parameter_count,
+        size_bytes: size,
+        context_length: info.context_length,
+        embedding_dim: info.embedding_dim,
+        embedding_max_tokens: info.embedding_max_tokens,
+        embedding_pooling: info.embedding_pooling,
+        recommended_memory_bytes: recommended_memory(size),
+        source,
+        created_at: now(),
+        updated_at: now(),
+        last_used_at: None,
     }
 }
 
