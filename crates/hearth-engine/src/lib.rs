@@ -11,7 +11,7 @@ mod linear;
 pub mod loader;
 pub mod lora;
 pub mod model;
-mod rope;
+pub mod rope;
 mod sampling_defaults;
 pub mod weights;
 

@@ -1,0 +1,33 @@
+//! Fine-tuning Hearth's models: LoRA adapters trained on a frozen base kept in its stored format
+//! (float or quantised: its products de-quantise a row at a time, never the whole model), with
+//! mlx-lm's loss, layer choice, adapter layout and optimiser, so that the numbers are theirs.
+//!
+//! - [`Lora`]: the trainable adapters (mlx-lm's `lora_a` `[in, r]`, `lora_b` `[r, out]`).
+//! - [`TrainModel`]: the base model; [`TrainModel::loss_and_grads`] runs the decoder forward,
+//!   saving what the backward pass needs, and back again.
+//! - [`Batch`] and mlx-lm's masked cross-entropy ([`loss`]).
+//! - [`Adam`]: mlx's optimiser as mlx-lm uses it.
+
+mod adapter;
+mod backward;
+mod linalg;
+pub mod loss;
+mod model;
+mod optim;
+
+pub use adapter::{Lora, LoraLayer};
+pub use loss::Batch;
+pub use model::{Step, TrainModel};
+pub use optim::Adam;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Engine(#[from] hearth_engine::EngineError),
+    #[error(transparent)]
+    Format(#[from] hearth_formats::FormatError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -1,0 +1,74 @@
+//! mlx-lm's batches and loss (`default_loss`): rows right-padded with token 0, the model run on
+//! `tokens[:, :-1]` against targets `tokens[:, 1:]`, cross-entropy averaged over the targets
+//! whose index `t + 1` satisfies `offset ≤ t + 1 ≤ length`. The `≤ length` counts one padding
+//! target per padded row (mlx-lm#1697, not fixed upstream); it is kept so that losses equal
+//! mlx-lm's, and [`Mask::Corrected`] gives `< length`.
+
+/// A batch: equal-length rows and, per row, `(offset, length)`: the prompt length masked out
+/// under `--mask-prompt` (else 0) and the row's real length.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub tokens: Vec<Vec<u32>>,
+    pub lengths: Vec<(usize, usize)>,
+}
+
+/// Which targets count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mask {
+    /// mlx-lm's: `offset ≤ t + 1 ≤ length`.
+    #[default]
+    MlxLm,
+    /// `offset ≤ t + 1 < length`: no padding target.
+    Corrected,
+}
+
+impl Batch {
+    /// Positions per row the model runs on (`T − 1`).
+    pub fn steps(&self) -> usize {
+        self.tokens.first().map_or(0, |r| r.len().saturating_sub(1))
+    }
+
+    /// The inputs, row after row.
+    pub(crate) fn inputs(&self) -> Vec<u32> {
+        self.tokens.iter().flat_map(|r| r[..r.len() - 1].iter().copied()).collect()
+    }
+
+    /// Per input position: its target, and whether it counts.
+    pub(crate) fn targets(&self, mask: Mask) -> Vec<(u32, bool)> {
+        let mut out = Vec::new();
+        for (row, &(offset, length)) in self.tokens.iter().zip(&self.lengths) {
+            for t in 0..row.len() - 1 {
+                let step = t + 1;
+                let inside = match mask {
+                    Mask::MlxLm => step <= length,
+                    Mask::Corrected => step < length,
+                };
+                out.push((row[step], step >= offset && inside));
+            }
+        }
+        out
+    }
+}
+
+/// The mean cross-entropy of `logits` (`[n, vocab]`) over the counted targets, how many there
+/// are, and `∂loss/∂logits` (written over `logits`).
+pub fn cross_entropy(logits: &mut [f32], targets: &[(u32, bool)]) -> (f32, usize) {
+    let vocab = logits.len() / targets.len().max(1);
+    let ntoks = targets.iter().filter(|t| t.1).count();
+    let mut total = 0f64;
+    for (row, &(target, counted)) in logits.chunks_exact_mut(vocab).zip(targets) {
+        if !counted {
+            row.fill(0.0);
+            continue;
+        }
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|&l| (l - max).exp()).sum();
+        let log_sum = max + sum.ln();
+        total += (log_sum - row[target as usize]) as f64;
+        for l in row.iter_mut() {
+            *l = (*l - log_sum).exp() / ntoks as f32;
+        }
+        row[target as usize] -= 1.0 / ntoks as f32;
+    }
+    ((total / ntoks.max(1) as f64) as f32, ntoks)
+}

@@ -1,0 +1,389 @@
+//! The decoder as training runs it: the forward pass of every architecture the engine loads
+//! from a Hugging Face or MLX directory, keeping what the backward pass needs, and the backward
+//! pass to the adapters' parameters. The base stays frozen in its stored format.
+
+use std::path::Path;
+
+use hearth_engine::config::ModelConfig;
+use hearth_engine::rope::Rope;
+use hearth_engine::weights::WeightStore;
+use hearth_kernels::MatrixRef;
+
+use crate::adapter::{Lora, LoraSaved};
+use crate::backward::{attention, attention_backward, gated, gated_backward, rms_norm, rms_norm_backward, rope, AttnShape};
+use crate::linalg::{self, add_into};
+use crate::loss::{cross_entropy, Batch, Mask};
+use crate::{Result, TrainError};
+
+/// A base model to train adapters on.
+pub struct TrainModel {
+    cfg: ModelConfig,
+    store: WeightStore,
+    /// The model's RoPE, then the sliding-window layers' own where they have one.
+    ropes: Vec<Rope>,
+}
+
+/// One step's result: the loss, the targets it averaged over, the adapters' gradients.
+pub struct Step {
+    pub loss: f32,
+    pub ntoks: usize,
+    pub grads: Lora,
+}
+
+/// A set of linear layers applied to the same input: separate (`q_proj`, `k_proj`, `v_proj`)
+/// or one fused layer whose output splits into the parts (Phi-3's `qkv_proj`).
+struct Projection {
+    names: Vec<String>,
+    widths: Vec<usize>,
+}
+
+/// What a layer's forward pass keeps for its backward pass.
+struct Saved {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    h_inv: Vec<f32>,
+    in_proj: Vec<Option<LoraSaved>>,
+    /// q and k before their per-head norms (Qwen3, Gemma 3).
+    qk_raw: Option<(Normed, Normed)>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    probs: Vec<f32>,
+    att: Vec<f32>,
+    o_proj: Option<LoraSaved>,
+    /// Gemma 2's sandwich: the attention output before its norm.
+    o_raw: Option<Normed>,
+    x_mid: Vec<f32>,
+    h2: Vec<f32>,
+    h2_inv: Vec<f32>,
+    mlp_proj: Vec<Option<LoraSaved>>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    act: Vec<f32>,
+    down: Option<LoraSaved>,
+    d_raw: Option<Normed>,
+}
+
+/// A norm's input, and its rows' `1/rms`.
+struct Normed {
+    raw: Vec<f32>,
+    inv: Vec<f32>,
+}
+
+/// A projection's outputs (one per part) and what its adapters keep.
+type Projected = (Vec<Vec<f32>>, Vec<Option<LoraSaved>>);
+
+impl TrainModel {
+    /// A Hugging Face or MLX model directory (float or MLX-quantised).
+    pub fn load(dir: &Path) -> Result<TrainModel> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+        let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+        let cfg = ModelConfig::from_hf(&config)?;
+        let store = WeightStore::from_safetensors_dir(dir, &config)?;
+        let ropes = std::iter::once(&cfg.rope)
+            .chain(&cfg.sliding_rope)
+            .map(|r| Rope::new(cfg.head_dim, r))
+            .collect::<hearth_engine::Result<_>>()?;
+        Ok(TrainModel { cfg, store, ropes })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn matrix(&self, name: &str) -> Result<MatrixRef<'_>> {
+        Ok(self.store.get(&format!("{name}.weight"))?.matrix()?)
+    }
+
+    fn norm(&self, name: &str) -> Result<Vec<f32>> {
+        let mut w = self.store.get(&format!("{name}.weight"))?.to_f32_vec()?;
+        w.iter_mut().for_each(|v| *v += self.cfg.norm_weight_offset);
+        Ok(w)
+    }
+
+    fn eps(&self) -> f32 {
+        self.cfg.rms_norm_eps as f32
+    }
+
+    /// A linear layer on `x`: the frozen weight (and bias), plus the adapter's update.
+    fn linear(&self, name: &str, x: &[f32], lora: &Lora) -> Result<(Vec<f32>, Option<LoraSaved>)> {
+        let mut y = linalg::forward(&self.matrix(name)?, x);
+        if let Ok(bias) = self.store.get(&format!("{name}.bias")) {
+            let bias = bias.to_f32_vec()?;
+            y.chunks_exact_mut(bias.len()).for_each(|row| add_into(row, &bias));
+        }
+        let saved = lora.forward(name, x, &mut y);
+        Ok((y, saved))
+    }
+
+    /// `∂/∂x` of [`Self::linear`], the adapter's gradients added into `grads`.
+    fn linear_backward(
+        &self,
+        name: &str,
+        saved: &Option<LoraSaved>,
+        x: &[f32],
+        dy: &[f32],
+        lora: &Lora,
+        grads: &mut Lora,
+    ) -> Result<Vec<f32>> {
+        let mut dx = linalg::backward(&self.matrix(name)?, dy);
+        if let Some(s) = saved {
+            lora.backward(name, s, x, dy, &mut dx, grads);
+        }
+        Ok(dx)
+    }
+
+    fn projection(&self, layer: usize, fused: &str, parts: &[&str], widths: &[usize]) -> Projection {
+        let p = format!("model.layers.{layer}");
+        if self.store.contains(&format!("{p}.{fused}.weight")) {
+            Projection { names: vec![format!("{p}.{fused}")], widths: widths.to_vec() }
+        } else {
+            Projection { names: parts.iter().map(|n| format!("{p}.{n}")).collect(), widths: widths.to_vec() }
+        }
+    }
+
+    fn project(&self, proj: &Projection, x: &[f32], lora: &Lora) -> Result<Projected> {
+        let mut outs = Vec::new();
+        let mut saved = Vec::new();
+        for name in &proj.names {
+            let (y, s) = self.linear(name, x, lora)?;
+            outs.push(y);
+            saved.push(s);
+        }
+        if proj.names.len() == 1 && proj.widths.len() > 1 {
+            outs = split_cols(&outs[0], &proj.widths);
+        }
+        Ok((outs, saved))
+    }
+
+    fn project_backward(
+        &self,
+        proj: &Projection,
+        saved: &[Option<LoraSaved>],
+        x: &[f32],
+        dys: &[Vec<f32>],
+        lora: &Lora,
+        grads: &mut Lora,
+    ) -> Result<Vec<f32>> {
+        if proj.names.len() == 1 && proj.widths.len() > 1 {
+            return self.linear_backward(&proj.names[0], &saved[0], x, &join_cols(dys, &proj.widths), lora, grads);
+        }
+        let mut dx = vec![0f32; x.len()];
+        for ((name, s), dy) in proj.names.iter().zip(saved).zip(dys) {
+            add_into(&mut dx, &self.linear_backward(name, s, x, dy, lora, grads)?);
+        }
+        Ok(dx)
+    }
+
+    /// mlx-lm's loss on `batch` with `lora`'s adapters, and its gradients (`default_loss` and
+    /// `nn.value_and_grad`).
+    pub fn loss_and_grads(&self, batch: &Batch, lora: &Lora, mask: Mask) -> Result<Step> {
+        let c = &self.cfg;
+        let (hid, hd, nh, nkv) = (c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads);
+        let (qs, kvs, inter) = (c.q_size(), c.kv_size(), c.intermediate_size);
+        let t = batch.steps();
+        let inputs = batch.inputs();
+        let n = inputs.len();
+        if t == 0 {
+            return Err(TrainError::Invalid("a batch needs rows of at least two tokens".into()));
+        }
+        let embed = self.matrix("model.embed_tokens")?;
+        let mut x = vec![0f32; n * hid];
+        for (row, &id) in x.chunks_exact_mut(hid).zip(&inputs) {
+            if id as usize >= c.vocab_size {
+                return Err(TrainError::Invalid(format!("token id {id} is outside the vocabulary")));
+            }
+            embed.row(id as usize, row);
+        }
+        if c.scale_embeddings {
+            let s = (hid as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= s);
+        }
+        let tables: Vec<(Vec<f32>, Vec<f32>)> = self
+            .ropes
+            .iter()
+            .map(|r| {
+                let (mut cos, mut sin) = (vec![0f32; t * hd / 2], vec![0f32; t * hd / 2]);
+                r.fill(0, t, &mut cos, &mut sin);
+                (cos, sin)
+            })
+            .collect();
+
+        // Forward, keeping each layer's activations.
+        let mut saved = Vec::with_capacity(c.num_layers);
+        for li in 0..c.num_layers {
+            let p = format!("model.layers.{li}");
+            let (h, h_inv) = rms_norm(&x, &self.norm(&format!("{p}.input_layernorm"))?, self.eps());
+            let qkv =
+                self.projection(li, "self_attn.qkv_proj", &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], &[qs, kvs, kvs]);
+            let (mut parts, in_proj) = self.project(&qkv, &h, lora)?;
+            let v = parts.pop().expect("v");
+            let (mut k, mut q) = (parts.pop().expect("k"), parts.pop().expect("q"));
+            let qk_raw = if c.qk_norm {
+                let (qn, q_inv) = rms_norm(&q, &self.norm(&format!("{p}.self_attn.q_norm"))?, self.eps());
+                let (kn, k_inv) = rms_norm(&k, &self.norm(&format!("{p}.self_attn.k_norm"))?, self.eps());
+                Some((Normed { raw: std::mem::replace(&mut q, qn), inv: q_inv }, Normed { raw: std::mem::replace(&mut k, kn), inv: k_inv }))
+            } else {
+                None
+            };
+            let (cos, sin) = &tables[self.rope_of(li)];
+            rope(&mut q, nh, hd, cos, sin, false);
+            rope(&mut k, nkv, hd, cos, sin, false);
+            let shape = self.attn_shape(li, n, t);
+            let (att, probs) = attention(&q, &k, &v, &shape);
+            let (mut o, o_proj) = self.linear(&format!("{p}.self_attn.o_proj"), &att, lora)?;
+            // Gemma 2 normalises the attention output before the residual add.
+            let o_raw = if c.sandwich_norms {
+                let (normed, inv) = rms_norm(&o, &self.norm(&format!("{p}.post_attention_layernorm"))?, self.eps());
+                Some(Normed { raw: std::mem::replace(&mut o, normed), inv })
+            } else {
+                None
+            };
+            let mut x_mid = x.clone();
+            add_into(&mut x_mid, &o);
+            let mlp_norm = if c.sandwich_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
+            let (h2, h2_inv) = rms_norm(&x_mid, &self.norm(&format!("{p}.{mlp_norm}"))?, self.eps());
+            let gate_up = self.projection(li, "mlp.gate_up_proj", &["mlp.gate_proj", "mlp.up_proj"], &[inter, inter]);
+            let (mut gu, mlp_proj) = self.project(&gate_up, &h2, lora)?;
+            let (up, gate) = (gu.pop().expect("up"), gu.pop().expect("gate"));
+            let act = gated(c.activation, &gate, &up);
+            let (mut d, down) = self.linear(&format!("{p}.mlp.down_proj"), &act, lora)?;
+            let d_raw = if c.sandwich_norms {
+                let (normed, inv) = rms_norm(&d, &self.norm(&format!("{p}.post_feedforward_layernorm"))?, self.eps());
+                Some(Normed { raw: std::mem::replace(&mut d, normed), inv })
+            } else {
+                None
+            };
+            let mut x_out = x_mid.clone();
+            add_into(&mut x_out, &d);
+            let x_in = std::mem::replace(&mut x, x_out);
+            saved.push(Saved {
+                x: x_in,
+                h,
+                h_inv,
+                in_proj,
+                qk_raw,
+                q,
+                k,
+                v,
+                probs,
+                att,
+                o_proj,
+                o_raw,
+                x_mid,
+                h2,
+                h2_inv,
+                mlp_proj,
+                gate,
+                up,
+                act,
+                down,
+                d_raw,
+            });
+        }
+        let final_norm = self.norm("model.norm")?;
+        let (hn, hn_inv) = rms_norm(&x, &final_norm, self.eps());
+        let head_name = if self.store.contains("lm_head.weight") && !c.tie_word_embeddings { "lm_head" } else { "model.embed_tokens" };
+        let head = self.matrix(head_name)?;
+        let mut logits = linalg::forward(&head, &hn);
+        if let Some(cap) = c.final_logit_softcap {
+            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+        }
+        let (loss, ntoks) = cross_entropy(&mut logits, &batch.targets(mask));
+        let mut dlogits = logits;
+        if let Some(cap) = c.final_logit_softcap {
+            // Recomputed from the capped values: d(cap·tanh(z/cap))/dz = 1 − (l/cap)².
+            let raw = linalg::forward(&head, &hn);
+            dlogits.iter_mut().zip(raw).for_each(|(g, z)| {
+                let th = (z / cap).tanh();
+                *g *= 1.0 - th * th;
+            });
+        }
+
+        // Backward.
+        let mut grads = lora.zeros_like();
+        let dhn = linalg::backward(&head, &dlogits);
+        drop(dlogits);
+        let mut dx = rms_norm_backward(&x, &final_norm, &hn_inv, &dhn);
+        for li in (0..c.num_layers).rev() {
+            let s = &saved[li];
+            let p = format!("model.layers.{li}");
+            // x_out = x_mid + post_ff(down(act(gate, up)))
+            let mut dd = dx.clone();
+            if let Some(n) = &s.d_raw {
+                dd = rms_norm_backward(&n.raw, &self.norm(&format!("{p}.post_feedforward_layernorm"))?, &n.inv, &dd);
+            }
+            let dact = self.linear_backward(&format!("{p}.mlp.down_proj"), &s.down, &s.act, &dd, lora, &mut grads)?;
+            let (dgate, dup) = gated_backward(c.activation, &s.gate, &s.up, &dact);
+            let gate_up = self.projection(li, "mlp.gate_up_proj", &["mlp.gate_proj", "mlp.up_proj"], &[inter, inter]);
+            let dh2 = self.project_backward(&gate_up, &s.mlp_proj, &s.h2, &[dgate, dup], lora, &mut grads)?;
+            let mlp_norm = if c.sandwich_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
+            add_into(&mut dx, &rms_norm_backward(&s.x_mid, &self.norm(&format!("{p}.{mlp_norm}"))?, &s.h2_inv, &dh2));
+            // x_mid = x + post_attn(o_proj(attention(q, k, v)))
+            let mut do_ = dx.clone();
+            if let Some(n) = &s.o_raw {
+                do_ = rms_norm_backward(&n.raw, &self.norm(&format!("{p}.post_attention_layernorm"))?, &n.inv, &do_);
+            }
+            let datt = self.linear_backward(&format!("{p}.self_attn.o_proj"), &s.o_proj, &s.att, &do_, lora, &mut grads)?;
+            let shape = self.attn_shape(li, n, t);
+            let (mut dq, mut dk, dv) = attention_backward(&s.q, &s.k, &s.v, &s.probs, &datt, &shape);
+            let (cos, sin) = &tables[self.rope_of(li)];
+            rope(&mut dq, nh, hd, cos, sin, true);
+            rope(&mut dk, nkv, hd, cos, sin, true);
+            if let Some((qn, kn)) = &s.qk_raw {
+                dq = rms_norm_backward(&qn.raw, &self.norm(&format!("{p}.self_attn.q_norm"))?, &qn.inv, &dq);
+                dk = rms_norm_backward(&kn.raw, &self.norm(&format!("{p}.self_attn.k_norm"))?, &kn.inv, &dk);
+            }
+            let qkv =
+                self.projection(li, "self_attn.qkv_proj", &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], &[qs, kvs, kvs]);
+            let dh = self.project_backward(&qkv, &s.in_proj, &s.h, &[dq, dk, dv], lora, &mut grads)?;
+            add_into(&mut dx, &rms_norm_backward(&s.x, &self.norm(&format!("{p}.input_layernorm"))?, &s.h_inv, &dh));
+        }
+        Ok(Step { loss, ntoks, grads })
+    }
+
+    fn rope_of(&self, layer: usize) -> usize {
+        usize::from(self.cfg.layer_windows[layer].is_some() && self.ropes.len() > 1)
+    }
+
+    fn attn_shape(&self, layer: usize, rows: usize, seq: usize) -> AttnShape {
+        let c = &self.cfg;
+        AttnShape {
+            rows,
+            seq,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: c.attn_scale as f32,
+            window: c.layer_windows[layer],
+            softcap: c.attn_logit_softcap,
+        }
+    }
+}
+
+/// Rows of concatenated parts (`widths` each) split into one buffer per part.
+fn split_cols(y: &[f32], widths: &[usize]) -> Vec<Vec<f32>> {
+    let total: usize = widths.iter().sum();
+    let mut parts: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(y.len() / total * w)).collect();
+    for row in y.chunks_exact(total) {
+        let mut at = 0;
+        for (part, &w) in parts.iter_mut().zip(widths) {
+            part.extend_from_slice(&row[at..at + w]);
+            at += w;
+        }
+    }
+    parts
+}
+
+/// The inverse of [`split_cols`].
+fn join_cols(parts: &[Vec<f32>], widths: &[usize]) -> Vec<f32> {
+    let rows = parts[0].len() / widths[0];
+    let mut y = Vec::with_capacity(rows * widths.iter().sum::<usize>());
+    for r in 0..rows {
+        for (part, &w) in parts.iter().zip(widths) {
+            y.extend_from_slice(&part[r * w..(r + 1) * w]);
+        }
+    }
+    y
+}
