@@ -9,6 +9,7 @@ mod kb;
 mod serve;
 mod stats;
 mod store_cmd;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 use hearth_runtime::{GenerateParams, Runtime, RuntimeConfig, SamplingDefaults, SamplingParams};
@@ -43,6 +44,8 @@ enum Command {
     Fuse(convert::ConvertArgs),
     /// Quantise a model in its own format: a GGUF to another type, a float directory to MLX affine.
     Quantize(convert::QuantizeArgs),
+    /// Fine-tune LoRA adapters on a model (mlx_lm.lora's flags and data formats).
+    Train(train::TrainArgs),
     /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
     Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
@@ -174,6 +177,7 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::Fuse(args) => convert::fuse(args),
         Command::Quantize(args) => convert::quantize(args),
+        Command::Train(args) => train::run(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };
     if let Err(e) = result {

@@ -167,12 +167,7 @@ impl LoadedModel {
             read_json(&dir.join("config.json"))?.ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))?;
         let cfg = ModelConfig::from_hf(&config)?;
         let store = WeightStore::from_safetensors_dir(dir, &config)?;
-        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
-        let special = hearth_tokenizer::read_special_tokens(dir)?;
-        let chat_template = match hearth_tokenizer::find_chat_template(dir)? {
-            Some(src) => Some(ChatTemplate::new(&src, special.bos, special.eos.clone())?),
-            None => None,
-        };
+        let (tokenizer, chat_template, special) = dir_text(dir)?;
         let mut eos_ids = cfg.eos_token_ids.clone();
         let mut sampling = SamplingDefaults::default();
         if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
@@ -200,6 +195,17 @@ impl LoadedModel {
         eos_ids.dedup();
         LoadedModel { model, tokenizer, chat_template, eos_ids, format, path: path.to_path_buf(), sampling }
     }
+}
+
+/// A model directory's tokenizer, chat template and special tokens.
+pub fn dir_text(dir: &Path) -> Result<(Tokenizer, Option<ChatTemplate>, hearth_tokenizer::SpecialTokens)> {
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let special = hearth_tokenizer::read_special_tokens(dir)?;
+    let chat_template = match hearth_tokenizer::find_chat_template(dir)? {
+        Some(src) => Some(ChatTemplate::new(&src, special.bos.clone(), special.eos.clone())?),
+        None => None,
+    };
+    Ok((tokenizer, chat_template, special))
 }
 
 /// The decoder type `opts` asks for, loaded.

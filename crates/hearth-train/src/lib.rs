@@ -10,10 +10,12 @@
 
 mod adapter;
 mod backward;
+pub mod data;
 mod linalg;
 pub mod loss;
 mod model;
 mod optim;
+pub mod trainer;
 
 pub use adapter::{Lora, LoraLayer};
 pub use loss::Batch;

@@ -92,6 +92,11 @@ impl TrainModel {
         &self.cfg
     }
 
+    /// The base's parameters (quantised matrices counted by their logical shape).
+    pub fn parameter_count(&self) -> usize {
+        self.store.iter().map(|(_, t)| t.shape.iter().product::<usize>()).sum()
+    }
+
     fn matrix(&self, name: &str) -> Result<MatrixRef<'_>> {
         Ok(self.store.get(&format!("{name}.weight"))?.matrix()?)
     }
@@ -179,6 +184,44 @@ impl TrainModel {
     /// mlx-lm's loss on `batch` with `lora`'s adapters, and its gradients (`default_loss` and
     /// `nn.value_and_grad`).
     pub fn loss_and_grads(&self, batch: &Batch, lora: &Lora, mask: Mask) -> Result<Step> {
+        let (loss, ntoks, grads) = self.run(batch, lora, mask, true)?;
+        Ok(Step { loss, ntoks, grads: grads.expect("asked for") })
+    }
+
+    /// The loss alone, and the number of targets it averages over.
+    pub fn loss(&self, batch: &Batch, lora: &Lora, mask: Mask) -> Result<(f32, usize)> {
+        let (loss, ntoks, _) = self.run(batch, lora, mask, false)?;
+        Ok((loss, ntoks))
+    }
+
+    /// The linear layers of the last `num_layers` blocks (all with `None`) that adapters train,
+    /// as mlx-lm picks them: every linear of a block, or those named by `keys` (relative to the
+    /// block, `self_attn.q_proj`); with their inputs and outputs.
+    pub fn adaptable(&self, num_layers: Option<usize>, keys: &[String]) -> Result<Vec<(String, usize, usize)>> {
+        let total = self.cfg.num_layers;
+        let n = num_layers.unwrap_or(total);
+        if n > total {
+            return Err(TrainError::Invalid(format!("--num-layers {n} is more than the model's {total} layers")));
+        }
+        let mut out = Vec::new();
+        for (name, t) in self.store.iter() {
+            let Some(rest) = name.strip_prefix("model.layers.") else { continue };
+            let Some((index, key)) = rest.split_once('.') else { continue };
+            let Some(key) = key.strip_suffix(".weight") else { continue };
+            let index: usize = index.parse().unwrap_or(usize::MAX);
+            let linear = key.ends_with("_proj") && t.shape.len() == 2;
+            if linear && index >= total - n && index < total && (keys.is_empty() || keys.iter().any(|k| k == key)) {
+                out.push((format!("model.layers.{index}.{key}"), t.shape[1], t.shape[0]));
+            }
+        }
+        out.sort();
+        if out.is_empty() {
+            return Err(TrainError::Invalid("no linear layer matches the adapter's keys".into()));
+        }
+        Ok(out)
+    }
+
+    fn run(&self, batch: &Batch, lora: &Lora, mask: Mask, backward: bool) -> Result<(f32, usize, Option<Lora>)> {
         let c = &self.cfg;
         let (hid, hd, nh, nkv) = (c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads);
         let (qs, kvs, inter) = (c.q_size(), c.kv_size(), c.intermediate_size);
@@ -291,6 +334,9 @@ impl TrainModel {
             logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
         }
         let (loss, ntoks) = cross_entropy(&mut logits, &batch.targets(mask));
+        if !backward {
+            return Ok((loss, ntoks, None));
+        }
         let mut dlogits = logits;
         if let Some(cap) = c.final_logit_softcap {
             // Recomputed from the capped values: d(cap·tanh(z/cap))/dz = 1 − (l/cap)².
@@ -340,7 +386,7 @@ impl TrainModel {
             let dh = self.project_backward(&qkv, &s.in_proj, &s.h, &[dq, dk, dv], lora, &mut grads)?;
             add_into(&mut dx, &rms_norm_backward(&s.x, &self.norm(&format!("{p}.input_layernorm"))?, &s.h_inv, &dh));
         }
-        Ok(Step { loss, ntoks, grads })
+        Ok((loss, ntoks, Some(grads)))
     }
 
     fn rope_of(&self, layer: usize) -> usize {

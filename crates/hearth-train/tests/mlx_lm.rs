@@ -144,3 +144,28 @@ fn the_corrected_mask_drops_the_padding_target() {
     );
     assert_eq!(mlx.ntoks - fixed.ntoks, padded);
 }
+
+/// The data pipeline against mlx-lm's: `lora/data/train.jsonl` (chat records) through hf/llama's
+/// chat template, ordered as mlx-lm orders them, cut into batches of 4 and padded to 32·k + 1,
+/// gives exactly the batches mlx-lm's `iterate_batches` fed its run (in another order: the
+/// shuffle is NumPy's), with the prompt offsets under `--mask-prompt`. Ordered by length
+/// instead (the default), the batches pad less.
+#[test]
+fn batches_equal_mlx_lm_s() {
+    use hearth_train::data::{batches, load_split, BatchOrder, Format, Text};
+    let text = Text::load(&tiny("hf/llama")).unwrap();
+    let (format, examples) = load_split(&tiny("lora/data"), "train", &text).unwrap().unwrap();
+    assert_eq!(format, Format::Chat);
+    for (name, mask_prompt) in [("llama-f32-chat", false), ("llama-f32-chat-mask-prompt", true)] {
+        let case = Case::open(name);
+        let (ours, truncated) = batches(&examples, 4, 512, mask_prompt, BatchOrder::MlxLm).unwrap();
+        assert!(!truncated);
+        for i in 0..case.reference["batches"].as_array().unwrap().len() {
+            let theirs = case.batch(i);
+            assert!(
+                ours.iter().any(|b| b.tokens == theirs.tokens && b.lengths == theirs.lengths),
+                "{name}: mlx-lm's batch {i} is not one of ours"
+            );
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! `hearth train`: LoRA fine-tuning as `mlx_lm.lora --train` runs it, with its flags, its data
+//! directory and its report lines; the adapters it writes load in Hearth, mlx-lm and `hearth fuse`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hearth_train::data::{batches, load_split, BatchOrder, Text};
+use hearth_train::loss::Mask;
+use hearth_train::trainer::{adapter_config, evaluate, init_lora, train, Event, TrainOptions};
+use hearth_train::{Lora, TrainModel};
+use serde_json::json;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Order {
+    /// By token count (less padding).
+    Length,
+    /// mlx-lm 0.32.2's actual order (the records' file order), for batches identical to its.
+    MlxLm,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Base model: a Hugging Face or MLX directory (float or MLX-quantised), or a name the store
+    /// resolves.
+    #[arg(long, short)]
+    model: String,
+    /// A directory of train.jsonl, valid.jsonl and test.jsonl (chat, completions or text records).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where adapters.safetensors and adapter_config.json are written.
+    #[arg(long, default_value = "adapters")]
+    adapter_path: PathBuf,
+    /// Adapt the last N blocks; -1 for all.
+    #[arg(long, default_value_t = 16, allow_hyphen_values = true)]
+    num_layers: i64,
+    /// Only these layers of each block (e.g. self_attn.q_proj; repeatable) [default: every linear].
+    #[arg(long = "keys")]
+    keys: Vec<String>,
+    /// LoRA rank (mlx-lm's lora_parameters.rank).
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// LoRA scale, used as is (mlx-lm's lora_parameters.scale).
+    #[arg(long, default_value_t = 20.0)]
+    scale: f32,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    iters: usize,
+    /// Validation batches per evaluation; -1 for all.
+    #[arg(long, default_value_t = 25, allow_hyphen_values = true)]
+    val_batches: i64,
+    #[arg(long, default_value_t = 1e-5)]
+    learning_rate: f32,
+    #[arg(long, default_value_t = 10)]
+    steps_per_report: usize,
+    #[arg(long, default_value_t = 200)]
+    steps_per_eval: usize,
+    #[arg(long, default_value_t = 100)]
+    save_every: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accumulation_steps: usize,
+    #[arg(long, default_value_t = 2048)]
+    max_seq_length: usize,
+    /// Seeds the adapters' initial values and the batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train only on the completion (chat and completions data): the prompt is masked out.
+    #[arg(long)]
+    mask_prompt: bool,
+    /// Leave out the padding target mlx-lm's loss counts once per padded row (mlx-lm#1697);
+    /// losses then differ slightly from mlx-lm's.
+    #[arg(long)]
+    corrected_mask: bool,
+    #[arg(long, value_enum, default_value = "length")]
+    batch_order: Order,
+    /// Start from these adapter weights (an adapters.safetensors).
+    #[arg(long)]
+    resume_adapter_file: Option<PathBuf>,
+    /// After training (or alone with --iters 0), report the test split's loss and perplexity.
+    #[arg(long)]
+    test: bool,
+    /// Test batches; -1 for all.
+    #[arg(long, default_value_t = 500, allow_hyphen_values = true)]
+    test_batches: i64,
+}
+
+/// `{:.3e}` as Python prints it (`1.000e-05`), as mlx-lm's report lines have it.
+fn python_exp(v: f32) -> String {
+    let s = format!("{v:.3e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
+}
+
+fn count(n: i64) -> Option<usize> {
+    (n >= 0).then_some(n as usize)
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let dir = crate::store_cmd::resolve_model(&args.model)?;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{}: hearth train takes a Hugging Face or MLX directory (convert a GGUF with hearth convert --to hf)",
+        dir.display()
+    );
+    println!("Loading pretrained model");
+    let model = TrainModel::load(&dir)?;
+    let text = Text::load(&dir)?;
+    println!("Loading datasets");
+    let order = match args.batch_order {
+        Order::Length => BatchOrder::Length,
+        Order::MlxLm => BatchOrder::MlxLm,
+    };
+    let split = |name: &str| -> anyhow::Result<Option<Vec<hearth_train::Batch>>> {
+        let Some((_, examples)) = load_split(&args.data, name, &text)? else { return Ok(None) };
+        let (batches, truncated) = batches(&examples, args.batch_size, args.max_seq_length, args.mask_prompt, order)?;
+        if truncated {
+            println!("[WARNING] Some sequences are longer than {} tokens and were truncated.", args.max_seq_length);
+        }
+        Ok(Some(batches))
+    };
+    let mask = if args.corrected_mask { Mask::Corrected } else { Mask::MlxLm };
+    let num_layers = count(args.num_layers);
+    let layers = model.adaptable(num_layers, &args.keys)?;
+    let mut lora = match &args.resume_adapter_file {
+        Some(file) => Lora::load(file, args.scale).with_context(|| format!("resuming from {}", file.display()))?,
+        None => init_lora(&layers, args.rank, args.scale, args.seed),
+    };
+    if args.iters > 0 {
+        let train_batches = split("train")?.with_context(|| format!("{} has no train.jsonl", args.data.display()))?;
+        let valid = split("valid")?.unwrap_or_else(|| {
+            println!("[WARNING] no valid.jsonl: training without validation");
+            Vec::new()
+        });
+        let trainable: usize = lora.layers.values().map(|l| l.a.len() + l.b.len()).sum();
+        let total = model.parameter_count();
+        println!("Training");
+        println!(
+            "Trainable parameters: {:.3}% ({:.3}M/{:.3}M)",
+            100.0 * trainable as f64 / total as f64,
+            trainable as f64 / 1e6,
+            total as f64 / 1e6
+        );
+        println!("Starting training..., iters: {}", args.iters);
+        let opts = TrainOptions {
+            iters: args.iters,
+            learning_rate: args.learning_rate,
+            steps_per_report: args.steps_per_report,
+            steps_per_eval: args.steps_per_eval,
+            val_batches: count(args.val_batches),
+            save_every: args.save_every,
+            grad_accumulation_steps: args.grad_accumulation_steps,
+            seed: args.seed,
+            mask,
+        };
+        let mut run_args = serde_json::Map::new();
+        for (key, value) in [
+            ("model", json!(dir)),
+            ("data", json!(args.data)),
+            ("adapter_path", json!(args.adapter_path)),
+            ("batch_size", json!(args.batch_size)),
+            ("iters", json!(args.iters)),
+            // As typed (0.001), not as the nearest float32 spelled out in full.
+            ("learning_rate", json!(args.learning_rate.to_string().parse::<f64>().unwrap_or_default())),
+            ("max_seq_length", json!(args.max_seq_length)),
+            ("mask_prompt", json!(args.mask_prompt)),
+            ("seed", json!(args.seed)),
+            ("optimizer", json!("adam")),
+        ] {
+            run_args.insert(key.into(), value);
+        }
+        let config = adapter_config(args.num_layers, args.rank, args.scale, run_args);
+        let mut on_event = |event: Event| {
+            match event {
+            Event::Validation { iter, loss, secs } => println!("Iter {iter}: Val loss {loss:.3}, Val took {secs:.3}s"),
+            Event::Report { iter, loss, learning_rate, iters_per_sec, tokens_per_sec, trained_tokens } => println!(
+                "Iter {iter}: Train loss {loss:.3}, Learning Rate {}, It/sec {iters_per_sec:.3}, Tokens/sec {tokens_per_sec:.3}, Trained Tokens {trained_tokens}, Peak mem {:.3} GB",
+                python_exp(learning_rate),
+                crate::stats::peak_rss_bytes().unwrap_or(0) as f64 / 1e9
+            ),
+            Event::Saved { iter, path } => println!("Iter {iter}: Saved adapter weights to {}.", path.display()),
+        }
+        };
+        train(&model, &mut lora, &train_batches, &valid, &opts, &args.adapter_path, &config, &mut on_event)?;
+        println!("Saved final weights to {}.", args.adapter_path.join("adapters.safetensors").display());
+    }
+    if args.test {
+        println!("Testing");
+        let test = split("test")?.with_context(|| format!("{} has no test.jsonl", args.data.display()))?;
+        let test = &test[..count(args.test_batches).unwrap_or(test.len()).min(test.len())];
+        let loss = evaluate(&model, &lora, test, mask)?;
+        println!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp());
+    }
+    Ok(())
+}
