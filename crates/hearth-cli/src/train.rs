@@ -147,17 +147,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             total as f64 / 1e6
         );
         println!("Starting training..., iters: {}", args.iters);
-        let opts = TrainOptions {
-            iters: args.iters,
-            learning_rate: args.learning_rate,
-            steps_per_report: args.steps_per_report,
-            steps_per_eval: args.steps_per_eval,
-            val_batches: count(args.val_batches),
-            save_every: args.save_every,
-            grad_accumulation_steps: args.grad_accumulation_steps,
-            seed: args.seed,
-            mask,
-        };
         let mut run_args = serde_json::Map::new();
         for (key, value) in [
             ("model", json!(dir)),
@@ -175,6 +164,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             run_args.insert(key.into(), value);
         }
         let config = adapter_config(args.num_layers, args.rank, args.scale, run_args);
+        let opts = TrainOptions {
+            iters: args.iters,
+            learning_rate: args.learning_rate,
+            steps_per_report: args.steps_per_report,
+            steps_per_eval: args.steps_per_eval,
+            val_batches: count(args.val_batches),
+            save_every: args.save_every,
+            grad_accumulation_steps: args.grad_accumulation_steps,
+            seed: args.seed,
+            mask,
+            adapter_dir: args.adapter_path.clone(),
+            adapter_config: config,
+        };
         let mut on_event = |event: Event| {
             match event {
             Event::Validation { iter, loss, secs } => println!("Iter {iter}: Val loss {loss:.3}, Val took {secs:.3}s"),
@@ -186,7 +188,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             Event::Saved { iter, path } => println!("Iter {iter}: Saved adapter weights to {}.", path.display()),
         }
         };
-        train(&model, &mut lora, &train_batches, &valid, &opts, &args.adapter_path, &config, &mut on_event)?;
+        train(&model, &mut lora, &train_batches, &valid, &opts, &mut on_event)?;
         println!("Saved final weights to {}.", args.adapter_path.join("adapters.safetensors").display());
     }
     if args.test {

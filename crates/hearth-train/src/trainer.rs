@@ -29,6 +29,9 @@ pub struct TrainOptions {
     pub grad_accumulation_steps: usize,
     pub seed: u64,
     pub mask: Mask,
+    /// Where the adapters are saved, and the `adapter_config.json` saved beside them.
+    pub adapter_dir: PathBuf,
+    pub adapter_config: Value,
 }
 
 /// What the loop reports as it goes.
@@ -65,18 +68,16 @@ pub fn evaluate(model: &TrainModel, lora: &Lora, batches: &[Batch], mask: Mask) 
     Ok((total / tokens.max(1) as f64) as f32)
 }
 
-/// Trains `lora` on `train` (validating on `valid`), saving into `adapter_dir` with `config`
-/// as its `adapter_config.json`.
+/// Trains `lora` on `train` (validating on `valid`), saving as `opts` says.
 pub fn train(
     model: &TrainModel,
     lora: &mut Lora,
     train: &[Batch],
     valid: &[Batch],
     opts: &TrainOptions,
-    adapter_dir: &Path,
-    config: &Value,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
+    let (adapter_dir, config) = (&opts.adapter_dir, &opts.adapter_config);
     if train.is_empty() {
         return Err(TrainError::Invalid("no training batches".into()));
     }
