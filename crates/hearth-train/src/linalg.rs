@@ -12,26 +12,44 @@ pub(crate) fn forward(w: &MatrixRef<'_>, x: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `dy` `[n, rows]` times the weight: `[n, cols]`, the gradient of `forward`'s input.
+/// `dy` `[n, rows]` times the weight: `[n, cols]`, the gradient of `forward`'s input. Rows are
+/// shared among the cores; each takes them eight at a time (de-quantised into a small buffer),
+/// so every row of `dx` is read and written once per eight weight rows, not once per row.
 pub(crate) fn backward(w: &MatrixRef<'_>, dy: &[f32]) -> Vec<f32> {
+    const R: usize = 8;
     let (rows, cols) = (w.rows(), w.cols());
     let n = dy.len() / rows;
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(rows.max(1));
-    let per = rows.div_ceil(threads);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(rows.div_ceil(R).max(1));
+    let per = rows.div_ceil(threads).next_multiple_of(R);
     let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let mut dx = vec![0f32; n * cols];
-                    let mut row = vec![0f32; cols];
-                    for r in t * per..((t + 1) * per).min(rows) {
-                        w.row(r, &mut row);
+                    let mut block = vec![0f32; R * cols];
+                    let mut r0 = t * per;
+                    while r0 < ((t + 1) * per).min(rows) {
+                        let count = R.min(rows - r0);
+                        block[count * cols..].fill(0.0);
+                        for k in 0..count {
+                            w.row(r0 + k, &mut block[k * cols..(k + 1) * cols]);
+                        }
                         for (i, out) in dx.chunks_exact_mut(cols).enumerate() {
-                            let g = dy[i * rows + r];
-                            if g != 0.0 {
-                                out.iter_mut().zip(&row).for_each(|(o, &v)| *o += g * v);
+                            let mut g = [0f32; R];
+                            g[..count].copy_from_slice(&dy[i * rows + r0..i * rows + r0 + count]);
+                            if g.iter().all(|&v| v == 0.0) {
+                                continue;
+                            }
+                            let b: [&[f32]; R] = std::array::from_fn(|k| &block[k * cols..(k + 1) * cols]);
+                            for (c, o) in out.iter_mut().enumerate() {
+                                let mut acc = 0f32;
+                                for k in 0..R {
+                                    acc += g[k] * b[k][c];
+                                }
+                                *o += acc;
                             }
                         }
+                        r0 += R;
                     }
                     dx
                 })
