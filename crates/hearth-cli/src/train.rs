@@ -21,8 +21,8 @@ pub enum Order {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Base model: a Hugging Face or MLX directory (float or MLX-quantised), or a name the store
-    /// resolves.
+    /// Base model: a Hugging Face or MLX directory (float or MLX-quantised), a GGUF file (QLoRA on
+    /// its blocks as they are), or a name the store resolves.
     #[arg(long, short)]
     model: String,
     /// A directory of train.jsonl, valid.jsonl and test.jsonl (chat, completions or text records).
@@ -103,11 +103,6 @@ fn count(n: i64) -> Option<usize> {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let dir = crate::store_cmd::resolve_model(&args.model)?;
-    anyhow::ensure!(
-        dir.is_dir(),
-        "{}: hearth train takes a Hugging Face or MLX directory (convert a GGUF with hearth convert --to hf)",
-        dir.display()
-    );
     println!("Loading pretrained model");
     let model = TrainModel::load(&dir)?;
     let text = Text::load(&dir)?;

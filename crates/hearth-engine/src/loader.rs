@@ -131,31 +131,14 @@ impl LoadedModel {
         let g = Gguf::open(path)?;
         let cfg = ModelConfig::from_gguf(&g)?;
         let store = WeightStore::from_gguf(&g)?;
-        let rope_freqs = match g.tensor("rope_freqs.weight") {
-            None => None,
-            Some(info) => {
-                let t = crate::weights::StoredTensor {
-                    format: hearth_kernels::RowFormat::Ggml(info.ggml_type),
-                    shape: info.shape(),
-                    data: g.tensor_data(info)?,
-                    scales: None,
-                    biases: None,
-                };
-                Some(t.to_f32_vec()?)
-            }
-        };
-        let tokenizer = Tokenizer::from_gguf(&gguf_vocab(&g)?)?;
+        let rope_freqs = gguf_rope_freqs(&g)?;
+        let (tokenizer, chat_template) = gguf_text(&g, &cfg)?;
         let mut eos_ids = cfg.eos_token_ids.clone();
         for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             if let Some(id) = g.get(key).and_then(Value::as_u64) {
                 eos_ids.push(id as u32);
             }
         }
-        let name = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
-        let chat_template = match g.get("tokenizer.chat_template").and_then(Value::as_str) {
-            Some(src) => Some(ChatTemplate::new(src, name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()))?),
-            None => None,
-        };
         let model = decoder(cfg, &store, rope_freqs, device, &opts, adapter.as_ref())?;
         let sampling = SamplingDefaults::from_gguf(&g);
         Ok(Self::finish(model, tokenizer, chat_template, eos_ids, sampling, ModelFormat::Gguf, path))
@@ -195,6 +178,30 @@ impl LoadedModel {
         eos_ids.dedup();
         LoadedModel { model, tokenizer, chat_template, eos_ids, format, path: path.to_path_buf(), sampling }
     }
+}
+
+/// llama.cpp's per-frequency RoPE factors (`rope_freqs.weight`), where the file has them.
+pub fn gguf_rope_freqs(g: &Gguf) -> Result<Option<Vec<f32>>> {
+    let Some(info) = g.tensor("rope_freqs.weight") else { return Ok(None) };
+    let t = crate::weights::StoredTensor {
+        format: hearth_kernels::RowFormat::Ggml(info.ggml_type),
+        shape: info.shape(),
+        data: g.tensor_data(info)?,
+        scales: None,
+        biases: None,
+    };
+    Ok(Some(t.to_f32_vec()?))
+}
+
+/// A GGUF file's tokenizer and chat template.
+pub fn gguf_text(g: &Gguf, cfg: &ModelConfig) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    let tokenizer = Tokenizer::from_gguf(&gguf_vocab(g)?)?;
+    let name = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+    let chat_template = match g.get("tokenizer.chat_template").and_then(Value::as_str) {
+        Some(src) => Some(ChatTemplate::new(src, name(cfg.bos_token_id), name(cfg.eos_token_ids.first().copied()))?),
+        None => None,
+    };
+    Ok((tokenizer, chat_template))
 }
 
 /// A model directory's tokenizer, chat template and special tokens.

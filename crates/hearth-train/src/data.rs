@@ -43,9 +43,15 @@ pub struct Text {
 }
 
 impl Text {
-    /// A model directory's tokenizer and chat template.
-    pub fn load(dir: &Path) -> Result<Text> {
-        let (tokenizer, template, special) = hearth_engine::loader::dir_text(dir)?;
+    /// A model directory's or GGUF file's tokenizer and chat template.
+    pub fn load(path: &Path) -> Result<Text> {
+        if path.is_file() {
+            let g = hearth_formats::gguf::Gguf::open(path)?;
+            let cfg = hearth_engine::config::ModelConfig::from_gguf(&g)?;
+            let (tokenizer, template) = hearth_engine::loader::gguf_text(&g, &cfg)?;
+            return Ok(Text { tokenizer, template, eos: cfg.eos_token_ids.first().copied() });
+        }
+        let (tokenizer, template, special) = hearth_engine::loader::dir_text(path)?;
         let eos = special.eos.as_deref().and_then(|t| tokenizer.token_to_id(t));
         Ok(Text { tokenizer, template, eos })
     }

@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use hearth_engine::config::ModelConfig;
+use hearth_engine::config::{ModelConfig, RopeScaling};
 use hearth_engine::rope::Rope;
 use hearth_engine::weights::WeightStore;
+use hearth_formats::gguf::Gguf;
 use hearth_kernels::MatrixRef;
 
 use crate::adapter::{Lora, LoraSaved};
@@ -74,13 +75,22 @@ struct Normed {
 type Projected = (Vec<Vec<f32>>, Vec<Option<LoraSaved>>);
 
 impl TrainModel {
-    /// A Hugging Face or MLX model directory (float or MLX-quantised).
-    pub fn load(dir: &Path) -> Result<TrainModel> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
-        let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
-        let cfg = ModelConfig::from_hf(&config)?;
-        let store = WeightStore::from_safetensors_dir(dir, &config)?;
+    /// A Hugging Face or MLX model directory (float or MLX-quantised), or a GGUF file (any
+    /// block type: QLoRA on the file as it is).
+    pub fn load(path: &Path) -> Result<TrainModel> {
+        let (mut cfg, store, rope_freqs) = if path.is_file() {
+            let g = Gguf::open(path)?;
+            (ModelConfig::from_gguf(&g)?, WeightStore::from_gguf(&g)?, hearth_engine::loader::gguf_rope_freqs(&g)?)
+        } else {
+            let config_path = path.join("config.json");
+            let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::Invalid(format!("{}: {e}", config_path.display())))?;
+            let config: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", config_path.display())))?;
+            (ModelConfig::from_hf(&config)?, WeightStore::from_safetensors_dir(path, &config)?, None)
+        };
+        if let Some(factors) = rope_freqs {
+            cfg.rope.scaling = RopeScaling::FreqFactors(factors);
+        }
         let ropes = std::iter::once(&cfg.rope)
             .chain(&cfg.sliding_rope)
             .map(|r| Rope::new(cfg.head_dim, r))
@@ -114,6 +124,9 @@ impl TrainModel {
     /// A linear layer on `x`: the frozen weight (and bias), plus the adapter's update.
     fn linear(&self, name: &str, x: &[f32], lora: &Lora) -> Result<(Vec<f32>, Option<LoraSaved>)> {
         let mut y = linalg::forward(&self.matrix(name)?, x);
+        if let Some(heads) = self.interleaved_heads(name) {
+            y = reorder_heads(&y, heads, self.cfg.head_dim, true);
+        }
         if let Ok(bias) = self.store.get(&format!("{name}.bias")) {
             let bias = bias.to_f32_vec()?;
             y.chunks_exact_mut(bias.len()).for_each(|row| add_into(row, &bias));
@@ -132,11 +145,25 @@ impl TrainModel {
         lora: &Lora,
         grads: &mut Lora,
     ) -> Result<Vec<f32>> {
-        let mut dx = linalg::backward(&self.matrix(name)?, dy);
+        let mut dx = match self.interleaved_heads(name) {
+            Some(heads) => linalg::backward(&self.matrix(name)?, &reorder_heads(dy, heads, self.cfg.head_dim, false)),
+            None => linalg::backward(&self.matrix(name)?, dy),
+        };
         if let Some(s) = saved {
             lora.backward(name, s, x, dy, &mut dx, grads);
         }
         Ok(dx)
+    }
+
+    /// For a GGUF Llama/Mistral base, whose q and k rows are in llama.cpp's interleaved RoPE
+    /// order: the heads of `name`'s output. Its products are put in Hugging Face's order, so the
+    /// adapters and RoPE are Hugging Face's (the adapters load on any base).
+    fn interleaved_heads(&self, name: &str) -> Option<usize> {
+        match self.cfg.rope_interleaved {
+            true if name.ends_with("self_attn.q_proj") => Some(self.cfg.num_heads),
+            true if name.ends_with("self_attn.k_proj") => Some(self.cfg.num_kv_heads),
+            _ => None,
+        }
     }
 
     fn projection(&self, layer: usize, fused: &str, parts: &[&str], widths: &[usize]) -> Projection {
@@ -406,6 +433,28 @@ impl TrainModel {
             softcap: c.attn_logit_softcap,
         }
     }
+}
+
+/// Each token row's head outputs between llama.cpp's order (RoPE pairs adjacent: `2i + j`) and
+/// Hugging Face's (halves: `j · head_dim/2 + i`); `to_hf` picks the direction.
+fn reorder_heads(y: &[f32], heads: usize, head_dim: usize, to_hf: bool) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; y.len()];
+    for (src, dst) in y.chunks_exact(heads * head_dim).zip(out.chunks_exact_mut(heads * head_dim)) {
+        for h in 0..heads {
+            for i in 0..half {
+                for j in 0..2 {
+                    let (llama, hf) = (h * head_dim + 2 * i + j, h * head_dim + j * half + i);
+                    if to_hf {
+                        dst[hf] = src[llama];
+                    } else {
+                        dst[llama] = src[hf];
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Rows of concatenated parts (`widths` each) split into one buffer per part.

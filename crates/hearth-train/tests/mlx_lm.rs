@@ -169,3 +169,30 @@ fn batches_equal_mlx_lm_s() {
         }
     }
 }
+
+/// QLoRA straight on a GGUF file (llama.cpp's blocks, Llama's interleaved Q/K rows): the same
+/// loss and gradients as on the float32 Hugging Face copy of that file (its values exactly),
+/// for Llama (Q8_0) and Qwen2 (Q4_1), with the adapters in Hugging Face's layout either way.
+#[test]
+fn a_gguf_base_trains_as_its_float_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = Case::open("llama-f32-chat");
+    for file in ["llama-Q8_0", "qwen2-Q4_1"] {
+        let gguf = tiny(&format!("gguf/{file}.gguf"));
+        let float = tmp.path().join(file);
+        hearth_convert::to_hf(&gguf, &float, &hearth_convert::MlxOptions::default()).unwrap();
+        let (a, b) = (TrainModel::load(&gguf).unwrap(), TrainModel::load(&float).unwrap());
+        let lora = case.adapters();
+        let batch = case.batch(0);
+        let (x, y) = (a.loss_and_grads(&batch, &lora, Mask::MlxLm).unwrap(), b.loss_and_grads(&batch, &lora, Mask::MlxLm).unwrap());
+        assert!((x.loss - y.loss).abs() <= 1e-5 * y.loss, "{file}: {} against {}", x.loss, y.loss);
+        let mut worst = 0f32;
+        for (name, l) in &x.grads.layers {
+            let m = &y.grads.layers[name];
+            for (p, q) in l.a.iter().chain(&l.b).zip(m.a.iter().chain(&m.b)) {
+                worst = worst.max((p - q).abs());
+            }
+        }
+        assert!(worst <= 1e-4, "{file}: gradients differ by {worst}");
+    }
+}
