@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use hearth_train::data::{batches, load_split, BatchOrder, Text};
 use hearth_train::loss::Mask;
 use hearth_train::trainer::{adapter_config, evaluate, init_lora, train, Event, TrainOptions};
-use hearth_train::{Lora, TrainModel};
+use hearth_train::{Lora, Rule, Schedule, TrainModel};
 use serde_json::json;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -17,6 +17,14 @@ pub enum Order {
     Length,
     /// mlx-lm 0.32.2's actual order (the records' file order), for batches identical to its.
     MlxLm,
+}
+
+/// mlx-lm's optimisers (no bias correction in Adam and AdamW, as mlx-lm runs them).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OptimizerName {
+    Adam,
+    Adamw,
+    Sgd,
 }
 
 #[derive(Args)]
@@ -52,6 +60,15 @@ pub struct TrainArgs {
     val_batches: i64,
     #[arg(long, default_value_t = 1e-5)]
     learning_rate: f32,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerName,
+    /// AdamW's weight decay (mlx's default 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    /// mlx-lm's lr_schedule as JSON: {"name": "cosine_decay"|"linear_schedule", "arguments":
+    /// [...], "warmup": N, "warmup_init": x} [default: the constant --learning-rate].
+    #[arg(long)]
+    lr_schedule: Option<String>,
     #[arg(long, default_value_t = 10)]
     steps_per_report: usize,
     #[arg(long, default_value_t = 200)]
@@ -142,6 +159,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             total as f64 / 1e6
         );
         println!("Starting training..., iters: {}", args.iters);
+        let lr_schedule =
+            args.lr_schedule.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose().context("--lr-schedule is not JSON")?;
+        let schedule = Schedule::from_mlx_lm(lr_schedule.as_ref(), args.learning_rate).map_err(anyhow::Error::msg)?;
+        let rule = match args.optimizer {
+            OptimizerName::Adam => Rule::Adam,
+            OptimizerName::Adamw => Rule::AdamW { weight_decay: args.weight_decay },
+            OptimizerName::Sgd => Rule::Sgd,
+        };
         let mut run_args = serde_json::Map::new();
         for (key, value) in [
             ("model", json!(dir)),
@@ -154,14 +179,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ("max_seq_length", json!(args.max_seq_length)),
             ("mask_prompt", json!(args.mask_prompt)),
             ("seed", json!(args.seed)),
-            ("optimizer", json!("adam")),
+            ("optimizer", json!(["adam", "adamw", "sgd"][args.optimizer as usize])),
+            ("lr_schedule", lr_schedule.clone().unwrap_or_default()),
         ] {
             run_args.insert(key.into(), value);
         }
         let config = adapter_config(args.num_layers, args.rank, args.scale, run_args);
         let opts = TrainOptions {
             iters: args.iters,
-            learning_rate: args.learning_rate,
+            rule,
+            schedule,
             steps_per_report: args.steps_per_report,
             steps_per_eval: args.steps_per_eval,
             val_batches: count(args.val_batches),

@@ -6,7 +6,7 @@
 //! - [`TrainModel`]: the base model; [`TrainModel::loss_and_grads`] runs the decoder forward,
 //!   saving what the backward pass needs, and back again.
 //! - [`Batch`] and mlx-lm's masked cross-entropy ([`loss`]).
-//! - [`Adam`]: mlx's optimiser as mlx-lm uses it.
+//! - [`Optimizer`]: mlx's Adam, AdamW and SGD with its learning-rate schedules.
 
 mod adapter;
 mod backward;
@@ -20,7 +20,7 @@ pub mod trainer;
 pub use adapter::{Lora, LoraLayer};
 pub use loss::Batch;
 pub use model::{Step, TrainModel};
-pub use optim::Adam;
+pub use optim::{Optimizer, Rule, Schedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

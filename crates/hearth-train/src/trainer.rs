@@ -14,13 +14,14 @@ use crate::adapter::{Lora, LoraLayer};
 use crate::data::Shuffle;
 use crate::loss::{Batch, Mask};
 use crate::model::TrainModel;
-use crate::optim::Adam;
+use crate::optim::{Optimizer, Rule, Schedule};
 use crate::{Result, TrainError};
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub iters: usize,
-    pub learning_rate: f32,
+    pub rule: Rule,
+    pub schedule: Schedule,
     pub steps_per_report: usize,
     pub steps_per_eval: usize,
     /// Validation batches per evaluation; `None`: all of them.
@@ -82,7 +83,7 @@ pub fn train(
         return Err(TrainError::Invalid("no training batches".into()));
     }
     std::fs::create_dir_all(adapter_dir).map_err(|e| TrainError::Invalid(format!("{}: {e}", adapter_dir.display())))?;
-    let mut opt = Adam::new(opts.learning_rate);
+    let mut opt = Optimizer::new(opts.rule, opts.schedule.clone());
     let mut shuffle = Shuffle::new(opts.seed);
     let mut order = Vec::new();
     let valid = &valid[..opts.val_batches.unwrap_or(valid.len()).min(valid.len())];
@@ -110,7 +111,7 @@ pub fn train(
             let mut grads = acc.take().expect("accumulated");
             let n = if iter % accumulate == 0 { accumulate } else { iter % accumulate };
             scale_lora(&mut grads, 1.0 / n as f32);
-            opt.step(lora, &grads);
+            opt.update(lora, &grads);
         }
         losses.push(step.loss);
         tokens += step.ntoks;
@@ -121,7 +122,7 @@ pub fn train(
             on_event(Event::Report {
                 iter,
                 loss,
-                learning_rate: opts.learning_rate,
+                learning_rate: opt.learning_rate(),
                 iters_per_sec: losses.len() as f64 / secs,
                 tokens_per_sec: tokens as f64 / secs,
                 trained_tokens: trained,

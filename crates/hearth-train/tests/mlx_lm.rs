@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use hearth_formats::safetensors::SafeTensors;
 use hearth_train::loss::Mask;
-use hearth_train::{Adam, Batch, Lora, TrainModel};
+use hearth_train::{Batch, Lora, Optimizer, Rule, Schedule, TrainModel};
 use serde_json::Value;
 
 fn tiny(path: &str) -> PathBuf {
@@ -116,7 +116,7 @@ fn adam_trajectories_equal_mlx_lm() {
         let model = case.model();
         let mut lora = case.adapters();
         let adam = &case.reference["adam"];
-        let mut opt = Adam::new(adam["learning_rate"].as_f64().unwrap() as f32);
+        let mut opt = Optimizer::new(Rule::Adam, Schedule::Constant(adam["learning_rate"].as_f64().unwrap() as f32));
         let losses = adam["losses"].as_array().unwrap();
         let mut worst_loss = 0f32;
         for (i, want) in losses.iter().enumerate() {
@@ -124,7 +124,7 @@ fn adam_trajectories_equal_mlx_lm() {
             let diff = (step.loss - want.as_f64().unwrap() as f32).abs();
             assert!(diff <= 5e-3, "{name} step {i}: loss {} against mlx-lm's {want}", step.loss);
             worst_loss = worst_loss.max(diff);
-            opt.step(&mut lora, &step.grads);
+            opt.update(&mut lora, &step.grads);
         }
         let worst = assert_close(name, &lora, &case.dir.join("final_adapters.safetensors"), 5e-3);
         eprintln!("{name}: {} steps, losses within {worst_loss:.2e}, final adapters within {worst:.2e}", losses.len());
