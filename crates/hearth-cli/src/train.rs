@@ -91,9 +91,14 @@ pub struct TrainArgs {
     corrected_mask: bool,
     #[arg(long, value_enum, default_value = "length")]
     batch_order: Order,
-    /// Start from these adapter weights (an adapters.safetensors).
+    /// Start from these adapter weights (an adapters.safetensors; mlx-lm's option: the optimiser
+    /// starts afresh).
     #[arg(long)]
     resume_adapter_file: Option<PathBuf>,
+    /// Continue an interrupted run from the checkpoint in --adapter-path (adapters, optimiser
+    /// state, iteration and data order), exactly where it stopped.
+    #[arg(long, conflicts_with = "resume_adapter_file")]
+    resume: bool,
     /// After training (or alone with --iters 0), report the test split's loss and perplexity.
     #[arg(long)]
     test: bool,
@@ -198,6 +203,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             mask,
             adapter_dir: args.adapter_path.clone(),
             adapter_config: config,
+            resume: args.resume,
         };
         let mut on_event = |event: Event| {
             match event {

@@ -146,6 +146,15 @@ impl Shuffle {
         Shuffle(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
 
+    /// The generator's state, to continue the same sequence later ([`Shuffle::resume`]).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    pub fn resume(state: u64) -> Shuffle {
+        Shuffle(state)
+    }
+
     fn next(&mut self) -> u64 {
         // splitmix64
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -99,6 +99,17 @@ impl Optimizer {
         Optimizer { rule, schedule, betas: (0.9, 0.999), eps: 1e-8, step: 0, m: None, v: None }
     }
 
+    /// Adam's moments (`None` before the first update or for SGD).
+    pub fn moments(&self) -> Option<(&Lora, &Lora)> {
+        self.m.as_ref().zip(self.v.as_ref())
+    }
+
+    /// Continues from a saved state: `step` updates done, with these moments.
+    pub fn restore(&mut self, step: usize, moments: Option<(Lora, Lora)>) {
+        self.step = step;
+        (self.m, self.v) = moments.unzip();
+    }
+
     /// The rate the next update uses.
     pub fn learning_rate(&self) -> f32 {
         self.schedule.at(self.step)

@@ -33,6 +33,105 @@ pub struct TrainOptions {
     /// Where the adapters are saved, and the `adapter_config.json` saved beside them.
     pub adapter_dir: PathBuf,
     pub adapter_config: Value,
+    /// Continue from the checkpoint in `adapter_dir` (`checkpoint/`: the adapters, the
+    /// optimiser's state, the iteration and the data order), exactly where it stopped.
+    pub resume: bool,
+}
+
+/// Where a run stands: what a checkpoint holds besides the adapters.
+struct RunState {
+    iteration: usize,
+    trained: usize,
+    opt: Optimizer,
+    shuffle: Shuffle,
+    /// Batches of the current epoch still to come (taken from the end).
+    order: Vec<usize>,
+    /// Gradients summed since the last update (within `grad_accumulation_steps`).
+    acc: Option<Lora>,
+}
+
+const CHECKPOINT: &str = "checkpoint";
+
+impl RunState {
+    /// Writes the checkpoint into a fresh folder and swaps it in: a crash leaves the old one or
+    /// the new one whole.
+    fn save(&self, lora: &Lora, dir: &Path) -> Result<()> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e: std::io::Error| TrainError::Invalid(format!("{}: {e}", p.display()))
+        };
+        let (fresh, current, old) = (dir.join(".checkpoint.partial"), dir.join(CHECKPOINT), dir.join(".checkpoint.old"));
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir_all(&fresh).map_err(io(&fresh))?;
+        lora.save(&fresh.join("adapters.safetensors"))?;
+        let mut extra = Lora { layers: Default::default(), scale: lora.scale };
+        for (prefix, part) in [("m", self.opt.moments().map(|m| m.0)), ("v", self.opt.moments().map(|m| m.1)), ("acc", self.acc.as_ref())] {
+            for (name, l) in part.map(|p| &p.layers).into_iter().flatten() {
+                extra.layers.insert(format!("{prefix}/{name}"), l.clone());
+            }
+        }
+        if !extra.layers.is_empty() {
+            extra.save(&fresh.join("optimizer.safetensors"))?;
+        }
+        let state = json!({
+            "iteration": self.iteration,
+            "trained_tokens": self.trained,
+            "optimizer_step": self.opt.step,
+            "shuffle": self.shuffle.state().to_string(),
+            "order": self.order,
+        });
+        std::fs::write(fresh.join("trainer_state.json"), state.to_string()).map_err(io(&fresh))?;
+        for entry in std::fs::read_dir(&fresh).map_err(io(&fresh))? {
+            let path = entry.map_err(io(&fresh))?.path();
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+        }
+        if current.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(&current, &old).map_err(io(&current))?;
+        }
+        std::fs::rename(&fresh, &current).map_err(io(&current))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// The checkpoint in `dir` (or the one a crash left set aside), for `opts`.
+    fn load(dir: &Path, opts: &TrainOptions) -> Result<(RunState, Lora)> {
+        let current = [dir.join(CHECKPOINT), dir.join(".checkpoint.old")]
+            .into_iter()
+            .find(|p| p.join("trainer_state.json").is_file())
+            .ok_or_else(|| TrainError::Invalid(format!("{} holds no checkpoint to resume", dir.display())))?;
+        let text = std::fs::read_to_string(current.join("trainer_state.json")).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let state: Value = serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("trainer_state.json: {e}")))?;
+        let field =
+            |k: &str| state[k].as_u64().map(|v| v as usize).ok_or_else(|| TrainError::Invalid(format!("trainer_state.json has no {k}")));
+        let lora = Lora::load(
+            &current.join("adapters.safetensors"),
+            opts.adapter_config["lora_parameters"]["scale"].as_f64().unwrap_or(20.0) as f32,
+        )?;
+        let extra = match current.join("optimizer.safetensors") {
+            p if p.is_file() => Some(Lora::load(&p, lora.scale)?),
+            _ => None,
+        };
+        let part = |prefix: &str| -> Option<Lora> {
+            let layers: std::collections::BTreeMap<_, _> = extra
+                .iter()
+                .flat_map(|e| &e.layers)
+                .filter_map(|(n, l)| n.strip_prefix(&format!("{prefix}/")).map(|n| (n.to_string(), l.clone())))
+                .collect();
+            (!layers.is_empty()).then_some(Lora { layers, scale: lora.scale })
+        };
+        let mut opt = Optimizer::new(opts.rule, opts.schedule.clone());
+        opt.restore(field("optimizer_step")?, part("m").zip(part("v")));
+        let shuffle = state["shuffle"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .map(Shuffle::resume)
+            .ok_or_else(|| TrainError::Invalid("trainer_state.json has no shuffle state".into()))?;
+        let order =
+            state["order"].as_array().map(|o| o.iter().filter_map(|v| v.as_u64().map(|v| v as usize)).collect()).unwrap_or_default();
+        let run = RunState { iteration: field("iteration")?, trained: field("trained_tokens")?, opt, shuffle, order, acc: part("acc") };
+        Ok((run, lora))
+    }
 }
 
 /// What the loop reports as it goes.
@@ -83,55 +182,64 @@ pub fn train(
         return Err(TrainError::Invalid("no training batches".into()));
     }
     std::fs::create_dir_all(adapter_dir).map_err(|e| TrainError::Invalid(format!("{}: {e}", adapter_dir.display())))?;
-    let mut opt = Optimizer::new(opts.rule, opts.schedule.clone());
-    let mut shuffle = Shuffle::new(opts.seed);
-    let mut order = Vec::new();
+    let mut run = if opts.resume {
+        let (run, saved) = RunState::load(adapter_dir, opts)?;
+        *lora = saved;
+        run
+    } else {
+        let opt = Optimizer::new(opts.rule, opts.schedule.clone());
+        RunState { iteration: 0, trained: 0, opt, shuffle: Shuffle::new(opts.seed), order: Vec::new(), acc: None }
+    };
+    if run.order.iter().any(|&i| i >= train.len()) {
+        return Err(TrainError::Invalid("the checkpoint's data order does not fit this dataset".into()));
+    }
     let valid = &valid[..opts.val_batches.unwrap_or(valid.len()).min(valid.len())];
     let accumulate = opts.grad_accumulation_steps.max(1);
-    let mut acc: Option<Lora> = None;
-    let (mut losses, mut tokens, mut trained) = (Vec::new(), 0usize, 0usize);
+    let (mut losses, mut tokens) = (Vec::new(), 0usize);
     let mut since = Instant::now();
-    for iter in 1..=opts.iters {
+    for iter in run.iteration + 1..=opts.iters {
         if !valid.is_empty() && (iter == 1 || iter % opts.steps_per_eval.max(1) == 0 || iter == opts.iters) {
             let started = Instant::now();
             let loss = evaluate(model, lora, valid, opts.mask)?;
             on_event(Event::Validation { iter, loss, secs: started.elapsed().as_secs_f64() });
             since += started.elapsed();
         }
-        if order.is_empty() {
-            order = shuffle.permutation(train.len());
+        if run.order.is_empty() {
+            run.order = run.shuffle.permutation(train.len());
         }
-        let batch = &train[order.pop().expect("refilled above")];
+        let batch = &train[run.order.pop().expect("refilled above")];
         let step = model.loss_and_grads(batch, lora, opts.mask)?;
-        match &mut acc {
-            None => acc = Some(step.grads),
+        match &mut run.acc {
+            None => run.acc = Some(step.grads),
             Some(sum) => add_lora(sum, &step.grads),
         }
         if iter % accumulate == 0 || iter == opts.iters {
-            let mut grads = acc.take().expect("accumulated");
+            let mut grads = run.acc.take().expect("accumulated");
             let n = if iter % accumulate == 0 { accumulate } else { iter % accumulate };
             scale_lora(&mut grads, 1.0 / n as f32);
-            opt.update(lora, &grads);
+            run.opt.update(lora, &grads);
         }
+        run.iteration = iter;
         losses.push(step.loss);
         tokens += step.ntoks;
-        trained += step.ntoks;
+        run.trained += step.ntoks;
         if iter % opts.steps_per_report.max(1) == 0 || iter == opts.iters {
             let secs = since.elapsed().as_secs_f64().max(1e-9);
             let loss = losses.iter().sum::<f32>() / losses.len() as f32;
             on_event(Event::Report {
                 iter,
                 loss,
-                learning_rate: opt.learning_rate(),
+                learning_rate: run.opt.learning_rate(),
                 iters_per_sec: losses.len() as f64 / secs,
                 tokens_per_sec: tokens as f64 / secs,
-                trained_tokens: trained,
+                trained_tokens: run.trained,
             });
             (losses, tokens, since) = (Vec::new(), 0, Instant::now());
         }
         if iter % opts.save_every.max(1) == 0 || iter == opts.iters {
             let path = adapter_dir.join("adapters.safetensors");
             save(lora, adapter_dir, config)?;
+            run.save(lora, adapter_dir)?;
             if iter % opts.save_every.max(1) == 0 {
                 let numbered = adapter_dir.join(format!("{iter:07}_adapters.safetensors"));
                 write_atomically(&numbered, |tmp| lora.save(tmp))?;
