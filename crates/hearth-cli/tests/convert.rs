@@ -2,25 +2,12 @@
 //! in the store (`hearth list`, usable by name, unregistered by `hearth rm`), existing outputs
 //! refused, and a disk that fills up mid-write leaving nothing under the final name.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn tiny(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(path)
-}
-
-/// `hearth` with its own home.
-fn hearth(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.env("HEARTH_HOME", home).env("HF_HUB_OFFLINE", "1").env("HF_HUB_CACHE", home.join("no-hf-cache")).stdin(Stdio::null());
-    c
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
+use common::*;
 
 fn fails(out: Output) -> String {
     assert_eq!(out.status.code(), Some(1), "should fail: {}", String::from_utf8_lossy(&out.stdout));

@@ -2,24 +2,11 @@
 //! mlx-lm's settings for it (testdata/tiny/lora/lora_config.yaml), its report lines, its
 //! adapters loaded by the engine and fused by `hearth fuse` into a model that runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-fn tiny(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(path)
-}
+use std::path::Path;
 
-fn hearth(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.env("HEARTH_HOME", home).env("HF_HUB_OFFLINE", "1").env("HF_HUB_CACHE", home.join("no-hf-cache")).stdin(Stdio::null());
-    c
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::*;
 
 #[test]
 fn a_fine_tune_trains_saves_and_fuses() {
