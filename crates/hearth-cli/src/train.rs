@@ -107,6 +107,52 @@ pub struct TrainArgs {
     test_batches: i64,
 }
 
+/// On a terminal, a line rewritten after every iteration: a bar, the iteration, its loss,
+/// trained tokens per second, the time left and the peak memory. Report lines clear it first.
+struct ProgressLine {
+    on: bool,
+    started: std::time::Instant,
+    /// The first iteration seen, and the tokens trained by its end.
+    first: Option<(usize, usize)>,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        use std::io::IsTerminal;
+        ProgressLine { on: std::io::stderr().is_terminal(), started: std::time::Instant::now(), first: None }
+    }
+
+    fn handle(&mut self, event: &Event) {
+        use std::io::Write;
+        if !self.on {
+            return;
+        }
+        let Event::Iteration { iter, of, loss, trained_tokens } = *event else {
+            eprint!("\r\x1b[2K");
+            return;
+        };
+        // Rates are measured from the first iteration's end (a resumed run starts late).
+        if self.first.is_none() {
+            (self.first, self.started) = (Some((iter, trained_tokens)), std::time::Instant::now());
+        }
+        let (from, before) = self.first.expect("set above");
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let done = (iter - from).max(1) as f64;
+        let left = (of - iter) as f64 * secs / done;
+        let filled = iter * 24 / of.max(1);
+        eprint!(
+            "\r[{}{}] {iter}/{of} loss {loss:.3} {:.1} tok/s ETA {}:{:02} peak {:.2} GB",
+            "#".repeat(filled),
+            " ".repeat(24 - filled),
+            (trained_tokens - before) as f64 / secs,
+            left as u64 / 60,
+            left as u64 % 60,
+            crate::stats::peak_rss_bytes().unwrap_or(0) as f64 / 1e9
+        );
+        let _ = std::io::stderr().flush();
+    }
+}
+
 /// `{:.3e}` as Python prints it (`1.000e-05`), as mlx-lm's report lines have it.
 fn python_exp(v: f32) -> String {
     let s = format!("{v:.3e}");
@@ -205,8 +251,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             adapter_config: config,
             resume: args.resume,
         };
+        let mut progress = ProgressLine::new();
         let mut on_event = |event: Event| {
+            progress.handle(&event);
             match event {
+            Event::Iteration { .. } => {}
             Event::Validation { iter, loss, secs } => println!("Iter {iter}: Val loss {loss:.3}, Val took {secs:.3}s"),
             Event::Report { iter, loss, learning_rate, iters_per_sec, tokens_per_sec, trained_tokens } => println!(
                 "Iter {iter}: Train loss {loss:.3}, Learning Rate {}, It/sec {iters_per_sec:.3}, Tokens/sec {tokens_per_sec:.3}, Trained Tokens {trained_tokens}, Peak mem {:.3} GB",

@@ -137,9 +137,30 @@ impl RunState {
 /// What the loop reports as it goes.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Validation { iter: usize, loss: f32, secs: f64 },
-    Report { iter: usize, loss: f32, learning_rate: f32, iters_per_sec: f64, tokens_per_sec: f64, trained_tokens: usize },
-    Saved { iter: usize, path: PathBuf },
+    Validation {
+        iter: usize,
+        loss: f32,
+        secs: f64,
+    },
+    Report {
+        iter: usize,
+        loss: f32,
+        learning_rate: f32,
+        iters_per_sec: f64,
+        tokens_per_sec: f64,
+        trained_tokens: usize,
+    },
+    Saved {
+        iter: usize,
+        path: PathBuf,
+    },
+    /// After every iteration: for a progress line.
+    Iteration {
+        iter: usize,
+        of: usize,
+        loss: f32,
+        trained_tokens: usize,
+    },
 }
 
 /// New adapters for `layers` (name, inputs, outputs) as mlx-lm initialises them: `lora_a`
@@ -223,6 +244,7 @@ pub fn train(
         losses.push(step.loss);
         tokens += step.ntoks;
         run.trained += step.ntoks;
+        on_event(Event::Iteration { iter, of: opts.iters, loss: step.loss, trained_tokens: run.trained });
         if iter % opts.steps_per_report.max(1) == 0 || iter == opts.iters {
             let secs = since.elapsed().as_secs_f64().max(1e-9);
             let loss = losses.iter().sum::<f32>() / losses.len() as f32;
