@@ -272,6 +272,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         println!("Testing");
         let test = split("test")?.with_context(|| format!("{} has no test.jsonl", args.data.display()))?;
         let test = &test[..count(args.test_batches).unwrap_or(test.len()).min(test.len())];
+        model.check(&lora)?;
         let loss = evaluate(&model, &lora, test, mask)?;
         println!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp());
     }

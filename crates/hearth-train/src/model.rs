@@ -248,6 +248,22 @@ impl TrainModel {
         Ok(out)
     }
 
+    /// Refuses adapters that name a layer this model lacks or do not fit its shape (a resumed or
+    /// given adapter file made for another model), before any product would misread them.
+    pub fn check(&self, lora: &Lora) -> Result<()> {
+        let layers = self.adaptable(None, &[])?;
+        for (name, l) in &lora.layers {
+            let (_, inputs, outputs) = layers
+                .iter()
+                .find(|(n, ..)| n == name)
+                .ok_or_else(|| TrainError::Invalid(format!("the adapter's {name} is not a linear layer of this model")))?;
+            if l.rank == 0 || l.a.len() != inputs * l.rank || l.b.len() != outputs * l.rank {
+                return Err(TrainError::Invalid(format!("the adapter's {name} does not fit the layer ({outputs}x{inputs})")));
+            }
+        }
+        Ok(())
+    }
+
     fn run(&self, batch: &Batch, lora: &Lora, mask: Mask, backward: bool) -> Result<(f32, usize, Option<Lora>)> {
         let c = &self.cfg;
         let (hid, hd, nh, nkv) = (c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads);

@@ -211,6 +211,7 @@ pub fn train(
         let opt = Optimizer::new(opts.rule, opts.schedule.clone());
         RunState { iteration: 0, trained: 0, opt, shuffle: Shuffle::new(opts.seed), order: Vec::new(), acc: None }
     };
+    model.check(lora)?;
     if run.order.iter().any(|&i| i >= train.len()) {
         return Err(TrainError::Invalid("the checkpoint's data order does not fit this dataset".into()));
     }

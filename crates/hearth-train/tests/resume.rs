@@ -63,4 +63,9 @@ fn a_resumed_run_equals_an_unbroken_one() {
     assert_eq!(resumed, lora, "resumed adapters equal the unbroken run's");
     let saved = |dir: &Path| Lora::load(&dir.join("adapters.safetensors"), 20.0).unwrap();
     assert_eq!(saved(&broken), saved(&unbroken));
+
+    // An adapter made for another model is refused before training starts.
+    let mut foreign = init_lora(&[("model.layers.0.self_attn.q_proj".to_string(), 32, 64)], 4, 20.0, 0);
+    let err = train(&model, &mut foreign, &batches, &[], &opts(&tmp.path().join("foreign"), false), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
 }
