@@ -14,6 +14,7 @@ pub mod panels;
 pub mod pool;
 pub mod qdot;
 pub mod quant;
+pub mod sgemm;
 
 pub use dequant::dequantize_row;
 pub use matmul::{dot, MatrixRef, Precision};

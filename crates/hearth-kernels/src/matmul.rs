@@ -114,6 +114,52 @@ impl<'a> MatrixRef<'a> {
         dequantize_row(self.format, data, s, b, out);
     }
 
+    /// The column step at which a row can be cut and de-quantised in pieces: the block or
+    /// group length (1 for floats).
+    pub fn segment_unit(&self) -> usize {
+        match self.format {
+            RowFormat::Float(_) => 1,
+            RowFormat::Ggml(t) => t.block_len(),
+            RowFormat::MlxAffine { group_size, .. } => group_size,
+        }
+    }
+
+    /// De-quantises columns `c0..c1` of row `r` into `out`; `c0` is a multiple of
+    /// [`Self::segment_unit`], and so is `c1` unless it is the row's end.
+    pub fn row_segment(&self, r: usize, c0: usize, c1: usize, out: &mut [f32]) {
+        let unit = self.segment_unit();
+        assert!(
+            r < self.rows
+                && c0 <= c1
+                && c1 <= self.cols
+                && c0.is_multiple_of(unit)
+                && (c1.is_multiple_of(unit) || c1 == self.cols)
+                && out.len() == c1 - c0,
+            "segment {c0}..{c1} of row {r} of {}x{}",
+            self.rows,
+            self.cols
+        );
+        let (data, s, b) = self.row_bytes_of(r);
+        let (d0, d1) = (c0 / unit * self.unit_bytes(), c1.div_ceil(unit) * self.unit_bytes());
+        let (s, b) = match self.format {
+            RowFormat::MlxAffine { params, .. } => {
+                let (g0, g1) = (c0 / unit * params.bytes(), c1.div_ceil(unit) * params.bytes());
+                (&s[g0..g1], &b[g0..g1])
+            }
+            _ => (s, b),
+        };
+        dequantize_row(self.format, &data[d0..d1], s, b, out);
+    }
+
+    /// Stored bytes of one segment unit.
+    fn unit_bytes(&self) -> usize {
+        match self.format {
+            RowFormat::Float(f) => f.bytes(),
+            RowFormat::Ggml(t) => t.block_bytes(),
+            RowFormat::MlxAffine { bits, group_size, .. } => group_size * bits as usize / 8,
+        }
+    }
+
     /// Rows `r0..r1` as f32, `cols` each: read in place when stored as aligned little-endian
     /// f32 (no copy: a third of an f32 model's matmul time went to copying rows), else
     /// de-quantised into `buf`.

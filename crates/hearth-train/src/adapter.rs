@@ -9,7 +9,7 @@ use hearth_formats::safetensors::{SafeTensors, SafeTensorsWriter, TensorSpec};
 use hearth_formats::DType;
 use hearth_kernels::{dequantize_row, FloatFormat, RowFormat};
 
-use crate::linalg::{mm, mm_nt, mm_tn};
+use crate::linalg::{add_mm, add_mm_nt, mm, mm_nt, mm_tn};
 use crate::{Result, TrainError};
 
 /// One adapted layer's parameters (or their gradients, or optimiser moments: the same shapes).
@@ -111,8 +111,8 @@ impl Lora {
     pub(crate) fn forward(&self, name: &str, x: &[f32], y: &mut [f32]) -> Option<LoraSaved> {
         let l = self.layers.get(name)?;
         let xa = mm(x, &l.a, l.inputs(), l.rank);
-        let update = mm(&xa, &l.b, l.rank, l.outputs());
-        y.iter_mut().zip(update).for_each(|(o, u)| *o += self.scale * u);
+        let scaled: Vec<f32> = xa.iter().map(|v| self.scale * v).collect();
+        add_mm(y, &scaled, &l.b, l.rank, l.outputs());
         Some(LoraSaved { xa })
     }
 
@@ -129,7 +129,6 @@ impl Lora {
         dxa.iter_mut().for_each(|v| *v *= self.scale);
         let da = mm_tn(x, &dxa, inp, r);
         g.a.iter_mut().zip(da).for_each(|(acc, v)| *acc += v);
-        let back = mm_nt(&dxa, &l.a, r);
-        dx.iter_mut().zip(back).for_each(|(acc, v)| *acc += v);
+        add_mm_nt(dx, &dxa, &l.a, r);
     }
 }

@@ -3,18 +3,27 @@
 
 use hearth_engine::config::Activation;
 
-use crate::linalg::dot;
+use std::sync::Mutex;
+
+use hearth_kernels::math;
+use hearth_kernels::pool;
+use hearth_kernels::sgemm::{gemm_serial, RowMajor, Transposed};
+
+use crate::linalg::{par_rows, par_rows2, transpose};
 
 /// RMSNorm over rows of `w.len()`: `y = x / rms(x) · w`; returns `y` and each row's `1/rms`.
 pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let d = w.len();
     let mut y = vec![0f32; x.len()];
-    let mut inv = Vec::with_capacity(x.len() / d);
-    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-        let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
-        yr.iter_mut().zip(xr.iter().zip(w)).for_each(|(o, (&v, &g))| *o = v * r * g);
-        inv.push(r);
-    }
+    let mut inv = vec![0f32; x.len() / d];
+    par_rows2(&mut y, d, &mut inv, 1, |r0, y, inv| {
+        math::wide(|| {
+            for ((xr, yr), r) in x[r0 * d..].chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(inv.iter_mut()) {
+                *r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
+                yr.iter_mut().zip(xr.iter().zip(w)).for_each(|(o, (&v, &g))| *o = v * *r * g);
+            }
+        })
+    });
     (y, inv)
 }
 
@@ -22,12 +31,17 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
 pub(crate) fn rms_norm_backward(x: &[f32], w: &[f32], inv: &[f32], dy: &[f32]) -> Vec<f32> {
     let d = w.len();
     let mut dx = vec![0f32; x.len()];
-    for (((xr, dyr), dxr), &r) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).zip(inv) {
-        // y = x·r·w, r = (mean(x²) + eps)^(-1/2): dx = r·(w⊙dy) − x·r³/d·Σ(w⊙dy⊙x).
-        let s: f32 = xr.iter().zip(dyr.iter().zip(w)).map(|(&xv, (&g, &wv))| g * wv * xv).sum();
-        let c = r * r * r * s / d as f32;
-        dxr.iter_mut().zip(xr.iter().zip(dyr.iter().zip(w))).for_each(|(o, (&xv, (&g, &wv)))| *o = r * wv * g - c * xv);
-    }
+    par_rows(&mut dx, d, |r0, dx| {
+        math::wide(|| {
+            let rows = x[r0 * d..].chunks_exact(d).zip(dy[r0 * d..].chunks_exact(d)).zip(&inv[r0..]);
+            for (((xr, dyr), &r), dxr) in rows.zip(dx.chunks_exact_mut(d)) {
+                // y = x·r·w, r = (mean(x²) + eps)^(-1/2): dx = r·(w⊙dy) − x·r³/d·Σ(w⊙dy⊙x).
+                let s: f32 = xr.iter().zip(dyr.iter().zip(w)).map(|(&xv, (&g, &wv))| g * wv * xv).sum();
+                let c = r * r * r * s / d as f32;
+                dxr.iter_mut().zip(xr.iter().zip(dyr.iter().zip(w))).for_each(|(o, (&xv, (&g, &wv)))| *o = r * wv * g - c * xv);
+            }
+        })
+    });
     dx
 }
 
@@ -37,19 +51,21 @@ pub(crate) fn rms_norm_backward(x: &[f32], w: &[f32], inv: &[f32], dy: &[f32]) -
 pub(crate) fn rope(x: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32], inverse: bool) {
     let half = head_dim / 2;
     let positions = cos.len() / half;
-    for (i, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
-        let p = i % positions;
-        let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-        for head in row.chunks_exact_mut(head_dim) {
-            let (a, b) = head.split_at_mut(half);
-            for j in 0..half {
-                let sj = if inverse { -s[j] } else { s[j] };
-                let (x1, x2) = (a[j], b[j]);
-                a[j] = x1 * c[j] - x2 * sj;
-                b[j] = x2 * c[j] + x1 * sj;
+    par_rows(x, heads * head_dim, |r0, x| {
+        for (i, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
+            let p = (r0 + i) % positions;
+            let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+            for head in row.chunks_exact_mut(head_dim) {
+                let (a, b) = head.split_at_mut(half);
+                for j in 0..half {
+                    let sj = if inverse { -s[j] } else { s[j] };
+                    let (x1, x2) = (a[j], b[j]);
+                    a[j] = x1 * c[j] - x2 * sj;
+                    b[j] = x2 * c[j] + x1 * sj;
+                }
             }
         }
-    }
+    });
 }
 
 /// The shape of one attention pass.
@@ -66,54 +82,84 @@ pub(crate) struct AttnShape {
 }
 
 impl AttnShape {
-    fn visible(&self, i: usize, j: usize) -> bool {
-        j <= i && self.window.is_none_or(|w| i - j < w)
+    /// The first key row `i` sees (it sees every one up to itself).
+    fn first_visible(&self, i: usize) -> usize {
+        self.window.map_or(0, |w| (i + 1).saturating_sub(w))
     }
 }
 
 /// Causal attention per sequence of `shape.seq` rows: returns the output (rows of
-/// `heads · head_dim`) and the attention weights `[rows / seq, heads, seq, seq]`.
+/// `heads · head_dim`) and the attention weights `[rows / seq, heads, seq, seq]`. Each
+/// sequence's key-value heads are a task on the kernel pool; the products are GEMMs.
 pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], a: &AttnShape) -> (Vec<f32>, Vec<f32>) {
     let (hd, t) = (a.head_dim, a.seq);
     let (qw, kw) = (a.heads * hd, a.kv_heads * hd);
     let group = a.heads / a.kv_heads;
-    let seqs = a.rows / t;
+    let parts = per_kv_head(a, |b, kvh| {
+        let mut part = Vec::with_capacity(group);
+        for h in kvh * group..(kvh + 1) * group {
+            let mut p = vec![0f32; t * t];
+            scores(q, k, a, b, h, &mut p);
+            math::wide(|| {
+                for (i, row) in p.chunks_exact_mut(t).enumerate() {
+                    let visible = a.first_visible(i)..=i;
+                    let max = row[visible.clone()].iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
+                    let mut sum = 0f32;
+                    for (j, z) in row.iter_mut().enumerate() {
+                        *z = if visible.contains(&j) { math::exp(*z - max) } else { 0.0 };
+                        sum += *z;
+                    }
+                    let inv = 1.0 / sum;
+                    row.iter_mut().for_each(|z| *z *= inv);
+                }
+            });
+            let mut o = vec![0f32; t * hd];
+            let vh = RowMajor { data: &v[b * t * kw + kvh * hd..], depth: t, width: hd, ld: kw };
+            gemm_serial(&p, t, t, &vh, &mut o, hd, false);
+            part.push((p, o));
+        }
+        part
+    });
     let mut out = vec![0f32; a.rows * qw];
-    let mut probs = vec![0f32; seqs * a.heads * t * t];
-    for b in 0..seqs {
-        for h in 0..a.heads {
-            let kvh = h / group;
-            let p = &mut probs[(b * a.heads + h) * t * t..][..t * t];
-            for i in 0..t {
-                let qi = &q[(b * t + i) * qw + h * hd..][..hd];
-                let row = &mut p[i * t..(i + 1) * t];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in row.iter_mut().enumerate() {
-                    if !a.visible(i, j) {
-                        continue;
-                    }
-                    let mut z = dot(qi, &k[(b * t + j) * kw + kvh * hd..][..hd]) * a.scale;
-                    if let Some(cap) = a.softcap {
-                        z = (z / cap).tanh() * cap;
-                    }
-                    *s = z;
-                    max = max.max(z);
-                }
-                let mut sum = 0f32;
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = if a.visible(i, j) { (*s - max).exp() } else { 0.0 };
-                    sum += *s;
-                }
-                row.iter_mut().for_each(|s| *s /= sum);
-                let o = &mut out[(b * t + i) * qw + h * hd..][..hd];
-                for (j, &pj) in row.iter().enumerate().filter(|(_, &pj)| pj != 0.0) {
-                    let vj = &v[(b * t + j) * kw + kvh * hd..][..hd];
-                    o.iter_mut().zip(vj).for_each(|(o, &vv)| *o += pj * vv);
-                }
+    let mut probs = vec![0f32; a.rows / t * a.heads * t * t];
+    for ((b, kvh), part) in parts {
+        for (h, (p, o)) in (kvh * group..).zip(part) {
+            probs[(b * a.heads + h) * t * t..][..t * t].copy_from_slice(&p);
+            for (i, row) in o.chunks_exact(hd).enumerate() {
+                out[(b * t + i) * qw + h * hd..][..hd].copy_from_slice(row);
             }
         }
     }
     (out, probs)
+}
+
+/// Head `h`'s scores in sequence `b`, `q·kᵀ·scale`, soft-capped: `[seq, seq]` into `out`.
+fn scores(q: &[f32], k: &[f32], a: &AttnShape, b: usize, h: usize, out: &mut [f32]) {
+    let (hd, t) = (a.head_dim, a.seq);
+    let (qw, kw) = (a.heads * hd, a.kv_heads * hd);
+    let kvh = h / (a.heads / a.kv_heads);
+    let kt = Transposed { data: &k[b * t * kw + kvh * hd..], depth: hd, width: t, ld: kw };
+    gemm_serial(&q[b * t * qw + h * hd..], qw, t, &kt, out, t, false);
+    let (scale, cap) = (a.scale, a.softcap);
+    math::wide(|| match cap {
+        Some(cap) => out.iter_mut().for_each(|z| *z = (*z * scale / cap).tanh() * cap),
+        None => out.iter_mut().for_each(|z| *z *= scale),
+    });
+}
+
+/// Runs `f(b, kv_head)` for every sequence and key-value head on the kernel pool.
+fn per_kv_head<T: Send>(a: &AttnShape, f: impl Fn(usize, usize) -> T + Sync) -> Vec<((usize, usize), T)> {
+    let tasks = a.rows / a.seq * a.kv_heads;
+    let slots: Vec<Mutex<Option<T>>> = (0..tasks).map(|_| Mutex::new(None)).collect();
+    pool::global().run(tasks, &|i| {
+        let r = f(i / a.kv_heads, i % a.kv_heads);
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    });
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| ((i / a.kv_heads, i % a.kv_heads), s.into_inner().unwrap_or_else(|e| e.into_inner()).expect("task ran")))
+        .collect()
 }
 
 /// The backward pass of [`attention`]: `(dq, dk, dv)` from `dout`.
@@ -128,78 +174,102 @@ pub(crate) fn attention_backward(
     let (hd, t) = (a.head_dim, a.seq);
     let (qw, kw) = (a.heads * hd, a.kv_heads * hd);
     let group = a.heads / a.kv_heads;
-    let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; v.len()]);
-    let mut ds = vec![0f32; t];
-    for b in 0..a.rows / t {
-        for h in 0..a.heads {
-            let kvh = h / group;
+    let parts = per_kv_head(a, |b, kvh| {
+        let (mut dk, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+        let mut dqs = Vec::with_capacity(group);
+        for h in kvh * group..(kvh + 1) * group {
             let p = &probs[(b * a.heads + h) * t * t..][..t * t];
-            for i in 0..t {
-                let row = &p[i * t..(i + 1) * t];
-                let doi = &dout[(b * t + i) * qw + h * hd..][..hd];
-                // dP_ij = dout_i · v_j; dv_j += P_ij dout_i; dS = P ⊙ (dP − Σ_j P_ij dP_ij).
-                let mut weighted = 0f32;
-                for (j, &pj) in row.iter().enumerate() {
-                    if pj == 0.0 {
-                        ds[j] = 0.0;
-                        continue;
+            let doh = &dout[b * t * qw + h * hd..];
+            // dP = dout · vᵀ; dS = P ⊙ (dP − Σ_j P_ij dP_ij); through the cap, ·(1 − tanh²).
+            let mut ds = vec![0f32; t * t];
+            let vt = Transposed { data: &v[b * t * kw + kvh * hd..], depth: hd, width: t, ld: kw };
+            gemm_serial(doh, qw, t, &vt, &mut ds, t, false);
+            let capped = a.softcap.map(|cap| {
+                let mut s = vec![0f32; t * t];
+                scores(q, k, a, b, h, &mut s);
+                (cap, s)
+            });
+            math::wide(|| {
+                for (i, (row, prow)) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate() {
+                    let weighted: f32 = row.iter().zip(prow).map(|(d, p)| d * p).sum();
+                    row.iter_mut().zip(prow).for_each(|(d, &p)| *d = p * (*d - weighted) * a.scale);
+                    if let Some((cap, s)) = &capped {
+                        let srow = &s[i * t..(i + 1) * t];
+                        row.iter_mut().zip(srow).for_each(|(d, &z)| {
+                            let th = z / cap;
+                            *d *= 1.0 - th * th;
+                        });
                     }
-                    let (vj, dvj) = (&v[(b * t + j) * kw + kvh * hd..][..hd], &mut dv[(b * t + j) * kw + kvh * hd..][..hd]);
-                    ds[j] = dot(doi, vj);
-                    weighted += pj * ds[j];
-                    dvj.iter_mut().zip(doi).for_each(|(d, &g)| *d += pj * g);
                 }
-                let qi = &q[(b * t + i) * qw + h * hd..][..hd];
-                for (j, &pj) in row.iter().enumerate().filter(|(_, &pj)| pj != 0.0) {
-                    let mut dz = pj * (ds[j] - weighted);
-                    if let Some(cap) = a.softcap {
-                        // s = cap·tanh(z/cap): ds/dz = 1 − tanh²; tanh recomputed from q·k.
-                        let kj = &k[(b * t + j) * kw + kvh * hd..][..hd];
-                        let th = (dot(qi, kj) * a.scale / cap).tanh();
-                        dz *= 1.0 - th * th;
-                    }
-                    let g = dz * a.scale;
-                    let kj = &k[(b * t + j) * kw + kvh * hd..][..hd];
-                    let dqi = &mut dq[(b * t + i) * qw + h * hd..][..hd];
-                    dqi.iter_mut().zip(kj).for_each(|(d, &kv)| *d += g * kv);
-                    let dkj = &mut dk[(b * t + j) * kw + kvh * hd..][..hd];
-                    dkj.iter_mut().zip(qi).for_each(|(d, &qv)| *d += g * qv);
-                }
-            }
+            });
+            let mut dq = vec![0f32; t * hd];
+            gemm_serial(&ds, t, t, &RowMajor { data: &k[b * t * kw + kvh * hd..], depth: t, width: hd, ld: kw }, &mut dq, hd, false);
+            dqs.push(dq);
+            let qh = RowMajor { data: &q[b * t * qw + h * hd..], depth: t, width: hd, ld: qw };
+            gemm_serial(&transpose(&ds, t, t), t, t, &qh, &mut dk, hd, true);
+            let dh = RowMajor { data: doh, depth: t, width: hd, ld: qw };
+            gemm_serial(&transpose(p, t, t), t, t, &dh, &mut dv, hd, true);
         }
+        (dqs, dk, dv)
+    });
+    let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; v.len()]);
+    let scatter = |dst: &mut [f32], width: usize, b: usize, head: usize, src: &[f32]| {
+        for (i, row) in src.chunks_exact(hd).enumerate() {
+            dst[(b * t + i) * width + head * hd..][..hd].copy_from_slice(row);
+        }
+    };
+    for ((b, kvh), (dqs, dkp, dvp)) in parts {
+        for (h, d) in (kvh * group..).zip(dqs) {
+            scatter(&mut dq, qw, b, h, &d);
+        }
+        scatter(&mut dk, kw, b, kvh, &dkp);
+        scatter(&mut dv, kw, b, kvh, &dvp);
     }
     (dq, dk, dv)
 }
 
 /// The gated MLP's activation: `act(gate) · up`.
 pub(crate) fn gated(activation: Activation, gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter().zip(up).map(|(&g, &u)| act(activation, g).0 * u).collect()
+    let mut out = vec![0f32; gate.len()];
+    par_rows(&mut out, ELEMENTS_PER_ROW, |r0, out| {
+        let at = r0 * ELEMENTS_PER_ROW;
+        math::wide(|| out.iter_mut().zip(&gate[at..]).zip(&up[at..]).for_each(|((o, &g), &u)| *o = act(activation, g).0 * u))
+    });
+    out
 }
+
+/// How [`gated`] and [`gated_backward`] cut their flat inputs among the threads.
+const ELEMENTS_PER_ROW: usize = 256;
 
 /// `(∂/∂gate, ∂/∂up)` of [`gated`].
 pub(crate) fn gated_backward(activation: Activation, gate: &[f32], up: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut dgate = Vec::with_capacity(gate.len());
-    let mut dup = Vec::with_capacity(up.len());
-    for ((&g, &u), &d) in gate.iter().zip(up).zip(dy) {
-        let (a, da) = act(activation, g);
-        dgate.push(d * u * da);
-        dup.push(d * a);
-    }
+    let (mut dgate, mut dup) = (vec![0f32; gate.len()], vec![0f32; up.len()]);
+    par_rows2(&mut dgate, ELEMENTS_PER_ROW, &mut dup, ELEMENTS_PER_ROW, |r0, dgate, dup| {
+        let at = r0 * ELEMENTS_PER_ROW;
+        math::wide(|| {
+            for (((dg, du), (&g, &u)), &d) in dgate.iter_mut().zip(dup.iter_mut()).zip(gate[at..].iter().zip(&up[at..])).zip(&dy[at..]) {
+                let (a, da) = act(activation, g);
+                *dg = d * u * da;
+                *du = d * a;
+            }
+        })
+    });
     (dgate, dup)
 }
 
 /// An activation's value and derivative at `x`.
+#[inline(always)]
 fn act(activation: Activation, x: f32) -> (f32, f32) {
     match activation {
         Activation::Silu => {
-            let s = 1.0 / (1.0 + (-x).exp());
+            let s = 1.0 / (1.0 + math::exp(-x));
             (x * s, s * (1.0 + x * (1.0 - s)))
         }
         Activation::GeluTanh => {
-            // 0.5·x·(1 + tanh(c·(x + 0.044715·x³))), c = √(2/π).
+            // 0.5·x·(1 + tanh(c·(x + 0.044715·x³))), c = √(2/π); tanh(u) = 1 − 2/(e^{2u} + 1).
             let c = (2.0 / std::f32::consts::PI).sqrt();
             let inner = c * (x + 0.044715 * x * x * x);
-            let th = inner.tanh();
+            let th = 1.0 - 2.0 / (math::exp(2.0 * inner) + 1.0);
             let d_inner = c * (1.0 + 3.0 * 0.044715 * x * x);
             (0.5 * x * (1.0 + th), 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * d_inner)
         }

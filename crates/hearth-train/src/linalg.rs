@@ -1,66 +1,26 @@
-//! The products training needs: a frozen weight applied forward (`x · Wᵀ`, on the engine's
-//! kernels in their exact mode) and transposed (`dy · W`, a de-quantised row at a time, rows
-//! shared among the cores), and small float products for the adapters and attention.
+//! The products training needs, all on the kernels' float GEMM: a frozen weight applied
+//! forward (`x · Wᵀ`) and transposed (`dy · W`), de-quantised a panel at a time, and the
+//! adapters' small products.
 
-use hearth_kernels::{MatrixRef, Precision};
+use std::sync::Mutex;
+
+use hearth_kernels::pool;
+use hearth_kernels::sgemm::{gemm, RowMajor, Transposed, WeightRows, WeightT};
+use hearth_kernels::MatrixRef;
 
 /// `x` `[n, cols]` times the weight's transpose: `[n, rows]`.
 pub(crate) fn forward(w: &MatrixRef<'_>, x: &[f32]) -> Vec<f32> {
     let n = x.len() / w.cols();
     let mut out = vec![0f32; n * w.rows()];
-    w.matmul(x, &mut out, Precision::Exact);
+    gemm(x, w.cols(), n, &WeightT(*w), &mut out, w.rows(), false);
     out
 }
 
-/// `dy` `[n, rows]` times the weight: `[n, cols]`, the gradient of `forward`'s input. Rows are
-/// shared among the cores; each takes them eight at a time (de-quantised into a small buffer),
-/// so every row of `dx` is read and written once per eight weight rows, not once per row.
+/// `dy` `[n, rows]` times the weight: `[n, cols]`, the gradient of `forward`'s input.
 pub(crate) fn backward(w: &MatrixRef<'_>, dy: &[f32]) -> Vec<f32> {
-    const R: usize = 8;
-    let (rows, cols) = (w.rows(), w.cols());
-    let n = dy.len() / rows;
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(rows.div_ceil(R).max(1));
-    let per = rows.div_ceil(threads).next_multiple_of(R);
-    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    let mut dx = vec![0f32; n * cols];
-                    let mut block = vec![0f32; R * cols];
-                    let mut r0 = t * per;
-                    while r0 < ((t + 1) * per).min(rows) {
-                        let count = R.min(rows - r0);
-                        block[count * cols..].fill(0.0);
-                        for k in 0..count {
-                            w.row(r0 + k, &mut block[k * cols..(k + 1) * cols]);
-                        }
-                        for (i, out) in dx.chunks_exact_mut(cols).enumerate() {
-                            let mut g = [0f32; R];
-                            g[..count].copy_from_slice(&dy[i * rows + r0..i * rows + r0 + count]);
-                            if g.iter().all(|&v| v == 0.0) {
-                                continue;
-                            }
-                            let b: [&[f32]; R] = std::array::from_fn(|k| &block[k * cols..(k + 1) * cols]);
-                            for (c, o) in out.iter_mut().enumerate() {
-                                let mut acc = 0f32;
-                                for k in 0..R {
-                                    acc += g[k] * b[k][c];
-                                }
-                                *o += acc;
-                            }
-                        }
-                        r0 += R;
-                    }
-                    dx
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("backward thread")).collect()
-    });
-    let mut dx = vec![0f32; n * cols];
-    for part in parts {
-        dx.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-    }
+    let n = dy.len() / w.rows();
+    let mut dx = vec![0f32; n * w.cols()];
+    gemm(dy, w.rows(), n, &WeightRows(*w), &mut dx, w.cols(), false);
     dx
 }
 
@@ -68,33 +28,76 @@ pub(crate) fn backward(w: &MatrixRef<'_>, dy: &[f32]) -> Vec<f32> {
 pub(crate) fn mm(a: &[f32], b: &[f32], k: usize, m: usize) -> Vec<f32> {
     let n = a.len() / k;
     let mut out = vec![0f32; n * m];
-    for (arow, orow) in a.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
-        for (&av, brow) in arow.iter().zip(b.chunks_exact(m)) {
-            orow.iter_mut().zip(brow).for_each(|(o, &bv)| *o += av * bv);
-        }
-    }
+    gemm(a, k, n, &RowMajor::new(b, k, m), &mut out, m, false);
     out
 }
 
 /// `a` `[n, k]` · `b`ᵀ where `b` is `[m, k]`.
 pub(crate) fn mm_nt(a: &[f32], b: &[f32], k: usize) -> Vec<f32> {
-    let m = b.len() / k;
-    a.chunks_exact(k).flat_map(|arow| b.chunks_exact(k).map(move |brow| dot(arow, brow))).take(a.len() / k * m).collect()
+    let (n, m) = (a.len() / k, b.len() / k);
+    let mut out = vec![0f32; n * m];
+    gemm(a, k, n, &Transposed::new(b, m, k), &mut out, m, false);
+    out
 }
 
-/// `a`ᵀ · `b` where `a` is `[n, k]` and `b` is `[n, m]`: `[k, m]`.
+/// `a`ᵀ · `b` where `a` is `[n, k]` and `b` is `[n, m]`: `[k, m]`. The narrower of the two
+/// is transposed (an adapter's rank-wide side), never the wide one.
 pub(crate) fn mm_tn(a: &[f32], b: &[f32], k: usize, m: usize) -> Vec<f32> {
+    let n = a.len() / k;
     let mut out = vec![0f32; k * m];
-    for (arow, brow) in a.chunks_exact(k).zip(b.chunks_exact(m)) {
-        for (&av, orow) in arow.iter().zip(out.chunks_exact_mut(m)) {
-            orow.iter_mut().zip(brow).for_each(|(o, &bv)| *o += av * bv);
-        }
+    if k <= m {
+        gemm(&transpose(a, n, k), n, k, &RowMajor::new(b, n, m), &mut out, m, false);
+    } else {
+        gemm(&transpose(b, n, m), n, m, &RowMajor::new(a, n, k), &mut out, k, false);
+        out = transpose(&out, m, k);
     }
     out
 }
 
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// `c += a · b`ᵀ where `a` is `[n, k]`, `b` is `[m, k]` and `c` is `[n, m]`.
+pub(crate) fn add_mm_nt(c: &mut [f32], a: &[f32], b: &[f32], k: usize) {
+    let (n, m) = (a.len() / k, b.len() / k);
+    gemm(a, k, n, &Transposed::new(b, m, k), c, m, true);
+}
+
+/// `c += a · b` where `a` is `[n, k]`, `b` is `[k, m]` and `c` is `[n, m]`.
+pub(crate) fn add_mm(c: &mut [f32], a: &[f32], b: &[f32], k: usize, m: usize) {
+    gemm(a, k, a.len() / k, &RowMajor::new(b, k, m), c, m, true);
+}
+
+/// Splits `out` into blocks of whole rows (`width` values each) and runs `f(first row, block)`
+/// for every block on the kernel pool: the element-wise passes between the products.
+pub(crate) fn par_rows<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let mut none: [u8; 0] = [];
+    par_rows2(out, width, &mut none, 0, |r0, a, _| f(r0, a));
+}
+
+/// [`par_rows`] over two outputs with the same rows (`w1` and `w2` values per row).
+pub(crate) fn par_rows2<T: Send, U: Send>(o1: &mut [T], w1: usize, o2: &mut [U], w2: usize, f: impl Fn(usize, &mut [T], &mut [U]) + Sync) {
+    let rows = o1.len() / w1.max(1);
+    if rows == 0 {
+        return;
+    }
+    let per = rows.div_ceil(4 * pool::global().threads());
+    let mut second = o2.chunks_mut((per * w2).max(1));
+    let blocks: Vec<Mutex<(&mut [T], &mut [U])>> =
+        o1.chunks_mut(per * w1).map(|a| Mutex::new((a, if w2 == 0 { &mut [][..] } else { second.next().unwrap_or_default() }))).collect();
+    pool::global().run(blocks.len(), &|i| {
+        let mut block = blocks[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (a, b) = &mut *block;
+        f(i * per, a, b);
+    });
+}
+
+/// `a` `[n, k]` as `[k, n]`.
+pub(crate) fn transpose(a: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut t = vec![0f32; n * k];
+    for (i, row) in a.chunks_exact(k).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * n + i] = v;
+        }
+    }
+    t
 }
 
 pub(crate) fn add_into(acc: &mut [f32], x: &[f32]) {

@@ -4,6 +4,10 @@
 //! target per padded row (mlx-lm#1697, not fixed upstream); it is kept so that losses equal
 //! mlx-lm's, and [`Mask::Corrected`] gives `< length`.
 
+use hearth_kernels::math;
+
+use crate::linalg::par_rows2;
+
 /// A batch: equal-length rows and, per row, `(offset, length)`: the prompt length masked out
 /// under `--mask-prompt` (else 0) and the row's real length.
 #[derive(Clone, Debug)]
@@ -51,24 +55,28 @@ impl Batch {
 }
 
 /// The mean cross-entropy of `logits` (`[n, vocab]`) over the counted targets, how many there
-/// are, and `∂loss/∂logits` (written over `logits`).
+/// are, and `∂loss/∂logits` (written over `logits`). Rows run on the kernel pool; the loss is
+/// summed in row order, so it does not depend on the thread count.
 pub fn cross_entropy(logits: &mut [f32], targets: &[(u32, bool)]) -> (f32, usize) {
     let vocab = logits.len() / targets.len().max(1);
     let ntoks = targets.iter().filter(|t| t.1).count();
-    let mut total = 0f64;
-    for (row, &(target, counted)) in logits.chunks_exact_mut(vocab).zip(targets) {
-        if !counted {
-            row.fill(0.0);
-            continue;
-        }
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|&l| (l - max).exp()).sum();
-        let log_sum = max + sum.ln();
-        total += (log_sum - row[target as usize]) as f64;
-        for l in row.iter_mut() {
-            *l = (*l - log_sum).exp() / ntoks as f32;
-        }
-        row[target as usize] -= 1.0 / ntoks as f32;
-    }
-    ((total / ntoks.max(1) as f64) as f32, ntoks)
+    let mut losses = vec![0f64; targets.len()];
+    par_rows2(logits, vocab, &mut losses, 1, |r0, rows, losses| {
+        math::wide(|| {
+            for ((row, &(target, counted)), loss) in rows.chunks_exact_mut(vocab).zip(&targets[r0..]).zip(losses.iter_mut()) {
+                if !counted {
+                    row.fill(0.0);
+                    continue;
+                }
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|&l| math::exp(l - max)).sum();
+                let log_sum = max + sum.ln();
+                *loss = (log_sum - row[target as usize]) as f64;
+                let share = 1.0 / ntoks as f32;
+                row.iter_mut().for_each(|l| *l = math::exp(*l - log_sum) * share);
+                row[target as usize] -= share;
+            }
+        })
+    });
+    ((losses.iter().sum::<f64>() / ntoks.max(1) as f64) as f32, ntoks)
 }
