@@ -1,13 +1,13 @@
 //! `hearth train`: LoRA fine-tuning as `mlx_lm.lora --train` runs it, with its flags, its data
 //! directory and its report lines; the adapters it writes load in Hearth, mlx-lm and `hearth fuse`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hearth_train::data::{batches, load_split, BatchOrder, Text};
 use hearth_train::loss::Mask;
-use hearth_train::trainer::{adapter_config, evaluate, init_lora, train, Event, TrainOptions};
+use hearth_train::trainer::{adapter_config, evaluate, has_checkpoint, init_lora, train, Event, TrainOptions};
 use hearth_train::{Lora, Rule, Schedule, TrainModel};
 use serde_json::json;
 
@@ -29,6 +29,10 @@ pub enum OptimizerName {
 
 #[derive(Args)]
 pub struct TrainArgs {
+    /// mlx-lm's YAML configuration (its keys, lora_parameters and lr_schedule included); what
+    /// the command line gives wins over it.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
     /// Base model: a Hugging Face or MLX directory (float or MLX-quantised), a GGUF file (QLoRA on
     /// its blocks as they are), or a name the store resolves.
     #[arg(long, short)]
@@ -82,6 +86,10 @@ pub struct TrainArgs {
     /// Seeds the adapters' initial values and the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep only each block's input between the forward and backward passes and recompute the
+    /// rest: memory bounded by one block's activations on long sequences, for a third more time.
+    #[arg(long)]
+    grad_checkpoint: bool,
     /// Train only on the completion (chat and completions data): the prompt is masked out.
     #[arg(long)]
     mask_prompt: bool,
@@ -96,7 +104,8 @@ pub struct TrainArgs {
     #[arg(long)]
     resume_adapter_file: Option<PathBuf>,
     /// Continue an interrupted run from the checkpoint in --adapter-path (adapters, optimiser
-    /// state, iteration and data order), exactly where it stopped.
+    /// state, iteration and data order), exactly where it stopped; without a checkpoint yet, the
+    /// run starts from the beginning.
     #[arg(long, conflicts_with = "resume_adapter_file")]
     resume: bool,
     /// After training (or alone with --iters 0), report the test split's loss and perplexity.
@@ -169,10 +178,96 @@ fn count(n: i64) -> Option<usize> {
     (n >= 0).then_some(n as usize)
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+/// Fills what the command line left at its default from mlx-lm's YAML configuration at `path`
+/// (mlx-lm's rule: command line, then the file, then the defaults).
+fn apply_config(args: &mut TrainArgs, path: &Path) -> anyhow::Result<()> {
+    use clap::parser::ValueSource;
+    use clap::CommandFactory;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("{}: not YAML", path.display()))?;
+    let serde_yaml::Value::Mapping(map) = config else { anyhow::bail!("{}: expected a mapping of mlx-lm's keys", path.display()) };
+    let matches = crate::Cli::command().get_matches_from(std::env::args_os());
+    let given = |id: &str| matches.subcommand_matches("train").and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine);
+    let field = |key: &str, value: &serde_yaml::Value| anyhow::anyhow!("{}: {key}: {value:?} is not a valid value", path.display());
+    macro_rules! take {
+        ($key:expr, $value:expr, $id:literal, $field:expr) => {
+            if !given($id) {
+                $field = serde_yaml::from_value(serde_yaml::Value::clone($value)).map_err(|_| field($key, $value))?;
+            }
+        };
+    }
+    for (key, value) in &map {
+        let key = key.as_str().with_context(|| format!("{}: a key is not a string", path.display()))?;
+        match key {
+            "model" => take!(key, value, "model", args.model),
+            "data" => take!(key, value, "data", args.data),
+            "adapter_path" => take!(key, value, "adapter_path", args.adapter_path),
+            "num_layers" => take!(key, value, "num_layers", args.num_layers),
+            "batch_size" => take!(key, value, "batch_size", args.batch_size),
+            "iters" => take!(key, value, "iters", args.iters),
+            "val_batches" => take!(key, value, "val_batches", args.val_batches),
+            "learning_rate" => take!(key, value, "learning_rate", args.learning_rate),
+            "steps_per_report" => take!(key, value, "steps_per_report", args.steps_per_report),
+            "steps_per_eval" => take!(key, value, "steps_per_eval", args.steps_per_eval),
+            "save_every" => take!(key, value, "save_every", args.save_every),
+            "grad_accumulation_steps" => take!(key, value, "grad_accumulation_steps", args.grad_accumulation_steps),
+            "max_seq_length" => take!(key, value, "max_seq_length", args.max_seq_length),
+            "seed" => take!(key, value, "seed", args.seed),
+            "mask_prompt" => take!(key, value, "mask_prompt", args.mask_prompt),
+            "test" => take!(key, value, "test", args.test),
+            "test_batches" => take!(key, value, "test_batches", args.test_batches),
+            "resume_adapter_file" => {
+                if !given("resume_adapter_file") && !value.is_null() {
+                    args.resume_adapter_file = Some(serde_yaml::from_value(value.clone()).map_err(|_| field(key, value))?);
+                }
+            }
+            "optimizer" if !given("optimizer") => {
+                let name = value.as_str().ok_or_else(|| field(key, value))?;
+                args.optimizer = OptimizerName::from_str(name, true).map_err(|_| field(key, value))?;
+            }
+            "lr_schedule" if !given("lr_schedule") && !value.is_null() => {
+                args.lr_schedule = Some(serde_json::to_string(value).map_err(|_| field(key, value))?);
+            }
+            "optimizer_config" => {
+                // {adamw: {weight_decay: x}}: the only optimiser setting Hearth takes.
+                let decay = value.get("adamw").and_then(|a| a.get("weight_decay"));
+                if let (Some(d), false) = (decay, given("weight_decay")) {
+                    args.weight_decay = serde_yaml::from_value(d.clone()).map_err(|_| field(key, value))?;
+                }
+            }
+            "lora_parameters" => {
+                let serde_yaml::Value::Mapping(lora) = value else { return Err(field(key, value)) };
+                for (k, v) in lora {
+                    match k.as_str().unwrap_or_default() {
+                        "rank" => take!("lora_parameters.rank", v, "rank", args.rank),
+                        "scale" => take!("lora_parameters.scale", v, "scale", args.scale),
+                        "keys" => take!("lora_parameters.keys", v, "keys", args.keys),
+                        "dropout" if v.as_f64() == Some(0.0) => {}
+                        "dropout" => anyhow::bail!("{}: lora_parameters.dropout: Hearth trains without dropout", path.display()),
+                        other => println!("[WARNING] {}: lora_parameters.{other} is not used", path.display()),
+                    }
+                }
+            }
+            "fine_tune_type" if value.as_str() != Some("lora") => {
+                anyhow::bail!("{}: fine_tune_type {value:?}: Hearth trains LoRA adapters (\"lora\") only", path.display())
+            }
+            "grad_checkpoint" => take!(key, value, "grad_checkpoint", args.grad_checkpoint),
+            // Settled above, or meaningless here (mlx-lm's train flag, its loggers).
+            "train" | "fine_tune_type" | "optimizer" | "lr_schedule" | "report_to" | "project_name" | "wandb" => {}
+            other => println!("[WARNING] {}: {other} is not an option of hearth train; ignored", path.display()),
+        }
+    }
+    Ok(())
+}
+
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(path) = args.config.clone() {
+        apply_config(&mut args, &path)?;
+    }
     let dir = crate::store_cmd::resolve_model(&args.model)?;
     println!("Loading pretrained model");
-    let model = TrainModel::load(&dir)?;
+    let mut model = TrainModel::load(&dir)?;
+    model.set_grad_checkpoint(args.grad_checkpoint);
     let text = Text::load(&dir)?;
     println!("Loading datasets");
     let order = match args.batch_order {
@@ -229,6 +324,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ("learning_rate", json!(args.learning_rate.to_string().parse::<f64>().unwrap_or_default())),
             ("max_seq_length", json!(args.max_seq_length)),
             ("mask_prompt", json!(args.mask_prompt)),
+            ("grad_checkpoint", json!(args.grad_checkpoint)),
             ("seed", json!(args.seed)),
             ("optimizer", json!(["adam", "adamw", "sgd"][args.optimizer as usize])),
             ("lr_schedule", lr_schedule.clone().unwrap_or_default()),
@@ -249,8 +345,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             mask,
             adapter_dir: args.adapter_path.clone(),
             adapter_config: config,
-            resume: args.resume,
+            resume: args.resume && has_checkpoint(&args.adapter_path),
         };
+        if args.resume && !opts.resume {
+            // A supervisor restarting a run that died before its first save just reruns it.
+            println!("No checkpoint in {} yet: starting from the beginning.", args.adapter_path.display());
+        }
         let mut progress = ProgressLine::new();
         let mut on_event = |event: Event| {
             progress.handle(&event);

@@ -22,6 +22,9 @@ pub struct TrainModel {
     store: WeightStore,
     /// The model's RoPE, then the sliding-window layers' own where they have one.
     ropes: Vec<Rope>,
+    /// Keep only each block's input between the passes and recompute the rest (memory bounded
+    /// by one block's activations, for a third more compute).
+    grad_checkpoint: bool,
 }
 
 /// One step's result: the loss, the targets it averaged over, the adapters' gradients.
@@ -65,6 +68,13 @@ struct Saved {
     d_raw: Option<Normed>,
 }
 
+/// A block's activations as the forward pass leaves them for the backward pass.
+enum Kept {
+    All(Box<Saved>),
+    /// Its input only (gradient checkpointing).
+    Input(Vec<f32>),
+}
+
 /// A norm's input, and its rows' `1/rms`.
 struct Normed {
     raw: Vec<f32>,
@@ -95,7 +105,12 @@ impl TrainModel {
             .chain(&cfg.sliding_rope)
             .map(|r| Rope::new(cfg.head_dim, r))
             .collect::<hearth_engine::Result<_>>()?;
-        Ok(TrainModel { cfg, store, ropes })
+        Ok(TrainModel { cfg, store, ropes, grad_checkpoint: false })
+    }
+
+    /// Gradient checkpointing per block (`--grad-checkpoint`): the same gradients, bit for bit.
+    pub fn set_grad_checkpoint(&mut self, on: bool) {
+        self.grad_checkpoint = on;
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -296,77 +311,15 @@ impl TrainModel {
             })
             .collect();
 
-        // Forward, keeping each layer's activations.
-        let mut saved = Vec::with_capacity(c.num_layers);
+        // Forward, keeping each layer's activations, or with gradient checkpointing only its
+        // input (the backward pass recomputes the rest, one block at a time).
+        let mut kept = Vec::with_capacity(c.num_layers);
         for li in 0..c.num_layers {
-            let p = format!("model.layers.{li}");
-            let (h, h_inv) = rms_norm(&x, &self.norm(&format!("{p}.input_layernorm"))?, self.eps());
-            let qkv =
-                self.projection(li, "self_attn.qkv_proj", &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], &[qs, kvs, kvs]);
-            let (mut parts, in_proj) = self.project(&qkv, &h, lora)?;
-            let v = parts.pop().expect("v");
-            let (mut k, mut q) = (parts.pop().expect("k"), parts.pop().expect("q"));
-            let qk_raw = if c.qk_norm {
-                let (qn, q_inv) = rms_norm(&q, &self.norm(&format!("{p}.self_attn.q_norm"))?, self.eps());
-                let (kn, k_inv) = rms_norm(&k, &self.norm(&format!("{p}.self_attn.k_norm"))?, self.eps());
-                Some((Normed { raw: std::mem::replace(&mut q, qn), inv: q_inv }, Normed { raw: std::mem::replace(&mut k, kn), inv: k_inv }))
-            } else {
-                None
-            };
-            let (cos, sin) = &tables[self.rope_of(li)];
-            rope(&mut q, nh, hd, cos, sin, false);
-            rope(&mut k, nkv, hd, cos, sin, false);
-            let shape = self.attn_shape(li, n, t);
-            let (att, probs) = attention(&q, &k, &v, &shape);
-            let (mut o, o_proj) = self.linear(&format!("{p}.self_attn.o_proj"), &att, lora)?;
-            // Gemma 2 normalises the attention output before the residual add.
-            let o_raw = if c.sandwich_norms {
-                let (normed, inv) = rms_norm(&o, &self.norm(&format!("{p}.post_attention_layernorm"))?, self.eps());
-                Some(Normed { raw: std::mem::replace(&mut o, normed), inv })
-            } else {
-                None
-            };
-            let mut x_mid = x.clone();
-            add_into(&mut x_mid, &o);
-            let mlp_norm = if c.sandwich_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
-            let (h2, h2_inv) = rms_norm(&x_mid, &self.norm(&format!("{p}.{mlp_norm}"))?, self.eps());
-            let gate_up = self.projection(li, "mlp.gate_up_proj", &["mlp.gate_proj", "mlp.up_proj"], &[inter, inter]);
-            let (mut gu, mlp_proj) = self.project(&gate_up, &h2, lora)?;
-            let (up, gate) = (gu.pop().expect("up"), gu.pop().expect("gate"));
-            let act = gated(c.activation, &gate, &up);
-            let (mut d, down) = self.linear(&format!("{p}.mlp.down_proj"), &act, lora)?;
-            let d_raw = if c.sandwich_norms {
-                let (normed, inv) = rms_norm(&d, &self.norm(&format!("{p}.post_feedforward_layernorm"))?, self.eps());
-                Some(Normed { raw: std::mem::replace(&mut d, normed), inv })
-            } else {
-                None
-            };
-            let mut x_out = x_mid.clone();
-            add_into(&mut x_out, &d);
-            let x_in = std::mem::replace(&mut x, x_out);
-            saved.push(Saved {
-                x: x_in,
-                h,
-                h_inv,
-                in_proj,
-                qk_raw,
-                q,
-                k,
-                v,
-                probs,
-                att,
-                o_proj,
-                o_raw,
-                x_mid,
-                h2,
-                h2_inv,
-                mlp_proj,
-                gate,
-                up,
-                act,
-                down,
-                d_raw,
-            });
+            let (out, saved) = self.layer_forward(li, x, t, &tables, lora)?;
+            x = out;
+            if backward {
+                kept.push(if self.grad_checkpoint { Kept::Input(saved.x) } else { Kept::All(Box::new(saved)) });
+            }
         }
         let final_norm = self.norm("model.norm")?;
         let (hn, hn_inv) = rms_norm(&x, &final_norm, self.eps());
@@ -396,7 +349,10 @@ impl TrainModel {
         drop(dlogits);
         let mut dx = rms_norm_backward(&x, &final_norm, &hn_inv, &dhn);
         for li in (0..c.num_layers).rev() {
-            let s = &saved[li];
+            let s = match kept.pop().expect("one per layer") {
+                Kept::All(s) => *s,
+                Kept::Input(x) => self.layer_forward(li, x, t, &tables, lora)?.1,
+            };
             let p = format!("model.layers.{li}");
             // x_out = x_mid + post_ff(down(act(gate, up)))
             let mut dd = dx.clone();
@@ -430,6 +386,82 @@ impl TrainModel {
             add_into(&mut dx, &rms_norm_backward(&s.x, &self.norm(&format!("{p}.input_layernorm"))?, &s.h_inv, &dh));
         }
         Ok((loss, ntoks, Some(grads)))
+    }
+
+    /// Block `li`'s forward pass on `x` (`[n, hidden]`, sequences of `t`): its output and what
+    /// its backward pass needs.
+    fn layer_forward(&self, li: usize, x: Vec<f32>, t: usize, tables: &[(Vec<f32>, Vec<f32>)], lora: &Lora) -> Result<(Vec<f32>, Saved)> {
+        let c = &self.cfg;
+        let (hd, nh, nkv) = (c.head_dim, c.num_heads, c.num_kv_heads);
+        let (qs, kvs, inter) = (c.q_size(), c.kv_size(), c.intermediate_size);
+        let n = x.len() / c.hidden_size;
+        let p = format!("model.layers.{li}");
+        let (h, h_inv) = rms_norm(&x, &self.norm(&format!("{p}.input_layernorm"))?, self.eps());
+        let qkv = self.projection(li, "self_attn.qkv_proj", &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], &[qs, kvs, kvs]);
+        let (mut parts, in_proj) = self.project(&qkv, &h, lora)?;
+        let v = parts.pop().expect("v");
+        let (mut k, mut q) = (parts.pop().expect("k"), parts.pop().expect("q"));
+        let qk_raw = if c.qk_norm {
+            let (qn, q_inv) = rms_norm(&q, &self.norm(&format!("{p}.self_attn.q_norm"))?, self.eps());
+            let (kn, k_inv) = rms_norm(&k, &self.norm(&format!("{p}.self_attn.k_norm"))?, self.eps());
+            Some((Normed { raw: std::mem::replace(&mut q, qn), inv: q_inv }, Normed { raw: std::mem::replace(&mut k, kn), inv: k_inv }))
+        } else {
+            None
+        };
+        let (cos, sin) = &tables[self.rope_of(li)];
+        rope(&mut q, nh, hd, cos, sin, false);
+        rope(&mut k, nkv, hd, cos, sin, false);
+        let shape = self.attn_shape(li, n, t);
+        let (att, probs) = attention(&q, &k, &v, &shape);
+        let (mut o, o_proj) = self.linear(&format!("{p}.self_attn.o_proj"), &att, lora)?;
+        // Gemma 2 normalises the attention output before the residual add.
+        let o_raw = if c.sandwich_norms {
+            let (normed, inv) = rms_norm(&o, &self.norm(&format!("{p}.post_attention_layernorm"))?, self.eps());
+            Some(Normed { raw: std::mem::replace(&mut o, normed), inv })
+        } else {
+            None
+        };
+        let mut x_mid = x.clone();
+        add_into(&mut x_mid, &o);
+        let mlp_norm = if c.sandwich_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
+        let (h2, h2_inv) = rms_norm(&x_mid, &self.norm(&format!("{p}.{mlp_norm}"))?, self.eps());
+        let gate_up = self.projection(li, "mlp.gate_up_proj", &["mlp.gate_proj", "mlp.up_proj"], &[inter, inter]);
+        let (mut gu, mlp_proj) = self.project(&gate_up, &h2, lora)?;
+        let (up, gate) = (gu.pop().expect("up"), gu.pop().expect("gate"));
+        let act = gated(c.activation, &gate, &up);
+        let (mut d, down) = self.linear(&format!("{p}.mlp.down_proj"), &act, lora)?;
+        let d_raw = if c.sandwich_norms {
+            let (normed, inv) = rms_norm(&d, &self.norm(&format!("{p}.post_feedforward_layernorm"))?, self.eps());
+            Some(Normed { raw: std::mem::replace(&mut d, normed), inv })
+        } else {
+            None
+        };
+        let mut x_out = x_mid.clone();
+        add_into(&mut x_out, &d);
+        let saved = Saved {
+            x,
+            h,
+            h_inv,
+            in_proj,
+            qk_raw,
+            q,
+            k,
+            v,
+            probs,
+            att,
+            o_proj,
+            o_raw,
+            x_mid,
+            h2,
+            h2_inv,
+            mlp_proj,
+            gate,
+            up,
+            act,
+            down,
+            d_raw,
+        };
+        Ok((x_out, saved))
     }
 
     fn rope_of(&self, layer: usize) -> usize {

@@ -52,6 +52,17 @@ struct RunState {
 
 const CHECKPOINT: &str = "checkpoint";
 
+/// The checkpoint folder in an adapter directory: the current one, or the one a crash during a
+/// save left set aside.
+fn checkpoint_in(dir: &Path) -> Option<PathBuf> {
+    [dir.join(CHECKPOINT), dir.join(".checkpoint.old")].into_iter().find(|p| p.join("trainer_state.json").is_file())
+}
+
+/// Whether `dir` holds a checkpoint `--resume` can continue from.
+pub fn has_checkpoint(dir: &Path) -> bool {
+    checkpoint_in(dir).is_some()
+}
+
 impl RunState {
     /// Writes the checkpoint into a fresh folder and swaps it in: a crash leaves the old one or
     /// the new one whole.
@@ -96,10 +107,7 @@ impl RunState {
 
     /// The checkpoint in `dir` (or the one a crash left set aside), for `opts`.
     fn load(dir: &Path, opts: &TrainOptions) -> Result<(RunState, Lora)> {
-        let current = [dir.join(CHECKPOINT), dir.join(".checkpoint.old")]
-            .into_iter()
-            .find(|p| p.join("trainer_state.json").is_file())
-            .ok_or_else(|| TrainError::Invalid(format!("{} holds no checkpoint to resume", dir.display())))?;
+        let current = checkpoint_in(dir).ok_or_else(|| TrainError::Invalid(format!("{} holds no checkpoint to resume", dir.display())))?;
         let text = std::fs::read_to_string(current.join("trainer_state.json")).map_err(|e| TrainError::Invalid(e.to_string()))?;
         let state: Value = serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("trainer_state.json: {e}")))?;
         let field =
