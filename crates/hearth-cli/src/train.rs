@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use hearth_train::data::{batches, load_split, BatchOrder, Text};
 use hearth_train::loss::Mask;
 use hearth_train::trainer::{adapter_config, evaluate, has_checkpoint, init_lora, train, Event, TrainOptions};
-use hearth_train::{Lora, Rule, Schedule, TrainModel};
+use hearth_train::{AdapterFormat, Lora, Rule, Schedule, TrainModel};
 use serde_json::json;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -25,6 +25,17 @@ pub enum OptimizerName {
     Adam,
     Adamw,
     Sgd,
+}
+
+/// The layout the adapters are written in.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// mlx-lm's adapters.safetensors + adapter_config.json (Hearth, mlx-lm, hearth fuse).
+    Mlx,
+    /// PEFT's adapter_model.safetensors + adapter_config.json (PeftModel.from_pretrained).
+    Peft,
+    /// llama.cpp's adapters.gguf (llama-server --lora), Llama's Q/K rows in its order.
+    Gguf,
 }
 
 #[derive(Args)]
@@ -99,6 +110,9 @@ pub struct TrainArgs {
     corrected_mask: bool,
     #[arg(long, value_enum, default_value = "length")]
     batch_order: Order,
+    /// The adapters' layout; checkpoints for --resume keep mlx-lm's.
+    #[arg(long, value_enum, default_value = "mlx")]
+    format: Format,
     /// Start from these adapter weights (an adapters.safetensors; mlx-lm's option: the optimiser
     /// starts afresh).
     #[arg(long)]
@@ -346,6 +360,11 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             adapter_dir: args.adapter_path.clone(),
             adapter_config: config,
             resume: args.resume && has_checkpoint(&args.adapter_path),
+            format: match args.format {
+                Format::Mlx => AdapterFormat::Mlx,
+                Format::Peft => AdapterFormat::Peft,
+                Format::Gguf => AdapterFormat::Gguf,
+            },
         };
         if args.resume && !opts.resume {
             // A supervisor restarting a run that died before its first save just reruns it.
@@ -366,7 +385,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         }
         };
         train(&model, &mut lora, &train_batches, &valid, &opts, &mut on_event)?;
-        println!("Saved final weights to {}.", args.adapter_path.join("adapters.safetensors").display());
+        println!("Saved final weights to {}.", args.adapter_path.join(opts.format.file()).display());
     }
     if args.test {
         println!("Testing");

@@ -186,3 +186,75 @@ const LANTERN_TRAINING: &[&str] = &[
     "--save-every",
     "30",
 ];
+
+/// `--format peft` writes what the engine's PEFT reader (checked against PEFT's own merge in the
+/// conversion tests) serves as the mlx-lm adapter of the same run; `--format gguf` writes
+/// llama.cpp's LoRA layout: its metadata, `[r, in]`/`[out, r]` tensors, Llama's Q/K rows
+/// interleaved as the base's are. (bench/train_interop_check.py runs the GGUF one in llama.cpp.)
+#[test]
+fn adapters_are_written_for_peft_and_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let train = |model: &Path, format: &str| {
+        let dir = tmp.path().join(format!("{format}-{}", model.file_name().unwrap().to_string_lossy()));
+        ok(hearth(&home).args(["train", "-m"]).arg(model).arg("--data").arg(tiny("lora/data")).arg("--adapter-path").arg(&dir).args([
+            "--iters",
+            "8",
+            "--learning-rate",
+            "1e-3",
+            "--rank",
+            "4",
+            "--num-layers",
+            "-1",
+            "--format",
+            format,
+        ]));
+        dir
+    };
+    use hearth_engine::model::SeqInput;
+    use hearth_engine::{LoadOptions, LoadedModel, Precision};
+    let logits = |adapter: &Path| {
+        let opts = LoadOptions { precision: Precision::Exact, adapter: Some(adapter.to_path_buf()), ..Default::default() };
+        let m = LoadedModel::load_with(&tiny("hf/llama"), opts).unwrap();
+        let ids = m.tokenizer.encode("<|im_start|>user\nWhat is 50 plus 29?<|im_end|>\n", false).unwrap();
+        let mut cache = m.model.new_cache(64).unwrap();
+        m.model.forward(&mut [SeqInput::new(&ids, &mut cache)], false).unwrap().swap_remove(0)
+    };
+    let (mlx, peft) = (train(&tiny("hf/llama"), "mlx"), train(&tiny("hf/llama"), "peft"));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(peft.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((config["peft_type"].as_str(), config["r"].as_u64(), config["lora_alpha"].as_f64()), (Some("LORA"), Some(4), Some(80.0)));
+    let worst = logits(&mlx).iter().zip(logits(&peft)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "PEFT's layout serves as mlx-lm's: {worst}");
+
+    let base = tiny("gguf/llama-F16.gguf");
+    let (mlx, gguf) = (train(&base, "mlx"), train(&base, "gguf"));
+    let file = hearth_formats::gguf::Gguf::open(&gguf.join("adapters.gguf")).unwrap();
+    let meta = |k: &str| file.get(k).unwrap_or_else(|| panic!("{k}")).clone();
+    assert_eq!(meta("general.type").as_str(), Some("adapter"));
+    assert_eq!(meta("adapter.type").as_str(), Some("lora"));
+    assert_eq!(meta("adapter.lora.alpha").as_f64(), Some(80.0));
+    assert_eq!(meta("general.architecture").as_str(), Some("llama"));
+    let trained = hearth_train::Lora::load(&mlx.join("adapters.safetensors"), 20.0).unwrap();
+    assert_eq!(file.tensors.len(), 2 * trained.layers.len());
+    let rows = |name: &str| {
+        let info = file.tensor(name).unwrap_or_else(|| panic!("{name}"));
+        let bytes = file.tensor_data(info).unwrap();
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let shape = info.shape();
+        values.chunks_exact(shape[1]).map(<[f32]>::to_vec).collect::<Vec<_>>()
+    };
+    // lora_b `[out, r]`: mlx-lm's `[r, out]` transposed; Q's rows in llama.cpp's order.
+    let b_rows = |layer: &str| {
+        let l = &trained.layers[layer];
+        (0..l.b.len() / l.rank).map(|o| (0..l.rank).map(|k| l.b[k * (l.b.len() / l.rank) + o]).collect::<Vec<f32>>()).collect::<Vec<_>>()
+    };
+    assert_eq!(rows("blk.0.attn_v.weight.lora_b"), b_rows("model.layers.0.self_attn.v_proj"));
+    let (q, want) = (rows("blk.0.attn_q.weight.lora_b"), b_rows("model.layers.0.self_attn.q_proj"));
+    assert_ne!(q, want, "Q's rows are interleaved");
+    let sorted = |mut v: Vec<Vec<f32>>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    assert_eq!(sorted(q), sorted(want), "and only reordered");
+    assert_eq!(rows("blk.0.attn_q.weight.lora_a").len(), 4, "lora_a is [r, in]");
+}

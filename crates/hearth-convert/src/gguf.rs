@@ -204,7 +204,7 @@ impl GgufSource {
 /// Rows of each head between Hugging Face's order (the two halves) and llama.cpp's (RoPE pairs
 /// adjacent): llama.cpp's row `2i + j` of a head is Hugging Face's row `j · half + i`.
 /// `to_llama` goes from Hugging Face's order to llama.cpp's, otherwise back.
-pub(crate) fn permute_heads<T: Copy + Default>(values: &[T], heads: usize, head_dim: usize, cols: usize, to_llama: bool) -> Vec<T> {
+pub fn permute_heads<T: Copy + Default>(values: &[T], heads: usize, head_dim: usize, cols: usize, to_llama: bool) -> Vec<T> {
     let half = head_dim / 2;
     let mut out = vec![T::default(); values.len()];
     for h in 0..heads {

@@ -14,8 +14,9 @@ mod sentencepiece;
 mod source;
 mod write_gguf;
 
+pub use gguf::permute_heads;
 pub use gguf_types::GgufFileType;
-pub use write_gguf::{to_gguf, GgufOptions};
+pub use write_gguf::{gguf_arch, to_gguf, GgufOptions};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

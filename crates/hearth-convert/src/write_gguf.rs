@@ -121,15 +121,7 @@ impl Model {
         let source = Source::open(src, adapter)?;
         let config = source.config();
         let cfg = ModelConfig::from_hf(&config).map_err(|e| ConvertError::Unsupported(e.to_string()))?;
-        let arch = match cfg.arch {
-            // convert_hf_to_gguf.py writes Mistral's Hugging Face checkpoints as Llama.
-            Arch::Llama | Arch::Mistral => "llama",
-            Arch::Qwen2 => "qwen2",
-            Arch::Qwen3 => "qwen3",
-            Arch::Phi3 => "phi3",
-            Arch::Gemma2 => "gemma2",
-            other => return Err(ConvertError::Unsupported(format!("writing {other:?} as GGUF is not supported yet"))),
-        };
+        let arch = gguf_arch(cfg.arch)?;
         let mut names = Vec::new();
         for (hf, shape, _) in source.tensors() {
             let gguf = gguf_name(arch, &hf)
@@ -290,6 +282,19 @@ impl DirModel {
         let cols = rows.len() / (heads * self.cfg.head_dim);
         permute_heads(&rows, heads, self.cfg.head_dim, cols, true)
     }
+}
+
+/// The GGUF architecture name llama.cpp gives a model of `arch`.
+pub fn gguf_arch(arch: Arch) -> Result<&'static str, ConvertError> {
+    Ok(match arch {
+        // convert_hf_to_gguf.py writes Mistral's Hugging Face checkpoints as Llama.
+        Arch::Llama | Arch::Mistral => "llama",
+        Arch::Qwen2 => "qwen2",
+        Arch::Qwen3 => "qwen3",
+        Arch::Phi3 => "phi3",
+        Arch::Gemma2 => "gemma2",
+        other => return Err(ConvertError::Unsupported(format!("writing {other:?} as GGUF is not supported yet"))),
+    })
 }
 
 /// `values` (rows of `cols`) as `ty`'s bytes; block types are quantised on every core.

@@ -11,6 +11,7 @@
 mod adapter;
 mod backward;
 pub mod data;
+mod export;
 mod linalg;
 pub mod loss;
 mod model;
@@ -18,6 +19,7 @@ mod optim;
 pub mod trainer;
 
 pub use adapter::{Lora, LoraLayer};
+pub use export::AdapterFormat;
 pub use loss::Batch;
 pub use model::{Step, TrainModel};
 pub use optim::{Optimizer, Rule, Schedule};

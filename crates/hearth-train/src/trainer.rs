@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::adapter::{Lora, LoraLayer};
 use crate::data::Shuffle;
+use crate::export::{self, AdapterFormat};
 use crate::loss::{Batch, Mask};
 use crate::model::TrainModel;
 use crate::optim::{Optimizer, Rule, Schedule};
@@ -36,6 +37,8 @@ pub struct TrainOptions {
     /// Continue from the checkpoint in `adapter_dir` (`checkpoint/`: the adapters, the
     /// optimiser's state, the iteration and the data order), exactly where it stopped.
     pub resume: bool,
+    /// The layout the adapters are saved in (checkpoints keep mlx-lm's).
+    pub format: AdapterFormat,
 }
 
 /// Where a run stands: what a checkpoint holds besides the adapters.
@@ -268,8 +271,8 @@ pub fn train(
             (losses, tokens, since) = (Vec::new(), 0, Instant::now());
         }
         if iter % opts.save_every.max(1) == 0 || iter == opts.iters {
-            let path = adapter_dir.join("adapters.safetensors");
-            save(lora, adapter_dir, config)?;
+            let path = adapter_dir.join(opts.format.file());
+            save(model, lora, adapter_dir, config, opts.format)?;
             run.save(lora, adapter_dir)?;
             if iter % opts.save_every.max(1) == 0 {
                 let numbered = adapter_dir.join(format!("{iter:07}_adapters.safetensors"));
@@ -281,13 +284,36 @@ pub fn train(
     Ok(())
 }
 
-/// `adapters.safetensors` and `adapter_config.json` in `dir`, each complete or absent.
-pub fn save(lora: &Lora, dir: &Path, config: &Value) -> Result<()> {
-    write_atomically(&dir.join("adapters.safetensors"), |tmp| lora.save(tmp))?;
-    let text = serde_json::to_string_pretty(config).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    write_atomically(&dir.join("adapter_config.json"), |tmp| {
-        std::fs::write(tmp, &text).map_err(|e| TrainError::Invalid(format!("{}: {e}", tmp.display())))
-    })
+/// The adapters in `dir` in `format`'s layout (mlx-lm's: `adapters.safetensors` and
+/// `adapter_config.json`), each file complete or absent.
+pub fn save(model: &TrainModel, lora: &Lora, dir: &Path, config: &Value, format: AdapterFormat) -> Result<()> {
+    let weights = dir.join(format.file());
+    let config_text = match format {
+        AdapterFormat::Mlx => {
+            write_atomically(&weights, |tmp| lora.save(tmp))?;
+            Some(serde_json::to_string_pretty(config).map_err(|e| TrainError::Invalid(e.to_string()))?)
+        }
+        AdapterFormat::Peft => {
+            let mut text = None;
+            let base = config["model"].as_str().unwrap_or_default();
+            write_atomically(&weights, |tmp| {
+                text = Some(export::peft(lora, tmp, base)?);
+                Ok(())
+            })?;
+            text
+        }
+        // llama.cpp reads everything from the file itself.
+        AdapterFormat::Gguf => {
+            write_atomically(&weights, |tmp| export::gguf(lora, model, tmp))?;
+            None
+        }
+    };
+    match config_text {
+        Some(text) => write_atomically(&dir.join("adapter_config.json"), |tmp| {
+            std::fs::write(tmp, &text).map_err(|e| TrainError::Invalid(format!("{}: {e}", tmp.display())))
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Writes through `write` into a temporary beside `path`, synced, then renamed over it.

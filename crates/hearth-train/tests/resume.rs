@@ -35,6 +35,7 @@ fn a_resumed_run_equals_an_unbroken_one() {
         adapter_dir: dir.to_path_buf(),
         adapter_config: adapter_config(-1, 4, 20.0, Default::default()),
         resume,
+        format: Default::default(),
     };
     let unbroken = tmp.path().join("unbroken");
     let mut lora = init_lora(&layers, 4, 20.0, 0);
