@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hearth_train::data::{batches, load_split, BatchOrder, Text};
 use hearth_train::loss::Mask;
-use hearth_train::trainer::{adapter_config, evaluate, has_checkpoint, init_lora, train, Event, TrainOptions};
+use hearth_train::trainer::{adapter_config, check_rank, evaluate, has_checkpoint, init_lora, train, Event, TrainOptions};
 use hearth_train::{AdapterFormat, Lora, Rule, Schedule, TrainModel};
 use serde_json::json;
 
@@ -299,6 +299,9 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     let mask = if args.corrected_mask { Mask::Corrected } else { Mask::MlxLm };
     let num_layers = count(args.num_layers);
     let layers = model.adaptable(num_layers, &args.keys)?;
+    if args.resume_adapter_file.is_none() {
+        check_rank(&layers, args.rank)?;
+    }
     let mut lora = match &args.resume_adapter_file {
         Some(file) => Lora::load(file, args.scale).with_context(|| format!("resuming from {}", file.display()))?,
         None => init_lora(&layers, args.rank, args.scale, args.seed),

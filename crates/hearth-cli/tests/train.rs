@@ -258,3 +258,54 @@ fn adapters_are_written_for_peft_and_llama_cpp() {
     assert_eq!(sorted(q), sorted(want), "and only reordered");
     assert_eq!(rows("blk.0.attn_q.weight.lora_a").len(), 4, "lora_a is [r, in]");
 }
+
+/// Bad input is refused before anything is written, with the file and line (or the flag and
+/// the layer) named.
+#[test]
+fn bad_input_is_refused_naming_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let adapters = tmp.path().join("adapters");
+    let refused = |data: &[(&str, &str)], extra: &[&str], wanted: &str| {
+        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+        for (name, text) in data {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let out = hearth(&home)
+            .args(["train", "-m"])
+            .arg(tiny("hf/llama"))
+            .arg("--data")
+            .arg(dir.path())
+            .arg("--adapter-path")
+            .arg(&adapters)
+            .args(["--iters", "2", "--batch-size", "1"])
+            .args(if extra.contains(&"--num-layers") { &[][..] } else { &["--num-layers", "-1"][..] })
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(wanted), "wanted {wanted:?}, got: {err}");
+        assert!(!adapters.exists(), "nothing written for {wanted:?}");
+    };
+    let good = r#"{"text": "a good record"}"#;
+    refused(&[("train.jsonl", &format!("{good}\n{{\"text\": broken\n"))], &[], "train.jsonl:2: expected value");
+    refused(&[("train.jsonl", &format!("{good}\n{{\"txt\": \"typo\"}}\n"))], &[], "train.jsonl:2: not a chat (messages), completions");
+    refused(&[("train.jsonl", "\n")], &[], "train.jsonl holds no records");
+    refused(&[("train.jsonl", good), ("valid.jsonl", "")], &[], "valid.jsonl holds no records");
+    let unanswered = r#"{"messages": [{"role": "user", "content": "hello?"}]}"#;
+    refused(&[("train.jsonl", unanswered)], &["--mask-prompt"], "train.jsonl:1: a chat without an assistant turn");
+    refused(&[("train.jsonl", good)], &["--num-layers", "3"], "--num-layers 3 is more than the model's 2 layers");
+    refused(&[("train.jsonl", good)], &["--rank", "100"], "--rank 100 is larger than model.layers.0.");
+    // Another model's adapters (a wider Llama's) do not fit this one.
+    let wider_adapters = tmp.path().join("wider-adapters");
+    ok(hearth(&home)
+        .args(["train", "-m"])
+        .arg(tiny("gguf/llama256-Q4_K_M.gguf"))
+        .arg("--data")
+        .arg(tiny("lora/data"))
+        .arg("--adapter-path")
+        .arg(&wider_adapters)
+        .args(["--iters", "1", "--num-layers", "-1"]));
+    let foreign = wider_adapters.join("adapters.safetensors");
+    refused(&[("train.jsonl", good)], &["--resume-adapter-file", foreign.to_str().unwrap()], "does not fit");
+}

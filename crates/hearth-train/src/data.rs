@@ -20,6 +20,11 @@ pub struct Example {
     pub offset: usize,
     /// How many fields the record has (what mlx-lm actually sorts by: [`BatchOrder::MlxLm`]).
     pub fields: usize,
+    /// Whether it ends in an answer (`--mask-prompt` trains on nothing else); only a chat that
+    /// does not end with the assistant's turn lacks one.
+    pub answered: bool,
+    /// `file:line`, for errors about it.
+    pub origin: String,
 }
 
 /// How examples are ordered before they are cut into batches.
@@ -74,7 +79,7 @@ impl Text {
                 let tokens = self.render(messages, tools, false)?;
                 let last_is_assistant = messages.last().is_some_and(|m| m["role"] == "assistant");
                 let prompt = self.render(&messages[..messages.len().saturating_sub(1)], tools, last_is_assistant)?;
-                Ok(Example { tokens, offset: prompt.len(), fields: 0 })
+                Ok(Example { tokens, offset: prompt.len(), fields: 0, answered: last_is_assistant, origin: String::new() })
             }
             Format::Completions => {
                 let user = json!({"role": "user", "content": field("prompt")?});
@@ -82,7 +87,7 @@ impl Text {
                 let tools = record.get("tools");
                 let tokens = self.render(&[user.clone(), assistant], tools, false)?;
                 let prompt = self.render(&[user], tools, true)?;
-                Ok(Example { tokens, offset: prompt.len(), fields: 0 })
+                Ok(Example { tokens, offset: prompt.len(), fields: 0, answered: true, origin: String::new() })
             }
             Format::Text => {
                 let text = field("text")?.as_str().ok_or_else(|| TrainError::Invalid("\"text\" is not a string".into()))?;
@@ -90,7 +95,7 @@ impl Text {
                 if let Some(eos) = self.eos.filter(|&e| tokens.last() != Some(&e)) {
                     tokens.push(eos);
                 }
-                Ok(Example { tokens, offset: 0, fields: 0 })
+                Ok(Example { tokens, offset: 0, fields: 0, answered: true, origin: String::new() })
             }
         }
     }
@@ -118,7 +123,7 @@ impl Format {
     }
 }
 
-/// One split, tokenised: `None` where the file is absent.
+/// One split, tokenised: `None` where the file is absent; a file without records is an error.
 pub fn load_split(dir: &Path, split: &str, text: &Text) -> Result<Option<(Format, Vec<Example>)>> {
     let path = dir.join(format!("{split}.jsonl"));
     let Ok(content) = std::fs::read_to_string(&path) else { return Ok(None) };
@@ -132,9 +137,13 @@ pub fn load_split(dir: &Path, split: &str, text: &Text) -> Result<Option<(Format
         );
         let mut example = text.example(&record, f).map_err(|e| at(e.to_string()))?;
         example.fields = record.as_object().map_or(0, |o| o.len());
+        example.origin = format!("{}:{}", path.display(), i + 1);
         examples.push(example);
     }
-    Ok(format.map(|f| (f, examples)))
+    match format {
+        Some(f) => Ok(Some((f, examples))),
+        None => Err(TrainError::Invalid(format!("{} holds no records", path.display()))),
+    }
 }
 
 /// A small deterministic generator for the batch order (`--seed`): not NumPy's, so the order
@@ -191,7 +200,16 @@ pub fn batches(
     mask_prompt: bool,
     order: BatchOrder,
 ) -> Result<(Vec<Batch>, bool)> {
-    if examples.len() < batch_size || batch_size == 0 {
+    if batch_size == 0 {
+        return Err(TrainError::Invalid("--batch-size must be at least 1".into()));
+    }
+    if let Some(e) = examples.iter().find(|e| mask_prompt && !e.answered) {
+        return Err(TrainError::Invalid(format!(
+            "{}: a chat without an assistant turn leaves nothing to train on under --mask-prompt",
+            e.origin
+        )));
+    }
+    if examples.len() < batch_size {
         return Err(TrainError::Invalid(format!("{} examples cannot make a batch of {batch_size}", examples.len())));
     }
     let mut sorted: Vec<usize> = (0..examples.len()).collect();

@@ -174,6 +174,19 @@ pub enum Event {
     },
 }
 
+/// Refuses a rank no adapted layer can hold (0, or above a layer's inputs or outputs).
+pub fn check_rank(layers: &[(String, usize, usize)], rank: usize) -> Result<()> {
+    if rank == 0 {
+        return Err(TrainError::Invalid("--rank must be at least 1".into()));
+    }
+    match layers.iter().find(|(_, inputs, outputs)| rank > *inputs.min(outputs)) {
+        Some((name, inputs, outputs)) => {
+            Err(TrainError::Invalid(format!("--rank {rank} is larger than {name} ({inputs} inputs, {outputs} outputs)")))
+        }
+        None => Ok(()),
+    }
+}
+
 /// New adapters for `layers` (name, inputs, outputs) as mlx-lm initialises them: `lora_a`
 /// uniform in ±1/√in, `lora_b` zero (so training starts from the base model exactly).
 pub fn init_lora(layers: &[(String, usize, usize)], rank: usize, scale: f32, seed: u64) -> Lora {
@@ -213,7 +226,6 @@ pub fn train(
     if train.is_empty() {
         return Err(TrainError::Invalid("no training batches".into()));
     }
-    std::fs::create_dir_all(adapter_dir).map_err(|e| TrainError::Invalid(format!("{}: {e}", adapter_dir.display())))?;
     let mut run = if opts.resume {
         let (run, saved) = RunState::load(adapter_dir, opts)?;
         *lora = saved;
@@ -226,6 +238,8 @@ pub fn train(
     if run.order.iter().any(|&i| i >= train.len()) {
         return Err(TrainError::Invalid("the checkpoint's data order does not fit this dataset".into()));
     }
+    // Only now that everything is checked: a refused run leaves nothing behind.
+    std::fs::create_dir_all(adapter_dir).map_err(|e| TrainError::Invalid(format!("{}: {e}", adapter_dir.display())))?;
     let valid = &valid[..opts.val_batches.unwrap_or(valid.len()).min(valid.len())];
     let accumulate = opts.grad_accumulation_steps.max(1);
     let (mut losses, mut tokens) = (Vec::new(), 0usize);
