@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hearth_train::data::{batches, load_split, BatchOrder, Text};
 use hearth_train::loss::Mask;
-use hearth_train::trainer::{adapter_config, check_rank, evaluate, has_checkpoint, init_lora, train, Event, TrainOptions};
+use hearth_train::trainer::{adapter_config, check_rank, evaluate, has_checkpoint, init_dora, init_lora, train, Event, TrainOptions};
 use hearth_train::{AdapterFormat, Lora, Rule, Schedule, TrainModel};
 use serde_json::json;
 
@@ -25,6 +25,14 @@ pub enum OptimizerName {
     Adam,
     Adamw,
     Sgd,
+}
+
+/// What is trained (mlx-lm's --fine-tune-type).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FineTuneType {
+    Lora,
+    /// LoRA plus a learned magnitude per output (mlx-lm's DoRALinear).
+    Dora,
 }
 
 /// The layout the adapters are written in.
@@ -60,6 +68,8 @@ pub struct TrainArgs {
     /// Only these layers of each block (e.g. self_attn.q_proj; repeatable) [default: every linear].
     #[arg(long = "keys")]
     keys: Vec<String>,
+    #[arg(long, value_enum, default_value = "lora")]
+    fine_tune_type: FineTuneType,
     /// LoRA rank (mlx-lm's lora_parameters.rank).
     #[arg(long, default_value_t = 8)]
     rank: usize,
@@ -262,8 +272,10 @@ fn apply_config(args: &mut TrainArgs, path: &Path) -> anyhow::Result<()> {
                     }
                 }
             }
-            "fine_tune_type" if value.as_str() != Some("lora") => {
-                anyhow::bail!("{}: fine_tune_type {value:?}: Hearth trains LoRA adapters (\"lora\") only", path.display())
+            "fine_tune_type" if !given("fine_tune_type") => {
+                let name = value.as_str().ok_or_else(|| field(key, value))?;
+                args.fine_tune_type = FineTuneType::from_str(name, true)
+                    .map_err(|_| anyhow::anyhow!("{}: fine_tune_type {name:?}: Hearth trains \"lora\" and \"dora\"", path.display()))?;
             }
             "grad_checkpoint" => take!(key, value, "grad_checkpoint", args.grad_checkpoint),
             // Settled above, or meaningless here (mlx-lm's train flag, its loggers).
@@ -302,10 +314,23 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     if args.resume_adapter_file.is_none() {
         check_rank(&layers, args.rank)?;
     }
+    let dora = args.fine_tune_type == FineTuneType::Dora;
+    if dora && !matches!(args.format, Format::Mlx) {
+        anyhow::bail!("--fine-tune-type dora: DoRA adapters are written in mlx-lm's layout only (--format mlx)");
+    }
     let mut lora = match &args.resume_adapter_file {
         Some(file) => Lora::load(file, args.scale).with_context(|| format!("resuming from {}", file.display()))?,
-        None => init_lora(&layers, args.rank, args.scale, args.seed),
+        None => {
+            let mut lora = init_lora(&layers, args.rank, args.scale, args.seed);
+            if dora {
+                init_dora(&model, &mut lora)?;
+            }
+            lora
+        }
     };
+    if lora.is_dora() != dora {
+        anyhow::bail!("--resume-adapter-file holds {} adapters; pass --fine-tune-type to match", if dora { "LoRA" } else { "DoRA" });
+    }
     if args.iters > 0 {
         let train_batches = split("train")?.with_context(|| format!("{} has no train.jsonl", args.data.display()))?;
         let valid = split("valid")?.unwrap_or_else(|| {
@@ -342,6 +367,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             ("max_seq_length", json!(args.max_seq_length)),
             ("mask_prompt", json!(args.mask_prompt)),
             ("grad_checkpoint", json!(args.grad_checkpoint)),
+            ("fine_tune_type", json!(if dora { "dora" } else { "lora" })),
             ("seed", json!(args.seed)),
             ("optimizer", json!(["adam", "adamw", "sgd"][args.optimizer as usize])),
             ("lr_schedule", lr_schedule.clone().unwrap_or_default()),

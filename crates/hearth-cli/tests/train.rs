@@ -309,3 +309,47 @@ fn bad_input_is_refused_naming_the_file_and_line() {
     let foreign = wider_adapters.join("adapters.safetensors");
     refused(&[("train.jsonl", good)], &["--resume-adapter-file", foreign.to_str().unwrap()], "does not fit");
 }
+
+/// `--fine-tune-type dora` trains mlx-lm's DoRA adapters (magnitudes saved as `<layer>.m`, the
+/// config says "dora"), and `hearth fuse` merges them into a model that computes what base +
+/// adapters computed in training.
+#[test]
+fn dora_trains_and_fuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let adapters = tmp.path().join("dora");
+    let out = ok(hearth(&home)
+        .args(["train", "-m"])
+        .arg(tiny("hf/llama"))
+        .arg("--data")
+        .arg(tiny("lora/data"))
+        .arg("--adapter-path")
+        .arg(&adapters)
+        .args(["--fine-tune-type", "dora", "--iters", "20", "--learning-rate", "1e-3", "--rank", "4", "--num-layers", "-1"])
+        .args(["--steps-per-eval", "20", "--val-batches", "-1"]));
+    let val: Vec<f32> =
+        out.lines().filter_map(|l| l.split("Val loss ").nth(1)).map(|rest| rest.split(',').next().unwrap().parse().unwrap()).collect();
+    assert!(val.len() == 2 && val[1] < val[0] * 0.6, "validation loss falls: {val:?}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(adapters.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["fine_tune_type"], "dora");
+    let lora = hearth_train::Lora::load(&adapters.join("adapters.safetensors"), 20.0).unwrap();
+    assert!(lora.is_dora());
+
+    let fused = tmp.path().join("fused");
+    ok(hearth(&home)
+        .args(["fuse", "-m"])
+        .arg(tiny("hf/llama"))
+        .arg("--adapter")
+        .arg(&adapters)
+        .args(["--to", "hf", "--dtype", "float32", "--out"])
+        .arg(&fused));
+    use hearth_train::data::{batches, load_split, BatchOrder, Text};
+    use hearth_train::loss::Mask;
+    let text = Text::load(&tiny("hf/llama")).unwrap();
+    let (_, examples) = load_split(&tiny("lora/data"), "valid", &text).unwrap().unwrap();
+    let (batches, _) = batches(&examples, 4, 512, false, BatchOrder::Length).unwrap();
+    let adapted = hearth_train::TrainModel::load(&tiny("hf/llama")).unwrap().loss(&batches[0], &lora, Mask::MlxLm).unwrap().0;
+    let none = hearth_train::Lora { layers: Default::default(), scale: 20.0 };
+    let merged = hearth_train::TrainModel::load(&fused).unwrap().loss(&batches[0], &none, Mask::MlxLm).unwrap().0;
+    assert!((adapted - merged).abs() <= 1e-4 * adapted, "fused {merged} against base + DoRA {adapted}");
+}

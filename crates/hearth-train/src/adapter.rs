@@ -1,6 +1,9 @@
-//! Trainable LoRA adapters in mlx-lm's layout: per adapted linear layer `lora_a` `[in, r]` and
-//! `lora_b` `[r, out]`, the update `scale · (x·A)·B` added to the layer's output, saved as
-//! `adapters.safetensors` under `<layer>.lora_a` / `<layer>.lora_b`.
+//! Trainable LoRA and DoRA adapters in mlx-lm's layout: per adapted linear layer `lora_a`
+//! `[in, r]` and `lora_b` `[r, out]`, the update `scale · (x·A)·B` added to the layer's output;
+//! DoRA (mlx-lm's `DoRALinear`) also learns a magnitude `m` per output and rescales the output
+//! by `m / ‖W + scale·(A·B)ᵀ‖` (each output row's norm, held constant in the backward pass, as
+//! mlx-lm's `stop_gradient` does). Saved as `adapters.safetensors` under `<layer>.lora_a`,
+//! `<layer>.lora_b` and `<layer>.m`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +23,8 @@ pub struct LoraLayer {
     /// `[rank, out]`, row-major.
     pub b: Vec<f32>,
     pub rank: usize,
+    /// DoRA's magnitude per output; empty for LoRA.
+    pub m: Vec<f32>,
 }
 
 impl LoraLayer {
@@ -32,7 +37,16 @@ impl LoraLayer {
     }
 
     fn zeros_like(&self) -> LoraLayer {
-        LoraLayer { a: vec![0.0; self.a.len()], b: vec![0.0; self.b.len()], rank: self.rank }
+        LoraLayer { a: vec![0.0; self.a.len()], b: vec![0.0; self.b.len()], rank: self.rank, m: vec![0.0; self.m.len()] }
+    }
+
+    /// Every trained value, in one order (for the optimiser and gradient sums).
+    pub fn values(&self) -> impl Iterator<Item = &f32> {
+        self.a.iter().chain(&self.b).chain(&self.m)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut f32> {
+        self.a.iter_mut().chain(self.b.iter_mut()).chain(self.m.iter_mut())
     }
 }
 
@@ -43,10 +57,16 @@ pub struct Lora {
     pub scale: f32,
 }
 
-/// What an adapted layer's forward pass keeps for its backward pass: `x·A`.
+/// What an adapted layer's forward pass keeps for its backward pass: `x·A`, and for DoRA the
+/// output before its rescaling and the factors `m / ‖·‖`.
 pub(crate) struct LoraSaved {
     xa: Vec<f32>,
+    dora: Option<(Vec<f32>, Vec<f32>)>,
 }
+
+/// What DoRA needs of the frozen weight `W` `[out, in]`: each output row's squared norm, and
+/// `W·A` `[out, r]` (in the adapter's output order).
+pub(crate) type WeightTerms = (Vec<f32>, Vec<f32>);
 
 impl Lora {
     /// An adapter file written by mlx-lm (or Hearth): `<layer>.lora_a` and `.lora_b`, any float
@@ -74,7 +94,11 @@ impl Lora {
                 dequantize_row(RowFormat::Float(format), &v.data, &[], &[], &mut out);
                 Ok(out)
             };
-            layers.insert(layer.to_string(), LoraLayer { a: floats(t)?, b: floats(b)?, rank });
+            let m = match file.tensors.get(&format!("{layer}.m")) {
+                Some(m) => floats(m)?,
+                None => Vec::new(),
+            };
+            layers.insert(layer.to_string(), LoraLayer { a: floats(t)?, b: floats(b)?, rank, m });
         }
         if layers.is_empty() {
             return Err(TrainError::Invalid(format!("{} holds no lora_a/lora_b pairs", path.display())));
@@ -88,13 +112,20 @@ impl Lora {
         for (name, l) in &self.layers {
             specs.push(TensorSpec { name: format!("{name}.lora_a"), dtype: DType::F32, shape: vec![l.inputs(), l.rank] });
             specs.push(TensorSpec { name: format!("{name}.lora_b"), dtype: DType::F32, shape: vec![l.rank, l.outputs()] });
+            if !l.m.is_empty() {
+                specs.push(TensorSpec { name: format!("{name}.m"), dtype: DType::F32, shape: vec![l.m.len()] });
+            }
         }
         specs.sort_by(|a, b| a.name.cmp(&b.name));
         let mut w = SafeTensorsWriter::create(path, &BTreeMap::new(), &specs)?;
         for s in &specs {
-            let (layer, part) = s.name.rsplit_once('.').expect("named <layer>.lora_x");
+            let (layer, part) = s.name.rsplit_once('.').expect("named <layer>.<part>");
             let l = &self.layers[layer];
-            let values = if part == "lora_a" { &l.a } else { &l.b };
+            let values = match part {
+                "lora_a" => &l.a,
+                "lora_b" => &l.b,
+                _ => &l.m,
+            };
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             w.write(&s.name, &bytes)?;
         }
@@ -106,14 +137,61 @@ impl Lora {
         Lora { layers: self.layers.iter().map(|(n, l)| (n.clone(), l.zeros_like())).collect(), scale: self.scale }
     }
 
-    /// Adds layer `name`'s update to `y` (`[n, out]`) for inputs `x` (`[n, in]`); `None` where
-    /// the layer is not adapted.
-    pub(crate) fn forward(&self, name: &str, x: &[f32], y: &mut [f32]) -> Option<LoraSaved> {
-        let l = self.layers.get(name)?;
-        let xa = mm(x, &l.a, l.inputs(), l.rank);
+    /// Whether these are DoRA adapters (every layer has magnitudes).
+    pub fn is_dora(&self) -> bool {
+        self.layers.values().next().is_some_and(|l| !l.m.is_empty())
+    }
+
+    /// Adds layer `name`'s update to `y` (`[n, out]`, the frozen product `x·Wᵀ` without its
+    /// bias) for inputs `x` (`[n, in]`), and for DoRA rescales it (`weight` gives what that needs
+    /// of `W`); `None` where the layer is not adapted.
+    pub(crate) fn forward(
+        &self,
+        name: &str,
+        x: &[f32],
+        y: &mut [f32],
+        weight: &dyn Fn(&[f32]) -> Result<WeightTerms>,
+    ) -> Result<Option<LoraSaved>> {
+        let Some(l) = self.layers.get(name) else { return Ok(None) };
+        let (r, out) = (l.rank, l.outputs());
+        let xa = mm(x, &l.a, l.inputs(), r);
         let scaled: Vec<f32> = xa.iter().map(|v| self.scale * v).collect();
-        add_mm(y, &scaled, &l.b, l.rank, l.outputs());
-        Some(LoraSaved { xa })
+        add_mm(y, &scaled, &l.b, r, out);
+        if l.m.is_empty() {
+            return Ok(Some(LoraSaved { xa, dora: None }));
+        }
+        // ‖w_o + s·(A·B)[:, o]‖² = ‖w_o‖² + 2s·(W·A)[o]·B[:, o] + s²·B[:, o]ᵀ(AᵀA)B[:, o].
+        let (norms, wa) = weight(&l.a)?;
+        let gram = mm_tn(&l.a, &l.a, r, r);
+        let s = self.scale;
+        let factors: Vec<f32> = (0..out)
+            .map(|o| {
+                let bo: Vec<f32> = (0..r).map(|k| l.b[k * out + o]).collect();
+                let cross: f32 = (0..r).map(|k| wa[o * r + k] * bo[k]).sum();
+                let quad: f32 = (0..r).map(|k| bo[k] * (0..r).map(|j| gram[k * r + j] * bo[j]).sum::<f32>()).sum();
+                l.m[o] / (norms[o] + 2.0 * s * cross + s * s * quad).max(0.0).sqrt()
+            })
+            .collect();
+        let unscaled = y.to_vec();
+        y.chunks_exact_mut(out).for_each(|row| row.iter_mut().zip(&factors).for_each(|(v, f)| *v *= f));
+        Ok(Some(LoraSaved { xa, dora: Some((unscaled, factors)) }))
+    }
+
+    /// For DoRA, the first step back through layer `name`: `∂/∂m` into `grads`, and the
+    /// gradient of the output before its rescaling (which the frozen product and the LoRA
+    /// update then take instead of `dy`); `None` for LoRA.
+    pub(crate) fn dora_backward(&self, name: &str, saved: &LoraSaved, dy: &[f32], grads: &mut Lora) -> Option<Vec<f32>> {
+        let (unscaled, factors) = saved.dora.as_ref()?;
+        let l = &self.layers[name];
+        let g = grads.layers.get_mut(name).expect("grads have the adapter's layers");
+        let out = factors.len();
+        // out = (m / denom) ⊙ u, denom constant: ∂m_o = Σ_n dy·u / denom_o = Σ_n dy·u · c_o / m_o.
+        for (row_dy, row_u) in dy.chunks_exact(out).zip(unscaled.chunks_exact(out)) {
+            for o in 0..out {
+                g.m[o] += row_dy[o] * row_u[o] * factors[o] / l.m[o];
+            }
+        }
+        Some(dy.chunks_exact(out).flat_map(|row| row.iter().zip(factors).map(|(d, c)| d * c)).collect())
     }
 
     /// The backward pass of [`Self::forward`]: adds `∂/∂A` and `∂/∂B` into `grads` and the

@@ -39,8 +39,12 @@ impl AdapterFormat {
     }
 }
 
-/// The rank every layer shares (PEFT and llama.cpp take one).
+/// The rank every layer shares (PEFT and llama.cpp take one); DoRA adapters stay in mlx-lm's
+/// layout (PEFT's magnitude is another quantity, llama.cpp has none).
 fn rank(lora: &Lora) -> Result<usize> {
+    if lora.is_dora() {
+        return Err(TrainError::Invalid("DoRA adapters are written in mlx-lm's layout only".into()));
+    }
     let ranks: BTreeSet<usize> = lora.layers.values().map(|l| l.rank).collect();
     match ranks.len() {
         1 => Ok(ranks.into_iter().next().expect("one")),

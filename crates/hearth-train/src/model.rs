@@ -10,7 +10,7 @@ use hearth_engine::weights::WeightStore;
 use hearth_formats::gguf::Gguf;
 use hearth_kernels::MatrixRef;
 
-use crate::adapter::{Lora, LoraSaved};
+use crate::adapter::{Lora, LoraSaved, WeightTerms};
 use crate::backward::{attention, attention_backward, gated, gated_backward, rms_norm, rms_norm_backward, rope, AttnShape};
 use crate::linalg::{self, add_into};
 use crate::loss::{cross_entropy, Batch, Mask};
@@ -136,17 +136,18 @@ impl TrainModel {
         self.cfg.rms_norm_eps as f32
     }
 
-    /// A linear layer on `x`: the frozen weight (and bias), plus the adapter's update.
+    /// A linear layer on `x`: the frozen weight, the adapter's update (DoRA's rescaling), the
+    /// bias.
     fn linear(&self, name: &str, x: &[f32], lora: &Lora) -> Result<(Vec<f32>, Option<LoraSaved>)> {
         let mut y = linalg::forward(&self.matrix(name)?, x);
         if let Some(heads) = self.interleaved_heads(name) {
             y = reorder_heads(&y, heads, self.cfg.head_dim, true);
         }
+        let saved = lora.forward(name, x, &mut y, &|a| self.weight_terms(name, a))?;
         if let Ok(bias) = self.store.get(&format!("{name}.bias")) {
             let bias = bias.to_f32_vec()?;
             y.chunks_exact_mut(bias.len()).for_each(|row| add_into(row, &bias));
         }
-        let saved = lora.forward(name, x, &mut y);
         Ok((y, saved))
     }
 
@@ -160,6 +161,8 @@ impl TrainModel {
         lora: &Lora,
         grads: &mut Lora,
     ) -> Result<Vec<f32>> {
+        let rescaled = saved.as_ref().and_then(|s| lora.dora_backward(name, s, dy, grads));
+        let dy = rescaled.as_deref().unwrap_or(dy);
         let mut dx = match self.interleaved_heads(name) {
             Some(heads) => linalg::backward(&self.matrix(name)?, &reorder_heads(dy, heads, self.cfg.head_dim, false)),
             None => linalg::backward(&self.matrix(name)?, dy),
@@ -168,6 +171,40 @@ impl TrainModel {
             lora.backward(name, s, x, dy, &mut dx, grads);
         }
         Ok(dx)
+    }
+
+    /// Each output row's squared norm of linear layer `name`'s frozen weight, in the adapters'
+    /// (Hugging Face's) output order.
+    fn row_square_norms(&self, name: &str) -> Result<Vec<f32>> {
+        let w = self.matrix(name)?;
+        let mut row = vec![0f32; w.cols()];
+        let norms: Vec<f32> = (0..w.rows())
+            .map(|r| {
+                w.row(r, &mut row);
+                row.iter().map(|v| v * v).sum()
+            })
+            .collect();
+        Ok(match self.interleaved_heads(name) {
+            Some(heads) => reorder_heads(&norms, heads, self.cfg.head_dim, true),
+            None => norms,
+        })
+    }
+
+    /// What DoRA needs of `name`'s frozen weight `W` for adapter `a` `[in, r]`: the rows'
+    /// squared norms and `W·A` `[out, r]`.
+    fn weight_terms(&self, name: &str, a: &[f32]) -> Result<WeightTerms> {
+        let w = self.matrix(name)?;
+        let r = a.len() / w.cols();
+        let mut aw = linalg::forward(&w, &linalg::transpose(a, w.cols(), r));
+        if let Some(heads) = self.interleaved_heads(name) {
+            aw = reorder_heads(&aw, heads, self.cfg.head_dim, true);
+        }
+        Ok((self.row_square_norms(name)?, linalg::transpose(&aw, r, w.rows())))
+    }
+
+    /// DoRA's initial magnitudes for layer `name`: its weight's row norms (mlx-lm's `m`).
+    pub fn dora_magnitudes(&self, name: &str) -> Result<Vec<f32>> {
+        Ok(self.row_square_norms(name)?.iter().map(|v| v.sqrt()).collect())
     }
 
     /// For a GGUF Llama/Mistral base, whose q and k rows are in llama.cpp's interleaved RoPE
@@ -272,7 +309,7 @@ impl TrainModel {
                 .iter()
                 .find(|(n, ..)| n == name)
                 .ok_or_else(|| TrainError::Invalid(format!("the adapter's {name} is not a linear layer of this model")))?;
-            if l.rank == 0 || l.a.len() != inputs * l.rank || l.b.len() != outputs * l.rank {
+            if l.rank == 0 || l.a.len() != inputs * l.rank || l.b.len() != outputs * l.rank || !(l.m.is_empty() || l.m.len() == *outputs) {
                 return Err(TrainError::Invalid(format!("the adapter's {name} does not fit the layer ({outputs}x{inputs})")));
             }
         }

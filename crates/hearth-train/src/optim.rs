@@ -122,7 +122,7 @@ impl Optimizer {
         if self.rule == Rule::Sgd {
             for (name, p) in params.layers.iter_mut() {
                 let g = &grads.layers[name];
-                p.a.iter_mut().chain(p.b.iter_mut()).zip(g.a.iter().chain(&g.b)).for_each(|(w, &g)| *w -= lr * g);
+                p.values_mut().zip(g.values()).for_each(|(w, &g)| *w -= lr * g);
             }
             return;
         }
@@ -135,9 +135,7 @@ impl Optimizer {
         let v = self.v.get_or_insert_with(|| params.zeros_like());
         for (name, p) in params.layers.iter_mut() {
             let (g, m, v) = (&grads.layers[name], m.layers.get_mut(name).expect("moments"), v.layers.get_mut(name).expect("moments"));
-            let weights = p.a.iter_mut().chain(p.b.iter_mut());
-            let moments = m.a.iter_mut().chain(m.b.iter_mut()).zip(v.a.iter_mut().chain(v.b.iter_mut()));
-            for ((w, &g), (m, v)) in weights.zip(g.a.iter().chain(&g.b)).zip(moments) {
+            for ((w, &g), (m, v)) in p.values_mut().zip(g.values()).zip(m.values_mut().zip(v.values_mut())) {
                 *w *= decay;
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = b2 * *v + (1.0 - b2) * g * g;

@@ -196,10 +196,19 @@ pub fn init_lora(layers: &[(String, usize, usize)], rank: usize, scale: f32, see
         .map(|(name, inputs, outputs)| {
             let bound = 1.0 / (*inputs as f32).sqrt();
             let a = (0..inputs * rank).map(|_| (rng.unit() * 2.0 - 1.0) * bound).collect();
-            (name.clone(), LoraLayer { a, b: vec![0.0; rank * outputs], rank })
+            (name.clone(), LoraLayer { a, b: vec![0.0; rank * outputs], rank, m: Vec::new() })
         })
         .collect();
     Lora { layers, scale }
+}
+
+/// Makes `lora` DoRA adapters for `model`: each layer's magnitudes start at its weight's row
+/// norms, so training starts from the base model exactly (mlx-lm's `DoRALinear.set_linear`).
+pub fn init_dora(model: &TrainModel, lora: &mut Lora) -> Result<()> {
+    for (name, layer) in lora.layers.iter_mut() {
+        layer.m = model.dora_magnitudes(name)?;
+    }
+    Ok(())
 }
 
 /// The mean loss over `batches`, weighted by their target counts (mlx-lm's `evaluate`).
@@ -348,21 +357,20 @@ fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 fn add_lora(sum: &mut Lora, g: &Lora) {
     for (name, s) in sum.layers.iter_mut() {
         let g = &g.layers[name];
-        s.a.iter_mut().zip(&g.a).for_each(|(a, b)| *a += b);
-        s.b.iter_mut().zip(&g.b).for_each(|(a, b)| *a += b);
+        s.values_mut().zip(g.values()).for_each(|(a, b)| *a += b);
     }
 }
 
 fn scale_lora(l: &mut Lora, by: f32) {
     for layer in l.layers.values_mut() {
-        layer.a.iter_mut().chain(layer.b.iter_mut()).for_each(|v| *v *= by);
+        layer.values_mut().for_each(|v| *v *= by);
     }
 }
 
 /// mlx-lm's `adapter_config.json` for these settings (what the engine and `mlx_lm` read back:
 /// `fine_tune_type`, `num_layers`, `lora_parameters`), with the run's other arguments.
 pub fn adapter_config(num_layers: i64, rank: usize, scale: f32, mut args: serde_json::Map<String, Value>) -> Value {
-    args.insert("fine_tune_type".into(), "lora".into());
+    args.entry("fine_tune_type").or_insert("lora".into());
     args.insert("num_layers".into(), num_layers.into());
     args.insert("lora_parameters".into(), json!({"rank": rank, "dropout": 0.0, "scale": scale}));
     Value::Object(args)

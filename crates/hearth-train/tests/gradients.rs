@@ -1,6 +1,6 @@
 //! Analytic adapter gradients against central differences of the loss, on every architecture
 //! and on quantised bases as they are stored (GGUF Q8_0 and Q4_K, MLX 4-bit): the backward pass
-//! is the derivative of the forward pass, whatever the base's format.
+//! is the derivative of the forward pass, whatever the base's format; for DoRA too.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,8 @@ fn adapter_gradients_are_the_loss_s_derivative() {
         "gguf/llama256-Q4_K_M.gguf",
         "mlx/llama-q4g32-bf16",
     ];
-    for base in bases {
+    let dora = ["hf/llama", "gguf/llama-Q8_0.gguf"].map(|b| (b, true));
+    for (base, dora) in bases.map(|b| (b, false)).into_iter().chain(dora) {
         let model = TrainModel::load(&tiny(base)).unwrap();
         // The MLX fixture is the tiny Llama quantised, without its tokenizer files.
         let text = Text::load(&tiny(if base.starts_with("mlx/") { "hf/llama" } else { base })).unwrap();
@@ -34,6 +35,9 @@ fn adapter_gradients_are_the_loss_s_derivative() {
         let (batches, _) = batches(&examples, 2, 512, true, BatchOrder::Length).unwrap();
         let batch = &batches[0];
         let mut lora = init_lora(&model.adaptable(None, &[]).unwrap(), 4, 2.0, 1);
+        if dora {
+            hearth_train::trainer::init_dora(&model, &mut lora).unwrap();
+        }
         // lora_b starts at zero, where lora_a's gradient vanishes: move it off first.
         for (i, l) in lora.layers.values_mut().enumerate() {
             l.b.iter_mut().enumerate().for_each(|(j, v)| *v = (((i * 7919 + j * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 0.05);
@@ -44,15 +48,26 @@ fn adapter_gradients_are_the_loss_s_derivative() {
         // The first, a middle and the last adapted layer; in each, the largest entries of A's
         // and B's gradients.
         for name in [&names[0], &names[names.len() / 2], &names[names.len() - 1]] {
-            for part in ["a", "b"] {
-                let g = &step.grads.layers[name];
-                let grads = if part == "a" { &g.a } else { &g.b };
+            // DoRA's A and B gradients hold its norm constant (mlx-lm's stop_gradient), so they
+            // are not the loss's derivative by design (tests/mlx_lm.rs checks them against
+            // mlx-lm's); the magnitudes' are.
+            for part in if dora { &["m"][..] } else { &["a", "b"][..] } {
+                let pick = |l: &hearth_train::LoraLayer| match *part {
+                    "a" => l.a.clone(),
+                    "b" => l.b.clone(),
+                    _ => l.m.clone(),
+                };
+                let grads = &pick(&step.grads.layers[name]);
                 let (at, &analytic) = grads.iter().enumerate().max_by(|x, y| x.1.abs().total_cmp(&y.1.abs())).unwrap();
                 let eps = 1e-2f32;
                 let loss_at = |delta: f32| {
                     let mut moved: Lora = lora.clone();
                     let l = moved.layers.get_mut(name).unwrap();
-                    (if part == "a" { &mut l.a } else { &mut l.b })[at] += delta;
+                    (match *part {
+                        "a" => &mut l.a,
+                        "b" => &mut l.b,
+                        _ => &mut l.m,
+                    })[at] += delta;
                     model.loss(batch, &moved, Mask::MlxLm).unwrap().0 as f64
                 };
                 let numeric = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps as f64);
@@ -64,6 +79,6 @@ fn adapter_gradients_are_the_loss_s_derivative() {
                 );
             }
         }
-        eprintln!("{base}: largest relative difference {worst:.2e}");
+        eprintln!("{base}{}: largest relative difference {worst:.2e}", if dora { " (DoRA)" } else { "" });
     }
 }

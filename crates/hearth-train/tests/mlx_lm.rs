@@ -73,7 +73,11 @@ fn assert_close(case: &str, got: &Lora, file: &Path, tolerance: f32) -> f32 {
     for (name, t) in &want.tensors {
         let (layer, part) = name.rsplit_once('.').unwrap();
         let l = &got.layers[layer];
-        let ours = if part == "lora_a" { &l.a } else { &l.b };
+        let ours = match part {
+            "lora_a" => &l.a,
+            "lora_b" => &l.b,
+            _ => &l.m,
+        };
         let theirs: Vec<f32> = t.data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         assert_eq!(ours.len(), theirs.len(), "{case} {name}");
         for (a, b) in ours.iter().zip(&theirs) {
@@ -195,4 +199,40 @@ fn a_gguf_base_trains_as_its_float_copy() {
         }
         assert!(worst <= 1e-4, "{file}: gradients differ by {worst}");
     }
+}
+
+/// DoRA, mlx-lm's `DoRALinear` (testdata/tiny/train-dora, made by bench/make_dora_fixture.py):
+/// the initial magnitudes, the first batch's loss and the gradients of `lora_a`, `lora_b` and
+/// `m`, then 10 Adam updates' losses and final adapters.
+#[test]
+fn dora_equals_mlx_lm() {
+    let case = Case::open("llama-f32-chat");
+    let dir = tiny("train-dora");
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ref.json")).unwrap()).unwrap();
+    let model = case.model();
+    let mut lora = Lora::load(&dir.join("init_adapters.safetensors"), 20.0).unwrap();
+    assert!(lora.is_dora());
+    let mut fresh = lora.clone();
+    hearth_train::trainer::init_dora(&model, &mut fresh).unwrap();
+    for (name, l) in &lora.layers {
+        for (a, b) in l.m.iter().zip(&fresh.layers[name].m) {
+            assert!((a - b).abs() <= 1e-5 * a.abs(), "{name}: magnitude {b} against mlx-lm's {a}");
+        }
+    }
+    let step = model.loss_and_grads(&case.batch(0), &lora, Mask::MlxLm).unwrap();
+    let want = reference["first_batch"]["loss"].as_f64().unwrap() as f32;
+    assert_eq!(step.ntoks as u64, reference["first_batch"]["ntoks"].as_u64().unwrap());
+    assert!((step.loss - want).abs() <= 1e-5 * want, "loss {} against mlx-lm's {want}", step.loss);
+    let worst_grad = assert_close("dora", &step.grads, &dir.join("grads.safetensors"), 2e-4);
+    let mut opt = Optimizer::new(Rule::Adam, Schedule::Constant(1e-3));
+    let mut worst_loss = 0f32;
+    for (i, want) in reference["adam_losses"].as_array().unwrap().iter().enumerate() {
+        let step = model.loss_and_grads(&case.batch(i), &lora, Mask::MlxLm).unwrap();
+        let diff = (step.loss - want.as_f64().unwrap() as f32).abs();
+        assert!(diff <= 5e-3, "step {i}: loss {} against mlx-lm's {want}", step.loss);
+        worst_loss = worst_loss.max(diff);
+        opt.update(&mut lora, &step.grads);
+    }
+    let worst = assert_close("dora", &lora, &dir.join("final_adapters.safetensors"), 5e-3);
+    eprintln!("dora: loss {:.6} (mlx-lm {want:.6}), gradients within {worst_grad:.2e}; 10 steps within {worst_loss:.2e}, final adapters within {worst:.2e}", step.loss);
 }

@@ -13,7 +13,7 @@ fn floats(v: &Value) -> Vec<f32> {
 }
 
 fn one_layer(values: Vec<f32>) -> Lora {
-    Lora { layers: BTreeMap::from([("w".to_string(), LoraLayer { a: values, b: Vec::new(), rank: 1 })]), scale: 1.0 }
+    Lora { layers: BTreeMap::from([("w".to_string(), LoraLayer { a: values, b: Vec::new(), rank: 1, m: Vec::new() })]), scale: 1.0 }
 }
 
 #[test]
