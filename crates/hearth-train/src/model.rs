@@ -362,18 +362,23 @@ impl TrainModel {
         let (hn, hn_inv) = rms_norm(&x, &final_norm, self.eps());
         let head_name = if self.store.contains("lm_head.weight") && !c.tie_word_embeddings { "lm_head" } else { "model.embed_tokens" };
         let head = self.matrix(head_name)?;
-        let mut logits = linalg::forward(&head, &hn);
+        // Only the positions whose targets count reach the vocabulary (under --mask-prompt and
+        // with padding, most do not): the loss and gradients are those of the full product.
+        let (counted, targets): (Vec<usize>, Vec<(u32, bool)>) =
+            batch.targets(mask).into_iter().enumerate().filter(|(_, t)| t.1).unzip();
+        let hn_counted: Vec<f32> = counted.iter().flat_map(|&i| hn[i * hid..(i + 1) * hid].iter().copied()).collect();
+        let mut logits = linalg::forward(&head, &hn_counted);
         if let Some(cap) = c.final_logit_softcap {
             logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
         }
-        let (loss, ntoks) = cross_entropy(&mut logits, &batch.targets(mask));
+        let (loss, ntoks) = cross_entropy(&mut logits, &targets);
         if !backward {
             return Ok((loss, ntoks, None));
         }
         let mut dlogits = logits;
         if let Some(cap) = c.final_logit_softcap {
             // Recomputed from the capped values: d(cap·tanh(z/cap))/dz = 1 − (l/cap)².
-            let raw = linalg::forward(&head, &hn);
+            let raw = linalg::forward(&head, &hn_counted);
             dlogits.iter_mut().zip(raw).for_each(|(g, z)| {
                 let th = (z / cap).tanh();
                 *g *= 1.0 - th * th;
@@ -382,8 +387,12 @@ impl TrainModel {
 
         // Backward.
         let mut grads = lora.zeros_like();
-        let dhn = linalg::backward(&head, &dlogits);
+        let dhn_counted = linalg::backward(&head, &dlogits);
         drop(dlogits);
+        let mut dhn = vec![0f32; n * hid];
+        for (&i, row) in counted.iter().zip(dhn_counted.chunks_exact(hid)) {
+            dhn[i * hid..(i + 1) * hid].copy_from_slice(row);
+        }
         let mut dx = rms_norm_backward(&x, &final_norm, &hn_inv, &dhn);
         for li in (0..c.num_layers).rev() {
             let s = match kept.pop().expect("one per layer") {
