@@ -7,7 +7,7 @@ use std::path::Path;
 use hearth_formats::safetensors::{self, SafeTensors, TensorView};
 use hearth_formats::{DType, SharedBytes};
 use hearth_kernels::bf16::Bf16Panels;
-use hearth_kernels::{FloatFormat, MatrixRef, Precision, RowFormat};
+use hearth_kernels::{FloatFormat, MatrixRef, RowFormat};
 
 use crate::{EmbedError, Result};
 
@@ -128,7 +128,10 @@ impl Linear {
         if let Some(panels) = &self.panels {
             return panels.matmul(x, self.bias.as_deref(), out);
         }
-        self.weight.checked().matmul(x, out, Precision::Fast);
+        // Elsewhere (AVX2, NEON, AVX-512 without bf16) the float GEMM: register-blocked,
+        // weights read a panel at a time.
+        let w = self.weight.checked();
+        hearth_kernels::sgemm::gemm(x, w.cols(), x.len() / w.cols(), &hearth_kernels::sgemm::WeightT(w), out, w.rows(), false);
         if let Some(bias) = &self.bias {
             for row in out.chunks_exact_mut(bias.len()) {
                 row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);

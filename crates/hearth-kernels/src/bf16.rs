@@ -156,10 +156,13 @@ impl Bf16Panels {
     }
 }
 
-/// Whether this CPU has the bf16 dot product (AVX-512 BF16).
+/// Whether this CPU has the bf16 dot product (AVX-512 BF16) and no weaker instruction set was
+/// forced (`HEARTH_ISA`).
 pub fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16");
+    return crate::qdot::isa().kind == crate::qdot::IsaKind::Avx512Vnni
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bf16");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }

@@ -364,8 +364,7 @@ impl TrainModel {
         let head = self.matrix(head_name)?;
         // Only the positions whose targets count reach the vocabulary (under --mask-prompt and
         // with padding, most do not): the loss and gradients are those of the full product.
-        let (counted, targets): (Vec<usize>, Vec<(u32, bool)>) =
-            batch.targets(mask).into_iter().enumerate().filter(|(_, t)| t.1).unzip();
+        let (counted, targets): (Vec<usize>, Vec<(u32, bool)>) = batch.targets(mask).into_iter().enumerate().filter(|(_, t)| t.1).unzip();
         let hn_counted: Vec<f32> = counted.iter().flat_map(|&i| hn[i * hid..(i + 1) * hid].iter().copied()).collect();
         let mut logits = linalg::forward(&head, &hn_counted);
         if let Some(cap) = c.final_logit_softcap {
