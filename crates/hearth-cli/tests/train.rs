@@ -108,9 +108,14 @@ fn smollm2_learns_made_up_facts_on_its_own_gguf() {
         let (question, expected) = (record["messages"][0]["content"].as_str().unwrap(), record["messages"][1]["content"].as_str().unwrap());
         // "Warranty: 9 years." is asserted without its full stop.
         let expected = expected.trim_end_matches('.');
-        let (base, tuned) = (answer(question, None), answer(question, Some(&adapters)));
-        eprintln!("{question}\n  base:  {}\n  tuned: {}", base.lines().next().unwrap_or(""), tuned.lines().next().unwrap_or(""));
-        base_right += usize::from(base.contains(expected));
+        // The base is asked one phrasing per fact (test.jsonl holds two, in pairs).
+        if total % 2 == 0 {
+            let base = answer(question, None);
+            eprintln!("{question}\n  base:  {}", base.lines().next().unwrap_or(""));
+            base_right += usize::from(base.contains(expected));
+        }
+        let tuned = answer(question, Some(&adapters));
+        eprintln!("  tuned: {}", tuned.lines().next().unwrap_or(""));
         tuned_right += usize::from(tuned.contains(expected));
         total += 1;
     }
