@@ -8,6 +8,18 @@ use std::path::Path;
 
 use common::*;
 
+/// `hearth train` of `model` on the fixtures' chat data into `adapters`.
+fn train_on_chat(home: &Path, model: &Path, adapters: &Path) -> std::process::Command {
+    let mut cmd = hearth(home);
+    cmd.args(["train", "-m"]).arg(model).arg("--data").arg(tiny("lora/data")).arg("--adapter-path").arg(adapters);
+    cmd
+}
+
+/// The validation losses a run reported, in order.
+fn val_losses(out: &str) -> Vec<f32> {
+    out.lines().filter_map(|l| l.split("Val loss ").nth(1)).map(|rest| rest.split(',').next().unwrap().parse().unwrap()).collect()
+}
+
 #[test]
 fn a_fine_tune_trains_saves_and_fuses() {
     let tmp = tempfile::tempdir().unwrap();
@@ -24,20 +36,10 @@ fn a_fine_tune_trains_saves_and_fuses() {
          max_seq_length: 512\ngrad_checkpoint: true\nlora_parameters:\n  rank: 4\n  dropout: 0.0\n  scale: 20.0\n",
     )
     .unwrap();
-    let out = ok(hearth(&home)
-        .args(["train", "-m"])
-        .arg(tiny("hf/llama"))
-        .arg("--data")
-        .arg(tiny("lora/data"))
-        .arg("--adapter-path")
-        .arg(&adapters)
-        .arg("-c")
-        .arg(&config)
-        .args(["--iters", "30"]));
+    let out = ok(train_on_chat(&home, &tiny("hf/llama"), &adapters).arg("-c").arg(&config).args(["--iters", "30"]));
     // mlx-lm's own run of this configuration printed the same count (lora/train_log.txt).
     assert!(out.contains("Trainable parameters: 0.254% (0.008M/3.220M)"), "{out}");
-    let val: Vec<f32> =
-        out.lines().filter_map(|l| l.split("Val loss ").nth(1)).map(|rest| rest.split(',').next().unwrap().parse().unwrap()).collect();
+    let val = val_losses(&out);
     assert_eq!(val.len(), 4, "validation at iterations 1, 10, 20 and 30:\n{out}");
     assert!(val[3] < val[0] * 0.5, "validation loss falls: {val:?}");
     assert!(out.contains("Iter 5: Train loss") && out.contains("Learning Rate 1.000e-03"), "{out}");
@@ -89,8 +91,7 @@ fn smollm2_learns_made_up_facts_on_its_own_gguf() {
         .arg("--adapter-path")
         .arg(&adapters)
         .args(LANTERN_TRAINING));
-    let val: Vec<f32> =
-        out.lines().filter_map(|l| l.split("Val loss ").nth(1)).map(|rest| rest.split(',').next().unwrap().parse().unwrap()).collect();
+    let val = val_losses(&out);
     assert!(val.len() >= 2 && val[val.len() - 1] < val[0] * 0.5, "validation loss falls by half: {val:?}\n{out}");
 
     let answer = |question: &str, adapter: Option<&Path>| {
@@ -132,8 +133,7 @@ fn a_run_killed_again_and_again_ends_as_an_unbroken_one() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let run = |dir: &Path| {
-        let mut cmd = hearth(&home);
-        cmd.args(["train", "-m"]).arg(tiny("hf/llama")).arg("--data").arg(tiny("lora/data")).arg("--adapter-path").arg(dir);
+        let mut cmd = train_on_chat(&home, &tiny("hf/llama"), dir);
         cmd.args(["--iters", "40", "--save-every", "1", "--learning-rate", "1e-3", "--rank", "4", "--num-layers", "-1"]);
         cmd.args(["--optimizer", "adamw", "--grad-accumulation-steps", "2", "--steps-per-eval", "1000", "--val-batches", "1", "--resume"]);
         cmd
@@ -202,7 +202,7 @@ fn adapters_are_written_for_peft_and_llama_cpp() {
     let home = tmp.path().join("home");
     let train = |model: &Path, format: &str| {
         let dir = tmp.path().join(format!("{format}-{}", model.file_name().unwrap().to_string_lossy()));
-        ok(hearth(&home).args(["train", "-m"]).arg(model).arg("--data").arg(tiny("lora/data")).arg("--adapter-path").arg(&dir).args([
+        ok(train_on_chat(&home, model, &dir).args([
             "--iters",
             "8",
             "--learning-rate",
@@ -303,14 +303,7 @@ fn bad_input_is_refused_naming_the_file_and_line() {
     refused(&[("train.jsonl", good)], &["--rank", "100"], "--rank 100 is larger than model.layers.0.");
     // Another model's adapters (a wider Llama's) do not fit this one.
     let wider_adapters = tmp.path().join("wider-adapters");
-    ok(hearth(&home)
-        .args(["train", "-m"])
-        .arg(tiny("gguf/llama256-Q4_K_M.gguf"))
-        .arg("--data")
-        .arg(tiny("lora/data"))
-        .arg("--adapter-path")
-        .arg(&wider_adapters)
-        .args(["--iters", "1", "--num-layers", "-1"]));
+    ok(train_on_chat(&home, &tiny("gguf/llama256-Q4_K_M.gguf"), &wider_adapters).args(["--iters", "1", "--num-layers", "-1"]));
     let foreign = wider_adapters.join("adapters.safetensors");
     refused(&[("train.jsonl", good)], &["--resume-adapter-file", foreign.to_str().unwrap()], "does not fit");
 }
@@ -323,17 +316,10 @@ fn dora_trains_and_fuses() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let adapters = tmp.path().join("dora");
-    let out = ok(hearth(&home)
-        .args(["train", "-m"])
-        .arg(tiny("hf/llama"))
-        .arg("--data")
-        .arg(tiny("lora/data"))
-        .arg("--adapter-path")
-        .arg(&adapters)
+    let out = ok(train_on_chat(&home, &tiny("hf/llama"), &adapters)
         .args(["--fine-tune-type", "dora", "--iters", "20", "--learning-rate", "1e-3", "--rank", "4", "--num-layers", "-1"])
         .args(["--steps-per-eval", "20", "--val-batches", "-1"]));
-    let val: Vec<f32> =
-        out.lines().filter_map(|l| l.split("Val loss ").nth(1)).map(|rest| rest.split(',').next().unwrap().parse().unwrap()).collect();
+    let val = val_losses(&out);
     assert!(val.len() == 2 && val[1] < val[0] * 0.6, "validation loss falls: {val:?}");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(adapters.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["fine_tune_type"], "dora");
