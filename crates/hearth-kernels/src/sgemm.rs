@@ -158,13 +158,12 @@ pub fn gemm(a: &[f32], lda: usize, rows: usize, b: &dyn Rhs, c: &mut [f32], ldc:
     let row_blocks = (TASKS_PER_THREAD * threads).div_ceil(panels).min(rows.div_ceil(kernel.rows)).max(1);
     let per_block = rows.div_ceil(row_blocks).next_multiple_of(kernel.rows);
     let c_ptr = SharedPtr(c.as_mut_ptr());
-    let c_len = c.len();
     pool::global().run(panels * row_blocks, &|task| {
         let (p, rb) = (task % panels, task / panels);
         let (r0, r1) = ((rb * per_block).min(rows), ((rb + 1) * per_block).min(rows));
-        // SAFETY: each task writes only rows r0..r1, columns of panel p, of `C`.
-        let c = unsafe { std::slice::from_raw_parts_mut(c_ptr.get(), c_len) };
-        block(kernel, a, lda, r0, r1, b, p * nc, ((p + 1) * nc).min(b.width()), c, ldc, accumulate);
+        // SAFETY: `check` validated C's extent; each task writes only rows r0..r1 and the
+        // columns of panel p, which no other task touches.
+        unsafe { block(kernel, a, lda, r0, r1, b, p * nc, ((p + 1) * nc).min(b.width()), c_ptr.get(), ldc, accumulate) };
     });
 }
 
@@ -178,7 +177,8 @@ fn serial_with(kernel: Kernel, a: &[f32], lda: usize, rows: usize, b: &dyn Rhs, 
     check(a, lda, rows, b, c, ldc);
     let nc = panel_width(b);
     for j0 in (0..b.width()).step_by(nc) {
-        block(kernel, a, lda, 0, rows, b, j0, (j0 + nc).min(b.width()), c, ldc, accumulate);
+        // SAFETY: `check` validated C's extent, and `c` is borrowed mutably here.
+        unsafe { block(kernel, a, lda, 0, rows, b, j0, (j0 + nc).min(b.width()), c.as_mut_ptr(), ldc, accumulate) };
     }
 }
 
@@ -199,9 +199,14 @@ fn check(a: &[f32], lda: usize, rows: usize, b: &dyn Rhs, c: &[f32], ldc: usize)
     assert!(rows == 0 || (a.len() >= (rows - 1) * lda + k && c.len() >= (rows - 1) * ldc + m), "gemm shapes");
 }
 
-/// Rows `r0..r1` and columns `j0..j1` (one panel's width) of the product.
+/// Rows `r0..r1` and columns `j0..j1` (one panel's width) of the product, written through `c`.
+///
+/// # Safety
+/// `c` must address `C` as [`check`] validated it, and no one else may touch those rows and
+/// columns meanwhile (C is written through a pointer so that tasks never hold overlapping
+/// `&mut` slices).
 #[allow(clippy::too_many_arguments)]
-fn block(
+unsafe fn block(
     kernel: Kernel,
     a: &[f32],
     lda: usize,
@@ -210,7 +215,7 @@ fn block(
     b: &dyn Rhs,
     j0: usize,
     j1: usize,
-    c: &mut [f32],
+    c: *mut f32,
     ldc: usize,
     accumulate: bool,
 ) {
@@ -218,41 +223,36 @@ fn block(
     let ld = width.next_multiple_of(32);
     if depth == 0 && !accumulate {
         for r in r0..r1 {
-            c[r * ldc + j0..r * ldc + j1].fill(0.0);
+            std::slice::from_raw_parts_mut(c.add(r * ldc + j0), width).fill(0.0);
         }
     }
     PANEL.with_borrow_mut(|panel| {
-        {
-            panel.resize(KC * ld, 0.0);
-            for k0 in (0..depth).step_by(KC) {
-                let k1 = (k0 + KC).min(depth);
-                b.panel(k0, k1, j0, j1, panel, ld);
-                let mut r = r0;
-                while r < r1 {
-                    let count = kernel.rows.min(r1 - r);
-                    let mut j = 0;
-                    while j < width {
-                        let cols = kernel.cols.min(width - j);
-                        // SAFETY: A rows r..r+count have k1 columns (checked by `check`); the
-                        // panel's rows have `ld ≥ j + kernel.cols` floats; C rows hold `j0 + j + cols`.
-                        unsafe {
-                            let tile = Tile {
-                                a: a.as_ptr().add(r * lda + k0),
-                                lda,
-                                b: panel.as_ptr().add(j),
-                                ldb: ld,
-                                kc: k1 - k0,
-                                c: c.as_mut_ptr().add(r * ldc + j0 + j),
-                                ldc,
-                                cols,
-                                add: accumulate || k0 > 0,
-                            };
-                            (kernel.run)(tile, count)
-                        };
-                        j += kernel.cols;
-                    }
-                    r += count;
+        panel.resize(KC * ld, 0.0);
+        for k0 in (0..depth).step_by(KC) {
+            let k1 = (k0 + KC).min(depth);
+            b.panel(k0, k1, j0, j1, panel, ld);
+            let mut r = r0;
+            while r < r1 {
+                let count = kernel.rows.min(r1 - r);
+                let mut j = 0;
+                while j < width {
+                    let tile = Tile {
+                        // SAFETY: A rows r..r+count have k1 columns (`check`); C as promised.
+                        a: a.as_ptr().add(r * lda + k0),
+                        lda,
+                        b: panel.as_ptr().add(j),
+                        ldb: ld,
+                        kc: k1 - k0,
+                        c: c.add(r * ldc + j0 + j),
+                        ldc,
+                        cols: kernel.cols.min(width - j),
+                        add: accumulate || k0 > 0,
+                    };
+                    // SAFETY: the panel's rows have `ld ≥ j + kernel.cols` floats.
+                    (kernel.run)(tile, count);
+                    j += kernel.cols;
                 }
+                r += count;
             }
         }
     });

@@ -58,7 +58,7 @@ pub struct Lora {
 }
 
 /// What an adapted layer's forward pass keeps for its backward pass: `x·A`, and for DoRA the
-/// output before its rescaling and the factors `m / ‖·‖`.
+/// output before its rescaling and each output's `1 / ‖W + s·(AB)ᵀ‖`.
 pub(crate) struct LoraSaved {
     xa: Vec<f32>,
     dora: Option<(Vec<f32>, Vec<f32>)>,
@@ -164,34 +164,34 @@ impl Lora {
         let (norms, wa) = weight(&l.a)?;
         let gram = mm_tn(&l.a, &l.a, r, r);
         let s = self.scale;
-        let factors: Vec<f32> = (0..out)
+        let inv_norms: Vec<f32> = (0..out)
             .map(|o| {
                 let bo: Vec<f32> = (0..r).map(|k| l.b[k * out + o]).collect();
                 let cross: f32 = (0..r).map(|k| wa[o * r + k] * bo[k]).sum();
                 let quad: f32 = (0..r).map(|k| bo[k] * (0..r).map(|j| gram[k * r + j] * bo[j]).sum::<f32>()).sum();
-                l.m[o] / (norms[o] + 2.0 * s * cross + s * s * quad).max(0.0).sqrt()
+                1.0 / (norms[o] + 2.0 * s * cross + s * s * quad).max(0.0).sqrt()
             })
             .collect();
         let unscaled = y.to_vec();
-        y.chunks_exact_mut(out).for_each(|row| row.iter_mut().zip(&factors).for_each(|(v, f)| *v *= f));
-        Ok(Some(LoraSaved { xa, dora: Some((unscaled, factors)) }))
+        y.chunks_exact_mut(out).for_each(|row| row.iter_mut().zip(&l.m).zip(&inv_norms).for_each(|((v, m), d)| *v *= m * d));
+        Ok(Some(LoraSaved { xa, dora: Some((unscaled, inv_norms)) }))
     }
 
     /// For DoRA, the first step back through layer `name`: `∂/∂m` into `grads`, and the
     /// gradient of the output before its rescaling (which the frozen product and the LoRA
     /// update then take instead of `dy`); `None` for LoRA.
     pub(crate) fn dora_backward(&self, name: &str, saved: &LoraSaved, dy: &[f32], grads: &mut Lora) -> Option<Vec<f32>> {
-        let (unscaled, factors) = saved.dora.as_ref()?;
+        let (unscaled, inv_norms) = saved.dora.as_ref()?;
         let l = &self.layers[name];
         let g = grads.layers.get_mut(name).expect("grads have the adapter's layers");
-        let out = factors.len();
-        // out = (m / denom) ⊙ u, denom constant: ∂m_o = Σ_n dy·u / denom_o = Σ_n dy·u · c_o / m_o.
+        let out = inv_norms.len();
+        // out = (m / denom) ⊙ u, denom constant: ∂m_o = Σ_n dy·u / denom_o, ∂u = dy · m / denom.
         for (row_dy, row_u) in dy.chunks_exact(out).zip(unscaled.chunks_exact(out)) {
             for o in 0..out {
-                g.m[o] += row_dy[o] * row_u[o] * factors[o] / l.m[o];
+                g.m[o] += row_dy[o] * row_u[o] * inv_norms[o];
             }
         }
-        Some(dy.chunks_exact(out).flat_map(|row| row.iter().zip(factors).map(|(d, c)| d * c)).collect())
+        Some(dy.chunks_exact(out).flat_map(|row| row.iter().zip(&l.m).zip(inv_norms).map(|((d, m), i)| d * m * i)).collect())
     }
 
     /// The backward pass of [`Self::forward`]: adds `∂/∂A` and `∂/∂B` into `grads` and the
