@@ -108,7 +108,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Keep only each block's input between the forward and backward passes and recompute the
-    /// rest: memory bounded by one block's activations on long sequences, for a third more time.
+    /// rest: memory bounded by one block's activations on long sequences, for one more forward
+    /// pass of each block per step.
     #[arg(long)]
     grad_checkpoint: bool,
     /// Train only on the completion (chat and completions data): the prompt is masked out.

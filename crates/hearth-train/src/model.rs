@@ -23,7 +23,7 @@ pub struct TrainModel {
     /// The model's RoPE, then the sliding-window layers' own where they have one.
     ropes: Vec<Rope>,
     /// Keep only each block's input between the passes and recompute the rest (memory bounded
-    /// by one block's activations, for a third more compute).
+    /// by one block's activations, for one more forward pass of each block).
     grad_checkpoint: bool,
 }
 
