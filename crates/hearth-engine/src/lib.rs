@@ -18,6 +18,6 @@ pub mod weights;
 pub use error::{EngineError, Result};
 pub use hearth_kernels::Precision;
 pub use kv_cache::KvCache;
-pub use loader::{DeviceChoice, LoadOptions, LoadedModel, ModelFormat};
+pub use loader::{check_adapter_fits, DeviceChoice, LoadOptions, LoadedModel, ModelFormat};
 pub use lora::Adapter;
 pub use sampling_defaults::SamplingDefaults;

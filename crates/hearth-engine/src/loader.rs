@@ -13,7 +13,7 @@ use crate::candle::CandleDecoder;
 use crate::config::{token_ids, ModelConfig};
 use crate::host::HostDecoder;
 use crate::lora::{Adapter, LoraAdapter};
-use crate::model::{Backend, Decoder, DecoderModel};
+use crate::model::{deltas_by_slot, linear_shapes, Backend, Decoder, DecoderModel};
 use crate::sampling_defaults::SamplingDefaults;
 use crate::weights::WeightStore;
 use crate::{EngineError, Result};
@@ -146,8 +146,7 @@ impl LoadedModel {
 
     fn load_dir(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
         let adapter = opts.adapter.as_deref().map(LoraAdapter::load).transpose()?;
-        let config: Json =
-            read_json(&dir.join("config.json"))?.ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))?;
+        let config = hf_config(dir)?;
         let cfg = ModelConfig::from_hf(&config)?;
         let store = WeightStore::from_safetensors_dir(dir, &config)?;
         let (tokenizer, chat_template, special) = dir_text(dir)?;
@@ -178,6 +177,23 @@ impl LoadedModel {
         eos_ids.dedup();
         LoadedModel { model, tokenizer, chat_template, eos_ids, format, path: path.to_path_buf(), sampling }
     }
+}
+
+/// Checks `lora` against the model at `path` (a GGUF file or a model directory) without
+/// loading it: every layer it adapts is one of the model's linear layers and fits its shape.
+pub fn check_adapter_fits(path: &Path, lora: &LoraAdapter) -> Result<()> {
+    let (cfg, store) = if path.is_dir() {
+        let config = hf_config(path)?;
+        (ModelConfig::from_hf(&config)?, WeightStore::from_safetensors_dir(path, &config)?)
+    } else {
+        let g = Gguf::open(path)?;
+        (ModelConfig::from_gguf(&g)?, WeightStore::from_gguf(&g)?)
+    };
+    deltas_by_slot(&linear_shapes(cfg, &store)?, lora).map(drop)
+}
+
+fn hf_config(dir: &Path) -> Result<Json> {
+    read_json(&dir.join("config.json"))?.ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))
 }
 
 /// llama.cpp's per-frequency RoPE factors (`rope_freqs.weight`), where the file has them.

@@ -24,7 +24,7 @@ pub struct LoraDelta {
     a: Vec<f32>,
     /// `[rank, out]`, row-major.
     b: Vec<f32>,
-    rank: usize,
+    pub(crate) rank: usize,
     scale: f32,
     /// DoRA's magnitude `m` `[out]`: the fused row `o` is `m[o] · w_o / ‖w_o‖`.
     magnitude: Option<Vec<f32>>,
@@ -33,7 +33,12 @@ pub struct LoraDelta {
 impl LoraDelta {
     /// Checks the delta fits a layer of `cols` inputs and `rows` outputs.
     pub(crate) fn fits(&self, rows: usize, cols: usize) -> bool {
-        self.a.len() == cols * self.rank && self.b.len() == rows * self.rank
+        self.sides() == (cols, rows)
+    }
+
+    /// Its inputs and outputs.
+    pub(crate) fn sides(&self) -> (usize, usize) {
+        (self.a.len() / self.rank, self.b.len() / self.rank)
     }
 
     /// `out[t] += scale · (x[t]·A)·B` for rows `first..first + count` of a pass's inputs
@@ -85,29 +90,39 @@ pub struct LoraAdapter {
 }
 
 impl LoraAdapter {
-    /// Loads an adapter directory: PEFT's where `adapter_model.safetensors` is there, otherwise
-    /// mlx-lm's `adapters.safetensors` with its settings from `adapter_config.json` or, in an
-    /// export bundle, `config.json`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        if dir.join("adapter_model.safetensors").is_file() {
-            return Self::load_peft(dir);
+    /// Loads an adapter directory (or its safetensors file), with the scale its own settings give.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_scaled(path, None)
+    }
+
+    /// Loads an adapter directory, or its safetensors file: PEFT's where the file is (or the
+    /// directory holds) `adapter_model.safetensors`, otherwise mlx-lm's `adapters.safetensors`.
+    /// The scale comes from the adapter's settings (`adapter_config.json`, or an export bundle's
+    /// `config.json`: mlx-lm's `lora_parameters.scale`, PEFT's `lora_alpha / r`); `given` serves
+    /// where they have none (a bare adapter file registered with its rank and alpha).
+    pub fn load_scaled(path: &Path, given: Option<f32>) -> Result<Self> {
+        let (dir, file) = if path.is_dir() {
+            let peft = path.join("adapter_model.safetensors");
+            (path, if peft.is_file() { peft } else { path.join("adapters.safetensors") })
+        } else {
+            (path.parent().unwrap_or(Path::new(".")), path.to_path_buf())
+        };
+        if file.file_name().is_some_and(|n| n == "adapter_model.safetensors") {
+            return Self::load_peft(dir, &file, given);
         }
-        let cfg_path = ["adapter_config.json", "config.json"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| dir.join("adapter_config.json"));
-        let cfg = read_config(&cfg_path)?;
+        let cfg_path = ["adapter_config.json", "config.json"].iter().map(|f| dir.join(f)).find(|p| p.is_file());
+        let cfg = cfg_path.as_deref().map(read_config).transpose()?.unwrap_or(Json::Null);
         let dora = match cfg.get("fine_tune_type").and_then(Json::as_str).unwrap_or("lora") {
             "lora" => false,
             "dora" => true,
             other => return Err(EngineError::Unsupported(format!("adapter type {other:?} (lora and dora are)"))),
         };
-        let scale = cfg
-            .pointer("/lora_parameters/scale")
-            .and_then(Json::as_f64)
-            .ok_or_else(|| EngineError::Config(format!("{}: no lora_parameters.scale", cfg_path.display())))? as f32;
-        let tensors = SafeTensors::open(&dir.join("adapters.safetensors"))?.tensors;
+        let scale = cfg.pointer("/lora_parameters/scale").and_then(Json::as_f64).map(|s| s as f32).or(given).ok_or_else(|| {
+            let settings =
+                cfg_path.map_or("no adapter_config.json".to_string(), |p| format!("{} has no lora_parameters.scale", p.display()));
+            EngineError::Config(format!("the adapter's scale is unknown: {settings}, and no lora_alpha and lora_rank were given"))
+        })?;
+        let tensors = SafeTensors::open(&file)?.tensors;
         let mut layers = HashMap::new();
         for name in tensors.keys() {
             let Some(layer) = name.strip_suffix(".lora_a") else { continue };
@@ -123,15 +138,15 @@ impl LoraAdapter {
             let magnitude = dora.then(|| float_tensor(&tensors, &format!("{layer}.m")).map(|(m, _)| m)).transpose()?;
             layers.insert(layer.to_string(), LoraDelta { a, b, rank, scale, magnitude });
         }
-        Self::checked(dir, layers)
+        Self::checked(&file, layers)
     }
 
     /// PEFT's layout: `base_model.model.<layer>.lora_A.weight` `[rank, in]` and `lora_B.weight`
     /// `[out, rank]`, scale `lora_alpha / r` (`/ √r` with `use_rslora`), DoRA's magnitude as
     /// `lora_magnitude_vector`.
-    fn load_peft(dir: &Path) -> Result<Self> {
+    fn load_peft(dir: &Path, file: &Path, given: Option<f32>) -> Result<Self> {
         let cfg_path = dir.join("adapter_config.json");
-        let cfg = read_config(&cfg_path)?;
+        let cfg = if cfg_path.is_file() { read_config(&cfg_path)? } else { Json::Null };
         let bad = |what: &str| EngineError::Unsupported(format!("{}: {what}", cfg_path.display()));
         if cfg.get("peft_type").and_then(Json::as_str).is_some_and(|t| t != "LORA") {
             return Err(bad("only PEFT's LORA adapters are read"));
@@ -144,11 +159,13 @@ impl LoraAdapter {
                 return Err(bad(&format!("a per-layer {key} is not supported")));
             }
         }
-        let number = |key: &str| cfg.get(key).and_then(Json::as_f64).ok_or_else(|| bad(&format!("no {key}")));
-        let (r, alpha) = (number("r")?, number("lora_alpha")?);
+        let number = |key: &str| cfg.get(key).and_then(Json::as_f64);
         let rslora = cfg.get("use_rslora").and_then(Json::as_bool).unwrap_or(false);
-        let scale = (if rslora { alpha / r.sqrt() } else { alpha / r }) as f32;
-        let tensors = SafeTensors::open(&dir.join("adapter_model.safetensors"))?.tensors;
+        let scale = match (number("r"), number("lora_alpha")) {
+            (Some(r), Some(alpha)) => (if rslora { alpha / r.sqrt() } else { alpha / r }) as f32,
+            _ => given.ok_or_else(|| bad("no r and lora_alpha, and no lora_alpha and lora_rank were given"))?,
+        };
+        let tensors = SafeTensors::open(file)?.tensors;
         let mut layers = HashMap::new();
         for name in tensors.keys() {
             let Some(layer) = name.strip_suffix(".lora_A.weight") else { continue };
@@ -170,12 +187,12 @@ impl LoraAdapter {
             let delta = LoraDelta { a: transpose(&a, rank, inputs), b: transpose(&b, outputs, rank), rank, scale, magnitude };
             layers.insert(layer.to_string(), delta);
         }
-        Self::checked(dir, layers)
+        Self::checked(file, layers)
     }
 
-    fn checked(dir: &Path, layers: HashMap<String, LoraDelta>) -> Result<Self> {
+    fn checked(file: &Path, layers: HashMap<String, LoraDelta>) -> Result<Self> {
         if layers.is_empty() {
-            return Err(EngineError::Weights(format!("{} holds no LoRA A/B pairs", dir.display())));
+            return Err(EngineError::Weights(format!("{} holds no LoRA A/B pairs", file.display())));
         }
         for (name, d) in &layers {
             let outputs = d.b.len() / d.rank;
@@ -189,6 +206,13 @@ impl LoraAdapter {
     /// Whether the adapter is DoRA (its updates are only fused, not served beside the base).
     pub fn is_dora(&self) -> bool {
         self.layers.values().any(|d| d.magnitude.is_some())
+    }
+
+    /// The rank of every layer, where they share one.
+    pub fn rank(&self) -> Option<usize> {
+        let mut ranks = self.layers.values().map(|d| d.rank);
+        let first = ranks.next()?;
+        ranks.all(|r| r == first).then_some(first)
     }
 }
 
@@ -302,6 +326,11 @@ impl Adapter {
     /// Unique among the adapters of this process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Bytes its deltas take in memory.
+    pub fn bytes(&self) -> usize {
+        self.deltas.iter().flatten().map(|d| (d.a.len() + d.b.len()) * std::mem::size_of::<f32>()).sum()
     }
 
     /// The delta of the linear layer in `slot`, if the adapter touches it.

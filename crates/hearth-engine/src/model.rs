@@ -16,7 +16,7 @@ use hearth_kernels::Precision;
 
 use crate::config::{ModelConfig, RopeScaling};
 use crate::kv_cache::KvCache;
-use crate::lora::{next_id, Adapter, LoraAdapter};
+use crate::lora::{next_id, Adapter, LoraAdapter, LoraDelta};
 use crate::rope::Rope;
 use crate::weights::{StoredTensor, WeightStore};
 use crate::{EngineError, Result};
@@ -73,6 +73,54 @@ pub(crate) struct LinearShape {
     pub(crate) name: String,
     pub(crate) rows: usize,
     pub(crate) cols: usize,
+}
+
+/// `lora`'s deltas by the slot of the linear layer each belongs to. The error names the first
+/// adapter tensor (by name, then in the model's layer order) that is not for one of `linears`
+/// or does not fit its layer.
+pub(crate) fn deltas_by_slot(linears: &[LinearShape], lora: &LoraAdapter) -> Result<Vec<Option<LoraDelta>>> {
+    let mut names: Vec<&String> = lora.layers.keys().collect();
+    names.sort();
+    if let Some(name) = names.iter().find(|n| !linears.iter().any(|s| s.name == ***n)) {
+        return Err(EngineError::Weights(format!("the adapter's {name}.lora_a is not for a linear layer of this model")));
+    }
+    let mut deltas = vec![None; linears.len()];
+    for (slot, LinearShape { name, rows, cols }) in linears.iter().enumerate() {
+        let Some(delta) = lora.layers.get(name) else { continue };
+        let (inputs, outputs) = delta.sides();
+        if inputs != *cols {
+            let shape = [inputs, delta.rank];
+            return Err(EngineError::Weights(format!("the adapter's {name}.lora_a is {shape:?}; the layer takes {cols} inputs")));
+        }
+        if outputs != *rows {
+            let shape = [delta.rank, outputs];
+            return Err(EngineError::Weights(format!("the adapter's {name}.lora_b is {shape:?}; the layer has {rows} outputs")));
+        }
+        deltas[slot] = Some(delta.clone());
+    }
+    Ok(deltas)
+}
+
+/// Loading that keeps nothing but each linear layer's name and shape: what checking an
+/// adapter against a model on disk needs.
+struct ShapesOnly;
+
+impl WeightForm for ShapesOnly {
+    type Linear = ();
+    type Norm = ();
+
+    fn linear(&self, _: StoredTensor, _: Option<Vec<f32>>, _: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn norm(&self, _: Vec<f32>, _: f32) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The linear layers a model with these weights would have, by slot, without loading it.
+pub(crate) fn linear_shapes(cfg: ModelConfig, store: &WeightStore) -> Result<Vec<LinearShape>> {
+    Ok(DecoderWeights::load(&ShapesOnly, cfg, store, None)?.linears)
 }
 
 /// A decoder type: its weights, its KV caches and its forward pass.
@@ -135,19 +183,7 @@ impl DecoderModel {
         let cfg = self.config();
         let interleaved = cfg.rope_interleaved.then(|| lora.with_interleaved_rope(cfg.head_dim));
         let lora = interleaved.as_ref().unwrap_or(lora);
-        let shapes = self.decoder.linears();
-        let mut deltas = vec![None; shapes.len()];
-        for (name, delta) in &lora.layers {
-            let slot = shapes
-                .iter()
-                .position(|s| s.name == *name)
-                .ok_or_else(|| EngineError::Weights(format!("the adapter's {name} is not a linear layer of this model")))?;
-            let LinearShape { rows, cols, .. } = shapes[slot];
-            if !delta.fits(rows, cols) {
-                return Err(EngineError::Weights(format!("the adapter's {name} does not fit the layer ({rows}x{cols})")));
-            }
-            deltas[slot] = Some(delta.clone());
-        }
+        let deltas = deltas_by_slot(self.decoder.linears(), lora)?;
         Ok(Adapter::new(self.id, deltas))
     }
 

@@ -258,9 +258,22 @@ fn adapters_that_do_not_belong_are_refused() {
     assert!(err.to_string().contains("another model"), "{err}");
     assert_eq!(cache.len(), 0);
 
-    let dir = one_layer_adapter("model.layers.99.self_attn.q_proj", 64);
-    let err = model.load_adapter(dir.path()).expect_err("must fail");
-    assert!(err.to_string().contains("model.layers.99.self_attn.q_proj is not a linear layer"), "{err}");
+    // The same checks run on a model on disk without loading it (what registering one needs).
+    let path = testdata("tiny/hf/llama");
+    for (layer, outputs, want) in [
+        ("model.layers.99.self_attn.q_proj", 64, "model.layers.99.self_attn.q_proj.lora_a is not for a linear layer"),
+        ("model.layers.0.self_attn.q_proj", 32, "model.layers.0.self_attn.q_proj.lora_b is [4, 32]; the layer has 64 outputs"),
+    ] {
+        let dir = one_layer_adapter(layer, outputs);
+        let err = model.load_adapter(dir.path()).expect_err("must fail");
+        assert!(err.to_string().contains(want), "{err}");
+        let lora = hearth_engine::lora::LoraAdapter::load(dir.path()).unwrap();
+        let err = hearth_engine::check_adapter_fits(&path, &lora).expect_err("must fail");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let fits = hearth_engine::lora::LoraAdapter::load(&testdata("tiny/lora/adapters/adapters.safetensors")).unwrap();
+    hearth_engine::check_adapter_fits(&path, &fits).unwrap();
+    hearth_engine::check_adapter_fits(&testdata("tiny/gguf/llama-Q4_0.gguf"), &fits).unwrap();
 }
 
 /// The GGUF conversion of the same Llama keeps its Q and K rows in llama.cpp's interleaved
@@ -288,7 +301,7 @@ fn a_misshapen_adapter_on_a_gguf_llama_is_an_error() {
     let dir = one_layer_adapter("model.layers.0.self_attn.q_proj", 50);
     let opts = LoadOptions { adapter: Some(dir.path().to_path_buf()), ..Default::default() };
     let err = LoadedModel::load_with(&testdata("tiny/gguf/llama-F16.gguf"), opts).err().expect("must fail");
-    assert!(err.to_string().contains("does not fit"), "{err}");
+    assert!(err.to_string().contains("q_proj.lora_b is [4, 50]; the layer has 64 outputs"), "{err}");
 }
 
 /// Every position's final hidden state, of which the last is what `last_hidden` returns.

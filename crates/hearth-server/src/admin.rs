@@ -19,6 +19,7 @@ use crate::api::{in_range, Body, Errors, ModelErrors};
 use crate::error::ApiError;
 use crate::registry::{Kind, Registration};
 use crate::AppState;
+use hearth_runtime::{check_adapter_fits, EngineError, LoraAdapter};
 
 /// The files of an adapter export bundle.
 const BUNDLE: [&str; 3] = ["adapters.safetensors", "config.json", "metadata.json"];
@@ -132,6 +133,11 @@ async fn register(
                 param: Some("adapter_path".into()),
                 ..ApiError::not_found(format!("no adapter file at `{given}`"))
             })?;
+            let (rank, alpha) = (config.get("lora_rank").and_then(Value::as_i64), config.get("lora_alpha").and_then(Value::as_f64));
+            let (checked, model) = (file.clone(), located.path);
+            tokio::task::spawn_blocking(move || check_adapter(&checked, &model, rank, alpha))
+                .await
+                .map_err(|e| ApiError::internal(format!("checking the adapter failed: {e}")))??;
             Some(file.display().to_string())
         }
         Kind::Model => {
@@ -147,6 +153,31 @@ async fn register(
         return Err(ApiError::conflict(format!("a model named `{}` is already registered", reg.name)));
     }
     Ok((StatusCode::CREATED, Json(with_status(&state, reg))))
+}
+
+/// Checks that an adapter will load on the base model at `base` (a GGUF file or a model
+/// directory) before it is registered: it opens, its scale is known (from its own settings,
+/// else `lora_alpha / lora_rank`), its rank is `rank` where that is given, and every layer it
+/// adapts is one of the base's linear layers and fits it.
+fn check_adapter(file: &FsPath, base: &FsPath, rank: Option<i64>, alpha: Option<f64>) -> Result<(), ApiError> {
+    let given = rank.zip(alpha).map(|(r, a)| (a / r as f64) as f32);
+    let lora = LoraAdapter::load_scaled(file, given).map_err(|e| match e {
+        EngineError::Config(m) if given.is_none() => {
+            ApiError::invalid("config", format!("{m}; give `config.lora_rank` and `config.lora_alpha`"))
+        }
+        e => ApiError::invalid("adapter_path", format!("the adapter cannot be read: {e}")),
+    })?;
+    if lora.is_dora() {
+        return Err(ApiError::invalid("adapter_path", "a DoRA adapter is merged into its base with `hearth fuse`, not served beside it"));
+    }
+    match (rank, lora.rank()) {
+        (Some(given), Some(found)) if given as usize != found => {
+            return Err(ApiError::invalid("config.lora_rank", format!("`config.lora_rank` is {given}, but the adapter's rank is {found}")))
+        }
+        (Some(_), None) => return Err(ApiError::invalid("config.lora_rank", "the adapter's layers have different ranks")),
+        _ => {}
+    }
+    check_adapter_fits(base, &lora).map_err(|e| ApiError::invalid("adapter_path", format!("the adapter does not fit the base model: {e}")))
 }
 
 fn registered(state: &AppState, name: &str) -> Result<Registration, ApiError> {
@@ -193,17 +224,20 @@ async fn scan(State(state): State<AppState>) -> Result<Json<ScanReport>, ApiErro
     if !dir.is_dir() {
         return Err(ApiError::not_found(format!("the exports directory {} does not exist", dir.display())));
     }
-    let mut bundles = Vec::new();
-    find_bundles(&dir, 3, &mut bundles);
-    let (mut registered, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-    for bundle in bundles {
-        match register_bundle(&state, &bundle) {
-            Ok(Some(name)) => registered.push(name),
-            Ok(None) => skipped.push(bundle.display().to_string()),
-            Err(error) => errors.push(ScanError { path: bundle.display().to_string(), error }),
+    let report = tokio::task::spawn_blocking(move || {
+        let mut bundles = Vec::new();
+        find_bundles(&dir, 3, &mut bundles);
+        let (mut registered, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        for bundle in bundles {
+            match register_bundle(&state, &bundle) {
+                Ok(Some(name)) => registered.push(name),
+                Ok(None) => skipped.push(bundle.display().to_string()),
+                Err(error) => errors.push(ScanError { path: bundle.display().to_string(), error }),
+            }
         }
-    }
-    Ok(Json(ScanReport { registered, skipped, errors }))
+        ScanReport { registered, skipped, errors }
+    });
+    Ok(Json(report.await.map_err(|e| ApiError::internal(format!("the scan stopped: {e}")))?))
 }
 
 fn find_bundles(dir: &FsPath, depth: usize, out: &mut Vec<PathBuf>) {
@@ -220,8 +254,9 @@ fn find_bundles(dir: &FsPath, depth: usize, out: &mut Vec<PathBuf>) {
 }
 
 /// `Ok(None)`: already registered. The name and base model come from `metadata.json`
-/// (`name`, `base_model`), the rank and alpha from `config.json` (`lora_rank`/`lora_alpha`,
-/// or mlx-lm's `lora_parameters.rank`/`scale`).
+/// (`name`, `base_model`); the adapter's scale from `config.json` as mlx-lm writes it
+/// (`lora_parameters.scale`), else its `lora_alpha / lora_rank`. The bundle is checked as a
+/// registration is.
 fn register_bundle(state: &AppState, bundle: &FsPath) -> Result<Option<String>, String> {
     let read = |f: &str| -> Result<Map<String, Value>, String> {
         let text = std::fs::read_to_string(bundle.join(f)).map_err(|e| format!("{f}: {e}"))?;
@@ -245,10 +280,13 @@ fn register_bundle(state: &AppState, bundle: &FsPath) -> Result<Option<String>, 
         .find_map(|k| metadata.get(*k).or_else(|| config.get(*k)).and_then(Value::as_str))
         .ok_or("metadata.json names no base_model")?
         .to_string();
-    state.models.locate(&base).map_err(|e| format!("base model `{base}`: {}", e.message))?;
-    let lora = config.get("lora_parameters");
-    let rank = config.get("lora_rank").or_else(|| lora.and_then(|l| l.get("rank"))).and_then(Value::as_u64);
-    let alpha = config.get("lora_alpha").or_else(|| lora.and_then(|l| l.get("scale"))).and_then(Value::as_f64);
+    let located = state.models.locate(&base).map_err(|e| format!("base model `{base}`: {}", e.message))?;
+    if located.adapter.is_some() {
+        return Err(format!("base model `{base}` is itself a LoRA adapter"));
+    }
+    let rank = config.get("lora_rank").or_else(|| config.get("lora_parameters")?.get("rank")).and_then(Value::as_i64);
+    let alpha = config.get("lora_alpha").and_then(Value::as_f64);
+    check_adapter(&bundle.join(BUNDLE[0]), &located.path, rank, alpha).map_err(|e| e.message)?;
     let reg = Registration {
         name: name.clone(),
         kind: Kind::Lora,

@@ -119,7 +119,8 @@ impl Reading {
 pub async fn start(state: &AppState, req: GenRequest, id_prefix: &str) -> Result<Started, ApiError> {
     let Prepared { resident, prompt, param, processor, params, n, reading } = prepare(state, req).await?;
     let prompt_tokens = prompt.len();
-    let request = Request { prompt, params, n, processor, adapter: None };
+    let adapter = resident.adapter.as_ref().map(|a| a.adapter.clone());
+    let request = Request { prompt, params, n, processor, adapter };
     // The runtime names the prompt `prompt`; chat requests carry it as `messages`.
     let events = resident.scheduler.submit(request).map_err(|e| match e {
         RuntimeError::Invalid { param: "prompt", message } => ApiError::invalid(param, message),

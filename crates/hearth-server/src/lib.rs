@@ -234,8 +234,12 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 #[utoipa::path(get, path = "/metrics", tag = "server", responses((status = 200, description = "Done", content_type = "text/plain", body = String), api::Errors))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let residents = state.models.residents();
-    let snapshots: Vec<ResidentSnapshot<'_>> =
-        residents.iter().map(|r| ResidentSnapshot { id: &r.id, weight_bytes: r.weight_bytes, gauges: r.scheduler.gauges() }).collect();
+    // An adapter's sequences are counted with its base model's, which runs them.
+    let snapshots: Vec<ResidentSnapshot<'_>> = residents
+        .iter()
+        .filter(|r| r.adapter.is_none())
+        .map(|r| ResidentSnapshot { id: &r.id, weight_bytes: r.weight_bytes, gauges: r.scheduler.gauges() })
+        .collect();
     let embedding_stats = state.models.embedding_stats();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&snapshots, &embedding_stats))
 }

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use hearth_constrain::Grammars;
 use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
-use hearth_runtime::{LoadOptions, LoadedModel, SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
+use hearth_runtime::{Adapter, LoadOptions, LoadedModel, LoraAdapter, SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
 use hearth_store::{InUseGuard, ModelRecord, ModelResolver, Store, StoreError};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::registry::{Kind, Registry};
+use crate::registry::{Kind, Registration, Registry};
 
 pub struct Resident {
     pub id: String,
@@ -29,13 +29,25 @@ pub struct Resident {
     /// Sampling for what a request leaves out: the operator's settings, then the model's own,
     /// then llama.cpp's (every field set).
     pub sampling: SamplingDefaults,
-    pub scheduler: Scheduler,
+    /// Shared by a base model and the adapters served on it: their sequences decode together.
+    pub scheduler: Arc<Scheduler>,
+    /// The weights', or for an adapter its deltas'.
     pub weight_bytes: usize,
     last_used: Mutex<Instant>,
     keep_alive: Option<Duration>,
     in_use: Option<Held>,
-    /// The vocabulary made ready for constrained decoding, on the first request that asks.
-    grammars: OnceLock<Result<Grammars, String>>,
+    /// The vocabulary made ready for constrained decoding, on the first request that asks
+    /// (shared with the adapters served on the model).
+    grammars: Arc<OnceLock<Result<Grammars, String>>>,
+    /// Set for a registered LoRA adapter, which runs on its loaded base model.
+    pub adapter: Option<ServedAdapter>,
+}
+
+/// A LoRA adapter made ready for its base model: requests naming it run its deltas, in the
+/// same batch as the base model's other sequences.
+pub struct ServedAdapter {
+    pub adapter: Arc<Adapter>,
+    pub base: Arc<Resident>,
 }
 
 impl Resident {
@@ -52,8 +64,12 @@ impl Resident {
         built.as_ref().map_err(String::as_str)
     }
 
+    /// Marks it used now (an adapter's base with it).
     pub fn touch(&self) {
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if let Some(a) = &self.adapter {
+            a.base.touch();
+        }
     }
 
     fn last_used(&self) -> Instant {
@@ -64,8 +80,11 @@ impl Resident {
         self.scheduler.gauges().queued.load(Relaxed) == 0 && self.scheduler.gauges().running.load(Relaxed) == 0
     }
 
-    /// Weights plus the KV caches held now.
+    /// Weights plus the KV caches held now; for an adapter, its deltas (the caches are its base's).
     pub fn memory_bytes(&self) -> usize {
+        if self.adapter.is_some() {
+            return self.weight_bytes;
+        }
         let g = self.scheduler.gauges();
         self.weight_bytes + g.kv_running_bytes.load(Relaxed) + g.kv_prompt_cache_bytes.load(Relaxed)
     }
@@ -299,23 +318,74 @@ impl Models {
         self.locate(id)
     }
 
-    /// The resident model `id`, loading it first if needed.
+    /// The resident model `id`, loading it first if needed; a registered adapter is made ready
+    /// on its base model, which is loaded first if needed.
     pub async fn get(&self, id: &str, keep_alive: Option<Duration>) -> Result<Arc<Resident>, ApiError> {
         if let Some(r) = self.resident(id) {
             r.touch();
             return Ok(r);
+        }
+        if !self.is_configured(id) {
+            if let Some(reg) = self.registry.get(id)?.filter(|r| r.kind == Kind::Lora) {
+                return self.get_adapter(reg, keep_alive).await;
+            }
         }
         let located = self.locate_or_pull(id).await?;
         let _one_at_a_time = self.load_lock.lock().await;
         if let Some(r) = self.resident(id) {
             return Ok(r);
         }
-        self.make_room(disk_bytes(&located.path))?;
+        self.make_room(disk_bytes(&located.path), None)?;
         self.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
         let result = self.load(id, located, keep_alive.or(self.cfg.keep_alive)).await;
         self.loading.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let resident = Arc::new(result?);
         self.residents_map().insert(id.to_string(), resident.clone());
+        Ok(resident)
+    }
+
+    /// A registered adapter on its base model (loaded first if needed). Registration checked
+    /// that it loads there, so a failure now means its files changed since: a 500 that says so.
+    async fn get_adapter(&self, reg: Registration, keep_alive: Option<Duration>) -> Result<Arc<Resident>, ApiError> {
+        let (id, base_id) = (reg.name.clone(), reg.base_model.clone().unwrap_or_default());
+        let base = Box::pin(self.get(&base_id, None))
+            .await
+            .map_err(|e| ApiError { message: format!("`{id}`'s base model `{base_id}`: {}", e.message), ..e })?;
+        if base.adapter.is_some() {
+            return Err(ApiError::invalid("model", format!("`{id}`'s base model `{base_id}` is itself an adapter")));
+        }
+        let _one_at_a_time = self.load_lock.lock().await;
+        if let Some(r) = self.resident(&id) {
+            return Ok(r);
+        }
+        let file = PathBuf::from(reg.adapter_path.clone().unwrap_or_default());
+        self.make_room(disk_bytes(&file), Some(&base_id))?;
+        self.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+        let (model, given) = (base.model.clone(), reg.given_scale());
+        let loaded =
+            tokio::task::spawn_blocking(move || LoraAdapter::load_scaled(&file, given).and_then(|l| model.model.adapter(&l))).await;
+        self.loading.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let adapter = loaded.map_err(|e| ApiError::internal(format!("loading failed: {e}")))?.map_err(|e| {
+            ApiError::internal(format!("the adapter `{id}` no longer loads on `{base_id}`; its files changed since it was registered: {e}"))
+        })?;
+        let adapter = Arc::new(adapter);
+        let resident = Arc::new(Resident {
+            id: id.clone(),
+            model: base.model.clone(),
+            context: base.context,
+            sampling: base.sampling,
+            scheduler: base.scheduler.clone(),
+            weight_bytes: adapter.bytes(),
+            last_used: Mutex::new(Instant::now()),
+            keep_alive: keep_alive.or(self.cfg.keep_alive),
+            in_use: None,
+            grammars: base.grammars.clone(),
+            adapter: Some(ServedAdapter { adapter, base }),
+        });
+        tracing::info!(model = id, base = base_id, bytes = resident.weight_bytes, "adapter ready on its base model");
+        let mut map = self.residents_map();
+        map.insert(id, resident.clone());
+        drop_orphans(&mut map);
         Ok(resident)
     }
 
@@ -366,7 +436,7 @@ impl Models {
     async fn load(&self, id: &str, located: Located, keep_alive: Option<Duration>) -> Result<Resident, ApiError> {
         let in_use = self.hold(&located)?;
         let path = located.path.clone();
-        let opts = LoadOptions { adapter: located.adapter.clone(), device: self.cfg.device, ..Default::default() };
+        let opts = LoadOptions { device: self.cfg.device, ..Default::default() };
         let model = tokio::task::spawn_blocking(move || LoadedModel::load_with(&path, opts))
             .await
             .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
@@ -379,6 +449,7 @@ impl Models {
         let scheduler =
             Scheduler::start(id, Arc::new(model), self.cfg.scheduler.clone(), self.cfg.queue, self.metrics.clone(), self.shutdown.clone())
                 .map_err(|e| ApiError::internal(format!("starting the scheduler failed: {e}")))?;
+        let scheduler = Arc::new(scheduler);
         // The thread holds its own reference; this one serves tokenization and templates.
         let model = scheduler.model().clone();
         let context = scheduler.context();
@@ -404,12 +475,14 @@ impl Models {
             last_used: Mutex::new(Instant::now()),
             keep_alive,
             in_use,
-            grammars: OnceLock::new(),
+            grammars: Arc::default(),
+            adapter: None,
         })
     }
 
-    /// Unloads least recently used idle models until `incoming` more bytes fit the budget.
-    fn make_room(&self, incoming: u64) -> Result<(), ApiError> {
+    /// Unloads least recently used idle models until `incoming` more bytes fit the budget,
+    /// never `keep` (the base model an adapter is being made ready on).
+    fn make_room(&self, incoming: u64, keep: Option<&str>) -> Result<(), ApiError> {
         let Some(budget) = self.cfg.memory_budget_bytes else { return Ok(()) };
         loop {
             let mut map = self.residents_map();
@@ -417,9 +490,13 @@ impl Models {
             if used + incoming <= budget {
                 return Ok(());
             }
-            let victim = map.values().filter(|r| r.idle()).min_by_key(|r| r.last_used()).map(|r| r.id.clone());
+            let victim =
+                map.values().filter(|r| r.idle() && Some(r.id.as_str()) != keep).min_by_key(|r| r.last_used()).map(|r| r.id.clone());
             match victim {
-                Some(id) => drop(map.remove(&id)),
+                Some(id) => {
+                    map.remove(&id);
+                    drop_orphans(&mut map);
+                }
                 None if map.is_empty() => {
                     return Err(ApiError::bad_request(format!(
                         "the model needs {} MiB, more than the whole memory budget of {} MiB",
@@ -434,22 +511,39 @@ impl Models {
 
     /// `false` if it was not loaded. Running requests finish first: they hold the model.
     pub fn unload(&self, id: &str) -> bool {
-        let chat = self.residents_map().remove(id).is_some();
+        let chat = {
+            let mut map = self.residents_map();
+            let removed = map.remove(id).is_some();
+            drop_orphans(&mut map);
+            removed
+        };
         self.encoders_map().remove(id).is_some() || chat
     }
 
     /// Unloads whatever was loaded from these store models (removed from under the server).
     pub fn unload_store_models(&self, names: &[String]) {
         let removed = |held: &Option<Held>| held.as_ref().is_some_and(|h| names.contains(&h.name));
-        self.residents_map().retain(|_, r| !removed(&r.in_use));
+        let mut map = self.residents_map();
+        map.retain(|_, r| !removed(&r.in_use));
+        drop_orphans(&mut map);
+        drop(map);
         self.encoders_map().retain(|_, r| !removed(&r.in_use));
     }
 
     /// Unloads idle models whose keep-alive has passed.
     pub fn expire_idle(&self) {
         let now = Instant::now();
-        self.residents_map().retain(|_, r| !(r.idle() && r.keep_alive.is_some_and(|k| now.duration_since(r.last_used()) >= k)));
+        let mut map = self.residents_map();
+        map.retain(|_, r| !(r.idle() && r.keep_alive.is_some_and(|k| now.duration_since(r.last_used()) >= k)));
+        drop_orphans(&mut map);
     }
+}
+
+/// Removes the adapters whose base model is no longer resident: each was made for that
+/// loaded model and holds it.
+fn drop_orphans(map: &mut HashMap<String, Arc<Resident>>) {
+    let bases: Vec<Arc<Resident>> = map.values().filter(|r| r.adapter.is_none()).cloned().collect();
+    map.retain(|_, r| r.adapter.as_ref().is_none_or(|a| bases.iter().any(|b| Arc::ptr_eq(b, &a.base))));
 }
 
 /// Bytes a model takes on disk (a file, or a directory's files).

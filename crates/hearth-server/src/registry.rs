@@ -43,6 +43,16 @@ pub struct Registration {
     pub created_at: i64,
 }
 
+impl Registration {
+    /// The scale a registration's `{lora_rank, lora_alpha}` imply (`lora_alpha / lora_rank`),
+    /// for an adapter whose own files give none.
+    pub fn given_scale(&self) -> Option<f32> {
+        let rank = self.config.get("lora_rank")?.as_f64()?;
+        let alpha = self.config.get("lora_alpha")?.as_f64()?;
+        Some((alpha / rank) as f32)
+    }
+}
+
 /// Versions of the registry's schema (see `hearth_sqlite`).
 const SCHEMA: Schema = Schema {
     what: "the server's registry",

@@ -106,6 +106,14 @@ async fn registry_routes_and_persistence() {
     std::fs::copy(repo_root().join("testdata/tiny/lora/adapters/adapters.safetensors"), bundle.join("adapters.safetensors")).unwrap();
     std::fs::write(bundle.join("config.json"), r#"{"lora_parameters": {"rank": 4, "scale": 20.0}}"#).unwrap();
     std::fs::write(bundle.join("metadata.json"), r#"{"name": "scanned", "base_model": "tiny"}"#).unwrap();
+    // The old stack's bundles give `lora_rank` and `lora_alpha`; one without either has no scale.
+    for (name, config) in [("old-style", r#"{"lora_rank": 4, "lora_alpha": 80}"#), ("no-scale", "{}")] {
+        let bundle = exports.path().join(name);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::copy(repo_root().join("testdata/tiny/lora/adapters/adapters.safetensors"), bundle.join("adapters.safetensors")).unwrap();
+        std::fs::write(bundle.join("config.json"), config).unwrap();
+        std::fs::write(bundle.join("metadata.json"), format!(r#"{{"name": "{name}", "base_model": "tiny"}}"#)).unwrap();
+    }
     let exports_dir = exports.path().to_path_buf();
 
     let s = TestServer::start(|o| o.exports_dir = Some(exports_dir.clone()));
@@ -146,7 +154,11 @@ async fn registry_routes_and_persistence() {
     assert_eq!((st, &pre["status"]), (200, &json!("loaded")));
     assert_eq!(call(&c, M::GET, s.url("/admin/models/tiny-alias/status"), None).await.1["status"], "loaded");
     let (st, scan) = call(&c, M::POST, s.url("/admin/scan"), None).await;
-    assert_eq!((st, &scan["registered"]), (200, &json!(["scanned"])), "{scan}");
+    assert_eq!((st, &scan["registered"]), (200, &json!(["old-style", "scanned"])), "{scan}");
+    assert_eq!(scan["errors"].as_array().unwrap().len(), 1, "{scan}");
+    assert!(scan["errors"][0]["error"].as_str().unwrap().contains("scale is unknown"), "{scan}");
+    let (st, pre) = call(&c, M::POST, s.url("/admin/models/old-style/preload"), None).await;
+    assert_eq!((st, &pre["status"]), (200, &json!("loaded")), "{pre}");
 
     assert_eq!(call(&c, M::DELETE, s.url("/admin/models/tiny-alias"), None).await.0, 200);
     assert_eq!(call(&c, M::DELETE, s.url("/admin/models/tiny-alias"), None).await.0, 404);
@@ -155,16 +167,13 @@ async fn registry_routes_and_persistence() {
     let s = TestServer::start_in(home, |_| {});
     let (_, all) = call(&c, M::GET, s.url("/admin/models"), None).await;
     let names: Vec<&str> = all["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ada", "scanned"], "registrations survive a restart");
+    assert_eq!(names, ["ada", "old-style", "scanned"], "registrations survive a restart");
 }
 
-/// A LoRA adapter registered on a base model answers as the model mlx-lm fused from the same
-/// adapter, and differently from its base.
-#[tokio::test]
-async fn registered_lora_adapters_apply_on_their_base_model() {
-    use reqwest::Method as M;
+/// A server with `tiny/hf/llama` registered as `llama`, and mlx-lm's fuse of `tiny/lora/adapters`
+/// into it served as `fused` (the model ships without its tokenizer, which is hf/llama's).
+async fn llama_and_its_fused_adapter(c: &reqwest::Client) -> (TestServer, tempfile::TempDir) {
     let tiny = repo_root().join("testdata/tiny");
-    // The fused model ships without its tokenizer, which is hf/llama's.
     let fused = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(tiny.join("lora/fused")).unwrap() {
         let entry = entry.unwrap();
@@ -173,9 +182,26 @@ async fn registered_lora_adapters_apply_on_their_base_model() {
     std::fs::copy(tiny.join("hf/llama/tokenizer.json"), fused.path().join("tokenizer.json")).unwrap();
     let fused_path = fused.path().display().to_string();
     let s = TestServer::start(|o| o.model.push(format!("fused={fused_path}")));
-    let c = reqwest::Client::new();
     let base = json!({"name": "llama", "type": "model", "model_id": tiny.join("hf/llama").display().to_string()});
-    assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(base)).await.0, 201);
+    assert_eq!(call(c, reqwest::Method::POST, s.url("/admin/models"), Some(base)).await.0, 201);
+    (s, fused)
+}
+
+/// The greedy completion of a fixed prompt by `model`.
+async fn greedy(c: &reqwest::Client, s: &TestServer, model: &str) -> String {
+    let body = json!({"model": model, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0});
+    let (st, res) = call(c, reqwest::Method::POST, s.url("/v1/completions"), Some(body)).await;
+    assert_eq!(st, 200, "{model}: {res}");
+    res["choices"][0]["text"].as_str().unwrap().to_string()
+}
+
+/// A LoRA adapter registered on a base model answers as the model mlx-lm fused from the same
+/// adapter, and differently from its base.
+#[tokio::test]
+async fn registered_lora_adapters_apply_on_their_base_model() {
+    use reqwest::Method as M;
+    let c = reqwest::Client::new();
+    let (s, _fused) = llama_and_its_fused_adapter(&c).await;
     let mut adapter = lora("llama-lora");
     adapter["base_model"] = "llama".into();
     assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(adapter)).await.0, 201);
@@ -184,15 +210,85 @@ async fn registered_lora_adapters_apply_on_their_base_model() {
     let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(on_adapter)).await;
     assert_eq!((st, e["error"]["param"].as_str()), (400, Some("base_model")), "{e}");
 
-    let complete = |model: &str| json!({"model": model, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0});
-    let mut texts = Vec::new();
-    for model in ["llama-lora", "fused", "llama"] {
-        let (st, res) = call(&c, M::POST, s.url("/v1/completions"), Some(complete(model))).await;
-        assert_eq!(st, 200, "{model}: {res}");
-        texts.push(res["choices"][0]["text"].as_str().unwrap().to_string());
-    }
+    let texts = [greedy(&c, &s, "llama-lora").await, greedy(&c, &s, "fused").await, greedy(&c, &s, "llama").await];
     assert_eq!(texts[0], texts[1], "adapter on base = fused");
     assert_ne!(texts[0], texts[2], "the adapter changes the base model's output");
+    // The adapter runs on the base model's weights, loaded once.
+    let (_, health) = call(&c, M::GET, s.url("/admin/health"), None).await;
+    let mut loaded: Vec<&str> = health["loaded"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    loaded.sort();
+    assert_eq!(loaded, ["fused", "llama", "llama-lora"]);
+    let memory = |v: Value| v["memory_bytes"].as_u64().unwrap();
+    let adapter_bytes = memory(call(&c, M::GET, s.url("/admin/models/llama-lora/status"), None).await.1);
+    let base_bytes = memory(call(&c, M::GET, s.url("/admin/models/llama/status"), None).await.1);
+    assert!(adapter_bytes > 0 && adapter_bytes * 10 < base_bytes, "adapter {adapter_bytes} bytes, base {base_bytes}");
+}
+
+/// Registration and scan refuse what would fail to load later, with a 400 that says why; a
+/// bare `adapters.safetensors` registered with its rank and alpha serves at the scale
+/// `lora_alpha / lora_rank` (here mlx-lm's scale 20, so it answers as mlx-lm's fuse).
+#[tokio::test]
+async fn adapters_are_checked_when_registered() {
+    use reqwest::Method as M;
+    let c = reqwest::Client::new();
+    let (s, _fused) = llama_and_its_fused_adapter(&c).await;
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_root().join("testdata/tiny/lora/adapters/adapters.safetensors"), bare.path().join("adapters.safetensors")).unwrap();
+    let register = |name: &str, config: Value| json!({"name": name, "base_model": "llama", "adapter_path": bare.path().join("adapters.safetensors"), "config": config});
+    let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(register("no-scale", json!({})))).await;
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("config")), "{e}");
+    let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(register("wrong-rank", json!({"lora_rank": 16, "lora_alpha": 32})))).await;
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("config.lora_rank")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("rank is 4"), "{e}");
+    let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(register("bare", json!({"lora_rank": 4, "lora_alpha": 80})))).await;
+    assert_eq!(st, 201, "{e}");
+    assert_eq!(greedy(&c, &s, "bare").await, greedy(&c, &s, "fused").await);
+
+    // A base model of another shape (one layer, 256 wide): the first tensor that does not fit is named.
+    let wide = repo_root().join("testdata/tiny/gguf/llama256-Q4_K_M.gguf");
+    let alias = json!({"name": "wide", "type": "model", "model_id": wide});
+    assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(alias)).await.0, 201);
+    let mut misfit = register("misfit", json!({"lora_rank": 4, "lora_alpha": 80}));
+    misfit["base_model"] = "wide".into();
+    let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(misfit)).await;
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("adapter_path")), "{e}");
+    assert!(message.contains("the adapter's model.layers.1.mlp.down_proj.lora_a is not for a linear layer"), "{e}");
+    let (_, listed) = call(&c, M::GET, s.url("/admin/models"), None).await;
+    let names: Vec<&str> = listed["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bare", "llama", "wide"], "nothing refused was registered");
+}
+
+/// Requests for different adapters of one base model, and for the base itself, decode in one
+/// batch; each sequence gets the tokens it gets alone.
+#[tokio::test]
+async fn mixed_adapters_decode_together_as_they_do_alone() {
+    use reqwest::Method as M;
+    let c = reqwest::Client::new();
+    let (s, _fused) = llama_and_its_fused_adapter(&c).await;
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_root().join("testdata/tiny/lora/adapters/adapters.safetensors"), bare.path().join("adapters.safetensors")).unwrap();
+    // Three adapters: mlx-lm's, and the same weights at two other scales.
+    let mut models = vec!["llama".to_string()];
+    for (name, alpha) in [("a20", None), ("a10", Some(40)), ("a2", Some(8))] {
+        let mut reg = lora(name);
+        reg["base_model"] = "llama".into();
+        if let Some(alpha) = alpha {
+            reg["adapter_path"] = json!(bare.path().join("adapters.safetensors"));
+            reg["config"] = json!({"lora_rank": 4, "lora_alpha": alpha});
+        }
+        assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(reg)).await.0, 201);
+        models.push(name.to_string());
+    }
+    let mut alone = Vec::new();
+    for m in &models {
+        alone.push(greedy(&c, &s, m).await);
+    }
+    assert_eq!(alone.iter().collect::<std::collections::HashSet<_>>().len(), 4, "each adapter answers differently: {alone:?}");
+    let together = futures_util::future::join_all((0..8).map(|i| greedy(&c, &s, &models[i % 4]))).await;
+    for (i, text) in together.iter().enumerate() {
+        assert_eq!(text, &alone[i % 4], "stream {i} ({})", models[i % 4]);
+    }
 }
 
 #[tokio::test]
