@@ -5,46 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use hearth_train::data::{batches, load_split, BatchOrder, Text};
-use hearth_train::loss::Mask;
-use hearth_train::trainer::{adapter_config, check_rank, evaluate, has_checkpoint, init_dora, init_lora, train, Event, TrainOptions};
-use hearth_train::{AdapterFormat, Lora, Rule, Schedule, TrainModel};
-use serde_json::json;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Order {
-    /// By token count (less padding).
-    Length,
-    /// mlx-lm 0.32.2's actual order (the records' file order), for batches identical to its.
-    MlxLm,
-}
-
-/// mlx-lm's optimisers (no bias correction in Adam and AdamW, as mlx-lm runs them).
-#[derive(Clone, Copy, ValueEnum)]
-pub enum OptimizerName {
-    Adam,
-    Adamw,
-    Sgd,
-}
-
-/// What is trained (mlx-lm's --fine-tune-type).
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FineTuneType {
-    Lora,
-    /// LoRA plus a learned magnitude per output (mlx-lm's DoRALinear).
-    Dora,
-}
-
-/// The layout the adapters are written in.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
-    /// mlx-lm's adapters.safetensors + adapter_config.json (Hearth, mlx-lm, hearth fuse).
-    Mlx,
-    /// PEFT's adapter_model.safetensors + adapter_config.json (PeftModel.from_pretrained).
-    Peft,
-    /// llama.cpp's adapters.gguf (llama-server --lora), Llama's Q/K rows in its order.
-    Gguf,
-}
+use hearth_train::run::{FineTuneType, OptimizerName, TrainSpec};
+use hearth_train::trainer::Event;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -52,93 +14,8 @@ pub struct TrainArgs {
     /// the command line gives wins over it.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
-    /// Base model: a Hugging Face or MLX directory (float or MLX-quantised), a GGUF file (QLoRA on
-    /// its blocks as they are), or a name the store resolves.
-    #[arg(long, short)]
-    model: String,
-    /// A directory of train.jsonl, valid.jsonl and test.jsonl (chat, completions or text records).
-    #[arg(long)]
-    data: PathBuf,
-    /// Where adapters.safetensors and adapter_config.json are written.
-    #[arg(long, default_value = "adapters")]
-    adapter_path: PathBuf,
-    /// Adapt the last N blocks; -1 for all.
-    #[arg(long, default_value_t = 16, allow_hyphen_values = true)]
-    num_layers: i64,
-    /// Only these layers of each block (e.g. self_attn.q_proj; repeatable) [default: every linear].
-    #[arg(long = "keys")]
-    keys: Vec<String>,
-    #[arg(long, value_enum, default_value = "lora")]
-    fine_tune_type: FineTuneType,
-    /// LoRA rank (mlx-lm's lora_parameters.rank).
-    #[arg(long, default_value_t = 8)]
-    rank: usize,
-    /// LoRA scale, used as is (mlx-lm's lora_parameters.scale).
-    #[arg(long, default_value_t = 20.0)]
-    scale: f32,
-    #[arg(long, default_value_t = 4)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 1000)]
-    iters: usize,
-    /// Validation batches per evaluation; -1 for all.
-    #[arg(long, default_value_t = 25, allow_hyphen_values = true)]
-    val_batches: i64,
-    #[arg(long, default_value_t = 1e-5)]
-    learning_rate: f32,
-    #[arg(long, value_enum, default_value = "adam")]
-    optimizer: OptimizerName,
-    /// AdamW's weight decay (mlx's default 0.01).
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f32,
-    /// mlx-lm's lr_schedule as JSON: {"name": "cosine_decay"|"linear_schedule", "arguments":
-    /// [...], "warmup": N, "warmup_init": x} [default: the constant --learning-rate].
-    #[arg(long)]
-    lr_schedule: Option<String>,
-    #[arg(long, default_value_t = 10)]
-    steps_per_report: usize,
-    #[arg(long, default_value_t = 200)]
-    steps_per_eval: usize,
-    #[arg(long, default_value_t = 100)]
-    save_every: usize,
-    #[arg(long, default_value_t = 1)]
-    grad_accumulation_steps: usize,
-    #[arg(long, default_value_t = 2048)]
-    max_seq_length: usize,
-    /// Seeds the adapters' initial values and the batch order.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Keep only each block's input between the forward and backward passes and recompute the
-    /// rest: memory bounded by one block's activations on long sequences, for one more forward
-    /// pass of each block per step.
-    #[arg(long)]
-    grad_checkpoint: bool,
-    /// Train only on the completion (chat and completions data): the prompt is masked out.
-    #[arg(long)]
-    mask_prompt: bool,
-    /// Leave out the padding target mlx-lm's loss counts once per padded row (mlx-lm#1697);
-    /// losses then differ slightly from mlx-lm's.
-    #[arg(long)]
-    corrected_mask: bool,
-    #[arg(long, value_enum, default_value = "length")]
-    batch_order: Order,
-    /// The adapters' layout; checkpoints for --resume keep mlx-lm's.
-    #[arg(long, value_enum, default_value = "mlx")]
-    format: Format,
-    /// Start from these adapter weights (an adapters.safetensors; mlx-lm's option: the optimiser
-    /// starts afresh).
-    #[arg(long)]
-    resume_adapter_file: Option<PathBuf>,
-    /// Continue an interrupted run from the checkpoint in --adapter-path (adapters, optimiser
-    /// state, iteration and data order), exactly where it stopped; without a checkpoint yet, the
-    /// run starts from the beginning.
-    #[arg(long, conflicts_with = "resume_adapter_file")]
-    resume: bool,
-    /// After training (or alone with --iters 0), report the test split's loss and perplexity.
-    #[arg(long)]
-    test: bool,
-    /// Test batches; -1 for all.
-    #[arg(long, default_value_t = 500, allow_hyphen_values = true)]
-    test_batches: i64,
+    #[command(flatten)]
+    spec: TrainSpec,
 }
 
 /// On a terminal, a line rewritten after every iteration: a bar, the iteration, its loss,
@@ -199,13 +76,9 @@ fn python_exp(v: f32) -> String {
     }
 }
 
-fn count(n: i64) -> Option<usize> {
-    (n >= 0).then_some(n as usize)
-}
-
 /// Fills what the command line left at its default from mlx-lm's YAML configuration at `path`
 /// (mlx-lm's rule: command line, then the file, then the defaults).
-fn apply_config(args: &mut TrainArgs, path: &Path) -> anyhow::Result<()> {
+fn apply_config(args: &mut TrainSpec, path: &Path) -> anyhow::Result<()> {
     use clap::parser::ValueSource;
     use clap::CommandFactory;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -251,7 +124,7 @@ fn apply_config(args: &mut TrainArgs, path: &Path) -> anyhow::Result<()> {
                 args.optimizer = OptimizerName::from_str(name, true).map_err(|_| field(key, value))?;
             }
             "lr_schedule" if !given("lr_schedule") && !value.is_null() => {
-                args.lr_schedule = Some(serde_json::to_string(value).map_err(|_| field(key, value))?);
+                args.lr_schedule = Some(serde_json::to_value(value).map_err(|_| field(key, value))?);
             }
             "optimizer_config" => {
                 // {adamw: {weight_decay: x}}: the only optimiser setting Hearth takes.
@@ -289,122 +162,15 @@ fn apply_config(args: &mut TrainArgs, path: &Path) -> anyhow::Result<()> {
 
 pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     if let Some(path) = args.config.clone() {
-        apply_config(&mut args, &path)?;
+        apply_config(&mut args.spec, &path)?;
     }
-    let dir = crate::store_cmd::resolve_model(&args.model)?;
-    println!("Loading pretrained model");
-    let mut model = TrainModel::load(&dir)?;
-    model.set_grad_checkpoint(args.grad_checkpoint);
-    let text = Text::load(&dir)?;
-    println!("Loading datasets");
-    let order = match args.batch_order {
-        Order::Length => BatchOrder::Length,
-        Order::MlxLm => BatchOrder::MlxLm,
-    };
-    let split = |name: &str| -> anyhow::Result<Option<Vec<hearth_train::Batch>>> {
-        let Some((_, examples)) = load_split(&args.data, name, &text)? else { return Ok(None) };
-        let (batches, truncated) = batches(&examples, args.batch_size, args.max_seq_length, args.mask_prompt, order)?;
-        if truncated {
-            println!("[WARNING] Some sequences are longer than {} tokens and were truncated.", args.max_seq_length);
-        }
-        Ok(Some(batches))
-    };
-    let mask = if args.corrected_mask { Mask::Corrected } else { Mask::MlxLm };
-    let num_layers = count(args.num_layers);
-    let layers = model.adaptable(num_layers, &args.keys)?;
-    if args.resume_adapter_file.is_none() {
-        check_rank(&layers, args.rank)?;
-    }
-    let dora = args.fine_tune_type == FineTuneType::Dora;
-    if dora && !matches!(args.format, Format::Mlx) {
-        anyhow::bail!("--fine-tune-type dora: DoRA adapters are written in mlx-lm's layout only (--format mlx)");
-    }
-    let mut lora = match &args.resume_adapter_file {
-        Some(file) => Lora::load(file, args.scale).with_context(|| format!("resuming from {}", file.display()))?,
-        None => {
-            let mut lora = init_lora(&layers, args.rank, args.scale, args.seed);
-            if dora {
-                init_dora(&model, &mut lora)?;
-            }
-            lora
-        }
-    };
-    if lora.is_dora() != dora {
-        anyhow::bail!("--resume-adapter-file holds {} adapters; pass --fine-tune-type to match", if dora { "LoRA" } else { "DoRA" });
-    }
-    if args.iters > 0 {
-        let train_batches = split("train")?.with_context(|| format!("{} has no train.jsonl", args.data.display()))?;
-        let valid = split("valid")?.unwrap_or_else(|| {
-            println!("[WARNING] no valid.jsonl: training without validation");
-            Vec::new()
-        });
-        let trainable: usize = lora.layers.values().map(|l| l.a.len() + l.b.len()).sum();
-        let total = model.parameter_count();
-        println!("Training");
-        println!(
-            "Trainable parameters: {:.3}% ({:.3}M/{:.3}M)",
-            100.0 * trainable as f64 / total as f64,
-            trainable as f64 / 1e6,
-            total as f64 / 1e6
-        );
-        println!("Starting training..., iters: {}", args.iters);
-        let lr_schedule =
-            args.lr_schedule.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose().context("--lr-schedule is not JSON")?;
-        let schedule = Schedule::from_mlx_lm(lr_schedule.as_ref(), args.learning_rate).map_err(anyhow::Error::msg)?;
-        let rule = match args.optimizer {
-            OptimizerName::Adam => Rule::Adam,
-            OptimizerName::Adamw => Rule::AdamW { weight_decay: args.weight_decay },
-            OptimizerName::Sgd => Rule::Sgd,
-        };
-        let mut run_args = serde_json::Map::new();
-        for (key, value) in [
-            ("model", json!(dir)),
-            ("data", json!(args.data)),
-            ("adapter_path", json!(args.adapter_path)),
-            ("batch_size", json!(args.batch_size)),
-            ("iters", json!(args.iters)),
-            // As typed (0.001), not as the nearest float32 spelled out in full.
-            ("learning_rate", json!(args.learning_rate.to_string().parse::<f64>().unwrap_or_default())),
-            ("max_seq_length", json!(args.max_seq_length)),
-            ("mask_prompt", json!(args.mask_prompt)),
-            ("grad_checkpoint", json!(args.grad_checkpoint)),
-            ("fine_tune_type", json!(if dora { "dora" } else { "lora" })),
-            ("seed", json!(args.seed)),
-            ("optimizer", json!(["adam", "adamw", "sgd"][args.optimizer as usize])),
-            ("lr_schedule", lr_schedule.clone().unwrap_or_default()),
-        ] {
-            run_args.insert(key.into(), value);
-        }
-        let config = adapter_config(args.num_layers, args.rank, args.scale, run_args);
-        let opts = TrainOptions {
-            iters: args.iters,
-            rule,
-            schedule,
-            steps_per_report: args.steps_per_report,
-            steps_per_eval: args.steps_per_eval,
-            val_batches: count(args.val_batches),
-            save_every: args.save_every,
-            grad_accumulation_steps: args.grad_accumulation_steps,
-            seed: args.seed,
-            mask,
-            adapter_dir: args.adapter_path.clone(),
-            adapter_config: config,
-            resume: args.resume && has_checkpoint(&args.adapter_path),
-            format: match args.format {
-                Format::Mlx => AdapterFormat::Mlx,
-                Format::Peft => AdapterFormat::Peft,
-                Format::Gguf => AdapterFormat::Gguf,
-            },
-        };
-        if args.resume && !opts.resume {
-            // A supervisor restarting a run that died before its first save just reruns it.
-            println!("No checkpoint in {} yet: starting from the beginning.", args.adapter_path.display());
-        }
-        let mut progress = ProgressLine::new();
-        let mut on_event = |event: Event| {
-            progress.handle(&event);
-            match event {
+    let dir = crate::store_cmd::resolve_model(&args.spec.model)?;
+    let mut progress = ProgressLine::new();
+    let mut on_event = |event: Event| {
+        progress.handle(&event);
+        match event {
             Event::Iteration { .. } => {}
+            Event::Note(line) => println!("{line}"),
             Event::Validation { iter, loss, secs } => println!("Iter {iter}: Val loss {loss:.3}, Val took {secs:.3}s"),
             Event::Report { iter, loss, learning_rate, iters_per_sec, tokens_per_sec, trained_tokens } => println!(
                 "Iter {iter}: Train loss {loss:.3}, Learning Rate {}, It/sec {iters_per_sec:.3}, Tokens/sec {tokens_per_sec:.3}, Trained Tokens {trained_tokens}, Peak mem {:.3} GB",
@@ -412,18 +178,9 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
                 crate::stats::peak_rss_bytes().unwrap_or(0) as f64 / 1e9
             ),
             Event::Saved { iter, path } => println!("Iter {iter}: Saved adapter weights to {}.", path.display()),
+            Event::Tested { loss } => println!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp()),
         }
-        };
-        train(&model, &mut lora, &train_batches, &valid, &opts, &mut on_event)?;
-        println!("Saved final weights to {}.", args.adapter_path.join(opts.format.file()).display());
-    }
-    if args.test {
-        println!("Testing");
-        let test = split("test")?.with_context(|| format!("{} has no test.jsonl", args.data.display()))?;
-        let test = &test[..count(args.test_batches).unwrap_or(test.len()).min(test.len())];
-        model.check(&lora)?;
-        let loss = evaluate(&model, &lora, test, mask)?;
-        println!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp());
-    }
+    };
+    hearth_train::run::run(&args.spec, &dir, &mut on_event, None)?;
     Ok(())
 }

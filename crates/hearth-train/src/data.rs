@@ -28,7 +28,8 @@ pub struct Example {
 }
 
 /// How examples are ordered before they are cut into batches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BatchOrder {
     /// By token count, so each batch holds similar lengths and pads little (what
     /// `iterate_batches` means to do).

@@ -17,14 +17,15 @@ use serde_json::json;
 use crate::{Lora, Result, TrainError, TrainModel};
 
 /// The layout `hearth train --format` writes its adapters in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AdapterFormat {
-    /// mlx-lm's `adapters.safetensors` + `adapter_config.json`.
+    /// mlx-lm's adapters.safetensors + adapter_config.json (Hearth, mlx-lm, hearth fuse).
     #[default]
     Mlx,
-    /// PEFT's `adapter_model.safetensors` + `adapter_config.json`.
+    /// PEFT's adapter_model.safetensors + adapter_config.json (PeftModel.from_pretrained).
     Peft,
-    /// llama.cpp's `adapters.gguf`.
+    /// llama.cpp's adapters.gguf (llama-server --lora), Llama's Q/K rows in its order.
     Gguf,
 }
 

@@ -16,6 +16,7 @@ mod linalg;
 pub mod loss;
 mod model;
 mod optim;
+pub mod run;
 pub mod trainer;
 
 pub use adapter::{Lora, LoraLayer};
@@ -32,6 +33,9 @@ pub enum TrainError {
     Format(#[from] hearth_formats::FormatError),
     #[error("{0}")]
     Invalid(String),
+    /// Asked to stop; the checkpoint after `iter` is saved, for `--resume`.
+    #[error("stopped after iteration {iter}; the checkpoint is saved")]
+    Stopped { iter: usize },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -6,6 +6,8 @@
 //! `adapter_config.json`, each written to a temporary name and renamed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -39,6 +41,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// The layout the adapters are saved in (checkpoints keep mlx-lm's).
     pub format: AdapterFormat,
+    /// Once set, the loop saves a checkpoint after the current iteration and stops.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Where a run stands: what a checkpoint holds besides the adapters.
@@ -172,6 +176,12 @@ pub enum Event {
         loss: f32,
         trained_tokens: usize,
     },
+    /// The test split's loss.
+    Tested {
+        loss: f32,
+    },
+    /// A line of `mlx_lm.lora`'s output that carries no figures (its stages and warnings).
+    Note(String),
 }
 
 /// Refuses a rank no adapted layer can hold (0, or above a layer's inputs or outputs).
@@ -302,6 +312,11 @@ pub fn train(
                 write_atomically(&numbered, |tmp| lora.save(tmp))?;
             }
             on_event(Event::Saved { iter, path });
+        } else if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            run.save(lora, adapter_dir)?;
+        }
+        if iter < opts.iters && opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(TrainError::Stopped { iter });
         }
     }
     Ok(())

@@ -22,6 +22,7 @@ fn a_resumed_run_equals_an_unbroken_one() {
     let layers = model.adaptable(None, &[]).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let opts = |dir: &Path, resume: bool| TrainOptions {
+        stop: None,
         iters: 12,
         rule: Rule::AdamW { weight_decay: 0.01 },
         schedule: Schedule::CosineDecay { init: 1e-3, decay_steps: 12, end: 1e-5 },
@@ -64,6 +65,28 @@ fn a_resumed_run_equals_an_unbroken_one() {
     assert_eq!(resumed, lora, "resumed adapters equal the unbroken run's");
     let saved = |dir: &Path| Lora::load(&dir.join("adapters.safetensors"), 20.0).unwrap();
     assert_eq!(saved(&broken), saved(&unbroken));
+
+    // Asked to stop at iteration 7 (between saves, mid-accumulation): a checkpoint is saved there.
+    let stopped = tmp.path().join("stopped");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut lora_s = init_lora(&layers, 4, 20.0, 0);
+    let stopping = TrainOptions { stop: Some(stop.clone()), ..opts(&stopped, false) };
+    let err = train(&model, &mut lora_s, &batches, &[], &stopping, &mut |e| {
+        if let Event::Iteration { iter: 7, .. } = e {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, hearth_train::TrainError::Stopped { iter: 7 }), "{err}");
+    let mut first = None;
+    let mut resumed = init_lora(&layers, 4, 20.0, 99);
+    train(&model, &mut resumed, &batches, &[], &opts(&stopped, true), &mut |e| {
+        if let Event::Iteration { iter, .. } = e {
+            first.get_or_insert(iter);
+        }
+    })
+    .unwrap();
+    assert_eq!((first, &resumed), (Some(8), &lora), "a stopped run resumes at the next iteration");
 
     // An adapter made for another model is refused before training starts.
     let mut foreign = init_lora(&[("model.layers.0.self_attn.q_proj".to_string(), 32, 64)], 4, 20.0, 0);
