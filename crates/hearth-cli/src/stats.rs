@@ -2,13 +2,7 @@
 
 use hearth_runtime::Completion;
 
-/// Peak resident memory of this process in bytes (Linux: VmHWM), if the OS tells.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+pub use hearth_train::peak_rss_bytes;
 
 pub fn print(g: &Completion) {
     let computed = g.usage.prompt_tokens - g.usage.cached_tokens;

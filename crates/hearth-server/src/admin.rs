@@ -66,8 +66,9 @@ async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, Str
     Ok(Json(RegisteredModels { models: regs.into_iter().map(|r| with_status(&state, r)).collect() }))
 }
 
+/// Letters, digits and `._:-`, with `@` for a hub model's versions (`name@2`).
 fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+    (1..=128).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._:-@".contains(c))
 }
 
 fn now() -> i64 {
@@ -88,9 +89,15 @@ async fn register(
     State(state): State<AppState>,
     Body(body): Body<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisteredModel>), ApiError> {
+    let reg = register_model(&state, body).await?;
+    Ok((StatusCode::CREATED, Json(with_status(&state, reg))))
+}
+
+/// Checks and stores a registration: what `POST /admin/models` and the hub's finished jobs do.
+pub(crate) async fn register_model(state: &AppState, body: RegisterRequest) -> Result<Registration, ApiError> {
     let RegisterRequest { name, kind, base_model, adapter_path, model_id, config, metadata, registered_by } = body;
     if !valid_name(&name) {
-        return Err(ApiError::invalid("name", "`name` must be 1-128 characters of letters, digits and `._:-`"));
+        return Err(ApiError::invalid("name", "`name` must be 1-128 characters of letters, digits and `._:-@`"));
     }
     let kind = kind.unwrap_or(if adapter_path.is_some() { Kind::Lora } else { Kind::Model });
     let config = match (kind, config) {
@@ -152,7 +159,7 @@ async fn register(
     if !registry.insert(&reg)? {
         return Err(ApiError::conflict(format!("a model named `{}` is already registered", reg.name)));
     }
-    Ok((StatusCode::CREATED, Json(with_status(&state, reg))))
+    Ok(reg)
 }
 
 /// Checks that an adapter will load on the base model at `base` (a GGUF file or a model
@@ -220,7 +227,7 @@ async fn preload(State(state): State<AppState>, Path(name): Path<String>) -> Res
 /// Register every adapter bundle under the exports directory not registered yet.
 #[utoipa::path(post, path = "/admin/scan", tag = "registry", responses((status = 200, description = "Done", body = ScanReport), Errors))]
 async fn scan(State(state): State<AppState>) -> Result<Json<ScanReport>, ApiError> {
-    let dir = state.cfg.exports_dir.clone().ok_or_else(|| ApiError::bad_request("no exports directory is configured (--exports-dir)"))?;
+    let dir = state.cfg.exports_dir.clone();
     if !dir.is_dir() {
         return Err(ApiError::not_found(format!("the exports directory {} does not exist", dir.display())));
     }

@@ -103,9 +103,19 @@ pub struct ServeOptions {
     /// SQLite file of `/admin` registrations [default: $HEARTH_HOME/server.db].
     #[arg(long, env = "HEARTH_DB")]
     pub db: Option<PathBuf>,
-    /// Directory that `POST /admin/scan` searches for adapter export bundles.
+    /// Where the hub writes finished fine-tunes' bundles and `POST /admin/scan` looks for
+    /// bundles [default: $HEARTH_HOME/exports].
     #[arg(long, env = "HEARTH_EXPORTS_DIR")]
     pub exports_dir: Option<PathBuf>,
+    /// Fine-tuning jobs that train at once [default: 1].
+    #[arg(long, env = "HEARTH_TRAIN_JOBS")]
+    pub train_jobs: Option<usize>,
+    /// Leave finished fine-tunes unregistered (by default each is registered as its name).
+    #[arg(long, env = "HEARTH_NO_AUTO_REGISTER")]
+    pub no_auto_register: bool,
+    /// Largest dataset upload in MiB [default: 256].
+    #[arg(long, env = "HEARTH_MAX_DATASET_MB")]
+    pub max_dataset_mb: Option<usize>,
     /// Embedding model of the knowledge-base collections [default: minilm].
     #[arg(long, env = "HEARTH_KB_EMBEDDING_MODEL")]
     pub kb_embedding_model: Option<String>,
@@ -153,7 +163,10 @@ pub struct ServerConfig {
     /// The store's home: models by name, and the default database.
     pub home: PathBuf,
     pub db: PathBuf,
-    pub exports_dir: Option<PathBuf>,
+    pub exports_dir: PathBuf,
+    pub train_jobs: usize,
+    pub auto_register: bool,
+    pub max_dataset_bytes: usize,
     pub kb_embedding_model: String,
     pub kb_rerank_model: Option<String>,
     pub kb_ingest_dir: Option<PathBuf>,
@@ -244,7 +257,10 @@ impl ServeOptions {
             default_max_tokens: positive("default-max-tokens", self.default_max_tokens.or(file.default_max_tokens).unwrap_or(512))?,
             home: home.to_path_buf(),
             db: self.db.or(file.db).unwrap_or_else(|| home.join("server.db")),
-            exports_dir: self.exports_dir.or(file.exports_dir),
+            exports_dir: self.exports_dir.or(file.exports_dir).unwrap_or_else(|| home.join("exports")),
+            train_jobs: positive("train-jobs", self.train_jobs.or(file.train_jobs).unwrap_or(1))?,
+            auto_register: !(self.no_auto_register || file.no_auto_register),
+            max_dataset_bytes: positive("max-dataset-mb", self.max_dataset_mb.or(file.max_dataset_mb).unwrap_or(256))? << 20,
             kb_embedding_model: self.kb_embedding_model.or(file.kb_embedding_model).unwrap_or_else(|| "minilm".into()),
             kb_rerank_model: self.kb_rerank_model.or(file.kb_rerank_model),
             kb_ingest_dir: self.kb_ingest_dir.or(file.kb_ingest_dir),

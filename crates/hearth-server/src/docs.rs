@@ -22,6 +22,7 @@ use crate::AppState;
         (name = "chat backend", description = "The chat backend's routes, WebSocket included"),
         (name = "model store", description = "Pulls from the Hub and removals"),
         (name = "registry", description = "Registered models and LoRA adapters"),
+        (name = "hub", description = "Datasets, fine-tuning jobs and their runs, export bundles"),
         (name = "knowledge", description = "Knowledge-base collections, search and answers with citations"),
         (name = "server", description = "Liveness and metrics"),
     ),

@@ -107,6 +107,20 @@ impl From<RuntimeError> for ApiError {
     }
 }
 
+/// The hub's refusals, each to its one status.
+impl From<hearth_hub::HubError> for ApiError {
+    fn from(e: hearth_hub::HubError) -> Self {
+        use hearth_hub::HubError as E;
+        let message = e.to_string();
+        match e {
+            E::Invalid(_) => ApiError::bad_request(message),
+            E::NotFound(_) => ApiError::not_found(message),
+            E::Conflict(_) => ApiError::conflict(message),
+            E::Open(_) | E::Sqlite(_) | E::Io { .. } => ApiError::internal(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, axum::Json(self.body())).into_response();

@@ -12,6 +12,7 @@ mod docs;
 mod embeddings;
 mod error;
 mod generation;
+mod hub_api;
 mod kb_api;
 mod knowledge;
 mod metrics;
@@ -53,6 +54,7 @@ pub struct AppState {
     models: Arc<Models>,
     metrics: Arc<Metrics>,
     knowledge: Arc<Knowledge>,
+    hub: Arc<hearth_hub::Hub>,
 }
 
 /// A bound, not yet running server.
@@ -70,7 +72,13 @@ impl Server {
         let models = Arc::new(Models::new(cfg.clone(), Arc::new(registry), metrics.clone()));
         let knowledge =
             Arc::new(Knowledge::new(cfg.home.clone(), cfg.kb_embedding_model.clone(), cfg.kb_rerank_model.clone(), models.clone()));
-        let state = AppState { cfg: cfg.clone(), models, metrics, knowledge };
+        let hub = hub_api::open_hub(&cfg).with_context(|| format!("opening the hub in {}", cfg.home.join("hub").display()))?;
+        let state = AppState { cfg: cfg.clone(), models, metrics, knowledge, hub };
+        let registrar = cfg.auto_register.then(|| {
+            Arc::new(hub_api::HubRegistrar { state: state.clone(), runtime: tokio::runtime::Handle::current() })
+                as Arc<dyn hearth_hub::Registrar>
+        });
+        state.hub.start(registrar);
         if cfg.preload {
             for m in &cfg.models {
                 state.models.get(&m.id, None).await.map_err(|e| anyhow::anyhow!("preloading {}: {e}", m.id))?;
@@ -93,8 +101,11 @@ impl Server {
         // Ingest jobs a stopped process left running finish in the background.
         let knowledge = self.state.knowledge.clone();
         let resume = tokio::spawn(async move { knowledge.resume_jobs().await });
+        let hub = self.state.hub.clone();
         let graceful = async move {
             signal.await;
+            // Running fine-tunes save a checkpoint and resume at the next start.
+            hub.close();
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
                 models.shutdown.store(true, Ordering::Relaxed);
@@ -151,6 +162,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(store_api::routes())
         .merge(kb_api::routes())
         .merge(admin::routes())
+        .merge(hub_api::routes())
         .routes(routes!(metrics_text))
 }
 

@@ -111,6 +111,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// Its name in mlx-lm's documentation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Chat => "chat",
+            Format::Completions => "completions",
+            Format::Text => "text",
+        }
+    }
+
     fn of(record: &Value) -> Option<Format> {
         if record.get("prompt").is_some() && record.get("completion").is_some() {
             Some(Format::Completions)
@@ -124,27 +133,64 @@ impl Format {
     }
 }
 
+/// The records of a JSONL text, each line checked: JSON, in one format (the first record's),
+/// with that format's fields of the right types. Blank lines are skipped; errors say
+/// `origin:line`. With each record, its line number.
+pub fn parse_records(content: &str, origin: &str) -> Result<(Format, Vec<(usize, Value)>)> {
+    let mut format = None;
+    let mut records = Vec::new();
+    for (i, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = |what: String| TrainError::Invalid(format!("{origin}:{}: {what}", i + 1));
+        let record: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
+        let found =
+            Format::of(&record).ok_or_else(|| at("not a chat (messages), completions (prompt, completion) or text record".into()))?;
+        let f = *format.get_or_insert(found);
+        f.check(&record).map_err(at)?;
+        records.push((i + 1, record));
+    }
+    let format = format.ok_or_else(|| TrainError::Invalid(format!("{origin} holds no records")))?;
+    Ok((format, records))
+}
+
+impl Format {
+    /// The fields a record of this format needs, with their types.
+    fn check(self, record: &Value) -> std::result::Result<(), String> {
+        let string = |name: &str| match record.get(name) {
+            Some(Value::String(_)) => Ok(()),
+            Some(_) => Err(format!("\"{name}\" is not a string")),
+            None => Err(format!("a {self:?} record has no {name:?}")),
+        };
+        match self {
+            Format::Text => string("text"),
+            Format::Completions => string("prompt").and(string("completion")),
+            Format::Chat => {
+                let messages = record.get("messages").and_then(Value::as_array).ok_or("\"messages\" is not a list")?;
+                if messages.is_empty() {
+                    return Err("\"messages\" is empty".into());
+                }
+                match messages.iter().position(|m| !m.get("role").is_some_and(Value::is_string)) {
+                    Some(i) => Err(format!("message {i} has no \"role\"")),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// One split, tokenised: `None` where the file is absent; a file without records is an error.
 pub fn load_split(dir: &Path, split: &str, text: &Text) -> Result<Option<(Format, Vec<Example>)>> {
     let path = dir.join(format!("{split}.jsonl"));
     let Ok(content) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let mut format = None;
-    let mut examples = Vec::new();
-    for (i, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let at = |what: String| TrainError::Invalid(format!("{}:{}: {what}", path.display(), i + 1));
-        let record: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-        let f = *format.get_or_insert(
-            Format::of(&record).ok_or_else(|| at("not a chat (messages), completions (prompt, completion) or text record".into()))?,
-        );
-        let mut example = text.example(&record, f).map_err(|e| at(e.to_string()))?;
+    let origin = path.display().to_string();
+    let (format, records) = parse_records(&content, &origin)?;
+    let mut examples = Vec::with_capacity(records.len());
+    for (line, record) in records {
+        let mut example = text.example(&record, format).map_err(|e| TrainError::Invalid(format!("{origin}:{line}: {e}")))?;
         example.fields = record.as_object().map_or(0, |o| o.len());
-        example.origin = format!("{}:{}", path.display(), i + 1);
+        example.origin = format!("{origin}:{line}");
         examples.push(example);
     }
-    match format {
-        Some(f) => Ok(Some((f, examples))),
-        None => Err(TrainError::Invalid(format!("{} holds no records", path.display()))),
-    }
+    Ok(Some((format, examples)))
 }
 
 /// A small deterministic generator for the batch order (`--seed`): not NumPy's, so the order

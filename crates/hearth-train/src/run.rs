@@ -135,8 +135,9 @@ impl Default for TrainSpec {
     /// The flags' defaults (model and data empty), so that a job's JSON can leave them out.
     fn default() -> Self {
         let cmd = TrainSpec::augment_args(clap::Command::new("train").no_binary_name(true));
-        let matches = cmd.get_matches_from(["--model", "", "--data", ""]);
-        TrainSpec::from_arg_matches(&matches).expect("the defaults parse")
+        let matches = cmd.try_get_matches_from(["--model", "-", "--data", "-"]).expect("the defaults parse");
+        let spec = TrainSpec::from_arg_matches(&matches).expect("the defaults parse");
+        TrainSpec { model: String::new(), data: PathBuf::new(), ..spec }
     }
 }
 

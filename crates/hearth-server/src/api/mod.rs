@@ -6,6 +6,7 @@ pub mod admin;
 pub mod anthropic;
 pub mod backend;
 pub mod embeddings;
+pub mod hub;
 pub mod knowledge;
 pub mod openai;
 pub mod responses;
