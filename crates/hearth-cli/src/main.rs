@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod convert;
+mod dataset;
 mod embed;
 mod generate;
 mod kb;
@@ -46,6 +47,8 @@ enum Command {
     Quantize(convert::QuantizeArgs),
     /// Fine-tune LoRA adapters on a model (mlx_lm.lora's flags and data formats).
     Train(train::TrainArgs),
+    /// The hub's datasets: add, list, show (with token counts), rm.
+    Dataset(dataset::DatasetArgs),
     /// Serve the OpenAI-compatible, chat-backend and registry HTTP APIs.
     Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
@@ -178,6 +181,7 @@ fn main() {
         Command::Fuse(args) => convert::fuse(args),
         Command::Quantize(args) => convert::quantize(args),
         Command::Train(args) => train::run(args),
+        Command::Dataset(args) => dataset::run(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };
     if let Err(e) = result {

@@ -214,17 +214,12 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Opens (or creates) the hub in `cfg.dir`. Jobs that were running are queued again, ahead
-    /// of the rest, to resume from their checkpoints once [`Hub::start`] runs the queue.
+    /// Opens (or creates) the hub in `cfg.dir`.
     pub fn open(cfg: HubConfig) -> Result<Hub> {
         for dir in [cfg.dir.join("datasets"), cfg.dir.join("jobs")] {
             std::fs::create_dir_all(&dir).map_err(crate::io(&dir))?;
         }
         let db = Db::open(&cfg.dir.join("hub.db"))?;
-        let resumed = db.conn().execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'", [])?;
-        if resumed > 0 {
-            tracing::info!(jobs = resumed, "training jobs interrupted by a restart will resume from their checkpoints");
-        }
         let inner = Inner {
             db,
             cfg,
@@ -238,8 +233,15 @@ impl Hub {
         Ok(Hub { inner: Arc::new(inner) })
     }
 
-    /// Starts the workers; finished jobs are registered through `registrar`, if one is given.
-    pub fn start(&self, registrar: Option<Arc<dyn Registrar>>) {
+    /// Starts the workers (in the one process that runs the queue); finished jobs are
+    /// registered through `registrar`, if one is given. Jobs that were running when the
+    /// process stopped are queued again, ahead of the rest (the queue is in submission order),
+    /// and resume from their checkpoints.
+    pub fn start(&self, registrar: Option<Arc<dyn Registrar>>) -> Result<()> {
+        let resumed = self.inner.db.conn().execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'", [])?;
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "training jobs interrupted by a restart resume from their checkpoints");
+        }
         *self.inner.registrar.lock().unwrap_or_else(|p| p.into_inner()) = registrar;
         for i in 0..self.inner.cfg.workers.max(1) {
             let hub = self.clone();
@@ -248,6 +250,7 @@ impl Hub {
                 tracing::error!("starting a training worker failed: {e}");
             }
         }
+        Ok(())
     }
 
     /// Stops the running jobs after their current iteration, each with a checkpoint saved;
