@@ -17,6 +17,7 @@ use crate::api::admin::{
 };
 use crate::api::{in_range, Body, Errors, ModelErrors};
 use crate::error::ApiError;
+use crate::paths::confine;
 use crate::registry::{Kind, Registration};
 use crate::AppState;
 use hearth_runtime::{check_adapter_fits, EngineError, LoraAdapter};
@@ -76,9 +77,8 @@ fn now() -> i64 {
 }
 
 /// An adapter path names the safetensors file or the bundle directory holding it.
-fn adapter_file(path: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(path);
-    let file = if p.is_dir() { p.join(BUNDLE[0]) } else { p };
+fn adapter_file(p: &FsPath) -> Option<PathBuf> {
+    let file = if p.is_dir() { p.join(BUNDLE[0]) } else { p.to_path_buf() };
     file.is_file().then_some(file)
 }
 
@@ -136,7 +136,8 @@ pub(crate) async fn register_model(state: &AppState, body: RegisterRequest) -> R
                 return Err(ApiError::invalid("base_model", format!("`{base}` is itself a LoRA adapter; register adapters on a model")));
             }
             let given = adapter_path.unwrap_or_default();
-            let file = adapter_file(&given).ok_or_else(|| ApiError {
+            let real = confine(&state.cfg.allowed_roots, &given, "adapter_path")?;
+            let file = adapter_file(&real).ok_or_else(|| ApiError {
                 param: Some("adapter_path".into()),
                 ..ApiError::not_found(format!("no adapter file at `{given}`"))
             })?;
@@ -149,7 +150,12 @@ pub(crate) async fn register_model(state: &AppState, body: RegisterRequest) -> R
         }
         Kind::Model => {
             let id = model_id.as_deref().unwrap_or_default();
-            if state.models.resolve(id, true)?.is_none() {
+            // A name or repo id of the store; else a path, which must lie where the server may read.
+            let named = state.models.resolve(id, false)?.is_some();
+            if !named && FsPath::new(id).is_absolute() {
+                confine(&state.cfg.allowed_roots, id, "model_id")?;
+            }
+            if !named && state.models.resolve(id, FsPath::new(id).is_absolute())?.is_none() {
                 return Err(ApiError { param: Some("model_id".into()), ..ApiError::not_found(format!("the model `{id}` does not exist")) });
             }
             None
@@ -265,6 +271,8 @@ fn find_bundles(dir: &FsPath, depth: usize, out: &mut Vec<PathBuf>) {
 /// (`lora_parameters.scale`), else its `lora_alpha / lora_rank`. The bundle is checked as a
 /// registration is.
 fn register_bundle(state: &AppState, bundle: &FsPath) -> Result<Option<String>, String> {
+    // A bundle reached through a link out of the allowed directories is not read.
+    confine(&state.cfg.allowed_roots, &bundle.display().to_string(), "path").map_err(|e| e.message)?;
     let read = |f: &str| -> Result<Map<String, Value>, String> {
         let text = std::fs::read_to_string(bundle.join(f)).map_err(|e| format!("{f}: {e}"))?;
         match serde_json::from_str(&text) {

@@ -40,9 +40,18 @@ pub struct ServeOptions {
     /// API key clients must send (`Authorization: Bearer …`). Repeatable.
     #[arg(long = "api-key", env = "HEARTH_API_KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_key: Vec<String>,
-    /// File with one API key per line.
+    /// File with one API key per line, optionally followed by its scope (`admin` or
+    /// `inference`).
     #[arg(long, env = "HEARTH_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// API key that may also manage the server: `/admin/*`, pulls and deletions, the hub,
+    /// ingestion. Once one is set, the other keys only run inference. Repeatable.
+    #[arg(long = "admin-api-key", env = "HEARTH_ADMIN_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub admin_api_key: Vec<String>,
+    /// A directory whose files registrations may name (adapters, models), besides
+    /// $HEARTH_HOME and the exports directory. Repeatable.
+    #[arg(long = "allow-path", env = "HEARTH_ALLOW_PATHS", value_delimiter = ',')]
+    pub allow_path: Vec<PathBuf>,
     /// Listen on a non-loopback address even without an API key.
     #[arg(long)]
     pub allow_unauthenticated_remote: bool,
@@ -132,6 +141,22 @@ pub struct ServeOptions {
     pub shutdown_timeout: Option<u64>,
 }
 
+/// The command line's list where it gives one, else the file's.
+fn or_vec<T>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    if a.is_empty() {
+        b
+    } else {
+        a
+    }
+}
+
+/// An API key and what it may do: run inference, or manage the server too (`admin`).
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub key: String,
+    pub admin: bool,
+}
+
 /// A configured model: the id clients use and what it resolves from.
 #[derive(Clone, Debug)]
 pub struct ModelEntry {
@@ -145,7 +170,9 @@ pub struct ServerConfig {
     pub models: Vec<ModelEntry>,
     pub preload: bool,
     pub auto_pull: bool,
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<ApiKey>,
+    /// Where registrations may point: $HEARTH_HOME, the exports directory, --allow-path.
+    pub allowed_roots: Vec<PathBuf>,
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub memory_budget_bytes: Option<u64>,
@@ -189,13 +216,26 @@ impl ServeOptions {
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
             }
         };
-        let or_vec = |a: Vec<String>, b: Vec<String>| if a.is_empty() { b } else { a };
-        let mut api_keys = or_vec(self.api_key, file.api_key);
+        // (key, scope given): keys without a scope are admin keys unless admin keys exist.
+        let mut keys: Vec<(String, Option<bool>)> = or_vec(self.api_key, file.api_key).into_iter().map(|k| (k, None)).collect();
+        keys.extend(or_vec(self.admin_api_key, file.admin_api_key).into_iter().map(|k| (k, Some(true))));
         if let Some(path) = self.api_key_file.or(file.api_key_file) {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading the API key file {}", path.display()))?;
-            api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                let mut parts = line.split_whitespace();
+                let key = parts.next().unwrap_or_default().to_string();
+                let scope = match parts.next() {
+                    None => None,
+                    Some("admin") => Some(true),
+                    Some("inference") => Some(false),
+                    Some(other) => bail!("{}: the scope {other:?} is not admin or inference", path.display()),
+                };
+                keys.push((key, scope));
+            }
         }
-        api_keys.retain(|k| !k.is_empty());
+        keys.retain(|(k, _)| !k.is_empty());
+        let scoped = keys.iter().any(|(_, s)| *s == Some(true));
+        let api_keys: Vec<ApiKey> = keys.into_iter().map(|(key, scope)| ApiKey { key, admin: scope.unwrap_or(!scoped) }).collect();
         let host = self.host.or(file.host).unwrap_or(IpAddr::from([127, 0, 0, 1]));
         if api_keys.is_empty() && !host.is_loopback() && !(self.allow_unauthenticated_remote || file.allow_unauthenticated_remote) {
             bail!("refusing to listen on {host} without an API key: set --api-key, or pass --allow-unauthenticated-remote");
@@ -218,6 +258,10 @@ impl ServeOptions {
             preload: self.preload || file.preload,
             auto_pull: self.auto_pull || file.auto_pull,
             api_keys,
+            allowed_roots: {
+                let exports = self.exports_dir.clone().or(file.exports_dir.clone()).unwrap_or_else(|| home.join("exports"));
+                [home.to_path_buf(), exports].into_iter().chain(or_vec(self.allow_path, file.allow_path)).collect()
+            },
             cors_origins: or_vec(self.cors_origin, file.cors_origin),
             max_body_bytes: positive("max-body-bytes", self.max_body_bytes.or(file.max_body_bytes).unwrap_or(4 << 20))?,
             memory_budget_bytes: self.memory_budget_mb.or(file.memory_budget_mb).map(|mb| mb << 20),

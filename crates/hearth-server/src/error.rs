@@ -57,6 +57,11 @@ impl ApiError {
         ApiError { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, "Incorrect or missing API key") }
     }
 
+    /// 403: the key is known but may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError { code: Some("insufficient_scope"), ..Self::new(StatusCode::FORBIDDEN, message) }
+    }
+
     pub fn too_large() -> Self {
         ApiError { code: Some("body_too_large"), ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large") }
     }
@@ -76,6 +81,7 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             s if s.is_server_error() => "server_error",

@@ -164,17 +164,18 @@ async fn remove_dataset(State(state): State<AppState>, Path(name): Path<String>)
     responses((status = 201, description = "Queued", body = hearth_hub::Job), Errors))]
 async fn create_job(State(state): State<AppState>, Body(body): Body<NewJob>) -> Result<(StatusCode, Json<hearth_hub::Job>), ApiError> {
     let NewJob { name, model, dataset, train } = body;
-    let mut train = train.unwrap_or(Value::Object(Default::default()));
-    let obj = train.as_object_mut().ok_or_else(|| ApiError::invalid("train", "`train` must be an object"))?;
-    for key in ["model", "data", "adapter_path", "resume", "resume_adapter_file"] {
-        if obj.contains_key(key) {
-            return Err(ApiError::invalid(&format!("train.{key}"), format!("`train.{key}` is set by the hub")));
-        }
+    let spec = train.unwrap_or_default();
+    let defaults = TrainSpec::default();
+    let hubs = [
+        ("model", spec.model != defaults.model),
+        ("data", spec.data != defaults.data),
+        ("adapter_path", spec.adapter_path != defaults.adapter_path),
+        ("resume", spec.resume),
+        ("resume_adapter_file", spec.resume_adapter_file.is_some()),
+    ];
+    if let Some((key, _)) = hubs.iter().find(|(_, given)| *given) {
+        return Err(ApiError::invalid(&format!("train.{key}"), format!("`train.{key}` is set by the hub")));
     }
-    let spec: TrainSpec = serde_path_to_error::deserialize(train).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(&format!("train.{path}"), format!("`train.{path}`: {}", e.inner()))
-    })?;
     state.hub.datasets().get(&dataset).map_err(|e| ApiError { param: Some("dataset".into()), ..ApiError::from(e) })?;
     let located = state.models.locate(&model)?;
     if located.adapter.is_some() {

@@ -18,6 +18,7 @@ mod knowledge;
 mod metrics;
 mod models;
 mod openai;
+mod paths;
 mod registry;
 mod request;
 mod responses;
@@ -227,12 +228,36 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
     }
     let given = presented_key(&req).unwrap_or_default();
     // Every key is compared, in constant time, so timing tells nothing about which matched.
-    let ok = keys.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.as_bytes().ct_eq(given.as_bytes()));
-    if bool::from(ok) {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
+    let mut admin = subtle::Choice::from(0);
+    let mut any = subtle::Choice::from(0);
+    for k in keys {
+        let hit = k.key.as_bytes().ct_eq(given.as_bytes());
+        any |= hit;
+        admin |= hit & subtle::Choice::from(u8::from(k.admin));
     }
+    if !bool::from(any) {
+        return ApiError::unauthorized().into_response();
+    }
+    let route = req.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
+    if !bool::from(admin) && manages_server(req.method(), route) {
+        return ApiError::forbidden(
+            "this API key may only run inference: the registry, the model store, the hub and ingestion need an admin key",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether a route changes what the server holds (and so needs an admin key where keys have
+/// scopes): the registry, the model store's pulls and deletions, the hub, ingestion.
+fn manages_server(method: &Method, route: &str) -> bool {
+    let writes = *method == Method::POST || *method == Method::DELETE;
+    route.starts_with("/admin/")
+        || route.starts_with("/hub/")
+        || route == "/api/models/pull"
+        || (*method == Method::DELETE && route == "/api/models/{model_id}")
+        || route == "/api/v1/ingest"
+        || (writes && route.starts_with("/api/v1/content"))
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -44,7 +44,7 @@ async fn every_documented_route_is_served_with_its_body_documented() {
             }
         }
     }
-    assert_eq!(bodies, 14, "every JSON body was probed");
+    assert_eq!(bodies, 15, "every JSON body was probed");
     for (path, method) in [("/health", "get"), ("/metrics", "get"), ("/api/chat/ws", "get"), ("/api/models/{model_id}", "delete")] {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }
@@ -111,6 +111,8 @@ async fn nested_errors_name_their_paths_on_every_route_family() {
         ("/search/ask", json!({"question": "q", "limit": "three"}), "limit", false),
         ("/api/models/pull", json!({"model": "org/repo", "include": ["*.json", 7]}), "include[1]", false),
         ("/api/models/pull", json!({"model": "org/repo", "branch": "main"}), "branch", true),
+        ("/hub/jobs", json!({"name": "n", "model": "tiny", "dataset": "d", "train": {"rank": "eight"}}), "train.rank", false),
+        ("/hub/jobs", json!({"name": "n", "model": "tiny", "dataset": "d", "train": {"dropout": 0.1}}), "train.dropout", true),
         ("/v1/embeddings", json!({"model": "m", "input": ["a", [1, -2]]}), "input[1]", false),
         ("/v1/rerank", json!({"model": "m", "query": "q", "documents": ["a", 3]}), "documents[1]", false),
         (

@@ -127,7 +127,7 @@ async fn registry_routes_and_persistence() {
     no_base["base_model"] = "missing-model".into();
     assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(no_base)).await.0, 404);
     let mut no_file = lora("c");
-    no_file["adapter_path"] = "/nonexistent/adapters.safetensors".into();
+    no_file["adapter_path"] = json!(repo_root().join("testdata/none/adapters.safetensors"));
     assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(no_file)).await.0, 404);
     for bad in [json!({"base_model": "tiny"}), json!({"name": "x y"}), json!({"name": "d", "type": "lora", "base_model": "tiny"})] {
         let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(bad.clone())).await;
@@ -187,6 +187,14 @@ async fn llama_and_its_fused_adapter(c: &reqwest::Client) -> (TestServer, tempfi
     (s, fused)
 }
 
+/// mlx-lm's tiny adapter file alone (no adapter_config.json), in a folder of the server's home.
+fn bare_adapter(s: &TestServer) -> std::path::PathBuf {
+    let bare = s.home.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(repo_root().join("testdata/tiny/lora/adapters/adapters.safetensors"), bare.join("adapters.safetensors")).unwrap();
+    bare
+}
+
 /// The greedy completion of a fixed prompt by `model`.
 async fn greedy(c: &reqwest::Client, s: &TestServer, model: &str) -> String {
     let body = json!({"model": model, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0});
@@ -232,9 +240,8 @@ async fn adapters_are_checked_when_registered() {
     use reqwest::Method as M;
     let c = reqwest::Client::new();
     let (s, _fused) = llama_and_its_fused_adapter(&c).await;
-    let bare = tempfile::tempdir().unwrap();
-    std::fs::copy(repo_root().join("testdata/tiny/lora/adapters/adapters.safetensors"), bare.path().join("adapters.safetensors")).unwrap();
-    let register = |name: &str, config: Value| json!({"name": name, "base_model": "llama", "adapter_path": bare.path().join("adapters.safetensors"), "config": config});
+    let bare = bare_adapter(&s);
+    let register = |name: &str, config: Value| json!({"name": name, "base_model": "llama", "adapter_path": bare.join("adapters.safetensors"), "config": config});
     let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(register("no-scale", json!({})))).await;
     assert_eq!((st, e["error"]["param"].as_str()), (400, Some("config")), "{e}");
     let (st, e) = call(&c, M::POST, s.url("/admin/models"), Some(register("wrong-rank", json!({"lora_rank": 16, "lora_alpha": 32})))).await;
@@ -266,15 +273,14 @@ async fn mixed_adapters_decode_together_as_they_do_alone() {
     use reqwest::Method as M;
     let c = reqwest::Client::new();
     let (s, _fused) = llama_and_its_fused_adapter(&c).await;
-    let bare = tempfile::tempdir().unwrap();
-    std::fs::copy(repo_root().join("testdata/tiny/lora/adapters/adapters.safetensors"), bare.path().join("adapters.safetensors")).unwrap();
+    let bare = bare_adapter(&s);
     // Three adapters: mlx-lm's, and the same weights at two other scales.
     let mut models = vec!["llama".to_string()];
     for (name, alpha) in [("a20", None), ("a10", Some(40)), ("a2", Some(8))] {
         let mut reg = lora(name);
         reg["base_model"] = "llama".into();
         if let Some(alpha) = alpha {
-            reg["adapter_path"] = json!(bare.path().join("adapters.safetensors"));
+            reg["adapter_path"] = json!(bare.join("adapters.safetensors"));
             reg["config"] = json!({"lora_rank": 4, "lora_alpha": alpha});
         }
         assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(reg)).await.0, 201);

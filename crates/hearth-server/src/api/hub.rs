@@ -3,6 +3,7 @@
 use hearth_hub::datasets::{Dataset, TokenStats};
 use hearth_hub::export::Metric;
 use hearth_hub::Job;
+use hearth_train::run::TrainSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -21,7 +22,7 @@ pub struct NewJob {
     /// `scale`, `batch_size`, `num_layers`, `mask_prompt`, `lr_schedule`, …); what is left out
     /// takes `hearth train`'s defaults. The hub sets `model`, `data`, `adapter_path` and `resume`.
     #[schema(value_type = Object)]
-    pub train: Option<Value>,
+    pub train: Option<TrainSpec>,
 }
 
 /// A multipart dataset upload.

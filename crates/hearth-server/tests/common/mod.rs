@@ -41,7 +41,10 @@ impl TestServer {
         edit: impl FnOnce(&mut ServeOptions),
         edit_config: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
-        let mut opts = ServeOptions { port: Some(0), model: vec![format!("tiny={}", tiny_model())], ..Default::default() };
+        // Tests register adapters and models from the repository's test data.
+        let testdata = repo_root().join("testdata");
+        let mut opts =
+            ServeOptions { port: Some(0), model: vec![format!("tiny={}", tiny_model())], allow_path: vec![testdata], ..Default::default() };
         edit(&mut opts);
         let mut cfg = opts.resolve(home.path()).expect("valid options");
         edit_config(&mut cfg);

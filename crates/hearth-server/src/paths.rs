@@ -1,0 +1,52 @@
+//! Paths a request names (an adapter, a model directory) are confined to the directories the
+//! server may read: $HEARTH_HOME, the exports directory and `--allow-path`. A path is checked
+//! as written (`..` resolved) before anything is looked up, and again after its links are
+//! followed; outside, the answer is the same 403 whether or not the file exists, and it does
+//! not repeat the path.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::ApiError;
+
+/// `given`, resolved and checked to lie under one of `roots`; a 403 about `param` if not, a
+/// 404 if nothing is there.
+pub fn confine(roots: &[PathBuf], given: &str, param: &str) -> Result<PathBuf, ApiError> {
+    let outside = || ApiError {
+        param: Some(param.to_string()),
+        ..ApiError::forbidden(format!(
+            "`{param}` is outside the directories this server may read ($HEARTH_HOME, the exports directory, --allow-path)"
+        ))
+    };
+    let path = Path::new(given);
+    if !path.is_absolute() {
+        return Err(ApiError::invalid(param, format!("`{param}` must be an absolute path")));
+    }
+    let written = lexical(path);
+    let real_roots: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
+    let as_written = roots.iter().map(|r| lexical(r)).chain(real_roots.iter().cloned());
+    if !as_written.into_iter().any(|r| written.starts_with(&r)) {
+        return Err(outside());
+    }
+    let real = written
+        .canonicalize()
+        .map_err(|_| ApiError { param: Some(param.to_string()), ..ApiError::not_found(format!("nothing is at `{given}`")) })?;
+    if !real_roots.iter().any(|r| real.starts_with(r)) {
+        return Err(outside());
+    }
+    Ok(real)
+}
+
+/// `path` with `.` and `..` resolved by their names alone (an absolute path).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
