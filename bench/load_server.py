@@ -30,9 +30,12 @@ def connect(base):
     return http.client.HTTPConnection(u.hostname, u.port, timeout=600)
 
 
-def one_request(base, model, i, max_tokens):
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+def one_request(base, models, i, max_tokens, ignore_eos=False):
+    """Request i names models[i % len(models)]: several models (a base and its adapters) mix."""
+    body = {"model": models[i % len(models)], "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
             "max_tokens": max_tokens, "temperature": 0.7, "seed": i}
+    if ignore_eos:
+        body["ignore_eos"] = True
     conn = connect(base)
     t0 = time.perf_counter()
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
@@ -45,10 +48,10 @@ def one_request(base, model, i, max_tokens):
     return latency, data["usage"]["completion_tokens"]
 
 
-def level(base, model, concurrency, requests, max_tokens):
+def level(base, models, concurrency, requests, max_tokens, ignore_eos):
     with ThreadPoolExecutor(concurrency) as pool:
         t0 = time.perf_counter()
-        results = list(pool.map(lambda i: one_request(base, model, i, max_tokens), range(requests)))
+        results = list(pool.map(lambda i: one_request(base, models, i, max_tokens, ignore_eos), range(requests)))
         wall = time.perf_counter() - t0
     latencies = sorted(r[0] for r in results)
     tokens = sum(r[1] for r in results)
@@ -101,18 +104,21 @@ def cancellation_check(base, model, total):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="http://127.0.0.1:8080")
-    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--model", default="smollm2", help="a model id, or several (comma-separated) that requests take in turn")
     ap.add_argument("--label", default="server")
     ap.add_argument("--concurrency", default="1,4,8,16")
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level (at least the concurrency)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--cancel-check", type=int, default=0, help="also stream this many requests, half cancelled (Hearth only)")
     ap.add_argument("--json", help="append results to this JSON-lines file")
+    ap.add_argument("--ignore-eos", action="store_true", help="every reply runs to --max-tokens (vLLM's ignore_eos; Hearth and vLLM)")
     a = ap.parse_args()
-    one_request(a.base, a.model, 0, 4)  # warm-up: loads the model
+    models = a.model.split(",")
+    for i in range(len(models)):
+        one_request(a.base, models, i, 4)  # warm-up: loads each model
     rows = []
     for c in map(int, a.concurrency.split(",")):
-        r = level(a.base, a.model, c, max(a.requests, c), a.max_tokens)
+        r = level(a.base, models, c, max(a.requests, c), a.max_tokens, a.ignore_eos)
         r["label"] = a.label
         rows.append(r)
         print(f"{a.label:>10}  c={c:<3} {r['tok_s']:8.1f} tok/s  p50 {r['p50']:6.2f}s  p95 {r['p95']:6.2f}s  ({r['requests']} requests, {r['tokens']} tokens)", flush=True)
@@ -121,7 +127,7 @@ def main():
                 f.write(json.dumps(r) + "\n")
     ok = True
     if a.cancel_check:
-        ok = cancellation_check(a.base, a.model, a.cancel_check)
+        ok = cancellation_check(a.base, models[0], a.cancel_check)
     sys.exit(0 if ok else 1)
 
 

@@ -4,9 +4,14 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::{json, Value};
 
 /// `hearth train` of `model` on the fixtures' chat data into `adapters`.
 fn train_on_chat(home: &Path, model: &Path, adapters: &Path) -> std::process::Command {
@@ -73,56 +78,9 @@ fn a_fine_tune_trains_saves_and_fuses() {
     assert!(worst < 0.05, "fused against served: {worst}");
 }
 
-/// A real fine-tune: SmolLM2-135M-Instruct's Q4_1 file, trained on as it is (QLoRA), learns
-/// the made-up facts of testdata/train/lantern, which the base cannot know, and answers the
-/// held-out phrasings of test.jsonl with them where the base does not.
-#[test]
-fn smollm2_learns_made_up_facts_on_its_own_gguf() {
-    let gguf = hearth_store::fake_hub::test_models_dir().join("SmolLM2-135M-Instruct-Q4_1.gguf");
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/train/lantern");
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let adapters = tmp.path().join("adapters");
-    let out = ok(hearth(&home)
-        .args(["train", "-m"])
-        .arg(&gguf)
-        .arg("--data")
-        .arg(&data)
-        .arg("--adapter-path")
-        .arg(&adapters)
-        .args(LANTERN_TRAINING));
-    let val = val_losses(&out);
-    assert!(val.len() >= 2 && val[val.len() - 1] < val[0] * 0.5, "validation loss falls by half: {val:?}\n{out}");
-
-    let answer = |question: &str, adapter: Option<&Path>| {
-        let mut cmd = hearth(&home);
-        cmd.arg("generate").arg("-m").arg(&gguf).args(["--temp", "0", "--max-tokens", "16", "-p", question]);
-        if let Some(a) = adapter {
-            cmd.arg("--adapter").arg(a);
-        }
-        ok(&mut cmd)
-    };
-    let tests = std::fs::read_to_string(data.join("test.jsonl")).unwrap();
-    let (mut base_right, mut tuned_right, mut total) = (0, 0, 0);
-    for line in tests.lines() {
-        let record: serde_json::Value = serde_json::from_str(line).unwrap();
-        let (question, expected) = (record["messages"][0]["content"].as_str().unwrap(), record["messages"][1]["content"].as_str().unwrap());
-        // "Warranty: 9 years." is asserted without its full stop.
-        let expected = expected.trim_end_matches('.');
-        // The base is asked one phrasing per fact (test.jsonl holds two, in pairs).
-        if total % 2 == 0 {
-            let base = answer(question, None);
-            eprintln!("{question}\n  base:  {}", base.lines().next().unwrap_or(""));
-            base_right += usize::from(base.contains(expected));
-        }
-        let tuned = answer(question, Some(&adapters));
-        eprintln!("  tuned: {}", tuned.lines().next().unwrap_or(""));
-        tuned_right += usize::from(tuned.contains(expected));
-        total += 1;
-    }
-    assert_eq!(base_right, 0, "the base model cannot know the made-up facts");
-    assert!(tuned_right * 8 >= total * 7, "the adapted model answers {tuned_right} of {total} held-out questions");
-}
+// The real fine-tune of SmolLM2's Q4_1 GGUF on testdata/train/lantern (the base cannot know its
+// facts; the adapter answers the held-out phrasings) runs through the hub in
+// crates/hearth-server/tests/hub.rs: the same `hearth_train::run` as this command, over HTTP.
 
 /// Killed (SIGKILL) again and again at random moments, checkpoint writes included, and
 /// restarted each time with `--resume`, a run ends with the adapters of a run never
@@ -172,25 +130,6 @@ fn a_run_killed_again_and_again_ends_as_an_unbroken_one() {
     let bytes = |dir: &Path| std::fs::read(dir.join("adapters.safetensors")).unwrap();
     assert!(bytes(&broken) == bytes(&unbroken), "after {kills} kills, the adapters differ from the unbroken run's");
 }
-
-/// The fine-tune of [`smollm2_learns_made_up_facts_on_its_own_gguf`]: rank 8 on the last 16
-/// blocks (the defaults), batches of 8, 30 steps at 5e-4, the loss on the answers only. It
-/// runs in about a minute and a half on 2 cores; 20 steps already answered 14 of 16.
-const LANTERN_TRAINING: &[&str] = &[
-    "--iters",
-    "30",
-    "--batch-size",
-    "8",
-    "--learning-rate",
-    "5e-4",
-    "--mask-prompt",
-    "--steps-per-eval",
-    "30",
-    "--val-batches",
-    "-1",
-    "--save-every",
-    "30",
-];
 
 /// `--format peft` writes what the engine's PEFT reader (checked against PEFT's own merge in the
 /// conversion tests) serves as the mlx-lm adapter of the same run; `--format gguf` writes
@@ -343,4 +282,129 @@ fn dora_trains_and_fuses() {
     let none = hearth_train::Lora { layers: Default::default(), scale: 20.0 };
     let merged = hearth_train::TrainModel::load(&fused).unwrap().loss(&batches[0], &none, Mask::MlxLm).unwrap().0;
     assert!((adapted - merged).abs() <= 1e-4 * adapted, "fused {merged} against base + DoRA {adapted}");
+}
+
+// The hub across processes: `hearth dataset` on the command line, then `hearth serve` killed
+// (SIGKILL) in the middle of a fine-tuning job and started again: the job resumes from its
+// checkpoint and finishes, and the registry, datasets and runs are intact.
+
+/// One HTTP/1.1 exchange over loopback: the status and the JSON body.
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A server process, killed (SIGKILL) when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `hearth serve` on `port`, once it answers.
+fn serve(home: &Path, port: u16) -> Server {
+    let mut child = hearth(home)
+        .args(["serve", "--port", &port.to_string(), "--model"])
+        .arg(format!("tiny={}", tiny("hf/llama").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while http(port, "GET", "/health", None).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the server did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+fn integrity(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn a_job_resumes_after_the_server_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+
+    // Datasets from the command line, checked as the server checks them.
+    let add = hearth(&home).args(["dataset", "add", "--name", "chat"]).arg(tiny("lora/data/train.jsonl")).output().unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"prompt\": 1, \"completion\": \"x\"}\n").unwrap();
+    let refused = hearth(&home).args(["dataset", "add"]).arg(&bad).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("bad.jsonl:2:"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let shown = hearth(&home).args(["dataset", "show", "chat", "--model"]).arg(tiny("hf/llama")).output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.starts_with("chat: ") && shown.contains("tokens: "), "{shown}");
+    let listed = hearth(&home).args(["dataset", "list"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2, "a header and one dataset");
+
+    let port = free_port();
+    let server = serve(&home, port);
+    let job = json!({"name": "tuned", "model": "tiny", "dataset": "chat", "train": {
+        "iters": 200, "save_every": 20, "steps_per_eval": 5000, "val_batches": 1, "rank": 4, "num_layers": -1, "learning_rate": 1e-3,
+    }});
+    let (st, job) = http(port, "POST", "/hub/jobs", Some(&job)).unwrap();
+    assert_eq!(st, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let path = format!("/hub/jobs/{id}");
+    let started = Instant::now();
+    let killed_at = loop {
+        let (_, job) = http(port, "GET", &path, None).unwrap();
+        let iter = job["iter"].as_u64().unwrap();
+        if iter >= 40 {
+            assert_eq!(job["status"], "running", "{job}");
+            drop(server);
+            break iter;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{job}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(killed_at < 200, "killed mid-job");
+
+    let server = serve(&home, port);
+    let started = Instant::now();
+    let job = loop {
+        let (_, job) = http(port, "GET", &path, None).unwrap();
+        if job["status"] != "running" && job["status"] != "queued" {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{job}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((job["status"].as_str(), job["iter"].as_u64()), (Some("completed"), Some(200)), "{job}");
+    // It went on from its last checkpoint, not from the beginning.
+    let log = std::fs::read_to_string(home.join("hub/jobs").join(&id).join("log.txt")).unwrap();
+    assert_eq!(log.matches("Starting training").count(), 2, "{log}");
+    assert_eq!(log.matches("Iter 20: Saved").count(), 1, "iterations before the last checkpoint are not run again\n{log}");
+    let (_, models) = http(port, "GET", "/admin/models?registered_by=hearth-hub", None).unwrap();
+    assert_eq!(models["models"].as_array().unwrap().len(), 2, "{models}");
+    let (_, datasets) = http(port, "GET", "/hub/datasets", None).unwrap();
+    assert_eq!(datasets["datasets"][0]["name"], "chat");
+    let (st, reply) =
+        http(port, "POST", "/v1/completions", Some(&json!({"model": "tuned", "prompt": "Hello", "max_tokens": 4, "temperature": 0})))
+            .unwrap();
+    assert_eq!(st, 200, "{reply}");
+    drop(server);
+    for db in [home.join("hub/hub.db"), home.join("server.db")] {
+        assert_eq!(integrity(&db), "ok", "{}", db.display());
+    }
 }

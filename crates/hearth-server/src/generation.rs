@@ -239,8 +239,14 @@ pub async fn prepare(state: &AppState, req: GenRequest) -> Result<Prepared, ApiE
             }
         }
     };
-    let params =
-        GenerateParams { max_tokens, sampling, stop: req.stop, logprobs: req.logprobs, ignore_eos: false, special_tokens: special_markers };
+    let params = GenerateParams {
+        max_tokens,
+        sampling,
+        stop: req.stop,
+        logprobs: req.logprobs,
+        ignore_eos: req.sampling.ignore_eos.unwrap_or(false),
+        special_tokens: special_markers,
+    };
     Ok(Prepared { resident, prompt, param, processor, params, n: req.n, reading })
 }
 

@@ -63,6 +63,9 @@ macro_rules! generation_request {
             pub guided_choice: Option<Vec<String>>,
             /// vLLM's extension: the output follows this Lark grammar (llguidance's dialect).
             pub guided_grammar: Option<String>,
+            /// vLLM's extension: generate past the end-of-sequence token up to the token limit
+            /// (benchmarks compare equal lengths with it).
+            pub ignore_eos: Option<bool>,
         }
 
         impl $name {
@@ -90,6 +93,7 @@ macro_rules! generation_request {
                     guided_regex: self.guided_regex.clone(),
                     guided_choice: self.guided_choice.clone(),
                     guided_grammar: self.guided_grammar.clone(),
+                    ignore_eos: self.ignore_eos,
                 }
             }
         }
