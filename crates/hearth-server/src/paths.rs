@@ -4,7 +4,9 @@
 //! followed; outside, the answer is the same 403 whether or not the file exists, and it does
 //! not repeat the path.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use hearth_store::normalise as lexical;
 
 use crate::error::ApiError;
 
@@ -34,19 +36,4 @@ pub fn confine(roots: &[PathBuf], given: &str, param: &str) -> Result<PathBuf, A
         return Err(outside());
     }
     Ok(real)
-}
-
-/// `path` with `.` and `..` resolved by their names alone (an absolute path).
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }

@@ -10,12 +10,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn call(c: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = c.request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.expect("request");
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    call_with_key(c, method, url, None, body).await
 }
 
 #[tokio::test]

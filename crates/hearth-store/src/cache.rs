@@ -220,8 +220,9 @@ impl RepoDir {
     }
 }
 
-/// Resolves `.` and `..` lexically, so a link can be checked without following it.
-fn normalise(path: &Path) -> PathBuf {
+/// Resolves `.` and `..` lexically, so a link (or a path a request names) can be checked
+/// without following it.
+pub fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

@@ -54,6 +54,7 @@ mod registry;
 mod resolve;
 mod store;
 
+pub use cache::normalise;
 pub use error::{Result, StoreError};
 pub use hub::HubConfig;
 pub use metadata::chat_template;
