@@ -181,6 +181,6 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             Event::Tested { loss } => println!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp()),
         }
     };
-    hearth_train::run::run(&args.spec, &dir, &mut on_event, None)?;
+    hearth_train::run::run(&args.spec, &dir, &mut on_event, Default::default())?;
     Ok(())
 }

@@ -206,6 +206,8 @@ struct Inner {
     cancelled: Mutex<HashSet<String>>,
     closing: AtomicBool,
     registrar: Mutex<Option<Arc<dyn Registrar>>>,
+    /// What training waits on between blocks (the server's inference, see [`Hub::start`]).
+    yield_to: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 #[derive(Clone)]
@@ -229,6 +231,7 @@ impl Hub {
             cancelled: Mutex::default(),
             closing: AtomicBool::new(false),
             registrar: Mutex::new(None),
+            yield_to: Mutex::new(None),
         };
         Ok(Hub { inner: Arc::new(inner) })
     }
@@ -237,7 +240,10 @@ impl Hub {
     /// registered through `registrar`, if one is given. Jobs that were running when the
     /// process stopped are queued again, ahead of the rest (the queue is in submission order),
     /// and resume from their checkpoints.
-    pub fn start(&self, registrar: Option<Arc<dyn Registrar>>) -> Result<()> {
+    /// `yield_to` runs before each block of every training pass and returns when training may
+    /// go on: the server waits there while it has requests to serve.
+    pub fn start(&self, registrar: Option<Arc<dyn Registrar>>, yield_to: Option<Arc<dyn Fn() + Send + Sync>>) -> Result<()> {
+        *self.inner.yield_to.lock().unwrap_or_else(|p| p.into_inner()) = yield_to;
         let resumed = self.inner.db.conn().execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'", [])?;
         if resumed > 0 {
             tracing::info!(jobs = resumed, "training jobs interrupted by a restart resume from their checkpoints");
@@ -521,7 +527,9 @@ impl Hub {
                 Event::Note(text) => line(text),
             }
         };
-        match hearth_train::run::run(&spec, Path::new(&spec.model), &mut on_event, Some(stop)) {
+        let yield_to = self.inner.yield_to.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let controls = hearth_train::run::Controls { stop: Some(stop), yield_to };
+        match hearth_train::run::run(&spec, Path::new(&spec.model), &mut on_event, controls) {
             Ok(()) => Ok(true),
             Err(TrainError::Stopped { .. }) => Ok(false),
             Err(e) => Err(HubError::Invalid(e.to_string())),

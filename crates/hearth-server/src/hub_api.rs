@@ -327,6 +327,18 @@ impl Registrar for HubRegistrar {
 
 pub const HUB: &str = "hearth-hub";
 
+/// Training yields to inference: before each block, a training pass waits while any loaded
+/// model has sequences running or queued (up to 10 s at a time, so a busy server still
+/// trains, slowly).
+pub fn inference_first(models: Arc<crate::models::Models>) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let started = std::time::Instant::now();
+        while models.residents().iter().any(|r| !r.idle()) && started.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    })
+}
+
 /// The hub under `$HEARTH_HOME/hub`, its bundles in the exports directory.
 pub fn open_hub(cfg: &crate::ServerConfig) -> anyhow::Result<Arc<Hub>> {
     let hub_cfg = hearth_hub::HubConfig { dir: cfg.home.join("hub"), exports_dir: cfg.exports_dir.clone(), workers: cfg.train_jobs };

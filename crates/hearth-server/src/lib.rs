@@ -79,7 +79,7 @@ impl Server {
             Arc::new(hub_api::HubRegistrar { state: state.clone(), runtime: tokio::runtime::Handle::current() })
                 as Arc<dyn hearth_hub::Registrar>
         });
-        state.hub.start(registrar).context("starting the hub's training queue")?;
+        state.hub.start(registrar, Some(hub_api::inference_first(state.models.clone()))).context("starting the hub's training queue")?;
         if cfg.preload {
             for m in &cfg.models {
                 state.models.get(&m.id, None).await.map_err(|e| anyhow::anyhow!("preloading {}: {e}", m.id))?;

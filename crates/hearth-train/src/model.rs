@@ -3,6 +3,7 @@
 //! pass to the adapters' parameters. The base stays frozen in its stored format.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use hearth_engine::config::{ModelConfig, RopeScaling};
 use hearth_engine::rope::Rope;
@@ -25,6 +26,9 @@ pub struct TrainModel {
     /// Keep only each block's input between the passes and recompute the rest (memory bounded
     /// by one block's activations, for one more forward pass of each block).
     grad_checkpoint: bool,
+    /// Called before each block of either pass: where training waits while something more
+    /// urgent (a server's inference) runs.
+    yield_to: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// One step's result: the loss, the targets it averaged over, the adapters' gradients.
@@ -105,12 +109,23 @@ impl TrainModel {
             .chain(&cfg.sliding_rope)
             .map(|r| Rope::new(cfg.head_dim, r))
             .collect::<hearth_engine::Result<_>>()?;
-        Ok(TrainModel { cfg, store, ropes, grad_checkpoint: false })
+        Ok(TrainModel { cfg, store, ropes, grad_checkpoint: false, yield_to: None })
     }
 
     /// Gradient checkpointing per block (`--grad-checkpoint`): the same gradients, bit for bit.
     pub fn set_grad_checkpoint(&mut self, on: bool) {
         self.grad_checkpoint = on;
+    }
+
+    /// `f` runs before each block of the forward and backward passes (see `yield_to`).
+    pub fn set_yield(&mut self, f: Option<Arc<dyn Fn() + Send + Sync>>) {
+        self.yield_to = f;
+    }
+
+    fn yield_now(&self) {
+        if let Some(f) = &self.yield_to {
+            f();
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -352,6 +367,7 @@ impl TrainModel {
         // input (the backward pass recomputes the rest, one block at a time).
         let mut kept = Vec::with_capacity(c.num_layers);
         for li in 0..c.num_layers {
+            self.yield_now();
             let (out, saved) = self.layer_forward(li, x, t, &tables, lora)?;
             x = out;
             if backward {
@@ -394,6 +410,7 @@ impl TrainModel {
         }
         let mut dx = rms_norm_backward(&x, &final_norm, &hn_inv, &dhn);
         for li in (0..c.num_layers).rev() {
+            self.yield_now();
             let s = match kept.pop().expect("one per layer") {
                 Kept::All(s) => *s,
                 Kept::Input(x) => self.layer_forward(li, x, t, &tables, lora)?.1,

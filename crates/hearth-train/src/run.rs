@@ -163,14 +163,25 @@ impl TrainSpec {
     }
 }
 
-/// Runs `spec` on the base model at `model_dir` (resolved by the caller). `stop` ends the loop
-/// after the current iteration with a checkpoint saved ([`TrainError::Stopped`]).
-pub fn run(spec: &TrainSpec, model_dir: &Path, on_event: &mut dyn FnMut(Event), stop: Option<Arc<AtomicBool>>) -> Result<()> {
+/// How a caller steers a run from outside.
+#[derive(Clone, Default)]
+pub struct Controls {
+    /// Once set, the loop stops after the current iteration with a checkpoint saved
+    /// ([`TrainError::Stopped`]).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Runs before each block of every pass; it returns when training may go on.
+    pub yield_to: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// Runs `spec` on the base model at `model_dir` (resolved by the caller).
+pub fn run(spec: &TrainSpec, model_dir: &Path, on_event: &mut dyn FnMut(Event), controls: Controls) -> Result<()> {
     spec.check()?;
+    let Controls { stop, yield_to } = controls;
     let note = |on_event: &mut dyn FnMut(Event), text: String| on_event(Event::Note(text));
     note(on_event, "Loading pretrained model".into());
     let mut model = TrainModel::load(model_dir)?;
     model.set_grad_checkpoint(spec.grad_checkpoint);
+    model.set_yield(yield_to);
     let text = Text::load(model_dir)?;
     note(on_event, "Loading datasets".into());
     let split = |name: &str, on_event: &mut dyn FnMut(Event)| -> Result<Option<Vec<Batch>>> {
