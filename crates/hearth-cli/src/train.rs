@@ -64,18 +64,6 @@ impl ProgressLine {
     }
 }
 
-/// `{:.3e}` as Python prints it (`1.000e-05`), as mlx-lm's report lines have it.
-fn python_exp(v: f32) -> String {
-    let s = format!("{v:.3e}");
-    match s.split_once('e') {
-        Some((mantissa, exp)) => {
-            let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
-            format!("{mantissa}e{sign}{digits:0>2}")
-        }
-        None => s,
-    }
-}
-
 /// Fills what the command line left at its default from mlx-lm's YAML configuration at `path`
 /// (mlx-lm's rule: command line, then the file, then the defaults).
 fn apply_config(args: &mut TrainSpec, path: &Path) -> anyhow::Result<()> {
@@ -168,17 +156,8 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     let mut progress = ProgressLine::new();
     let mut on_event = |event: Event| {
         progress.handle(&event);
-        match event {
-            Event::Iteration { .. } => {}
-            Event::Note(line) => println!("{line}"),
-            Event::Validation { iter, loss, secs } => println!("Iter {iter}: Val loss {loss:.3}, Val took {secs:.3}s"),
-            Event::Report { iter, loss, learning_rate, iters_per_sec, tokens_per_sec, trained_tokens } => println!(
-                "Iter {iter}: Train loss {loss:.3}, Learning Rate {}, It/sec {iters_per_sec:.3}, Tokens/sec {tokens_per_sec:.3}, Trained Tokens {trained_tokens}, Peak mem {:.3} GB",
-                python_exp(learning_rate),
-                crate::stats::peak_rss_bytes().unwrap_or(0) as f64 / 1e9
-            ),
-            Event::Saved { iter, path } => println!("Iter {iter}: Saved adapter weights to {}.", path.display()),
-            Event::Tested { loss } => println!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp()),
+        if let Some(line) = event.line() {
+            println!("{line}");
         }
     };
     hearth_train::run::run(&args.spec, &dir, &mut on_event, Default::default())?;

@@ -301,6 +301,16 @@ impl Hub {
         if spec.resume_adapter_file.is_some() {
             return Err(HubError::Invalid("`resume_adapter_file` is not a hub job's setting".into()));
         }
+        // The bundle holds mlx-lm's layout, and the server serves LoRA beside its base: anything
+        // else would only fail once trained.
+        if spec.format != hearth_train::AdapterFormat::Mlx {
+            return Err(HubError::Invalid("`format`: the hub exports mlx-lm's layout; convert with hearth train --format".into()));
+        }
+        if spec.fine_tune_type != hearth_train::run::FineTuneType::Lora {
+            return Err(HubError::Invalid(
+                "`fine_tune_type`: hub jobs train LoRA, which is served beside its base (DoRA is fused: hearth train)".into(),
+            ));
+        }
         let id = format!("run-{:x}{:04x}", now(), rand_suffix());
         spec.model = model_path.display().to_string();
         spec.data = self.datasets().path(&dataset);
@@ -472,10 +482,10 @@ impl Hub {
         let db = &self.inner.db;
         let mut on_event = |event: Event| {
             use std::io::Write;
-            let mut line = |text: String| {
+            if let Some(text) = event.line() {
                 let _ = writeln!(log, "{text}");
                 self.tell(&job.id, EventKind::Log { line: text });
-            };
+            }
             let metric = |iter: usize, name: &str, value: f64| {
                 let at = started.elapsed().as_secs_f64();
                 let stored = db.conn().execute(
@@ -504,27 +514,15 @@ impl Hub {
                     };
                     self.tell(&job.id, progress);
                 }
-                Event::Report { iter, loss, learning_rate, iters_per_sec, tokens_per_sec, trained_tokens } => {
-                    let peak = hearth_train::peak_rss_bytes().unwrap_or(0);
-                    line(format!(
-                        "Iter {iter}: Train loss {loss:.3}, Learning Rate {learning_rate:.3e}, It/sec {iters_per_sec:.3}, Tokens/sec {tokens_per_sec:.3}, Trained Tokens {trained_tokens}, Peak mem {:.3} GB",
-                        peak as f64 / 1e9
-                    ));
+                Event::Report { iter, loss, learning_rate, tokens_per_sec, .. } => {
                     metric(iter, "train_loss", loss as f64);
                     metric(iter, "learning_rate", learning_rate as f64);
                     metric(iter, "tokens_per_sec", tokens_per_sec);
-                    metric(iter, "peak_memory_bytes", peak as f64);
+                    metric(iter, "peak_memory_bytes", hearth_train::peak_rss_bytes().unwrap_or(0) as f64);
                 }
-                Event::Validation { iter, loss, secs } => {
-                    line(format!("Iter {iter}: Val loss {loss:.3}, Val took {secs:.3}s"));
-                    metric(iter, "val_loss", loss as f64);
-                }
-                Event::Saved { iter, path } => line(format!("Iter {iter}: Saved adapter weights to {}.", path.display())),
-                Event::Tested { loss } => {
-                    line(format!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp()));
-                    metric(job.iter.max(spec.iters), "test_loss", loss as f64);
-                }
-                Event::Note(text) => line(text),
+                Event::Validation { iter, loss, .. } => metric(iter, "val_loss", loss as f64),
+                Event::Tested { loss } => metric(job.iter.max(spec.iters), "test_loss", loss as f64),
+                Event::Saved { .. } | Event::Note(_) => {}
             }
         };
         let yield_to = self.inner.yield_to.lock().unwrap_or_else(|p| p.into_inner()).clone();

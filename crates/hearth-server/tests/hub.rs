@@ -61,6 +61,8 @@ async fn a_dataset_becomes_a_model_to_chat_with() {
         (json!({"name": "../x", "model": "smol", "dataset": "lantern"}), 400, ""),
         (json!({"name": "x", "model": "smol", "dataset": "lantern", "train": {"learning_rate": "fast"}}), 400, "train.learning_rate"),
         (json!({"name": "x", "model": "smol", "dataset": "lantern", "train": {"adapter_path": "/tmp"}}), 400, "train.adapter_path"),
+        (json!({"name": "x", "model": "smol", "dataset": "lantern", "train": {"format": "peft"}}), 400, ""),
+        (json!({"name": "x", "model": "smol", "dataset": "lantern", "train": {"fine_tune_type": "dora"}}), 400, ""),
     ] {
         let (st, e) = call(&c, M::POST, s.url("/hub/jobs"), Some(body.clone())).await;
         assert_eq!(st, status, "{body} -> {e}");

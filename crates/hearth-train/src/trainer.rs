@@ -184,6 +184,37 @@ pub enum Event {
     Note(String),
 }
 
+impl Event {
+    /// The line `mlx_lm.lora` prints for it (a report's peak memory from this process), or
+    /// `None` for an iteration's progress, which has no line.
+    pub fn line(&self) -> Option<String> {
+        Some(match self {
+            Event::Iteration { .. } => return None,
+            Event::Note(text) => text.clone(),
+            Event::Validation { iter, loss, secs } => format!("Iter {iter}: Val loss {loss:.3}, Val took {secs:.3}s"),
+            Event::Report { iter, loss, learning_rate, iters_per_sec, tokens_per_sec, trained_tokens } => format!(
+                "Iter {iter}: Train loss {loss:.3}, Learning Rate {}, It/sec {iters_per_sec:.3}, Tokens/sec {tokens_per_sec:.3}, Trained Tokens {trained_tokens}, Peak mem {:.3} GB",
+                python_exp(*learning_rate),
+                crate::peak_rss_bytes().unwrap_or(0) as f64 / 1e9
+            ),
+            Event::Saved { iter, path } => format!("Iter {iter}: Saved adapter weights to {}.", path.display()),
+            Event::Tested { loss } => format!("Test loss {loss:.3}, Test ppl {:.3}.", loss.exp()),
+        })
+    }
+}
+
+/// `{:.3e}` as Python prints it (`1.000e-05`), as mlx-lm's report lines have it.
+fn python_exp(v: f32) -> String {
+    let s = format!("{v:.3e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
+}
+
 /// Refuses a rank no adapted layer can hold (0, or above a layer's inputs or outputs).
 pub fn check_rank(layers: &[(String, usize, usize)], rank: usize) -> Result<()> {
     if rank == 0 {
