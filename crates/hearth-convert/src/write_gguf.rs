@@ -18,7 +18,7 @@ use crate::gguf_types::{llama_order, GgufFileType, TypePolicy};
 use crate::source::{Origin, Source};
 use crate::{io, on_every_core, ConvertError, FloatType, Partial, Progress, Report};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GgufOptions {
     /// `None`: a GGUF source's tensors keep their types (those an adapter changes are
     /// re-quantised to theirs); a directory is written as F16, as `convert_hf_to_gguf.py` does.

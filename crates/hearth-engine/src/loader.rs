@@ -192,6 +192,16 @@ pub fn check_adapter_fits(path: &Path, lora: &LoraAdapter) -> Result<()> {
     deltas_by_slot(&linear_shapes(cfg, &store)?, lora).map(drop)
 }
 
+/// A model's configuration, read without its weights: a directory's `config.json` or a GGUF
+/// file's metadata.
+pub fn read_config(path: &Path) -> Result<ModelConfig> {
+    if path.is_dir() {
+        ModelConfig::from_hf(&hf_config(path)?)
+    } else {
+        ModelConfig::from_gguf(&Gguf::open(path)?)
+    }
+}
+
 fn hf_config(dir: &Path) -> Result<Json> {
     read_json(&dir.join("config.json"))?.ok_or_else(|| EngineError::Config(format!("{} has no config.json", dir.display())))
 }

@@ -6,7 +6,13 @@ use std::sync::{Mutex, MutexGuard};
 use hearth_sqlite::{Migration, Schema};
 use rusqlite::Connection;
 
-const SCHEMA: Schema = Schema { what: "the hub", migrations: &[Migration { name: "hub", apply: |tx| tx.execute_batch(TABLES) }] };
+const SCHEMA: Schema = Schema {
+    what: "the hub",
+    migrations: &[
+        Migration { name: "hub", apply: |tx| tx.execute_batch(TABLES) },
+        Migration { name: "hub models", apply: |tx| tx.execute_batch(MODELS) },
+    ],
+};
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS datasets (
@@ -44,6 +50,22 @@ CREATE TABLE IF NOT EXISTS metrics (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (job, name, iter);
+";
+
+/// The models jobs produce: a name's description and tags (its versions are its completed
+/// jobs); a job's optional fused export; versions deleted, whose runs stay on record.
+const MODELS: &str = "
+CREATE TABLE models (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO models (name, created_at, updated_at) SELECT name, MIN(created_at), MAX(created_at) FROM jobs GROUP BY name;
+ALTER TABLE jobs ADD COLUMN fuse TEXT;
+ALTER TABLE jobs ADD COLUMN fused_path TEXT;
+ALTER TABLE jobs ADD COLUMN removed_at INTEGER;
 ";
 
 pub struct Db(Mutex<Connection>);

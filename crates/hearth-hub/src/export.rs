@@ -23,8 +23,16 @@ pub struct Metric {
 }
 
 /// Writes the bundle of the adapters in `adapters` (mlx-lm's layout) to `bundle`; returns
-/// `metadata` with the files' hashes added, as written.
-pub fn write_bundle(adapters: &Path, parameters: &Value, mut metadata: Value, bundle: &Path) -> Result<Value> {
+/// `metadata` with the files' hashes added, as written. `fuse`, given the bundle's staging
+/// folder (the adapter files already in it), writes a fused model there and names it; the
+/// metadata records the name as `fused`.
+pub fn write_bundle(
+    adapters: &Path,
+    parameters: &Value,
+    mut metadata: Value,
+    bundle: &Path,
+    fuse: Option<impl FnOnce(&Path) -> Result<&'static str>>,
+) -> Result<Value> {
     if bundle.exists() {
         return Err(HubError::Conflict(format!("{} exists", bundle.display())));
     }
@@ -44,6 +52,15 @@ pub fn write_bundle(adapters: &Path, parameters: &Value, mut metadata: Value, bu
     hashes.insert("config.json".into(), sha256(&config).into());
     write_atomically(&staging.join("config.json"), &config)?;
     metadata["sha256"] = Value::Object(hashes);
+    if let Some(fuse) = fuse {
+        match fuse(&staging) {
+            Ok(name) => metadata["fused"] = name.into(),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        }
+    }
     let text = serde_json::to_vec_pretty(&metadata).map_err(|e| HubError::Invalid(e.to_string()))?;
     write_atomically(&staging.join("metadata.json"), &text)?;
     std::fs::rename(&staging, bundle).map_err(io(bundle))?;

@@ -6,7 +6,7 @@
 //! `resume`, so a job that was running when the server stopped (or was killed) continues from
 //! its last checkpoint when the hub opens again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -100,6 +100,65 @@ pub struct Job {
     /// `hearth train`'s settings, as run (mlx_lm.lora's names).
     #[schema(value_type = Object)]
     pub parameters: Value,
+    /// The fused model asked for beside the adapter.
+    pub fuse: Option<FuseFormat>,
+    pub fused_path: Option<String>,
+    /// When its model version was deleted (the run stays on record).
+    pub removed_at: Option<i64>,
+}
+
+/// A fused copy of a job's result (the adapter merged into the base, as `hearth fuse` writes
+/// it), kept in the bundle: `fused/` (MLX, keeping an MLX-quantised base's quantisation; or a
+/// Hugging Face float directory) or `fused.gguf` (a GGUF base's types, F16 otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FuseFormat {
+    Mlx,
+    Hf,
+    Gguf,
+}
+
+impl FuseFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            FuseFormat::Mlx => "mlx",
+            FuseFormat::Hf => "hf",
+            FuseFormat::Gguf => "gguf",
+        }
+    }
+
+    fn parse(s: &str) -> Option<FuseFormat> {
+        [FuseFormat::Mlx, FuseFormat::Hf, FuseFormat::Gguf].into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// Writes `base` with the adapter in `adapters` merged into `dir`; returns the file or
+    /// folder name it wrote there.
+    fn write(self, base: &Path, adapters: &Path, dir: &Path) -> Result<&'static str> {
+        let adapter = Some(adapters.to_path_buf());
+        let out = match self {
+            FuseFormat::Gguf => "fused.gguf",
+            _ => "fused",
+        };
+        let target = dir.join(out);
+        let written = match self {
+            FuseFormat::Mlx => hearth_convert::to_mlx(base, &target, &hearth_convert::MlxOptions { adapter, ..Default::default() }),
+            FuseFormat::Hf => hearth_convert::to_hf(base, &target, &hearth_convert::MlxOptions { adapter, ..Default::default() }),
+            FuseFormat::Gguf => hearth_convert::to_gguf(base, &target, &hearth_convert::GgufOptions { adapter, ..Default::default() }),
+        };
+        written.map_err(|e| HubError::Invalid(format!("fusing the adapter into {}: {e}", base.display())))?;
+        Ok(out)
+    }
+}
+
+/// A run with the last value of each of its metrics, for listing and comparing runs.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    pub job: Job,
+    /// Each metric's last value (`train_loss`, `val_loss`, `tokens_per_sec`, …).
+    pub last: BTreeMap<String, f64>,
+    /// From start to end (to now while it runs).
+    pub duration_secs: Option<i64>,
 }
 
 /// What a new job needs; `model_path` is the base model's files, resolved by the caller from
@@ -110,6 +169,10 @@ pub struct JobRequest {
     pub model_path: PathBuf,
     pub dataset: String,
     pub spec: TrainSpec,
+    pub fuse: Option<FuseFormat>,
+    /// The model's description and tags, replacing what it had when given.
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
 }
 
 /// A completed job's bundle, for registration.
@@ -123,9 +186,12 @@ pub struct Finished {
 }
 
 /// Makes a completed job's bundle a servable model (the server registers it as
-/// `POST /admin/models` does); returns the ids it registered.
+/// `POST /admin/models` does), and a deleted one no longer servable.
 pub trait Registrar: Send + Sync {
+    /// Registers the bundle under `finished.names`; returns the ids it registered.
     fn register(&self, finished: &Finished) -> std::result::Result<Vec<String>, String>;
+    /// Removes the hub's registrations of `names` (not those someone else made).
+    fn unregister(&self, names: &[String]) -> std::result::Result<(), String>;
 }
 
 /// What subscribers hear about a job.
@@ -164,10 +230,11 @@ pub enum EventKind {
     },
 }
 
-const JOB_COLUMNS: &str =
-    "id, name, base_model, dataset, spec, status, error, iter, created_at, started_at, finished_at, version, export_path, registered, seq";
+pub(crate) const JOB_COLUMNS: &str =
+    "id, name, base_model, dataset, spec, status, error, iter, created_at, started_at, finished_at, version, \
+     export_path, registered, seq, fuse, fused_path, removed_at";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(Job, i64)> {
+pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(Job, i64)> {
     let spec: String = r.get(4)?;
     let parameters: Value = serde_json::from_str(&spec).unwrap_or(Value::Null);
     let registered: Option<String> = r.get(13)?;
@@ -189,14 +256,17 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(Job, i64)> {
             registered: registered.map(|s| serde_json::from_str(&s).unwrap_or_default()).unwrap_or_default(),
             queue_position: None,
             parameters,
+            fuse: r.get::<_, Option<String>>(15)?.as_deref().and_then(FuseFormat::parse),
+            fused_path: r.get(16)?,
+            removed_at: r.get(17)?,
         },
         r.get(14)?,
     ))
 }
 
-struct Inner {
-    db: Db,
-    cfg: HubConfig,
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) cfg: HubConfig,
     events: broadcast::Sender<JobEvent>,
     /// Woken when a job is queued or the hub shuts down.
     wake: (Mutex<()>, Condvar),
@@ -205,14 +275,14 @@ struct Inner {
     /// Running jobs asked to cancel (rather than to pause for a shutdown).
     cancelled: Mutex<HashSet<String>>,
     closing: AtomicBool,
-    registrar: Mutex<Option<Arc<dyn Registrar>>>,
+    pub(crate) registrar: Mutex<Option<Arc<dyn Registrar>>>,
     /// What training waits on between blocks (the server's inference, see [`Hub::start`]).
     yield_to: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 #[derive(Clone)]
 pub struct Hub {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Hub {
@@ -281,16 +351,17 @@ impl Hub {
         let _ = self.inner.events.send(JobEvent { job: job.to_string(), kind });
     }
 
-    fn job_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn job_dir(&self, id: &str) -> PathBuf {
         self.inner.cfg.dir.join("jobs").join(id)
     }
 
     /// Queues a job after checking everything that can be checked before it runs.
     pub fn submit(&self, req: JobRequest) -> Result<Job> {
-        let JobRequest { name, base_model, model_path, dataset, mut spec } = req;
+        let JobRequest { name, base_model, model_path, dataset, mut spec, fuse, description, tags } = req;
         if !valid_name(&name) {
             return Err(HubError::Invalid(format!("`{name}` is not a valid model name: 1-64 letters, digits and `._-`")));
         }
+        crate::models::check_labels(description.as_deref(), tags.as_deref())?;
         let found = self.datasets().get(&dataset)?;
         if found.train == 0 {
             return Err(HubError::Invalid(format!("the dataset `{dataset}` has no training records")));
@@ -318,15 +389,17 @@ impl Hub {
         // Every job continues from its checkpoint if it has one: that is how a restart resumes it.
         spec.resume = true;
         spec.test = spec.test && found.test > 0;
-        spec.check().map_err(|e| HubError::Invalid(e.to_string()))?;
+        spec.check().and_then(|_| spec.check_model(&model_path)).map_err(|e| HubError::Invalid(e.to_string()))?;
         let parameters = serde_json::to_string(&spec).map_err(|e| HubError::Invalid(e.to_string()))?;
         {
             let conn = self.inner.db.conn();
             let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs", [], |r| r.get(0))?;
             conn.execute(
-                "INSERT INTO jobs (id, seq, name, base_model, dataset, spec, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
-                params![id, seq, name, base_model, dataset, parameters, now()],
+                "INSERT INTO jobs (id, seq, name, base_model, dataset, spec, status, created_at, fuse) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
+                params![id, seq, name, base_model, dataset, parameters, now(), fuse.map(FuseFormat::as_str)],
             )?;
+            crate::models::note(&conn, &name, description.as_deref(), tags.as_deref())?;
         }
         self.tell(&id, EventKind::Status { status: JobStatus::Queued, error: None });
         self.inner.wake.1.notify_all();
@@ -384,6 +457,27 @@ impl Hub {
             .query_map([id], |r| Ok(Metric { iter: r.get::<_, i64>(0)? as usize, name: r.get(1)?, value: r.get(2)?, at: r.get(3)? }))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    /// Runs (all, or those named in `ids`, in that order) with their metrics' last values.
+    pub fn runs(&self, ids: &[String]) -> Result<Vec<RunSummary>> {
+        let jobs = self.jobs()?;
+        let chosen: Vec<Job> = if ids.is_empty() {
+            jobs
+        } else {
+            ids.iter()
+                .map(|id| jobs.iter().find(|j| &j.id == id).cloned().ok_or_else(|| HubError::NotFound(format!("no run `{id}`"))))
+                .collect::<Result<_>>()?
+        };
+        chosen
+            .into_iter()
+            .map(|job| {
+                let last = self.last_metrics(&job.id)?;
+                let end = job.finished_at.or(job.started_at.map(|_| now()));
+                let duration_secs = job.started_at.zip(end).map(|(s, e)| e - s);
+                Ok(RunSummary { job, last, duration_secs })
+            })
+            .collect()
     }
 
     /// The job's log: `hearth train`'s output lines.
@@ -554,10 +648,12 @@ impl Hub {
             "created_at": now(),
         });
         let bundle = self.inner.cfg.exports_dir.join(&job.name).join(format!("v{version}"));
-        let metadata = export::write_bundle(&spec.adapter_path, &job.parameters, metadata, &bundle)?;
+        let fuse = job.fuse.map(|format| move |staging: &Path| format.write(Path::new(&spec.model), staging, staging));
+        let metadata = export::write_bundle(&spec.adapter_path, &job.parameters, metadata, &bundle, fuse)?;
+        let fused_path = metadata["fused"].as_str().map(|f| bundle.join(f).display().to_string());
         self.inner.db.conn().execute(
-            "UPDATE jobs SET version = ?2, export_path = ?3 WHERE id = ?1",
-            params![job.id, version, bundle.display().to_string()],
+            "UPDATE jobs SET version = ?2, export_path = ?3, fused_path = ?4 WHERE id = ?1",
+            params![job.id, version, bundle.display().to_string(), fused_path],
         )?;
         let registrar = self.inner.registrar.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(registrar) = registrar {
@@ -570,8 +666,12 @@ impl Hub {
             };
             match registrar.register(&finished) {
                 Ok(names) => {
-                    let names = serde_json::to_string(&names).unwrap_or_default();
-                    self.inner.db.conn().execute("UPDATE jobs SET registered = ?2 WHERE id = ?1", params![job.id, names])?;
+                    let versioned: Vec<&String> = names.iter().filter(|n| **n != job.name).collect();
+                    let versioned = serde_json::to_string(&versioned).unwrap_or_default();
+                    self.inner.db.conn().execute("UPDATE jobs SET registered = ?2 WHERE id = ?1", params![job.id, versioned])?;
+                    if names.contains(&job.name) {
+                        self.alias_moved(&job.name, &job.id)?;
+                    }
                 }
                 Err(e) => return self.finish(&job.id, JobStatus::Failed, Some(format!("the bundle was exported but not registered: {e}"))),
             }

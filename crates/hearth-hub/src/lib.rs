@@ -6,8 +6,10 @@
 //!   worker thread; every job is a tracked run (parameters, per-step metrics, timing). Jobs
 //!   survive a restart: one that was running resumes from its last checkpoint.
 //! - [`export`]: a finished run's bundle (`adapters.safetensors`, `adapter_config.json`,
-//!   `config.json`, `metadata.json` with hashes), written whole or not at all, and its loss
-//!   curves as SVG.
+//!   `config.json`, `metadata.json` with hashes, and a fused model if asked for), written whole
+//!   or not at all, and its loss curves as SVG; [`mlflow`]: a run in MLflow's file store.
+//! - [`models`]: what the jobs of one name make: versions, description, tags; deleting one
+//!   unregisters it and removes its bundles.
 //!
 //! Everything lives under one directory (`$HEARTH_HOME/hub`) and one SQLite file.
 
@@ -15,8 +17,10 @@ pub mod datasets;
 mod db;
 pub mod export;
 pub mod jobs;
+pub mod mlflow;
+pub mod models;
 
-pub use jobs::{Hub, HubConfig, Job, JobEvent, JobRequest, JobStatus, Registrar};
+pub use jobs::{FuseFormat, Hub, HubConfig, Job, JobEvent, JobRequest, JobStatus, Registrar, RunSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {

@@ -15,6 +15,7 @@ use axum::Json;
 use futures_util::stream::{self, StreamExt};
 use hearth_hub::datasets::SplitShares;
 use hearth_hub::jobs::Finished;
+use hearth_hub::models::HubModel;
 use hearth_hub::{export, Hub, JobRequest, Registrar};
 use hearth_train::run::TrainSpec;
 use serde_json::Value;
@@ -22,7 +23,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::admin::{LoraConfig, RegisterRequest};
-use crate::api::hub::{DatasetDeleted, DatasetDetail, DatasetForm, Datasets, Jobs, Metrics, NewJob};
+use crate::api::hub::{
+    DatasetDeleted, DatasetDetail, DatasetForm, Datasets, HubModels, Jobs, Metrics, MlflowExport, ModelEdit, NewJob, Runs,
+};
 use crate::api::{Body, Errors};
 use crate::error::ApiError;
 use crate::registry::Kind;
@@ -39,7 +42,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_job))
         .routes(routes!(job_events))
         .routes(routes!(job_log))
+        .routes(routes!(list_models))
+        .routes(routes!(show_model, edit_model, delete_model))
+        .routes(routes!(list_runs))
         .routes(routes!(run_metrics))
+        .routes(routes!(export_mlflow))
         .routes(routes!(loss_curves))
 }
 
@@ -163,7 +170,7 @@ async fn remove_dataset(State(state): State<AppState>, Path(name): Path<String>)
 #[utoipa::path(post, path = "/hub/jobs", tag = "hub", request_body = NewJob,
     responses((status = 201, description = "Queued", body = hearth_hub::Job), Errors))]
 async fn create_job(State(state): State<AppState>, Body(body): Body<NewJob>) -> Result<(StatusCode, Json<hearth_hub::Job>), ApiError> {
-    let NewJob { name, model, dataset, train } = body;
+    let NewJob { name, model, dataset, train, fuse, description, tags } = body;
     let spec = train.unwrap_or_default();
     let defaults = TrainSpec::default();
     let hubs = [
@@ -181,7 +188,7 @@ async fn create_job(State(state): State<AppState>, Body(body): Body<NewJob>) -> 
     if located.adapter.is_some() {
         return Err(ApiError::invalid("model", format!("`{model}` is a LoRA adapter; fine-tune its base model")));
     }
-    let req = JobRequest { name, base_model: model, model_path: located.path, dataset, spec };
+    let req = JobRequest { name, base_model: model, model_path: located.path, dataset, spec, fuse, description, tags };
     let hub = state.hub.clone();
     let job = blocking(move || Ok(hub.submit(req)?)).await?;
     Ok((StatusCode::CREATED, Json(job)))
@@ -248,6 +255,85 @@ async fn job_log(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
 }
 
+/// The hub's models: what jobs were submitted for, each with its versions (newest first).
+#[utoipa::path(get, path = "/hub/models", tag = "hub", responses((status = 200, description = "Done", body = HubModels), Errors))]
+async fn list_models(State(state): State<AppState>) -> Result<Json<HubModels>, ApiError> {
+    let hub = state.hub.clone();
+    blocking(move || Ok(Json(HubModels { models: hub.models()? }))).await
+}
+
+/// A hub model: description, tags, versions with their runs, bundles and registrations.
+#[utoipa::path(get, path = "/hub/models/{name}", tag = "hub", params(("name" = String, Path)),
+    responses((status = 200, description = "Done", body = HubModel), Errors))]
+async fn show_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<HubModel>, ApiError> {
+    Ok(Json(state.hub.model(&name)?))
+}
+
+/// Change a hub model's description or tags.
+#[utoipa::path(patch, path = "/hub/models/{name}", tag = "hub", params(("name" = String, Path)), request_body = ModelEdit,
+    responses((status = 200, description = "Done", body = HubModel), Errors))]
+async fn edit_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Body(edit): Body<ModelEdit>,
+) -> Result<Json<HubModel>, ApiError> {
+    Ok(Json(state.hub.edit_model(&name, edit.description, edit.tags)?))
+}
+
+/// Delete a hub model, or with `version` one of its versions: unregistered, its bundles
+/// removed (its runs stay on record). `name` moves to the newest version left. Answers the
+/// model as it was.
+#[utoipa::path(delete, path = "/hub/models/{name}", tag = "hub", params(("name" = String, Path), ("version" = Option<i64>, Query)),
+    responses((status = 200, description = "Done", body = HubModel), (status = 409, description = "A job for it is queued or running", body = crate::api::ErrorBody), Errors))]
+async fn delete_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<HubModel>, ApiError> {
+    let q = query(q, &["version"])?;
+    let version = match q.get("version") {
+        None => None,
+        Some(v) => {
+            Some(v.parse::<i64>().ok().filter(|&v| v > 0).ok_or_else(|| ApiError::invalid("version", "`version` is a positive integer"))?)
+        }
+    };
+    let hub = state.hub.clone();
+    blocking(move || Ok(Json(hub.delete_model(&name, version)?))).await
+}
+
+/// Runs (every job is one) with the last value of each metric; `ids` (comma-separated) picks
+/// runs to compare, in that order.
+#[utoipa::path(get, path = "/hub/runs", tag = "hub", params(("ids" = Option<String>, Query)),
+    responses((status = 200, description = "Done", body = Runs), Errors))]
+async fn list_runs(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Runs>, ApiError> {
+    let q = query(q, &["ids"])?;
+    let ids: Vec<String> = q.get("ids").map(|r| r.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+    let hub = state.hub.clone();
+    blocking(move || Ok(Json(Runs { runs: hub.runs(&ids)? }))).await
+}
+
+/// Write a run into an MLflow file store (`mlflow ui --backend-store-uri <path>` shows it;
+/// MLflow 3 asks for `MLFLOW_ALLOW_FILE_STORE=true`):
+/// parameters, every metric step by step, tags, and the bundle, log and loss curves as
+/// artifacts. Writing it again replaces it.
+#[utoipa::path(post, path = "/hub/runs/{id}/mlflow", tag = "hub", params(("id" = String, Path)), request_body = MlflowExport,
+    responses((status = 201, description = "Written", body = hearth_hub::mlflow::MlflowRun), Errors))]
+async fn export_mlflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<hearth_hub::mlflow::MlflowRun>), ApiError> {
+    // The body is optional: no body writes to the default store.
+    let body: MlflowExport = if body.is_empty() { MlflowExport::default() } else { crate::api::parse(&body)? };
+    let store = match body.path {
+        None => state.cfg.home.join("mlruns"),
+        Some(given) => crate::paths::confine_new(&state.cfg.allowed_roots, &given, "path")?,
+    };
+    let hub = state.hub.clone();
+    let run = blocking(move || Ok(hub.export_mlflow(&id, &store)?)).await?;
+    Ok((StatusCode::CREATED, Json(run)))
+}
+
 /// A run's metrics (`train_loss`, `val_loss`, `learning_rate`, `tokens_per_sec`,
 /// `peak_memory_bytes`, `test_loss`), as JSON or, with `format=csv`, CSV.
 #[utoipa::path(get, path = "/hub/runs/{id}/metrics", tag = "hub", params(("id" = String, Path), ("format" = Option<String>, Query)),
@@ -292,6 +378,18 @@ pub struct HubRegistrar {
 }
 
 impl Registrar for HubRegistrar {
+    fn unregister(&self, names: &[String]) -> Result<(), String> {
+        let state = &self.state;
+        for name in names {
+            let ours = state.models.registry.get(name).map_err(|e| e.to_string())?.is_some_and(|r| r.registered_by.as_deref() == Some(HUB));
+            if ours {
+                state.models.unload(name);
+                state.models.registry.remove(name).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     fn register(&self, finished: &Finished) -> Result<Vec<String>, String> {
         let state = &self.state;
         let mut registered = Vec::new();

@@ -1,6 +1,7 @@
 //! `hearth serve`: one process, one port, for the clients of three servers — the
 //! OpenAI-compatible API (`/v1/*`, the Responses API and Anthropic's Messages API included), the chat backend (`/api/*`, with a WebSocket) and the model
-//! registry (`/admin/*`) — with embeddings, reranking and the model store's pulls — plus `/health`, `/metrics` and `/docs`. Each loaded model runs a
+//! registry (`/admin/*`) — with embeddings, reranking, the model store's pulls, the knowledge base and the hub (`/hub/*`) — plus
+//! `/health`, `/metrics` and `/docs`. Each loaded model runs a
 //! continuously batching `hearth_runtime::Scheduler` on its own thread.
 
 mod admin;
@@ -201,11 +202,12 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    Some(CorsLayer::new().allow_origin(allow).allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS]).allow_headers([
-        header::AUTHORIZATION,
-        header::CONTENT_TYPE,
-        "x-api-key".parse().expect("valid header name"),
-    ]))
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "x-api-key".parse().expect("valid header name")]),
+    )
 }
 
 /// The key a request presents: `Authorization: Bearer`, `x-api-key`, or (for browsers'

@@ -37,3 +37,15 @@ pub fn confine(roots: &[PathBuf], given: &str, param: &str) -> Result<PathBuf, A
     }
     Ok(real)
 }
+
+/// As [`confine`], for a folder to write that may not exist yet: then its parent must, under
+/// one of `roots`.
+pub fn confine_new(roots: &[PathBuf], given: &str, param: &str) -> Result<PathBuf, ApiError> {
+    let written = lexical(Path::new(given));
+    match (written.parent(), written.file_name()) {
+        (Some(parent), Some(name)) if Path::new(given).is_absolute() && !written.exists() => {
+            Ok(confine(roots, &parent.display().to_string(), param)?.join(name))
+        }
+        _ => confine(roots, given, param),
+    }
+}

@@ -28,6 +28,7 @@ async fn every_documented_route_is_served_with_its_body_documented() {
             let req = match method.as_str() {
                 "get" => c.get(url),
                 "post" => c.post(url).json(&json!({"unknown_probe_field": 1})),
+                "patch" => c.patch(url).json(&json!({"unknown_probe_field": 1})),
                 "delete" => c.delete(url),
                 other => panic!("{other} {path}: an unexpected method"),
             };
@@ -44,7 +45,7 @@ async fn every_documented_route_is_served_with_its_body_documented() {
             }
         }
     }
-    assert_eq!(bodies, 15, "every JSON body was probed");
+    assert_eq!(bodies, 17, "every JSON body was probed");
     for (path, method) in [("/health", "get"), ("/metrics", "get"), ("/api/chat/ws", "get"), ("/api/models/{model_id}", "delete")] {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }

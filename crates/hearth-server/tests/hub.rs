@@ -166,3 +166,132 @@ async fn a_dataset_becomes_a_model_to_chat_with() {
     assert_eq!(base_right, 0, "the base model cannot know the made-up facts");
     assert!(tuned_right * 8 >= total * 7, "the adapter answers {tuned_right} of {total} held-out questions");
 }
+
+/// Waits for job `id` to end; its final state.
+async fn finished(c: &reqwest::Client, s: &TestServer, id: &str) -> Value {
+    for _ in 0..1200 {
+        let (_, job) = call(c, M::GET, s.url(&format!("/hub/jobs/{id}")), None).await;
+        if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not end");
+}
+
+/// The greedy completion of a fixed prompt by `model`, or the status when it fails.
+async fn greedy(c: &reqwest::Client, s: &TestServer, model: &str) -> Result<String, u16> {
+    let body = json!({"model": model, "prompt": "The quick brown fox", "max_tokens": 12, "temperature": 0});
+    match call(c, M::POST, s.url("/v1/completions"), Some(body)).await {
+        (200, res) => Ok(res["choices"][0]["text"].as_str().unwrap().to_string()),
+        (st, _) => Err(st),
+    }
+}
+
+/// Hub models on the tiny Llama: a second fine-tune of a name is version 2 (`name` serves it,
+/// `name@1` still resolves), with a fused GGUF beside its adapter; description and tags are
+/// edited; runs are listed, compared and written into an MLflow file store; deleting a version
+/// moves `name` back, and deleting the model unregisters it and removes its bundles while its
+/// runs stay on record.
+#[tokio::test]
+async fn hub_models_have_versions_and_are_deleted_whole() {
+    let s = TestServer::start(|_| {});
+    let c = reqwest::Client::new();
+    let data = repo_root().join("testdata/tiny/lora/data");
+    let records = std::fs::read_to_string(data.join("train.jsonl")).unwrap() + &std::fs::read_to_string(data.join("valid.jsonl")).unwrap();
+    assert_eq!(upload(&c, s.url("/hub/datasets?name=chat&valid_share=0.2&test_share=0"), records).await.0, 201);
+    let job = |fuse: Option<&str>| {
+        let mut body = json!({"name": "tuned", "model": "tiny", "dataset": "chat", "description": "first", "tags": ["tiny"],
+            "train": {"iters": 3, "batch_size": 4, "num_layers": -1, "steps_per_report": 1, "steps_per_eval": 3, "val_batches": 1, "learning_rate": 1e-2}});
+        if let Some(f) = fuse {
+            body["fuse"] = json!(f);
+        }
+        body
+    };
+    let bad = json!({"name": "tuned", "model": "tiny", "dataset": "chat", "fuse": "onnx"});
+    assert_eq!(call(&c, M::POST, s.url("/hub/jobs"), Some(bad)).await.0, 400);
+    let bad = json!({"name": "tuned", "model": "tiny", "dataset": "chat", "tags": [""]});
+    assert_eq!(call(&c, M::POST, s.url("/hub/jobs"), Some(bad)).await.0, 400);
+    // The tiny Llama has two blocks; hearth train's default adapts 16.
+    let (st, e) = call(&c, M::POST, s.url("/hub/jobs"), Some(json!({"name": "tuned", "model": "tiny", "dataset": "chat"}))).await;
+    assert_eq!(st, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("--num-layers 16 is more than the model's 2 layers"), "{e}");
+    let mut runs = Vec::new();
+    for fuse in [None, Some("gguf")] {
+        let (st, queued) = call(&c, M::POST, s.url("/hub/jobs"), Some(job(fuse))).await;
+        assert_eq!(st, 201, "{queued}");
+        let id = queued["id"].as_str().unwrap().to_string();
+        let done = finished(&c, &s, &id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        runs.push(id);
+    }
+
+    let (st, model) = call(&c, M::GET, s.url("/hub/models/tuned"), None).await;
+    assert_eq!(st, 200, "{model}");
+    let versions: Vec<i64> = model["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    assert_eq!(versions, [2, 1], "{model}");
+    assert_eq!((model["versions"][0]["run_id"].as_str(), model["versions"][1]["run_id"].as_str()), (Some(&*runs[1]), Some(&*runs[0])));
+    assert_eq!(model["versions"][0]["registered"], json!(["tuned@2", "tuned"]), "{model}");
+    assert_eq!(model["versions"][1]["registered"], json!(["tuned@1"]), "{model}");
+    assert!(model["versions"][0]["metrics"]["train_loss"].is_number(), "{model}");
+    let fused = model["versions"][0]["fused_path"].as_str().unwrap().to_string();
+    assert!(fused.ends_with("v2/fused.gguf") && std::path::Path::new(&fused).is_file(), "{model}");
+    assert!(model["versions"][1]["fused_path"].is_null());
+    // The fused GGUF is a model of its own.
+    let register = json!({"name": "tuned-fused", "type": "model", "model_id": fused});
+    assert_eq!(call(&c, M::POST, s.url("/admin/models"), Some(register)).await.0, 201);
+    greedy(&c, &s, "tuned-fused").await.unwrap();
+
+    let (v1, v2, latest) =
+        (greedy(&c, &s, "tuned@1").await.unwrap(), greedy(&c, &s, "tuned@2").await.unwrap(), greedy(&c, &s, "tuned").await);
+    assert_eq!(latest, Ok(v2.clone()), "`tuned` serves version 2");
+
+    // Description and tags.
+    let (st, edited) = call(&c, M::PATCH, s.url("/hub/models/tuned"), Some(json!({"description": "second", "tags": ["a", "b"]}))).await;
+    assert_eq!((st, &edited["description"], &edited["tags"]), (200, &json!("second"), &json!(["a", "b"])), "{edited}");
+    assert_eq!(call(&c, M::PATCH, s.url("/hub/models/tuned"), Some(json!({"tags": "a"}))).await.0, 400);
+    assert_eq!(call(&c, M::PATCH, s.url("/hub/models/tuned"), Some(json!({"name": "x"}))).await.0, 400);
+    assert_eq!(call(&c, M::PATCH, s.url("/hub/models/nope"), Some(json!({"description": "x"}))).await.0, 404);
+    let (_, listed) = call(&c, M::GET, s.url("/hub/models"), None).await;
+    assert_eq!(listed["models"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Runs compared, and written into an MLflow file store.
+    let (st, compared) = call(&c, M::GET, s.url(&format!("/hub/runs?ids={},{}", runs[1], runs[0])), None).await;
+    assert_eq!(st, 200, "{compared}");
+    assert_eq!(compared["runs"][0]["id"], runs[1].as_str());
+    assert!(compared["runs"][1]["last"]["val_loss"].is_number() && compared["runs"][1]["duration_secs"].is_number(), "{compared}");
+    assert_eq!(call(&c, M::GET, s.url("/hub/runs?ids=run-nope"), None).await.0, 404);
+    let (st, written) = call(&c, M::POST, s.url(&format!("/hub/runs/{}/mlflow", runs[0])), Some(json!({}))).await;
+    assert_eq!(st, 201, "{written}");
+    let run_dir = std::path::PathBuf::from(written["path"].as_str().unwrap());
+    assert_eq!(run_dir, s.home.path().join("mlruns").join(written["experiment_id"].as_str().unwrap()).join(&runs[0]));
+    let losses = std::fs::read_to_string(run_dir.join("metrics/train_loss")).unwrap();
+    assert_eq!(losses.lines().map(|l| l.split(' ').nth(2).unwrap()).collect::<Vec<_>>(), ["1", "2", "3"], "{losses}");
+    assert_eq!(std::fs::read_to_string(run_dir.join("params/iters")).unwrap(), "3");
+    assert!(run_dir.join("artifacts/adapters.safetensors").is_file() && run_dir.join("artifacts/loss.svg").is_file());
+    let (_, again) = call(&c, M::POST, s.url(&format!("/hub/runs/{}/mlflow", runs[1])), None).await;
+    assert_eq!(again["experiment_id"], written["experiment_id"], "one experiment for the hub's runs");
+    let (st, e) = call(&c, M::POST, s.url(&format!("/hub/runs/{}/mlflow", runs[0])), Some(json!({"path": "/etc/mlruns"}))).await;
+    assert_eq!((st, &e["error"]["param"]), (403, &json!("path")), "{e}");
+
+    // Deleting the newest version moves `tuned` back to version 1.
+    let bundle = |v: i64| s.home.path().join(format!("exports/tuned/v{v}"));
+    assert!(bundle(2).is_dir());
+    assert_eq!(call(&c, M::DELETE, s.url("/hub/models/tuned?version=3"), None).await.0, 404);
+    assert_eq!(call(&c, M::DELETE, s.url("/hub/models/tuned?version=2"), None).await.0, 200);
+    assert!(!bundle(2).exists() && bundle(1).is_dir());
+    assert_eq!(greedy(&c, &s, "tuned@2").await, Err(404));
+    assert_eq!(greedy(&c, &s, "tuned").await, Ok(v1.clone()));
+    let (_, model) = call(&c, M::GET, s.url("/hub/models/tuned"), None).await;
+    assert_eq!(model["versions"][0]["registered"], json!(["tuned@1", "tuned"]), "{model}");
+
+    // Deleting the model unregisters the rest; its runs stay.
+    assert_eq!(call(&c, M::DELETE, s.url("/hub/models/tuned"), None).await.0, 200);
+    assert_eq!(call(&c, M::GET, s.url("/hub/models/tuned"), None).await.0, 404);
+    assert!(!s.home.path().join("exports/tuned").exists());
+    let (_, hub_models) = call(&c, M::GET, s.url("/admin/models?registered_by=hearth-hub"), None).await;
+    assert_eq!(hub_models["models"], json!([]), "{hub_models}");
+    assert_eq!(greedy(&c, &s, "tuned").await, Err(404));
+    let (_, all) = call(&c, M::GET, s.url("/hub/runs"), None).await;
+    assert!(all["runs"].as_array().unwrap().iter().all(|r| r["removed_at"].is_number() && r["export_path"].is_null()), "{all}");
+}

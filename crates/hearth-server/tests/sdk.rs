@@ -62,3 +62,60 @@ assert not missing, missing\n";
     let status = Command::new(python).args(["-c", check, &server.base]).status().expect("python runs");
     assert!(status.success(), "/openapi.json is not a valid OpenAPI 3.1 document");
 }
+
+/// A hub run written into an MLflow file store reads back through MLflow's own client (the
+/// `mlflow-skinny` package, which scripts/sdk-env.sh installs): experiment, parameters, every
+/// step of a metric, tags and artifacts.
+#[tokio::test]
+#[ignore = "needs mlflow; scripts/test.sh runs it"]
+async fn mlflow_reads_an_exported_run() {
+    let python = required("HEARTH_SDK_PYTHON");
+    let server = TestServer::start(|_| {});
+    let data = common::repo_root().join("testdata/tiny/lora/data/train.jsonl");
+    let c = reqwest::Client::new();
+    let dataset = c.post(server.url("/hub/datasets?name=chat")).body(std::fs::read(data).unwrap()).send().await.unwrap();
+    assert_eq!(dataset.status(), 201);
+    let job = serde_json::json!({"name": "tuned", "model": "tiny", "dataset": "chat",
+        "train": {"iters": 4, "batch_size": 4, "num_layers": -1, "steps_per_report": 2, "steps_per_eval": 4, "val_batches": 1}});
+    let job: serde_json::Value = c.post(server.url("/hub/jobs")).json(&job).send().await.unwrap().json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut status = String::from("queued");
+    for _ in 0..1200 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let job: serde_json::Value = c.get(server.url(&format!("/hub/jobs/{id}"))).send().await.unwrap().json().await.unwrap();
+        status = job["status"].as_str().unwrap().to_string();
+        if status != "queued" && status != "running" {
+            break;
+        }
+    }
+    assert_eq!(status, "completed");
+    let store = server.home.path().join("mlruns");
+    let written = c.post(server.url(&format!("/hub/runs/{id}/mlflow"))).json(&serde_json::json!({"path": store})).send().await.unwrap();
+    assert_eq!(written.status(), 201);
+    let check = "import sys\n\
+from mlflow.tracking import MlflowClient\n\
+store, run_id = sys.argv[1], sys.argv[2]\n\
+client = MlflowClient(tracking_uri='file://' + store)\n\
+experiment = client.get_experiment_by_name('hearth-hub')\n\
+run = client.get_run(run_id)\n\
+assert run.info.experiment_id == experiment.experiment_id, (run.info, experiment)\n\
+assert run.info.status == 'FINISHED' and run.info.run_name == 'tuned', run.info\n\
+assert run.data.params['iters'] == '4' and run.data.params['dataset'] == 'chat', run.data.params\n\
+assert run.data.tags['hearth.model'] == 'tuned@1', run.data.tags\n\
+steps = [m.step for m in client.get_metric_history(run_id, 'train_loss')]\n\
+assert steps == [2, 4], steps\n\
+assert 'val_loss' in run.data.metrics, run.data.metrics\n\
+artifacts = {a.path for a in client.list_artifacts(run_id)}\n\
+assert {'adapters.safetensors', 'adapter_config.json', 'metadata.json', 'loss.svg', 'log.txt'} <= artifacts, artifacts\n\
+runs = client.search_runs([experiment.experiment_id])\n\
+assert [r.info.run_id for r in runs] == [run_id], runs\n";
+    let status = Command::new(python)
+        .args(["-c", check])
+        .arg(&store)
+        .arg(&id)
+        // MLflow 3 keeps its file store in maintenance mode, behind this switch.
+        .env("MLFLOW_ALLOW_FILE_STORE", "true")
+        .status()
+        .expect("python runs");
+    assert!(status.success(), "MLflow could not read the exported run");
+}

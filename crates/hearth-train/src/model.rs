@@ -293,10 +293,7 @@ impl TrainModel {
     /// block, `self_attn.q_proj`); with their inputs and outputs.
     pub fn adaptable(&self, num_layers: Option<usize>, keys: &[String]) -> Result<Vec<(String, usize, usize)>> {
         let total = self.cfg.num_layers;
-        let n = num_layers.unwrap_or(total);
-        if n > total {
-            return Err(TrainError::Invalid(format!("--num-layers {n} is more than the model's {total} layers")));
-        }
+        let n = layers_to_adapt(num_layers, total)?;
         let mut out = Vec::new();
         for (name, t) in self.store.iter() {
             let Some(rest) = name.strip_prefix("model.layers.") else { continue };
@@ -591,4 +588,13 @@ fn join_cols(parts: &[Vec<f32>], widths: &[usize]) -> Vec<f32> {
         }
     }
     y
+}
+
+/// How many of a model's `total` blocks `--num-layers` adapts (`None`: all).
+pub fn layers_to_adapt(num_layers: Option<usize>, total: usize) -> Result<usize> {
+    let n = num_layers.unwrap_or(total);
+    if n > total {
+        return Err(TrainError::Invalid(format!("--num-layers {n} is more than the model's {total} layers")));
+    }
+    Ok(n)
 }

@@ -161,6 +161,13 @@ impl TrainSpec {
         Schedule::from_mlx_lm(self.lr_schedule.as_ref(), self.learning_rate).map_err(TrainError::Invalid)?;
         Ok(())
     }
+
+    /// What the base model's configuration refuses, read without loading its weights: more
+    /// blocks to adapt than it has.
+    pub fn check_model(&self, model: &Path) -> Result<()> {
+        let total = hearth_engine::loader::read_config(model)?.num_layers;
+        crate::model::layers_to_adapt(count(self.num_layers), total).map(drop)
+    }
 }
 
 /// How a caller steers a run from outside.

@@ -2,7 +2,8 @@
 
 use hearth_hub::datasets::{Dataset, TokenStats};
 use hearth_hub::export::Metric;
-use hearth_hub::Job;
+use hearth_hub::models::HubModel;
+use hearth_hub::{FuseFormat, Job, RunSummary};
 use hearth_train::run::TrainSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +24,37 @@ pub struct NewJob {
     /// takes `hearth train`'s defaults. The hub sets `model`, `data`, `adapter_path` and `resume`.
     #[schema(value_type = Object)]
     pub train: Option<TrainSpec>,
+    /// Also write the adapter fused into the base, in the bundle: `mlx`, `hf` or `gguf`.
+    pub fuse: Option<FuseFormat>,
+    /// The model's description and tags (replacing what the name had).
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// `PATCH /hub/models/{name}`: what is given replaces what was.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEdit {
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// `POST /hub/runs/{id}/mlflow`: the MLflow file store (`mlruns` folder) to write the run into.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MlflowExport {
+    /// An absolute path under the server's allowed roots; `$HEARTH_HOME/mlruns` by default.
+    pub path: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HubModels {
+    pub models: Vec<HubModel>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Runs {
+    pub runs: Vec<RunSummary>,
 }
 
 /// A multipart dataset upload.
