@@ -112,6 +112,27 @@ impl Kb {
         }
     }
 
+    /// The chunks with these ids (a search hit's `chunk.id`), in the order given, as hits a
+    /// person chose: no score, ranks or highlights.
+    pub fn chosen(&self, ids: &[i64]) -> Result<Vec<Hit>> {
+        let found = self.store.chunks(ids)?;
+        ids.iter()
+            .map(|id| {
+                let (chunk, document) = found.iter().find(|(c, _)| c.id == *id).ok_or_else(|| KbError::NotFound(format!("chunk {id}")))?;
+                let (chunk, document) = (chunk.clone(), document.clone());
+                Ok(Hit {
+                    chunk,
+                    document,
+                    score: 0.0,
+                    bm25_rank: None,
+                    vector_rank: None,
+                    highlights: Vec::new(),
+                    char_highlights: Vec::new(),
+                })
+            })
+            .collect()
+    }
+
     /// Searches by `opts.mode`; `reranker` reorders the candidates when `opts.rerank`.
     pub fn search(&self, query: &str, opts: &SearchOptions, reranker: Option<&dyn TextReranker>) -> Result<Vec<Hit>> {
         if query.trim().is_empty() {

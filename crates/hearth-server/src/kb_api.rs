@@ -402,6 +402,8 @@ async fn delete_content(
 pub struct RagOptions {
     pub collection: String,
     pub search: SearchOptions,
+    /// Chunks chosen by id, sources before the retrieved ones.
+    pub chunks: Vec<i64>,
 }
 
 pub fn rag_options(v: StringOr<KnowledgeBaseOptions>) -> Result<RagOptions, ApiError> {
@@ -412,15 +414,19 @@ pub fn rag_options(v: StringOr<KnowledgeBaseOptions>) -> Result<RagOptions, ApiE
 fn rag_options_at(v: StringOr<KnowledgeBaseOptions>, prefix: &str) -> Result<RagOptions, ApiError> {
     let mut search = SearchOptions { limit: 5, ..Default::default() };
     let o = match v {
-        StringOr::String(collection) => return Ok(RagOptions { collection, search }),
+        StringOr::String(collection) => return Ok(RagOptions { collection, search, chunks: Vec::new() }),
         StringOr::Other(o) => o,
     };
-    search.limit = in_range(&format!("{prefix}limit"), o.limit, 1..=50)?.map_or(search.limit, |n| n as usize);
+    search.limit = in_range(&format!("{prefix}limit"), o.limit, 0..=50)?.map_or(search.limit, |n| n as usize);
+    let chunks = o.chunks.unwrap_or_default();
+    if chunks.len() > 50 {
+        return Err(ApiError::invalid(&format!("{prefix}chunks"), format!("`{prefix}chunks`: at most 50")));
+    }
     if let Some(m) = o.mode {
         search.mode = parse_mode(&format!("{prefix}mode"), &m)?;
     }
     search.rerank = o.rerank.unwrap_or(false);
-    Ok(RagOptions { collection: o.collection.unwrap_or_else(|| DEFAULT_COLLECTION.to_string()), search })
+    Ok(RagOptions { collection: o.collection.unwrap_or_else(|| DEFAULT_COLLECTION.to_string()), search, chunks })
 }
 
 /// Turns a chat request into one grounded in retrieved sources: the last user message is the
@@ -448,7 +454,7 @@ pub async fn augment(state: &AppState, req: &mut GenRequest, rag: RagOptions) ->
         messages.iter().enumerate().filter(|(i, _)| *i != last_user).map(|(_, m)| count(m["content"].as_str().unwrap_or_default())).sum();
     // Room for the chat template's own tokens.
     let budget = resident.context.saturating_sub(max_tokens + others + 64);
-    let prompt = state.knowledge.prompt(&rag.collection, &question, rag.search, budget, count).await?;
+    let prompt = state.knowledge.prompt(&rag.collection, &question, rag.search, rag.chunks, budget, count).await?;
     messages[last_user]["content"] = json!(prompt.user);
     match messages.first_mut().filter(|m| m["role"] == "system") {
         Some(system) => system["content"] = json!(format!("{}\n\n{}", prompt.system, system["content"].as_str().unwrap_or_default())),
@@ -468,7 +474,8 @@ async fn ask(State(state): State<AppState>, Body(body): Body<AskRequest>) -> Res
         (Some(q), None) | (None, Some(q)) if !q.trim().is_empty() => q,
         _ => return Err(ApiError::invalid("question", "`question` is required")),
     };
-    let options = KnowledgeBaseOptions { collection: body.collection, limit: body.limit, mode: body.mode, rerank: body.rerank };
+    let options =
+        KnowledgeBaseOptions { collection: body.collection, limit: body.limit, mode: body.mode, rerank: body.rerank, chunks: body.chunks };
     let rag = rag_options_at(StringOr::Other(options), "")?;
     let stream = body.stream.unwrap_or(false);
     let max_tokens = in_range("max_tokens", body.max_tokens, 1..=1 << 16)?;

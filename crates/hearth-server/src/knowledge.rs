@@ -159,12 +159,14 @@ impl Knowledge {
         }
     }
 
-    /// Retrieves for `question` and builds the answer prompt within `budget` tokens.
+    /// The chosen `chunks`, then what is retrieved for `question`, as the answer prompt within
+    /// `budget` tokens.
     pub async fn prompt(
         &self,
         collection: &str,
         question: &str,
         opts: SearchOptions,
+        chunks: Vec<i64>,
         budget: usize,
         count: impl Fn(&str) -> usize + Send + 'static,
     ) -> Result<Prompt, ApiError> {
@@ -172,7 +174,9 @@ impl Knowledge {
         let reranker = if opts.rerank { Some(self.reranker().await?) } else { None };
         let question = question.to_string();
         blocking(move || {
-            let hits = kb.search(&question, &opts, reranker.as_deref())?;
+            let mut hits = kb.chosen(&chunks)?;
+            let found = kb.search(&question, &opts, reranker.as_deref())?;
+            hits.extend(found.into_iter().filter(|h| !chunks.contains(&h.chunk.id)));
             Ok(answer::build_prompt(&question, hits, budget, &count))
         })
         .await

@@ -193,6 +193,19 @@ async fn content_search_and_answers_with_citations() {
     bad["knowledge_base"] = json!({"limit": "three"});
     let (status, err) = call(c.post(s.url("/v1/chat/completions")).json(&bad)).await;
     assert_eq!((status, err["error"]["param"].as_str()), (400, Some("knowledge_base.limit")), "{err}");
+    // Chunks a person chose are the sources, first; with `limit: 0`, the only ones.
+    let keeper_chunk = kb["sources"].as_array().unwrap().iter().find(|h| h["content_id"] == "keeper").unwrap()["chunk_id"].clone();
+    let mut chosen = body.clone();
+    chosen["knowledge_base"] = json!({"limit": 0, "chunks": [keeper_chunk]});
+    let (status, res) = call(c.post(s.url("/v1/chat/completions")).json(&chosen)).await;
+    assert_eq!(status, 200, "{res}");
+    let sources: Vec<&Value> = res["knowledge_base"]["sources"].as_array().unwrap().iter().map(|h| &h["chunk_id"]).collect();
+    assert_eq!(sources, [&keeper_chunk], "{res}");
+    chosen["knowledge_base"] = json!({"limit": 0, "chunks": [987654]});
+    assert_eq!(call(c.post(s.url("/v1/chat/completions")).json(&chosen)).await.0, 404);
+    chosen["knowledge_base"] = json!({"chunks": vec![1; 51]});
+    let (status, err) = call(c.post(s.url("/v1/chat/completions")).json(&chosen)).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("knowledge_base.chunks")), "{err}");
 
     let (status, _) = call(c.delete(s.url(&format!("/api/v1/content/{lava}")))).await;
     assert_eq!(status, 200);

@@ -16,8 +16,11 @@ use super::openai::Usage;
 pub struct KnowledgeBaseOptions {
     /// Default `default`.
     pub collection: Option<String>,
-    /// Sources to retrieve, in [1, 50]; default 5.
+    /// Sources to retrieve, in [0, 50]; default 5 (0: only `chunks`).
     pub limit: Option<i64>,
+    /// Chunks (a search hit's `chunk_id`) to answer from, numbered first, before what is
+    /// retrieved.
+    pub chunks: Option<Vec<i64>>,
     /// `bm25`, `vector` or `hybrid` (the default).
     pub mode: Option<String>,
     /// Reorder the candidates with the configured cross-encoder.
@@ -33,6 +36,8 @@ pub struct AskRequest {
     pub query: Option<String>,
     pub collection: Option<String>,
     pub limit: Option<i64>,
+    /// Chunks (a search hit's `chunk_id`) to answer from, before what is retrieved.
+    pub chunks: Option<Vec<i64>>,
     pub mode: Option<String>,
     pub rerank: Option<bool>,
     /// Default: the server's first model.
