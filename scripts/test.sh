@@ -9,6 +9,8 @@ cargo test --workspace --locked "$@"
 sdk_env=$(scripts/sdk-env.sh)
 export ${sdk_env?}
 cargo test --locked -p hearth-server --test sdk -- --ignored
+# The web UI in headless Chromium (Debian's chromium package, which .ci/run installs).
+cargo test --locked -p hearth-cli --test cli a_person_uses_the_web_ui -- --ignored
 # The GGUF files hearth convert writes, read by llama.cpp's own Python package.
 cargo test --locked -p hearth-convert --test gguf -- --ignored
 # The safetensors directories it writes, read by the safetensors package.

@@ -197,3 +197,36 @@ fn embed_gives_sentence_transformers_vectors_for_decoder_embedders() {
         }
     }
 }
+
+/// The web UI in a real headless Chromium: tests/ui/web_ui.test.mjs drives Debian's `chromium`
+/// with playwright-core (scripts/sdk-env.sh installs it) against `hearth serve`, which it
+/// starts and stops itself; this gives it the binary, SmolLM2 and MiniLM, a loopback Hub stand-in to pull
+/// the tiny GGUF from, and `target/ui-screenshots/` for its screenshots. Ignored by a plain
+/// `cargo test`; scripts/test.sh runs it.
+#[test]
+#[ignore = "needs Chromium and playwright-core; scripts/test.sh runs it"]
+fn a_person_uses_the_web_ui() {
+    use hearth_store::fake_hub::{test_models_dir, FakeFile, FakeHub, FakeRepo};
+    let node_modules = std::env::var("HEARTH_SDK_NODE_MODULES").expect("HEARTH_SDK_NODE_MODULES is set: run scripts/sdk-env.sh");
+    let smol = test_models_dir().join("SmolLM2-135M-Instruct-Q4_1.gguf");
+    assert!(smol.is_file(), "scripts/fetch-test-models.sh installs {}", smol.display());
+    let repo = FakeRepo::new("hearth-test/tiny-llama-GGUF", vec![FakeFile::on_disk("tiny-llama-Q8_0.gguf", &tiny_gguf()).unwrap()]);
+    let hub = FakeHub::start(vec![repo]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new("node")
+        .arg("--test")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/web_ui.test.mjs"))
+        .env("NODE_PATH", node_modules)
+        .env("HEARTH_BIN", env!("CARGO_BIN_EXE_hearth"))
+        .env("HEARTH_SMOL", &smol)
+        .env("HEARTH_MINILM", test_models_dir().join("all-MiniLM-L6-v2"))
+        .env("HEARTH_TINY", tiny_gguf())
+        .env("HEARTH_TESTDATA", root.join("testdata"))
+        .env("HEARTH_DATASET", root.join("testdata/tiny/lora/data/train.jsonl"))
+        .env("HEARTH_PULL_REPO", "hearth-test/tiny-llama-GGUF")
+        .env("HEARTH_SCREENSHOTS", root.join("target/ui-screenshots"))
+        .env("HF_ENDPOINT", hub.endpoint())
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "the web UI tests failed");
+}

@@ -1,7 +1,7 @@
 //! `hearth serve`: one process, one port, for the clients of three servers — the
 //! OpenAI-compatible API (`/v1/*`, the Responses API and Anthropic's Messages API included), the chat backend (`/api/*`, with a WebSocket) and the model
 //! registry (`/admin/*`) — with embeddings, reranking, the model store's pulls, the knowledge base and the hub (`/hub/*`) — plus
-//! `/health`, `/metrics` and `/docs`. Each loaded model runs a
+//! `/health`, `/metrics`, `/docs` and the web UI (`/`, [`ui`]). Each loaded model runs a
 //! continuously batching `hearth_runtime::Scheduler` on its own thread.
 
 mod admin;
@@ -24,6 +24,7 @@ mod registry;
 mod request;
 mod responses;
 mod store_api;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -173,6 +174,7 @@ fn router(state: AppState) -> Router {
         api().route_layer(middleware::from_fn_with_state(state.clone(), require_key)).routes(routes!(health)).split_for_parts();
     let mut app = routes
         .merge(docs::viewers(docs::finish(doc)))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests));

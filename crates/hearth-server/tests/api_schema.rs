@@ -54,6 +54,18 @@ async fn every_documented_route_is_served_with_its_body_documented() {
         let page = c.get(s.url(viewer)).send().await.unwrap().text().await.unwrap();
         assert!(page.contains("swagger-ui") && !page.contains("https://"), "{viewer}: {page}");
     }
+    // The web UI: one shell for every page's path (deep links), its modules, nothing else.
+    for page in ["/", "/inference", "/models/some/repo", "/training"] {
+        let res = c.get(s.url(page)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{page}");
+        assert!(res.headers()["content-security-policy"].to_str().unwrap().starts_with("default-src 'self'"));
+        assert!(res.text().await.unwrap().contains("/ui/app.js"), "{page}");
+    }
+    let module = c.get(s.url("/ui/pages/chat.js")).send().await.unwrap();
+    assert_eq!(module.headers()["content-type"], "text/javascript; charset=utf-8");
+    for missing in ["/ui/nope.js", "/ui/../Cargo.toml", "/nowhere"] {
+        assert_eq!(c.get(s.url(missing)).send().await.unwrap().status(), 404, "{missing}");
+    }
 }
 
 /// An unknown field and a wrong type deep in each family's bodies are 400s naming their paths.

@@ -1,0 +1,63 @@
+// One model: its registration and load status, its sampling defaults once loaded, the
+// training run it came from (hub fine-tunes); pre-load, unload, unregister, use in chat.
+
+import { api, bytes, el, navigate, toast, when } from '../app.js';
+
+export async function render(main, [id]) {
+  const name = id;
+  const enc = encodeURIComponent(name);
+  const body = el('div', { id: 'model-detail' });
+  main.append(el('h1', {}, name), body);
+
+  async function load() {
+    const [registered, card] = await Promise.all([
+      api('/admin/models').then((r) => r.models.find((m) => m.name === name)).catch(() => null),
+      api(`/v1/models/${enc}`).catch(() => null),
+    ]);
+    if (!registered && !card) {
+      body.replaceChildren(el('p', {}, `No model named “${name}”.`), el('a', { href: '/registry', 'data-link': true }, 'Back to the registry'));
+      return;
+    }
+    const status = registered?.status || (await api(`/api/models`).then((r) => (r.models.find((m) => m.id === name)?.loaded ? 'loaded' : 'registered')).catch(() => 'registered'));
+    const rows = [
+      ['Status', el('span', { class: `pill ${status}`, id: 'model-status' }, status)],
+      ['Memory', registered?.memory_bytes ? bytes(registered.memory_bytes) : '–'],
+      ['Type', registered?.type || 'model'],
+      ['Base model', registered?.base_model],
+      ['Adapter', registered?.adapter_path],
+      ['Files', registered?.model_id],
+      ['Registered by', registered?.registered_by],
+      ['Registered', registered ? when(registered.created_at) : null],
+    ];
+    const defaults = card?.sampling_defaults;
+    if (defaults) rows.push(['Sampling defaults', Object.entries(defaults).map(([k, v]) => `${k} ${v}`).join(', ')]);
+    if (card?.embedding) rows.push(['Embedding', `${card.embedding.dimension} dimensions`]);
+    const info = el('dl', { class: 'facts' }, rows.filter(([, v]) => v !== undefined && v !== null && v !== '')
+      .flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+    const actions = el('div', { class: 'toolbar' },
+      el('button', { type: 'button', id: 'use-in-chat', onclick: () => navigate(`/inference?model=${enc}`) }, 'Use in chat'),
+      el('button', { type: 'button', onclick: () => act(`/api/models/${enc}/load`, 'POST') }, 'Pre-load'),
+      el('button', { type: 'button', onclick: () => act(`/api/models/${enc}/unload`, 'POST') }, 'Unload'),
+      registered ? el('button', { type: 'button', class: 'danger', onclick: async () => {
+        if (!confirm(`Unregister ${name}?`)) return;
+        await act(`/admin/models/${enc}`, 'DELETE');
+        navigate('/registry');
+      } }, 'Unregister') : null);
+    body.replaceChildren(info, actions);
+    const run = registered?.registered_by === 'hearth-hub' ? registered.model_id : null;
+    if (run) {
+      const summary = await api(`/hub/runs?ids=${encodeURIComponent(run)}`).then((r) => r.runs[0]).catch(() => null);
+      if (summary) {
+        body.append(el('h2', {}, 'Training run'),
+          el('p', {}, `${summary.id}: ${summary.dataset} on ${summary.base_model}, ${summary.iters} iterations`),
+          el('img', { src: `/hub/runs/loss.svg?runs=${encodeURIComponent(run)}`, alt: `Loss curves of ${run}`, class: 'curve' }));
+      }
+    }
+  }
+
+  async function act(path, method) {
+    try { await api(path, { method }); } catch (e) { toast(e); }
+    await load();
+  }
+  await load();
+}
