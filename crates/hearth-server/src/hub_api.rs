@@ -42,8 +42,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_job))
         .routes(routes!(job_events))
         .routes(routes!(job_log))
-        .routes(routes!(list_models))
-        .routes(routes!(show_model, edit_model, delete_model))
+        .routes(routes!(list_hub_models))
+        .routes(routes!(show_hub_model, edit_hub_model, delete_hub_model))
         .routes(routes!(list_runs))
         .routes(routes!(run_metrics))
         .routes(routes!(export_mlflow))
@@ -257,7 +257,7 @@ async fn job_log(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 
 /// The hub's models: what jobs were submitted for, each with its versions (newest first).
 #[utoipa::path(get, path = "/hub/models", tag = "hub", responses((status = 200, description = "Done", body = HubModels), Errors))]
-async fn list_models(State(state): State<AppState>) -> Result<Json<HubModels>, ApiError> {
+async fn list_hub_models(State(state): State<AppState>) -> Result<Json<HubModels>, ApiError> {
     let hub = state.hub.clone();
     blocking(move || Ok(Json(HubModels { models: hub.models()? }))).await
 }
@@ -265,14 +265,14 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<HubModels>, A
 /// A hub model: description, tags, versions with their runs, bundles and registrations.
 #[utoipa::path(get, path = "/hub/models/{name}", tag = "hub", params(("name" = String, Path)),
     responses((status = 200, description = "Done", body = HubModel), Errors))]
-async fn show_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<HubModel>, ApiError> {
+async fn show_hub_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<HubModel>, ApiError> {
     Ok(Json(state.hub.model(&name)?))
 }
 
 /// Change a hub model's description or tags.
 #[utoipa::path(patch, path = "/hub/models/{name}", tag = "hub", params(("name" = String, Path)), request_body = ModelEdit,
     responses((status = 200, description = "Done", body = HubModel), Errors))]
-async fn edit_model(
+async fn edit_hub_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Body(edit): Body<ModelEdit>,
@@ -285,7 +285,7 @@ async fn edit_model(
 /// model as it was.
 #[utoipa::path(delete, path = "/hub/models/{name}", tag = "hub", params(("name" = String, Path), ("version" = Option<i64>, Query)),
     responses((status = 200, description = "Done", body = HubModel), (status = 409, description = "A job for it is queued or running", body = crate::api::ErrorBody), Errors))]
-async fn delete_model(
+async fn delete_hub_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,

@@ -46,6 +46,13 @@ async fn every_documented_route_is_served_with_its_body_documented() {
         }
     }
     assert_eq!(bodies, 17, "every JSON body was probed");
+    // Operation ids name one operation each (clients generate a function per id).
+    let mut ids: Vec<&str> =
+        paths.values().flat_map(|item| item.as_object().unwrap().values()).filter_map(|op| op["operationId"].as_str()).collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids are unique");
     for (path, method) in [("/health", "get"), ("/metrics", "get"), ("/api/chat/ws", "get"), ("/api/models/{model_id}", "delete")] {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }
