@@ -192,6 +192,47 @@ pub fn check_adapter_fits(path: &Path, lora: &LoraAdapter) -> Result<()> {
     deltas_by_slot(&linear_shapes(cfg, &store)?, lora).map(drop)
 }
 
+/// What a model's files say about it, read without its weights.
+pub struct ModelFacts {
+    pub format: ModelFormat,
+    pub config: ModelConfig,
+    /// How the weights are stored: a GGUF file's most common matrix type (`Q4_1`), an MLX
+    /// model's quantisation (`4-bit, group 64`), else the float type its config names.
+    pub storage: Option<String>,
+    /// The chat template as the files ship it.
+    pub chat_template: Option<String>,
+}
+
+pub fn describe(path: &Path) -> Result<ModelFacts> {
+    if !path.is_dir() {
+        let g = Gguf::open(path)?;
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for t in g.tensors.iter().filter(|t| t.dims.len() == 2) {
+            // Debug names are `Q4_1`, `Q4K`: llama.cpp writes the K types `Q4_K`.
+            let name = format!("{:?}", t.ggml_type);
+            let name = match name.strip_suffix('K') {
+                Some(stem) if stem.starts_with('Q') => format!("{stem}_K"),
+                _ => name,
+            };
+            *counts.entry(name).or_default() += 1;
+        }
+        let storage = counts.into_iter().max_by_key(|(_, n)| *n).map(|(name, _)| name);
+        let chat_template = g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
+        return Ok(ModelFacts { format: ModelFormat::Gguf, config: ModelConfig::from_gguf(&g)?, storage, chat_template });
+    }
+    let json = hf_config(path)?;
+    let quantization = json.get("quantization").filter(|q| q.is_object());
+    let (format, storage) = match quantization {
+        Some(q) => (
+            ModelFormat::MlxQuantized,
+            Some(format!("{}-bit, group {}", q["bits"].as_u64().unwrap_or(0), q["group_size"].as_u64().unwrap_or(0))),
+        ),
+        None => (ModelFormat::Safetensors, json.get("torch_dtype").and_then(Json::as_str).map(str::to_string)),
+    };
+    let chat_template = hearth_tokenizer::find_chat_template(path)?;
+    Ok(ModelFacts { format, config: ModelConfig::from_hf(&json)?, storage, chat_template })
+}
+
 /// A model's configuration, read without its weights: a directory's `config.json` or a GGUF
 /// file's metadata.
 pub fn read_config(path: &Path) -> Result<ModelConfig> {

@@ -18,8 +18,9 @@ pub use batch::{Gauges, Runtime, RuntimeConfig};
 pub use complete::Completion;
 pub use error::RuntimeError;
 // Loading a model to run is part of the API a front end needs; nothing else of the engine is.
+pub use hearth_engine::loader::{describe, ModelFacts};
 pub use hearth_engine::lora::LoraAdapter;
-pub use hearth_engine::{check_adapter_fits, Adapter, DeviceChoice, EngineError, LoadOptions, LoadedModel, SamplingDefaults};
+pub use hearth_engine::{check_adapter_fits, Adapter, DeviceChoice, EngineError, LoadOptions, LoadedModel, ModelFormat, SamplingDefaults};
 pub use request::{Event, FinishReason, GenerateParams, LogitsProcessor, Observer, Request, SampledToken, Usage};
 pub use sampler::{logprobs, Sampler, SamplingParams, TokenLogprob, LLAMA_CPP_SAMPLING};
 pub use scheduler::Scheduler;

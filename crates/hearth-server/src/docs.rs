@@ -24,6 +24,7 @@ use crate::AppState;
         (name = "registry", description = "Registered models and LoRA adapters"),
         (name = "hub", description = "Datasets, fine-tuning jobs and their runs, export bundles"),
         (name = "knowledge", description = "Knowledge-base collections, search and answers with citations"),
+        (name = "conversations", description = "The web UI's saved conversations, per API key"),
         (name = "server", description = "Liveness and metrics"),
     ),
 )]

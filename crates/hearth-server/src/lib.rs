@@ -9,6 +9,7 @@ mod anthropic;
 mod api;
 mod chat_api;
 pub mod config;
+mod conversations_api;
 mod docs;
 mod embeddings;
 mod error;
@@ -162,6 +163,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(anthropic::routes())
         .merge(embeddings::routes())
         .merge(chat_api::routes())
+        .merge(conversations_api::routes())
         .merge(store_api::routes())
         .merge(kb_api::routes())
         .merge(admin::routes())
@@ -225,7 +227,7 @@ fn presented_key(req: &Request) -> Option<String> {
     req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("api_key=")).map(str::to_string)
 }
 
-async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let keys = &state.cfg.api_keys;
     if keys.is_empty() {
         return next.run(req).await;
@@ -249,6 +251,7 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
         )
         .into_response();
     }
+    req.extensions_mut().insert(conversations_api::Owner::of_key(&given));
     next.run(req).await
 }
 

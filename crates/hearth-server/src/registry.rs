@@ -1,5 +1,6 @@
 //! The server's database: models and LoRA adapters registered through `/admin/models`, and
-//! the Responses API's stored responses, in SQLite so they survive restarts.
+//! the Responses API's stored responses and the web UI's conversations, in SQLite so they
+//! survive restarts.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -60,6 +61,7 @@ const SCHEMA: Schema = Schema {
         Migration { name: "registrations", apply: |tx| tx.execute_batch(REGISTRATIONS) },
         Migration { name: "responses", apply: |tx| tx.execute_batch(RESPONSES) },
         Migration { name: "response chains", apply: |tx| tx.execute_batch(RESPONSE_PARENTS) },
+        Migration { name: "conversations", apply: |tx| tx.execute_batch(CONVERSATIONS) },
     ],
 };
 
@@ -91,6 +93,20 @@ CREATE TABLE responses (
 /// the turns, not with their square. Rows of version 2 hold their whole conversation and no
 /// parent, and read back as before.
 const RESPONSE_PARENTS: &str = "ALTER TABLE responses ADD COLUMN parent TEXT;";
+
+/// Version 4: the web UI's conversations, each its owner's (a hash of the API key it was
+/// made with; empty without keys), with its messages as JSON.
+const CONVERSATIONS: &str = "
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    title TEXT NOT NULL,
+    model TEXT,
+    messages TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX conversations_by_owner ON conversations (owner, updated_at);";
 
 /// Longest chain of `previous_response_id`s read back (a guard against a cycle in a damaged file).
 const MAX_CHAIN: usize = 100_000;
@@ -218,6 +234,51 @@ impl Registry {
 /// A JSON column's value; text that is not JSON (a damaged file) is an error, not a null.
 fn parse_json(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// A stored conversation: `(id, title, model, messages as JSON, created_at, updated_at)`.
+pub type ConversationRow = (String, String, Option<String>, String, i64, i64);
+
+fn conversation_row(r: &rusqlite::Row<'_>) -> Result<ConversationRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+/// The web UI's conversations, each seen only by its owner.
+impl Registry {
+    pub fn saved_conversations(&self, owner: &str) -> Result<Vec<ConversationRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, title, model, messages, created_at, updated_at FROM conversations WHERE owner = ?1 ORDER BY updated_at DESC, id",
+        )?;
+        let rows = stmt.query_map([owner], conversation_row)?;
+        rows.collect()
+    }
+
+    pub fn saved_conversation(&self, owner: &str, id: &str) -> Result<Option<ConversationRow>> {
+        self.conn()
+            .query_row(
+                "SELECT id, title, model, messages, created_at, updated_at FROM conversations WHERE owner = ?1 AND id = ?2",
+                [owner, id],
+                conversation_row,
+            )
+            .optional()
+    }
+
+    /// Inserts or replaces conversation `row.0` of `owner`.
+    pub fn save_conversation(&self, owner: &str, row: &ConversationRow) -> Result<()> {
+        let (id, title, model, messages, created_at, updated_at) = row;
+        self.conn().execute(
+            "INSERT INTO conversations (id, owner, title, model, messages, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (id) DO UPDATE SET title = ?3, model = ?4, messages = ?5, updated_at = ?7 WHERE owner = ?2",
+            params![id, owner, title, model, messages, created_at, updated_at],
+        )?;
+        Ok(())
+    }
+
+    /// `false` if `owner` has no such conversation.
+    pub fn delete_saved_conversation(&self, owner: &str, id: &str) -> Result<bool> {
+        Ok(self.conn().execute("DELETE FROM conversations WHERE owner = ?1 AND id = ?2", [owner, id])? == 1)
+    }
 }
 
 #[cfg(test)]

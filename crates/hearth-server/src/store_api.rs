@@ -1,6 +1,8 @@
-//! The model store over HTTP: `POST /api/models/pull` downloads a model from the Hub,
-//! streaming the store's progress events as SSE, and `DELETE /api/models/{model_id}` removes
-//! one (a repo id's `/` percent-encoded as `%2F`).
+//! The model store over HTTP: `GET /api/store` lists it with its disk use and the catalogue,
+//! `POST /api/models/pull` downloads a model from the Hub, streaming the store's progress
+//! events as SSE, `GET /api/models/{model_id}` describes any model the server can run, and
+//! `DELETE /api/models/{model_id}` removes one from the store (a repo id's `/`
+//! percent-encoded as `%2F`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,14 +17,14 @@ use hearth_store::{PullEvent, PullRequest, StoreError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::store::{PullBody, PullEvent as PullEventBody, Removed};
+use crate::api::store::{ModelDetails, ModelFile, PullBody, PullEvent as PullEventBody, Removed, StoreListing};
 use crate::api::{Body, Errors};
 use crate::chat_api;
 use crate::error::ApiError;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(pull)).routes(routes!(remove))
+    OpenApiRouter::new().routes(routes!(listing)).routes(routes!(pull)).routes(routes!(details, remove))
 }
 
 /// The pull a body asks for: `model` (a repo id or catalogue alias, optionally with
@@ -65,6 +67,80 @@ async fn pull(State(state): State<AppState>, Body(body): Body<PullBody>) -> Resu
         Ok::<_, Infallible>(SseEvent::default().data(data))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// The store's models (format, architecture, quantisation, size, context), the disk they
+/// take, and the catalogue's aliases.
+#[utoipa::path(get, path = "/api/store", tag = "model store", responses((status = 200, description = "Done", body = StoreListing), Errors))]
+async fn listing(State(state): State<AppState>) -> Result<Json<StoreListing>, ApiError> {
+    let store = state.models.store()?;
+    let models = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .map_err(|e| ApiError::internal(format!("listing the store stopped: {e}")))??;
+    let total_bytes = models.iter().map(|m| m.size_bytes).sum();
+    Ok(Json(StoreListing { models, total_bytes, catalogue: hearth_store::catalogue::CATALOGUE.to_vec() }))
+}
+
+/// What a model's files say about it (format, architecture, quantisation, context, files,
+/// chat template), and once loaded, the context it runs with and its memory; a repo id's `/`
+/// may be written `%2F` or `__`.
+#[utoipa::path(get, path = "/api/models/{model_id}", operation_id = "describe_model", tag = "model store", params(("model_id" = String, Path)),
+    responses((status = 200, description = "Done", body = ModelDetails), Errors))]
+async fn details(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelDetails>, ApiError> {
+    let id = chat_api::path_model_id(&state, id);
+    let located = state.models.locate(&id)?;
+    let resident = state.models.resident(&id);
+    let path = located.path.clone();
+    let (facts, files) = tokio::task::spawn_blocking(move || {
+        let facts = hearth_runtime::describe(&path);
+        (facts, model_files(&path))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reading the model stopped: {e}")))?;
+    let facts = facts.map_err(|e| ApiError::internal(format!("{}: {e}", located.path.display())))?;
+    let format = match facts.format {
+        hearth_runtime::ModelFormat::Gguf => "gguf",
+        hearth_runtime::ModelFormat::Safetensors => "safetensors",
+        hearth_runtime::ModelFormat::MlxQuantized => "mlx",
+    };
+    let cfg = facts.config;
+    Ok(Json(ModelDetails {
+        id,
+        path: located.path.display().to_string(),
+        format,
+        architecture: format!("{:?}", cfg.arch).to_lowercase(),
+        layers: cfg.num_layers,
+        hidden_size: cfg.hidden_size,
+        context_length: cfg.context_length,
+        vocab_size: cfg.vocab_size,
+        quantization: facts.storage,
+        size_bytes: files.iter().map(|f| f.bytes).sum(),
+        files,
+        chat_template: facts.chat_template,
+        adapter: located.adapter.map(|a| a.display().to_string()),
+        loaded: resident.is_some(),
+        running_context: resident.as_ref().map(|r| r.context),
+        memory_bytes: resident.map(|r| r.memory_bytes()),
+    }))
+}
+
+/// A GGUF file, or a directory's files (not its subfolders), with sizes.
+fn model_files(path: &std::path::Path) -> Vec<ModelFile> {
+    let name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !path.is_dir() {
+        return vec![ModelFile { name: name(path), bytes: std::fs::metadata(path).map_or(0, |m| m.len()) }];
+    }
+    let mut files: Vec<ModelFile> = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta = std::fs::metadata(e.path()).ok().filter(|m| m.is_file())?;
+            Some(ModelFile { name: name(&e.path()), bytes: meta.len() })
+        })
+        .collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files
 }
 
 /// Remove a model from the store (409 while a server has it loaded, unless `force`); a repo

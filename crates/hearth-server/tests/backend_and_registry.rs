@@ -381,10 +381,11 @@ async fn registrations_cannot_name_files_outside_the_allowed_directories() {
     assert_eq!(call_with_key(&c, M::POST, s.url("/admin/models"), None, Some(body)).await.0, 201);
 }
 
-/// Routes that change what the server holds: the registry, the store's pulls and deletions,
-/// the hub, ingestion.
+/// Routes that change what the server holds: the registry, the store's pulls and deletions
+/// (reading what it holds is inference's), the hub, ingestion.
 fn manages_server(method: &str, path: &str, tag: &str) -> bool {
-    matches!(tag, "registry" | "hub" | "model store")
+    matches!(tag, "registry" | "hub")
+        || (tag == "model store" && method != "get")
         || path == "/api/v1/ingest"
         || (path.starts_with("/api/v1/content") && method != "get")
 }
@@ -426,4 +427,52 @@ async fn an_inference_key_cannot_manage_the_server() {
     assert!(checked >= 20, "{checked} managing routes checked");
     let (st, _) = call_with_key(&c, M::GET, s.url("/v1/models"), Some("wrong"), None).await;
     assert_eq!(st, 401);
+}
+
+/// The web UI's conversations: saved, listed, renamed, exported as Markdown and deleted, each
+/// seen only through the key it was made with; bad fields are 400s naming them.
+#[tokio::test]
+async fn conversations_are_kept_per_key() {
+    use reqwest::Method as M;
+    let s = TestServer::start(|o| o.api_key = vec!["alice".into(), "bob".into()]);
+    let c = reqwest::Client::new();
+    let body = json!({"model": "tiny", "messages": [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris.", "meta": {"stats": {"generated": 2}}},
+    ]});
+    let (st, made) = call_with_key(&c, M::POST, s.url("/api/conversations"), Some("alice"), Some(body)).await;
+    assert_eq!(st, 201, "{made}");
+    assert_eq!(made["title"], "What is the capital of France?");
+    let id = made["id"].as_str().unwrap().to_string();
+    let url = s.url(&format!("/api/conversations/{id}"));
+    let (_, listed) = call_with_key(&c, M::GET, s.url("/api/conversations"), Some("alice"), None).await;
+    assert_eq!((listed["conversations"][0]["id"].as_str(), listed["conversations"][0]["messages"].as_u64()), (Some(&*id), Some(2)));
+    let (_, theirs) = call_with_key(&c, M::GET, s.url("/api/conversations"), Some("bob"), None).await;
+    assert_eq!(theirs["conversations"], json!([]), "another key sees none");
+    assert_eq!(call_with_key(&c, M::GET, url.clone(), Some("bob"), None).await.0, 404);
+    assert_eq!(call_with_key(&c, M::PATCH, url.clone(), Some("bob"), Some(json!({"title": "mine"}))).await.0, 404);
+
+    let (st, renamed) = call_with_key(&c, M::PATCH, url.clone(), Some("alice"), Some(json!({"title": "Capitals"}))).await;
+    assert_eq!(
+        (st, renamed["title"].as_str(), renamed["messages"][1]["meta"]["stats"]["generated"].as_u64()),
+        (200, Some("Capitals"), Some(2))
+    );
+    let markdown = c.get(format!("{url}?format=markdown")).bearer_auth("alice").send().await.unwrap();
+    assert_eq!(markdown.headers()["content-type"], "text/markdown; charset=utf-8");
+    assert_eq!(
+        markdown.text().await.unwrap(),
+        "# Capitals\n\nModel: `tiny`\n\n## You\n\nWhat is the capital of France?\n\n## Assistant\n\nParis.\n\n"
+    );
+    for (bad, param) in [
+        (json!({"messages": [{"role": "robot", "content": "x"}]}), "messages[0].role"),
+        (json!({"messages": [{"role": "user"}]}), "messages[0].content"),
+        (json!({"title": ""}), "title"),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let (st, e) = call_with_key(&c, M::PATCH, url.clone(), Some("alice"), Some(bad.clone())).await;
+        assert_eq!((st, e["error"]["param"].as_str()), (400, Some(param)), "{bad}: {e}");
+    }
+    assert_eq!(call_with_key(&c, M::DELETE, url.clone(), Some("bob"), None).await.0, 404);
+    assert_eq!(call_with_key(&c, M::DELETE, url.clone(), Some("alice"), None).await.0, 200);
+    assert_eq!(call_with_key(&c, M::GET, url, Some("alice"), None).await.0, 404);
 }

@@ -47,16 +47,21 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
   return type.includes('json') ? res.json() : res.text();
 }
 
+let asking = null;
+/** Asks for the key once, however many requests were refused meanwhile. */
 function askKey() {
+  if (asking) return asking;
   const dialog = document.getElementById('key-dialog');
   const input = document.getElementById('key-input');
-  return new Promise((resolve) => {
+  asking = new Promise((resolve) => {
     dialog.addEventListener('close', () => {
       if (input.value) localStorage.setItem(KEY, input.value);
+      asking = null;
       resolve();
     }, { once: true });
     dialog.showModal();
   });
+  return asking;
 }
 
 /** Reads an SSE body, calling `onData` with each `data:` payload (parsed when JSON). */

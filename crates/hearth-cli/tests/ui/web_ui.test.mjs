@@ -146,6 +146,28 @@ test('chat loads fast, streams a reply with its stats, and stops a long one', as
   await until('the stopped reply', async () => (await page.locator('.msg.assistant').last().locator('.stats').innerText().catch(() => '')).includes('stopped'));
 });
 
+test('conversations are kept on the server: listed, reopened, renamed, exported and deleted', async () => {
+  await until('the conversation to be saved', async () => (await page.locator('#conversations li').count()) === 1);
+  const item = page.locator('#conversations li').first();
+  assert.match(await item.innerText(), /Write a short poem about the sea/);
+  await page.click('#new-chat');
+  assert.equal(await page.locator('.msg').count(), 0);
+  await item.locator('.conversation-title').click();
+  await until('the conversation to reopen', async () => (await page.locator('.msg').count()) === 4);
+  assert.match(await page.locator('.msg.assistant').first().locator('.stats').innerText(), /tok\/s/, 'its stats were kept');
+  await item.getByRole('button', { name: /^Rename/ }).click();
+  await page.fill('input.rename', 'Sea poems');
+  await page.press('input.rename', 'Enter');
+  await until('the new title', async () => (await page.locator('#conversations li').first().innerText()).includes('Sea poems'));
+  const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#conversations li').first().getByRole('button', { name: /as markdown$/ }).click()]);
+  const markdown = readFileSync(await download.path(), 'utf8');
+  assert.match(markdown, /^# Sea poems\n/);
+  assert.match(markdown, /## You\n\nWrite a short poem about the sea\./);
+  await page.locator('#conversations li').first().getByRole('button', { name: /^Delete/ }).click();
+  await until('the conversation to go', async () => (await page.locator('#conversations li').count()) === 0);
+  assert.deepEqual((await api('GET', '/api/conversations')).body.conversations, []);
+});
+
 test('documents added on the Knowledge page answer with a citation from the chat panel', async () => {
   await page.goto(`${base}/knowledge`);
   await page.setInputFiles('#kb-files', [
@@ -198,7 +220,16 @@ test('a model pulled from the Hub shows its progress to the end', async () => {
   await page.click('#pull-repo ~ button, form.card button[type=submit]');
   await until('the pull to finish', async () => (await page.locator('#pull-status').innerText()).startsWith('Pulled'));
   assert.equal(await page.locator('#pull-progress').evaluate((p) => p.value), 1);
+  await until('the store to list it', async () => (await page.locator('#model-rows').innerText()).includes('tiny-llama'));
+  assert.match(await page.locator('#store-usage').innerText(), /^1 model, [\d.]+ [KM]B on disk$/);
   await shot('models');
+  await page.goto(`${base}/models/smol`);
+  await page.waitForSelector('#model-files li');
+  const facts = await page.locator('#model-detail').innerText();
+  assert.match(facts, /gguf \(Q4_1\)/);
+  assert.match(facts, /llama, 30 layers/);
+  assert.match(await page.locator('#model-files').innerText(), /SmolLM2-135M-Instruct-Q4_1\.gguf/);
+  await shot('model');
 });
 
 test('a dataset is trained on, its loss curve drawn live, and the result chatted with', async () => {
@@ -263,6 +294,32 @@ test('every page fits a phone-width screen and is reached by keyboard', async ()
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Hearth');
   await page.setViewportSize({ width: 1280, height: 860 });
+});
+
+test('with an API key the UI asks for it once and keeps it in the browser', async () => {
+  const keyed = spawn(env.HEARTH_BIN, ['serve', '--port', String(port + 1), '--model', `tiny=${env.HEARTH_TINY}`, '--api-key', 'sesame'],
+    { env: { ...env, HEARTH_HOME: mkdtempSync(path.join(os.tmpdir(), 'hearth-ui-key-')) }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const keyedBase = `http://127.0.0.1:${port + 1}`;
+  try {
+    await until('the keyed server', async () => (await fetch(`${keyedBase}/health`).catch(() => null))?.ok);
+    const context = await browser.newContext();
+    const keyedPage = await context.newPage();
+    const errors = [];
+    keyedPage.on('console', (m) => { if (m.type() === 'error' && !/status of 401/.test(m.text())) errors.push(m.text()); });
+    await keyedPage.goto(`${keyedBase}/`);
+    await keyedPage.waitForSelector('#key-dialog[open]');
+    await keyedPage.fill('#key-input', 'sesame');
+    await keyedPage.click('#key-form button[type=submit]');
+    await keyedPage.waitForSelector('#model option[value="tiny"]', { state: 'attached' });
+    await keyedPage.reload();
+    await keyedPage.waitForSelector('#model option[value="tiny"]', { state: 'attached' });
+    assert.equal(await keyedPage.locator('#key-dialog[open]').count(), 0, 'the key was kept');
+    assert.equal(await keyedPage.evaluate(() => localStorage.getItem('hearth.apiKey')), 'sesame');
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally {
+    keyed.kill('SIGTERM');
+  }
 });
 
 test('nothing went wrong in the console, and nothing left the server', () => {

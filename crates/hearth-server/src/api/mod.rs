@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod anthropic;
 pub mod backend;
+pub mod conversations;
 pub mod embeddings;
 pub mod hub;
 pub mod knowledge;

@@ -1,13 +1,15 @@
 // Chat: a model, a system prompt and sampling settings; replies stream in as Markdown with
 // their stats; stop, regenerate, edit-and-resend. RAG mode answers from the knowledge base
 // (the chat API's `knowledge_base` option) and lists the sources, marking those cited; the
-// knowledge panel searches it and pins chunks as sources.
+// knowledge panel searches it and pins chunks as sources. Conversations are saved on the
+// server (`/api/conversations`, per API key): listed, reopened, renamed, deleted, exported.
 
 import { api, el, field, readEvents, request, toast } from '../app.js';
 import { render as markdown } from '../markdown.js';
 
 export async function render(main, _params, query) {
-  const state = { messages: [], pinned: [], controller: null };
+  const state = { messages: [], pinned: [], controller: null, id: null };
+  const saved = el('ul', { class: 'conversation-list', id: 'conversations' });
   const models = await api('/v1/models').then((r) => r.data.map((m) => m.id)).catch((e) => { toast(e); return []; });
   const wanted = query.get('model');
   const model = el('select', { id: 'model' }, models.map((id) => el('option', { value: id, selected: id === wanted }, id)));
@@ -42,12 +44,81 @@ export async function render(main, _params, query) {
       bookButton.setAttribute('aria-expanded', String(!panel.hidden));
       if (!panel.hidden) panel.querySelector('input').focus();
     } }, bookIcon(), ' Knowledge');
+  const sidebar = el('nav', { class: 'conversations', 'aria-label': 'Conversations' },
+    el('button', { type: 'button', id: 'new-chat', onclick: () => { state.id = null; state.messages = []; draw(); input.focus(); } }, 'New chat'),
+    saved);
   main.append(el('div', { class: 'chat' },
+    sidebar,
     el('section', { class: 'chat-main' },
       el('div', { class: 'toolbar' }, field('Model', model), el('label', { class: 'toggle' }, rag, ' RAG mode'), bookButton),
       settings, log, form),
     panel));
   input.focus();
+  listConversations();
+  if (query.get('conversation')) open(query.get('conversation'));
+
+  /** The saved conversations, newest first, each with rename, export and delete. */
+  async function listConversations() {
+    const { conversations } = await api('/api/conversations').catch((e) => { toast(e); return { conversations: [] }; });
+    saved.replaceChildren(...conversations.map((c) => {
+      const title = el('button', { type: 'button', class: 'link conversation-title', 'aria-current': c.id === state.id ? 'true' : null,
+        onclick: () => open(c.id) }, c.title);
+      const rename = el('button', { type: 'button', class: 'icon', title: 'Rename', 'aria-label': `Rename ${c.title}`, onclick: () => {
+        const box = el('input', { value: c.title, 'aria-label': 'New title', class: 'rename' });
+        box.addEventListener('keydown', async (e) => {
+          if (e.key === 'Escape') return listConversations();
+          if (e.key !== 'Enter') return;
+          try { await api(`/api/conversations/${c.id}`, { method: 'PATCH', body: { title: box.value } }); } catch (err) { toast(err); }
+          listConversations();
+        });
+        title.replaceWith(box);
+        box.focus();
+      } }, '✎');
+      const exportAs = (format) => el('button', { type: 'button', class: 'icon', title: `Export as ${format}`, 'aria-label': `Export ${c.title} as ${format}`,
+        onclick: () => download(c, format) }, format === 'markdown' ? 'MD' : 'JSON');
+      const remove = el('button', { type: 'button', class: 'icon danger', title: 'Delete', 'aria-label': `Delete ${c.title}`, onclick: async () => {
+        if (!confirm(`Delete “${c.title}”?`)) return;
+        try { await api(`/api/conversations/${c.id}`, { method: 'DELETE' }); } catch (err) { toast(err); }
+        if (state.id === c.id) { state.id = null; state.messages = []; draw(); }
+        listConversations();
+      } }, '×');
+      return el('li', { 'data-id': c.id }, title, el('span', { class: 'conversation-actions' }, rename, exportAs('json'), exportAs('markdown'), remove));
+    }));
+  }
+
+  async function open(id) {
+    try {
+      const c = await api(`/api/conversations/${encodeURIComponent(id)}`);
+      state.id = c.id;
+      state.messages = c.messages.map((m) => ({ role: m.role, content: m.content, ...(m.meta || {}) }));
+      if (c.model && [...model.options].some((o) => o.value === c.model)) model.value = c.model;
+      draw();
+      listConversations();
+    } catch (e) { toast(e); }
+  }
+
+  async function download(c, format) {
+    try {
+      const res = await request(`/api/conversations/${c.id}${format === 'markdown' ? '?format=markdown' : ''}`);
+      const blob = await res.blob();
+      const link = el('a', { href: URL.createObjectURL(blob), download: `${c.id}.${format === 'markdown' ? 'md' : 'json'}` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      URL.revokeObjectURL(link.href);
+    } catch (e) { toast(e); }
+  }
+
+  /** Saves the conversation on the server (made on its first reply). */
+  async function save() {
+    const messages = state.messages.map(({ role, content, model: m, stats: st, sources: so, citations: ci }) =>
+      ({ role, content, meta: role === 'assistant' ? { model: m, stats: st, sources: so, citations: ci } : undefined }));
+    try {
+      if (state.id) await api(`/api/conversations/${state.id}`, { method: 'PATCH', body: { model: model.value, messages } });
+      else state.id = (await api('/api/conversations', { method: 'POST', body: { model: model.value, messages } })).id;
+      listConversations();
+    } catch (e) { toast(e); }
+  }
 
   function submit() {
     const text = input.value.trim();
@@ -127,6 +198,7 @@ export async function render(main, _params, query) {
     send.disabled = false;
     stop.hidden = true;
     draw();
+    await save();
   }
 
   /** The conversation so far, with the system prompt. */

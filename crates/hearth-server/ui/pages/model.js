@@ -1,4 +1,5 @@
-// One model: its registration and load status, its sampling defaults once loaded, the
+// One model: its registration and load status, what its files say (format, architecture,
+// quantisation, context, files, chat template), its sampling defaults once loaded, the
 // training run it came from (hub fine-tunes); pre-load, unload, unregister, use in chat.
 
 import { api, bytes, el, navigate, toast, when } from '../app.js';
@@ -10,18 +11,24 @@ export async function render(main, [id]) {
   main.append(el('h1', {}, name), body);
 
   async function load() {
-    const [registered, card] = await Promise.all([
+    const [registered, card, facts] = await Promise.all([
       api('/admin/models').then((r) => r.models.find((m) => m.name === name)).catch(() => null),
       api(`/v1/models/${enc}`).catch(() => null),
+      api(`/api/models/${enc}`).catch(() => null),
     ]);
     if (!registered && !card) {
       body.replaceChildren(el('p', {}, `No model named “${name}”.`), el('a', { href: '/registry', 'data-link': true }, 'Back to the registry'));
       return;
     }
-    const status = registered?.status || (await api(`/api/models`).then((r) => (r.models.find((m) => m.id === name)?.loaded ? 'loaded' : 'registered')).catch(() => 'registered'));
+    const status = registered?.status || (facts?.loaded ? 'loaded' : 'not loaded');
     const rows = [
       ['Status', el('span', { class: `pill ${status}`, id: 'model-status' }, status)],
-      ['Memory', registered?.memory_bytes ? bytes(registered.memory_bytes) : '–'],
+      ['Memory', registered?.memory_bytes || facts?.memory_bytes ? bytes(registered?.memory_bytes || facts.memory_bytes) : '–'],
+      ['Format', facts && `${facts.format}${facts.quantization ? ` (${facts.quantization})` : ''}`],
+      ['Architecture', facts && `${facts.architecture}, ${facts.layers} layers, hidden ${facts.hidden_size}, vocabulary ${facts.vocab_size}`],
+      ['Context', facts && `${facts.context_length} tokens` + (facts.running_context ? ` (runs with ${facts.running_context})` : '')],
+      ['Size', facts && bytes(facts.size_bytes)],
+      ['Path', facts?.path],
       ['Type', registered?.type || 'model'],
       ['Base model', registered?.base_model],
       ['Adapter', registered?.adapter_path],
@@ -44,6 +51,11 @@ export async function render(main, [id]) {
         navigate('/registry');
       } }, 'Unregister') : null);
     body.replaceChildren(info, actions);
+    if (facts) {
+      body.append(el('h2', {}, 'Files'), el('ul', { id: 'model-files' }, facts.files.map((f) => el('li', {}, `${f.name} · ${bytes(f.bytes)}`))));
+      body.append(el('details', { id: 'chat-template' }, el('summary', {}, 'Chat template'),
+        el('pre', { class: 'preview' }, facts.chat_template || 'none: the model formats prompts as plain text')));
+    }
     const run = registered?.registered_by === 'hearth-hub' ? registered.model_id : null;
     if (run) {
       const summary = await api(`/hub/runs?ids=${encodeURIComponent(run)}`).then((r) => r.runs[0]).catch(() => null);

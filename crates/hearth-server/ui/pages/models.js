@@ -1,5 +1,6 @@
-// Models: what the server knows (configured, registered, stored), pulling a model from the
-// Hub by repo id with a live progress bar (bytes, speed, ETA), and deleting a stored one.
+// Models: what is in the store (format, quantisation, size, disk used) and what else the
+// server can run, the catalogue, pulling a model from the Hub by repo id or alias with a live
+// progress bar (bytes, speed, ETA; an interrupted pull resumes), and deleting a stored one.
 
 import { api, bytes, el, field, navigate, readEvents, request, toast } from '../app.js';
 
@@ -10,17 +11,36 @@ export async function render(main) {
   const line = el('p', { id: 'pull-status', class: 'muted', 'aria-live': 'polite' });
   const pull = el('form', { class: 'card', onsubmit: (e) => { e.preventDefault(); start(); } },
     el('h2', {}, 'Pull a model'), field('Repo id (optionally @revision or :QUANT)', repo), el('button', { type: 'submit' }, 'Pull'), progress, line);
+  const usage = el('p', { id: 'store-usage', class: 'muted' });
+  const served = el('tbody', { id: 'served-rows' });
+  const catalogue = el('tbody', { id: 'catalogue-rows' });
   main.append(el('h1', {}, 'Models'), pull,
-    el('table', { class: 'rows' }, el('thead', {}, el('tr', {}, el('th', {}, 'Model'), el('th', {}, 'Loaded'), el('th', {}, ''))), list));
+    el('h2', {}, 'In the store'), usage,
+    el('table', { class: 'rows' }, el('thead', {}, el('tr', {}, ['Model', 'Format', 'Quantisation', 'Size', 'Context', ''].map((h) => el('th', {}, h)))), list),
+    el('h2', {}, 'What this server runs'),
+    el('table', { class: 'rows' }, el('thead', {}, el('tr', {}, el('th', {}, 'Model'), el('th', {}, 'Loaded'), el('th', {}, ''))), served),
+    el('h2', {}, 'Catalogue'),
+    el('table', { class: 'rows' }, el('thead', {}, el('tr', {}, ['Alias', 'Model', 'Use', 'Memory', ''].map((h) => el('th', {}, h)))), catalogue));
 
+  const chat = (id) => el('button', { type: 'button', onclick: () => navigate(`/inference?model=${encodeURIComponent(id)}`) }, 'Chat');
   async function load() {
-    const { models } = await api('/api/models').catch((e) => { toast(e); return { models: [] }; });
-    list.replaceChildren(...models.map((m) => el('tr', {},
+    const [store, known] = await Promise.all([
+      api('/api/store').catch((e) => { toast(e); return { models: [], total_bytes: 0, catalogue: [] }; }),
+      api('/api/models').catch((e) => { toast(e); return { models: [] }; }),
+    ]);
+    const n = store.models.length;
+    usage.textContent = `${n} model${n === 1 ? '' : 's'}, ${bytes(store.total_bytes)} on disk`;
+    list.replaceChildren(...store.models.map((m) => el('tr', {},
+      el('td', {}, el('a', { href: `/models/${encodeURIComponent(m.name)}`, 'data-link': true }, m.name)),
+      el('td', {}, m.format), el('td', {}, m.quantization || '–'), el('td', {}, bytes(m.size_bytes)), el('td', {}, m.context_length ?? '–'),
+      el('td', {}, el('button', { type: 'button', class: 'danger', onclick: () => remove(m.name) }, 'Delete')))));
+    if (!store.models.length) list.append(el('tr', {}, el('td', { colspan: 6, class: 'muted' }, 'The store is empty: pull a model above.')));
+    served.replaceChildren(...known.models.map((m) => el('tr', {},
       el('td', {}, el('a', { href: `/models/${encodeURIComponent(m.id)}`, 'data-link': true }, m.id)),
-      el('td', {}, m.loaded ? 'yes' : 'no'),
-      el('td', {},
-        el('button', { type: 'button', onclick: () => navigate(`/inference?model=${encodeURIComponent(m.id)}`) }, 'Chat'),
-        el('button', { type: 'button', class: 'danger', onclick: () => remove(m.id) }, 'Delete')))));
+      el('td', {}, m.loaded ? 'yes' : 'no'), el('td', {}, chat(m.id)))));
+    catalogue.replaceChildren(...store.catalogue.map((c) => el('tr', {},
+      el('td', {}, c.alias), el('td', {}, c.spec), el('td', {}, c.description), el('td', {}, `${c.memory_gb} GB`),
+      el('td', {}, el('button', { type: 'button', onclick: () => { repo.value = c.alias; start(); } }, 'Pull')))));
   }
 
   async function remove(id) {
