@@ -101,7 +101,7 @@ pub struct Affine {
 }
 
 impl Affine {
-    fn check(self) -> Result<Affine, ConvertError> {
+    pub fn check(self) -> Result<Affine, ConvertError> {
         if !matches!(self.bits, 2..=6 | 8) || !matches!(self.group_size, 32 | 64 | 128) {
             return Err(ConvertError::Unsupported(format!(
                 "MLX quantises to 2-6 or 8 bits in groups of 32, 64 or 128, not {} bits in {}",

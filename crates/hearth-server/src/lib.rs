@@ -262,6 +262,7 @@ fn manages_server(method: &Method, route: &str) -> bool {
     route.starts_with("/admin/")
         || route.starts_with("/hub/")
         || route == "/api/models/pull"
+        || route == "/api/models/convert"
         || (*method == Method::DELETE && route == "/api/models/{model_id}")
         || route == "/api/v1/ingest"
         || (writes && route.starts_with("/api/v1/content"))

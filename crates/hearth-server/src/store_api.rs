@@ -1,6 +1,7 @@
 //! The model store over HTTP: `GET /api/store` lists it with its disk use and the catalogue,
 //! `POST /api/models/pull` downloads a model from the Hub, streaming the store's progress
-//! events as SSE, `GET /api/models/{model_id}` describes any model the server can run, and
+//! events as SSE, `POST /api/models/convert` writes one in another format into the store,
+//! `GET /api/models/{model_id}` describes any model the server can run, and
 //! `DELETE /api/models/{model_id}` removes one from the store (a repo id's `/`
 //! percent-encoded as `%2F`).
 
@@ -17,14 +18,14 @@ use hearth_store::{PullEvent, PullRequest, StoreError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::store::{ModelDetails, ModelFile, PullBody, PullEvent as PullEventBody, Removed, StoreListing};
+use crate::api::store::{ConvertBody, ConvertEvent, ModelDetails, ModelFile, PullBody, PullEvent as PullEventBody, Removed, StoreListing};
 use crate::api::{Body, Errors};
 use crate::chat_api;
 use crate::error::ApiError;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(listing)).routes(routes!(pull)).routes(routes!(details, remove))
+    OpenApiRouter::new().routes(routes!(listing)).routes(routes!(pull)).routes(routes!(convert)).routes(routes!(details, remove))
 }
 
 /// The pull a body asks for: `model` (a repo id or catalogue alias, optionally with
@@ -79,6 +80,135 @@ async fn listing(State(state): State<AppState>) -> Result<Json<StoreListing>, Ap
         .map_err(|e| ApiError::internal(format!("listing the store stopped: {e}")))??;
     let total_bytes = models.iter().map(|m| m.size_bytes).sum();
     Ok(Json(StoreListing { models, total_bytes, catalogue: hearth_store::catalogue::CATALOGUE.to_vec() }))
+}
+
+/// A conversion checked before it starts: what to run on the blocking thread, and where.
+struct Conversion {
+    src: std::path::PathBuf,
+    out: std::path::PathBuf,
+    name: String,
+    target: Target,
+}
+
+enum Target {
+    Mlx(hearth_convert::MlxOptions),
+    Hf(hearth_convert::MlxOptions),
+    Gguf(hearth_convert::GgufOptions),
+}
+
+fn conversion(state: &AppState, body: ConvertBody) -> Result<Conversion, ApiError> {
+    let ConvertBody { model, to, name, gguf_type, bits, group_size, dtype } = body;
+    let usable =
+        (1..=64).contains(&name.len()) && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !usable {
+        return Err(ApiError::invalid("name", "`name` is 1-64 letters, digits, `.`, `-` and `_`"));
+    }
+    let dtype = match dtype.as_deref() {
+        None => None,
+        Some(d) => {
+            Some(hearth_convert::FloatType::parse(d).ok_or_else(|| ApiError::invalid("dtype", "`dtype` is float32, float16 or bfloat16"))?)
+        }
+    };
+    let quantize = match (bits, group_size) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(ApiError::invalid("bits", "`group_size` needs `bits`")),
+        (Some(bits), g) => Some(
+            hearth_convert::Affine { bits, group_size: g.unwrap_or(64) }.check().map_err(|e| ApiError::invalid("bits", e.to_string()))?,
+        ),
+    };
+    let mlx = hearth_convert::MlxOptions { dtype, quantize, ..Default::default() };
+    let only = |field: &str, given: bool, target: &str| match given {
+        true => Err(ApiError::invalid(field, format!("`{field}` does not apply to {target} output"))),
+        false => Ok(()),
+    };
+    let (target, file) = match to.as_str() {
+        "mlx" => {
+            only("gguf_type", gguf_type.is_some(), "MLX")?;
+            (Target::Mlx(mlx), name.clone())
+        }
+        "hf" => {
+            only("gguf_type", gguf_type.is_some(), "Hugging Face")?;
+            only("bits", quantize.is_some(), "Hugging Face (float)")?;
+            (Target::Hf(mlx), name.clone())
+        }
+        "gguf" => {
+            only("bits", quantize.is_some(), "GGUF (use `gguf_type`)")?;
+            only("dtype", dtype.is_some(), "GGUF (use `gguf_type`)")?;
+            let file_type = match gguf_type.as_deref() {
+                None => None,
+                Some(t) => Some(hearth_convert::GgufFileType::parse(t).ok_or_else(|| {
+                    ApiError::invalid(
+                        "gguf_type",
+                        format!("`gguf_type` is one of {}", hearth_convert::GgufFileType::all_names().join(", ")),
+                    )
+                })?),
+            };
+            (Target::Gguf(hearth_convert::GgufOptions { file_type, ..Default::default() }), format!("{name}.gguf"))
+        }
+        other => return Err(ApiError::invalid("to", format!("`to` is mlx, hf or gguf, not `{other}`"))),
+    };
+    let located = state.models.locate(&model).map_err(|e| ApiError { param: Some("model".into()), ..e })?;
+    if located.adapter.is_some() {
+        return Err(ApiError::invalid("model", format!("`{model}` is a LoRA adapter: fuse it with hearth fuse, or convert its base")));
+    }
+    let out = state.cfg.home.join("converted").join(file);
+    if out.exists() || state.models.store()?.list()?.iter().any(|r| r.name == format!("local/{name}")) {
+        return Err(ApiError::conflict(format!("a converted model named `{name}` exists")));
+    }
+    Ok(Conversion { src: located.path, out, name, target })
+}
+
+/// Write a model in another format or precision — MLX (float or affine-quantised), Hugging
+/// Face, or GGUF of llama.cpp's types — into the store as `local/<name>`, streaming progress
+/// as server-sent events. Everything is checked before the stream starts; the output is
+/// written under a temporary name and renamed once whole.
+#[utoipa::path(post, path = "/api/models/convert", tag = "model store", request_body = ConvertBody,
+    responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = ConvertEvent),
+        (status = 409, description = "The name is taken", body = crate::api::ErrorBody), Errors))]
+async fn convert(State(state): State<AppState>, Body(body): Body<ConvertBody>) -> Result<Response, ApiError> {
+    let job = conversion(&state, body)?;
+    let store = state.models.store()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ConvertEvent>();
+    let event = |event, done, total, model, message| ConvertEvent { event, done, total, model, message };
+    let on_panic = tx.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let progress_tx = tx.clone();
+        let progress = hearth_convert::Progress(std::sync::Arc::new(move |done, total| {
+            let _ = progress_tx.send(ConvertEvent { event: "progress", done: Some(done), total: Some(total), model: None, message: None });
+        }));
+        if let Some(parent) = job.out.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let written = match job.target {
+            Target::Mlx(o) => hearth_convert::to_mlx(&job.src, &job.out, &hearth_convert::MlxOptions { progress: Some(progress), ..o }),
+            Target::Hf(o) => hearth_convert::to_hf(&job.src, &job.out, &hearth_convert::MlxOptions { progress: Some(progress), ..o }),
+            Target::Gguf(o) => hearth_convert::to_gguf(&job.src, &job.out, &hearth_convert::GgufOptions { progress: Some(progress), ..o }),
+        };
+        let last = match written
+            .map_err(|e| e.to_string())
+            .and_then(|_| store.register_local(&job.name, &job.out, hearth_store::Source::Converted).map_err(|e| e.to_string()))
+        {
+            Ok(record) => event("done", None, None, Some(record), None),
+            Err(message) => event("failed", None, None, None, Some(message)),
+        };
+        let _ = tx.send(last);
+    });
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            let _ = on_panic.send(ConvertEvent {
+                event: "failed",
+                done: None,
+                total: None,
+                model: None,
+                message: Some(format!("the conversion stopped: {e}")),
+            });
+        }
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) }).map(|event| {
+        let data = serde_json::to_string(&event).unwrap_or_default();
+        Ok::<_, Infallible>(SseEvent::default().data(data))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// What a model's files say about it (format, architecture, quantisation, context, files,

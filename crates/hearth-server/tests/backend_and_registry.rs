@@ -476,3 +476,39 @@ async fn conversations_are_kept_per_key() {
     assert_eq!(call_with_key(&c, M::DELETE, url.clone(), Some("alice"), None).await.0, 200);
     assert_eq!(call_with_key(&c, M::GET, url, Some("alice"), None).await.0, 404);
 }
+
+/// `POST /api/models/convert`: the tiny Llama re-quantised into the store, streamed as it goes,
+/// then served by its store name; what cannot be done is refused before anything is written.
+#[tokio::test]
+async fn models_are_converted_into_the_store() {
+    use reqwest::Method as M;
+    let s = TestServer::start(|_| {});
+    let c = reqwest::Client::new();
+    for (body, status, param) in [
+        (json!({"model": "tiny", "to": "onnx", "name": "x"}), 400, "to"),
+        (json!({"model": "tiny", "to": "gguf", "name": "x", "gguf_type": "Q9_9"}), 400, "gguf_type"),
+        (json!({"model": "tiny", "to": "gguf", "name": "x", "bits": 4}), 400, "bits"),
+        (json!({"model": "tiny", "to": "mlx", "name": "x", "bits": 7}), 400, "bits"),
+        (json!({"model": "tiny", "to": "mlx", "name": "../x"}), 400, "name"),
+        (json!({"model": "nope", "to": "mlx", "name": "x"}), 404, "model"),
+    ] {
+        let (st, e) = call(&c, M::POST, s.url("/api/models/convert"), Some(body.clone())).await;
+        assert_eq!((st, e["error"]["param"].as_str()), (status, Some(param)), "{body}: {e}");
+    }
+    let body = json!({"model": "tiny", "to": "gguf", "gguf_type": "Q4_0", "name": "tiny-q4"});
+    let text = c.post(s.url("/api/models/convert")).json(&body).send().await.unwrap().text().await.unwrap();
+    let events: Vec<Value> = common::sse_data(&text).iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let last = events.last().unwrap();
+    assert_eq!((last["event"].as_str(), last["model"]["name"].as_str()), (Some("done"), Some("local/tiny-q4")), "{text}");
+    assert!(events.iter().filter(|e| e["event"] == "progress").count() > 5, "{text}");
+    let (_, store) = call(&c, M::GET, s.url("/api/store"), None).await;
+    assert_eq!(
+        (store["models"][0]["name"].as_str(), store["models"][0]["format"].as_str()),
+        (Some("local/tiny-q4"), Some("gguf")),
+        "{store}"
+    );
+    let body = json!({"model": "local/tiny-q4", "prompt": "Hello", "max_tokens": 4});
+    assert_eq!(call(&c, M::POST, s.url("/v1/completions"), Some(body)).await.0, 200);
+    let again = json!({"model": "tiny", "to": "gguf", "name": "tiny-q4"});
+    assert_eq!(call(&c, M::POST, s.url("/api/models/convert"), Some(again)).await.0, 409);
+}

@@ -130,6 +130,8 @@ test('chat loads fast, streams a reply with its stats, and stops a long one', as
   assert.ok(transferred <= 300 * 1024, `${transferred} bytes`);
 
   await openSettings(48, 0);
+  await page.fill('#top-k', '40');
+  await page.fill('#repetition-penalty', '1.1');
   const { seen, reply } = await send('Write a short poem about the sea.');
   assert.ok(seen.length >= 3, `the reply grew in steps: ${JSON.stringify(seen)}`);
   const stats = await reply.locator('.stats').innerText();
@@ -175,6 +177,7 @@ test('documents added on the Knowledge page answer with a citation from the chat
     { name: 'tea.txt', mimeType: 'text/plain', buffer: Buffer.from('Green tea is made from unoxidised leaves. Black tea leaves are fully oxidised.') },
   ]);
   await until('both uploads', async () => (await page.locator('#kb-uploads .ok').count()) === 2);
+  await until('the batch to finish', async () => (await page.locator('#kb-upload-status').innerText()) === '2 of 2 files');
   await until('the statistics', async () => (await page.locator('#kb-stats').innerText()).includes('2'));
   await shot('knowledge');
 
@@ -214,14 +217,21 @@ test('registry rows are pre-loaded and unregistered as a batch', async () => {
   assert.deepEqual((await api('GET', '/admin/models')).body.models, []);
 });
 
-test('a model pulled from the Hub shows its progress to the end', async () => {
+test('a model pulled from the Hub shows its progress to the end; another is converted into the store', async () => {
   await page.goto(`${base}/models`);
   await page.fill('#pull-repo', env.HEARTH_PULL_REPO);
-  await page.click('#pull-repo ~ button, form.card button[type=submit]');
+  await page.click('#pull-button');
   await until('the pull to finish', async () => (await page.locator('#pull-status').innerText()).startsWith('Pulled'));
   assert.equal(await page.locator('#pull-progress').evaluate((p) => p.value), 1);
   await until('the store to list it', async () => (await page.locator('#model-rows').innerText()).includes('tiny-llama'));
-  assert.match(await page.locator('#store-usage').innerText(), /^1 model, [\d.]+ [KM]B on disk$/);
+  await page.selectOption('#convert-source', 'smol');
+  await page.selectOption('#convert-to', 'gguf');
+  await page.selectOption('#convert-gguf-type', 'Q8_0');
+  await page.fill('#convert-name', 'smol-q8');
+  await page.click('#convert-form button[type=submit]');
+  await until('the conversion', async () => (await page.locator('#convert-status').innerText()).startsWith('Converted: local/smol-q8'), 120000);
+  await until('the store to list it', async () => (await page.locator('#model-rows').innerText()).includes('local/smol-q8'));
+  assert.match(await page.locator('#store-usage').innerText(), /^2 models, [\d.]+ MB on disk$/);
   await shot('models');
   await page.goto(`${base}/models/smol`);
   await page.waitForSelector('#model-files li');

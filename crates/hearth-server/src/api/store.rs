@@ -77,3 +77,37 @@ pub struct ModelFile {
     pub name: String,
     pub bytes: u64,
 }
+
+/// `POST /api/models/convert`: a model written in another format or precision, into the
+/// store as `local/<name>` (`hearth convert` / `hearth quantize` over HTTP).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertBody {
+    /// The model to convert: a model this server can run (not an adapter).
+    pub model: String,
+    /// `mlx`, `hf` or `gguf`.
+    pub to: String,
+    /// The result's name in the store (`local/<name>`): letters, digits, `.`, `-` and `_`.
+    pub name: String,
+    /// GGUF: llama.cpp's file type (`Q4_K_M`, `Q8_0`, `F16`, …); default: a GGUF source keeps
+    /// its types, a directory is written as F16.
+    pub gguf_type: Option<String>,
+    /// MLX: quantise to this many bits (2, 3, 4, 5, 6, 8), in groups of `group_size` (32, 64,
+    /// 128; default 64).
+    pub bits: Option<u32>,
+    pub group_size: Option<usize>,
+    /// MLX and Hugging Face: cast the floats to `float32`, `float16` or `bfloat16`.
+    pub dtype: Option<String>,
+}
+
+/// One server-sent event of a conversion: `progress` (`done` of `total` tensors), then `done`
+/// (with the store's record of the result) or `failed` (with a `message`).
+#[derive(Serialize, ToSchema)]
+pub struct ConvertEvent {
+    pub event: &'static str,
+    pub done: Option<usize>,
+    pub total: Option<usize>,
+    #[schema(value_type = Option<Object>)]
+    pub model: Option<hearth_store::ModelRecord>,
+    pub message: Option<String>,
+}

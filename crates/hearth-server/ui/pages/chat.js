@@ -17,6 +17,12 @@ export async function render(main, _params, query) {
   const system = el('textarea', { id: 'system', rows: 2, placeholder: 'You are a helpful assistant.' });
   const temperature = el('input', { id: 'temperature', type: 'number', min: 0, max: 2, step: 0.1, value: '0.7' });
   const maxTokens = el('input', { id: 'max-tokens', type: 'number', min: 1, max: 65536, value: '512' });
+  // Left empty, a setting takes the model's own default (the server's, then llama.cpp's).
+  const optional = (id, attrs) => el('input', { id, type: 'number', placeholder: 'model default', ...attrs });
+  const topP = optional('top-p', { min: 0, max: 1, step: 0.05 });
+  const topK = optional('top-k', { min: 0, step: 1 });
+  const minP = optional('min-p', { min: 0, max: 1, step: 0.01 });
+  const repeat = optional('repetition-penalty', { min: 0.5, max: 2, step: 0.05 });
   const rag = el('input', { id: 'rag', type: 'checkbox' });
   const log = el('div', { class: 'messages', id: 'messages', 'aria-live': 'polite' });
   const input = el('textarea', { id: 'prompt', rows: 3, placeholder: 'Message (Enter sends, Shift+Enter for a new line)', 'aria-label': 'Message' });
@@ -32,7 +38,9 @@ export async function render(main, _params, query) {
   }
 
   const settings = el('details', { class: 'settings' }, el('summary', {}, 'Settings'),
-    field('System prompt', system), el('div', { class: 'row' }, field('Temperature', temperature), field('Max tokens', maxTokens)));
+    field('System prompt', system),
+    el('div', { class: 'row' }, field('Temperature', temperature), field('Max tokens', maxTokens), field('Top p', topP), field('Top k', topK),
+      field('Min p', minP), field('Repetition penalty', repeat)));
   const form = el('form', { class: 'composer', onsubmit: (e) => { e.preventDefault(); submit(); } },
     pins, input, el('div', { class: 'row' }, send, stop));
   input.addEventListener('keydown', (e) => {
@@ -215,6 +223,9 @@ export async function render(main, _params, query) {
       model: m.model, messages: history(), stream: true, stream_options: { include_usage: true },
       temperature: Number(temperature.value), max_tokens: Number(maxTokens.value),
     };
+    for (const [key, input] of [['top_p', topP], ['top_k', topK], ['min_p', minP], ['repetition_penalty', repeat]]) {
+      if (input.value !== '') body[key] = Number(input.value);
+    }
     if (rag.checked || state.pinned.length) {
       body.knowledge_base = { limit: rag.checked ? 4 : 0, chunks: state.pinned.map((h) => h.chunk_id) };
     }

@@ -1,6 +1,6 @@
 // Knowledge: collections with their statistics; files (or a folder's files) uploaded by
-// picking or dropping, each followed to its end; search with a mode and highlights; questions
-// answered with citations.
+// picking or dropping, each followed to its end; search with a mode, tag and type filters and
+// highlights; questions answered with citations.
 
 import { api, bytes, el, field, request, toast } from '../app.js';
 import { highlighted } from './chat.js';
@@ -11,10 +11,15 @@ export async function render(main) {
   const files = el('input', { type: 'file', id: 'kb-files', multiple: true, 'aria-label': 'Files to add' });
   const folder = el('input', { type: 'file', id: 'kb-folder', webkitdirectory: true, 'aria-label': 'A folder to add' });
   const uploads = el('ul', { class: 'uploads', id: 'kb-uploads' });
+  const overall = el('progress', { id: 'kb-upload-progress', max: 1, value: 0, hidden: true });
+  const overallLine = el('p', { id: 'kb-upload-status', class: 'muted', 'aria-live': 'polite' });
   const drop = el('div', { class: 'drop', tabindex: 0, role: 'button', 'aria-label': 'Drop files here, or press Enter to pick them' },
     'Drop files here or ', el('strong', {}, 'pick them'));
   const q = el('input', { type: 'search', id: 'kb-search', 'aria-label': 'Search', placeholder: 'Search' });
   const mode = el('select', { id: 'kb-search-mode', 'aria-label': 'Mode' }, ['hybrid', 'bm25', 'vector'].map((m) => el('option', { value: m }, m)));
+  const tag = el('input', { id: 'kb-search-tag', 'aria-label': 'Only documents with this tag', placeholder: 'tag' });
+  const kind = el('select', { id: 'kb-search-type', 'aria-label': 'Only documents of this type' },
+    ['', 'text', 'markdown', 'html', 'pdf', 'docx', 'json'].map((t) => el('option', { value: t }, t || 'any type')));
   const hits = el('ol', { class: 'hits', id: 'kb-hits' });
   const question = el('input', { id: 'kb-question', 'aria-label': 'Question', placeholder: 'Ask a question' });
   const answer = el('div', { id: 'kb-answer', 'aria-live': 'polite' });
@@ -30,9 +35,9 @@ export async function render(main) {
         refresh();
       } }, 'Use')),
     stats,
-    el('section', { class: 'card' }, el('h2', {}, 'Add documents'), drop, el('div', { class: 'row' }, files, folder), uploads),
+    el('section', { class: 'card' }, el('h2', {}, 'Add documents'), drop, el('div', { class: 'row' }, files, folder), overall, overallLine, uploads),
     el('section', { class: 'card' }, el('h2', {}, 'Search'),
-      el('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); search(); } }, q, mode, el('button', { type: 'submit' }, 'Search')), hits),
+      el('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); search(); } }, q, mode, tag, kind, el('button', { type: 'submit' }, 'Search')), hits),
     el('section', { class: 'card' }, el('h2', {}, 'Ask'),
       el('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); ask(); } }, question, el('button', { type: 'submit' }, 'Ask')), answer));
 
@@ -45,23 +50,45 @@ export async function render(main) {
     stats.replaceChildren(tile('Documents', s.total_documents), tile('Chunks', s.total_chunks), tile('Embedded', s.embedded_chunks), tile('Size', bytes(s.bytes)));
   }
 
+  /** Adds the files two at a time (each is read, chunked and embedded by the server), with
+   * each file's outcome and the whole batch's progress. */
   async function upload(list) {
-    await Promise.all([...list].map(async (file) => {
-      const item = el('li', {}, `${file.webkitRelativePath || file.name}: `, el('span', { class: 'spinner', 'aria-label': 'uploading' }));
-      uploads.append(item);
-      const form = new FormData();
-      form.append('file', file, file.name);
-      if (collection.value) form.append('collection', collection.value);
-      try {
-        const res = await request('/api/v1/content', { method: 'POST', body: form });
-        const added = await res.json();
-        item.lastChild.replaceWith(el('span', { class: 'ok' }, res.status === 201 ? `added (${added.chunks ?? '?'} chunks)` : 'unchanged'));
-      } catch (e) {
-        item.lastChild.replaceWith(el('span', { class: 'bad' }, e.message));
+    const all = [...list];
+    let done = 0;
+    overall.hidden = false;
+    overall.value = 0;
+    const tick = () => {
+      overall.value = all.length ? done / all.length : 1;
+      overallLine.textContent = `${done} of ${all.length} files`;
+    };
+    tick();
+    const queue = [...all];
+    const worker = async () => {
+      for (let file = queue.shift(); file; file = queue.shift()) {
+        await one(file);
+        done++;
+        tick();
       }
-    }));
+    };
+    await Promise.all([worker(), worker()]);
     refresh();
   }
+
+  async function one(file) {
+    const item = el('li', {}, `${file.webkitRelativePath || file.name}: `, el('span', { class: 'spinner', 'aria-label': 'uploading' }));
+    uploads.append(item);
+    const form = new FormData();
+    form.append('file', file, file.name);
+    if (collection.value) form.append('collection', collection.value);
+    try {
+      const res = await request('/api/v1/content', { method: 'POST', body: form });
+      const added = await res.json();
+      item.lastChild.replaceWith(el('span', { class: 'ok' }, res.status === 201 ? `added (${added.chunks ?? '?'} chunks)` : 'unchanged'));
+    } catch (e) {
+      item.lastChild.replaceWith(el('span', { class: 'bad' }, e.message));
+    }
+  }
+
   files.addEventListener('change', () => upload(files.files));
   folder.addEventListener('change', () => upload(folder.files));
   drop.addEventListener('click', () => files.click());
@@ -73,7 +100,8 @@ export async function render(main) {
   async function search() {
     if (!q.value.trim()) return;
     try {
-      const res = await api(`/api/v1/search?q=${encodeURIComponent(q.value)}&mode=${mode.value}&limit=10&${coll()}`);
+      const filters = (tag.value.trim() ? `&tag=${encodeURIComponent(tag.value.trim())}` : '') + (kind.value ? `&content_type=${kind.value}` : '');
+      const res = await api(`/api/v1/search?q=${encodeURIComponent(q.value)}&mode=${mode.value}&limit=10&${coll()}${filters}`);
       hits.replaceChildren(...res.results.map((h) => el('li', {},
         el('div', { class: 'hit-head' }, el('strong', {}, h.title || h.content_id), el('span', { class: 'score' }, h.score.toFixed(3))),
         el('p', {}, highlighted(h)))));

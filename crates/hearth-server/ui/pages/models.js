@@ -1,6 +1,7 @@
 // Models: what is in the store (format, quantisation, size, disk used) and what else the
 // server can run, the catalogue, pulling a model from the Hub by repo id or alias with a live
-// progress bar (bytes, speed, ETA; an interrupted pull resumes), and deleting a stored one.
+// progress bar (bytes, speed, ETA; an interrupted pull resumes), converting or quantising a
+// model into the store (MLX, Hugging Face, GGUF) with its progress, and deleting a stored one.
 
 import { api, bytes, el, field, navigate, readEvents, request, toast } from '../app.js';
 
@@ -10,11 +11,28 @@ export async function render(main) {
   const progress = el('progress', { id: 'pull-progress', max: 1, value: 0, hidden: true });
   const line = el('p', { id: 'pull-status', class: 'muted', 'aria-live': 'polite' });
   const pull = el('form', { class: 'card', onsubmit: (e) => { e.preventDefault(); start(); } },
-    el('h2', {}, 'Pull a model'), field('Repo id (optionally @revision or :QUANT)', repo), el('button', { type: 'submit' }, 'Pull'), progress, line);
+    el('h2', {}, 'Pull a model'), field('Repo id (optionally @revision or :QUANT)', repo), el('button', { type: 'submit', id: 'pull-button' }, 'Pull'), progress, line);
+  const source = el('select', { id: 'convert-source', required: true });
+  const target = el('select', { id: 'convert-to' }, [['gguf', 'GGUF'], ['mlx', 'MLX'], ['hf', 'Hugging Face']].map(([v, t]) => el('option', { value: v }, t)));
+  const ggufType = el('select', { id: 'convert-gguf-type' }, ['', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q4_K_M', 'Q4_K_S', 'Q5_K_M', 'Q5_K_S', 'Q6_K', 'F16', 'BF16', 'F32']
+    .map((t) => el('option', { value: t }, t || 'as the source')));
+  const bits = el('select', { id: 'convert-bits' }, ['', '2', '3', '4', '5', '6', '8'].map((b) => el('option', { value: b }, b ? `${b}-bit` : 'float')));
+  const outName = el('input', { id: 'convert-name', required: true, pattern: '[A-Za-z0-9._\\-]+', placeholder: 'my-model-q8' });
+  const converting = el('progress', { id: 'convert-progress', max: 1, value: 0, hidden: true });
+  const convertLine = el('p', { id: 'convert-status', class: 'muted', 'aria-live': 'polite' });
+  const ggufField = field('GGUF type', ggufType);
+  const bitsField = field('MLX quantisation', bits);
+  const showOptions = () => { ggufField.hidden = target.value !== 'gguf'; bitsField.hidden = target.value !== 'mlx'; };
+  target.addEventListener('change', showOptions);
+  showOptions();
+  const convertForm = el('form', { class: 'card', id: 'convert-form', onsubmit: (e) => { e.preventDefault(); convert(); } },
+    el('h2', {}, 'Convert or quantise'),
+    el('div', { class: 'grid' }, field('Model', source), field('To', target), ggufField, bitsField, field('Name in the store', outName)),
+    el('button', { type: 'submit' }, 'Convert'), converting, convertLine);
   const usage = el('p', { id: 'store-usage', class: 'muted' });
   const served = el('tbody', { id: 'served-rows' });
   const catalogue = el('tbody', { id: 'catalogue-rows' });
-  main.append(el('h1', {}, 'Models'), pull,
+  main.append(el('h1', {}, 'Models'), pull, convertForm,
     el('h2', {}, 'In the store'), usage,
     el('table', { class: 'rows' }, el('thead', {}, el('tr', {}, ['Model', 'Format', 'Quantisation', 'Size', 'Context', ''].map((h) => el('th', {}, h)))), list),
     el('h2', {}, 'What this server runs'),
@@ -35,6 +53,8 @@ export async function render(main) {
       el('td', {}, m.format), el('td', {}, m.quantization || '–'), el('td', {}, bytes(m.size_bytes)), el('td', {}, m.context_length ?? '–'),
       el('td', {}, el('button', { type: 'button', class: 'danger', onclick: () => remove(m.name) }, 'Delete')))));
     if (!store.models.length) list.append(el('tr', {}, el('td', { colspan: 6, class: 'muted' }, 'The store is empty: pull a model above.')));
+    const chosen = source.value;
+    source.replaceChildren(...known.models.map((m) => el('option', { value: m.id, selected: m.id === chosen }, m.id)));
     served.replaceChildren(...known.models.map((m) => el('tr', {},
       el('td', {}, el('a', { href: `/models/${encodeURIComponent(m.id)}`, 'data-link': true }, m.id)),
       el('td', {}, m.loaded ? 'yes' : 'no'), el('td', {}, chat(m.id)))));
@@ -49,6 +69,30 @@ export async function render(main) {
       await api(`/api/models/${encodeURIComponent(id)}`, { method: 'DELETE' });
       toast(`Deleted ${id}`, 'info');
     } catch (e) { toast(e); }
+    await load();
+  }
+
+  async function convert() {
+    const body = { model: source.value, to: target.value, name: outName.value.trim() };
+    if (target.value === 'gguf' && ggufType.value) body.gguf_type = ggufType.value;
+    if (target.value === 'mlx' && bits.value) body.bits = Number(bits.value);
+    converting.hidden = false;
+    converting.value = 0;
+    convertLine.textContent = 'Starting…';
+    try {
+      const res = await request('/api/models/convert', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+      await readEvents(res, (e) => {
+        if (e.event === 'progress') {
+          converting.value = e.total ? e.done / e.total : 0;
+          convertLine.textContent = `${e.done} of ${e.total} tensors`;
+        } else if (e.event === 'done') {
+          converting.value = 1;
+          convertLine.textContent = `Converted: ${e.model.name} (${e.model.format}, ${bytes(e.model.size_bytes)})`;
+        } else if (e.event === 'failed') {
+          throw new Error(e.message);
+        }
+      });
+    } catch (e) { toast(e); convertLine.textContent = 'Failed.'; }
     await load();
   }
 
