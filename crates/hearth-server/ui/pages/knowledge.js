@@ -95,7 +95,26 @@ export async function render(main) {
   drop.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') files.click(); });
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-  drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); upload(e.dataTransfer.files); });
+  drop.addEventListener('drop', async (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    // A dropped folder is an entry to walk, not a file: read its files, at any depth.
+    const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
+    upload(entries.length ? (await Promise.all(entries.map(filesOf))).flat() : e.dataTransfer.files);
+  });
+
+  /** The files under a dropped entry (a file, or a folder read to the end). */
+  async function filesOf(entry) {
+    if (entry.isFile) return [await new Promise((resolve, reject) => entry.file(resolve, reject))];
+    const reader = entry.createReader();
+    const children = [];
+    for (;;) {
+      const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+      if (!batch.length) break;
+      children.push(...batch);
+    }
+    return (await Promise.all(children.map(filesOf))).flat();
+  }
 
   async function search() {
     if (!q.value.trim()) return;
