@@ -316,6 +316,32 @@ pub fn tile_scalar(q: &[u8], a: &[f32], c: &[f32], acts: &PackedActs, tile: usiz
     }
 }
 
+/// Elsewhere than x86-64 the tile kernels never run ([`float_tiles_ok`] and
+/// `MatrixRef::gemm_ok` are false there, so the decode kernels serve every shape); these keep
+/// the callers one code path on every architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub mod avx512 {
+    use super::{PackedActs, TILE};
+
+    /// # Safety
+    /// Never called: see the module.
+    pub unsafe fn tile4_f32(_rows: [&[f32]; 4], _x: &[f32], _out: &mut [[f32; TILE]; 4]) {
+        unreachable!("the float tile kernels need AVX-512")
+    }
+
+    /// # Safety
+    /// Never called: see the module.
+    pub unsafe fn tile8x2_f32(_rows: [&[f32]; 8], _x0: &[f32], _x1: &[f32], _out: &mut [[f32; TILE]; 16]) {
+        unreachable!("the float tile kernels need AVX-512")
+    }
+
+    /// # Safety
+    /// Never called: see the module.
+    pub unsafe fn tile<const R: usize>(_rows: [(&[u8], &[f32], &[f32]); R], _acts: &PackedActs, _tile: usize, _out: &mut [[f32; TILE]; R]) {
+        unreachable!("the integer tile kernels need AVX-512 VNNI")
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use std::arch::x86_64::*;

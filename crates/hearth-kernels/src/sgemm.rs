@@ -11,7 +11,9 @@
 use std::cell::RefCell;
 
 use crate::pool::{self, SharedPtr};
-use crate::qdot::{isa, IsaKind};
+use crate::qdot::isa;
+#[cfg(target_arch = "x86_64")]
+use crate::qdot::IsaKind;
 use crate::MatrixRef;
 
 /// Depth of one panel: a multiple of every block and group length, so panels of quantised

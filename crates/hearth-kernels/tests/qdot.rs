@@ -245,6 +245,7 @@ fn many_token_kernel_matches_its_scalar_reference_and_exact_products() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn float_many_token_kernel_matches_its_scalar_reference() {
     use hearth_kernels::gemm::{tile_f32_scalar, PackedF32, TILE};
     let mut rng = StdRng::seed_from_u64(4);
@@ -322,6 +323,7 @@ fn float_weights_in_place_or_copied_match_a_naive_product() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn eight_row_float_kernel_matches_its_scalar_reference() {
     use hearth_kernels::gemm::{tile_f32_scalar, PackedF32, TILE};
     if !std::arch::is_x86_feature_detected!("avx512f") {

@@ -63,11 +63,7 @@ async fn pull(State(state): State<AppState>, Body(body): Body<PullBody>) -> Resu
             let _ = on_panic.send(PullEvent::Failed { message: format!("the pull stopped: {e}") });
         }
     });
-    let events = futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) }).map(|event| {
-        let data = serde_json::to_string(&event).unwrap_or_default();
-        Ok::<_, Infallible>(SseEvent::default().data(data))
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    Ok(event_stream(rx))
 }
 
 /// The store's models (format, architecture, quantisation, size, context), the disk they
@@ -80,6 +76,15 @@ async fn listing(State(state): State<AppState>) -> Result<Json<StoreListing>, Ap
         .map_err(|e| ApiError::internal(format!("listing the store stopped: {e}")))??;
     let total_bytes = models.iter().map(|m| m.size_bytes).sum();
     Ok(Json(StoreListing { models, total_bytes, catalogue: hearth_store::catalogue::CATALOGUE.to_vec() }))
+}
+
+/// What a blocking task sends on `rx`, as server-sent events (JSON), until it hangs up.
+fn event_stream<T: serde::Serialize + Send + 'static>(rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> Response {
+    let events = futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) }).map(|event| {
+        let data = serde_json::to_string(&event).unwrap_or_default();
+        Ok::<_, Infallible>(SseEvent::default().data(data))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// A conversion checked before it starts: what to run on the blocking thread, and where.
@@ -204,11 +209,7 @@ async fn convert(State(state): State<AppState>, Body(body): Body<ConvertBody>) -
             });
         }
     });
-    let events = futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) }).map(|event| {
-        let data = serde_json::to_string(&event).unwrap_or_default();
-        Ok::<_, Infallible>(SseEvent::default().data(data))
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    Ok(event_stream(rx))
 }
 
 /// What a model's files say about it (format, architecture, quantisation, context, files,
