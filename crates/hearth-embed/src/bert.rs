@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use hearth_kernels::attend::{attend_group, ScoreScale};
+use hearth_kernels::attend::{self, attend, key_slot, KvHead, Mask, Positions, Queries, ScoreScale, KEY_TILE};
 use hearth_kernels::pool;
 
 use crate::config::{Activation, BertConfig};
@@ -44,11 +44,10 @@ pub(crate) struct Bert {
 /// One (sequence, head)'s contiguous query, key, value and output rows, and its scores.
 #[derive(Default)]
 struct AttnScratch {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    out: Vec<f32>,
-    scores: Vec<f32>,
+    /// One head's keys in the kernel's tiles, and its values by position.
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    kernel: attend::Scratch,
 }
 
 thread_local! {
@@ -152,11 +151,12 @@ impl Bert {
     }
 
     /// Softmax(q·kᵀ/√d)·v within each sequence, per head; writes `[tokens, hidden]` to `out`.
-    /// Each (sequence, head) gathers its query, key and value columns into contiguous rows
-    /// for the kernels' grouped attention, every query of the sequence in one group.
+    /// Each (sequence, head) lays its keys out in the kernel's tiles and its values in rows;
+    /// the queries are read in place.
     fn attention(&self, seqs: &[Encoded], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
         let (h, nh, hd) = (self.cfg.hidden_size, self.cfg.num_heads, self.cfg.head_dim());
         let score = ScoreScale { scale: 1.0 / (hd as f32).sqrt(), softcap: None };
+        let mask = Mask { window: None, bidirectional: true };
         let mut starts = Vec::with_capacity(seqs.len());
         let mut t = 0;
         for s in seqs {
@@ -167,18 +167,23 @@ impl Bert {
         pool::global().run(seqs.len() * nh, &|unit| {
             let (si, head) = (unit / nh, unit % nh);
             let (first, n) = (starts[si], seqs[si].ids.len());
-            let cols = |j: usize| (first + j) * h + head * hd..(first + j) * h + (head + 1) * hd;
-            ATTENTION.with_borrow_mut(|AttnScratch { q: qh, k: kh, v: vh, out: oh, scores }| {
-                for (dst, src) in [(&mut *qh, q), (&mut *kh, k), (&mut *vh, v)] {
-                    dst.clear();
-                    (0..n).for_each(|j| dst.extend_from_slice(&src[cols(j)]));
+            let col = |j: usize| (first + j) * h + head * hd;
+            ATTENTION.with_borrow_mut(|AttnScratch { keys, values, kernel }| {
+                keys.clear();
+                keys.resize(n.div_ceil(KEY_TILE) * KEY_TILE * hd, 0.0);
+                values.clear();
+                for j in 0..n {
+                    for (d, &x) in k[col(j)..col(j) + hd].iter().enumerate() {
+                        keys[key_slot(j, d, hd)] = x;
+                    }
+                    values.extend_from_slice(&v[col(j)..col(j) + hd]);
                 }
-                oh.resize(n * hd, 0.0);
-                attend_group(qh, kh, vh, hd, score, scores, oh);
-                for (j, o) in oh.chunks_exact(hd).enumerate() {
+                let queries = Queries { data: &q[col(0)..], stride: h, count: n, head_dim: hd, positions: Positions::From(0) };
+                let kv = KvHead { key_tiles: keys, values, len: n };
+                attend(queries, kv, mask, score, kernel, |j, o| {
                     // SAFETY: each (token, head) slot of `out` belongs to exactly one unit.
-                    unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out_ptr.get().add(cols(j).start), hd) };
-                }
+                    unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out_ptr.get().add(col(j)), hd) };
+                });
             });
         });
     }

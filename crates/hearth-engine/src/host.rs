@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use hearth_kernels::attend::{attend_group, attend_tiled, Mask, Queries, ScoreScale, TiledScratch};
+use hearth_kernels::attend::{self, attend, KvHead, Mask, Positions, Queries, ScoreScale};
 use hearth_kernels::math::{exp, gelu_tanh, wide};
 use hearth_kernels::pool::{self, SharedPtr};
 use hearth_kernels::Precision;
@@ -180,20 +180,14 @@ struct AttnUnit {
     tiled: bool,
 }
 
-/// From this many new tokens in a sequence, attention runs 16 queries at a time on the tiled
-/// float kernel instead of one query at a time.
+/// From this many new tokens in a sequence, attention splits by query head (each head's new
+/// tokens together) rather than by KV head (each token's query heads together). Only the
+/// split changes: a query's output is the same either way.
 const TILED_ATTENTION_MIN: usize = 8;
-
-/// Per-thread buffers of the attention kernels.
-#[derive(Default)]
-struct AttnScratch {
-    scores: Vec<f32>,
-    tiled: TiledScratch,
-}
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    static ATTN: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
+    static ATTN: RefCell<attend::Scratch> = RefCell::new(attend::Scratch::default());
 }
 
 fn take(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -389,8 +383,8 @@ impl HostDecoder {
 }
 
 /// The tasks of every layer's attention pass. A sequence with few new tokens is split by KV
-/// head (its query heads attend together: [`attend_group`]), a long one by query head (the
-/// tiled kernel), so a single prompt still spreads over every thread.
+/// head (its query heads attend together), a long one by query head, so a single prompt still
+/// spreads over every thread.
 fn attention_units<'u>(cfg: &ModelConfig, seqs: &[Seq<'_>], units: &'u mut Vec<AttnUnit>) -> &'u [AttnUnit] {
     units.clear();
     let mut first_row = 0;
@@ -410,7 +404,7 @@ fn attention(cfg: &ModelConfig, li: usize, mask: Mask, seqs: &[Seq<'_>], units: 
     pool::global().run(units.len(), &|u| {
         let AttnUnit { seq, first_row, head, tiled } = units[u];
         let job = HeadJob { cfg, li, mask, seq: &seqs[seq], first_row, q, out: out_ptr };
-        ATTN.with_borrow_mut(|scratch| if tiled { job.tiled(head, &mut scratch.tiled) } else { job.grouped(head, &mut scratch.scores) });
+        ATTN.with_borrow_mut(|scratch| if tiled { job.by_query_head(head, scratch) } else { job.by_kv_head(head, scratch) });
     });
 }
 
@@ -455,32 +449,33 @@ impl HeadJob<'_> {
         ScoreScale { scale: self.cfg.attn_scale as f32, softcap: self.cfg.attn_logit_softcap }
     }
 
-    /// KV head `kv`'s cached keys and values.
-    fn kv(&self, kv: usize) -> (&[f32], &[f32]) {
-        self.seq.kv.head(self.li, kv)
+    /// KV head `kv`'s cache, up to the sequence's last new token.
+    fn kv(&self, kv: usize) -> KvHead<'_> {
+        self.seq.kv.head(self.li, kv, self.seq.pos + self.seq.tokens.len())
     }
 
     /// One new token at a time, all query heads of KV head `kv` together: decoding, or short
     /// additions to a sequence.
-    fn grouped(&self, kv: usize, scores: &mut Vec<f32>) {
-        let (hd, _) = self.dims();
-        let g = self.group();
-        let (keys, values) = self.kv(kv);
-        let len = self.seq.pos + self.seq.tokens.len();
+    fn by_kv_head(&self, kv: usize, scratch: &mut attend::Scratch) {
+        let (hd, g) = (self.dims().0, self.group());
         for i in 0..self.seq.tokens.len() {
-            let visible = self.mask.visible(self.seq.pos + i, len);
-            let visible = visible.start * hd..visible.end * hd;
-            let (q, out) = (self.queries(i, kv * g, g), self.out(i, kv * g, g));
-            attend_group(q, &keys[visible.clone()], &values[visible], hd, self.score_scale(), scores, out);
+            let q = Queries {
+                data: self.queries(i, kv * g, g),
+                stride: hd,
+                count: g,
+                head_dim: hd,
+                positions: Positions::Same(self.seq.pos + i),
+            };
+            let out = self.out(i, kv * g, g);
+            attend(q, self.kv(kv), self.mask, self.score_scale(), scratch, |h, o| out[h * hd..(h + 1) * hd].copy_from_slice(o));
         }
     }
 
-    /// Query head `head` of every new token, on the tiled kernel: prefill.
-    fn tiled(&self, head: usize, scratch: &mut TiledScratch) {
+    /// Query head `head` of every new token: prefill.
+    fn by_query_head(&self, head: usize, scratch: &mut attend::Scratch) {
         let (hd, qs) = self.dims();
-        let (keys, values) = self.kv(head / self.group());
         let data = &self.q[self.first_row * qs + head * hd..];
-        let q = Queries { data, stride: qs, count: self.seq.tokens.len(), head_dim: hd, pos0: self.seq.pos };
-        attend_tiled(q, keys, values, self.mask, self.score_scale(), scratch, |i, o| self.out(i, head, 1).copy_from_slice(o));
+        let q = Queries { data, stride: qs, count: self.seq.tokens.len(), head_dim: hd, positions: Positions::From(self.seq.pos) };
+        attend(q, self.kv(head / self.group()), self.mask, self.score_scale(), scratch, |i, o| self.out(i, head, 1).copy_from_slice(o));
     }
 }

@@ -2,11 +2,14 @@
 //! in place, so decoding never concatenates or reallocates.
 
 use candle_core::{DType, Device, Tensor};
+use hearth_kernels::attend::{key_slot, KvHead, KEY_TILE};
 
 use crate::config::ModelConfig;
 use crate::{EngineError, Result};
 
-/// Host memory: per layer, keys and values as `[kv_heads, capacity, head_dim]`.
+/// Host memory: per layer and KV head, keys in tiles of 16 positions (`[tile][head_dim][16]`,
+/// the attention kernel's layout) and values by position (`[position][head_dim]`); the capacity
+/// is rounded up to whole tiles.
 pub(crate) struct HostKv {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
@@ -15,41 +18,66 @@ pub(crate) struct HostKv {
 }
 
 impl HostKv {
+    fn new(cfg: &ModelConfig, capacity: usize) -> Self {
+        let capacity = capacity.next_multiple_of(KEY_TILE);
+        let per_layer = cfg.num_kv_heads * capacity * cfg.head_dim;
+        HostKv {
+            keys: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+            values: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+            capacity,
+            head_dim: cfg.head_dim,
+        }
+    }
+
     /// Stores `n` tokens' keys and values (`[n, kv_heads · head_dim]`) from position `at`.
     pub(crate) fn write(&mut self, layer: usize, at: usize, k: &[f32], v: &[f32]) {
-        let hd = self.head_dim;
-        let heads = self.keys[layer].len() / (self.capacity * hd);
+        let (hd, span) = (self.head_dim, self.capacity * self.head_dim);
+        let heads = self.keys[layer].len() / span;
         for (i, (kr, vr)) in k.chunks_exact(heads * hd).zip(v.chunks_exact(heads * hd)).enumerate() {
             for h in 0..heads {
+                let keys = &mut self.keys[layer][h * span..(h + 1) * span];
+                for (d, &value) in kr[h * hd..(h + 1) * hd].iter().enumerate() {
+                    keys[key_slot(at + i, d, hd)] = value;
+                }
                 let dst = (h * self.capacity + at + i) * hd;
-                self.keys[layer][dst..dst + hd].copy_from_slice(&kr[h * hd..(h + 1) * hd]);
                 self.values[layer][dst..dst + hd].copy_from_slice(&vr[h * hd..(h + 1) * hd]);
             }
         }
     }
 
-    /// All cached keys and values of one KV head, `[capacity, head_dim]` each.
-    pub(crate) fn head(&self, layer: usize, head: usize) -> (&[f32], &[f32]) {
+    /// One KV head's cache holding `len` positions.
+    pub(crate) fn head(&self, layer: usize, head: usize, len: usize) -> KvHead<'_> {
         let span = self.capacity * self.head_dim;
-        (&self.keys[layer][head * span..(head + 1) * span], &self.values[layer][head * span..(head + 1) * span])
+        KvHead {
+            key_tiles: &self.keys[layer][head * span..(head + 1) * span],
+            values: &self.values[layer][head * span..(head + 1) * span],
+            len,
+        }
     }
 
     /// A fresh allocation holding the first `len` positions of every head (the rest stays
     /// zeroed, hence virtual).
     fn prefix_copy(&self, len: usize) -> HostKv {
         let span = self.capacity * self.head_dim;
-        let copy = |src: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+        // Keys by whole tiles, values by position.
+        let keys = len.div_ceil(KEY_TILE) * KEY_TILE * self.head_dim;
+        let copy = |src: &Vec<Vec<f32>>, used: usize| -> Vec<Vec<f32>> {
             src.iter()
                 .map(|layer| {
                     let mut dst = vec![0f32; layer.len()];
                     for (d, s) in dst.chunks_exact_mut(span).zip(layer.chunks_exact(span)) {
-                        d[..len * self.head_dim].copy_from_slice(&s[..len * self.head_dim]);
+                        d[..used].copy_from_slice(&s[..used]);
                     }
                     dst
                 })
                 .collect()
         };
-        HostKv { keys: copy(&self.keys), values: copy(&self.values), capacity: self.capacity, head_dim: self.head_dim }
+        HostKv {
+            keys: copy(&self.keys, keys),
+            values: copy(&self.values, len * self.head_dim),
+            capacity: self.capacity,
+            head_dim: self.head_dim,
+        }
     }
 }
 
@@ -86,13 +114,7 @@ impl KvCache {
     /// A cache in host memory, for the host decoder. Zeroed allocations stay virtual until
     /// written, so a long context costs memory only as it fills.
     pub(crate) fn host(cfg: &ModelConfig, capacity: usize) -> Self {
-        let per_layer = cfg.num_kv_heads * capacity * cfg.head_dim;
-        let storage = Storage::Host(HostKv {
-            keys: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
-            values: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
-            capacity,
-            head_dim: cfg.head_dim,
-        });
+        let storage = Storage::Host(HostKv::new(cfg, capacity));
         KvCache { storage, len: 0, capacity, bytes: Self::bytes_for(cfg, capacity) }
     }
 

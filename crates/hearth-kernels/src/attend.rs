@@ -1,13 +1,24 @@
-//! Attention against a sequence's cached keys and values. For one new position
-//! ([`attend_group`]) the query heads that share a KV head go together, so each key and value
-//! row is read once for the whole group (grouped query attention) and the products run on full
-//! vector registers: decoding spends its attention time there. Many new positions of one head
-//! ([`attend_tiled`]) go sixteen at a time through the tiled float kernel: prefill.
+//! Attention against a sequence's cached keys and values, with one arithmetic for every
+//! query: a query's output is the same bits whether it is computed alone (decoding), beside the
+//! other query heads of its KV head, or among hundreds of prompt positions (prefill), and
+//! whether the keys before it were cached by an earlier request or computed in this pass.
+//! Batched and cached generation then reproduce a sequence decoded alone.
+//!
+//! Keys are stored in tiles of 16 positions (`[tile][head_dim][16]`), so the scores of a few
+//! queries or of many are the same product ([`rows_times_tile`]: queries as rows, a key tile as
+//! the lanes), and the outputs are the softmax weights as rows against the values' columns.
+//! Each sum runs in an order fixed by absolute positions; keys a query does not see enter the
+//! products with weight zero, which changes no bits.
 
 use std::ops::Range;
 
 use crate::gemm::{rows_times_tile, TILE};
 use crate::math::exp;
+
+/// Positions per key tile.
+pub const KEY_TILE: usize = TILE;
+/// Queries attended together at most (their scores stay in L1).
+const QUERY_BLOCK: usize = 16;
 
 /// Scaling of the raw query·key products before the softmax.
 #[derive(Clone, Copy, Debug)]
@@ -51,300 +62,136 @@ impl Mask {
     }
 }
 
-/// `out[g] = softmax(score(q[g] · Kⱼ)) · V` for the `G = q.len() / hd` query heads in `q`
-/// (`[G, hd]`), over every row of `keys` and `values` (`[n, hd]`, the visible positions);
-/// writes `out` (`[G, hd]`). `scratch` is reused between calls (nothing is allocated once it
-/// has grown to the longest context).
-pub fn attend_group(q: &[f32], keys: &[f32], values: &[f32], hd: usize, score: ScoreScale, scratch: &mut Vec<f32>, out: &mut [f32]) {
-    let (g, n) = (q.len() / hd, keys.len() / hd);
-    assert!(n > 0 && q.len() == g * hd && out.len() == q.len() && values.len() == keys.len(), "attend_group shapes");
-    scratch.resize(g * n + g, 0.0);
-    #[cfg(target_arch = "x86_64")]
-    if hd.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-        let (scores, inv) = split(scratch, g, n);
-        // SAFETY: the CPU has AVX-512 F; shapes were checked above.
-        unsafe {
-            x86::dots(q, keys, hd, scores);
-            softmax_rows(scores, n, score, inv);
-            x86::weighted_sums(scores, values, hd, out);
-        }
-        scale_rows(out, hd, inv);
-        return;
-    }
-    portable(q, keys, values, hd, score, scratch, out)
-}
-
-/// Scratch space as the scores `[G, n]`, then each head's 1 / (sum of its softmax weights).
-fn split(scratch: &mut [f32], g: usize, n: usize) -> (&mut [f32], &mut [f32]) {
-    scratch[..g * n + g].split_at_mut(g * n)
-}
-
-fn portable(q: &[f32], keys: &[f32], values: &[f32], hd: usize, score: ScoreScale, scratch: &mut [f32], out: &mut [f32]) {
-    let (g, n) = (q.len() / hd, keys.len() / hd);
-    let (scores, inv) = split(scratch, g, n);
-    for (qh, row) in q.chunks_exact(hd).zip(scores.chunks_exact_mut(n)) {
-        for (s, k) in row.iter_mut().zip(keys.chunks_exact(hd)) {
-            *s = crate::dot(qh, k);
-        }
-    }
-    softmax_rows(scores, n, score, inv);
-    for (o, w) in out.chunks_exact_mut(hd).zip(scores.chunks_exact(n)) {
-        o.fill(0.0);
-        for (&w, v) in w.iter().zip(values.chunks_exact(hd)) {
-            o.iter_mut().zip(v).for_each(|(a, &b)| *a += w * b);
-        }
-    }
-    scale_rows(out, hd, inv);
-}
-
-/// Scores → unnormalised softmax weights in place (rows of `n`); writes each row's 1 / sum
-/// into `inv`, applied to the (shorter) outputs instead.
-#[inline(always)]
-fn softmax_rows(scores: &mut [f32], n: usize, score: ScoreScale, inv: &mut [f32]) {
-    for (row, inv) in scores.chunks_exact_mut(n).zip(inv) {
-        match score.softcap {
-            Some(cap) => row.iter_mut().for_each(|s| *s = (*s * score.scale / cap).tanh() * cap),
-            None => row.iter_mut().for_each(|s| *s *= score.scale),
-        }
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        row.iter_mut().for_each(|s| *s = crate::math::exp(*s - max));
-        // Sixteen partial sums, so the reduction vectorises.
-        let mut part = [0f32; 16];
-        let chunks = row.chunks_exact(16);
-        let tail: f32 = chunks.remainder().iter().sum();
-        for c in chunks {
-            part.iter_mut().zip(c).for_each(|(p, &s)| *p += s);
-        }
-        *inv = 1.0 / (part.iter().sum::<f32>() + tail);
-    }
-}
-
-#[inline(always)]
-fn scale_rows(out: &mut [f32], hd: usize, inv: &[f32]) {
-    for (o, &i) in out.chunks_exact_mut(hd).zip(inv) {
-        o.iter_mut().for_each(|v| *v *= i);
-    }
-}
-
-/// New queries of one head: query `i` is `data[i · stride..][..head_dim]`, at position
-/// `pos0 + i` of its sequence.
+/// Queries of one head attending together: query `i` is `data[i · stride..][..head_dim]`.
 #[derive(Clone, Copy)]
 pub struct Queries<'a> {
     pub data: &'a [f32],
     pub stride: usize,
     pub count: usize,
     pub head_dim: usize,
-    pub pos0: usize,
+    pub positions: Positions,
+}
+
+/// Where the queries sit in their sequence.
+#[derive(Clone, Copy, Debug)]
+pub enum Positions {
+    /// All at one position: the query heads sharing a KV head, for one new token.
+    Same(usize),
+    /// Query `i` at position `first + i`: one head of consecutive new tokens.
+    From(usize),
 }
 
 impl Queries<'_> {
+    #[cfg(test)]
     fn get(&self, i: usize) -> &[f32] {
         &self.data[i * self.stride..i * self.stride + self.head_dim]
     }
+
+    fn position(&self, i: usize) -> usize {
+        match self.positions {
+            Positions::Same(p) => p,
+            Positions::From(p) => p + i,
+        }
+    }
 }
 
-/// Buffers of [`attend_tiled`], reused between calls: scores, a query tile, the values
-/// transposed, an output tile and one output row.
+/// One KV head's cache: keys in tiles (`[tile][head_dim][16]`, see [`key_slot`]), values by
+/// position (`[position][head_dim]`); `len` positions are stored.
+#[derive(Clone, Copy)]
+pub struct KvHead<'a> {
+    pub key_tiles: &'a [f32],
+    pub values: &'a [f32],
+    pub len: usize,
+}
+
+/// Where the key of `position`, element `d`, lives among a head's key tiles.
+#[inline]
+pub fn key_slot(position: usize, d: usize, head_dim: usize) -> usize {
+    (position / KEY_TILE * head_dim + d) * KEY_TILE + position % KEY_TILE
+}
+
+/// Buffers of [`attend`], reused between calls: scores, a padded query block and a padded
+/// output block (head sizes that are not a multiple of 16).
 #[derive(Default)]
-pub struct TiledScratch {
+pub struct Scratch {
     scores: Vec<f32>,
-    queries: Vec<f32>,
-    values_t: Vec<f32>,
     out: Vec<f32>,
-    row: Vec<f32>,
+    values: Vec<f32>,
 }
 
-/// Attention of many new queries of one head against its KV head's cache (`keys` and `values`
-/// `[positions, head_dim]`, holding at least the sequence's `pos0 + count` positions), sixteen
-/// queries at a time: scores and outputs as products on the tiled float kernel. Calls
+/// `softmax(score(q · Kⱼ)) · V` over the keys [`Mask::visible`] gives each query; calls
 /// `emit(i, out)` with query `i`'s output (`head_dim` values).
-pub fn attend_tiled(
-    q: Queries<'_>,
-    keys: &[f32],
-    values: &[f32],
-    mask: Mask,
-    score: ScoreScale,
-    scratch: &mut TiledScratch,
-    mut emit: impl FnMut(usize, &[f32]),
-) {
-    let (hd, n, pos0) = (q.head_dim, q.count, q.pos0);
-    let total = pos0 + n;
-    assert!(keys.len() >= total * hd && values.len() >= total * hd, "attend_tiled shapes");
-    // Values transposed to [head_dim][positions], the rows of the output product.
-    scratch.values_t.resize(hd * total, 0.0);
-    let vt = &mut scratch.values_t[..];
-    for j in 0..total {
-        for d in 0..hd {
-            vt[d * total + j] = values[j * hd + d];
+pub fn attend(q: Queries<'_>, kv: KvHead<'_>, mask: Mask, score: ScoreScale, scratch: &mut Scratch, mut emit: impl FnMut(usize, &[f32])) {
+    let hd = q.head_dim;
+    let tiles_stored = kv.len.div_ceil(KEY_TILE);
+    assert!(kv.key_tiles.len() >= tiles_stored * hd * KEY_TILE && kv.values.len() >= kv.len * hd, "attend: cache shapes");
+    for b0 in (0..q.count).step_by(QUERY_BLOCK) {
+        let rows = QUERY_BLOCK.min(q.count - b0);
+        let visible: [Range<usize>; QUERY_BLOCK] =
+            std::array::from_fn(|r| if r < rows { mask.visible(q.position(b0 + r), kv.len) } else { 0..0 });
+        let visible = &visible[..rows];
+        // The key tiles any query of the block sees; a tile boundary is an even position, so
+        // the output sums' chains (even and odd positions) are the same for every block.
+        let first = visible.iter().map(|v| v.start).min().unwrap() / KEY_TILE * KEY_TILE;
+        let end = visible.iter().map(|v| v.end).max().unwrap();
+        let width = end.div_ceil(KEY_TILE) * KEY_TILE - first;
+        assert!(end <= kv.len, "attend: a query sees past the cache");
+        scratch.scores.resize(rows * width, 0.0);
+        let scores = &mut scratch.scores[..rows * width];
+        let q_rows = &q.data[b0 * q.stride..];
+        for t in 0..width / KEY_TILE {
+            let tile = &kv.key_tiles[((first / KEY_TILE + t) * hd) * KEY_TILE..];
+            rows_times_tile(q_rows, q.stride, rows, tile, KEY_TILE, hd, &mut scores[t * KEY_TILE..], width);
         }
-    }
-    scratch.queries.resize(hd * TILE, 0.0);
-    scratch.out.resize(hd * TILE, 0.0);
-    scratch.row.resize(hd, 0.0);
-    for i0 in (0..n).step_by(TILE) {
-        let lanes = TILE.min(n - i0);
-        let qt = &mut scratch.queries[..];
-        for lane in 0..TILE {
-            let qv = q.get(i0 + lane.min(lanes - 1));
-            for d in 0..hd {
-                qt[d * TILE + lane] = if lane < lanes { qv[d] } else { 0.0 };
-            }
+        for (row, v) in scores.chunks_exact_mut(width).zip(visible) {
+            softmax(row, v.start - first..v.end - first, first, score);
         }
-        let mut lo = [0usize; TILE];
-        let mut hi = [0usize; TILE];
-        for lane in 0..lanes {
-            let visible = mask.visible(pos0 + i0 + lane, total);
-            (lo[lane], hi[lane]) = (visible.start, visible.end);
+        // Outputs: the weights as rows against the values' columns, 16 at a time (head sizes
+        // that are not a multiple of 16 go through a padded copy).
+        let depth = end - first;
+        scratch.out.resize(rows * hd.next_multiple_of(TILE), 0.0);
+        let out_stride = hd.next_multiple_of(TILE);
+        let values = &kv.values[first * hd..end * hd];
+        for d0 in (0..hd).step_by(TILE) {
+            let (x, x_stride) = if d0 + TILE <= hd {
+                (&values[d0..], hd)
+            } else {
+                scratch.values.clear();
+                scratch.values.extend((0..depth).flat_map(|j| (0..TILE).map(move |d| (j, d0 + d))).map(|(j, d)| {
+                    if d < hd {
+                        values[j * hd + d]
+                    } else {
+                        0.0
+                    }
+                }));
+                (&scratch.values[..], TILE)
+            };
+            rows_times_tile(scores, width, rows, x, x_stride, depth, &mut scratch.out[d0..], out_stride);
         }
-        // Scores for the keys up to the last one any lane sees (the last lane's, ends only grow).
-        let len = hi[lanes - 1];
-        scratch.scores.resize(len * TILE, 0.0);
-        let sc = &mut scratch.scores[..len * TILE];
-        rows_times_tile(keys, hd, len, qt, sc);
-        // Lane-wise softmax over the visible keys; loops run over the 16 lanes innermost.
-        let mut max = [f32::NEG_INFINITY; TILE];
-        for (j, row) in sc.chunks_exact_mut(TILE).enumerate() {
-            for lane in 0..TILE {
-                let v = if j >= lo[lane] && j < hi[lane] { score.apply(row[lane]) } else { f32::NEG_INFINITY };
-                row[lane] = v;
-                max[lane] = max[lane].max(v);
-            }
-        }
-        max.iter_mut().for_each(|m| *m = if m.is_finite() { *m } else { 0.0 });
-        let mut sum = [0f32; TILE];
-        for row in sc.chunks_exact_mut(TILE) {
-            for lane in 0..TILE {
-                let w = if row[lane] == f32::NEG_INFINITY { 0.0 } else { exp(row[lane] - max[lane]) };
-                row[lane] = w;
-                sum[lane] += w;
-            }
-        }
-        let inv: [f32; TILE] = std::array::from_fn(|lane| if sum[lane] > 0.0 { 1.0 / sum[lane] } else { 0.0 });
-        for row in sc.chunks_exact_mut(TILE) {
-            row.iter_mut().zip(&inv).for_each(|(w, i)| *w *= i);
-        }
-        let ot = &mut scratch.out[..];
-        rows_times_tile(vt, total, hd, sc, ot);
-        for lane in 0..lanes {
-            for (d, o) in scratch.row.iter_mut().enumerate() {
-                *o = ot[d * TILE + lane];
-            }
-            emit(i0 + lane, &scratch.row);
+        for r in 0..rows {
+            emit(b0 + r, &scratch.out[r * out_stride..r * out_stride + hd]);
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// Query heads handled per register pass: 4 heads × 4 keys (or column chunks) of
-    /// accumulators fill half the register file.
-    const HEADS: usize = 4;
-
-    /// `scores[g · n + j] = q[g] · keys[j]`, four keys per step, reduced four at a time.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn dots(q: &[f32], keys: &[f32], hd: usize, scores: &mut [f32]) {
-        let (heads, n) = (q.len() / hd, keys.len() / hd);
-        for g0 in (0..heads).step_by(HEADS) {
-            let (q, s) = (q[g0 * hd..].as_ptr(), scores[g0 * n..].as_mut_ptr());
-            match (heads - g0).min(HEADS) {
-                1 => dots_of::<1>(q, keys, hd, n, s),
-                2 => dots_of::<2>(q, keys, hd, n, s),
-                3 => dots_of::<3>(q, keys, hd, n, s),
-                _ => dots_of::<4>(q, keys, hd, n, s),
-            }
-        }
+/// Raw scores → softmax weights in place for the keys `seen` of `row` (whose index 0 is
+/// position `first`); every other key's weight is 0. The sum runs in sixteen partial sums
+/// picked by absolute position, so it does not depend on where the row starts.
+fn softmax(row: &mut [f32], seen: Range<usize>, first: usize, score: ScoreScale) {
+    let mut max = f32::NEG_INFINITY;
+    for s in &mut row[seen.clone()] {
+        *s = score.apply(*s);
+        max = max.max(*s);
     }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn dots_of<const G: usize>(q: *const f32, keys: &[f32], hd: usize, n: usize, scores: *mut f32) {
-        let k = keys.as_ptr();
-        let mut j = 0;
-        while j + 4 <= n {
-            let mut acc = [[_mm512_setzero_ps(); 4]; G];
-            for c in (0..hd).step_by(16) {
-                let kv: [__m512; 4] = std::array::from_fn(|i| _mm512_loadu_ps(k.add((j + i) * hd + c)));
-                for (g, acc) in acc.iter_mut().enumerate() {
-                    let qv = _mm512_loadu_ps(q.add(g * hd + c));
-                    for i in 0..4 {
-                        acc[i] = _mm512_fmadd_ps(qv, kv[i], acc[i]);
-                    }
-                }
-            }
-            for (g, acc) in acc.iter().enumerate() {
-                _mm_storeu_ps(scores.add(g * n + j), sum4(acc));
-            }
-            j += 4;
-        }
-        for j in j..n {
-            for g in 0..G {
-                let mut acc = _mm512_setzero_ps();
-                for c in (0..hd).step_by(16) {
-                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.add(g * hd + c)), _mm512_loadu_ps(k.add(j * hd + c)), acc);
-                }
-                *scores.add(g * n + j) = _mm512_reduce_add_ps(acc);
-            }
-        }
+    let mut part = [0f32; KEY_TILE];
+    for (j, s) in row[seen.clone()].iter_mut().enumerate() {
+        *s = exp(*s - max);
+        part[(first + seen.start + j) % KEY_TILE] += *s;
     }
-
-    /// The horizontal sums of four registers, as one.
-    #[target_feature(enable = "avx512f,avx2")]
-    #[inline]
-    unsafe fn sum4(v: &[__m512; 4]) -> __m128 {
-        // Within each 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], then [a, b, c, d] partials.
-        let ab = _mm512_add_ps(_mm512_unpacklo_ps(v[0], v[1]), _mm512_unpackhi_ps(v[0], v[1]));
-        let cd = _mm512_add_ps(_mm512_unpacklo_ps(v[2], v[3]), _mm512_unpackhi_ps(v[2], v[3]));
-        let abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0b01_00_01_00), _mm512_shuffle_ps(ab, cd, 0b11_10_11_10));
-        // Then across the four lanes.
-        let halves = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
-        _mm_add_ps(_mm256_castps256_ps128(halves), _mm256_extractf128_ps(halves, 1))
-    }
-
-    /// `out[g] = Σⱼ w[g · n + j] · values[j]`, four column chunks of 16 per pass where they fit.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn weighted_sums(w: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
-        let (heads, n) = (out.len() / hd, values.len() / hd);
-        for g0 in (0..heads).step_by(HEADS) {
-            let (w, o) = (w[g0 * n..].as_ptr(), out[g0 * hd..].as_mut_ptr());
-            let mut c = 0;
-            while c < hd {
-                let wide = hd - c >= 64;
-                match ((heads - g0).min(HEADS), wide) {
-                    (1, true) => sums_of::<1, 4>(w, values, hd, n, c, o),
-                    (2, true) => sums_of::<2, 4>(w, values, hd, n, c, o),
-                    (3, true) => sums_of::<3, 4>(w, values, hd, n, c, o),
-                    (_, true) => sums_of::<4, 4>(w, values, hd, n, c, o),
-                    (1, false) => sums_of::<1, 1>(w, values, hd, n, c, o),
-                    (2, false) => sums_of::<2, 1>(w, values, hd, n, c, o),
-                    (3, false) => sums_of::<3, 1>(w, values, hd, n, c, o),
-                    (_, false) => sums_of::<4, 1>(w, values, hd, n, c, o),
-                }
-                c += if wide { 64 } else { 16 };
-            }
-        }
-    }
-
-    /// Columns `c..c + 16·C` of `G` heads' outputs.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn sums_of<const G: usize, const C: usize>(w: *const f32, values: &[f32], hd: usize, n: usize, c: usize, out: *mut f32) {
-        let v = values.as_ptr();
-        let mut acc = [[_mm512_setzero_ps(); C]; G];
-        for j in 0..n {
-            let vv: [__m512; C] = std::array::from_fn(|i| _mm512_loadu_ps(v.add(j * hd + c + 16 * i)));
-            for (g, acc) in acc.iter_mut().enumerate() {
-                let wj = _mm512_set1_ps(*w.add(g * n + j));
-                for i in 0..C {
-                    acc[i] = _mm512_fmadd_ps(wj, vv[i], acc[i]);
-                }
-            }
-        }
-        for (g, acc) in acc.iter().enumerate() {
-            for (i, a) in acc.iter().enumerate() {
-                _mm512_storeu_ps(out.add(g * hd + c + 16 * i), *a);
-            }
-        }
-    }
+    let inv = 1.0 / part.iter().sum::<f32>();
+    row[..seen.start].fill(0.0);
+    row[seen.clone()].iter_mut().for_each(|s| *s *= inv);
+    row[seen.end..].fill(0.0);
 }
 
 #[cfg(test)]
@@ -393,12 +240,29 @@ mod tests {
         assert_eq!(both_ways(Some(4)).visible(8, 10), 5..10);
     }
 
+    /// Keys by position (`[n][hd]`) laid out in tiles, as a cache stores them.
+    fn tiles(keys: &[f32], hd: usize) -> Vec<f32> {
+        let n = keys.len() / hd;
+        let mut t = vec![0f32; n.div_ceil(KEY_TILE) * KEY_TILE * hd];
+        for j in 0..n {
+            for d in 0..hd {
+                t[key_slot(j, d, hd)] = keys[j * hd + d];
+            }
+        }
+        t
+    }
+
+    fn masks() -> impl Iterator<Item = Mask> {
+        [None, Some(9)].into_iter().flat_map(|window| [false, true].map(|bidirectional| Mask { window, bidirectional }))
+    }
+
+    /// The query heads of one new token against the reference, for every group and head size.
     #[test]
-    fn matches_a_double_precision_reference_for_every_group_and_head_size() {
+    fn a_group_of_heads_matches_a_double_precision_reference() {
         let mut rnd = random(7);
-        let mut scratch = Vec::new();
-        for hd in [16, 64, 80, 128] {
-            for heads in [1, 2, 3, 4, 5, 7, 8] {
+        let mut scratch = Scratch::default();
+        for hd in [8, 16, 64, 80, 128] {
+            for heads in [1, 2, 3, 5, 8] {
                 for n in [1, 3, 4, 9, 130] {
                     for softcap in [None, Some(2.0)] {
                         let score = ScoreScale { scale: 1.0 / (hd as f32).sqrt() * 3.0, softcap };
@@ -406,47 +270,57 @@ mod tests {
                         let keys: Vec<f32> = (0..n * hd).map(|_| rnd() * 4.0).collect();
                         let values: Vec<f32> = (0..n * hd).map(|_| rnd()).collect();
                         let want = reference(&q, &keys, &values, hd, score);
-                        let mut fast = vec![0f32; heads * hd];
-                        attend_group(&q, &keys, &values, hd, score, &mut scratch, &mut fast);
-                        let mut plain = vec![0f32; heads * hd];
-                        portable(&q, &keys, &values, hd, score, &mut vec![0.0; heads * n + heads], &mut plain);
-                        for ((a, p), b) in fast.iter().zip(&plain).zip(&want) {
-                            assert!((a - b).abs() < 2e-5 && (p - b).abs() < 2e-5, "hd {hd}, heads {heads}, n {n}: {a}, {p} vs {b}");
-                        }
+                        let key_tiles = tiles(&keys, hd);
+                        let kv = KvHead { key_tiles: &key_tiles, values: &values, len: n };
+                        let queries = Queries { data: &q, stride: hd, count: heads, head_dim: hd, positions: Positions::Same(n - 1) };
+                        let mask = Mask { window: None, bidirectional: false };
+                        attend(queries, kv, mask, score, &mut scratch, |i, out| {
+                            for (a, b) in out.iter().zip(&want[i * hd..]) {
+                                assert!((a - b).abs() < 2e-5, "hd {hd}, heads {heads}, n {n}: {a} vs {b}");
+                            }
+                        });
                     }
                 }
             }
         }
     }
 
-    /// Each of many new queries (a partial last tile, behind a cached prefix, causal or
+    /// Each of many new queries (partial blocks, behind a cached prefix, causal or
     /// bidirectional, with and without a sliding window and soft-capping) against the reference
-    /// over the keys it sees.
+    /// over the keys it sees, and bit for bit the output it gets attending alone.
     #[test]
-    fn tiled_attention_matches_the_reference_per_query() {
+    fn many_queries_match_the_reference_and_each_query_alone() {
         let mut rnd = random(11);
-        let mut scratch = TiledScratch::default();
+        let (mut scratch, mut alone) = (Scratch::default(), Scratch::default());
         for hd in [16, 64, 80] {
             for (pos0, count) in [(0, 8), (0, 37), (21, 16), (5, 50)] {
-                for mask in [None, Some(9)].into_iter().flat_map(|window| [false, true].map(|bidirectional| Mask { window, bidirectional }))
-                {
+                for mask in masks() {
                     for softcap in [None, Some(2.0)] {
                         let score = ScoreScale { scale: 1.0 / (hd as f32).sqrt() * 3.0, softcap };
                         // Queries of several heads interleaved, as in a layer's buffer; this is head 1.
                         let stride = 3 * hd;
                         let data: Vec<f32> = (0..count * stride).map(|_| rnd()).collect();
-                        let capacity = pos0 + count + 4;
-                        let keys: Vec<f32> = (0..capacity * hd).map(|_| rnd() * 4.0).collect();
-                        let values: Vec<f32> = (0..capacity * hd).map(|_| rnd()).collect();
-                        let q = Queries { data: &data[hd..], stride, count, head_dim: hd, pos0 };
+                        let len = pos0 + count;
+                        let keys: Vec<f32> = (0..(len + 4) * hd).map(|_| rnd() * 4.0).collect();
+                        let values: Vec<f32> = (0..(len + 4) * hd).map(|_| rnd()).collect();
+                        let key_tiles = tiles(&keys, hd);
+                        let kv = KvHead { key_tiles: &key_tiles, values: &values, len };
+                        let q = Queries { data: &data[hd..], stride, count, head_dim: hd, positions: Positions::From(pos0) };
                         let mut seen = 0;
-                        attend_tiled(q, &keys, &values, mask, score, &mut scratch, |i, out| {
-                            let visible = mask.visible(pos0 + i, pos0 + count);
-                            let visible = visible.start * hd..visible.end * hd;
-                            let want = reference(q.get(i), &keys[visible.clone()], &values[visible], hd, score);
+                        attend(q, kv, mask, score, &mut scratch, |i, out| {
+                            let visible = mask.visible(pos0 + i, len);
+                            let rows = visible.start * hd..visible.end * hd;
+                            let want = reference(q.get(i), &keys[rows.clone()], &values[rows], hd, score);
                             for (a, b) in out.iter().zip(&want) {
                                 assert!((a - b).abs() < 2e-5, "hd {hd}, pos0 {pos0}, query {i}, {mask:?}: {a} vs {b}");
                             }
+                            let one = Queries { data: q.get(i), stride: hd, count: 1, head_dim: hd, positions: Positions::Same(pos0 + i) };
+                            attend(one, kv, mask, score, &mut alone, |_, single| {
+                                assert!(
+                                    single.iter().zip(out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                    "hd {hd}, pos0 {pos0}, query {i}, {mask:?}: alone differs from in a block"
+                                )
+                            });
                             seen += 1;
                         });
                         assert_eq!(seen, count);

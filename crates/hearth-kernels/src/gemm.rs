@@ -258,41 +258,131 @@ pub fn tile_f32_scalar(rows: &[&[f32]], x: &[f32], out: &mut [[f32; TILE]]) {
     }
 }
 
-/// `out[r · 16 + lane] = rows[r] · x[.., lane]` for `count` rows of `x.len() / 16` values,
-/// row `r` starting at `rows[r · stride]`; `x` is one packed tile. The SIMD kernel where the
-/// CPU has it.
-pub fn rows_times_tile(rows: &[f32], stride: usize, count: usize, x: &[f32], out: &mut [f32]) {
-    let cols = x.len() / TILE;
-    let row = |r: usize| &rows[r * stride..r * stride + cols];
+/// `out[r · out_stride + lane] = Σ_k rows[r · stride + k] · x[k · x_stride + lane]` for `count`
+/// rows, `k < depth` and 16 lanes. Each sum runs over `k` in order — where the CPU has FMA as
+/// two fused chains (even and odd `k`) added at the end, elsewhere as one chain of products and
+/// sums — so a row's result depends neither on the other rows of the call nor on the lanes'
+/// other values: attention relies on it (see `attend`).
+#[allow(clippy::too_many_arguments)]
+pub fn rows_times_tile(
+    rows: &[f32],
+    stride: usize,
+    count: usize,
+    x: &[f32],
+    x_stride: usize,
+    depth: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if count == 0 {
+        return;
+    }
+    assert!(
+        depth > 0
+            && rows.len() >= (count - 1) * stride + depth
+            && x.len() >= (depth - 1) * x_stride + TILE
+            && out.len() >= (count - 1) * out_stride + TILE,
+        "rows_times_tile shapes"
+    );
+    let row = |r: usize| &rows[r * stride..r * stride + depth];
     let mut res = [[0f32; TILE]; 4];
     for r0 in (0..count).step_by(4) {
+        // A short last group repeats its last row; only real rows are written.
         let w: [&[f32]; 4] = std::array::from_fn(|i| row((r0 + i).min(count - 1)));
-        if float_tiles_ok() {
-            // SAFETY: the CPU has AVX-512 F; every row is `cols` long.
+        match crate::qdot::isa().kind {
+            // SAFETY (both): the instruction set was detected; the shapes were checked above.
             #[cfg(target_arch = "x86_64")]
-            unsafe {
-                avx512::tile4_f32(w, x, &mut res)
-            };
-        } else {
-            tile_f32_scalar(&w, x, &mut res);
+            crate::qdot::IsaKind::Avx512Vnni => unsafe { fma::avx512(w, x, x_stride, &mut res) },
+            #[cfg(target_arch = "x86_64")]
+            crate::qdot::IsaKind::Avx2 => unsafe { fma::avx2(w, x, x_stride, &mut res) },
+            _ => plain(w, x, x_stride, &mut res),
         }
         for i in 0..4.min(count - r0) {
-            out[(r0 + i) * TILE..(r0 + i + 1) * TILE].copy_from_slice(&res[i]);
+            out[(r0 + i) * out_stride..][..TILE].copy_from_slice(&res[i]);
         }
     }
 }
 
-/// Whether the float tile kernels run here: the CPU has AVX-512 F and no weaker instruction
-/// set was forced.
+/// [`rows_times_tile`]'s one-chain sums.
+fn plain(rows: [&[f32]; 4], x: &[f32], x_stride: usize, out: &mut [[f32; TILE]; 4]) {
+    for (w, o) in rows.iter().zip(out.iter_mut()) {
+        o.fill(0.0);
+        for (k, &wk) in w.iter().enumerate() {
+            for (o, &xk) in o.iter_mut().zip(&x[k * x_stride..][..TILE]) {
+                *o += wk * xk;
+            }
+        }
+    }
+}
+
+/// [`rows_times_tile`]'s two-chain fused sums, on 512-bit and on 256-bit registers: the same
+/// operations lane by lane, so both give the same bits.
+#[cfg(target_arch = "x86_64")]
+mod fma {
+    use std::arch::x86_64::*;
+
+    use super::TILE;
+
+    /// # Safety
+    /// The CPU must have AVX-512 F; `x` holds `rows[0].len()` rows of `x_stride` ≥ 16 values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512(rows: [&[f32]; 4], x: &[f32], x_stride: usize, out: &mut [[f32; TILE]; 4]) {
+        let (depth, x) = (rows[0].len(), x.as_ptr());
+        let mut even = [_mm512_setzero_ps(); 4];
+        let mut odd = [_mm512_setzero_ps(); 4];
+        for k in (0..depth).step_by(2) {
+            let x0 = _mm512_loadu_ps(x.add(k * x_stride));
+            for r in 0..4 {
+                even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k)), x0, even[r]);
+            }
+            if k + 1 < depth {
+                let x1 = _mm512_loadu_ps(x.add((k + 1) * x_stride));
+                for r in 0..4 {
+                    odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k + 1)), x1, odd[r]);
+                }
+            }
+        }
+        for r in 0..4 {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(even[r], odd[r]));
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; as above otherwise.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(rows: [&[f32]; 4], x: &[f32], x_stride: usize, out: &mut [[f32; TILE]; 4]) {
+        // Two rows at a time: four rows' chains would need more than the sixteen registers.
+        for pair in 0..2 {
+            let (depth, x) = (rows[0].len(), x.as_ptr());
+            let mut even = [[_mm256_setzero_ps(); 2]; 2];
+            let mut odd = [[_mm256_setzero_ps(); 2]; 2];
+            for k in (0..depth).step_by(2) {
+                let x0 = [_mm256_loadu_ps(x.add(k * x_stride)), _mm256_loadu_ps(x.add(k * x_stride + 8))];
+                for r in 0..2 {
+                    let w = _mm256_set1_ps(*rows[2 * pair + r].get_unchecked(k));
+                    even[r] = [_mm256_fmadd_ps(w, x0[0], even[r][0]), _mm256_fmadd_ps(w, x0[1], even[r][1])];
+                }
+                if k + 1 < depth {
+                    let x1 = [_mm256_loadu_ps(x.add((k + 1) * x_stride)), _mm256_loadu_ps(x.add((k + 1) * x_stride + 8))];
+                    for r in 0..2 {
+                        let w = _mm256_set1_ps(*rows[2 * pair + r].get_unchecked(k + 1));
+                        odd[r] = [_mm256_fmadd_ps(w, x1[0], odd[r][0]), _mm256_fmadd_ps(w, x1[1], odd[r][1])];
+                    }
+                }
+            }
+            for r in 0..2 {
+                let o = out[2 * pair + r].as_mut_ptr();
+                _mm256_storeu_ps(o, _mm256_add_ps(even[r][0], odd[r][0]));
+                _mm256_storeu_ps(o.add(8), _mm256_add_ps(even[r][1], odd[r][1]));
+            }
+        }
+    }
+}
+
+/// Whether the float tile kernels of many-token products run here: the AVX-512 instruction set
+/// is in use (not forced to a weaker one).
 pub(crate) fn float_tiles_ok() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        crate::qdot::isa().kind != crate::qdot::IsaKind::Scalar && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    cfg!(target_arch = "x86_64") && crate::qdot::isa().kind == crate::qdot::IsaKind::Avx512Vnni
 }
 
 /// One expanded row against one tile: `out[lane]` for the tile's 16 tokens. Portable version,
@@ -325,12 +415,6 @@ pub mod avx512 {
 
     /// # Safety
     /// Never called: see the module.
-    pub unsafe fn tile4_f32(_rows: [&[f32]; 4], _x: &[f32], _out: &mut [[f32; TILE]; 4]) {
-        unreachable!("the float tile kernels need AVX-512")
-    }
-
-    /// # Safety
-    /// Never called: see the module.
     pub unsafe fn tile8x2_f32(_rows: [&[f32]; 8], _x0: &[f32], _x1: &[f32], _out: &mut [[f32; TILE]; 16]) {
         unreachable!("the float tile kernels need AVX-512")
     }
@@ -347,40 +431,6 @@ pub mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{PackedActs, TILE};
-
-    /// Four float rows against one tile, `out[r][lane]`; two accumulators per row keep eight
-    /// multiply-add chains in flight.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F; `x` is one packed tile of `cols` columns and every row
-    /// is at least `cols` long.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile4_f32(rows: [&[f32]; 4], x: &[f32], out: &mut [[f32; TILE]; 4]) {
-        let cols = x.len() / TILE;
-        let x = x.as_ptr();
-        let mut even = [_mm512_setzero_ps(); 4];
-        let mut odd = [_mm512_setzero_ps(); 4];
-        let pairs = cols / 2;
-        for p in 0..pairs {
-            let (k0, k1) = (2 * p, 2 * p + 1);
-            let x0 = _mm512_loadu_ps(x.add(k0 * TILE));
-            let x1 = _mm512_loadu_ps(x.add(k1 * TILE));
-            for r in 0..4 {
-                even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k0)), x0, even[r]);
-                odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k1)), x1, odd[r]);
-            }
-        }
-        if cols % 2 == 1 {
-            let k = cols - 1;
-            let xk = _mm512_loadu_ps(x.add(k * TILE));
-            for r in 0..4 {
-                even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k)), xk, even[r]);
-            }
-        }
-        for r in 0..4 {
-            _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(even[r], odd[r]));
-        }
-    }
 
     /// Eight float rows against two tiles (32 tokens): `out[r][lane]` for tile `x0`,
     /// `out[8 + r][lane]` for `x1`. Sixteen accumulators keep both FMA pipes busy, and each

@@ -1,12 +1,13 @@
 //! Quantised panels against the file layout: rows de-quantise identically, products match float64
 //! sums of the exactly de-quantised weights and 8-bit activations, and each token's result is
-//! bit-identical whether it runs alone or in a batch. Random data, odd shapes.
+//! bit-identical whether it runs alone or in a batch — on every instruction set this CPU runs.
+//! Random data, odd shapes.
 
 use half::f16;
 use hearth_formats::gguf::GgmlType;
 use hearth_kernels::act::{quantize_q8, Q8Block};
 use hearth_kernels::panels::QuantPanels;
-use hearth_kernels::qdot::{isa, IsaKind};
+use hearth_kernels::qdot::{available, IsaKind};
 use hearth_kernels::{MatrixRef, RowFormat};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,22 +29,30 @@ fn random_blocks(t: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec
     data
 }
 
-/// Panels of random `t` weights against the file layout: rows de-quantise identically, each
-/// token's product matches the float64 sum of the exact weights and its 8-bit activations,
-/// and is bit-identical when the token runs alone. `false` where the CPU has no panels.
-fn check_against_the_file_layout(t: GgmlType, rows: usize, cols: usize, token_counts: &[usize], rng: &mut StdRng) -> bool {
+/// Every instruction set this CPU runs (the portable kernel included).
+fn kinds() -> Vec<IsaKind> {
+    available().iter().map(|i| i.kind).collect()
+}
+
+/// Panels of random `t` weights against the file layout, on each instruction set: rows
+/// de-quantise identically, each token's product matches the float64 sum of the exact weights
+/// and its 8-bit activations, and is bit-identical when the token runs alone.
+fn check_against_the_file_layout(t: GgmlType, rows: usize, cols: usize, token_counts: &[usize], rng: &mut StdRng) {
     let data = random_blocks(t, rows, cols, rng);
     let w = MatrixRef::new(RowFormat::Ggml(t), rows, cols, &data, &[], &[]).unwrap();
-    let Some(panels) = QuantPanels::new(&w, |_| {}) else {
-        assert_ne!(isa().kind, IsaKind::Avx512Vnni, "panels exist wherever the 512-bit integer kernels do");
-        eprintln!("no AVX-512 VNNI here: only the refusal was checked");
-        return false;
-    };
+    for kind in kinds() {
+        let panels = QuantPanels::for_isa(kind, &w, |_| {}).expect("panels on every instruction set");
+        check_panels(kind, &w, &panels, token_counts, rng);
+    }
+}
+
+fn check_panels(kind: IsaKind, w: &MatrixRef<'_>, panels: &QuantPanels, token_counts: &[usize], rng: &mut StdRng) {
+    let (t, rows, cols) = (w.format(), w.rows(), w.cols());
     let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
     for r in 0..rows {
         w.row(r, &mut a);
         panels.row(r, &mut b);
-        assert_eq!(a, b, "{t:?} row {r}");
+        assert_eq!(a, b, "{kind:?} {t:?} row {r}");
     }
     for &tokens in token_counts {
         let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
@@ -58,17 +67,19 @@ fn check_against_the_file_layout(t: GgmlType, rows: usize, cols: usize, token_co
                 w.row(r, &mut a);
                 let (want, scale) = a.iter().zip(&xq).fold((0.0, 0.0), |(s, m), (&w, &x)| (s + w as f64 * x, m + (w as f64 * x).abs()));
                 let got = out[tok * rows + r] as f64;
-                assert!((got - want).abs() <= 1e-5 * (scale + 1.0), "{t:?} {rows}x{cols}, {tokens} tokens, [{tok}, {r}]: {got} vs {want}");
+                assert!(
+                    (got - want).abs() <= 1e-5 * (scale + 1.0),
+                    "{kind:?} {t:?} {rows}x{cols}, {tokens} tokens, [{tok}, {r}]: {got} vs {want}"
+                );
             }
             let mut alone = vec![0f32; rows];
             panels.matmul(&x[tok * cols..(tok + 1) * cols], &mut alone);
             assert!(
                 alone.iter().zip(&out[tok * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{t:?}: token {tok} of {tokens} differs from running alone"
+                "{kind:?} {t:?}: token {tok} of {tokens} differs from running alone"
             );
         }
     }
-    true
 }
 
 #[test]
@@ -76,9 +87,7 @@ fn panels_match_the_file_layout() {
     let mut rng = StdRng::seed_from_u64(11);
     for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
         for (rows, cols) in [(1, 32), (16, 64), (17, 96), (45, 160), (64, 576)] {
-            if !check_against_the_file_layout(t, rows, cols, &[1, 3, 8, 9, 70, 131], &mut rng) {
-                return;
-            }
+            check_against_the_file_layout(t, rows, cols, &[1, 3, 8, 9, 70, 131], &mut rng);
         }
     }
 }
@@ -90,9 +99,7 @@ fn q4k_panels_match_the_file_layout() {
     let mut rng = StdRng::seed_from_u64(14);
     let token_counts: Vec<usize> = (1..=13).chain([70]).collect();
     for (rows, cols) in [(1, 256), (16, 512), (17, 256), (45, 768), (70, 1280)] {
-        if !check_against_the_file_layout(GgmlType::Q4K, rows, cols, &token_counts, &mut rng) {
-            return;
-        }
+        check_against_the_file_layout(GgmlType::Q4K, rows, cols, &token_counts, &mut rng);
     }
 }
 
@@ -104,14 +111,11 @@ fn a_group_equals_its_parts() {
     let shapes =
         [(GgmlType::Q4_1, 40), (GgmlType::Q4K, 7), (GgmlType::Q8_0, 33), (GgmlType::Q4_0, 16), (GgmlType::Q8_0, 1), (GgmlType::Q4K, 19)];
     let data: Vec<Vec<u8>> = shapes.iter().map(|&(t, rows)| random_blocks(t, rows, cols, &mut rng)).collect();
-    let Some(panels) = shapes
+    let panels: Vec<QuantPanels> = shapes
         .iter()
         .zip(&data)
-        .map(|(&(t, rows), d)| QuantPanels::new(&MatrixRef::new(RowFormat::Ggml(t), rows, cols, d, &[], &[]).unwrap(), |_| {}))
-        .collect::<Option<Vec<_>>>()
-    else {
-        return;
-    };
+        .map(|(&(t, rows), d)| QuantPanels::new(&MatrixRef::new(RowFormat::Ggml(t), rows, cols, d, &[], &[]).unwrap(), |_| {}).unwrap())
+        .collect();
     let x: Vec<f32> = (0..tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
     let alone: Vec<Vec<f32>> = panels
         .iter()
@@ -140,9 +144,7 @@ fn every_source_byte_is_reported_copied_once() {
         let data = random_blocks(t, rows, cols, &mut rng);
         let w = MatrixRef::new(RowFormat::Ggml(t), rows, cols, &data, &[], &[]).unwrap();
         let mut ranges = Vec::new();
-        if QuantPanels::new(&w, |r| ranges.push(r)).is_none() {
-            return;
-        }
+        QuantPanels::new(&w, |r| ranges.push(r)).unwrap();
         let mut next = 0;
         for r in ranges {
             assert_eq!(r.start, next, "{t:?}, {rows} rows: ranges in order, without gaps or overlaps");

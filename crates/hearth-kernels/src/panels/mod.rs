@@ -1,10 +1,11 @@
-//! Q4_0, Q4_1, Q8_0 and Q4_K weights repacked into 16-row panels for the integer dot product
-//! (AVX-512 VNNI), the layout that makes batched decoding and prefill cheap.
+//! Q4_0, Q4_1, Q8_0 and Q4_K weights repacked into 16-row panels for integer dot products, the
+//! layout that makes batched decoding and prefill cheap, on every instruction set: one kernel
+//! ([`kernel`]) over each one's vector operations (AVX-512 VNNI, AVX2, portable).
 //!
 //! In the file's layout a register holds 64 weights of one row, so every block's scale must be
 //! applied per row and per token before the lanes can be summed. Here a register holds four
-//! consecutive weights of sixteen rows: one `vpdpbusd` against a token's four broadcast
-//! activations advances sixteen rows at once, a block's scales are one vector for all sixteen
+//! consecutive weights of sixteen rows (or of eight, or four, on narrower registers): one
+//! `vpdpbusd` against a token's four broadcast activations advances sixteen rows at once, a block's scales are one vector for all sixteen
 //! rows, and the sums land in the lanes the output wants (`[token][row]`). Each (row, token)
 //! result is summed in the same order whatever the number of tokens, so decoding a sequence
 //! alone or in a batch gives bit-identical results.
@@ -23,13 +24,22 @@ use hearth_formats::gguf::GgmlType;
 
 use crate::act::{quantize_q8, Q8Block};
 use crate::pool::{self, SharedPtr};
-use crate::qdot::{isa, IsaKind};
+use crate::qdot::{available, isa, IsaKind};
 use crate::{dequantize_row, MatrixRef, RowFormat};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod kernel;
+mod portable;
+
+use kernel::{Lanes, Panel};
 
 /// Rows per panel: one register of f32 results.
 const PANEL: usize = 16;
-/// Tokens per kernel call at most (one accumulator each).
-const TOKENS: usize = 8;
+/// Tokens quantised on the calling thread; more are quantised in parallel.
+const SERIAL_TOKENS: usize = 8;
 /// Tokens per task in long products: their quantised activations stay in L2 while the
 /// task's panels pass over them.
 const TOKENS_PER_TASK: usize = 64;
@@ -66,6 +76,8 @@ const Q8_0: u8 = 2;
 const Q4_K: u8 = 3;
 
 pub struct QuantPanels {
+    /// The instruction set whose kernel runs the panels.
+    isa: IsaKind,
     format: u8,
     rows: usize,
     cols: usize,
@@ -79,14 +91,19 @@ pub struct QuantPanels {
 }
 
 impl QuantPanels {
-    /// Repacks a Q4_0, Q4_1, Q8_0 or Q4_K matrix; `None` for other formats or where the CPU lacks
-    /// the 512-bit integer dot product. `copied` is told each byte range of `w`'s data once it
-    /// has been copied, so the caller can drop the source pages as it goes (one copy resident,
-    /// not two).
-    pub fn new(w: &MatrixRef<'_>, mut copied: impl FnMut(Range<usize>)) -> Option<Self> {
+    /// Repacks a Q4_0, Q4_1, Q8_0 or Q4_K matrix for the instruction set in use; `None` for
+    /// other formats. `copied` is told each byte range of `w`'s data once it has been copied,
+    /// so the caller can drop the source pages as it goes (one copy resident, not two).
+    pub fn new(w: &MatrixRef<'_>, copied: impl FnMut(Range<usize>)) -> Option<Self> {
+        Self::for_isa(isa().kind, w, copied)
+    }
+
+    /// [`QuantPanels::new`] for the kernel of `kind` (`None` where this CPU cannot run it):
+    /// tests compare every instruction set in one process.
+    pub fn for_isa(kind: IsaKind, w: &MatrixRef<'_>, mut copied: impl FnMut(Range<usize>)) -> Option<Self> {
         let RowFormat::Ggml(t) = w.format() else { return None };
         let format = FORMATS.iter().position(|&f| f == t)? as u8;
-        if isa().kind != IsaKind::Avx512Vnni {
+        if !available().iter().any(|i| i.kind == kind) {
             return None;
         }
         let (rows, cols) = (w.rows(), w.cols());
@@ -94,7 +111,15 @@ impl QuantPanels {
         let (block_bytes, f16s, lines) = (t.block_bytes(), separate_f16s(format), lines_per_block(format));
         debug_assert_eq!(2 * f16s + 4 * lines, block_bytes);
         let f16_field = |i: usize| if i < f16s { vec![0; panels * blocks * PANEL] } else { Vec::new() };
-        let mut p = QuantPanels { format, rows, cols, q: vec![Line([0; 64]); panels * blocks * lines], d: f16_field(0), m: f16_field(1) };
+        let mut p = QuantPanels {
+            isa: kind,
+            format,
+            rows,
+            cols,
+            q: vec![Line([0; 64]); panels * blocks * lines],
+            d: f16_field(0),
+            m: f16_field(1),
+        };
         let row_bytes = blocks * block_bytes;
         for r in 0..rows {
             if r % RELEASE_ROWS == 0 && r > 0 {
@@ -164,7 +189,7 @@ impl QuantPanels {
         let blocks = cols / 32;
         ACTS.with_borrow_mut(|acts| {
             acts.resize(m * blocks, Q8Block::default());
-            if m <= TOKENS {
+            if m <= SERIAL_TOKENS {
                 quantize_q8(x, acts);
             } else {
                 let dst = SharedPtr(acts.as_mut_ptr());
@@ -200,8 +225,9 @@ impl QuantPanels {
                 for global in chunk * per_task..((chunk + 1) * per_task).min(total) {
                     let part = starts.partition_point(|&s| s <= global) - 1;
                     let w = parts[part].0;
-                    for t0 in tokens.clone().step_by(TOKENS) {
-                        let n = TOKENS.min(tokens.end - t0);
+                    let per_call = w.tokens_per_call();
+                    for t0 in tokens.clone().step_by(per_call) {
+                        let n = per_call.min(tokens.end - t0);
                         // SAFETY: the ISA was checked when `w` was built; the task owns these
                         // tokens' columns of this panel in its part's output.
                         unsafe { w.block(&acts[t0 * blocks..(t0 + n) * blocks], global - starts[part], t0, outs[part]) };
@@ -211,45 +237,54 @@ impl QuantPanels {
         })
     }
 
-    /// Panel `p` against the tokens whose blocks are `acts` (at most [`TOKENS`]), the first
-    /// being token `t0`.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512 VNNI; `out` holds at least `t0 + tokens` rows of `rows`.
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn block(&self, _: &[Q8Block], _: usize, _: usize, _: SharedPtr<f32>) {
-        unreachable!("quantised panels are built only where the CPU has AVX-512 VNNI")
+    /// Tokens per kernel call on this instruction set.
+    fn tokens_per_call(&self) -> usize {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            IsaKind::Avx512Vnni => avx512::Avx512::TOKENS,
+            #[cfg(target_arch = "x86_64")]
+            IsaKind::Avx2 => avx2::Avx2::TOKENS,
+            _ => portable::Portable::TOKENS,
+        }
     }
 
+    /// Panel `p` against the tokens whose blocks are `acts` (at most
+    /// [`QuantPanels::tokens_per_call`]), the first being token `t0`.
+    ///
     /// # Safety
-    /// As above.
-    #[cfg(target_arch = "x86_64")]
+    /// `out` holds at least `t0 + tokens` rows of `rows`.
     unsafe fn block(&self, acts: &[Q8Block], p: usize, t0: usize, out: SharedPtr<f32>) {
         let acts_per_token = self.cols / 32;
         let n = acts.len() / acts_per_token;
         let blocks = self.cols / FORMATS[self.format as usize].block_len();
-        let lanes = (self.rows - p * PANEL).min(PANEL);
-        let w = x86::Panel {
-            q: self.q[p * blocks * lines_per_block(self.format)..].as_ptr().cast(),
+        let w = Panel {
+            q: self.q[p * blocks * lines_per_block(self.format)..].as_ptr(),
             d: self.d.get(p * blocks * PANEL..).map_or(std::ptr::null(), <[u16]>::as_ptr),
             m: self.m.get(p * blocks * PANEL..).map_or(std::ptr::null(), <[u16]>::as_ptr),
             blocks,
-            mask: if lanes == PANEL { u16::MAX } else { (1 << lanes) - 1 },
+            rows: (self.rows - p * PANEL).min(PANEL),
         };
         let x = |t: usize| acts[t * acts_per_token..].as_ptr();
         let dst = |t: usize| out.get().add((t0 + t) * self.rows + p * PANEL);
+        // SAFETY (all): `for_isa` checked that the CPU runs the kernel of `self.isa`.
         macro_rules! call {
-            ($($n:literal)*) => {
+            ($backend:ident; $($n:literal)*) => {
                 match (n, self.format) {
-                    $(($n, Q4_0) => x86::panel::<$n, Q4_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q4_1) => x86::panel::<$n, Q4_1>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q8_0) => x86::panel::<$n, Q8_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q4_K) => x86::panel::<$n, Q4_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
-                    _ => unreachable!("1 to {TOKENS} tokens per call, formats with panels"),
+                    $(($n, Q4_0) => $backend::panel::<$n, Q4_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q4_1) => $backend::panel::<$n, Q4_1>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q8_0) => $backend::panel::<$n, Q8_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q4_K) => $backend::panel::<$n, Q4_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
+                    _ => unreachable!("more tokens than the kernel takes per call, or a format without panels"),
                 }
             };
         }
-        call!(1 2 3 4 5 6 7 8);
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            IsaKind::Avx512Vnni => call!(avx512; 1 2 3 4 5 6 7 8),
+            #[cfg(target_arch = "x86_64")]
+            IsaKind::Avx2 => call!(avx2; 1 2 3 4),
+            _ => call!(portable; 1 2 3 4),
+        }
     }
 }
 
@@ -274,140 +309,5 @@ const fn lines_per_block(format: u8) -> usize {
         Q8_0 => 8,
         Q4_K => 36,
         _ => 4,
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{has_min, lines_per_block, Q4_K, Q8_0};
-    use crate::act::Q8Block;
-
-    /// How far ahead lines are prefetched (9 KB; past the end is harmless): the hardware
-    /// prefetchers alone left decode waiting on memory.
-    const PREFETCH_AHEAD: usize = 144;
-
-    pub(super) struct Panel {
-        pub q: *const __m512i,
-        /// Null where the format keeps them in its lines.
-        pub d: *const u16,
-        /// Null for formats without a separate minimum.
-        pub m: *const u16,
-        pub blocks: usize,
-        /// The panel's real rows.
-        pub mask: u16,
-    }
-
-    /// One panel against `T` tokens: `out[t][lane] = Σ_blocks` of the block's weights times
-    /// token `t`'s activations, the lanes being the panel's rows.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512 F/BW/VNNI; `w` points at a whole panel of format `F`, each
-    /// `x[t]` at the row's length in 32-blocks, each `out[t]` at room for the panel's real rows.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    pub(super) unsafe fn panel<const T: usize, const F: u8>(w: &Panel, x: [*const Q8Block; T], out: [*mut f32; T]) {
-        let nibble = _mm512_set1_epi8(0x0F);
-        let mut acc = [_mm512_setzero_ps(); T];
-        for b in 0..w.blocks {
-            let q = w.q.add(b * lines_per_block(F));
-            if F == Q4_K {
-                // Each lane holds its row's d and dmin.
-                let f16s = _mm512_load_si512(q);
-                let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(f16s));
-                let neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(f16s, 16))));
-                let packed: [__m512i; 3] = std::array::from_fn(|u| _mm512_load_si512(q.add(1 + u)));
-                // The block's lines ahead an eighth per sub-block: in one burst, the prefetches
-                // held up the loads (1B model decode: 65 against 110 tok/s).
-                let eighth = |j: usize| j * lines_per_block(F) / 8;
-                for j in 0..8 {
-                    prefetch_ahead(q, eighth(j)..eighth(j + 1));
-                    let (scale, min) = k_scale_min(&packed, j);
-                    // Sub-block j: the low (j even) or high nibbles of eight lines.
-                    let wq: [__m512i; 8] = std::array::from_fn(|i| {
-                        let line = _mm512_load_si512(q.add(4 + 8 * (j / 2) + i));
-                        _mm512_and_si512(if j % 2 == 0 { line } else { _mm512_srli_epi16(line, 4) }, nibble)
-                    });
-                    let (d, m) = (_mm512_mul_ps(d, _mm512_cvtepi32_ps(scale)), _mm512_mul_ps(neg_dmin, _mm512_cvtepi32_ps(min)));
-                    block32::<T, F>(&wq, d, m, &x, 8 * b + j, &mut acc);
-                }
-            } else {
-                prefetch_ahead(q, 0..lines_per_block(F));
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(w.d.add(b * 16).cast()));
-                let m = if has_min(F) { _mm512_cvtph_ps(_mm256_loadu_si256(w.m.add(b * 16).cast())) } else { d };
-                // wq[j]: sixteen rows' weights 4j..4j + 4, against the activations' bytes 4j..4j + 4.
-                let wq: [__m512i; 8] = if F == Q8_0 {
-                    std::array::from_fn(|j| _mm512_xor_si512(_mm512_load_si512(q.add(j)), _mm512_set1_epi8(-128)))
-                } else {
-                    let lines: [__m512i; 4] = std::array::from_fn(|i| _mm512_load_si512(q.add(i)));
-                    std::array::from_fn(|j| match j {
-                        0..4 => _mm512_and_si512(lines[j], nibble),
-                        _ => _mm512_and_si512(_mm512_srli_epi16(lines[j - 4], 4), nibble),
-                    })
-                };
-                block32::<T, F>(&wq, d, m, &x, b, &mut acc);
-            }
-        }
-        for t in 0..T {
-            _mm512_mask_storeu_ps(out[t], w.mask, acc[t]);
-        }
-    }
-
-    /// Prefetches lines `lines` of the block [`PREFETCH_AHEAD`] lines after `q`.
-    #[inline(always)]
-    unsafe fn prefetch_ahead(q: *const __m512i, lines: std::ops::Range<usize>) {
-        for l in lines {
-            _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_AHEAD + l).cast());
-        }
-    }
-
-    /// 32 weights of sixteen rows (`wq[j]`: weights 4j..4j + 4) with scale `d` and minimum
-    /// `m` against each token's activation block `at`, added to `acc`.
-    #[inline(always)]
-    unsafe fn block32<const T: usize, const F: u8>(
-        wq: &[__m512i; 8],
-        d: __m512,
-        m: __m512,
-        x: &[*const Q8Block; T],
-        at: usize,
-        acc: &mut [__m512; T],
-    ) {
-        // Q4_0 and Q8_0 store unsigned values with an offset: −8, or −128 once the signed
-        // bytes are made unsigned for `vpdpbusd`.
-        let offset = if F == Q8_0 { -128.0 } else { -8.0 };
-        for t in 0..T {
-            let a = &*x[t].add(at);
-            let qs = a.qs.as_ptr().cast::<i32>();
-            // Two chains of four, so the multiply-adds of one token overlap.
-            let (mut s_lo, mut s_hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            for i in 0..4 {
-                s_lo = _mm512_dpbusd_epi32(s_lo, wq[i], _mm512_set1_epi32(qs.add(i).read_unaligned()));
-                s_hi = _mm512_dpbusd_epi32(s_hi, wq[4 + i], _mm512_set1_epi32(qs.add(4 + i).read_unaligned()));
-            }
-            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s_lo, s_hi));
-            acc[t] = if has_min(F) {
-                // d·dx·Σq·qx + m·dx·Σqx
-                _mm512_fmadd_ps(m, _mm512_set1_ps(a.sum), _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(a.d)), isum, acc[t]))
-            } else {
-                // d·(dx·Σq·qx + offset·dx·Σqx)
-                _mm512_fmadd_ps(d, _mm512_fmadd_ps(_mm512_set1_ps(a.d), isum, _mm512_set1_ps(offset * a.sum)), acc[t])
-            };
-        }
-    }
-
-    /// Sub-block `j`'s 6-bit scale and minimum in each lane, from the lanes' 12 packed bytes
-    /// held as three dwords (`scale_min_k4` for sixteen rows at once).
-    #[inline(always)]
-    unsafe fn k_scale_min(packed: &[__m512i; 3], j: usize) -> (__m512i, __m512i) {
-        let shift = |v: __m512i, bits: usize| _mm512_srl_epi32(v, _mm_cvtsi32_si128(bits as i32));
-        let six = _mm512_set1_epi32(0x3F);
-        if j < 4 {
-            return (_mm512_and_si512(shift(packed[0], 8 * j), six), _mm512_and_si512(shift(packed[1], 8 * j), six));
-        }
-        // Low four bits from the third dword's byte, the top two from bits 6-7 of the first's
-        // (scale) or second's (minimum).
-        let (k, low4, top2) = (8 * (j - 4), _mm512_set1_epi32(0x0F), _mm512_set1_epi32(0x30));
-        let joined = |low: __m512i, high: __m512i| _mm512_or_si512(_mm512_and_si512(low, low4), _mm512_and_si512(shift(high, k + 2), top2));
-        (joined(shift(packed[2], k), packed[0]), joined(shift(packed[2], k + 4), packed[1]))
     }
 }

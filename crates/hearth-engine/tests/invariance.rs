@@ -1,0 +1,116 @@
+//! Temperature-0 answers are reproducible under load: a sequence's logits do not depend on what
+//! it is batched with, on how much of its prompt was cached (by a prefill or by an earlier
+//! reply's decoding), nor on how the prompt was cut into chunks — bit for bit, on every
+//! instruction set this CPU runs. The instruction set is chosen once per process, so the test
+//! runs itself again for each one with `HEARTH_ISA` set.
+
+mod common;
+
+use common::*;
+use hearth_engine::model::SeqInput;
+use hearth_engine::KvCache;
+use hearth_engine::LoadedModel;
+use hearth_kernels::qdot::available;
+
+const STEPS: usize = 6;
+/// Set in the child processes, each running one instruction set.
+const CHILD: &str = "HEARTH_INVARIANCE_CHILD";
+
+fn argmax(v: &[f32]) -> u32 {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap() as u32
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Eight prompts of 5 to 33 tokens, crossing the attention split (8 new tokens) and the key
+/// tiles (16 positions): the fixture's prompts joined in turn.
+fn prompts() -> Vec<Vec<u32>> {
+    let cases: Vec<Vec<u32>> = json("smollm2/generate.json")["cases"].as_array().unwrap().iter().map(|c| ids(&c["prompt_ids"])).collect();
+    (0..8).map(|k| (0..k % 5 + 1).flat_map(|j| cases[(k + j) % cases.len()].clone()).collect()).collect()
+}
+
+/// The prompt fed in `cuts` (chunk boundaries), then `STEPS` greedy tokens decoded alone; the
+/// logits after every step.
+fn alone(m: &LoadedModel, prompt: &[u32], cuts: &[usize]) -> Vec<Vec<u32>> {
+    let mut cache = m.model.new_cache(128).unwrap();
+    let mut start = 0;
+    let mut last = Vec::new();
+    for &end in cuts.iter().chain([&prompt.len()]) {
+        if end > start {
+            last = m.model.forward(&mut [SeqInput::new(&prompt[start..end], &mut cache)], false).unwrap().swap_remove(0);
+            start = end;
+        }
+    }
+    let mut out = vec![bits(&last)];
+    for _ in 0..STEPS {
+        let t = argmax(&last);
+        last = m.model.forward(&mut [SeqInput::new(&[t], &mut cache)], false).unwrap().swap_remove(0);
+        out.push(bits(&last));
+    }
+    out
+}
+
+/// Every prompt prefilled in one pass together, then decoded together.
+fn batched(m: &LoadedModel, prompts: &[Vec<u32>]) -> Vec<Vec<Vec<u32>>> {
+    let mut caches: Vec<KvCache> = prompts.iter().map(|_| m.model.new_cache(128).unwrap()).collect();
+    let mut inputs: Vec<SeqInput> = prompts.iter().zip(&mut caches).map(|(p, c)| SeqInput::new(p, c)).collect();
+    let mut last = m.model.forward(&mut inputs, false).unwrap();
+    let mut out: Vec<Vec<Vec<u32>>> = last.iter().map(|l| vec![bits(l)]).collect();
+    for _ in 0..STEPS {
+        let next: Vec<u32> = last.iter().map(|l| argmax(l)).collect();
+        let mut inputs: Vec<SeqInput> = caches.iter_mut().zip(&next).map(|(c, t)| SeqInput::new(std::slice::from_ref(t), c)).collect();
+        last = m.model.forward(&mut inputs, false).unwrap();
+        out.iter_mut().zip(&last).for_each(|(o, l)| o.push(bits(l)));
+    }
+    out
+}
+
+fn check_this_isa() {
+    let path = hearth_store::installed_model("smollm2").expect("run scripts/fetch-test-models.sh");
+    let m = LoadedModel::load(&path).unwrap();
+    let isa = hearth_kernels::qdot::isa().name;
+    let prompts = prompts();
+    let reference: Vec<_> = prompts.iter().map(|p| alone(&m, p, &[])).collect();
+    assert_eq!(batched(&m, &prompts), reference, "{isa}: batched with seven others");
+    // The shortest, a middling and the longest prompt.
+    for (p, want) in prompts.iter().zip(&reference).filter(|(p, _)| [5, 17, 33].contains(&p.len())) {
+        let n = p.len();
+        for mut cuts in [vec![1], vec![n / 2], vec![n - 1], vec![7, 8, 16, 17], (3..n).step_by(3).collect()] {
+            cuts.retain(|&c| c < n);
+            assert_eq!(&alone(&m, p, &cuts), want, "{isa}: prompt of {n} fed in pieces ending at {cuts:?}");
+        }
+    }
+    // A second turn: the first reply's decoded keys and values reused, against the whole
+    // conversation prefilled afresh.
+    let p = &prompts[3];
+    let mut cache = m.model.new_cache(128).unwrap();
+    let mut logits = m.model.forward(&mut [SeqInput::new(p, &mut cache)], false).unwrap().swap_remove(0);
+    let mut conversation = p.clone();
+    for _ in 0..STEPS {
+        conversation.push(argmax(&logits));
+        logits = m.model.forward(&mut [SeqInput::new(&conversation[conversation.len() - 1..], &mut cache)], false).unwrap().swap_remove(0);
+    }
+    let mut fresh = m.model.new_cache(128).unwrap();
+    let again = m.model.forward(&mut [SeqInput::new(&conversation, &mut fresh)], false).unwrap().swap_remove(0);
+    assert_eq!(bits(&again), bits(&logits), "{isa}: a conversation's decoded tail against the same tokens prefilled");
+    eprintln!("{isa}: batch, chunk and cache invariant");
+}
+
+#[test]
+fn greedy_logits_do_not_depend_on_batch_chunks_or_cache_on_every_isa() {
+    if std::env::var_os(CHILD).is_some() {
+        return check_this_isa();
+    }
+    let me = std::env::current_exe().unwrap();
+    for isa in available() {
+        let status = std::process::Command::new(&me)
+            .args(["--exact", "greedy_logits_do_not_depend_on_batch_chunks_or_cache_on_every_isa", "--nocapture"])
+            .env(CHILD, "1")
+            .env("HEARTH_ISA", isa.name)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{}: see the output above", isa.name);
+    }
+}

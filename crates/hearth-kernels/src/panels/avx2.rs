@@ -1,0 +1,144 @@
+//! The panel kernel on AVX2: a 16-row panel as two 256-bit registers of eight rows. Products
+//! by `vpmaddubsw` (unsigned × signed bytes to i16 pairs) and `vpmaddwd` (pairs to i32); a
+//! nibble block's eight i16 partial sums cannot overflow (8 · 2 · 15 · 127 < 2¹⁵), so they
+//! are added before the one widening step. Q8_0's signed weights take the sign trick
+//! (|w| × x·sign(w)), whose pairs (2 · 128 · 127) fit i16 only one at a time.
+
+use std::arch::x86_64::*;
+
+use super::kernel::{self, Lanes, Panel};
+use super::Line;
+use crate::act::Q8Block;
+
+pub(super) struct Avx2;
+
+impl Lanes for Avx2 {
+    const LANES: usize = 8;
+    const SUBS: usize = 2;
+    const TOKENS: usize = 4;
+    const Q8_OFFSET: f32 = 0.0;
+    type I = __m256i;
+    type F = __m256;
+
+    #[inline(always)]
+    unsafe fn line(p: *const Line, s: usize) -> __m256i {
+        _mm256_load_si256(p.cast::<__m256i>().add(s))
+    }
+    #[inline(always)]
+    unsafe fn low_nibbles(v: __m256i) -> __m256i {
+        _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+    }
+    #[inline(always)]
+    unsafe fn high_nibbles(v: __m256i) -> __m256i {
+        _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F))
+    }
+    #[inline(always)]
+    unsafe fn q8_weights(p: *const Line, s: usize) -> __m256i {
+        Self::line(p, s)
+    }
+    #[inline(always)]
+    unsafe fn dot_nibbles(wq: &[__m256i; 8], x: *const i32) -> __m256i {
+        let mut pairs = _mm256_setzero_si256();
+        for (i, &w) in wq.iter().enumerate() {
+            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(w, _mm256_set1_epi32(x.add(i).read_unaligned())));
+        }
+        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    }
+    #[inline(always)]
+    unsafe fn dot_q8(wq: &[__m256i; 8], x: *const i32) -> __m256i {
+        let mut sum = _mm256_setzero_si256();
+        for (i, &w) in wq.iter().enumerate() {
+            let xs = _mm256_sign_epi8(_mm256_set1_epi32(x.add(i).read_unaligned()), w);
+            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), xs);
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+        }
+        sum
+    }
+    #[inline(always)]
+    unsafe fn f16s(p: *const u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn f16_low(v: __m256i) -> __m256 {
+        halves(v, 0)
+    }
+    #[inline(always)]
+    unsafe fn f16_high(v: __m256i) -> __m256 {
+        halves(v, 2)
+    }
+    #[inline(always)]
+    unsafe fn to_f32(v: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn srl(v: __m256i, bits: i32) -> __m256i {
+        _mm256_srl_epi32(v, _mm_cvtsi32_si128(bits))
+    }
+    #[inline(always)]
+    unsafe fn and(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_and_si256(a, b)
+    }
+    #[inline(always)]
+    unsafe fn or(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_or_si256(a, b)
+    }
+    #[inline(always)]
+    unsafe fn splat_i(v: i32) -> __m256i {
+        _mm256_set1_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m256 {
+        _mm256_set1_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256, n: usize) {
+        if n >= 8 {
+            return _mm256_storeu_ps(p, v);
+        }
+        let mut all = [0f32; 8];
+        _mm256_storeu_ps(all.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(all.as_ptr(), p, n);
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const Line) {
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
+    }
+}
+
+/// The f16 at byte `at` (0: low half, 2: high half) of each lane's dword, as f32.
+#[inline(always)]
+unsafe fn halves(v: __m256i, at: i8) -> __m256 {
+    let pick = |i: i8| [at + 4 * i, at + 4 * i + 1];
+    let [a, b, c, d] = [pick(0), pick(1), pick(2), pick(3)];
+    #[rustfmt::skip]
+    let gather = _mm256_setr_epi8(
+        a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1], -1, -1, -1, -1, -1, -1, -1, -1,
+        a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1], -1, -1, -1, -1, -1, -1, -1, -1,
+    );
+    // Each 128-bit half's four f16s in its low quadword; quadwords 0 and 2 brought together.
+    let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_shuffle_epi8(v, gather));
+    _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+}
+
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; see [`kernel::panel`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn panel<const T: usize, const F: u8>(w: &Panel, x: [*const Q8Block; T], out: [*mut f32; T]) {
+    kernel::panel::<Avx2, T, F>(w, x, out)
+}
