@@ -28,18 +28,6 @@ pub struct ScoreScale {
     pub softcap: Option<f32>,
 }
 
-impl ScoreScale {
-    /// One raw product, scaled (and soft-capped).
-    #[inline(always)]
-    fn apply(self, dot: f32) -> f32 {
-        let v = dot * self.scale;
-        match self.softcap {
-            Some(cap) => (v / cap).tanh() * cap,
-            None => v,
-        }
-    }
-}
-
 /// The keys a query sees: causal, all up to its own position; bidirectional, every position of
 /// its sequence. A sliding window keeps only keys less than `window` positions away (in both
 /// directions when bidirectional, as transformers' sliding masks do).
@@ -144,7 +132,7 @@ pub fn attend(q: Queries<'_>, kv: KvHead<'_>, mask: Mask, score: ScoreScale, scr
             rows_times_tile(q_rows, q.stride, rows, tile, KEY_TILE, hd, &mut scores[t * KEY_TILE..], width);
         }
         for (row, v) in scores.chunks_exact_mut(width).zip(visible) {
-            softmax(row, v.start - first..v.end - first, first, score);
+            softmax(row, v.start - first..v.end - first, score);
         }
         // Outputs: the weights as rows against the values' columns, 16 at a time (head sizes
         // that are not a multiple of 16 go through a padded copy).
@@ -174,24 +162,27 @@ pub fn attend(q: Queries<'_>, kv: KvHead<'_>, mask: Mask, score: ScoreScale, scr
     }
 }
 
-/// Raw scores → softmax weights in place for the keys `seen` of `row` (whose index 0 is
-/// position `first`); every other key's weight is 0. The sum runs in sixteen partial sums
-/// picked by absolute position, so it does not depend on where the row starts.
-fn softmax(row: &mut [f32], seen: Range<usize>, first: usize, score: ScoreScale) {
-    let mut max = f32::NEG_INFINITY;
-    for s in &mut row[seen.clone()] {
-        *s = score.apply(*s);
-        max = max.max(*s);
+/// Raw scores → softmax weights in place for the keys `seen` of `row` (whose index 0 is a tile
+/// boundary, and whose length is whole tiles); every other key's weight is 0. The sum runs in
+/// sixteen partial sums picked by position, so it does not depend on where the row starts.
+/// Each pass is a plain loop over the row, which the compiler vectorises.
+fn softmax(row: &mut [f32], seen: Range<usize>, score: ScoreScale) {
+    let scores = &mut row[seen.clone()];
+    match score.softcap {
+        Some(cap) => scores.iter_mut().for_each(|s| *s = (*s * score.scale / cap).tanh() * cap),
+        None => scores.iter_mut().for_each(|s| *s *= score.scale),
     }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    scores.iter_mut().for_each(|s| *s = exp(*s - max));
+    row[..seen.start].fill(0.0);
+    row[seen.end..].fill(0.0);
+    // Unseen keys add zeros, which change no partial sum.
     let mut part = [0f32; KEY_TILE];
-    for (j, s) in row[seen.clone()].iter_mut().enumerate() {
-        *s = exp(*s - max);
-        part[(first + seen.start + j) % KEY_TILE] += *s;
+    for chunk in row.chunks_exact(KEY_TILE) {
+        part.iter_mut().zip(chunk).for_each(|(p, &w)| *p += w);
     }
     let inv = 1.0 / part.iter().sum::<f32>();
-    row[..seen.start].fill(0.0);
-    row[seen.clone()].iter_mut().for_each(|s| *s *= inv);
-    row[seen.end..].fill(0.0);
+    row.iter_mut().for_each(|w| *w *= inv);
 }
 
 #[cfg(test)]
