@@ -80,6 +80,7 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--embed-precision", default="float", choices=["float", "int8"], help="Hearth's encoder products")
     ap.add_argument("--st-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.st_worker:
@@ -92,7 +93,8 @@ def main():
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(texts) + "\n")
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        hearth_cmd = [args.hearth, "--threads", str(args.threads), "embed", "--model", args.model_dir, "--file", path]
+        hearth_cmd = [args.hearth, "--threads", str(args.threads), "embed", "--model", args.model_dir, "--file", path,
+                      "--embed-precision", args.embed_precision]
         hearth = json.loads(subprocess.run(hearth_cmd + ["--bench", "--query", SHORT_QUERY], check=True, capture_output=True, text=True).stdout)
         hearth_vectors = json.loads(subprocess.run(hearth_cmd + ["--json"], check=True, capture_output=True, text=True).stdout)["data"]
         st_cmd = [sys.executable, __file__, "--hearth", args.hearth, "--model-dir", args.model_dir, "--threads", str(args.threads),
@@ -106,7 +108,9 @@ def main():
     worst = min(cos(h["embedding"], s) for h, s in zip(hearth_vectors, st["vectors"]))
     words = sum(len(t.split()) for t in texts) / len(texts)
     print(f"{len(texts)} sentences, {words:.1f} words and {hearth['tokens'] / len(texts):.1f} tokens each on average; "
-          f"{args.threads} threads; sentence-transformers batch {args.batch_size} (torch {st['torch']})")
+          f"{args.threads} threads; sentence-transformers batch {args.batch_size} (torch {st['torch']}, "
+          f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'default')}); hearth {args.embed_precision} "
+          f"(HEARTH_ISA={os.environ.get('HEARTH_ISA', 'default')})")
     print(f"{'':24}{'sentences/s':>12}{'p50 query':>14}{'peak RSS':>12}")
     for name, r in (("hearth", hearth), ("sentence-transformers", st)):
         print(f"{name:24}{r['inputs_per_sec']:12.1f}{r['query_p50_ms']:11.2f} ms{r['peak_rss_bytes'] / 1e6:9.0f} MB")

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use hearth_embed::{EmbedInput, EmbedOptions, Embedder, InputType, RerankOptions, Reranker};
+use hearth_embed::{EmbedInput, EmbedOptions, EmbedPrecision, Embedder, InputType, RerankOptions, Reranker};
 use serde_json::json;
 
 #[derive(Args)]
@@ -34,6 +34,10 @@ pub struct EmbedArgs {
     /// What the texts are for: the model's prompt for that role, where it has one.
     #[arg(long, value_parser = ["query", "document"])]
     input_type: Option<String>,
+    /// How an encoder multiplies: `float` (bf16 operands where the CPU has bf16 dot products)
+    /// or `int8` (8-bit weights and activations, integer dot products).
+    #[arg(long, value_parser = ["float", "int8"], default_value = "float")]
+    embed_precision: String,
     /// Print speed instead of vectors: all inputs as one request (after a warm-up), the same
     /// inputs one per call, the median latency of --query embedded alone, and peak memory, as
     /// JSON.
@@ -79,7 +83,8 @@ fn inputs(texts: Vec<String>, file: Option<&std::path::Path>) -> anyhow::Result<
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let path = crate::store_cmd::resolve_model(&args.model)?;
-    let model = Embedder::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let precision = EmbedPrecision::from_name(&args.embed_precision).expect("clap checked the name");
+    let model = Embedder::load_with(&path, precision).with_context(|| format!("loading {}", path.display()))?;
     let texts = inputs(args.texts, args.file.as_deref())?;
     let batch: Vec<EmbedInput> = texts.iter().cloned().map(EmbedInput::Text).collect();
     let input_type = args.input_type.as_deref().map(|t| if t == "query" { InputType::Query } else { InputType::Document });

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use hearth_embed::EmbedPrecision;
 use hearth_kb::{
     answer, eval, ExtractOptions, Filters, IngestOptions, IngestReport, JobSpec, Kb, LocalEmbedder, Mode, Progress, SearchOptions,
     TextReranker,
@@ -30,6 +31,9 @@ pub struct KbArgs {
     /// Embedding model (the one that built the collection).
     #[arg(long, default_value = "minilm", global = true)]
     embedding_model: String,
+    /// How the embedding encoder multiplies: `float` or `int8` (see `hearth embed`).
+    #[arg(long, value_parser = ["float", "int8"], default_value = "float", global = true)]
+    embed_precision: String,
     #[command(subcommand)]
     command: KbCommand,
 }
@@ -138,18 +142,22 @@ fn open(args: &KbArgs) -> anyhow::Result<Kb> {
         Some(p) => p.clone(),
         None => hearth_kb::collection_path(&hearth_store::hearth_home(), &args.kb)?,
     };
-    open_at(&path, &args.embedding_model)
+    open_at(&path, &args.embedding_model, precision(args))
 }
 
-fn open_at(path: &Path, embedding_model: &str) -> anyhow::Result<Kb> {
+fn precision(args: &KbArgs) -> EmbedPrecision {
+    EmbedPrecision::from_name(&args.embed_precision).expect("clap checked the name")
+}
+
+fn open_at(path: &Path, embedding_model: &str, precision: EmbedPrecision) -> anyhow::Result<Kb> {
     let dir = resolve_model(embedding_model)?;
-    let embedder = LocalEmbedder::load(hearth_store::catalogue::canonical(embedding_model), &dir)?;
+    let embedder = LocalEmbedder::load_with(hearth_store::catalogue::canonical(embedding_model), &dir, precision)?;
     Kb::open(path, Arc::new(embedder)).with_context(|| format!("opening the knowledge base {}", path.display()))
 }
 
 pub fn run(args: KbArgs) -> anyhow::Result<()> {
     if let KbCommand::Eval(e) = &args.command {
-        return run_eval(e, &args.embedding_model);
+        return run_eval(e, &args.embedding_model, precision(&args));
     }
     let kb = open(&args)?;
     match args.command {
@@ -321,18 +329,18 @@ fn ask(kb: &Kb, a: AskArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_eval(a: &EvalArgs, embedding_model: &str) -> anyhow::Result<()> {
+fn run_eval(a: &EvalArgs, embedding_model: &str, precision: EmbedPrecision) -> anyhow::Result<()> {
     // Removed when dropped, on errors too.
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
     let collection = eval::Collection::read(&a.dataset)?;
     let mut throughput = Vec::new();
     if a.no_embed_throughput {
-        let kb = open_at(&dir.join("bm25-only.sqlite"), embedding_model)?;
+        let kb = open_at(&dir.join("bm25-only.sqlite"), embedding_model, precision)?;
         let r = collection.ingest(&kb, false)?;
         throughput.push(json!({"embeddings": false, "documents": r.documents, "chunks": r.chunks, "seconds": r.seconds, "documents_per_s": r.documents as f64 / r.seconds, "chunks_per_s": r.chunks as f64 / r.seconds}));
     }
-    let kb = open_at(&dir.join("eval.sqlite"), embedding_model)?;
+    let kb = open_at(&dir.join("eval.sqlite"), embedding_model, precision)?;
     let first = collection.ingest(&kb, true)?;
     let again = Instant::now();
     let second = collection.ingest(&kb, true)?;

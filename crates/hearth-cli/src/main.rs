@@ -7,6 +7,7 @@ mod dataset;
 mod embed;
 mod generate;
 mod kb;
+mod perplexity;
 mod serve;
 mod stats;
 mod store_cmd;
@@ -33,6 +34,9 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt-processing and decode speed (medians over repetitions).
     Bench(bench::BenchArgs),
+    /// Perplexity over a text, and with --kl-divergence how far the fast path is from the float
+    /// path (as llama-perplexity --kl-divergence reports it).
+    Perplexity(perplexity::PerplexityArgs),
     /// Embed texts with a sentence-embedding model.
     Embed(embed::EmbedArgs),
     /// Score documents against a query with a cross-encoder, best first.
@@ -173,6 +177,7 @@ fn main() {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Rerank(args) => embed::rerank(args),
         Command::Kb(args) => kb::run(args),

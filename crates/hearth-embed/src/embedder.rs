@@ -65,6 +65,32 @@ pub struct EmbedderInfo {
     pub default_prompt_name: Option<String>,
 }
 
+/// How an embedding encoder's linear layers multiply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EmbedPrecision {
+    /// Float32 operands (rerankers, and comparisons).
+    Float32,
+    /// Float: bf16 operands summed in f32 where the CPU has bf16 dot products, float32
+    /// elsewhere.
+    #[default]
+    Float,
+    /// Weights quantised to 8 bits when loaded and activations to 8 bits per 32 values as they
+    /// come: integer dot products on every CPU. Encoders only: decoder embedders run the
+    /// engine's own fast path.
+    Int8,
+}
+
+impl EmbedPrecision {
+    /// The names the CLI and the server's configuration take.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "float" => Some(EmbedPrecision::Float),
+            "int8" => Some(EmbedPrecision::Int8),
+            _ => None,
+        }
+    }
+}
+
 pub struct Embedder {
     backbone: Backbone,
     sentence: SentenceConfig,
@@ -97,11 +123,16 @@ impl Embedder {
     /// Loads a Hugging Face / sentence-transformers model directory, or a GGUF decoder
     /// embedder (pooling from its metadata, as llama.cpp reads it).
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, EmbedPrecision::default())
+    }
+
+    /// [`Embedder::load`] with an encoder's products in `precision`.
+    pub fn load_with(dir: &Path, precision: EmbedPrecision) -> Result<Self> {
         let sentence = if dir.is_file() { SentenceConfig::from_gguf(&Gguf::open(dir)?)? } else { SentenceConfig::load(dir)? };
         let backbone = if Decoder::is_decoder(dir) {
             Backbone::Decoder(Box::new(Decoder::load(dir, sentence.max_seq_length)?))
         } else {
-            Backbone::Encoder(Box::new(Encoder::load(dir, &Tensors::open(dir)?.with_bf16_products(), "", sentence.max_seq_length)?))
+            Backbone::Encoder(Box::new(Encoder::load(dir, &Tensors::open(dir)?.with_precision(precision), "", sentence.max_seq_length)?))
         };
         let pipeline = Pipeline::load(&sentence, backbone.hidden_size())?;
         Ok(Embedder { backbone, sentence, pipeline })

@@ -22,7 +22,7 @@ mod weights;
 
 pub use bert::Encoded;
 pub use config::Pooling;
-pub use embedder::{EmbedInput, EmbedOptions, Embedder, EmbedderInfo, Embeddings, InputType};
+pub use embedder::{EmbedInput, EmbedOptions, EmbedPrecision, Embedder, EmbedderInfo, Embeddings, InputType};
 pub use error::{EmbedError, Result};
 pub use queue::{EmbedQueue, Pending, QueueStats};
 pub use rerank::{Ranked, RerankOptions, Reranker, Reranking};

@@ -4,35 +4,39 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use hearth_formats::gguf::GgmlType;
 use hearth_formats::safetensors::{self, SafeTensors, TensorView};
 use hearth_formats::{DType, SharedBytes};
 use hearth_kernels::bf16::Bf16Panels;
+use hearth_kernels::panels::QuantPanels;
+use hearth_kernels::quant::quantize_ggml;
 use hearth_kernels::{FloatFormat, MatrixRef, RowFormat};
 
-use crate::{EmbedError, Result};
+use crate::{EmbedError, EmbedPrecision, Result};
 
 /// Every tensor of a model directory, by name.
 pub(crate) struct Tensors {
     map: BTreeMap<String, TensorView>,
-    /// Whether linear layers multiply in bf16 where the CPU can (see [`Tensors::with_bf16_products`]).
-    bf16_products: bool,
+    /// How linear layers loaded from here multiply.
+    precision: EmbedPrecision,
 }
 
 impl Tensors {
+    /// Tensors whose linear layers multiply in float32 (what rerankers, whose scores are
+    /// compared by value, keep).
     pub fn open(dir: &Path) -> Result<Self> {
         let mut map = BTreeMap::new();
         for file in safetensors::model_files(dir)? {
             map.extend(SafeTensors::open(&file)?.tensors);
         }
-        Ok(Tensors { map, bf16_products: false })
+        Ok(Tensors { map, precision: EmbedPrecision::Float32 })
     }
 
-    /// Linear layers loaded from here multiply bf16-rounded operands (summing in f32) where
-    /// the CPU has bf16 dot products: twice the f32 rate. For embeddings, compared by cosine
-    /// (all-MiniLM stays ≥ 0.99997 to sentence-transformers' float32 vectors); scores compared
-    /// by value (rerankers) keep float32.
-    pub fn with_bf16_products(self) -> Self {
-        Tensors { bf16_products: true, ..self }
+    /// Linear layers loaded from here multiply as `precision` says. For embeddings, compared
+    /// by cosine: bf16 operands stay ≥ 0.99997 to sentence-transformers' float32 vectors on
+    /// all-MiniLM, 8-bit ones ≥ 0.999 (tests/minilm.rs).
+    pub fn with_precision(self, precision: EmbedPrecision) -> Self {
+        Tensors { precision, ..self }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -81,10 +85,28 @@ impl Tensors {
     /// As [`Tensors::linear`], with or without the bias.
     pub fn dense(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let weight = self.matrix(&format!("{prefix}.weight"), out, inp)?;
-        let panels = if self.bf16_products { Bf16Panels::new(&weight.checked()) } else { None };
+        let fast = match self.precision {
+            EmbedPrecision::Float32 => None,
+            EmbedPrecision::Float => Bf16Panels::new(&weight.checked()).map(Fast::Bf16),
+            EmbedPrecision::Int8 => int8_panels(&weight.checked()).map(Fast::Int8),
+        };
         let bias = bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?;
-        Ok(Linear { weight, panels, bias })
+        Ok(Linear { weight, fast, bias })
     }
+}
+
+/// `w` quantised to Q8_0 (llama.cpp's 8-bit blocks of 32) and repacked into the integer
+/// kernels' panels; `None` where rows are not whole blocks (those layers stay float).
+fn int8_panels(w: &MatrixRef<'_>) -> Option<QuantPanels> {
+    let format = RowFormat::Ggml(GgmlType::Q8_0);
+    let row_bytes = format.row_bytes(w.cols()).ok()?;
+    let (mut row, mut bytes) = (vec![0f32; w.cols()], Vec::with_capacity(w.rows() * row_bytes));
+    for r in 0..w.rows() {
+        w.row(r, &mut row);
+        quantize_ggml(GgmlType::Q8_0, &row, &mut bytes);
+    }
+    let q = MatrixRef::new(format, w.rows(), w.cols(), &bytes, &[], &[]).expect("whole Q8_0 rows");
+    QuantPanels::new(&q, |_| {})
 }
 
 /// A float matrix kept in its stored format (usually inside the memory map).
@@ -117,21 +139,32 @@ impl Matrix {
 
 pub(crate) struct Linear {
     weight: Matrix,
-    /// The weights as bf16 panels, where asked for and the CPU has bf16 dot products.
-    panels: Option<Bf16Panels>,
+    /// The weights repacked for faster products, where asked for and the CPU has them.
+    fast: Option<Fast>,
     bias: Option<Vec<f32>>,
+}
+
+enum Fast {
+    /// bf16 operands, f32 sums (CPUs with bf16 dot products).
+    Bf16(Bf16Panels),
+    /// 8-bit weights and activations, integer sums (every CPU).
+    Int8(QuantPanels),
 }
 
 impl Linear {
     /// `out[t] = x[t] · Wᵀ + b` for every token row `t`.
     pub fn forward(&self, x: &[f32], out: &mut [f32]) {
-        if let Some(panels) = &self.panels {
-            return panels.matmul(x, self.bias.as_deref(), out);
+        match &self.fast {
+            Some(Fast::Bf16(panels)) => return panels.matmul(x, self.bias.as_deref(), out),
+            Some(Fast::Int8(panels)) => panels.matmul(x, out),
+            // Otherwise (AVX2, NEON, AVX-512 without bf16) the float GEMM: register-blocked,
+            // weights read a panel at a time.
+            None => {
+                let w = self.weight.checked();
+                let wt = hearth_kernels::sgemm::WeightT(w);
+                hearth_kernels::sgemm::gemm(x, w.cols(), x.len() / w.cols(), &wt, out, w.rows(), false);
+            }
         }
-        // Elsewhere (AVX2, NEON, AVX-512 without bf16) the float GEMM: register-blocked,
-        // weights read a panel at a time.
-        let w = self.weight.checked();
-        hearth_kernels::sgemm::gemm(x, w.cols(), x.len() / w.cols(), &hearth_kernels::sgemm::WeightT(w), out, w.rows(), false);
         if let Some(bias) = &self.bias {
             for row in out.chunks_exact_mut(bias.len()) {
                 row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);

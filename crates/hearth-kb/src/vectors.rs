@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use hearth_embed::{EmbedInput, EmbedOptions, Embedder, InputType, RerankOptions, Reranker};
+use hearth_embed::{EmbedInput, EmbedOptions, EmbedPrecision, Embedder, InputType, RerankOptions, Reranker};
 use hearth_kernels::dot;
 use instant_distance::{Builder, HnswMap, Point, Search};
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,12 @@ impl LocalEmbedder {
     }
 
     pub fn load(name: impl Into<String>, dir: &Path) -> Result<Self> {
-        let embedder = Embedder::load(dir).map_err(|e| KbError::Embed(format!("{}: {e}", dir.display())))?;
+        Self::load_with(name, dir, EmbedPrecision::default())
+    }
+
+    /// [`LocalEmbedder::load`] with the encoder's products in `precision`.
+    pub fn load_with(name: impl Into<String>, dir: &Path, precision: EmbedPrecision) -> Result<Self> {
+        let embedder = Embedder::load_with(dir, precision).map_err(|e| KbError::Embed(format!("{}: {e}", dir.display())))?;
         Ok(Self::new(name, Arc::new(embedder)))
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use hearth_constrain::Grammars;
-use hearth_embed::{EmbedQueue, Embedder, QueueStats, Reranker};
+use hearth_embed::{EmbedPrecision, EmbedQueue, Embedder, QueueStats, Reranker};
 use hearth_runtime::{Adapter, LoadOptions, LoadedModel, LoraAdapter, SamplingDefaults, Scheduler, LLAMA_CPP_SAMPLING};
 use hearth_store::{InUseGuard, ModelRecord, ModelResolver, Store, StoreError};
 
@@ -119,10 +119,11 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    /// Loads `path` as `kind`; hearth-embed refuses a directory that is not such a model.
-    fn load(kind: EncoderKind, path: &Path) -> hearth_embed::Result<Encoder> {
+    /// Loads `path` as `kind` (an embedder's products in `precision`); hearth-embed refuses a
+    /// directory that is not such a model.
+    fn load(kind: EncoderKind, path: &Path, precision: EmbedPrecision) -> hearth_embed::Result<Encoder> {
         Ok(match kind {
-            EncoderKind::Embedding => Encoder::Embedding(EmbedQueue::new(Arc::new(Embedder::load(path)?))?),
+            EncoderKind::Embedding => Encoder::Embedding(EmbedQueue::new(Arc::new(Embedder::load_with(path, precision)?))?),
             EncoderKind::Reranker => Encoder::Reranker(Box::new(Reranker::load(path)?)),
         })
     }
@@ -409,8 +410,8 @@ impl Models {
             return Ok(r.clone());
         }
         let in_use = self.hold(&located)?;
-        let path = located.path.clone();
-        let encoder = tokio::task::spawn_blocking(move || Encoder::load(kind, &path))
+        let (path, precision) = (located.path.clone(), self.cfg.embed_precision);
+        let encoder = tokio::task::spawn_blocking(move || Encoder::load(kind, &path, precision))
             .await
             .map_err(|e| ApiError::internal(format!("loading failed: {e}")))?
             .map_err(|e| ApiError {

@@ -1,6 +1,6 @@
 //! Q4_0, Q4_1, Q8_0 and Q4_K weights repacked into 16-row panels for integer dot products, the
 //! layout that makes batched decoding and prefill cheap, on every instruction set: one kernel
-//! ([`kernel`]) over each one's vector operations (AVX-512 VNNI, AVX2, portable).
+//! ([`kernel`]) over each one's vector operations (AVX-512 VNNI, AVX2, NEON, portable).
 //!
 //! In the file's layout a register holds 64 weights of one row, so every block's scale must be
 //! applied per row and per token before the lanes can be summed. Here a register holds four
@@ -32,6 +32,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod kernel;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod portable;
 
 use kernel::{Lanes, Panel};
@@ -244,6 +246,8 @@ impl QuantPanels {
             IsaKind::Avx512Vnni => avx512::Avx512::TOKENS,
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx2 => avx2::Avx2::TOKENS,
+            #[cfg(target_arch = "aarch64")]
+            IsaKind::Neon | IsaKind::NeonDotprod => neon::Neon::<false>::TOKENS,
             _ => portable::Portable::TOKENS,
         }
     }
@@ -268,21 +272,26 @@ impl QuantPanels {
         let dst = |t: usize| out.get().add((t0 + t) * self.rows + p * PANEL);
         // SAFETY (all): `for_isa` checked that the CPU runs the kernel of `self.isa`.
         macro_rules! call {
-            ($backend:ident; $($n:literal)*) => {
+            ($($backend:ident)::+; $($n:literal)*) => {{
+                use self::$($backend)::+ as backend;
                 match (n, self.format) {
-                    $(($n, Q4_0) => $backend::panel::<$n, Q4_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q4_1) => $backend::panel::<$n, Q4_1>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q8_0) => $backend::panel::<$n, Q8_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q4_K) => $backend::panel::<$n, Q4_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
+                    $(($n, Q4_0) => backend::panel::<$n, Q4_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q4_1) => backend::panel::<$n, Q4_1>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q8_0) => backend::panel::<$n, Q8_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q4_K) => backend::panel::<$n, Q4_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
                     _ => unreachable!("more tokens than the kernel takes per call, or a format without panels"),
                 }
-            };
+            }};
         }
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx512Vnni => call!(avx512; 1 2 3 4 5 6 7 8),
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx2 => call!(avx2; 1 2 3 4),
+            #[cfg(target_arch = "aarch64")]
+            IsaKind::NeonDotprod => call!(neon::dot; 1 2 3 4),
+            #[cfg(target_arch = "aarch64")]
+            IsaKind::Neon => call!(neon::plain; 1 2 3 4),
             _ => call!(portable; 1 2 3 4),
         }
     }

@@ -1,6 +1,6 @@
 //! Integer dot products of quantised weight rows with 8-bit activations, dispatched once at
-//! run time to the best instruction set the CPU has (`HEARTH_ISA=scalar|avx2|avx512vnni`
-//! forces one, for comparisons and tests).
+//! run time to the best instruction set the CPU has (`HEARTH_ISA=scalar|avx2|avx512vnni` on
+//! x86-64, `scalar|neon|neon-dotprod` on aarch64, forces one, for comparisons and tests).
 
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -17,13 +17,16 @@ type Q8Fn = fn(&[u8], &[Q8Block]) -> f32;
 type Q8KFn = fn(&[u8], &[Q8KBlock]) -> f32;
 type MlxFn = fn(u32, usize, FloatFormat, &[u8], &[u8], &[u8], &[Q8Block]) -> f32;
 
-/// The instruction sets with kernels here, weakest first.
+/// The instruction sets with kernels here, weakest first on each architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IsaKind {
     Scalar,
     Avx2,
     /// AVX-512 F/BW/VL with the VNNI integer dot product.
     Avx512Vnni,
+    /// aarch64's NEON (every aarch64 CPU), and NEON with the dot-product extension (`sdot`).
+    Neon,
+    NeonDotprod,
 }
 
 impl IsaKind {
@@ -33,11 +36,13 @@ impl IsaKind {
             IsaKind::Scalar => "scalar",
             IsaKind::Avx2 => "avx2",
             IsaKind::Avx512Vnni => "avx512vnni",
+            IsaKind::Neon => "neon",
+            IsaKind::NeonDotprod => "neon-dotprod",
         }
     }
 
     pub fn from_name(name: &str) -> Option<IsaKind> {
-        [IsaKind::Scalar, IsaKind::Avx2, IsaKind::Avx512Vnni].into_iter().find(|k| k.name() == name)
+        [IsaKind::Scalar, IsaKind::Avx2, IsaKind::Avx512Vnni, IsaKind::Neon, IsaKind::NeonDotprod].into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -106,6 +111,14 @@ pub fn available() -> Vec<Isa> {
         if has!("avx2") && has!("fma") && has!("f16c") {
             out.push(x86_isa!(IsaKind::Avx2, avx2));
         }
+    }
+    // On NEON only the panel kernels have their own code; per-row products stay portable.
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            out.push(Isa { kind: IsaKind::NeonDotprod, name: IsaKind::NeonDotprod.name(), ..SCALAR });
+        }
+        out.push(Isa { kind: IsaKind::Neon, name: IsaKind::Neon.name(), ..SCALAR });
     }
     out.push(SCALAR);
     out
