@@ -129,44 +129,44 @@ pub fn attend(q: Queries<'_>, kv: KvHead<'_>, mask: Mask, score: ScoreScale, scr
         let q_rows = &q.data[b0 * q.stride..];
         for t in 0..width / KEY_TILE {
             let tile = &kv.key_tiles[((first / KEY_TILE + t) * hd) * KEY_TILE..];
-            rows_times_tile(q_rows, q.stride, rows, tile, KEY_TILE, hd, &mut scores[t * KEY_TILE..], width);
+            rows_times_tile(q_rows, q.stride, rows, tile, KEY_TILE, KEY_TILE, hd, &mut scores[t * KEY_TILE..], width);
         }
-        for (row, v) in scores.chunks_exact_mut(width).zip(visible) {
-            softmax(row, v.start - first..v.end - first, score);
-        }
-        // Outputs: the weights as rows against the values' columns, 16 at a time (head sizes
-        // that are not a multiple of 16 go through a padded copy).
+        let mut inv = [0f32; QUERY_BLOCK];
+        crate::math::wide(|| {
+            for ((row, v), inv) in scores.chunks_exact_mut(width).zip(visible).zip(&mut inv) {
+                *inv = softmax(row, v.start - first..v.end - first, score);
+            }
+        });
+        // Outputs: the weights as rows against the values' columns (a head size that is not a
+        // multiple of 16 has its last columns go through a padded copy).
         let depth = end - first;
-        scratch.out.resize(rows * hd.next_multiple_of(TILE), 0.0);
         let out_stride = hd.next_multiple_of(TILE);
+        scratch.out.resize(rows * out_stride, 0.0);
         let values = &kv.values[first * hd..end * hd];
-        for d0 in (0..hd).step_by(TILE) {
-            let (x, x_stride) = if d0 + TILE <= hd {
-                (&values[d0..], hd)
-            } else {
-                scratch.values.clear();
-                scratch.values.extend((0..depth).flat_map(|j| (0..TILE).map(move |d| (j, d0 + d))).map(|(j, d)| {
-                    if d < hd {
-                        values[j * hd + d]
-                    } else {
-                        0.0
-                    }
-                }));
-                (&scratch.values[..], TILE)
-            };
-            rows_times_tile(scores, width, rows, x, x_stride, depth, &mut scratch.out[d0..], out_stride);
+        let whole = hd / TILE * TILE;
+        rows_times_tile(scores, width, rows, values, hd, whole, depth, &mut scratch.out, out_stride);
+        if whole < hd {
+            scratch.values.clear();
+            scratch
+                .values
+                .extend((0..depth).flat_map(|j| (whole..whole + TILE).map(move |d| if d < hd { values[j * hd + d] } else { 0.0 })));
+            rows_times_tile(scores, width, rows, &scratch.values, TILE, TILE, depth, &mut scratch.out[whole..], out_stride);
         }
         for r in 0..rows {
-            emit(b0 + r, &scratch.out[r * out_stride..r * out_stride + hd]);
+            let out = &mut scratch.out[r * out_stride..r * out_stride + hd];
+            out.iter_mut().for_each(|o| *o *= inv[r]);
+            emit(b0 + r, out);
         }
     }
 }
 
-/// Raw scores → softmax weights in place for the keys `seen` of `row` (whose index 0 is a tile
-/// boundary, and whose length is whole tiles); every other key's weight is 0. The sum runs in
-/// sixteen partial sums picked by position, so it does not depend on where the row starts.
-/// Each pass is a plain loop over the row, which the compiler vectorises.
-fn softmax(row: &mut [f32], seen: Range<usize>, score: ScoreScale) {
+/// Raw scores → unnormalised softmax weights in place for the keys `seen` of `row` (whose index
+/// 0 is a tile boundary, and whose length is whole tiles), every other key's weight 0; returns
+/// 1 / their sum, which scales the (shorter) output instead. The sum runs in sixteen partial
+/// sums picked by position, so it does not depend on where the row starts. Each pass is a
+/// plain loop over the row, which the compiler vectorises.
+#[inline(always)]
+fn softmax(row: &mut [f32], seen: Range<usize>, score: ScoreScale) -> f32 {
     let scores = &mut row[seen.clone()];
     match score.softcap {
         Some(cap) => scores.iter_mut().for_each(|s| *s = (*s * score.scale / cap).tanh() * cap),
@@ -181,8 +181,7 @@ fn softmax(row: &mut [f32], seen: Range<usize>, score: ScoreScale) {
     for chunk in row.chunks_exact(KEY_TILE) {
         part.iter_mut().zip(chunk).for_each(|(p, &w)| *p += w);
     }
-    let inv = 1.0 / part.iter().sum::<f32>();
-    row.iter_mut().for_each(|w| *w *= inv);
+    1.0 / part.iter().sum::<f32>()
 }
 
 #[cfg(test)]

@@ -37,7 +37,9 @@ thread_local! {
     static ACTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A float matrix as bf16 panels, for [`Bf16Panels::matmul`].
+/// A float matrix as bf16 panels, for [`Bf16Panels::matmul`] (built only on x86-64 CPUs with
+/// AVX-512 BF16; elsewhere the type exists but is never made).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct Bf16Panels {
     rows: usize,
     cols: usize,

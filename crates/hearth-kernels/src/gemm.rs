@@ -258,11 +258,11 @@ pub fn tile_f32_scalar(rows: &[&[f32]], x: &[f32], out: &mut [[f32; TILE]]) {
     }
 }
 
-/// `out[r · out_stride + lane] = Σ_k rows[r · stride + k] · x[k · x_stride + lane]` for `count`
-/// rows, `k < depth` and 16 lanes. Each sum runs over `k` in order — where the CPU has FMA as
-/// two fused chains (even and odd `k`) added at the end, elsewhere as one chain of products and
-/// sums — so a row's result depends neither on the other rows of the call nor on the lanes'
-/// other values: attention relies on it (see `attend`).
+/// `out[r · out_stride + c] = Σ_k rows[r · stride + k] · x[k · x_stride + c]` for `count` rows,
+/// `k < depth` and `c < width` (a multiple of 16). Each sum runs over `k` in order — where the
+/// CPU has FMA as two fused chains (even and odd `k`) added at the end, elsewhere as one chain
+/// of products and sums — so an element depends neither on the other rows or columns of the
+/// call nor on how they are grouped: attention relies on it (see `attend`).
 #[allow(clippy::too_many_arguments)]
 pub fn rows_times_tile(
     rows: &[f32],
@@ -270,48 +270,78 @@ pub fn rows_times_tile(
     count: usize,
     x: &[f32],
     x_stride: usize,
+    width: usize,
     depth: usize,
     out: &mut [f32],
     out_stride: usize,
 ) {
-    if count == 0 {
+    if count == 0 || width == 0 {
         return;
     }
     assert!(
         depth > 0
+            && width.is_multiple_of(TILE)
             && rows.len() >= (count - 1) * stride + depth
-            && x.len() >= (depth - 1) * x_stride + TILE
-            && out.len() >= (count - 1) * out_stride + TILE,
+            && x.len() >= (depth - 1) * x_stride + width
+            && out.len() >= (count - 1) * out_stride + width,
         "rows_times_tile shapes"
     );
+    #[cfg(target_arch = "x86_64")]
+    use fma::{avx2, avx512};
     let row = |r: usize| &rows[r * stride..r * stride + depth];
-    let mut res = [[0f32; TILE]; 4];
-    for r0 in (0..count).step_by(4) {
-        // A short last group repeats its last row; only real rows are written.
-        let w: [&[f32]; 4] = std::array::from_fn(|i| row((r0 + i).min(count - 1)));
-        match crate::qdot::isa().kind {
-            // SAFETY (both): the instruction set was detected; the shapes were checked above.
-            #[cfg(target_arch = "x86_64")]
-            crate::qdot::IsaKind::Avx512Vnni => unsafe { fma::avx512(w, x, x_stride, &mut res) },
-            #[cfg(target_arch = "x86_64")]
-            crate::qdot::IsaKind::Avx2 => unsafe { fma::avx2(w, x, x_stride, &mut res) },
-            _ => plain(w, x, x_stride, &mut res),
-        }
-        for i in 0..4.min(count - r0) {
-            out[(r0 + i) * out_stride..][..TILE].copy_from_slice(&res[i]);
+    let base = out.as_mut_ptr();
+    let kind = crate::qdot::isa().kind;
+    // Columns and rows per kernel call: as many accumulators as the registers hold.
+    let (cols_per_call, rows_per_call) = match kind {
+        #[cfg(target_arch = "x86_64")]
+        crate::qdot::IsaKind::Avx512Vnni => (4 * TILE, 3),
+        #[cfg(target_arch = "x86_64")]
+        crate::qdot::IsaKind::Avx2 => (TILE, 2),
+        _ => (TILE, 4),
+    };
+    for c0 in (0..width).step_by(cols_per_call) {
+        let tiles = (width - c0).min(cols_per_call) / TILE;
+        for r0 in (0..count).step_by(rows_per_call) {
+            let n = rows_per_call.min(count - r0);
+            let x = &x[c0..];
+            // SAFETY: inside `out` (checked above).
+            let o = |i: usize| unsafe { base.add((r0 + i) * out_stride + c0) };
+            // SAFETY (all): the instruction set was detected, the shapes checked above; each
+            // call writes `tiles` · 16 values of its own rows.
+            macro_rules! call {
+                ($kernel:ident; $(($r:literal, $t:literal))*) => {
+                    match (n, tiles) {
+                        $(($r, $t) => unsafe { $kernel::<$r, $t>(std::array::from_fn(|i| row(r0 + i)), x, x_stride, std::array::from_fn(|i| o(i))) },)*
+                        _ => unreachable!("rows or tiles per call"),
+                    }
+                };
+            }
+            match kind {
+                #[cfg(target_arch = "x86_64")]
+                crate::qdot::IsaKind::Avx512Vnni => {
+                    call!(avx512; (1, 1) (1, 2) (1, 3) (1, 4) (2, 1) (2, 2) (2, 3) (2, 4) (3, 1) (3, 2) (3, 3) (3, 4))
+                }
+                #[cfg(target_arch = "x86_64")]
+                crate::qdot::IsaKind::Avx2 => call!(avx2; (1, 1) (2, 1)),
+                _ => call!(plain; (1, 1) (2, 1) (3, 1) (4, 1)),
+            }
         }
     }
 }
 
-/// [`rows_times_tile`]'s one-chain sums.
-fn plain(rows: [&[f32]; 4], x: &[f32], x_stride: usize, out: &mut [[f32; TILE]; 4]) {
-    for (w, o) in rows.iter().zip(out.iter_mut()) {
-        o.fill(0.0);
+/// [`rows_times_tile`]'s one-chain sums: `R` rows against `16 · T` columns.
+///
+/// # Safety
+/// `x` holds `depth` rows of `x_stride` ≥ `16 · T` values; each `out[r]` has room for `16 · T`.
+unsafe fn plain<const R: usize, const T: usize>(rows: [&[f32]; R], x: &[f32], x_stride: usize, out: [*mut f32; R]) {
+    for (w, o) in rows.iter().zip(out) {
+        let mut acc = [0f32; TILE];
         for (k, &wk) in w.iter().enumerate() {
-            for (o, &xk) in o.iter_mut().zip(&x[k * x_stride..][..TILE]) {
-                *o += wk * xk;
+            for (a, &xk) in acc.iter_mut().zip(&x[k * x_stride..][..TILE]) {
+                *a += wk * xk;
             }
         }
+        std::ptr::copy_nonoverlapping(acc.as_ptr(), o, TILE);
     }
 }
 
@@ -321,60 +351,67 @@ fn plain(rows: [&[f32]; 4], x: &[f32], x_stride: usize, out: &mut [[f32; TILE]; 
 mod fma {
     use std::arch::x86_64::*;
 
-    use super::TILE;
-
+    /// `R` rows against `16 · T` columns.
+    ///
     /// # Safety
-    /// The CPU must have AVX-512 F; `x` holds `rows[0].len()` rows of `x_stride` ≥ 16 values.
+    /// The CPU must have AVX-512 F; `x` holds `depth` rows of `x_stride` ≥ `16 · T` values;
+    /// each `out[r]` has room for `16 · T`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(rows: [&[f32]; 4], x: &[f32], x_stride: usize, out: &mut [[f32; TILE]; 4]) {
+    pub(super) unsafe fn avx512<const R: usize, const T: usize>(rows: [&[f32]; R], x: &[f32], x_stride: usize, out: [*mut f32; R]) {
         let (depth, x) = (rows[0].len(), x.as_ptr());
-        let mut even = [_mm512_setzero_ps(); 4];
-        let mut odd = [_mm512_setzero_ps(); 4];
+        let mut even = [[_mm512_setzero_ps(); T]; R];
+        let mut odd = [[_mm512_setzero_ps(); T]; R];
         for k in (0..depth).step_by(2) {
-            let x0 = _mm512_loadu_ps(x.add(k * x_stride));
-            for r in 0..4 {
-                even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k)), x0, even[r]);
+            let x0: [__m512; T] = std::array::from_fn(|t| _mm512_loadu_ps(x.add(k * x_stride + 16 * t)));
+            for r in 0..R {
+                let w = _mm512_set1_ps(*rows[r].get_unchecked(k));
+                for t in 0..T {
+                    even[r][t] = _mm512_fmadd_ps(w, x0[t], even[r][t]);
+                }
             }
             if k + 1 < depth {
-                let x1 = _mm512_loadu_ps(x.add((k + 1) * x_stride));
-                for r in 0..4 {
-                    odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].get_unchecked(k + 1)), x1, odd[r]);
-                }
-            }
-        }
-        for r in 0..4 {
-            _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(even[r], odd[r]));
-        }
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA; as above otherwise.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(rows: [&[f32]; 4], x: &[f32], x_stride: usize, out: &mut [[f32; TILE]; 4]) {
-        // Two rows at a time: four rows' chains would need more than the sixteen registers.
-        for pair in 0..2 {
-            let (depth, x) = (rows[0].len(), x.as_ptr());
-            let mut even = [[_mm256_setzero_ps(); 2]; 2];
-            let mut odd = [[_mm256_setzero_ps(); 2]; 2];
-            for k in (0..depth).step_by(2) {
-                let x0 = [_mm256_loadu_ps(x.add(k * x_stride)), _mm256_loadu_ps(x.add(k * x_stride + 8))];
-                for r in 0..2 {
-                    let w = _mm256_set1_ps(*rows[2 * pair + r].get_unchecked(k));
-                    even[r] = [_mm256_fmadd_ps(w, x0[0], even[r][0]), _mm256_fmadd_ps(w, x0[1], even[r][1])];
-                }
-                if k + 1 < depth {
-                    let x1 = [_mm256_loadu_ps(x.add((k + 1) * x_stride)), _mm256_loadu_ps(x.add((k + 1) * x_stride + 8))];
-                    for r in 0..2 {
-                        let w = _mm256_set1_ps(*rows[2 * pair + r].get_unchecked(k + 1));
-                        odd[r] = [_mm256_fmadd_ps(w, x1[0], odd[r][0]), _mm256_fmadd_ps(w, x1[1], odd[r][1])];
+                let x1: [__m512; T] = std::array::from_fn(|t| _mm512_loadu_ps(x.add((k + 1) * x_stride + 16 * t)));
+                for r in 0..R {
+                    let w = _mm512_set1_ps(*rows[r].get_unchecked(k + 1));
+                    for t in 0..T {
+                        odd[r][t] = _mm512_fmadd_ps(w, x1[t], odd[r][t]);
                     }
                 }
             }
-            for r in 0..2 {
-                let o = out[2 * pair + r].as_mut_ptr();
-                _mm256_storeu_ps(o, _mm256_add_ps(even[r][0], odd[r][0]));
-                _mm256_storeu_ps(o.add(8), _mm256_add_ps(even[r][1], odd[r][1]));
+        }
+        for r in 0..R {
+            for t in 0..T {
+                _mm512_storeu_ps(out[r].add(16 * t), _mm512_add_ps(even[r][t], odd[r][t]));
             }
+        }
+    }
+
+    /// `R` rows against 16 columns (`T` is 1: two halves of eight).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; as above otherwise.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<const R: usize, const T: usize>(rows: [&[f32]; R], x: &[f32], x_stride: usize, out: [*mut f32; R]) {
+        let (depth, x) = (rows[0].len(), x.as_ptr());
+        let mut even = [[_mm256_setzero_ps(); 2]; R];
+        let mut odd = [[_mm256_setzero_ps(); 2]; R];
+        for k in (0..depth).step_by(2) {
+            let x0 = [_mm256_loadu_ps(x.add(k * x_stride)), _mm256_loadu_ps(x.add(k * x_stride + 8))];
+            for r in 0..R {
+                let w = _mm256_set1_ps(*rows[r].get_unchecked(k));
+                even[r] = [_mm256_fmadd_ps(w, x0[0], even[r][0]), _mm256_fmadd_ps(w, x0[1], even[r][1])];
+            }
+            if k + 1 < depth {
+                let x1 = [_mm256_loadu_ps(x.add((k + 1) * x_stride)), _mm256_loadu_ps(x.add((k + 1) * x_stride + 8))];
+                for r in 0..R {
+                    let w = _mm256_set1_ps(*rows[r].get_unchecked(k + 1));
+                    odd[r] = [_mm256_fmadd_ps(w, x1[0], odd[r][0]), _mm256_fmadd_ps(w, x1[1], odd[r][1])];
+                }
+            }
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r], _mm256_add_ps(even[r][0], odd[r][0]));
+            _mm256_storeu_ps(out[r].add(8), _mm256_add_ps(even[r][1], odd[r][1]));
         }
     }
 }

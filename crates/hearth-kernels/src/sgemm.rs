@@ -457,6 +457,7 @@ mod tests {
     }
 
     /// Every kernel this CPU can run, whatever `HEARTH_ISA` chose.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     fn kernels() -> Vec<Kernel> {
         let mut all = vec![SCALAR];
         #[cfg(target_arch = "x86_64")]

@@ -260,7 +260,7 @@ fn rows_times_tile_matches_its_scalar_reference() {
             let mut reference = [[0f32; TILE]; 5];
             tile_f32_scalar(&w, packed.tile(tile), &mut reference);
             let mut got = vec![0f32; 5 * 20];
-            rows_times_tile(&rows, cols, 5, packed.tile(tile), TILE, cols, &mut got, 20);
+            rows_times_tile(&rows, cols, 5, packed.tile(tile), TILE, TILE, cols, &mut got, 20);
             for r in 0..5 {
                 for lane in 0..TILE {
                     assert!((got[r * 20 + lane] - reference[r][lane]).abs() <= 1e-4 * (1.0 + reference[r][lane].abs()));
