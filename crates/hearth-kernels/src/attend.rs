@@ -152,9 +152,9 @@ pub fn attend(q: Queries<'_>, kv: KvHead<'_>, mask: Mask, score: ScoreScale, scr
                 .extend((0..depth).flat_map(|j| (whole..whole + TILE).map(move |d| if d < hd { values[j * hd + d] } else { 0.0 })));
             rows_times_tile(scores, width, rows, &scratch.values, TILE, TILE, depth, &mut scratch.out[whole..], out_stride);
         }
-        for r in 0..rows {
-            let out = &mut scratch.out[r * out_stride..r * out_stride + hd];
-            out.iter_mut().for_each(|o| *o *= inv[r]);
+        for (r, (out, inv)) in scratch.out.chunks_exact_mut(out_stride).zip(inv).take(rows).enumerate() {
+            let out = &mut out[..hd];
+            out.iter_mut().for_each(|o| *o *= inv);
             emit(b0 + r, out);
         }
     }
