@@ -298,7 +298,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx512Vnni => AVX512,
             #[cfg(target_arch = "x86_64")]
-            IsaKind::Avx2 if std::arch::is_x86_feature_detected!("fma") => AVX2,
+            IsaKind::Avx2 | IsaKind::AvxVnni if std::arch::is_x86_feature_detected!("fma") => AVX2,
             _ => SCALAR,
         }
     }

@@ -3,6 +3,11 @@
 //! nibble block's eight i16 partial sums cannot overflow (8 · 2 · 15 · 127 < 2¹⁵), so they
 //! are added before the one widening step. Q8_0's signed weights take the sign trick
 //! (|w| × x·sign(w)), whose pairs (2 · 128 · 127) fit i16 only one at a time.
+//!
+//! With AVX-VNNI (Alder Lake, Zen 5) `vpdpbusd` does the four products and their sum in one
+//! instruction, as on AVX-512, and Q8_0's weights are made unsigned (the offset taken back in
+//! float). CPUs with AVX-512 VNNI run the same 256-bit instruction in its EVEX form, which is
+//! how `HEARTH_ISA=avxvnni` is tested on them; the VEX form is chosen where the CPU has it.
 
 use std::arch::x86_64::*;
 
@@ -10,13 +15,28 @@ use super::kernel::{self, Lanes, Panel};
 use super::Line;
 use crate::act::Q8Block;
 
-pub(super) struct Avx2;
+/// `DOT`: [`MADD`], [`VEX`] or [`EVEX`], how four byte products are summed.
+pub(super) struct Avx2<const DOT: u8>;
 
-impl Lanes for Avx2 {
+pub(super) const MADD: u8 = 0;
+pub(super) const VEX: u8 = 1;
+pub(super) const EVEX: u8 = 2;
+
+/// `acc + Σ` of each lane's four unsigned × signed byte products, by `vpdpbusd`.
+#[inline(always)]
+unsafe fn dpbusd<const DOT: u8>(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    if DOT == VEX {
+        _mm256_dpbusd_avx_epi32(acc, w, x)
+    } else {
+        _mm256_dpbusd_epi32(acc, w, x)
+    }
+}
+
+impl<const DOT: u8> Lanes for Avx2<DOT> {
     const LANES: usize = 8;
     const SUBS: usize = 2;
     const TOKENS: usize = 4;
-    const Q8_OFFSET: f32 = 0.0;
+    const Q8_OFFSET: f32 = if DOT == MADD { 0.0 } else { -128.0 };
     type I = __m256i;
     type F = __m256;
 
@@ -34,10 +54,23 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn q8_weights(p: *const Line, s: usize) -> __m256i {
-        Self::line(p, s)
+        if DOT == MADD {
+            Self::line(p, s)
+        } else {
+            _mm256_xor_si256(Self::line(p, s), _mm256_set1_epi8(-128))
+        }
     }
     #[inline(always)]
     unsafe fn dot_nibbles(wq: &[__m256i; 8], x: *const i32) -> __m256i {
+        if DOT != MADD {
+            // Two chains of four, so the multiply-adds of one token overlap.
+            let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for i in 0..4 {
+                lo = dpbusd::<DOT>(lo, wq[i], _mm256_set1_epi32(x.add(i).read_unaligned()));
+                hi = dpbusd::<DOT>(hi, wq[4 + i], _mm256_set1_epi32(x.add(4 + i).read_unaligned()));
+            }
+            return _mm256_add_epi32(lo, hi);
+        }
         let mut pairs = _mm256_setzero_si256();
         for (i, &w) in wq.iter().enumerate() {
             pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(w, _mm256_set1_epi32(x.add(i).read_unaligned())));
@@ -46,6 +79,9 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn dot_q8(wq: &[__m256i; 8], x: *const i32) -> __m256i {
+        if DOT != MADD {
+            return Self::dot_nibbles(wq, x);
+        }
         let mut sum = _mm256_setzero_si256();
         for (i, &w) in wq.iter().enumerate() {
             let xs = _mm256_sign_epi8(_mm256_set1_epi32(x.add(i).read_unaligned()), w);
@@ -140,5 +176,31 @@ unsafe fn halves(v: __m256i, at: i8) -> __m256 {
 /// The CPU must have AVX2, FMA and F16C; see [`kernel::panel`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn panel<const T: usize, const F: u8>(w: &Panel, x: [*const Q8Block; T], out: [*mut f32; T]) {
-    kernel::panel::<Avx2, T, F>(w, x, out)
+    kernel::panel::<Avx2<MADD>, T, F>(w, x, out)
+}
+
+/// The AVX-VNNI kernels, in the encoding this CPU has.
+pub(super) mod vnni {
+    use super::*;
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-VNNI, or AVX-512 VNNI with VL (see
+    /// `qdot::available`); see [`kernel::panel`].
+    pub(in crate::panels) unsafe fn panel<const T: usize, const F: u8>(w: &Panel, x: [*const Q8Block; T], out: [*mut f32; T]) {
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            vex::<T, F>(w, x, out)
+        } else {
+            evex::<T, F>(w, x, out)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    unsafe fn vex<const T: usize, const F: u8>(w: &Panel, x: [*const Q8Block; T], out: [*mut f32; T]) {
+        kernel::panel::<Avx2<VEX>, T, F>(w, x, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn evex<const T: usize, const F: u8>(w: &Panel, x: [*const Q8Block; T], out: [*mut f32; T]) {
+        kernel::panel::<Avx2<EVEX>, T, F>(w, x, out)
+    }
 }

@@ -1,6 +1,7 @@
 //! Q4_0, Q4_1, Q8_0 and Q4_K weights repacked into 16-row panels for integer dot products, the
 //! layout that makes batched decoding and prefill cheap, on every instruction set: one kernel
-//! ([`kernel`]) over each one's vector operations (AVX-512 VNNI, AVX2, NEON, portable).
+//! ([`kernel`]) over each one's vector operations (AVX-512 VNNI, AVX-VNNI, AVX2, NEON,
+//! portable).
 //!
 //! In the file's layout a register holds 64 weights of one row, so every block's scale must be
 //! applied per row and per token before the lanes can be summed. Here a register holds four
@@ -245,7 +246,7 @@ impl QuantPanels {
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx512Vnni => avx512::Avx512::TOKENS,
             #[cfg(target_arch = "x86_64")]
-            IsaKind::Avx2 => avx2::Avx2::TOKENS,
+            IsaKind::Avx2 | IsaKind::AvxVnni => avx2::Avx2::<{ avx2::MADD }>::TOKENS,
             #[cfg(target_arch = "aarch64")]
             IsaKind::Neon | IsaKind::NeonDotprod => neon::Neon::<false>::TOKENS,
             _ => portable::Portable::TOKENS,
@@ -288,6 +289,8 @@ impl QuantPanels {
             IsaKind::Avx512Vnni => call!(avx512; 1 2 3 4 5 6 7 8),
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx2 => call!(avx2; 1 2 3 4),
+            #[cfg(target_arch = "x86_64")]
+            IsaKind::AvxVnni => call!(avx2::vnni; 1 2 3 4),
             #[cfg(target_arch = "aarch64")]
             IsaKind::NeonDotprod => call!(neon::dot; 1 2 3 4),
             #[cfg(target_arch = "aarch64")]

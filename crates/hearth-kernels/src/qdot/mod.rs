@@ -1,5 +1,5 @@
 //! Integer dot products of quantised weight rows with 8-bit activations, dispatched once at
-//! run time to the best instruction set the CPU has (`HEARTH_ISA=scalar|avx2|avx512vnni` on
+//! run time to the best instruction set the CPU has (`HEARTH_ISA=scalar|avx2|avxvnni|avx512vnni` on
 //! x86-64, `scalar|neon|neon-dotprod` on aarch64, forces one, for comparisons and tests).
 
 pub mod scalar;
@@ -22,6 +22,8 @@ type MlxFn = fn(u32, usize, FloatFormat, &[u8], &[u8], &[u8], &[Q8Block]) -> f32
 pub enum IsaKind {
     Scalar,
     Avx2,
+    /// AVX2 with the 256-bit VNNI dot product (AVX-VNNI, or AVX-512 VNNI's 256-bit form).
+    AvxVnni,
     /// AVX-512 F/BW/VL with the VNNI integer dot product.
     Avx512Vnni,
     /// aarch64's NEON (every aarch64 CPU), and NEON with the dot-product extension (`sdot`).
@@ -35,6 +37,7 @@ impl IsaKind {
         match self {
             IsaKind::Scalar => "scalar",
             IsaKind::Avx2 => "avx2",
+            IsaKind::AvxVnni => "avxvnni",
             IsaKind::Avx512Vnni => "avx512vnni",
             IsaKind::Neon => "neon",
             IsaKind::NeonDotprod => "neon-dotprod",
@@ -42,7 +45,9 @@ impl IsaKind {
     }
 
     pub fn from_name(name: &str) -> Option<IsaKind> {
-        [IsaKind::Scalar, IsaKind::Avx2, IsaKind::Avx512Vnni, IsaKind::Neon, IsaKind::NeonDotprod].into_iter().find(|k| k.name() == name)
+        [IsaKind::Scalar, IsaKind::Avx2, IsaKind::AvxVnni, IsaKind::Avx512Vnni, IsaKind::Neon, IsaKind::NeonDotprod]
+            .into_iter()
+            .find(|k| k.name() == name)
     }
 }
 
@@ -109,6 +114,10 @@ pub fn available() -> Vec<Isa> {
             out.push(x86_isa!(IsaKind::Avx512Vnni, vnni));
         }
         if has!("avx2") && has!("fma") && has!("f16c") {
+            // Only the panel kernels use VNNI on 256-bit registers; per-row products are AVX2's.
+            if has!("avxvnni") || (has!("avx512vnni") && has!("avx512vl")) {
+                out.push(x86_isa!(IsaKind::AvxVnni, avx2));
+            }
             out.push(x86_isa!(IsaKind::Avx2, avx2));
         }
     }
