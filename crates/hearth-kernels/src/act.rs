@@ -51,8 +51,10 @@ fn scale_for(x: &[f32]) -> (f32, f32) {
 /// instruction set.
 pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
     debug_assert_eq!(x.len(), out.len() * 32);
+    // The AVX-512 instruction set in use (not merely present), so that a forced weaker one
+    // runs as it would on a CPU without it.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::qdot::isa().kind == crate::qdot::IsaKind::Avx512Vnni {
         // SAFETY: the CPU has AVX-512 F; the lengths match.
         return unsafe { x86::quantize_q8(x, out) };
     }

@@ -24,18 +24,28 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (2.0 - 2.0 / (exp(2.0 * u) + 1.0))
 }
 
-/// Calls `f` from a function compiled for AVX-512 where the CPU has it: `f` is inlined there
-/// (it is called once), so its element-wise loops vectorise 16 lanes wide.
+/// Calls `f` from a function compiled for the instruction set in use — AVX-512, else AVX2 —
+/// (`HEARTH_ISA` may force a weaker one): `f` is inlined there (it is called once), so its
+/// element-wise loops vectorise 16 or 8 lanes wide. The results are the same bits either way.
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+    {
+        use crate::qdot::{isa, IsaKind};
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        // SAFETY: the CPU has the features just checked.
-        return unsafe { avx512(f) };
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match isa().kind {
+            // SAFETY (both): the instruction set in use was detected on this CPU.
+            IsaKind::Avx512Vnni => return unsafe { avx512(f) },
+            IsaKind::Avx2 | IsaKind::AvxVnni => return unsafe { avx2(f) },
+            _ => {}
+        }
     }
     f()
 }
