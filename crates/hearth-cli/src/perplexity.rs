@@ -127,10 +127,9 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
             Some(dir) => other_chunk(dir, c, args.ctx - 1 - first, vocab)?,
             None => chunk_logits(&fast, ids)?.split_off(first * vocab),
         };
-        let reference = match &base {
-            Some(b) => chunk_logits(b, ids)?.split_off(first * vocab),
-            None => test.clone(),
-        };
+        let reference = base.as_ref().map(|b| chunk_logits(b, ids)).transpose()?.map(|mut l| l.split_off(first * vocab));
+        // Without a float path the tested logits are their own reference (KL 0).
+        let reference = reference.as_deref().unwrap_or(&test);
         for (j, pos) in (first..args.ctx - 1).enumerate() {
             let row = j * vocab..(j + 1) * vocab;
             tally.add(&reference[row.clone()], &test[row], ids[pos + 1]);

@@ -128,8 +128,10 @@ impl KvCache {
         Ok(KvCache { storage, len: 0, capacity, bytes: Self::bytes_for(cfg, capacity) })
     }
 
+    /// Bytes of a cache for `capacity` positions, rounded up to whole key tiles as the host
+    /// cache allocates them.
     fn bytes_for(cfg: &ModelConfig, capacity: usize) -> usize {
-        2 * cfg.num_layers * cfg.num_kv_heads * capacity * cfg.head_dim * 4
+        2 * cfg.num_layers * cfg.num_kv_heads * capacity.next_multiple_of(KEY_TILE) * cfg.head_dim * 4
     }
 
     /// Tokens whose keys and values are stored.

@@ -98,8 +98,8 @@ pub fn key_slot(position: usize, d: usize, head_dim: usize) -> usize {
     (position / KEY_TILE * head_dim + d) * KEY_TILE + position % KEY_TILE
 }
 
-/// Buffers of [`attend`], reused between calls: scores, a padded query block and a padded
-/// output block (head sizes that are not a multiple of 16).
+/// Buffers of [`attend`], reused between calls: a query block's scores, its outputs, and the
+/// padded last columns of the values (head sizes that are not a multiple of 16).
 #[derive(Default)]
 pub struct Scratch {
     scores: Vec<f32>,

@@ -132,8 +132,8 @@ pub struct ServeOptions {
     #[arg(long, env = "HEARTH_KB_RERANK_MODEL")]
     pub kb_rerank_model: Option<String>,
     /// How embedding encoders multiply: `float` (bf16 operands where the CPU has bf16 dot
-    /// products) or `int8` (8-bit weights and activations, integer dot products: about twice
-    /// as fast on CPUs without bf16, vectors within cosine 0.999) [default: float].
+    /// products) or `int8` (8-bit weights and activations, integer dot products: faster where
+    /// the CPU has VNNI, not on plain AVX2; vectors within cosine 0.999) [default: float].
     #[arg(long, env = "HEARTH_EMBED_PRECISION")]
     pub embed_precision: Option<String>,
     /// Folder whose files `POST /api/v1/ingest` may ingest (paths relative to it) [default:
