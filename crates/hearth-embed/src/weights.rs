@@ -8,8 +8,10 @@ use hearth_formats::gguf::GgmlType;
 use hearth_formats::safetensors::{self, SafeTensors, TensorView};
 use hearth_formats::{DType, SharedBytes};
 use hearth_kernels::bf16::Bf16Panels;
+use hearth_kernels::int8::Int8Panels;
 use hearth_kernels::panels::QuantPanels;
 use hearth_kernels::quant::quantize_ggml;
+use hearth_kernels::sgemm::{gemm, PackedWeightT, Rhs};
 use hearth_kernels::{FloatFormat, MatrixRef, RowFormat};
 
 use crate::{EmbedError, EmbedPrecision, Result};
@@ -85,13 +87,17 @@ impl Tensors {
     /// As [`Tensors::linear`], with or without the bias.
     pub fn dense(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let weight = self.matrix(&format!("{prefix}.weight"), out, inp)?;
+        let w = weight.checked();
         let fast = match self.precision {
-            EmbedPrecision::Float32 => None,
-            EmbedPrecision::Float => Bf16Panels::new(&weight.checked()).map(Fast::Bf16),
-            EmbedPrecision::Int8 => int8_panels(&weight.checked()).map(Fast::Int8),
+            EmbedPrecision::Float32 => Fast::F32(PackedWeightT::new(&w)),
+            EmbedPrecision::Float => Bf16Panels::new(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Bf16),
+            EmbedPrecision::Int8 => match Int8Panels::new(&w) {
+                Some(panels) => Fast::Int8Rows(panels),
+                None => int8_panels(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Int8),
+            },
         };
         let bias = bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?;
-        Ok(Linear { weight, fast, bias })
+        Ok(Linear { fast, bias })
     }
 }
 
@@ -138,32 +144,32 @@ impl Matrix {
 }
 
 pub(crate) struct Linear {
-    weight: Matrix,
-    /// The weights repacked for faster products, where asked for and the CPU has them.
-    fast: Option<Fast>,
+    /// The weights repacked, once, for the product `precision` asks for.
+    fast: Fast,
     bias: Option<Vec<f32>>,
 }
 
 enum Fast {
+    /// float32 operands and sums (rerankers; embeddings where the CPU has no bf16 dot
+    /// product): the register-blocked float GEMM.
+    F32(PackedWeightT),
     /// bf16 operands, f32 sums (CPUs with bf16 dot products).
     Bf16(Bf16Panels),
-    /// 8-bit weights and activations, integer sums (every CPU).
+    /// 8-bit weights and activations in blocks of 32 columns, integer sums (CPUs with an
+    /// 8-bit dot product: VNNI, NEON's `sdot`; and the portable path).
     Int8(QuantPanels),
+    /// 8-bit weights and activations, a scale per row and per token (AVX2 without VNNI).
+    Int8Rows(Int8Panels),
 }
 
 impl Linear {
     /// `out[t] = x[t] · Wᵀ + b` for every token row `t`.
     pub fn forward(&self, x: &[f32], out: &mut [f32]) {
         match &self.fast {
-            Some(Fast::Bf16(panels)) => return panels.matmul(x, self.bias.as_deref(), out),
-            Some(Fast::Int8(panels)) => panels.matmul(x, out),
-            // Otherwise (AVX2, NEON, AVX-512 without bf16) the float GEMM: register-blocked,
-            // weights read a panel at a time.
-            None => {
-                let w = self.weight.checked();
-                let wt = hearth_kernels::sgemm::WeightT(w);
-                hearth_kernels::sgemm::gemm(x, w.cols(), x.len() / w.cols(), &wt, out, w.rows(), false);
-            }
+            Fast::F32(w) => gemm(x, w.depth(), x.len() / w.depth(), w, out, w.width(), false),
+            Fast::Bf16(panels) => return panels.matmul(x, self.bias.as_deref(), out),
+            Fast::Int8Rows(panels) => return panels.matmul(x, self.bias.as_deref(), out),
+            Fast::Int8(panels) => panels.matmul(x, out),
         }
         if let Some(bias) = &self.bias {
             for row in out.chunks_exact_mut(bias.len()) {

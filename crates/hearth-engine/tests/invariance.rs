@@ -10,11 +10,9 @@ use common::*;
 use hearth_engine::model::SeqInput;
 use hearth_engine::KvCache;
 use hearth_engine::LoadedModel;
-use hearth_kernels::qdot::available;
+use hearth_kernels::qdot::in_child_per_isa;
 
 const STEPS: usize = 6;
-/// Set in the child processes, each running one instruction set.
-const CHILD: &str = "HEARTH_INVARIANCE_CHILD";
 
 fn argmax(v: &[f32]) -> u32 {
     (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap() as u32
@@ -100,17 +98,7 @@ fn check_this_isa() {
 
 #[test]
 fn greedy_logits_do_not_depend_on_batch_chunks_or_cache_on_every_isa() {
-    if std::env::var_os(CHILD).is_some() {
-        return check_this_isa();
-    }
-    let me = std::env::current_exe().unwrap();
-    for isa in available() {
-        let status = std::process::Command::new(&me)
-            .args(["--exact", "greedy_logits_do_not_depend_on_batch_chunks_or_cache_on_every_isa", "--nocapture"])
-            .env(CHILD, "1")
-            .env("HEARTH_ISA", isa.name)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{}: see the output above", isa.name);
+    if in_child_per_isa("greedy_logits_do_not_depend_on_batch_chunks_or_cache_on_every_isa") {
+        check_this_isa();
     }
 }

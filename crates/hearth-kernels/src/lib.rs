@@ -8,6 +8,7 @@ pub mod attend;
 pub mod bf16;
 mod dequant;
 pub mod gemm;
+pub mod int8;
 pub mod math;
 mod matmul;
 pub mod panels;

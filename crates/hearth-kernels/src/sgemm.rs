@@ -33,6 +33,11 @@ pub trait Rhs: Sync {
     }
     /// Writes `B[k0..k1, j0..j1]` into `out`, row `k - k0` starting at `(k - k0) * ld`.
     fn panel(&self, k0: usize, k1: usize, j0: usize, j1: usize, out: &mut [f32], ld: usize);
+    /// The whole-depth panel of columns `j0..` already laid out as [`Rhs::panel`] would write
+    /// it (row stride `ld`), where `B` is stored that way; products then read it in place.
+    fn stored_panel(&self, _j0: usize) -> Option<&[f32]> {
+        None
+    }
 }
 
 /// `B` stored row-major with row stride `ld`.
@@ -113,6 +118,59 @@ impl Rhs for WeightRows<'_> {
         for k in k0..k1 {
             self.0.row_segment(k, j0, j1, &mut out[(k - k0) * ld..][..j1 - j0]);
         }
+    }
+}
+
+/// `B = Wᵀ` repacked once into the panels [`gemm`] reads: a layer multiplied many times (an
+/// encoder's) pays no per-call conversion or transposition. The products are the bits
+/// [`WeightT`] gives.
+pub struct PackedWeightT {
+    depth: usize,
+    width: usize,
+    /// Columns per panel, as [`gemm`] cuts `B`.
+    nc: usize,
+    /// Panel after panel, each `[depth][ld]` with `ld` its width rounded up to 32.
+    data: Vec<f32>,
+}
+
+impl PackedWeightT {
+    pub fn new(w: &MatrixRef<'_>) -> Self {
+        let source = WeightT(*w);
+        let (depth, width, nc) = (source.depth(), source.width(), panel_width(&source));
+        let mut data = vec![0f32; depth * width.next_multiple_of(32).max(nc)];
+        let mut at = 0;
+        for j0 in (0..width).step_by(nc) {
+            let j1 = (j0 + nc).min(width);
+            let ld = (j1 - j0).next_multiple_of(32);
+            source.panel(0, depth, j0, j1, &mut data[at..at + depth * ld], ld);
+            at += depth * ld;
+        }
+        data.truncate(at);
+        PackedWeightT { depth, width, nc, data }
+    }
+}
+
+impl Rhs for PackedWeightT {
+    fn depth(&self) -> usize {
+        self.depth
+    }
+    fn width(&self) -> usize {
+        self.width
+    }
+    fn panel_width(&self) -> usize {
+        self.nc
+    }
+    fn panel(&self, k0: usize, k1: usize, j0: usize, j1: usize, out: &mut [f32], ld: usize) {
+        let stored = self.stored_panel(j0).expect("panels start at multiples of the panel width");
+        for k in k0..k1 {
+            out[(k - k0) * ld..][..j1 - j0].copy_from_slice(&stored[k * ld..][..j1 - j0]);
+        }
+    }
+    fn stored_panel(&self, j0: usize) -> Option<&[f32]> {
+        j0.is_multiple_of(self.nc).then(|| {
+            let ld = (self.width - j0).min(self.nc).next_multiple_of(32);
+            &self.data[j0 * self.depth..][..self.depth * ld]
+        })
     }
 }
 
@@ -228,11 +286,18 @@ unsafe fn block(
             std::slice::from_raw_parts_mut(c.add(r * ldc + j0), width).fill(0.0);
         }
     }
+    let stored = b.stored_panel(j0);
     PANEL.with_borrow_mut(|panel| {
-        panel.resize(KC * ld, 0.0);
+        panel.resize(if stored.is_some() { 0 } else { KC * ld }, 0.0);
         for k0 in (0..depth).step_by(KC) {
             let k1 = (k0 + KC).min(depth);
-            b.panel(k0, k1, j0, j1, panel, ld);
+            let panel = match stored {
+                Some(whole) => &whole[k0 * ld..],
+                None => {
+                    b.panel(k0, k1, j0, j1, panel, ld);
+                    &panel[..]
+                }
+            };
             let mut r = r0;
             while r < r1 {
                 let count = kernel.rows.min(r1 - r);
@@ -507,6 +572,10 @@ mod tests {
         let mut y = vec![0f32; n * rows];
         gemm(&x, cols, n, &WeightT(m), &mut y, rows, false);
         close(&y, &reference(&x, &wt, n, cols, rows), cols);
+        // Packed once, the same bits.
+        let mut packed = vec![0f32; n * rows];
+        gemm(&x, cols, n, &PackedWeightT::new(&m), &mut packed, rows, false);
+        assert_eq!(y, packed);
         let dy = values(n * rows, 5);
         let mut dx = vec![0f32; n * cols];
         gemm(&dy, rows, n, &WeightRows(m), &mut dx, cols, false);
@@ -529,6 +598,9 @@ mod tests {
             let mut y = vec![0f32; n * rows];
             gemm(&x, cols, n, &WeightT(m), &mut y, rows, false);
             close(&y, &reference(&x, &wt, n, cols, rows), cols);
+            let mut packed = vec![0f32; n * rows];
+            gemm(&x, cols, n, &PackedWeightT::new(&m), &mut packed, rows, false);
+            assert_eq!(y, packed);
             let mut dx = vec![0f32; n * cols];
             gemm(&dy, rows, n, &WeightRows(m), &mut dx, cols, false);
             close(&dx, &reference(&dy, &dense, n, rows, cols), rows);

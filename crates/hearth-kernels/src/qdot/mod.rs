@@ -133,6 +133,28 @@ pub fn available() -> Vec<Isa> {
     out
 }
 
+/// For tests of whole models, whose instruction set is chosen once per process: in the test
+/// binary's own process, runs the test `name` again in a child process per instruction set this
+/// CPU has (`HEARTH_ISA` set), panics if one fails, and returns `false`; inside such a child,
+/// returns `true` (the caller then makes its checks, on the child's instruction set).
+pub fn in_child_per_isa(name: &str) -> bool {
+    const CHILD: &str = "HEARTH_ISA_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let me = std::env::current_exe().expect("the test binary's path");
+    for isa in available() {
+        let status = std::process::Command::new(&me)
+            .args(["--exact", name, "--nocapture"])
+            .env(CHILD, "1")
+            .env("HEARTH_ISA", isa.name)
+            .status()
+            .expect("run the test binary");
+        assert!(status.success(), "{name} on {}: see the output above", isa.name);
+    }
+    false
+}
+
 /// The instruction set in use: the best available, unless `HEARTH_ISA` names another.
 pub fn isa() -> &'static Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();

@@ -1,0 +1,359 @@
+//! 8-bit products for CPUs with AVX2 but no 8-bit dot product (no VNNI): an encoder's float
+//! weights quantised at load and its activations as they arrive, both with a scale per block
+//! of 32 columns (llama.cpp's Q8_0 granularity; one scale per whole row or token loses too
+//! much on BERT's outlier features: cosine 0.992 on all-MiniLM). Both are held as 16-bit
+//! integers and multiplied pairwise by `vpmaddwd`, 16 products per instruction where an f32
+//! FMA makes 8, with exact 32-bit sums inside a block and one scaled, fused add per block.
+//! (The panels of [`crate::panels`] use the sign trick for signed weights on AVX2 and run
+//! slower than the float GEMM there.)
+//!
+//! Weights are stored as 16-row panels, column pairs outermost (`[panel][pair][16 rows][2]`,
+//! one byte each), so a 16-byte load widened to 16-bit lanes is eight rows' pair; the output
+//! is `[token][row]`, as the bf16 panels lay it out.
+
+#[cfg(target_arch = "x86_64")]
+use std::cell::RefCell;
+
+#[cfg(target_arch = "x86_64")]
+use crate::pool::{self, SharedPtr};
+use crate::MatrixRef;
+
+/// Rows per panel: two 256-bit registers of i32 sums.
+const PANEL: usize = 16;
+/// Tokens per kernel call: twelve accumulators, two weight registers and a broadcast.
+#[cfg(target_arch = "x86_64")]
+const TOKENS: usize = 6;
+/// Tokens per task: their 16-bit activations stay in L2 while the task's panels pass over
+/// them, and each panel (16 rows × the depth, in bytes) stays in L1 across them.
+#[cfg(target_arch = "x86_64")]
+const TOKENS_PER_TASK: usize = 48;
+/// Tasks worth splitting a product into, so a short input still keeps every thread busy.
+#[cfg(target_arch = "x86_64")]
+const MIN_TASKS: usize = 8;
+/// Columns per scale.
+const BLOCK: usize = 32;
+/// Column pairs per scale.
+const BLOCK_PAIRS: usize = BLOCK / 2;
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The caller's activations: per token its block scales, and its values as i16 pairs.
+    static ACTS: RefCell<(Vec<f32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A float matrix as 8-bit panels with a scale per row and block, for
+/// [`Int8Panels::matmul`] (built only on x86-64 CPUs running AVX2 without VNNI; elsewhere the
+/// type exists but is never made).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub struct Int8Panels {
+    rows: usize,
+    cols: usize,
+    /// Blocks per row (the last one padded with zeros).
+    blocks: usize,
+    /// `[panel][pair][16 rows][2 columns]`; rows past `rows` are zero.
+    data: Vec<i8>,
+    /// `[panel][block][16 rows]`: `max |w| / 127` over the block.
+    scales: Vec<f32>,
+}
+
+/// `max |v| / 127` and `v · 127 / max |v|` rounded to the nearest integer (ties to even, as
+/// the vector conversion rounds).
+fn quantise(v: &[f32], out: &mut [i8]) -> f32 {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+    out.iter_mut().zip(v).for_each(|(q, &x)| *q = (x * inv).round_ties_even() as i8);
+    max / 127.0
+}
+
+impl Int8Panels {
+    /// Quantises `w` (any format, de-quantised exactly first); `None` where this CPU has an
+    /// 8-bit dot product or no AVX2 (the block-scaled panels of [`crate::panels`] serve
+    /// those).
+    pub fn new(w: &MatrixRef<'_>) -> Option<Self> {
+        supported().then(|| Self::quantised(w))
+    }
+
+    fn quantised(w: &MatrixRef<'_>) -> Self {
+        let (rows, cols) = (w.rows(), w.cols());
+        let blocks = cols.div_ceil(BLOCK);
+        let (pairs, panels) = (blocks * BLOCK_PAIRS, rows.div_ceil(PANEL));
+        let mut data = vec![0i8; panels * pairs * PANEL * 2];
+        let mut scales = vec![0f32; panels * blocks * PANEL];
+        let (mut row, mut q) = (vec![0f32; blocks * BLOCK], vec![0i8; blocks * BLOCK]);
+        for r in 0..rows {
+            w.row(r, &mut row[..cols]);
+            let (panel, lane) = (r / PANEL, r % PANEL);
+            for (b, (v, q)) in row.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
+                scales[(panel * blocks + b) * PANEL + lane] = quantise(v, q);
+            }
+            for (p, v) in q.chunks_exact(2).enumerate() {
+                data[((panel * pairs + p) * PANEL + lane) * 2..][..2].copy_from_slice(v);
+            }
+        }
+        Int8Panels { rows, cols, blocks, data, scales }
+    }
+
+    fn pairs(&self) -> usize {
+        self.blocks * BLOCK_PAIRS
+    }
+
+    /// `out[t · rows + r] = bias[r] + Σ_blocks s_tb · s_rb · Σ_c q(x[t, c]) · q(W[r, c])` for
+    /// `m = x.len() / cols` tokens, on the pool.
+    pub fn matmul(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+        let m = x.len() / self.cols;
+        assert!(x.len() == m * self.cols && out.len() == m * self.rows, "int8 matmul shapes");
+        assert!(bias.is_none_or(|b| b.len() == self.rows), "int8 matmul bias length");
+        if m == 0 {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        self.matmul_x86(x, bias, out, m);
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("int8 panels are built only where supported() holds");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn matmul_x86(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: usize) {
+        let (cols, pairs, blocks) = (self.cols, self.pairs(), self.blocks);
+        ACTS.with_borrow_mut(|(scales, acts)| {
+            scales.resize(m * blocks, 0.0);
+            acts.resize(m * pairs, 0);
+            let (scale_ptr, act_ptr) = (SharedPtr(scales.as_mut_ptr()), SharedPtr(acts.as_mut_ptr()));
+            pool::global().run(m.div_ceil(TOKENS_PER_TASK), &|task| {
+                for t in task * TOKENS_PER_TASK..((task + 1) * TOKENS_PER_TASK).min(m) {
+                    // SAFETY: each task writes only its own tokens' entries; AVX2 as built.
+                    unsafe {
+                        let row = std::slice::from_raw_parts_mut(act_ptr.get().add(t * pairs).cast::<i16>(), 2 * pairs);
+                        let s = std::slice::from_raw_parts_mut(scale_ptr.get().add(t * blocks), blocks);
+                        x86::quantise(&x[t * cols..(t + 1) * cols], row, s);
+                    }
+                }
+            });
+            let (scales, acts) = (&scales[..], &acts[..]);
+            let groups = m.div_ceil(TOKENS_PER_TASK);
+            let panels = self.rows.div_ceil(PANEL);
+            let splits = MIN_TASKS.div_ceil(groups).min(panels);
+            let out = SharedPtr(out.as_mut_ptr());
+            pool::global().run(groups * splits, &|task| {
+                let (group, split) = (task / splits, task % splits);
+                let tokens = group * TOKENS_PER_TASK..((group + 1) * TOKENS_PER_TASK).min(m);
+                for p in split * panels / splits..(split + 1) * panels / splits {
+                    for t0 in tokens.clone().step_by(TOKENS) {
+                        let n = TOKENS.min(tokens.end - t0);
+                        // SAFETY: the task owns these tokens' columns of this panel in `out`;
+                        // every pointer stays inside its buffer; `supported()` held at build.
+                        unsafe { self.block(acts, scales, bias, p, t0, n, out) };
+                    }
+                }
+            });
+        })
+    }
+
+    /// Panel `p` against tokens `t0..t0 + n`, `n ≤ TOKENS`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `acts` and `scales` hold at least `t0 + n` tokens and
+    /// `out` at least `t0 + n` rows of `self.rows`.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(&self, acts: &[u32], scales: &[f32], bias: Option<&[f32]>, p: usize, t0: usize, n: usize, out: SharedPtr<f32>) {
+        let (pairs, blocks) = (self.pairs(), self.blocks);
+        // Missing tokens of a short block repeat the last one; only real tokens are stored.
+        let token = |i: usize| t0 + i.min(n - 1);
+        let x: [*const u32; TOKENS] = std::array::from_fn(|i| acts[token(i) * pairs..].as_ptr());
+        let xs: [*const f32; TOKENS] = std::array::from_fn(|i| scales[token(i) * blocks..].as_ptr());
+        let lanes = (self.rows - p * PANEL).min(PANEL);
+        let dst: [*mut f32; TOKENS] = std::array::from_fn(|i| out.get().wrapping_add(token(i) * self.rows + p * PANEL));
+        x86::panel(
+            self.data[p * pairs * PANEL * 2..].as_ptr(),
+            self.scales[p * blocks * PANEL..].as_ptr(),
+            x,
+            xs,
+            blocks,
+            bias.map(|b| &b[p * PANEL..p * PANEL + lanes]),
+            &dst[..n],
+            lanes,
+        );
+    }
+
+    /// The same products computed one at a time: the reference the kernel must equal bit
+    /// for bit.
+    #[cfg(test)]
+    fn matmul_reference(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+        let (pairs, blocks) = (self.pairs(), self.blocks);
+        let (mut xt, mut q, mut s) = (vec![0f32; blocks * BLOCK], vec![0i8; blocks * BLOCK], vec![0f32; blocks]);
+        for (t, x) in x.chunks_exact(self.cols).enumerate() {
+            xt[..self.cols].copy_from_slice(x);
+            for (b, (v, q)) in xt.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
+                s[b] = quantise(v, q);
+            }
+            for r in 0..self.rows {
+                let (panel, lane) = (r / PANEL, r % PANEL);
+                let mut acc = bias.map_or(0.0, |b| b[r]);
+                for (b, &sb) in s.iter().enumerate() {
+                    let sum: i32 = (b * BLOCK_PAIRS..(b + 1) * BLOCK_PAIRS)
+                        .map(|p| {
+                            let w = &self.data[((panel * pairs + p) * PANEL + lane) * 2..][..2];
+                            i32::from(w[0]) * i32::from(q[2 * p]) + i32::from(w[1]) * i32::from(q[2 * p + 1])
+                        })
+                        .sum();
+                    acc = (sum as f32).mul_add(sb * self.scales[(panel * blocks + b) * PANEL + lane], acc);
+                }
+                out[t * self.rows + r] = acc;
+            }
+        }
+    }
+}
+
+/// Whether this CPU runs AVX2 without an 8-bit dot product (the instruction set in use, which
+/// `HEARTH_ISA` may force).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::qdot::isa().kind == crate::qdot::IsaKind::Avx2 && std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, BLOCK_PAIRS, PANEL, TOKENS};
+
+    /// [`super::quantise`] of one token, block by block: its values written as i16 (the last
+    /// block padded with zeros), its scales to `scales`; the same bits, eight at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `out` holds `scales.len()` blocks.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantise(x: &[f32], out: &mut [i16], scales: &mut [f32]) {
+        let sign = _mm256_set1_ps(-0.0);
+        for (b, (s, q)) in scales.iter_mut().zip(out.chunks_exact_mut(BLOCK)).enumerate() {
+            let v = &x[b * BLOCK..x.len().min((b + 1) * BLOCK)];
+            if v.len() < BLOCK {
+                let mut q8 = [0i8; BLOCK];
+                *s = super::quantise(v, &mut q8);
+                q.iter_mut().zip(q8).for_each(|(o, v)| *o = v.into());
+                continue;
+            }
+            let l: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(v.as_ptr().add(8 * i)));
+            let m = _mm256_max_ps(_mm256_max_ps(l[0], l[1]), _mm256_max_ps(l[2], l[3]));
+            let m = _mm256_max_ps(
+                _mm256_andnot_ps(sign, m),
+                _mm256_andnot_ps(sign, _mm256_min_ps(_mm256_min_ps(l[0], l[1]), _mm256_min_ps(l[2], l[3]))),
+            );
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let max = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+            let inv = _mm256_set1_ps(if max > 0.0 { 127.0 / max } else { 0.0 });
+            for h in 0..2 {
+                let a = _mm256_cvtps_epi32(_mm256_mul_ps(l[2 * h], inv));
+                let c = _mm256_cvtps_epi32(_mm256_mul_ps(l[2 * h + 1], inv));
+                // packs interleaves 128-bit halves: restore the column order.
+                let packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, c), 0b11_01_10_00);
+                _mm256_storeu_si256(q.as_mut_ptr().add(16 * h).cast(), packed);
+            }
+            *s = max / 127.0;
+        }
+    }
+
+    /// One panel of 16 rows against up to six tokens: per block, exact i32 sums of
+    /// `vpmaddwd` products, then `acc += sum · (token scale · row scale)`, fused; from the
+    /// bias, stored to `dst[t]` (its first `lanes` rows).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the panel holds `blocks` blocks of values and scales,
+    /// each token as many; every destination and the bias have room for `lanes` floats.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel(
+        w: *const i8,
+        w_scales: *const f32,
+        x: [*const u32; TOKENS],
+        x_scales: [*const f32; TOKENS],
+        blocks: usize,
+        bias: Option<&[f32]>,
+        dst: &[*mut f32],
+        lanes: usize,
+    ) {
+        let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let masks: [__m256i; 2] =
+            std::array::from_fn(|h| _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes.saturating_sub(8 * h).min(8) as i32), index));
+        let init: [__m256; 2] = match bias {
+            Some(b) => std::array::from_fn(|h| _mm256_maskload_ps(b.as_ptr().wrapping_add(8 * h), masks[h])),
+            None => [_mm256_setzero_ps(); 2],
+        };
+        let mut out = [init; TOKENS];
+        for b in 0..blocks {
+            let mut acc = [[_mm256_setzero_si256(); 2]; TOKENS];
+            for p in b * BLOCK_PAIRS..(b + 1) * BLOCK_PAIRS {
+                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(p * 2 * PANEL).cast()));
+                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(p * 2 * PANEL + PANEL).cast()));
+                for t in 0..TOKENS {
+                    let xt = _mm256_set1_epi32(*x[t].add(p) as i32);
+                    acc[t][0] = _mm256_add_epi32(acc[t][0], _mm256_madd_epi16(xt, w0));
+                    acc[t][1] = _mm256_add_epi32(acc[t][1], _mm256_madd_epi16(xt, w1));
+                }
+            }
+            let ws = [_mm256_loadu_ps(w_scales.add(b * PANEL)), _mm256_loadu_ps(w_scales.add(b * PANEL + 8))];
+            for t in 0..TOKENS {
+                let xs = _mm256_set1_ps(*x_scales[t].add(b));
+                for h in 0..2 {
+                    out[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][h]), _mm256_mul_ps(xs, ws[h]), out[t][h]);
+                }
+            }
+        }
+        for (t, &d) in dst.iter().enumerate() {
+            for h in 0..2 {
+                _mm256_maskstore_ps(d.add(8 * h), masks[h], out[t][h]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FloatFormat, RowFormat};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_kernel_equals_the_reference_and_stays_near_the_float_product_at_awkward_shapes() {
+        for (rows, cols, m) in [(1, 1, 1), (17, 7, 5), (40, 384, 13), (33, 1537, 50), (384, 96, 97)] {
+            let w = values(rows * cols, 1);
+            let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mr = MatrixRef::new(RowFormat::Float(FloatFormat::F32), rows, cols, &bytes, &[], &[]).unwrap();
+            let panels = Int8Panels::quantised(&mr);
+            let mut x = values(m * cols, 2);
+            x[..cols].fill(0.0); // a zero token has scale 0: its outputs are the bias
+            let bias = values(rows, 3);
+            let mut want = vec![0f32; m * rows];
+            panels.matmul_reference(&x, Some(&bias), &mut want);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = vec![f32::NAN; m * rows];
+                panels.matmul(&x, Some(&bias), &mut got);
+                assert_eq!(got, want, "{rows}×{cols}, {m} tokens");
+            }
+            for t in 0..m {
+                for r in 0..rows {
+                    let exact: f32 = (0..cols).map(|c| x[t * cols + c] * w[r * cols + c]).sum::<f32>() + bias[r];
+                    // Two roundings of at most half a step each, per product.
+                    let tol = cols as f32 / 127.0 + 1e-5;
+                    assert!((want[t * rows + r] - exact).abs() <= tol, "{rows}×{cols} token {t} row {r}");
+                }
+            }
+        }
+    }
+}
