@@ -93,6 +93,7 @@ impl Int8Panels {
         Int8Panels { rows, cols, blocks, data, scales }
     }
 
+    #[cfg_attr(not(any(target_arch = "x86_64", test)), allow(dead_code))]
     fn pairs(&self) -> usize {
         self.blocks * BLOCK_PAIRS
     }
