@@ -96,6 +96,8 @@ impl Tensors {
                 None => int8_panels(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Int8),
             },
         };
+        // Every form above is a copy: the file's pages of this weight are not read again.
+        weight.data.release_pages(0..weight.data.len());
         let bias = bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?;
         Ok(Linear { fast, bias })
     }
