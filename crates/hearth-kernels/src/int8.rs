@@ -315,19 +315,8 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use crate::{FloatFormat, RowFormat};
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn the_kernel_equals_the_reference_and_stays_near_the_float_product_at_awkward_shapes() {

@@ -489,19 +489,8 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use crate::{FloatFormat, RowFormat};
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     fn reference(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f64> {
         let mut out = vec![0f64; n * m];
