@@ -92,7 +92,7 @@ impl Tensors {
             EmbedPrecision::Float32 => Fast::F32(PackedWeightT::new(&w)),
             EmbedPrecision::Float => Bf16Panels::new(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Bf16),
             EmbedPrecision::Int8 => match Int8Panels::new(&w) {
-                Some(panels) => Fast::Int8Rows(panels),
+                Some(panels) => Fast::Int8Lanes16(panels),
                 None => int8_panels(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Int8),
             },
         };
@@ -160,8 +160,8 @@ enum Fast {
     /// 8-bit weights and activations in blocks of 32 columns, integer sums (CPUs with an
     /// 8-bit dot product: VNNI, NEON's `sdot`; and the portable path).
     Int8(QuantPanels),
-    /// 8-bit weights and activations, a scale per row and per token (AVX2 without VNNI).
-    Int8Rows(Int8Panels),
+    /// The same blocks multiplied in 16-bit lanes (AVX2 without VNNI).
+    Int8Lanes16(Int8Panels),
 }
 
 impl Linear {
@@ -170,7 +170,7 @@ impl Linear {
         match &self.fast {
             Fast::F32(w) => gemm(x, w.depth(), x.len() / w.depth(), w, out, w.width(), false),
             Fast::Bf16(panels) => return panels.matmul(x, self.bias.as_deref(), out),
-            Fast::Int8Rows(panels) => return panels.matmul(x, self.bias.as_deref(), out),
+            Fast::Int8Lanes16(panels) => return panels.matmul(x, self.bias.as_deref(), out),
             Fast::Int8(panels) => panels.matmul(x, out),
         }
         if let Some(bias) = &self.bias {

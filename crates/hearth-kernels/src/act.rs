@@ -54,9 +54,12 @@ pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
     // The AVX-512 instruction set in use (not merely present), so that a forced weaker one
     // runs as it would on a CPU without it.
     #[cfg(target_arch = "x86_64")]
-    if crate::qdot::isa().kind == crate::qdot::IsaKind::Avx512Vnni {
+    match crate::qdot::isa().kind {
         // SAFETY: the CPU has AVX-512 F; the lengths match.
-        return unsafe { x86::quantize_q8(x, out) };
+        crate::qdot::IsaKind::Avx512Vnni => return unsafe { x86::quantize_q8(x, out) },
+        // SAFETY: both need AVX2 (`available()` checked it); the lengths match.
+        crate::qdot::IsaKind::Avx2 | crate::qdot::IsaKind::AvxVnni => return unsafe { x86::quantize_q8_avx2(x, out) },
+        _ => {}
     }
     quantize_q8_portable(x, out)
 }
@@ -96,6 +99,32 @@ mod x86 {
             b.sum = d * _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1])) as f32;
         }
     }
+
+    /// The same on 256-bit registers.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_q8_avx2(x: &[f32], out: &mut [Q8Block]) {
+        let sign = _mm256_set1_ps(-0.0);
+        for (b, xs) in out.iter_mut().zip(x.chunks_exact(32)) {
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xs.as_ptr().add(8 * i)));
+            let m = v.iter().fold(_mm256_setzero_ps(), |m, &v| _mm256_max_ps(m, _mm256_andnot_ps(sign, v)));
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+            let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
+            // packs works within 128-bit halves: the permute restores the columns' order.
+            let q16 = [_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])];
+            let q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16[0], q16[1]), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q8);
+            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            b.d = d;
+            b.sum = d * _mm_cvtsi128_si32(s) as f32;
+        }
+    }
 }
 
 /// Quantises `x` (a multiple of 256 long) into `out`.
@@ -127,10 +156,27 @@ mod tests {
         x[32..64].fill(0.0);
         x[64..96].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32 - 15.5);
         let (mut a, mut b) = (vec![Q8Block::default(); 64], vec![Q8Block::default(); 64]);
-        quantize_q8(&x, &mut a);
         quantize_q8_portable(&x, &mut b);
-        for (a, b) in a.iter().zip(&b) {
-            assert_eq!((a.d.to_bits(), a.sum.to_bits(), a.qs), (b.d.to_bits(), b.sum.to_bits(), b.qs));
+        let same = |a: &[Q8Block]| {
+            for (a, b) in a.iter().zip(&b) {
+                assert_eq!((a.d.to_bits(), a.sum.to_bits(), a.qs), (b.d.to_bits(), b.sum.to_bits(), b.qs));
+            }
+        };
+        quantize_q8(&x, &mut a);
+        same(&a);
+        // Each vector path this CPU can run, whatever `HEARTH_ISA` chose.
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: checked just above.
+                unsafe { x86::quantize_q8_avx2(&x, &mut a) };
+                same(&a);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: checked just above.
+                unsafe { x86::quantize_q8(&x, &mut a) };
+                same(&a);
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! 8-bit products for CPUs with AVX2 but no 8-bit dot product (no VNNI): an encoder's float
-//! weights quantised at load and its activations as they arrive, both with a scale per block
-//! of 32 columns (llama.cpp's Q8_0 granularity; one scale per whole row or token loses too
-//! much on BERT's outlier features: cosine 0.992 on all-MiniLM). Both are held as 16-bit
+//! weights quantised at load and its activations as they arrive, both by [`quantize_q8`] (a
+//! scale per block of 32 columns; one scale per whole row or token loses too much on BERT's
+//! outlier features: cosine 0.992 on all-MiniLM). Both are held as 16-bit
 //! integers and multiplied pairwise by `vpmaddwd`, 16 products per instruction where an f32
 //! FMA makes 8, with exact 32-bit sums inside a block and one scaled, fused add per block.
 //! (The panels of [`crate::panels`] use the sign trick for signed weights on AVX2 and run
@@ -14,6 +14,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::cell::RefCell;
 
+use crate::act::{quantize_q8, Q8Block};
 #[cfg(target_arch = "x86_64")]
 use crate::pool::{self, SharedPtr};
 use crate::MatrixRef;
@@ -37,8 +38,8 @@ const BLOCK_PAIRS: usize = BLOCK / 2;
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
-    /// The caller's activations: per token its block scales, and its values as i16 pairs.
-    static ACTS: RefCell<(Vec<f32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The caller's activations: per token its blocks, and their values widened to i16 pairs.
+    static ACTS: RefCell<(Vec<Q8Block>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A float matrix as 8-bit panels with a scale per row and block, for
@@ -56,41 +57,37 @@ pub struct Int8Panels {
     scales: Vec<f32>,
 }
 
-/// `max |v| / 127` and `v · 127 / max |v|` rounded to the nearest integer (ties to even, as
-/// the vector conversion rounds).
-fn quantise(v: &[f32], out: &mut [i8]) -> f32 {
-    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-    out.iter_mut().zip(v).for_each(|(q, &x)| *q = (x * inv).round_ties_even() as i8);
-    max / 127.0
-}
-
 impl Int8Panels {
     /// Quantises `w` (any format, de-quantised exactly first); `None` where this CPU has an
     /// 8-bit dot product or no AVX2 (the block-scaled panels of [`crate::panels`] serve
-    /// those).
+    /// those), or the rows are not whole blocks.
     pub fn new(w: &MatrixRef<'_>) -> Option<Self> {
-        supported().then(|| Self::quantised(w))
+        Self::quantised(w).filter(|_| supported())
     }
 
-    fn quantised(w: &MatrixRef<'_>) -> Self {
+    fn quantised(w: &MatrixRef<'_>) -> Option<Self> {
         let (rows, cols) = (w.rows(), w.cols());
-        let blocks = cols.div_ceil(BLOCK);
+        if !cols.is_multiple_of(BLOCK) {
+            return None;
+        }
+        let blocks = cols / BLOCK;
         let (pairs, panels) = (blocks * BLOCK_PAIRS, rows.div_ceil(PANEL));
         let mut data = vec![0i8; panels * pairs * PANEL * 2];
         let mut scales = vec![0f32; panels * blocks * PANEL];
-        let (mut row, mut q) = (vec![0f32; blocks * BLOCK], vec![0i8; blocks * BLOCK]);
+        let (mut row, mut q) = (vec![0f32; cols], vec![Q8Block::default(); blocks]);
         for r in 0..rows {
-            w.row(r, &mut row[..cols]);
+            w.row(r, &mut row);
+            quantize_q8(&row, &mut q);
             let (panel, lane) = (r / PANEL, r % PANEL);
-            for (b, (v, q)) in row.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
-                scales[(panel * blocks + b) * PANEL + lane] = quantise(v, q);
-            }
-            for (p, v) in q.chunks_exact(2).enumerate() {
-                data[((panel * pairs + p) * PANEL + lane) * 2..][..2].copy_from_slice(v);
+            for (b, q) in q.iter().enumerate() {
+                scales[(panel * blocks + b) * PANEL + lane] = q.d;
+                for (i, v) in q.qs.chunks_exact(2).enumerate() {
+                    let v = [v[0], v[1]];
+                    data[((panel * pairs + b * BLOCK_PAIRS + i) * PANEL + lane) * 2..][..2].copy_from_slice(&v);
+                }
             }
         }
-        Int8Panels { rows, cols, blocks, data, scales }
+        Some(Int8Panels { rows, cols, blocks, data, scales })
     }
 
     #[cfg_attr(not(any(target_arch = "x86_64", test)), allow(dead_code))]
@@ -117,16 +114,21 @@ impl Int8Panels {
     fn matmul_x86(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: usize) {
         let (cols, pairs, blocks) = (self.cols, self.pairs(), self.blocks);
         ACTS.with_borrow_mut(|(scales, acts)| {
-            scales.resize(m * blocks, 0.0);
+            scales.resize(m * blocks, Q8Block::default());
             acts.resize(m * pairs, 0);
             let (scale_ptr, act_ptr) = (SharedPtr(scales.as_mut_ptr()), SharedPtr(acts.as_mut_ptr()));
             pool::global().run(m.div_ceil(TOKENS_PER_TASK), &|task| {
                 for t in task * TOKENS_PER_TASK..((task + 1) * TOKENS_PER_TASK).min(m) {
-                    // SAFETY: each task writes only its own tokens' entries; AVX2 as built.
-                    unsafe {
-                        let row = std::slice::from_raw_parts_mut(act_ptr.get().add(t * pairs).cast::<i16>(), 2 * pairs);
-                        let s = std::slice::from_raw_parts_mut(scale_ptr.get().add(t * blocks), blocks);
-                        x86::quantise(&x[t * cols..(t + 1) * cols], row, s);
+                    // SAFETY: each task writes only its own tokens' entries.
+                    let (q, row) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(scale_ptr.get().add(t * blocks), blocks),
+                            std::slice::from_raw_parts_mut(act_ptr.get().add(t * pairs).cast::<i16>(), 2 * pairs),
+                        )
+                    };
+                    quantize_q8(&x[t * cols..(t + 1) * cols], q);
+                    for (o, b) in row.chunks_exact_mut(32).zip(q.iter()) {
+                        o.iter_mut().zip(&b.qs).for_each(|(o, &v)| *o = v.into());
                     }
                 }
             });
@@ -157,12 +159,12 @@ impl Int8Panels {
     /// `out` at least `t0 + n` rows of `self.rows`.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block(&self, acts: &[u32], scales: &[f32], bias: Option<&[f32]>, p: usize, t0: usize, n: usize, out: SharedPtr<f32>) {
+    unsafe fn block(&self, acts: &[u32], scales: &[Q8Block], bias: Option<&[f32]>, p: usize, t0: usize, n: usize, out: SharedPtr<f32>) {
         let (pairs, blocks) = (self.pairs(), self.blocks);
         // Missing tokens of a short block repeat the last one; only real tokens are stored.
         let token = |i: usize| t0 + i.min(n - 1);
         let x: [*const u32; TOKENS] = std::array::from_fn(|i| acts[token(i) * pairs..].as_ptr());
-        let xs: [*const f32; TOKENS] = std::array::from_fn(|i| scales[token(i) * blocks..].as_ptr());
+        let xs: [*const Q8Block; TOKENS] = std::array::from_fn(|i| scales[token(i) * blocks..].as_ptr());
         let lanes = (self.rows - p * PANEL).min(PANEL);
         let dst: [*mut f32; TOKENS] = std::array::from_fn(|i| out.get().wrapping_add(token(i) * self.rows + p * PANEL));
         x86::panel(
@@ -182,23 +184,20 @@ impl Int8Panels {
     #[cfg(test)]
     fn matmul_reference(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
         let (pairs, blocks) = (self.pairs(), self.blocks);
-        let (mut xt, mut q, mut s) = (vec![0f32; blocks * BLOCK], vec![0i8; blocks * BLOCK], vec![0f32; blocks]);
+        let mut q = vec![Q8Block::default(); blocks];
         for (t, x) in x.chunks_exact(self.cols).enumerate() {
-            xt[..self.cols].copy_from_slice(x);
-            for (b, (v, q)) in xt.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
-                s[b] = quantise(v, q);
-            }
+            quantize_q8(x, &mut q);
             for r in 0..self.rows {
                 let (panel, lane) = (r / PANEL, r % PANEL);
                 let mut acc = bias.map_or(0.0, |b| b[r]);
-                for (b, &sb) in s.iter().enumerate() {
-                    let sum: i32 = (b * BLOCK_PAIRS..(b + 1) * BLOCK_PAIRS)
-                        .map(|p| {
-                            let w = &self.data[((panel * pairs + p) * PANEL + lane) * 2..][..2];
-                            i32::from(w[0]) * i32::from(q[2 * p]) + i32::from(w[1]) * i32::from(q[2 * p + 1])
+                for (b, qb) in q.iter().enumerate() {
+                    let sum: i32 = (0..BLOCK_PAIRS)
+                        .map(|i| {
+                            let w = &self.data[((panel * pairs + b * BLOCK_PAIRS + i) * PANEL + lane) * 2..][..2];
+                            i32::from(w[0]) * i32::from(qb.qs[2 * i]) + i32::from(w[1]) * i32::from(qb.qs[2 * i + 1])
                         })
                         .sum();
-                    acc = (sum as f32).mul_add(sb * self.scales[(panel * blocks + b) * PANEL + lane], acc);
+                    acc = (sum as f32).mul_add(qb.d * self.scales[(panel * blocks + b) * PANEL + lane], acc);
                 }
                 out[t * self.rows + r] = acc;
             }
@@ -219,44 +218,7 @@ pub fn supported() -> bool {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BLOCK_PAIRS, PANEL, TOKENS};
-
-    /// [`super::quantise`] of one token, block by block: its values written as i16 (the last
-    /// block padded with zeros), its scales to `scales`; the same bits, eight at a time.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2; `out` holds `scales.len()` blocks.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn quantise(x: &[f32], out: &mut [i16], scales: &mut [f32]) {
-        let sign = _mm256_set1_ps(-0.0);
-        for (b, (s, q)) in scales.iter_mut().zip(out.chunks_exact_mut(BLOCK)).enumerate() {
-            let v = &x[b * BLOCK..x.len().min((b + 1) * BLOCK)];
-            if v.len() < BLOCK {
-                let mut q8 = [0i8; BLOCK];
-                *s = super::quantise(v, &mut q8);
-                q.iter_mut().zip(q8).for_each(|(o, v)| *o = v.into());
-                continue;
-            }
-            let l: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(v.as_ptr().add(8 * i)));
-            let m = _mm256_max_ps(_mm256_max_ps(l[0], l[1]), _mm256_max_ps(l[2], l[3]));
-            let m = _mm256_max_ps(
-                _mm256_andnot_ps(sign, m),
-                _mm256_andnot_ps(sign, _mm256_min_ps(_mm256_min_ps(l[0], l[1]), _mm256_min_ps(l[2], l[3]))),
-            );
-            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-            let max = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
-            let inv = _mm256_set1_ps(if max > 0.0 { 127.0 / max } else { 0.0 });
-            for h in 0..2 {
-                let a = _mm256_cvtps_epi32(_mm256_mul_ps(l[2 * h], inv));
-                let c = _mm256_cvtps_epi32(_mm256_mul_ps(l[2 * h + 1], inv));
-                // packs interleaves 128-bit halves: restore the column order.
-                let packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, c), 0b11_01_10_00);
-                _mm256_storeu_si256(q.as_mut_ptr().add(16 * h).cast(), packed);
-            }
-            *s = max / 127.0;
-        }
-    }
+    use super::{Q8Block, BLOCK_PAIRS, PANEL, TOKENS};
 
     /// One panel of 16 rows against up to six tokens: per block, exact i32 sums of
     /// `vpmaddwd` products, then `acc += sum · (token scale · row scale)`, fused; from the
@@ -264,14 +226,14 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; the panel holds `blocks` blocks of values and scales,
-    /// each token as many; every destination and the bias have room for `lanes` floats.
+    /// each token as many values and quantised blocks; every destination and the bias have room for `lanes` floats.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn panel(
         w: *const i8,
         w_scales: *const f32,
         x: [*const u32; TOKENS],
-        x_scales: [*const f32; TOKENS],
+        x_blocks: [*const Q8Block; TOKENS],
         blocks: usize,
         bias: Option<&[f32]>,
         dst: &[*mut f32],
@@ -298,7 +260,7 @@ mod x86 {
             }
             let ws = [_mm256_loadu_ps(w_scales.add(b * PANEL)), _mm256_loadu_ps(w_scales.add(b * PANEL + 8))];
             for t in 0..TOKENS {
-                let xs = _mm256_set1_ps(*x_scales[t].add(b));
+                let xs = _mm256_set1_ps((*x_blocks[t].add(b)).d);
                 for h in 0..2 {
                     out[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][h]), _mm256_mul_ps(xs, ws[h]), out[t][h]);
                 }
@@ -318,13 +280,18 @@ mod tests {
     use crate::test_values as values;
     use crate::{FloatFormat, RowFormat};
 
+    fn matrix(bytes: &[u8], rows: usize, cols: usize) -> MatrixRef<'_> {
+        MatrixRef::new(RowFormat::Float(FloatFormat::F32), rows, cols, bytes, &[], &[]).unwrap()
+    }
+
     #[test]
     fn the_kernel_equals_the_reference_and_stays_near_the_float_product_at_awkward_shapes() {
-        for (rows, cols, m) in [(1, 1, 1), (17, 7, 5), (40, 384, 13), (33, 1537, 50), (384, 96, 97)] {
+        // Rows of whole blocks only.
+        assert!(Int8Panels::quantised(&matrix(&[0; 4 * 7], 1, 7)).is_none());
+        for (rows, cols, m) in [(1, 32, 1), (17, 32, 5), (40, 384, 13), (33, 1536, 50), (384, 96, 97)] {
             let w = values(rows * cols, 1);
             let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let mr = MatrixRef::new(RowFormat::Float(FloatFormat::F32), rows, cols, &bytes, &[], &[]).unwrap();
-            let panels = Int8Panels::quantised(&mr);
+            let panels = Int8Panels::quantised(&matrix(&bytes, rows, cols)).unwrap();
             let mut x = values(m * cols, 2);
             x[..cols].fill(0.0); // a zero token has scale 0: its outputs are the bias
             let bias = values(rows, 3);

@@ -133,8 +133,8 @@ pub struct ServeOptions {
     pub kb_rerank_model: Option<String>,
     /// How embedding encoders multiply: `float` (bf16 operands where the CPU has bf16 dot
     /// products) or `int8` (8-bit weights and activations, integer products: faster than
-    /// float on every x86 CPU, by about 1.4× on AVX-512 VNNI and 1.2–1.3× on plain AVX2; vectors
-    /// within cosine 0.999) [default: float].
+    /// float on the x86 CPUs measured, all-MiniLM 1.4× on AVX-512 VNNI and 1.1–1.7× on plain
+    /// AVX2; vectors within cosine 0.999) [default: float].
     #[arg(long, env = "HEARTH_EMBED_PRECISION")]
     pub embed_precision: Option<String>,
     /// Folder whose files `POST /api/v1/ingest` may ingest (paths relative to it) [default:
