@@ -4,13 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hearth_formats::gguf::GgmlType;
 use hearth_formats::safetensors::{self, SafeTensors, TensorView};
 use hearth_formats::{DType, SharedBytes};
 use hearth_kernels::bf16::Bf16Panels;
-use hearth_kernels::int8::Int8Panels;
-use hearth_kernels::panels::QuantPanels;
-use hearth_kernels::quant::quantize_ggml;
+use hearth_kernels::int8::Int8Weights;
 use hearth_kernels::sgemm::{gemm, PackedWeightT, Rhs};
 use hearth_kernels::{FloatFormat, MatrixRef, RowFormat};
 
@@ -91,30 +88,13 @@ impl Tensors {
         let fast = match self.precision {
             EmbedPrecision::Float32 => Fast::F32(PackedWeightT::new(&w)),
             EmbedPrecision::Float => Bf16Panels::new(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Bf16),
-            EmbedPrecision::Int8 => match Int8Panels::new(&w) {
-                Some(panels) => Fast::Int8Lanes16(panels),
-                None => int8_panels(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Int8),
-            },
+            EmbedPrecision::Int8 => Int8Weights::new(&w).map_or_else(|| Fast::F32(PackedWeightT::new(&w)), Fast::Int8),
         };
         // Every form above is a copy: the file's pages of this weight are not read again.
         weight.data.release_pages(0..weight.data.len());
         let bias = bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?;
         Ok(Linear { fast, bias })
     }
-}
-
-/// `w` quantised to Q8_0 (llama.cpp's 8-bit blocks of 32) and repacked into the integer
-/// kernels' panels; `None` where rows are not whole blocks (those layers stay float).
-fn int8_panels(w: &MatrixRef<'_>) -> Option<QuantPanels> {
-    let format = RowFormat::Ggml(GgmlType::Q8_0);
-    let row_bytes = format.row_bytes(w.cols()).ok()?;
-    let (mut row, mut bytes) = (vec![0f32; w.cols()], Vec::with_capacity(w.rows() * row_bytes));
-    for r in 0..w.rows() {
-        w.row(r, &mut row);
-        quantize_ggml(GgmlType::Q8_0, &row, &mut bytes);
-    }
-    let q = MatrixRef::new(format, w.rows(), w.cols(), &bytes, &[], &[]).expect("whole Q8_0 rows");
-    QuantPanels::new(&q, |_| {})
 }
 
 /// A float matrix kept in its stored format (usually inside the memory map).
@@ -157,11 +137,8 @@ enum Fast {
     F32(PackedWeightT),
     /// bf16 operands, f32 sums (CPUs with bf16 dot products).
     Bf16(Bf16Panels),
-    /// 8-bit weights and activations in blocks of 32 columns, integer sums (CPUs with an
-    /// 8-bit dot product: VNNI, NEON's `sdot`; and the portable path).
-    Int8(QuantPanels),
-    /// The same blocks multiplied in 16-bit lanes (AVX2 without VNNI).
-    Int8Lanes16(Int8Panels),
+    /// 8-bit weights and activations in blocks of 32 columns, integer sums.
+    Int8(Int8Weights),
 }
 
 impl Linear {
@@ -170,8 +147,7 @@ impl Linear {
         match &self.fast {
             Fast::F32(w) => gemm(x, w.depth(), x.len() / w.depth(), w, out, w.width(), false),
             Fast::Bf16(panels) => return panels.matmul(x, self.bias.as_deref(), out),
-            Fast::Int8Lanes16(panels) => return panels.matmul(x, self.bias.as_deref(), out),
-            Fast::Int8(panels) => panels.matmul(x, out),
+            Fast::Int8(w) => return w.matmul(x, self.bias.as_deref(), out),
         }
         if let Some(bias) = &self.bias {
             for row in out.chunks_exact_mut(bias.len()) {

@@ -147,6 +147,10 @@ impl QuantPanels {
         self.rows
     }
 
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Row `r` de-quantised exactly: its file blocks rebuilt and de-quantised as the file's.
     pub fn row(&self, r: usize, out: &mut [f32]) {
         assert!(r < self.rows && out.len() == self.cols, "row {r} of {}x{}", self.rows, self.cols);
