@@ -8,7 +8,9 @@
 # <= half its peak RSS.
 #
 # Runs, in order (TOOLS picks a subset):
-#   hearth-q4_1  hearth train on the Q4_1 GGUF as it is (QLoRA)
+#   hearth-q4_1  hearth train on the Q4_1 GGUF as it is (QLoRA), its products on 8-bit
+#                integers as inference runs them (--precision fast, the default)
+#   hearth-q4_1-exact  the same with --precision exact (float32 products: mlx-lm's numbers)
 #   hearth-f32   hearth train on the float32 Hugging Face copy of that GGUF (hearth convert)
 #   peft         bench/train_peft.py: transformers + PEFT on the same float32 copy
 #   mlx-lm       mlx_lm.lora on the same float32 copy (mlx[cpu]; ~4 tok/s, so MLX_ITERS only)
@@ -21,8 +23,8 @@
 #
 # Environment: WORK (target/train-bench), ITERS (30), MLX_ITERS (3; 0 skips mlx-lm), WARMUP
 # (2: iterations left out of the medians), MLX_WARMUP (1: the same for mlx-lm, whose first
-# iteration holds its compilation), THREADS (2), TOOLS ("hearth-q4_1 hearth-f32 peft
-# mlx-lm"), HEARTH (target/release/hearth; not rebuilt here), VENV (target/outside-venv: torch,
+# iteration holds its compilation), THREADS (2), TOOLS ("hearth-q4_1 hearth-q4_1-exact
+# hearth-f32 peft mlx-lm"), HEARTH (target/release/hearth; not rebuilt here), VENV (target/outside-venv: torch,
 # transformers, mlx-lm), GGUF (the SmolLM2-135M-Instruct Q4_1 file), F32 (its float32 copy,
 # made if missing: WORK/smollm2-135m-f32), HEARTH_ISA (passed on).
 set -euo pipefail
@@ -34,7 +36,7 @@ MLX_ITERS=${MLX_ITERS:-3}
 WARMUP=${WARMUP:-2}
 MLX_WARMUP=${MLX_WARMUP:-1}
 THREADS=${THREADS:-2}
-TOOLS=${TOOLS:-hearth-q4_1 hearth-f32 peft mlx-lm}
+TOOLS=${TOOLS:-hearth-q4_1 hearth-q4_1-exact hearth-f32 peft mlx-lm}
 HEARTH=${HEARTH:-target/release/hearth}
 VENV=${VENV:-target/outside-venv}
 MODELS=${HEARTH_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/hearth}/models
@@ -96,16 +98,18 @@ PY
 
 hearth_train() {
     local name=$1 model=$2
+    shift 2
     rm -rf "${ADAPTERS:?}/$name"
     timed "$name" "$HEARTH" train --model "$model" --data "$DATA" --threads "$THREADS" \
         --adapter-path "$ADAPTERS/$name" --num-layers -1 --rank "$RANK" --scale "$SCALE" \
         --batch-size "$BATCH" --iters "$ITERS" --learning-rate "$LR" --steps-per-report 1 \
-        --steps-per-eval $((ITERS + 1)) --val-batches 1 --save-every $((ITERS + 1)) --seed 0
+        --steps-per-eval $((ITERS + 1)) --val-batches 1 --save-every $((ITERS + 1)) --seed 0 "$@"
 }
 
 for tool in $TOOLS; do
     case $tool in
     hearth-q4_1) hearth_train hearth-q4_1 "$GGUF" ;;
+    hearth-q4_1-exact) hearth_train hearth-q4_1-exact "$GGUF" --precision exact ;;
     hearth-f32) hearth_train hearth-f32 "$F32" ;;
     peft)
         rm -rf "${ADAPTERS:?}/peft"
@@ -142,7 +146,7 @@ PY
             --steps-per-report 1 --steps-per-eval $((MLX_ITERS + 1)) --val-batches 1 \
             --save-every $((MLX_ITERS + 1)) --adapter-path "$ADAPTERS/mlx-lm" --seed 0
         ;;
-    *) echo "unknown tool $tool (hearth-q4_1, hearth-f32, peft, mlx-lm)" >&2; exit 1 ;;
+    *) echo "unknown tool $tool (hearth-q4_1, hearth-q4_1-exact, hearth-f32, peft, mlx-lm)" >&2; exit 1 ;;
     esac
 done
 

@@ -15,6 +15,34 @@ pub fn exp(x: f32) -> f32 {
     p * f32::from_bits(((whole as i32 + 127) << 23) as u32)
 }
 
+/// Lanes of the reductions below: independent accumulators, so their loops vectorise (a
+/// single running sum or maximum is one long dependency chain).
+const LANES: usize = 16;
+
+/// The largest of `xs` (−∞ for none).
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, &v)| *l = l.max(v));
+    }
+    lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// `Σ f(x)` over `xs`, in the same order on every instruction set.
+#[inline(always)]
+pub fn sum_of(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, &v)| *l += f(v));
+    }
+    lanes.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
+}
+
 /// GELU with the tanh approximation (`gelu_pytorch_tanh`), the tanh through [`exp`] so loops
 /// over it vectorise.
 #[inline(always)]

@@ -1,6 +1,8 @@
 //! Fine-tuning Hearth's models: LoRA adapters trained on a frozen base kept in its stored format
-//! (float or quantised: its products de-quantise a row at a time, never the whole model), with
-//! mlx-lm's loss, layer choice, adapter layout and optimiser, so that the numbers are theirs.
+//! (float or quantised: its products de-quantise a panel at a time, never the whole model, or
+//! under [`hearth_kernels::Precision::Fast`] run quantised weights on 8-bit integers as
+//! inference does), with mlx-lm's loss, layer choice, adapter layout and optimiser, so that the
+//! numbers are theirs.
 //!
 //! - [`Lora`]: the trainable adapters (mlx-lm's `lora_a` `[in, r]`, `lora_b` `[r, out]`).
 //! - [`TrainModel`]: the base model; [`TrainModel::loss_and_grads`] runs the decoder forward,

@@ -54,12 +54,12 @@ impl Batch {
     }
 }
 
-/// The mean cross-entropy of `logits` (`[n, vocab]`) over the counted targets, how many there
-/// are, and `∂loss/∂logits` (written over `logits`). Rows run on the kernel pool; the loss is
-/// summed in row order, so it does not depend on the thread count.
-pub fn cross_entropy(logits: &mut [f32], targets: &[(u32, bool)]) -> (f32, usize) {
+/// Each row's cross-entropy against its target (0 where the target does not count), and
+/// `∂loss/∂logits` of the mean over `ntoks` counted targets (a batch's, of which `logits`
+/// `[n, vocab]` may be a part), written over `logits`. Rows run on the kernel pool; the
+/// caller sums the losses in row order, so the loss does not depend on the thread count.
+pub fn cross_entropy(logits: &mut [f32], targets: &[(u32, bool)], ntoks: usize) -> Vec<f64> {
     let vocab = logits.len() / targets.len().max(1);
-    let ntoks = targets.iter().filter(|t| t.1).count();
     let mut losses = vec![0f64; targets.len()];
     par_rows2(logits, vocab, &mut losses, 1, |r0, rows, losses| {
         math::wide(|| {
@@ -68,15 +68,16 @@ pub fn cross_entropy(logits: &mut [f32], targets: &[(u32, bool)]) -> (f32, usize
                     row.fill(0.0);
                     continue;
                 }
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|&l| math::exp(l - max)).sum();
-                let log_sum = max + sum.ln();
-                *loss = (log_sum - row[target as usize]) as f64;
+                let (max, picked) = (math::max(row), row[target as usize]);
+                row.iter_mut().for_each(|l| *l = math::exp(*l - max));
+                let sum = math::sum_of(row, |e| e);
+                *loss = (max + sum.ln() - picked) as f64;
                 let share = 1.0 / ntoks as f32;
-                row.iter_mut().for_each(|l| *l = math::exp(*l - log_sum) * share);
+                let to_grad = share / sum;
+                row.iter_mut().for_each(|e| *e *= to_grad);
                 row[target as usize] -= share;
             }
         })
     });
-    ((losses.iter().sum::<f64>() / ntoks.max(1) as f64) as f32, ntoks)
+    losses
 }

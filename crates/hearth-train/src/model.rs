@@ -2,14 +2,18 @@
 //! from a Hugging Face or MLX directory, keeping what the backward pass needs, and the backward
 //! pass to the adapters' parameters. The base stays frozen in its stored format.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hearth_engine::config::{ModelConfig, RopeScaling};
 use hearth_engine::rope::Rope;
 use hearth_engine::weights::WeightStore;
 use hearth_formats::gguf::Gguf;
-use hearth_kernels::MatrixRef;
+use hearth_kernels::int8::Int8Weights;
+use hearth_kernels::panels::QuantPanels;
+use hearth_kernels::Precision;
+use hearth_kernels::{pool, FloatFormat, MatrixRef, RowFormat};
 
 use crate::adapter::{Lora, LoraSaved, WeightTerms};
 use crate::backward::{attention, attention_backward, gated, gated_backward, rms_norm, rms_norm_backward, rope, AttnShape};
@@ -29,6 +33,17 @@ pub struct TrainModel {
     /// Called before each block of either pass: where training waits while something more
     /// urgent (a server's inference) runs.
     yield_to: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Under [`Precision::Fast`], the 8-bit products of each frozen weight whose format has
+    /// integer panels (see [`Self::set_precision`]); the others stay exact.
+    int8: HashMap<String, Int8Linear>,
+}
+
+/// A frozen quantised weight `W` as training multiplies it with 8-bit activations: forward
+/// through its own blocks in the inference kernels' panels (the products a chat with the
+/// result runs), backward through `Wᵀ` quantised to 8 bits per 32 rows of `W`.
+struct Int8Linear {
+    forward: QuantPanels,
+    backward: Int8Weights,
 }
 
 /// One step's result: the loss, the targets it averaged over, the adapters' gradients.
@@ -37,6 +52,9 @@ pub struct Step {
     pub ntoks: usize,
     pub grads: Lora,
 }
+
+/// Tokens whose logits exist at once (25 MB of them for a 49152-token vocabulary).
+const HEAD_CHUNK: usize = 128;
 
 /// A set of linear layers applied to the same input: separate (`q_proj`, `k_proj`, `v_proj`)
 /// or one fused layer whose output splits into the parts (Phi-3's `qkv_proj`).
@@ -109,7 +127,57 @@ impl TrainModel {
             .chain(&cfg.sliding_rope)
             .map(|r| Rope::new(cfg.head_dim, r))
             .collect::<hearth_engine::Result<_>>()?;
-        Ok(TrainModel { cfg, store, ropes, grad_checkpoint: false, yield_to: None })
+        Ok(TrainModel { cfg, store, ropes, grad_checkpoint: false, yield_to: None, int8: HashMap::new() })
+    }
+
+    /// How the frozen weights multiply. [`Precision::Exact`] (the default): float32 products of
+    /// the exactly de-quantised weights, mlx-lm's numbers. [`Precision::Fast`]: weights in the
+    /// formats inference multiplies with 8-bit activations (Q4_0, Q4_1, Q8_0, Q4_K) do so here
+    /// too, forward through their own blocks, backward through an 8-bit copy of their transpose
+    /// (≈ 1 byte per parameter); float and other formats stay exact.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.int8.clear();
+        if precision == Precision::Exact {
+            return;
+        }
+        let head = self.head_name();
+        let names: Vec<&str> = self
+            .store
+            .iter()
+            .filter_map(|(name, t)| name.strip_suffix(".weight").filter(|n| t.shape.len() == 2 && (n.ends_with("_proj") || *n == head)))
+            .collect();
+        let built = Mutex::new(HashMap::new());
+        pool::global().run(names.len(), &|i| {
+            let Ok(w) = self.matrix(names[i]) else { return };
+            let Some(forward) = QuantPanels::new(&w, |_| {}) else { return };
+            let Some(backward) = Int8Weights::new(&transposed(&w).view()) else { return };
+            built.lock().unwrap_or_else(|e| e.into_inner()).insert(names[i].to_string(), Int8Linear { forward, backward });
+        });
+        self.int8 = built.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// `x` `[n, in]` · `Wᵀ` for the frozen weight `name`: `[n, out]`.
+    fn apply(&self, name: &str, x: &[f32]) -> Result<Vec<f32>> {
+        Ok(match self.int8.get(name) {
+            Some(l) => {
+                let mut y = vec![0f32; x.len() / l.forward.cols() * l.forward.rows()];
+                l.forward.matmul(x, &mut y);
+                y
+            }
+            None => linalg::forward(&self.matrix(name)?, x),
+        })
+    }
+
+    /// `dy` `[n, out]` · `W`: the gradient of [`Self::apply`]'s input.
+    fn apply_backward(&self, name: &str, dy: &[f32]) -> Result<Vec<f32>> {
+        Ok(match self.int8.get(name) {
+            Some(l) => {
+                let mut dx = vec![0f32; dy.len() / l.forward.rows() * l.forward.cols()];
+                l.backward.matmul(dy, None, &mut dx);
+                dx
+            }
+            None => linalg::backward(&self.matrix(name)?, dy),
+        })
     }
 
     /// Gradient checkpointing per block (`--grad-checkpoint`): the same gradients, bit for bit.
@@ -147,6 +215,15 @@ impl TrainModel {
         Ok(w)
     }
 
+    /// The output projection: `lm_head`, or the embeddings where they are tied.
+    fn head_name(&self) -> &'static str {
+        if self.store.contains("lm_head.weight") && !self.cfg.tie_word_embeddings {
+            "lm_head"
+        } else {
+            "model.embed_tokens"
+        }
+    }
+
     fn eps(&self) -> f32 {
         self.cfg.rms_norm_eps as f32
     }
@@ -154,7 +231,7 @@ impl TrainModel {
     /// A linear layer on `x`: the frozen weight, the adapter's update (DoRA's rescaling), the
     /// bias.
     fn linear(&self, name: &str, x: &[f32], lora: &Lora) -> Result<(Vec<f32>, Option<LoraSaved>)> {
-        let mut y = linalg::forward(&self.matrix(name)?, x);
+        let mut y = self.apply(name, x)?;
         if let Some(heads) = self.interleaved_heads(name) {
             y = reorder_heads(&y, heads, self.cfg.head_dim, true);
         }
@@ -179,8 +256,8 @@ impl TrainModel {
         let rescaled = saved.as_ref().and_then(|s| lora.dora_backward(name, s, dy, grads));
         let dy = rescaled.as_deref().unwrap_or(dy);
         let mut dx = match self.interleaved_heads(name) {
-            Some(heads) => linalg::backward(&self.matrix(name)?, &reorder_heads(dy, heads, self.cfg.head_dim, false)),
-            None => linalg::backward(&self.matrix(name)?, dy),
+            Some(heads) => self.apply_backward(name, &reorder_heads(dy, heads, self.cfg.head_dim, false))?,
+            None => self.apply_backward(name, dy)?,
         };
         if let Some(s) = saved {
             lora.backward(name, s, x, dy, &mut dx, grads);
@@ -373,38 +450,47 @@ impl TrainModel {
         }
         let final_norm = self.norm("model.norm")?;
         let (hn, hn_inv) = rms_norm(&x, &final_norm, self.eps());
-        let head_name = if self.store.contains("lm_head.weight") && !c.tie_word_embeddings { "lm_head" } else { "model.embed_tokens" };
-        let head = self.matrix(head_name)?;
+        let head_name = self.head_name();
         // Only the positions whose targets count reach the vocabulary (under --mask-prompt and
         // with padding, most do not): the loss and gradients are those of the full product.
         let (counted, targets): (Vec<usize>, Vec<(u32, bool)>) = batch.targets(mask).into_iter().enumerate().filter(|(_, t)| t.1).unzip();
-        let hn_counted: Vec<f32> = counted.iter().flat_map(|&i| hn[i * hid..(i + 1) * hid].iter().copied()).collect();
-        let mut logits = linalg::forward(&head, &hn_counted);
-        if let Some(cap) = c.final_logit_softcap {
-            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+        let ntoks = targets.len();
+        // The head in chunks of tokens: each chunk's logits give its losses and, when training,
+        // their gradient through the head at once, so `[tokens, vocab]` never exists whole
+        // (200 MB for a batch of 4 × 256 tokens of SmolLM2, paged in afresh every step).
+        let mut losses = Vec::with_capacity(ntoks);
+        let mut dhn = if backward { vec![0f32; n * hid] } else { Vec::new() };
+        for (rows, targets) in counted.chunks(HEAD_CHUNK).zip(targets.chunks(HEAD_CHUNK)) {
+            let hn_rows: Vec<f32> = rows.iter().flat_map(|&i| hn[i * hid..(i + 1) * hid].iter().copied()).collect();
+            let mut logits = self.apply(head_name, &hn_rows)?;
+            let raw = c.final_logit_softcap.map(|cap| {
+                let raw = logits.clone();
+                logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+                (cap, raw)
+            });
+            losses.extend(cross_entropy(&mut logits, targets, ntoks));
+            if !backward {
+                continue;
+            }
+            if let Some((cap, raw)) = raw {
+                // d(cap·tanh(z/cap))/dz = 1 − tanh²(z/cap).
+                logits.iter_mut().zip(raw).for_each(|(g, z)| {
+                    let th = (z / cap).tanh();
+                    *g *= 1.0 - th * th;
+                });
+            }
+            let dhn_rows = self.apply_backward(head_name, &logits)?;
+            for (&i, row) in rows.iter().zip(dhn_rows.chunks_exact(hid)) {
+                dhn[i * hid..(i + 1) * hid].copy_from_slice(row);
+            }
         }
-        let (loss, ntoks) = cross_entropy(&mut logits, &targets);
+        let loss = (losses.iter().sum::<f64>() / ntoks.max(1) as f64) as f32;
         if !backward {
             return Ok((loss, ntoks, None));
-        }
-        let mut dlogits = logits;
-        if let Some(cap) = c.final_logit_softcap {
-            // Recomputed from the capped values: d(cap·tanh(z/cap))/dz = 1 − (l/cap)².
-            let raw = linalg::forward(&head, &hn_counted);
-            dlogits.iter_mut().zip(raw).for_each(|(g, z)| {
-                let th = (z / cap).tanh();
-                *g *= 1.0 - th * th;
-            });
         }
 
         // Backward.
         let mut grads = lora.zeros_like();
-        let dhn_counted = linalg::backward(&head, &dlogits);
-        drop(dlogits);
-        let mut dhn = vec![0f32; n * hid];
-        for (&i, row) in counted.iter().zip(dhn_counted.chunks_exact(hid)) {
-            dhn[i * hid..(i + 1) * hid].copy_from_slice(row);
-        }
         let mut dx = rms_norm_backward(&x, &final_norm, &hn_inv, &dhn);
         for li in (0..c.num_layers).rev() {
             self.yield_now();
@@ -562,6 +648,33 @@ fn reorder_heads(y: &[f32], heads: usize, head_dim: usize, to_hf: bool) -> Vec<f
         }
     }
     out
+}
+
+/// `w`'s transpose as a float32 matrix (its rows de-quantised exactly).
+fn transposed(w: &MatrixRef<'_>) -> FloatMatrix {
+    let (rows, cols) = (w.rows(), w.cols());
+    let mut bytes = vec![0u8; rows * cols * 4];
+    let mut row = vec![0f32; cols];
+    for r in 0..rows {
+        w.row(r, &mut row);
+        for (c, v) in row.iter().enumerate() {
+            bytes[(c * rows + r) * 4..][..4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    FloatMatrix { rows: cols, cols: rows, bytes }
+}
+
+/// A float32 matrix held in its bytes, as a [`MatrixRef`] reads them.
+struct FloatMatrix {
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+impl FloatMatrix {
+    fn view(&self) -> MatrixRef<'_> {
+        MatrixRef::new(RowFormat::Float(FloatFormat::F32), self.rows, self.cols, &self.bytes, &[], &[]).expect("sized to fit")
+    }
 }
 
 /// Rows of concatenated parts (`widths` each) split into one buffer per part.

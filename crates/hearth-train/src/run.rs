@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Args, FromArgMatches, ValueEnum};
+use hearth_kernels::Precision;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -31,6 +32,17 @@ pub enum FineTuneType {
     Lora,
     /// LoRA plus a learned magnitude per output (mlx-lm's DoRALinear).
     Dora,
+}
+
+/// How the frozen base's weights multiply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductPrecision {
+    /// Q4_0, Q4_1, Q8_0 and Q4_K weights with 8-bit activations, as inference multiplies them
+    /// (backward through an 8-bit copy of their transpose); float and other formats exact.
+    Fast,
+    /// Float32 products of the exactly de-quantised weights: mlx-lm's numbers.
+    Exact,
 }
 
 fn json_arg(s: &str) -> std::result::Result<Value, String> {
@@ -102,6 +114,10 @@ pub struct TrainSpec {
     /// pass of each block per step.
     #[arg(long)]
     pub grad_checkpoint: bool,
+    /// How the frozen base multiplies: `fast` runs its quantised weights' products on 8-bit
+    /// integers, as inference does; `exact` keeps float32 (mlx-lm's numbers, slower).
+    #[arg(long, value_enum, default_value = "fast")]
+    pub precision: ProductPrecision,
     /// Train only on the completion (chat and completions data): the prompt is masked out.
     #[arg(long)]
     pub mask_prompt: bool,
@@ -188,6 +204,10 @@ pub fn run(spec: &TrainSpec, model_dir: &Path, on_event: &mut dyn FnMut(Event), 
     note(on_event, "Loading pretrained model".into());
     let mut model = TrainModel::load(model_dir)?;
     model.set_grad_checkpoint(spec.grad_checkpoint);
+    model.set_precision(match spec.precision {
+        ProductPrecision::Fast => Precision::Fast,
+        ProductPrecision::Exact => Precision::Exact,
+    });
     model.set_yield(yield_to);
     let text = Text::load(model_dir)?;
     note(on_event, "Loading datasets".into());
