@@ -9,8 +9,8 @@
 #
 # Runs, in order (TOOLS picks a subset):
 #   hearth-q4_1  hearth train on the Q4_1 GGUF as it is (QLoRA), its products on 8-bit
-#                integers as inference runs them (--precision fast, the default)
-#   hearth-q4_1-exact  the same with --precision exact (float32 products: mlx-lm's numbers)
+#                integers as inference runs them (the default)
+#   hearth-q4_1-exact  the same with --exact (float32 products: mlx-lm's numbers)
 #   hearth-f32   hearth train on the float32 Hugging Face copy of that GGUF (hearth convert)
 #   peft         bench/train_peft.py: transformers + PEFT on the same float32 copy
 #   mlx-lm       mlx_lm.lora on the same float32 copy (mlx[cpu]; ~4 tok/s, so MLX_ITERS only)
@@ -109,7 +109,7 @@ hearth_train() {
 for tool in $TOOLS; do
     case $tool in
     hearth-q4_1) hearth_train hearth-q4_1 "$GGUF" ;;
-    hearth-q4_1-exact) hearth_train hearth-q4_1-exact "$GGUF" --precision exact ;;
+    hearth-q4_1-exact) hearth_train hearth-q4_1-exact "$GGUF" --exact ;;
     hearth-f32) hearth_train hearth-f32 "$F32" ;;
     peft)
         rm -rf "${ADAPTERS:?}/peft"

@@ -140,7 +140,7 @@ fn apply_config(args: &mut TrainSpec, path: &Path) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("{}: fine_tune_type {name:?}: Hearth trains \"lora\" and \"dora\"", path.display()))?;
             }
             "grad_checkpoint" => take!(key, value, "grad_checkpoint", args.grad_checkpoint),
-            "precision" => take!(key, value, "precision", args.precision),
+            "exact" => take!(key, value, "exact", args.exact),
             // Settled above, or meaningless here (mlx-lm's train flag, its loggers).
             "train" | "fine_tune_type" | "optimizer" | "lr_schedule" | "report_to" | "project_name" | "wandb" => {}
             other => println!("[WARNING] {}: {other} is not an option of hearth train; ignored", path.display()),

@@ -54,20 +54,16 @@ impl Batch {
     }
 }
 
-/// Each row's cross-entropy against its target (0 where the target does not count), and
-/// `∂loss/∂logits` of the mean over `ntoks` counted targets (a batch's, of which `logits`
-/// `[n, vocab]` may be a part), written over `logits`. Rows run on the kernel pool; the
-/// caller sums the losses in row order, so the loss does not depend on the thread count.
-pub fn cross_entropy(logits: &mut [f32], targets: &[(u32, bool)], ntoks: usize) -> Vec<f64> {
+/// Each row's cross-entropy against its target, and `∂loss/∂logits` of the mean over `ntoks`
+/// targets (a batch's, of which `logits` `[n, vocab]` may be a part), written over `logits`.
+/// Rows run on the kernel pool; the caller sums the losses in row order, so the loss does not
+/// depend on the thread count.
+pub fn cross_entropy(logits: &mut [f32], targets: &[u32], ntoks: usize) -> Vec<f64> {
     let vocab = logits.len() / targets.len().max(1);
     let mut losses = vec![0f64; targets.len()];
     par_rows2(logits, vocab, &mut losses, 1, |r0, rows, losses| {
         math::wide(|| {
-            for ((row, &(target, counted)), loss) in rows.chunks_exact_mut(vocab).zip(&targets[r0..]).zip(losses.iter_mut()) {
-                if !counted {
-                    row.fill(0.0);
-                    continue;
-                }
+            for ((row, &target), loss) in rows.chunks_exact_mut(vocab).zip(&targets[r0..]).zip(losses.iter_mut()) {
                 let (max, picked) = (math::max(row), row[target as usize]);
                 row.iter_mut().for_each(|l| *l = math::exp(*l - max));
                 let sum = math::sum_of(row, |e| e);

@@ -453,7 +453,8 @@ impl TrainModel {
         let head_name = self.head_name();
         // Only the positions whose targets count reach the vocabulary (under --mask-prompt and
         // with padding, most do not): the loss and gradients are those of the full product.
-        let (counted, targets): (Vec<usize>, Vec<(u32, bool)>) = batch.targets(mask).into_iter().enumerate().filter(|(_, t)| t.1).unzip();
+        let (counted, targets): (Vec<usize>, Vec<u32>) =
+            batch.targets(mask).into_iter().enumerate().filter(|(_, (_, counts))| *counts).map(|(i, (target, _))| (i, target)).unzip();
         let ntoks = targets.len();
         // The head in chunks of tokens: each chunk's logits give its losses and, when training,
         // their gradient through the head at once, so `[tokens, vocab]` never exists whole

@@ -34,17 +34,6 @@ pub enum FineTuneType {
     Dora,
 }
 
-/// How the frozen base's weights multiply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProductPrecision {
-    /// Q4_0, Q4_1, Q8_0 and Q4_K weights with 8-bit activations, as inference multiplies them
-    /// (backward through an 8-bit copy of their transpose); float and other formats exact.
-    Fast,
-    /// Float32 products of the exactly de-quantised weights: mlx-lm's numbers.
-    Exact,
-}
-
 fn json_arg(s: &str) -> std::result::Result<Value, String> {
     serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
 }
@@ -114,10 +103,11 @@ pub struct TrainSpec {
     /// pass of each block per step.
     #[arg(long)]
     pub grad_checkpoint: bool,
-    /// How the frozen base multiplies: `fast` runs its quantised weights' products on 8-bit
-    /// integers, as inference does; `exact` keeps float32 (mlx-lm's numbers, slower).
-    #[arg(long, value_enum, default_value = "fast")]
-    pub precision: ProductPrecision,
+    /// Float32 products on exactly de-quantised weights (mlx-lm's numbers, slower) instead of
+    /// 8-bit activations where the base's format has integer kernels (Q4_0, Q4_1, Q8_0, Q4_K),
+    /// as inference multiplies them.
+    #[arg(long)]
+    pub exact: bool,
     /// Train only on the completion (chat and completions data): the prompt is masked out.
     #[arg(long)]
     pub mask_prompt: bool,
@@ -204,10 +194,7 @@ pub fn run(spec: &TrainSpec, model_dir: &Path, on_event: &mut dyn FnMut(Event), 
     note(on_event, "Loading pretrained model".into());
     let mut model = TrainModel::load(model_dir)?;
     model.set_grad_checkpoint(spec.grad_checkpoint);
-    model.set_precision(match spec.precision {
-        ProductPrecision::Fast => Precision::Fast,
-        ProductPrecision::Exact => Precision::Exact,
-    });
+    model.set_precision(if spec.exact { Precision::Exact } else { Precision::Fast });
     model.set_yield(yield_to);
     let text = Text::load(model_dir)?;
     note(on_event, "Loading datasets".into());

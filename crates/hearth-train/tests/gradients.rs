@@ -7,10 +7,25 @@ use std::path::{Path, PathBuf};
 use hearth_train::data::{batches, load_split, BatchOrder, Text};
 use hearth_train::loss::Mask;
 use hearth_train::trainer::init_lora;
-use hearth_train::{Lora, TrainModel};
+use hearth_train::{Batch, Lora, TrainModel};
 
 fn tiny(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(path)
+}
+
+/// The first batch (2 rows, prompts masked) of the tiny chat data, tokenised with `text_dir`'s
+/// tokenizer.
+fn first_batch(text_dir: &str) -> Batch {
+    let text = Text::load(&tiny(text_dir)).unwrap();
+    let (_, examples) = load_split(&tiny("lora/data"), "train", &text).unwrap().unwrap();
+    batches(&examples, 2, 512, true, BatchOrder::Length).unwrap().0.swap_remove(0)
+}
+
+/// lora_b starts at zero, where lora_a's gradient vanishes: moves it off first.
+fn move_b_off_zero(lora: &mut Lora) {
+    for (i, l) in lora.layers.values_mut().enumerate() {
+        l.b.iter_mut().enumerate().for_each(|(j, v)| *v = (((i * 7919 + j * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 0.05);
+    }
 }
 
 #[test]
@@ -30,18 +45,12 @@ fn adapter_gradients_are_the_loss_s_derivative() {
     for (base, dora) in bases.map(|b| (b, false)).into_iter().chain(dora) {
         let model = TrainModel::load(&tiny(base)).unwrap();
         // The MLX fixture is the tiny Llama quantised, without its tokenizer files.
-        let text = Text::load(&tiny(if base.starts_with("mlx/") { "hf/llama" } else { base })).unwrap();
-        let (_, examples) = load_split(&tiny("lora/data"), "train", &text).unwrap().unwrap();
-        let (batches, _) = batches(&examples, 2, 512, true, BatchOrder::Length).unwrap();
-        let batch = &batches[0];
+        let batch = &first_batch(if base.starts_with("mlx/") { "hf/llama" } else { base });
         let mut lora = init_lora(&model.adaptable(None, &[]).unwrap(), 4, 2.0, 1);
         if dora {
             hearth_train::trainer::init_dora(&model, &mut lora).unwrap();
         }
-        // lora_b starts at zero, where lora_a's gradient vanishes: move it off first.
-        for (i, l) in lora.layers.values_mut().enumerate() {
-            l.b.iter_mut().enumerate().for_each(|(j, v)| *v = (((i * 7919 + j * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 0.05);
-        }
+        move_b_off_zero(&mut lora);
         let step = model.loss_and_grads(batch, &lora, Mask::MlxLm).unwrap();
         let names: Vec<String> = lora.layers.keys().cloned().collect();
         let mut worst = 0f64;
@@ -92,16 +101,12 @@ fn fast_products_stay_close_to_exact() {
     use hearth_kernels::Precision;
     for base in ["gguf/llama-Q8_0.gguf", "gguf/llama256-Q4_K_M.gguf"] {
         let mut model = TrainModel::load(&tiny(base)).unwrap();
-        let text = Text::load(&tiny(base)).unwrap();
-        let (_, examples) = load_split(&tiny("lora/data"), "train", &text).unwrap().unwrap();
-        let (batches, _) = batches(&examples, 2, 512, true, BatchOrder::Length).unwrap();
+        let batch = first_batch(base);
         let mut lora = init_lora(&model.adaptable(None, &[]).unwrap(), 4, 2.0, 1);
-        for (i, l) in lora.layers.values_mut().enumerate() {
-            l.b.iter_mut().enumerate().for_each(|(j, v)| *v = (((i * 7919 + j * 104_729) % 2001) as f32 / 1000.0 - 1.0) * 0.05);
-        }
-        let exact = model.loss_and_grads(&batches[0], &lora, Mask::MlxLm).unwrap();
+        move_b_off_zero(&mut lora);
+        let exact = model.loss_and_grads(&batch, &lora, Mask::MlxLm).unwrap();
         model.set_precision(Precision::Fast);
-        let fast = model.loss_and_grads(&batches[0], &lora, Mask::MlxLm).unwrap();
+        let fast = model.loss_and_grads(&batch, &lora, Mask::MlxLm).unwrap();
         assert_ne!(fast.loss, exact.loss, "{base}: the fast products were not taken");
         assert!((fast.loss - exact.loss).abs() <= 1e-2 * exact.loss, "{base}: loss {} fast, {} exact", fast.loss, exact.loss);
         let mut lowest = 1f64;
