@@ -12,8 +12,9 @@ use hearth_kernels::{MatrixRef, RowFormat};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Random blocks with sane f16 fields: the scale, and the minimum (Q4_1) or dmin (Q4_K).
-/// Q4_K's packed 6-bit scales and minimums are random bytes, all of their bits in use.
+/// Random blocks with sane f16 fields: the scale, and the minimum (Q4_1, Q5_1) or dmin (Q4_K,
+/// Q5_K).
+/// The K-quants' sub-block scales (and minimums) are random bytes, all of their bits in use.
 fn random_blocks(t: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
     let bb = t.block_bytes();
     let mut data = vec![0u8; rows * cols / t.block_len() * bb];
@@ -21,8 +22,10 @@ fn random_blocks(t: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec
     for b in data.chunks_exact_mut(bb) {
         b[..2].copy_from_slice(&f16::from_f32(rng.random_range(0.001..0.05)).to_le_bytes());
         match t {
-            GgmlType::Q4_1 => b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(-0.5..0.5)).to_le_bytes()),
-            GgmlType::Q4K => b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(0.0..0.01)).to_le_bytes()),
+            GgmlType::Q4_1 | GgmlType::Q5_1 => b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(-0.5..0.5)).to_le_bytes()),
+            GgmlType::Q4K | GgmlType::Q5K => b[2..4].copy_from_slice(&f16::from_f32(rng.random_range(0.0..0.01)).to_le_bytes()),
+            // Q6_K's d ends its block.
+            GgmlType::Q6K => b[208..].copy_from_slice(&f16::from_f32(rng.random_range(0.001..0.05)).to_le_bytes()),
             _ => {}
         }
     }
@@ -85,21 +88,23 @@ fn check_panels(kind: IsaKind, w: &MatrixRef<'_>, panels: &QuantPanels, token_co
 #[test]
 fn panels_match_the_file_layout() {
     let mut rng = StdRng::seed_from_u64(11);
-    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
         for (rows, cols) in [(1, 32), (16, 64), (17, 96), (45, 160), (64, 576)] {
             check_against_the_file_layout(t, rows, cols, &[1, 3, 8, 9, 70, 131], &mut rng);
         }
     }
 }
 
-/// Q4_K's 256-blocks: every kernel width (1 to 8 tokens per call, and the remainders of
-/// longer runs), partial panels, and rows several blocks long.
+/// The K-quants' 256-blocks: every kernel width (1 to 8 tokens per call, and the
+/// remainders of longer runs), partial panels, and rows several blocks long.
 #[test]
-fn q4k_panels_match_the_file_layout() {
+fn k_quant_panels_match_the_file_layout() {
     let mut rng = StdRng::seed_from_u64(14);
     let token_counts: Vec<usize> = (1..=13).chain([70]).collect();
-    for (rows, cols) in [(1, 256), (16, 512), (17, 256), (45, 768), (70, 1280)] {
-        check_against_the_file_layout(GgmlType::Q4K, rows, cols, &token_counts, &mut rng);
+    for t in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        for (rows, cols) in [(1, 256), (16, 512), (17, 256), (45, 768), (70, 1280)] {
+            check_against_the_file_layout(t, rows, cols, &token_counts, &mut rng);
+        }
     }
 }
 
@@ -108,8 +113,16 @@ fn a_group_equals_its_parts() {
     let mut rng = StdRng::seed_from_u64(12);
     let (cols, tokens) = (256, 5);
     // More parts than one parallel section takes, of every format.
-    let shapes =
-        [(GgmlType::Q4_1, 40), (GgmlType::Q4K, 7), (GgmlType::Q8_0, 33), (GgmlType::Q4_0, 16), (GgmlType::Q8_0, 1), (GgmlType::Q4K, 19)];
+    let shapes = [
+        (GgmlType::Q4_1, 40),
+        (GgmlType::Q4K, 7),
+        (GgmlType::Q8_0, 33),
+        (GgmlType::Q4_0, 16),
+        (GgmlType::Q5_0, 16),
+        (GgmlType::Q5_1, 1),
+        (GgmlType::Q5K, 3),
+        (GgmlType::Q6K, 19),
+    ];
     let data: Vec<Vec<u8>> = shapes.iter().map(|&(t, rows)| random_blocks(t, rows, cols, &mut rng)).collect();
     let panels: Vec<QuantPanels> = shapes
         .iter()
@@ -133,7 +146,7 @@ fn a_group_equals_its_parts() {
 
 #[test]
 fn panels_take_only_their_formats() {
-    let w = MatrixRef::new(RowFormat::Ggml(GgmlType::Q5_0), 1, 32, &[0; 22], &[], &[]).unwrap();
+    let w = MatrixRef::new(RowFormat::Float(hearth_kernels::FloatFormat::F16), 1, 32, &[0; 64], &[], &[]).unwrap();
     assert!(QuantPanels::new(&w, |_| {}).is_none());
 }
 

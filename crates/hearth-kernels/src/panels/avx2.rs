@@ -1,7 +1,7 @@
 //! The panel kernel on AVX2: a 16-row panel as two 256-bit registers of eight rows. Products
 //! by `vpmaddubsw` (unsigned × signed bytes to i16 pairs) and `vpmaddwd` (pairs to i32); a
 //! nibble block's eight i16 partial sums cannot overflow (8 · 2 · 15 · 127 < 2¹⁵), so they
-//! are added before the one widening step. Q8_0's signed weights take the sign trick
+//! are added before the one widening step (five-bit weights widen each half apart). Q8_0's signed weights take the sign trick
 //! (|w| × x·sign(w)), whose pairs (2 · 128 · 127) fit i16 only one at a time.
 //!
 //! With AVX-VNNI (Alder Lake, Zen 5) `vpdpbusd` does the four products and their sum in one
@@ -78,6 +78,37 @@ impl<const DOT: u8> Lanes for Avx2<DOT> {
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
     #[inline(always)]
+    unsafe fn dot_q5(wq: &[__m256i; 8], x: *const i32) -> __m256i {
+        if DOT != MADD {
+            return Self::dot_nibbles(wq, x);
+        }
+        // Sixteen products of 31 · 127 would overflow an i16 lane; eight do not.
+        let mut halves = [_mm256_setzero_si256(); 2];
+        for (i, &w) in wq.iter().enumerate() {
+            halves[i / 4] = _mm256_add_epi16(halves[i / 4], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x.add(i).read_unaligned())));
+        }
+        let ones = _mm256_set1_epi16(1);
+        _mm256_add_epi32(_mm256_madd_epi16(halves[0], ones), _mm256_madd_epi16(halves[1], ones))
+    }
+    #[inline(always)]
+    unsafe fn dot_q6(wq: &[__m256i; 8], x: *const i32) -> [__m256i; 2] {
+        // Signed × signed by the sign trick: |w| × x·sign(w). Four pairs of 32 · 127 fit an i16.
+        let mut halves = [_mm256_setzero_si256(); 2];
+        for (i, &w) in wq.iter().enumerate() {
+            let xs = _mm256_sign_epi8(_mm256_set1_epi32(x.add(i).read_unaligned()), w);
+            halves[i / 4] = if DOT == MADD {
+                _mm256_add_epi16(halves[i / 4], _mm256_maddubs_epi16(_mm256_abs_epi8(w), xs))
+            } else {
+                dpbusd::<DOT>(halves[i / 4], _mm256_abs_epi8(w), xs)
+            };
+        }
+        if DOT == MADD {
+            let ones = _mm256_set1_epi16(1);
+            halves = [_mm256_madd_epi16(halves[0], ones), _mm256_madd_epi16(halves[1], ones)];
+        }
+        halves
+    }
+    #[inline(always)]
     unsafe fn dot_q8(wq: &[__m256i; 8], x: *const i32) -> __m256i {
         if DOT != MADD {
             return Self::dot_nibbles(wq, x);
@@ -109,6 +140,18 @@ impl<const DOT: u8> Lanes for Avx2<DOT> {
     #[inline(always)]
     unsafe fn srl(v: __m256i, bits: i32) -> __m256i {
         _mm256_srl_epi32(v, _mm_cvtsi32_si128(bits))
+    }
+    #[inline(always)]
+    unsafe fn sll(v: __m256i, bits: i32) -> __m256i {
+        _mm256_sll_epi32(v, _mm_cvtsi32_si128(bits))
+    }
+    #[inline(always)]
+    unsafe fn sra(v: __m256i, bits: i32) -> __m256i {
+        _mm256_sra_epi32(v, _mm_cvtsi32_si128(bits))
+    }
+    #[inline(always)]
+    unsafe fn sub_bytes(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_sub_epi8(a, b)
     }
     #[inline(always)]
     unsafe fn and(a: __m256i, b: __m256i) -> __m256i {

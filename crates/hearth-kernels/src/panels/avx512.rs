@@ -44,6 +44,17 @@ impl Lanes for Avx512 {
         _mm512_add_epi32(lo, hi)
     }
     #[inline(always)]
+    unsafe fn dot_q6(wq: &[__m512i; 8], x: *const i32) -> [__m512i; 2] {
+        // Signed × signed as |w| × x·sign(w), the sign taken by negating x where w < 0.
+        let mut halves = [_mm512_setzero_si512(); 2];
+        for (i, &w) in wq.iter().enumerate() {
+            let x = _mm512_set1_epi32(x.add(i).read_unaligned());
+            let xs = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+            halves[i / 4] = _mm512_dpbusd_epi32(halves[i / 4], _mm512_abs_epi8(w), xs);
+        }
+        halves
+    }
+    #[inline(always)]
     unsafe fn dot_q8(wq: &[__m512i; 8], x: *const i32) -> __m512i {
         Self::dot_nibbles(wq, x)
     }
@@ -66,6 +77,18 @@ impl Lanes for Avx512 {
     #[inline(always)]
     unsafe fn srl(v: __m512i, bits: i32) -> __m512i {
         _mm512_srl_epi32(v, _mm_cvtsi32_si128(bits))
+    }
+    #[inline(always)]
+    unsafe fn sll(v: __m512i, bits: i32) -> __m512i {
+        _mm512_sll_epi32(v, _mm_cvtsi32_si128(bits))
+    }
+    #[inline(always)]
+    unsafe fn sra(v: __m512i, bits: i32) -> __m512i {
+        _mm512_sra_epi32(v, _mm_cvtsi32_si128(bits))
+    }
+    #[inline(always)]
+    unsafe fn sub_bytes(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_sub_epi8(a, b)
     }
     #[inline(always)]
     unsafe fn and(a: __m512i, b: __m512i) -> __m512i {

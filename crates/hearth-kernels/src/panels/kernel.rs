@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::{has_min, lines_per_block, Line, Q4_K, Q8_0};
+use super::{five_bits, has_min, is_q5, lines_per_block, Line, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0};
 use crate::act::Q8Block;
 
 /// Sub-panels per panel at most (four 128-bit registers).
@@ -42,14 +42,25 @@ pub(super) trait Lanes {
     unsafe fn dot_nibbles(wq: &[Self::I; 8], x: *const i32) -> Self::I;
     /// The same for weights from [`Lanes::q8_weights`].
     unsafe fn dot_q8(wq: &[Self::I; 8], x: *const i32) -> Self::I;
+    /// As [`Lanes::dot_nibbles`], for five-bit weights (values 0 to 31).
+    unsafe fn dot_q5(wq: &[Self::I; 8], x: *const i32) -> Self::I {
+        Self::dot_nibbles(wq, x)
+    }
+    /// For signed weights (−32 to 31), the sums of `wq[0..4]` and of `wq[4..8]` apart.
+    unsafe fn dot_q6(wq: &[Self::I; 8], x: *const i32) -> [Self::I; 2];
     /// `LANES` f16 values at `p`.
     unsafe fn f16s(p: *const u16) -> Self::F;
     /// The f16 in each lane's low (high) half.
     unsafe fn f16_low(v: Self::I) -> Self::F;
     unsafe fn f16_high(v: Self::I) -> Self::F;
     unsafe fn to_f32(v: Self::I) -> Self::F;
-    /// Logical right shift of each lane's u32.
+    /// Logical right and left shifts of each lane's u32.
     unsafe fn srl(v: Self::I, bits: i32) -> Self::I;
+    unsafe fn sll(v: Self::I, bits: i32) -> Self::I;
+    /// Arithmetic right shift of each lane's i32.
+    unsafe fn sra(v: Self::I, bits: i32) -> Self::I;
+    /// Byte-wise `a - b`, wrapping.
+    unsafe fn sub_bytes(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn and(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn or(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn splat_i(v: i32) -> Self::I;
@@ -87,7 +98,7 @@ pub(super) unsafe fn panel<L: Lanes, const T: usize, const F: u8>(w: &Panel, x: 
     for b in 0..w.blocks {
         let q = w.q.add(b * lines_per_block(F));
         for (s, acc) in acc.iter_mut().enumerate().take(L::SUBS) {
-            if F == Q4_K {
+            if F == Q4_K || F == Q5_K {
                 // Each lane holds its row's d and dmin.
                 let f16s = L::line(q, s);
                 let d = L::f16_low(f16s);
@@ -101,18 +112,22 @@ pub(super) unsafe fn panel<L: Lanes, const T: usize, const F: u8>(w: &Panel, x: 
                         prefetch_ahead::<L>(q, eighth(j)..eighth(j + 1));
                     }
                     let (scale, min) = k_scale_min::<L>(&packed, j);
-                    // Sub-block j: the low (j even) or high nibbles of eight lines.
-                    let wq: [L::I; 8] = std::array::from_fn(|i| {
-                        let line = L::line(q.add(4 + 8 * (j / 2) + i), s);
-                        if j % 2 == 0 {
-                            L::low_nibbles(line)
-                        } else {
-                            L::high_nibbles(line)
+                    // Sub-block j: the low (j even) or high nibbles of eight lines; Q5_K's fifth
+                    // bits are bit j of the eight lines before them.
+                    let nibbles_at = if F == Q5_K { 12 } else { 4 };
+                    let mut wq = [L::splat_i(0); 8];
+                    for (i, wq) in wq.iter_mut().enumerate() {
+                        let line = L::line(q.add(nibbles_at + 8 * (j / 2) + i), s);
+                        *wq = if j % 2 == 0 { L::low_nibbles(line) } else { L::high_nibbles(line) };
+                        if F == Q5_K {
+                            *wq = L::or(*wq, fifth_bits::<L>(L::line(q.add(4 + i), s), j));
                         }
-                    });
+                    }
                     let (d, m) = (L::mul(d, L::to_f32(scale)), L::mul(neg_dmin, L::to_f32(min)));
                     block32::<L, T, F>(&wq, d, m, &x, 8 * b + j, acc);
                 }
+            } else if F == Q6_K {
+                q6k_block::<L, T>(w, q, b, s, &x, acc);
             } else {
                 if s == 0 {
                     prefetch_ahead::<L>(q, 0..lines_per_block(F));
@@ -123,12 +138,12 @@ pub(super) unsafe fn panel<L: Lanes, const T: usize, const F: u8>(w: &Panel, x: 
                 // wq[j]: the rows' weights 4j..4j + 4, against the activations' bytes 4j..4j + 4.
                 let wq: [L::I; 8] = if F == Q8_0 {
                     std::array::from_fn(|j| L::q8_weights(q.add(j), s))
+                } else if is_q5(F) {
+                    let (fifth, lines): (L::I, [L::I; 4]) = (L::line(q, s), std::array::from_fn(|i| L::line(q.add(1 + i), s)));
+                    std::array::from_fn(|j| L::or(nibbles::<L>(&lines, j), fifth_bits::<L>(fifth, j)))
                 } else {
                     let lines: [L::I; 4] = std::array::from_fn(|i| L::line(q.add(i), s));
-                    std::array::from_fn(|j| match j {
-                        0..4 => L::low_nibbles(lines[j]),
-                        _ => L::high_nibbles(lines[j - 4]),
-                    })
+                    std::array::from_fn(|j| nibbles::<L>(&lines, j))
                 };
                 block32::<L, T, F>(&wq, d, m, &x, b, acc);
             }
@@ -142,6 +157,69 @@ pub(super) unsafe fn panel<L: Lanes, const T: usize, const F: u8>(w: &Panel, x: 
             }
         }
     }
+}
+
+/// Sub-panel `s` of Q6_K block `b` (its lines at `q`) against every token: per 32-weight
+/// sub-block, the two 16-weight halves' signed sums, each times its 8-bit scale, in float.
+#[inline(always)]
+unsafe fn q6k_block<L: Lanes, const T: usize>(w: &Panel, q: *const Line, b: usize, s: usize, x: &[*const Q8Block; T], acc: &mut [L::F; T]) {
+    let d = L::f16s(w.d.add(b * 16 + s * L::LANES));
+    let eighth = |j: usize| j * lines_per_block(Q6_K) / 8;
+    for j in 0..8 {
+        if s == 0 {
+            prefetch_ahead::<L>(q, eighth(j)..eighth(j + 1));
+        }
+        // Sub-block j: its low four bits in the low (j % 4 < 2) or high nibbles of eight of the
+        // first 32 lines, its top two in bits 2·(j % 4) of eight of the next 16; its halves'
+        // scales are bytes 2j and 2j + 1 of the last four lines.
+        let (half, quarter) = (j / 4, j % 4);
+        // Plain loops, not closures: a closure the compiler declines to inline runs every
+        // intrinsic as a call (a third of the speed).
+        let scales = L::line(q.add(48 + j / 2), s);
+        let k = 16 * (j as i32 % 2);
+        let ds = [L::mul(d, L::to_f32(L::sra(L::sll(scales, 24 - k), 24))), L::mul(d, L::to_f32(L::sra(L::sll(scales, 16 - k), 24)))];
+        let mut wq = [L::splat_i(0); 8];
+        for (i, wq) in wq.iter_mut().enumerate() {
+            let low = L::line(q.add(16 * half + 8 * (quarter % 2) + i), s);
+            let low = if quarter < 2 { L::low_nibbles(low) } else { L::high_nibbles(low) };
+            let high = L::line(q.add(32 + 8 * half + i), s);
+            let high = match quarter {
+                0 => L::sll(high, 4),
+                1 => L::sll(high, 2),
+                2 => high,
+                _ => L::srl(high, 2),
+            };
+            let unsigned = L::or(low, L::and(high, L::splat_i(0x3030_3030)));
+            *wq = L::sub_bytes(unsigned, L::splat_i(0x2020_2020));
+        }
+        for t in 0..T {
+            let a = &*x[t].add(8 * b + j);
+            let [h0, h1] = L::dot_q6(&wq, a.qs.as_ptr().cast::<i32>());
+            let sum = L::fmadd(L::to_f32(h1), ds[1], L::mul(L::to_f32(h0), ds[0]));
+            acc[t] = L::fmadd(L::splat(a.d), sum, acc[t]);
+        }
+    }
+}
+
+/// Weights `4j..4j + 4` of a Q4 block's four lines: low nibbles, then high ones.
+#[inline(always)]
+unsafe fn nibbles<L: Lanes>(lines: &[L::I; 4], j: usize) -> L::I {
+    match j {
+        0..4 => L::low_nibbles(lines[j]),
+        _ => L::high_nibbles(lines[j - 4]),
+    }
+}
+
+/// The fifth bits of weights `4j..4j + 4`, each at bit 4 of its byte, from a line holding them
+/// in bit `j` of every byte (Q5_0's and Q5_1's by `spread_fifth_bits`, Q5_K's as stored).
+#[inline(always)]
+unsafe fn fifth_bits<L: Lanes>(spread: L::I, j: usize) -> L::I {
+    let moved = match j {
+        0..4 => L::sll(spread, 4 - j as i32),
+        4 => spread,
+        _ => L::srl(spread, j as i32 - 4),
+    };
+    L::and(moved, L::splat_i(0x1010_1010))
 }
 
 /// Prefetches lines `lines` of the block [`PREFETCH_AHEAD`] lines after `q`.
@@ -163,12 +241,20 @@ unsafe fn block32<L: Lanes, const T: usize, const F: u8>(
     at: usize,
     acc: &mut [L::F; T],
 ) {
-    // Q4_0 stores unsigned values offset by 8; Q8_0's offset is the backend's.
-    let offset = if F == Q8_0 { L::Q8_OFFSET } else { -8.0 };
+    // Q4_0 and Q5_0 store unsigned values offset by 8 and 16; Q8_0's offset is the backend's.
+    let offset = match F {
+        Q8_0 => L::Q8_OFFSET,
+        Q5_0 => -16.0,
+        _ => -8.0,
+    };
     for t in 0..T {
         let a = &*x[t].add(at);
         let qs = a.qs.as_ptr().cast::<i32>();
-        let isum = L::to_f32(if F == Q8_0 { L::dot_q8(wq, qs) } else { L::dot_nibbles(wq, qs) });
+        let isum = L::to_f32(match F {
+            Q8_0 => L::dot_q8(wq, qs),
+            _ if five_bits(F) => L::dot_q5(wq, qs),
+            _ => L::dot_nibbles(wq, qs),
+        });
         acc[t] = if has_min(F) {
             // d·dx·Σq·qx + m·dx·Σqx
             L::fmadd(m, L::splat(a.sum), L::fmadd(L::mul(d, L::splat(a.d)), isum, acc[t]))

@@ -1,4 +1,5 @@
-//! Q4_0, Q4_1, Q8_0 and Q4_K weights repacked into 16-row panels for integer dot products, the
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights repacked into 16-row panels for
+//! integer dot products, the
 //! layout that makes batched decoding and prefill cheap, on every instruction set: one kernel
 //! ([`kernel`]) over each one's vector operations (AVX-512 VNNI, AVX-VNNI, AVX2, NEON,
 //! portable).
@@ -11,9 +12,16 @@
 //! result is summed in the same order whatever the number of tokens, so decoding a sequence
 //! alone or in a batch gives bit-identical results.
 //!
+//! Q5_0 and Q5_1 keep their fifth bits in one line per block, rearranged at load so that one
+//! shift and mask per four weights puts them in place (see [`spread_fifth_bits`]).
+//!
 //! Q4_K keeps its f16 d and dmin and its packed 6-bit sub-block scales; the kernel unpacks
 //! them for sixteen rows at once, and each 32-weight sub-block then counts as a Q4_1 block with
-//! scale d·scale and minimum −dmin·min (activations are quantised per 32 for every format).
+//! scale d·scale and minimum −dmin·min (activations are quantised per 32 for every format);
+//! Q5_K's likewise, its fifth bits kept as stored (bit `j` of byte `l` for weight `l` of
+//! sub-block `j`, just what the kernel wants).
+//! Q6_K's weights are made signed (−32 to 31) as they are unpacked, so that each 16-weight half
+//! of a sub-block, with its own scale, needs no sum of its activations.
 //!
 //! The panels take the place of the file's bytes (same size); the caller may then release the
 //! mapped pages.
@@ -58,7 +66,8 @@ const RELEASE_ROWS: usize = 1024;
 
 /// 64 bytes of a block: 4 bytes for each of the 16 rows, the block's bytes in the file's order
 /// after those kept in `d` and `m` ([`separate_f16s`]). Q4 blocks have four lines, line `i` holding weights
-/// `4i..4i + 4` in its low nibbles and `16 + 4i..16 + 4i + 4` in its high ones; Q8_0 blocks
+/// `4i..4i + 4` in its low nibbles and `16 + 4i..16 + 4i + 4` in its high ones; Q5 blocks have
+/// their fifth bits ([`spread_fifth_bits`]) and then the four lines of Q4's; Q8_0 blocks
 /// have eight, line `i` weights `4i..4i + 4`. Q4_K blocks have 36: d and dmin, three of
 /// packed scales, then line `4 + 8g + i` holds weights `64g + 4i..+4` (sub-block `2g`) in its
 /// low nibbles and `64g + 32 + 4i..+4` (sub-block `2g + 1`) in its high ones.
@@ -72,11 +81,16 @@ thread_local! {
 }
 
 /// The formats with panels; the index is the kernel's const parameter.
-const FORMATS: [GgmlType; 4] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K];
+const FORMATS: [GgmlType; 8] =
+    [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q6K, GgmlType::Q5K];
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
 const Q4_K: u8 = 3;
+const Q5_0: u8 = 4;
+const Q5_1: u8 = 5;
+const Q6_K: u8 = 6;
+const Q5_K: u8 = 7;
 
 pub struct QuantPanels {
     /// The instruction set whose kernel runs the panels.
@@ -94,7 +108,7 @@ pub struct QuantPanels {
 }
 
 impl QuantPanels {
-    /// Repacks a Q4_0, Q4_1, Q8_0 or Q4_K matrix for the instruction set in use; `None` for
+    /// Repacks a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrix for the instruction set in use; `None` for
     /// other formats. `copied` is told each byte range of `w`'s data once it has been copied,
     /// so the caller can drop the source pages as it goes (one copy resident, not two).
     pub fn new(w: &MatrixRef<'_>, copied: impl FnMut(Range<usize>)) -> Option<Self> {
@@ -112,6 +126,7 @@ impl QuantPanels {
         let (rows, cols) = (w.rows(), w.cols());
         let (blocks, panels) = (cols / t.block_len(), rows.div_ceil(PANEL));
         let (block_bytes, f16s, lines) = (t.block_bytes(), separate_f16s(format), lines_per_block(format));
+        let (f16_at, lines_at) = field_offsets(format);
         debug_assert_eq!(2 * f16s + 4 * lines, block_bytes);
         let f16_field = |i: usize| if i < f16s { vec![0; panels * blocks * PANEL] } else { Vec::new() };
         let mut p = QuantPanels {
@@ -132,10 +147,14 @@ impl QuantPanels {
             for (b, block) in w.row_data(r).chunks_exact(block_bytes).enumerate() {
                 let at = (panel * blocks + b) * PANEL + lane;
                 for (i, field) in [&mut p.d, &mut p.m].into_iter().take(f16s).enumerate() {
-                    field[at] = u16::from_le_bytes([block[2 * i], block[2 * i + 1]]);
+                    field[at] = u16::from_le_bytes([block[f16_at + 2 * i], block[f16_at + 2 * i + 1]]);
                 }
-                for (i, four) in block[2 * f16s..].chunks_exact(4).enumerate() {
-                    p.q[(panel * blocks + b) * lines + i].0[lane * 4..lane * 4 + 4].copy_from_slice(four);
+                for (i, four) in block[lines_at..lines_at + 4 * lines].chunks_exact(4).enumerate() {
+                    let mut four: [u8; 4] = four.try_into().expect("four bytes");
+                    if i == 0 && is_q5(format) {
+                        four = spread_fifth_bits(u32::from_le_bytes(four)).to_le_bytes();
+                    }
+                    p.q[(panel * blocks + b) * lines + i].0[lane * 4..lane * 4 + 4].copy_from_slice(&four);
                 }
             }
         }
@@ -157,16 +176,21 @@ impl QuantPanels {
         let t = FORMATS[self.format as usize];
         let (panel, lane, blocks) = (r / PANEL, r % PANEL, self.cols / t.block_len());
         let (f16s, lines) = (separate_f16s(self.format), lines_per_block(self.format));
-        let mut block = [0u8; 144];
+        let (f16_at, lines_at) = field_offsets(self.format);
+        let mut block = [0u8; 210];
         let block = &mut block[..t.block_bytes()];
         for (b, o) in out.chunks_exact_mut(t.block_len()).enumerate() {
             let at = (panel * blocks + b) * PANEL + lane;
             for (i, field) in [&self.d, &self.m].into_iter().take(f16s).enumerate() {
-                block[2 * i..2 * i + 2].copy_from_slice(&field[at].to_le_bytes());
+                block[f16_at + 2 * i..f16_at + 2 * i + 2].copy_from_slice(&field[at].to_le_bytes());
             }
             let four = |i: usize| &self.q[(panel * blocks + b) * lines + i].0[lane * 4..lane * 4 + 4];
-            for (i, dst) in block[2 * f16s..].chunks_exact_mut(4).enumerate() {
+            for (i, dst) in block[lines_at..lines_at + 4 * lines].chunks_exact_mut(4).enumerate() {
                 dst.copy_from_slice(four(i));
+                if i == 0 && is_q5(self.format) {
+                    let qh = gather_fifth_bits(u32::from_le_bytes(dst.try_into().expect("four bytes")));
+                    dst.copy_from_slice(&qh.to_le_bytes());
+                }
             }
             dequantize_row(RowFormat::Ggml(t), block, &[], &[], o);
         }
@@ -283,7 +307,11 @@ impl QuantPanels {
                     $(($n, Q4_0) => backend::panel::<$n, Q4_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
                       ($n, Q4_1) => backend::panel::<$n, Q4_1>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
                       ($n, Q8_0) => backend::panel::<$n, Q8_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q4_K) => backend::panel::<$n, Q4_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
+                      ($n, Q4_K) => backend::panel::<$n, Q4_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q5_0) => backend::panel::<$n, Q5_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q5_1) => backend::panel::<$n, Q5_1>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q6_K) => backend::panel::<$n, Q6_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, Q5_K) => backend::panel::<$n, Q5_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
                     _ => unreachable!("more tokens than the kernel takes per call, or a format without panels"),
                 }
             }};
@@ -304,18 +332,66 @@ impl QuantPanels {
     }
 }
 
-/// Whether the format's blocks carry a minimum (Q4_1) or dmin (Q4_K) after the scale.
+/// Whether the format's blocks carry a minimum (Q4_1, Q5_1) or dmin (Q4_K, Q5_K) after the
+/// scale.
 const fn has_min(format: u8) -> bool {
-    matches!(format, Q4_1 | Q4_K)
+    matches!(format, Q4_1 | Q5_1 | Q4_K | Q5_K)
 }
 
-/// The f16 fields leading a block that are kept apart from its lines, in `d` and `m`: the
-/// scale, and Q4_1's minimum. Q4_K keeps all its bytes in lines, so that decode reads each
-/// panel as one stream (with d and dmin apart: 31 GB/s against 37, before prefetching).
+/// Whether the format's weights have five bits.
+const fn five_bits(format: u8) -> bool {
+    matches!(format, Q5_0 | Q5_1 | Q5_K)
+}
+
+/// Where in a file block the separate f16 fields and the lines start: the f16s lead every block
+/// but Q6_K's, which ends with its d.
+const fn field_offsets(format: u8) -> (usize, usize) {
+    match format {
+        Q6_K => (208, 0),
+        _ => (0, 2 * separate_f16s(format)),
+    }
+}
+
+/// Q5_0 and Q5_1, whose fifth bits are rearranged at load.
+const fn is_q5(format: u8) -> bool {
+    matches!(format, Q5_0 | Q5_1)
+}
+
+/// A Q5 block's fifth bits (`qh`, bit `i` for weight `i`) rearranged so that byte `k` holds in
+/// bit `j` the fifth bit of weight `4j + k`: the kernel's four weights `4j..4j + 4` (one per
+/// byte) then take theirs by moving bit `j` of every byte to bit 4.
+fn spread_fifth_bits(qh: u32) -> u32 {
+    // Byte `b` of `qh` (weights 8b..8b + 8) gives bits 2b and 2b + 1 of every output byte: a
+    // table, as every Q5 block of a model passes here at load.
+    const BY_BYTE: [u32; 256] = {
+        let mut table = [0; 256];
+        let mut v = 0;
+        while v < 256 {
+            let mut k = 0;
+            while k < 4 {
+                table[v] |= ((v as u32 >> k) & 1) << (8 * k) | ((v as u32 >> (k + 4)) & 1) << (8 * k + 1);
+                k += 1;
+            }
+            v += 1;
+        }
+        table
+    };
+    qh.to_le_bytes().iter().enumerate().fold(0, |spread, (b, &v)| spread | BY_BYTE[v as usize] << (2 * b))
+}
+
+/// The inverse of [`spread_fifth_bits`].
+fn gather_fifth_bits(spread: u32) -> u32 {
+    (0..32).filter(|i| spread >> (8 * (i % 4) + i / 4) & 1 == 1).map(|i| 1 << i).sum()
+}
+
+/// The f16 fields of a block that are kept apart from its lines, in `d` and `m`: the scale,
+/// and Q4_1's and Q5_1's minimum. Q4_K and Q5_K keep all their bytes in lines, so that decode reads each
+/// panel as one stream (with d and dmin apart: 31 GB/s against 37, before prefetching); Q6_K's
+/// 210 bytes are not whole lines, so its d is apart.
 const fn separate_f16s(format: u8) -> usize {
     match format {
-        Q4_1 => 2,
-        Q4_K => 0,
+        Q4_1 | Q5_1 => 2,
+        Q4_K | Q5_K => 0,
         _ => 1,
     }
 }
@@ -324,6 +400,9 @@ const fn lines_per_block(format: u8) -> usize {
     match format {
         Q8_0 => 8,
         Q4_K => 36,
+        Q5_K => 44,
+        Q5_0 | Q5_1 => 5,
+        Q6_K => 52,
         _ => 4,
     }
 }

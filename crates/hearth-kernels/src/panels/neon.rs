@@ -69,6 +69,15 @@ impl<const DOT: bool> Lanes for Neon<DOT> {
         Self::dot_q8(wq, x)
     }
     #[inline(always)]
+    unsafe fn dot_q6(wq: &[int32x4_t; 8], x: *const i32) -> [int32x4_t; 2] {
+        let mut halves = [vdupq_n_s32(0); 2];
+        for (i, &w) in wq.iter().enumerate() {
+            let (w, xs) = (vreinterpretq_s8_s32(w), vreinterpretq_s8_s32(vdupq_n_s32(x.add(i).read_unaligned())));
+            halves[i / 4] = if DOT { sdot(halves[i / 4], w, xs) } else { widening_dot(halves[i / 4], w, xs) };
+        }
+        halves
+    }
+    #[inline(always)]
     unsafe fn dot_q8(wq: &[int32x4_t; 8], x: *const i32) -> int32x4_t {
         let mut acc = vdupq_n_s32(0);
         for (i, &w) in wq.iter().enumerate() {
@@ -98,6 +107,18 @@ impl<const DOT: bool> Lanes for Neon<DOT> {
     #[inline(always)]
     unsafe fn srl(v: int32x4_t, bits: i32) -> int32x4_t {
         vreinterpretq_s32_u32(vshlq_u32(vreinterpretq_u32_s32(v), vdupq_n_s32(-bits)))
+    }
+    #[inline(always)]
+    unsafe fn sll(v: int32x4_t, bits: i32) -> int32x4_t {
+        vreinterpretq_s32_u32(vshlq_u32(vreinterpretq_u32_s32(v), vdupq_n_s32(bits)))
+    }
+    #[inline(always)]
+    unsafe fn sra(v: int32x4_t, bits: i32) -> int32x4_t {
+        vshlq_s32(v, vdupq_n_s32(-bits))
+    }
+    #[inline(always)]
+    unsafe fn sub_bytes(a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        vreinterpretq_s32_s8(vsubq_s8(vreinterpretq_s8_s32(a), vreinterpretq_s8_s32(b)))
     }
     #[inline(always)]
     unsafe fn and(a: int32x4_t, b: int32x4_t) -> int32x4_t {

@@ -23,8 +23,8 @@ fn zip_f(a: Floats, b: Floats, f: impl Fn(f32, f32) -> f32) -> Floats {
 
 /// Per lane, Σᵢ Σₖ weight byte k of `wq[i]` (as `weight`) times activation byte `4i + k`.
 #[inline(always)]
-unsafe fn dot(wq: &[Ints; 8], x: *const i32, weight: impl Fn(u8) -> i32) -> Ints {
-    let xs: [[i8; 4]; 8] = std::array::from_fn(|i| x.add(i).read_unaligned().to_le_bytes().map(|b| b as i8));
+unsafe fn dot<const N: usize>(wq: &[Ints; N], x: *const i32, weight: impl Fn(u8) -> i32) -> Ints {
+    let xs: [[i8; 4]; N] = std::array::from_fn(|i| x.add(i).read_unaligned().to_le_bytes().map(|b| b as i8));
     std::array::from_fn(|lane| {
         let mut sum = 0;
         for (w, x) in wq.iter().zip(&xs) {
@@ -67,6 +67,11 @@ impl Lanes for Portable {
         dot(wq, x, |w| w as i32)
     }
     #[inline(always)]
+    unsafe fn dot_q6(wq: &[Ints; 8], x: *const i32) -> [Ints; 2] {
+        let halves: [[Ints; 4]; 2] = std::array::from_fn(|h| std::array::from_fn(|i| wq[4 * h + i]));
+        std::array::from_fn(|h| dot(&halves[h], x.add(4 * h), |w| w as i8 as i32))
+    }
+    #[inline(always)]
     unsafe fn dot_q8(wq: &[Ints; 8], x: *const i32) -> Ints {
         dot(wq, x, |w| w as i8 as i32)
     }
@@ -89,6 +94,21 @@ impl Lanes for Portable {
     #[inline(always)]
     unsafe fn srl(v: Ints, bits: i32) -> Ints {
         map_i(v, |v| (v as u32 >> bits) as i32)
+    }
+    #[inline(always)]
+    unsafe fn sll(v: Ints, bits: i32) -> Ints {
+        map_i(v, |v| ((v as u32) << bits) as i32)
+    }
+    #[inline(always)]
+    unsafe fn sra(v: Ints, bits: i32) -> Ints {
+        map_i(v, |v| v >> bits)
+    }
+    #[inline(always)]
+    unsafe fn sub_bytes(a: Ints, b: Ints) -> Ints {
+        std::array::from_fn(|i| {
+            let (a, b) = (a[i].to_le_bytes(), b[i].to_le_bytes());
+            i32::from_le_bytes(std::array::from_fn(|k| a[k].wrapping_sub(b[k])))
+        })
     }
     #[inline(always)]
     unsafe fn and(a: Ints, b: Ints) -> Ints {
