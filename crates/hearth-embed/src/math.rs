@@ -3,7 +3,7 @@
 
 use hearth_kernels::pool;
 
-pub use hearth_kernels::math::{exp, gelu_tanh, wide};
+pub use hearth_kernels::math::{exp, gelu_tanh, sum_of, wide};
 
 /// erf(x) to 1.5e-7 absolute (Abramowitz & Stegun 7.1.26).
 #[inline(always)]

@@ -11,6 +11,7 @@ use hearth_kernels::int8::Int8Weights;
 use hearth_kernels::sgemm::{gemm, PackedWeightT, Rhs};
 use hearth_kernels::{FloatFormat, MatrixRef, RowFormat};
 
+use crate::math;
 use crate::{EmbedError, EmbedPrecision, Result};
 
 /// Every tensor of a model directory, by name.
@@ -150,9 +151,7 @@ impl Linear {
             Fast::Int8(w) => return w.matmul(x, self.bias.as_deref(), out),
         }
         if let Some(bias) = &self.bias {
-            for row in out.chunks_exact_mut(bias.len()) {
-                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-            }
+            math::for_each_row(out, bias.len(), &|_, row| row.iter_mut().zip(bias).for_each(|(o, b)| *o += b));
         }
     }
 }
@@ -171,13 +170,18 @@ impl LayerNorm {
     /// Normalises each row of `x` in place.
     pub fn apply(&self, x: &mut [f32]) {
         let n = self.weight.len() as f32;
-        for row in x.chunks_exact_mut(self.weight.len()) {
-            let mean = row.iter().sum::<f32>() / n;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-            let inv = 1.0 / (var + self.eps).sqrt();
-            for ((v, g), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = (*v - mean) * inv * g + b;
-            }
-        }
+        math::wide(
+            #[inline(always)]
+            || {
+                for row in x.chunks_exact_mut(self.weight.len()) {
+                    let mean = math::sum_of(row, |v| v) / n;
+                    let var = math::sum_of(row, |v| (v - mean) * (v - mean)) / n;
+                    let inv = 1.0 / (var + self.eps).sqrt();
+                    for ((v, g), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                        *v = (*v - mean) * inv * g + b;
+                    }
+                }
+            },
+        )
     }
 }

@@ -296,7 +296,7 @@ pub fn rows_times_tile(
         #[cfg(target_arch = "x86_64")]
         crate::qdot::IsaKind::Avx512Vnni => (4 * TILE, 3),
         #[cfg(target_arch = "x86_64")]
-        crate::qdot::IsaKind::Avx2 | crate::qdot::IsaKind::AvxVnni => (TILE, 2),
+        crate::qdot::IsaKind::Avx2 | crate::qdot::IsaKind::AvxVnni => (TILE, 3),
         _ => (TILE, 4),
     };
     for c0 in (0..width).step_by(cols_per_call) {
@@ -322,7 +322,7 @@ pub fn rows_times_tile(
                     call!(avx512; (1, 1) (1, 2) (1, 3) (1, 4) (2, 1) (2, 2) (2, 3) (2, 4) (3, 1) (3, 2) (3, 3) (3, 4))
                 }
                 #[cfg(target_arch = "x86_64")]
-                crate::qdot::IsaKind::Avx2 | crate::qdot::IsaKind::AvxVnni => call!(avx2; (1, 1) (2, 1)),
+                crate::qdot::IsaKind::Avx2 | crate::qdot::IsaKind::AvxVnni => call!(avx2; (1, 1) (2, 1) (3, 1)),
                 _ => call!(plain; (1, 1) (2, 1) (3, 1) (4, 1)),
             }
         }

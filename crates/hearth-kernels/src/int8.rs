@@ -46,6 +46,16 @@ thread_local! {
     static ACTS: RefCell<(Vec<Q8Block>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// One kernel call's tokens: each one's 16-bit activation pairs, quantised blocks (for their
+/// scales) and output row; the first `n` are real.
+#[cfg(target_arch = "x86_64")]
+struct Tokens {
+    x: [*const u32; TOKENS],
+    scales: [*const Q8Block; TOKENS],
+    out: [*mut f32; TOKENS],
+    n: usize,
+}
+
 /// A float matrix as 8-bit panels with a scale per row and block, for
 /// [`Int8Panels::matmul`] (built only on x86-64 CPUs running AVX2 without VNNI; elsewhere the
 /// type exists but is never made).
@@ -144,41 +154,51 @@ impl Int8Panels {
             pool::global().run(groups * splits, &|task| {
                 let (group, split) = (task / splits, task % splits);
                 let tokens = group * TOKENS_PER_TASK..((group + 1) * TOKENS_PER_TASK).min(m);
+                // Each call's token pointers, worked out once for all the task's panels.
+                let calls: [Tokens; TOKENS_PER_TASK / TOKENS] =
+                    std::array::from_fn(|i| self.tokens(acts, scales, tokens.start + i * TOKENS, tokens.end, out));
+                let calls = &calls[..tokens.len().div_ceil(TOKENS)];
                 for p in split * panels / splits..(split + 1) * panels / splits {
-                    for t0 in tokens.clone().step_by(TOKENS) {
-                        let n = TOKENS.min(tokens.end - t0);
+                    for call in calls {
                         // SAFETY: the task owns these tokens' columns of this panel in `out`;
                         // every pointer stays inside its buffer; `supported()` held at build.
-                        unsafe { self.block(acts, scales, bias, p, t0, n, out) };
+                        unsafe { self.block(call, bias, p) };
                     }
                 }
             });
         })
     }
 
-    /// Panel `p` against tokens `t0..t0 + n`, `n ≤ TOKENS`.
+    /// Tokens `t0..(t0 + TOKENS).min(end)` for one kernel call (none where `t0 ≥ end`).
+    #[cfg(target_arch = "x86_64")]
+    fn tokens(&self, acts: &[u32], scales: &[Q8Block], t0: usize, end: usize, out: SharedPtr<f32>) -> Tokens {
+        let n = TOKENS.min(end.saturating_sub(t0));
+        // Missing tokens of a short call repeat the last one; only real tokens are stored.
+        let token = |i: usize| (t0 + i.min(n.max(1) - 1)).min(end - 1);
+        Tokens {
+            x: std::array::from_fn(|i| acts[token(i) * self.pairs()..].as_ptr()),
+            scales: std::array::from_fn(|i| scales[token(i) * self.blocks..].as_ptr()),
+            out: std::array::from_fn(|i| out.get().wrapping_add(token(i) * self.rows)),
+            n,
+        }
+    }
+
+    /// Panel `p` against one call's tokens.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA; `acts` and `scales` hold at least `t0 + n` tokens and
-    /// `out` at least `t0 + n` rows of `self.rows`.
+    /// The CPU must have AVX2 and FMA; `call` was made by [`Int8Panels::tokens`] for this
+    /// matrix, its output rows owned by the caller.
     #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block(&self, acts: &[u32], scales: &[Q8Block], bias: Option<&[f32]>, p: usize, t0: usize, n: usize, out: SharedPtr<f32>) {
-        let (pairs, blocks) = (self.pairs(), self.blocks);
-        // Missing tokens of a short block repeat the last one; only real tokens are stored.
-        let token = |i: usize| t0 + i.min(n - 1);
-        let x: [*const u32; TOKENS] = std::array::from_fn(|i| acts[token(i) * pairs..].as_ptr());
-        let xs: [*const Q8Block; TOKENS] = std::array::from_fn(|i| scales[token(i) * blocks..].as_ptr());
+    unsafe fn block(&self, call: &Tokens, bias: Option<&[f32]>, p: usize) {
+        let pairs = self.pairs();
         let lanes = (self.rows - p * PANEL).min(PANEL);
-        let dst: [*mut f32; TOKENS] = std::array::from_fn(|i| out.get().wrapping_add(token(i) * self.rows + p * PANEL));
         x86::panel(
             self.data[p * pairs * PANEL * 2..].as_ptr(),
-            self.scales[p * blocks * PANEL..].as_ptr(),
-            x,
-            xs,
-            blocks,
+            self.scales[p * self.blocks * PANEL..].as_ptr(),
+            call,
+            self.blocks,
             bias.map(|b| &b[p * PANEL..p * PANEL + lanes]),
-            &dst[..n],
+            p * PANEL,
             lanes,
         );
     }
@@ -262,27 +282,28 @@ pub fn supported() -> bool {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Q8Block, BLOCK_PAIRS, PANEL, TOKENS};
+    use super::{Tokens, BLOCK_PAIRS, PANEL, TOKENS};
 
     /// One panel of 16 rows against up to six tokens: per block, exact i32 sums of
     /// `vpmaddwd` products, then `acc += sum · (token scale · row scale)`, fused; from the
-    /// bias, stored to `dst[t]` (its first `lanes` rows).
+    /// bias, stored to each real token's output row from column `col` (`lanes` of them).
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; the panel holds `blocks` blocks of values and scales,
-    /// each token as many values and quantised blocks; every destination and the bias have room for `lanes` floats.
+    /// each token as many values and quantised blocks; every output row and the bias have
+    /// room for `lanes` floats from `col` (the bias from 0).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn panel(
         w: *const i8,
         w_scales: *const f32,
-        x: [*const u32; TOKENS],
-        x_blocks: [*const Q8Block; TOKENS],
+        tokens: &Tokens,
         blocks: usize,
         bias: Option<&[f32]>,
-        dst: &[*mut f32],
+        col: usize,
         lanes: usize,
     ) {
+        let Tokens { x, scales: x_blocks, .. } = *tokens;
         let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let masks: [__m256i; 2] =
             std::array::from_fn(|h| _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes.saturating_sub(8 * h).min(8) as i32), index));
@@ -310,9 +331,9 @@ mod x86 {
                 }
             }
         }
-        for (t, &d) in dst.iter().enumerate() {
+        for (t, &d) in tokens.out[..tokens.n].iter().enumerate() {
             for h in 0..2 {
-                _mm256_maskstore_ps(d.add(8 * h), masks[h], out[t][h]);
+                _mm256_maskstore_ps(d.add(col + 8 * h), masks[h], out[t][h]);
             }
         }
     }
