@@ -10,8 +10,9 @@ use crate::Result;
 
 pub(crate) struct HostLinear {
     weight: StoredTensor,
-    /// Q4_0/Q4_1/Q8_0/Q4_K weights repacked into panels for the fast path (every instruction
-    /// set has a panel kernel); they replace the file's bytes, whose mapped pages are released.
+    /// Weights in the formats with panels (GGUF's 4-, 5-, 6- and 8-bit blocks, MLX's 4-bit
+    /// groups) repacked for the fast path (every instruction set has a panel kernel); they
+    /// replace the file's bytes, whose mapped pages are released.
     panels: Option<QuantPanels>,
     bias: Option<Vec<f32>>,
     /// Where adapters keep this layer's delta.

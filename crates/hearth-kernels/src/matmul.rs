@@ -178,7 +178,8 @@ impl<'a> MatrixRef<'a> {
         &buf[..]
     }
 
-    fn row_bytes_of(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
+    /// Row `r`'s stored bytes and its MLX scales and biases (empty for other formats).
+    pub(crate) fn row_bytes_of(&self, r: usize) -> (&[u8], &[u8], &[u8]) {
         let data = &self.data[r * self.row_bytes..(r + 1) * self.row_bytes];
         if self.params_per_row == 0 {
             return (data, &[], &[]);

@@ -108,6 +108,32 @@ fn k_quant_panels_match_the_file_layout() {
     }
 }
 
+/// MLX's 4-bit groups of 32 to 128 with f16 and bf16 scales and biases, cut into blocks of 32.
+#[test]
+fn mlx_4bit_panels_match_the_stored_layout() {
+    use hearth_kernels::FloatFormat;
+    let mut rng = StdRng::seed_from_u64(15);
+    for params in [FloatFormat::F16, FloatFormat::BF16] {
+        for (group_size, rows, cols) in [(32, 1, 32), (64, 17, 128), (128, 45, 256), (64, 16, 576)] {
+            let mut data = vec![0u8; rows * cols / 2];
+            rng.fill(&mut data[..]);
+            let groups = rows * cols / group_size;
+            let param = |v: f32| match params {
+                FloatFormat::F16 => f16::from_f32(v).to_le_bytes(),
+                _ => half::bf16::from_f32(v).to_le_bytes(),
+            };
+            let scales: Vec<u8> = (0..groups).flat_map(|_| param(rng.random_range(0.001..0.05))).collect();
+            let biases: Vec<u8> = (0..groups).flat_map(|_| param(rng.random_range(-0.5..0.5))).collect();
+            let format = RowFormat::MlxAffine { bits: 4, group_size, params };
+            let w = MatrixRef::new(format, rows, cols, &data, &scales, &biases).unwrap();
+            for kind in kinds() {
+                let panels = QuantPanels::for_isa(kind, &w, |_| {}).expect("panels on every instruction set");
+                check_panels(kind, &w, &panels, &[1, 4, 9, 70], &mut rng);
+            }
+        }
+    }
+}
+
 #[test]
 fn a_group_equals_its_parts() {
     let mut rng = StdRng::seed_from_u64(12);

@@ -126,6 +126,10 @@ impl<const DOT: u8> Lanes for Avx2<DOT> {
         _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
     }
     #[inline(always)]
+    unsafe fn bf16s(p: *const u16) -> __m256 {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))))
+    }
+    #[inline(always)]
     unsafe fn f16_low(v: __m256i) -> __m256 {
         halves(v, 0)
     }

@@ -63,6 +63,10 @@ impl Lanes for Avx512 {
         _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
     }
     #[inline(always)]
+    unsafe fn bf16s(p: *const u16) -> __m512 {
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()))))
+    }
+    #[inline(always)]
     unsafe fn f16_low(v: __m512i) -> __m512 {
         _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v))
     }

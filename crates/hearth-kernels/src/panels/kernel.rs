@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::{five_bits, has_min, is_q5, lines_per_block, Line, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0};
+use super::{five_bits, has_min, is_q5, lines_per_block, Line, MLX4_BF16, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0};
 use crate::act::Q8Block;
 
 /// Sub-panels per panel at most (four 128-bit registers).
@@ -50,6 +50,8 @@ pub(super) trait Lanes {
     unsafe fn dot_q6(wq: &[Self::I; 8], x: *const i32) -> [Self::I; 2];
     /// `LANES` f16 values at `p`.
     unsafe fn f16s(p: *const u16) -> Self::F;
+    /// `LANES` bf16 values at `p`.
+    unsafe fn bf16s(p: *const u16) -> Self::F;
     /// The f16 in each lane's low (high) half.
     unsafe fn f16_low(v: Self::I) -> Self::F;
     unsafe fn f16_high(v: Self::I) -> Self::F;
@@ -133,8 +135,12 @@ pub(super) unsafe fn panel<L: Lanes, const T: usize, const F: u8>(w: &Panel, x: 
                     prefetch_ahead::<L>(q, 0..lines_per_block(F));
                 }
                 let at = b * 16 + s * L::LANES;
-                let d = L::f16s(w.d.add(at));
-                let m = if has_min(F) { L::f16s(w.m.add(at)) } else { d };
+                let d = if F == MLX4_BF16 { L::bf16s(w.d.add(at)) } else { L::f16s(w.d.add(at)) };
+                let m = match F {
+                    MLX4_BF16 => L::bf16s(w.m.add(at)),
+                    _ if has_min(F) => L::f16s(w.m.add(at)),
+                    _ => d,
+                };
                 // wq[j]: the rows' weights 4j..4j + 4, against the activations' bytes 4j..4j + 4.
                 let wq: [L::I; 8] = if F == Q8_0 {
                     std::array::from_fn(|j| L::q8_weights(q.add(j), s))

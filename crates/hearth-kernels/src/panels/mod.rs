@@ -1,5 +1,5 @@
-//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights repacked into 16-row panels for
-//! integer dot products, the
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights, and MLX's 4-bit affine ones,
+//! repacked into 16-row panels for integer dot products, the
 //! layout that makes batched decoding and prefill cheap, on every instruction set: one kernel
 //! ([`kernel`]) over each one's vector operations (AVX-512 VNNI, AVX-VNNI, AVX2, NEON,
 //! portable).
@@ -20,6 +20,8 @@
 //! scale d·scale and minimum −dmin·min (activations are quantised per 32 for every format);
 //! Q5_K's likewise, its fifth bits kept as stored (bit `j` of byte `l` for weight `l` of
 //! sub-block `j`, just what the kernel wants).
+//! MLX's 4-bit groups (f16 or bf16 scale and bias, 32 to 128 weights) are cut into Q4_1-like
+//! blocks of 32: the nibbles reordered, each block carrying its group's scale and bias bits.
 //! Q6_K's weights are made signed (−32 to 31) as they are unpacked, so that each 16-weight half
 //! of a sub-block, with its own scale, needs no sum of its activations.
 //!
@@ -34,7 +36,7 @@ use hearth_formats::gguf::GgmlType;
 use crate::act::{quantize_q8, Q8Block};
 use crate::pool::{self, SharedPtr};
 use crate::qdot::{available, isa, IsaKind};
-use crate::{dequantize_row, MatrixRef, RowFormat};
+use crate::{dequantize_row, FloatFormat, MatrixRef, RowFormat};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -91,11 +93,16 @@ const Q5_0: u8 = 4;
 const Q5_1: u8 = 5;
 const Q6_K: u8 = 6;
 const Q5_K: u8 = 7;
+/// MLX 4-bit affine with f16 or bf16 scales and biases, as Q4_1-like blocks of 32.
+const MLX4_F16: u8 = 8;
+const MLX4_BF16: u8 = 9;
 
 pub struct QuantPanels {
     /// The instruction set whose kernel runs the panels.
     isa: IsaKind,
     format: u8,
+    /// The stored format, which [`QuantPanels::row`] rebuilds.
+    source: RowFormat,
     rows: usize,
     cols: usize,
     /// `[panel][block][lines]`.
@@ -108,7 +115,8 @@ pub struct QuantPanels {
 }
 
 impl QuantPanels {
-    /// Repacks a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrix for the instruction set in use; `None` for
+    /// Repacks a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K or MLX 4-bit (f16 or bf16
+    /// parameters, groups a multiple of 32) matrix for the instruction set in use; `None` for
     /// other formats. `copied` is told each byte range of `w`'s data once it has been copied,
     /// so the caller can drop the source pages as it goes (one copy resident, not two).
     pub fn new(w: &MatrixRef<'_>, copied: impl FnMut(Range<usize>)) -> Option<Self> {
@@ -118,33 +126,41 @@ impl QuantPanels {
     /// [`QuantPanels::new`] for the kernel of `kind` (`None` where this CPU cannot run it):
     /// tests compare every instruction set in one process.
     pub fn for_isa(kind: IsaKind, w: &MatrixRef<'_>, mut copied: impl FnMut(Range<usize>)) -> Option<Self> {
-        let RowFormat::Ggml(t) = w.format() else { return None };
-        let format = FORMATS.iter().position(|&f| f == t)? as u8;
+        let format = panel_format(w.format())?;
         if !available().iter().any(|i| i.kind == kind) {
             return None;
         }
         let (rows, cols) = (w.rows(), w.cols());
-        let (blocks, panels) = (cols / t.block_len(), rows.div_ceil(PANEL));
-        let (block_bytes, f16s, lines) = (t.block_bytes(), separate_f16s(format), lines_per_block(format));
+        let (blocks, panels) = (cols / block_len(format), rows.div_ceil(PANEL));
+        let (block_bytes, f16s, lines) = (block_bytes(format), separate_f16s(format), lines_per_block(format));
         let (f16_at, lines_at) = field_offsets(format);
         debug_assert_eq!(2 * f16s + 4 * lines, block_bytes);
         let f16_field = |i: usize| if i < f16s { vec![0; panels * blocks * PANEL] } else { Vec::new() };
         let mut p = QuantPanels {
             isa: kind,
             format,
+            source: w.format(),
             rows,
             cols,
             q: vec![Line([0; 64]); panels * blocks * lines],
             d: f16_field(0),
             m: f16_field(1),
         };
-        let row_bytes = blocks * block_bytes;
+        let row_bytes = w.format().row_bytes(cols).expect("a valid matrix's rows");
+        let mut mlx_blocks = Vec::new();
         for r in 0..rows {
             if r % RELEASE_ROWS == 0 && r > 0 {
                 copied((r - RELEASE_ROWS) * row_bytes..r * row_bytes);
             }
             let (panel, lane) = (r / PANEL, r % PANEL);
-            for (b, block) in w.row_data(r).chunks_exact(block_bytes).enumerate() {
+            let row = match w.format() {
+                RowFormat::MlxAffine { group_size, .. } => {
+                    mlx_as_blocks(w.row_bytes_of(r), group_size, &mut mlx_blocks);
+                    &mlx_blocks[..]
+                }
+                _ => w.row_data(r),
+            };
+            for (b, block) in row.chunks_exact(block_bytes).enumerate() {
                 let at = (panel * blocks + b) * PANEL + lane;
                 for (i, field) in [&mut p.d, &mut p.m].into_iter().take(f16s).enumerate() {
                     field[at] = u16::from_le_bytes([block[f16_at + 2 * i], block[f16_at + 2 * i + 1]]);
@@ -173,13 +189,14 @@ impl QuantPanels {
     /// Row `r` de-quantised exactly: its file blocks rebuilt and de-quantised as the file's.
     pub fn row(&self, r: usize, out: &mut [f32]) {
         assert!(r < self.rows && out.len() == self.cols, "row {r} of {}x{}", self.rows, self.cols);
-        let t = FORMATS[self.format as usize];
-        let (panel, lane, blocks) = (r / PANEL, r % PANEL, self.cols / t.block_len());
+        let (panel, lane, len) = (r / PANEL, r % PANEL, block_len(self.format));
+        let blocks = self.cols / len;
         let (f16s, lines) = (separate_f16s(self.format), lines_per_block(self.format));
         let (f16_at, lines_at) = field_offsets(self.format);
         let mut block = [0u8; 210];
-        let block = &mut block[..t.block_bytes()];
-        for (b, o) in out.chunks_exact_mut(t.block_len()).enumerate() {
+        let block = &mut block[..block_bytes(self.format)];
+        let mut mlx_blocks = Vec::new();
+        for (b, o) in out.chunks_exact_mut(len).enumerate() {
             let at = (panel * blocks + b) * PANEL + lane;
             for (i, field) in [&self.d, &self.m].into_iter().take(f16s).enumerate() {
                 block[f16_at + 2 * i..f16_at + 2 * i + 2].copy_from_slice(&field[at].to_le_bytes());
@@ -192,7 +209,14 @@ impl QuantPanels {
                     dst.copy_from_slice(&qh.to_le_bytes());
                 }
             }
-            dequantize_row(RowFormat::Ggml(t), block, &[], &[], o);
+            match self.source {
+                RowFormat::Ggml(_) => dequantize_row(self.source, block, &[], &[], o),
+                _ => mlx_blocks.extend_from_slice(block),
+            }
+        }
+        if let RowFormat::MlxAffine { group_size, .. } = self.source {
+            let (data, scales, biases) = mlx_from_blocks(&mlx_blocks, group_size);
+            dequantize_row(self.source, &data, &scales, &biases, out);
         }
     }
 
@@ -289,7 +313,7 @@ impl QuantPanels {
     unsafe fn block(&self, acts: &[Q8Block], p: usize, t0: usize, out: SharedPtr<f32>) {
         let acts_per_token = self.cols / 32;
         let n = acts.len() / acts_per_token;
-        let blocks = self.cols / FORMATS[self.format as usize].block_len();
+        let blocks = self.cols / block_len(self.format);
         let w = Panel {
             q: self.q[p * blocks * lines_per_block(self.format)..].as_ptr(),
             d: self.d.get(p * blocks * PANEL..).map_or(std::ptr::null(), <[u16]>::as_ptr),
@@ -311,7 +335,9 @@ impl QuantPanels {
                       ($n, Q5_0) => backend::panel::<$n, Q5_0>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
                       ($n, Q5_1) => backend::panel::<$n, Q5_1>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
                       ($n, Q6_K) => backend::panel::<$n, Q6_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
-                      ($n, Q5_K) => backend::panel::<$n, Q5_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
+                      ($n, Q5_K) => backend::panel::<$n, Q5_K>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, MLX4_F16) => backend::panel::<$n, MLX4_F16>(&w, std::array::from_fn(x), std::array::from_fn(dst)),
+                      ($n, MLX4_BF16) => backend::panel::<$n, MLX4_BF16>(&w, std::array::from_fn(x), std::array::from_fn(dst)),)*
                     _ => unreachable!("more tokens than the kernel takes per call, or a format without panels"),
                 }
             }};
@@ -332,10 +358,66 @@ impl QuantPanels {
     }
 }
 
-/// Whether the format's blocks carry a minimum (Q4_1, Q5_1) or dmin (Q4_K, Q5_K) after the
-/// scale.
+/// The panel format of a stored one, if it has panels.
+fn panel_format(format: RowFormat) -> Option<u8> {
+    match format {
+        RowFormat::Ggml(t) => FORMATS.iter().position(|&f| f == t).map(|i| i as u8),
+        RowFormat::MlxAffine { bits: 4, group_size, params } if group_size.is_multiple_of(32) => match params {
+            FloatFormat::F16 => Some(MLX4_F16),
+            FloatFormat::BF16 => Some(MLX4_BF16),
+            FloatFormat::F32 => None,
+        },
+        _ => None,
+    }
+}
+
+const fn block_len(format: u8) -> usize {
+    match format {
+        Q4_K | Q5_K | Q6_K => 256,
+        _ => 32,
+    }
+}
+
+/// Bytes of one block as the panels take it in (MLX's: as Q4_1's).
+fn block_bytes(format: u8) -> usize {
+    match format {
+        MLX4_F16 | MLX4_BF16 => GgmlType::Q4_1.block_bytes(),
+        _ => FORMATS[format as usize].block_bytes(),
+    }
+}
+
+/// An MLX 4-bit row (its packed codes, scales and biases) as Q4_1-like blocks of 32: each
+/// block's scale and bias bits, then its codes as Q4_1 orders them (weight j and j + 16 in
+/// byte j's low and high nibbles; MLX puts weights 2j and 2j + 1 there).
+fn mlx_as_blocks((data, scales, biases): (&[u8], &[u8], &[u8]), group_size: usize, out: &mut Vec<u8>) {
+    out.clear();
+    for (b, codes) in data.chunks_exact(16).enumerate() {
+        let g = 2 * (b * 32 / group_size);
+        out.extend_from_slice(&scales[g..g + 2]);
+        out.extend_from_slice(&biases[g..g + 2]);
+        let code = |k: usize| codes[k / 2] >> (4 * (k % 2)) & 0x0F;
+        out.extend((0..16).map(|j| code(j) | code(j + 16) << 4));
+    }
+}
+
+/// The inverse of [`mlx_as_blocks`]: packed codes, scales and biases.
+fn mlx_from_blocks(blocks: &[u8], group_size: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (mut data, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, block) in blocks.chunks_exact(20).enumerate() {
+        if (b * 32).is_multiple_of(group_size) {
+            scales.extend_from_slice(&block[..2]);
+            biases.extend_from_slice(&block[2..4]);
+        }
+        let code = |k: usize| if k < 16 { block[4 + k] & 0x0F } else { block[4 + k - 16] >> 4 };
+        data.extend((0..16).map(|j| code(2 * j) | code(2 * j + 1) << 4));
+    }
+    (data, scales, biases)
+}
+
+/// Whether the format's blocks carry a minimum (Q4_1, Q5_1, MLX's bias) or dmin (Q4_K, Q5_K)
+/// after the scale.
 const fn has_min(format: u8) -> bool {
-    matches!(format, Q4_1 | Q5_1 | Q4_K | Q5_K)
+    matches!(format, Q4_1 | Q5_1 | Q4_K | Q5_K | MLX4_F16 | MLX4_BF16)
 }
 
 /// Whether the format's weights have five bits.
@@ -390,7 +472,7 @@ fn gather_fifth_bits(spread: u32) -> u32 {
 /// 210 bytes are not whole lines, so its d is apart.
 const fn separate_f16s(format: u8) -> usize {
     match format {
-        Q4_1 | Q5_1 => 2,
+        Q4_1 | Q5_1 | MLX4_F16 | MLX4_BF16 => 2,
         Q4_K | Q5_K => 0,
         _ => 1,
     }

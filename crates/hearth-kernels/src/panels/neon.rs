@@ -91,6 +91,10 @@ impl<const DOT: bool> Lanes for Neon<DOT> {
         f32s(std::array::from_fn(|i| f16(p.add(i).read_unaligned() as u32)))
     }
     #[inline(always)]
+    unsafe fn bf16s(p: *const u16) -> float32x4_t {
+        vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p)))
+    }
+    #[inline(always)]
     unsafe fn f16_low(v: int32x4_t) -> float32x4_t {
         let lanes: [u32; 4] = std::mem::transmute(v);
         f32s(lanes.map(f16))

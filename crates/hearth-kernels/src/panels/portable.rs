@@ -80,6 +80,10 @@ impl Lanes for Portable {
         std::array::from_fn(|i| half::f16::from_bits(p.add(i).read_unaligned()).to_f32())
     }
     #[inline(always)]
+    unsafe fn bf16s(p: *const u16) -> Floats {
+        std::array::from_fn(|i| f32::from_bits((p.add(i).read_unaligned() as u32) << 16))
+    }
+    #[inline(always)]
     unsafe fn f16_low(v: Ints) -> Floats {
         v.map(|v| half::f16::from_bits(v as u16).to_f32())
     }
