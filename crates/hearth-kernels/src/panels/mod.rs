@@ -67,12 +67,15 @@ const MAX_PARTS: usize = 4;
 const RELEASE_ROWS: usize = 1024;
 
 /// 64 bytes of a block: 4 bytes for each of the 16 rows, the block's bytes in the file's order
-/// after those kept in `d` and `m` ([`separate_f16s`]). Q4 blocks have four lines, line `i` holding weights
-/// `4i..4i + 4` in its low nibbles and `16 + 4i..16 + 4i + 4` in its high ones; Q5 blocks have
-/// their fifth bits ([`spread_fifth_bits`]) and then the four lines of Q4's; Q8_0 blocks
-/// have eight, line `i` weights `4i..4i + 4`. Q4_K blocks have 36: d and dmin, three of
-/// packed scales, then line `4 + 8g + i` holds weights `64g + 4i..+4` (sub-block `2g`) in its
-/// low nibbles and `64g + 32 + 4i..+4` (sub-block `2g + 1`) in its high ones.
+/// apart from those kept in `d` and `m` ([`separate_f16s`]). Q4 blocks have four lines, line
+/// `i` holding weights `4i..4i + 4` in its low nibbles and `16 + 4i..16 + 4i + 4` in its high
+/// ones (MLX 4-bit blocks are made so); Q5_0/Q5_1 blocks have their fifth bits
+/// ([`spread_fifth_bits`]) and then the four lines of Q4's; Q8_0 blocks have eight, line `i`
+/// weights `4i..4i + 4`. Q4_K blocks have 36: d and dmin, three of packed scales, then line
+/// `4 + 8g + i` holds weights `64g + 4i..+4` (sub-block `2g`) in its low nibbles and
+/// `64g + 32 + 4i..+4` (sub-block `2g + 1`) in its high ones; Q5_K's 44 put eight lines of
+/// fifth bits before those. Q6_K's 52 are its low nibbles (32 lines), top bits (16) and scales
+/// (4).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Line([u8; 64]);
