@@ -133,9 +133,9 @@ impl TrainModel {
     /// How the frozen weights multiply. [`Precision::Exact`] (the default): float32 products of
     /// the exactly de-quantised weights, mlx-lm's numbers. [`Precision::Fast`]: weights in the
     /// formats inference multiplies with 8-bit activations (those with panels: Q4_0, Q4_1,
-    /// Q5_0, Q5_1, Q8_0, Q4_K, Q6_K) do so here too, forward through their own blocks, backward
-    /// through an 8-bit copy of their transpose (≈ 1 byte per parameter); float and other
-    /// formats stay exact.
+    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, MLX 4-bit with f16/bf16 scales) do so here too,
+    /// forward through their own blocks, backward through an 8-bit copy of their transpose
+    /// (≈ 1 byte per parameter); float and other formats stay exact.
     pub fn set_precision(&mut self, precision: Precision) {
         self.int8.clear();
         if precision == Precision::Exact {

@@ -105,7 +105,7 @@ pub struct TrainSpec {
     pub grad_checkpoint: bool,
     /// Float32 products on exactly de-quantised weights (mlx-lm's numbers, slower) instead of
     /// 8-bit activations where the base's format has integer panels (Q4_0, Q4_1, Q5_0, Q5_1,
-    /// Q8_0, Q4_K, Q6_K), as inference multiplies them.
+    /// Q8_0, Q4_K, Q5_K, Q6_K; MLX 4-bit with f16/bf16 scales), as inference multiplies them.
     #[arg(long)]
     pub exact: bool,
     /// Train only on the completion (chat and completions data): the prompt is masked out.
