@@ -172,9 +172,9 @@ impl Int8Panels {
     /// Tokens `t0..(t0 + TOKENS).min(end)` for one kernel call (none where `t0 ≥ end`).
     #[cfg(target_arch = "x86_64")]
     fn tokens(&self, acts: &[u32], scales: &[Q8Block], t0: usize, end: usize, out: SharedPtr<f32>) -> Tokens {
-        let n = TOKENS.min(end.saturating_sub(t0));
         // Missing tokens of a short call repeat the last one; only real tokens are stored.
-        let token = |i: usize| (t0 + i.min(n.max(1) - 1)).min(end - 1);
+        let token = |i: usize| (t0 + i).min(end - 1);
+        let n = TOKENS.min(end.saturating_sub(t0));
         Tokens {
             x: std::array::from_fn(|i| acts[token(i) * self.pairs()..].as_ptr()),
             scales: std::array::from_fn(|i| scales[token(i) * self.blocks..].as_ptr()),

@@ -1,8 +1,9 @@
 //! The panel kernel on AVX2: a 16-row panel as two 256-bit registers of eight rows. Products
 //! by `vpmaddubsw` (unsigned × signed bytes to i16 pairs) and `vpmaddwd` (pairs to i32); a
 //! nibble block's eight i16 partial sums cannot overflow (8 · 2 · 15 · 127 < 2¹⁵), so they
-//! are added before the one widening step (five-bit weights widen each half apart). Q8_0's signed weights take the sign trick
-//! (|w| × x·sign(w)), whose pairs (2 · 128 · 127) fit i16 only one at a time.
+//! are added before the one widening step (five-bit weights widen each half apart). Q8_0's
+//! signed weights take the sign trick (|w| × x·sign(w)), whose pairs (2 · 128 · 127) fit i16
+//! only one at a time; Q6_K's (|w| ≤ 32) four at a time.
 //!
 //! With AVX-VNNI (Alder Lake, Zen 5) `vpdpbusd` does the four products and their sum in one
 //! instruction, as on AVX-512, and Q8_0's weights are made unsigned (the offset taken back in

@@ -25,8 +25,8 @@
 //! Q6_K's weights are made signed (−32 to 31) as they are unpacked, so that each 16-weight half
 //! of a sub-block, with its own scale, needs no sum of its activations.
 //!
-//! The panels take the place of the file's bytes (same size); the caller may then release the
-//! mapped pages.
+//! The panels take the place of the file's bytes (the same size; MLX's a little more, each block
+//! of 32 carrying its group's parameters); the caller may then release the mapped pages.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -34,6 +34,7 @@ use std::ops::Range;
 use hearth_formats::gguf::GgmlType;
 
 use crate::act::{quantize_q8, Q8Block};
+use crate::dequant::mlx_code;
 use crate::pool::{self, SharedPtr};
 use crate::qdot::{available, isa, IsaKind};
 use crate::{dequantize_row, FloatFormat, MatrixRef, RowFormat};
@@ -198,7 +199,6 @@ impl QuantPanels {
         let (f16_at, lines_at) = field_offsets(self.format);
         let mut block = [0u8; 210];
         let block = &mut block[..block_bytes(self.format)];
-        let mut mlx_blocks = Vec::new();
         for (b, o) in out.chunks_exact_mut(len).enumerate() {
             let at = (panel * blocks + b) * PANEL + lane;
             for (i, field) in [&self.d, &self.m].into_iter().take(f16s).enumerate() {
@@ -213,13 +213,13 @@ impl QuantPanels {
                 }
             }
             match self.source {
-                RowFormat::Ggml(_) => dequantize_row(self.source, block, &[], &[], o),
-                _ => mlx_blocks.extend_from_slice(block),
+                // A block of 32 is a group of 32 with its group's scale and bias: the same values.
+                RowFormat::MlxAffine { bits, params, .. } => {
+                    let format = RowFormat::MlxAffine { bits, group_size: 32, params };
+                    dequantize_row(format, &mlx_codes(&block[4..]), &block[..2], &block[2..4], o);
+                }
+                _ => dequantize_row(self.source, block, &[], &[], o),
             }
-        }
-        if let RowFormat::MlxAffine { group_size, .. } = self.source {
-            let (data, scales, biases) = mlx_from_blocks(&mlx_blocks, group_size);
-            dequantize_row(self.source, &data, &scales, &biases, out);
         }
     }
 
@@ -394,27 +394,19 @@ fn block_bytes(format: u8) -> usize {
 /// byte j's low and high nibbles; MLX puts weights 2j and 2j + 1 there).
 fn mlx_as_blocks((data, scales, biases): (&[u8], &[u8], &[u8]), group_size: usize, out: &mut Vec<u8>) {
     out.clear();
-    for (b, codes) in data.chunks_exact(16).enumerate() {
+    for b in 0..data.len() / 16 {
         let g = 2 * (b * 32 / group_size);
         out.extend_from_slice(&scales[g..g + 2]);
         out.extend_from_slice(&biases[g..g + 2]);
-        let code = |k: usize| codes[k / 2] >> (4 * (k % 2)) & 0x0F;
+        let code = |k: usize| mlx_code(data, 32 * b + k, 4) as u8;
         out.extend((0..16).map(|j| code(j) | code(j + 16) << 4));
     }
 }
 
-/// The inverse of [`mlx_as_blocks`]: packed codes, scales and biases.
-fn mlx_from_blocks(blocks: &[u8], group_size: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let (mut data, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
-    for (b, block) in blocks.chunks_exact(20).enumerate() {
-        if (b * 32).is_multiple_of(group_size) {
-            scales.extend_from_slice(&block[..2]);
-            biases.extend_from_slice(&block[2..4]);
-        }
-        let code = |k: usize| if k < 16 { block[4 + k] & 0x0F } else { block[4 + k - 16] >> 4 };
-        data.extend((0..16).map(|j| code(2 * j) | code(2 * j + 1) << 4));
-    }
-    (data, scales, biases)
+/// A block's 16 bytes of Q4_1-ordered codes packed back as MLX packs them.
+fn mlx_codes(qs: &[u8]) -> [u8; 16] {
+    let code = |k: usize| if k < 16 { qs[k] & 0x0F } else { qs[k - 16] >> 4 };
+    std::array::from_fn(|j| code(2 * j) | code(2 * j + 1) << 4)
 }
 
 /// Whether the format's blocks carry a minimum (Q4_1, Q5_1, MLX's bias) or dmin (Q4_K, Q5_K)
